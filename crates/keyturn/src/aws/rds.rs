@@ -1,0 +1,69 @@
+//! RDS lookups for master secrets that RDS manages: such a secret holds only `username`
+//! and `password`, and its `aws:rds:primaryDB*Arn` tag says which instance or cluster it
+//! belongs to, as in AWS's templates.
+
+use aws_sdk_rds::Client;
+
+use super::describe_sdk_error;
+use crate::rotation::database::{RdsEndpoint, RdsLookup};
+
+/// An RDS client, built once per container.
+#[derive(Clone, Debug)]
+pub struct RdsClient {
+    client: Client,
+}
+
+impl RdsClient {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self {
+            client: Client::new(sdk),
+        }
+    }
+}
+
+impl RdsLookup for RdsClient {
+    async fn instance(&self, arn: &str) -> Result<RdsEndpoint, String> {
+        let out = self
+            .client
+            .describe_db_instances()
+            .db_instance_identifier(arn)
+            .send()
+            .await
+            .map_err(|e| describe_sdk_error(&e).0)?;
+        let db = out.db_instances().first().ok_or("no such DB instance")?;
+        let endpoint = db.endpoint().ok_or("the instance has no endpoint yet")?;
+        Ok(RdsEndpoint {
+            host: endpoint
+                .address()
+                .ok_or("the instance endpoint has no address")?
+                .to_owned(),
+            port: endpoint
+                .port()
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or("the instance endpoint has no port")?,
+            engine: db.engine().unwrap_or_default().to_owned(),
+        })
+    }
+
+    async fn cluster(&self, arn: &str) -> Result<RdsEndpoint, String> {
+        let out = self
+            .client
+            .describe_db_clusters()
+            .db_cluster_identifier(arn)
+            .send()
+            .await
+            .map_err(|e| describe_sdk_error(&e).0)?;
+        let db = out.db_clusters().first().ok_or("no such DB cluster")?;
+        Ok(RdsEndpoint {
+            host: db
+                .endpoint()
+                .ok_or("the cluster has no endpoint yet")?
+                .to_owned(),
+            port: db
+                .port()
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or("the cluster has no port")?,
+            engine: db.engine().unwrap_or_default().to_owned(),
+        })
+    }
+}

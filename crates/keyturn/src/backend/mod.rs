@@ -1,0 +1,135 @@
+//! Credential backends: one small interface per credential kind, with a request and a
+//! response type per operation. Rotation and leases orchestrate on top of these and hold
+//! no engine-specific code.
+//!
+//! [`DatabaseBackend`] is the database interface (PostgreSQL in [`postgres`]); it follows
+//! Vault's dbplugin v5: verify a login, change a password, create or update a user like a
+//! template, delete a user (which succeeds when the user is already gone).
+
+pub mod postgres;
+pub mod secret;
+pub mod tls;
+
+use std::future::Future;
+
+use secrecy::SecretString;
+
+pub use secret::{
+    Credentials, DatabaseSecret, Endpoint, Engine, Family, MasterSecret, TlsMode, Username,
+};
+
+/// Change the logged-in user's own password (single-user rotation).
+#[derive(Debug)]
+pub struct SetOwnPassword<'a> {
+    /// The credentials to log in with; their user gets the new password.
+    pub login: &'a Credentials,
+    pub new_password: &'a SecretString,
+}
+
+/// Create `username` if absent, shaped like `template` (memberships or grants, attributes,
+/// TLS requirement), re-synchronise that shape if present, and set its password.
+/// When `username` is `template` itself only the password is set.
+#[derive(Debug)]
+pub struct UpsertUser<'a> {
+    pub username: &'a Username,
+    pub template: &'a Username,
+    pub password: &'a SecretString,
+}
+
+/// What [`DatabaseBackend::upsert_user`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpsertOutcome {
+    pub created: bool,
+}
+
+/// Remove a user. Succeeds when the user does not exist.
+#[derive(Debug)]
+pub struct DeleteUser<'a> {
+    pub username: &'a Username,
+}
+
+/// A database engine's user management.
+pub trait DatabaseBackend: Send + Sync {
+    /// Whether this backend handles `engine`.
+    fn serves(&self, engine: Engine) -> bool;
+
+    /// The longest username `engine` accepts, in bytes.
+    fn max_username_len(&self, engine: Engine) -> usize;
+
+    /// Logs in and runs a trivial query. `Err(LoginRefused)` when the server refuses the
+    /// credentials; any other error means the answer is unknown.
+    fn verify(
+        &self,
+        endpoint: &Endpoint,
+        login: &Credentials,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Logs in as `req.login` and changes that user's own password.
+    fn set_own_password(
+        &self,
+        endpoint: &Endpoint,
+        req: SetOwnPassword<'_>,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Logs in as `admin` and creates or updates a user (see [`UpsertUser`]).
+    fn upsert_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: UpsertUser<'_>,
+    ) -> impl Future<Output = Result<UpsertOutcome, BackendError>> + Send;
+
+    /// Logs in as `admin` and drops a user; a user that does not exist is success.
+    fn delete_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: DeleteUser<'_>,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+}
+
+/// A backend failure. Messages name the user or host concerned, never a password.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("the server refused the login of {username:?}")]
+    LoginRefused { username: String },
+    #[error("cannot connect to {host}:{port}: {message}")]
+    Unreachable {
+        host: String,
+        port: u16,
+        message: String,
+    },
+    #[error("TLS with {host}:{port} failed: {message}")]
+    Tls {
+        host: String,
+        port: u16,
+        message: String,
+    },
+    #[error("{operation} timed out after {seconds} s")]
+    Timeout {
+        operation: &'static str,
+        seconds: u64,
+    },
+    #[error("user {username:?} does not exist")]
+    NoSuchUser { username: String },
+    #[error("{operation} failed: {message}")]
+    Database {
+        operation: &'static str,
+        message: String,
+        retryable: bool,
+    },
+    #[error("engine {0} is not handled by this function")]
+    UnsupportedEngine(&'static str),
+}
+
+impl BackendError {
+    /// Whether trying again unchanged may succeed (unreachable server, timeout, a
+    /// server-side transient error). Refused logins and TLS failures are final.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BackendError::Unreachable { .. } | BackendError::Timeout { .. } => true,
+            BackendError::Database { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+}

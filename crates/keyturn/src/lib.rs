@@ -1,0 +1,19 @@
+//! keyturn: credentials that nobody rotates by hand and that do not outlive their use.
+//!
+//! Every decision lives in this crate; the Lambda binaries under `functions/` only build
+//! configuration and clients once per container and hand events to it.
+//!
+//! - [`rotation`]: Secrets Manager's four-step rotation protocol, as pure decisions over a
+//!   secret's metadata plus small I/O traits, and the database rotation built on it.
+//! - [`backend`]: one small interface per credential kind (PostgreSQL so far), with TLS.
+//! - [`aws`]: the Secrets Manager and RDS adapters behind those traits.
+//! - [`password`]: the local CSPRNG password generator.
+//! - [`config`]: typed configuration read once from the environment.
+//! - [`telemetry`]: JSON log lines that honour Lambda's logging controls.
+
+pub mod aws;
+pub mod backend;
+pub mod config;
+pub mod password;
+pub mod rotation;
+pub mod telemetry;

@@ -1,0 +1,48 @@
+//! rotate-database: the Secrets Manager rotation function for database secrets.
+//!
+//! `main` reads configuration and builds the AWS clients, TLS roots and backend once per
+//! container; each invocation only borrows them.
+
+// The rotation future nests deep async calls; the default limit is too low to lay it out.
+#![recursion_limit = "256"]
+
+use keyturn::aws::rds::RdsClient;
+use keyturn::aws::secretsmanager::SecretsManagerStore;
+use keyturn::backend::postgres::PostgresBackend;
+use keyturn::backend::tls;
+use keyturn::config::RotateDatabaseConfig;
+use keyturn::rotation::database::DatabaseRotation;
+use keyturn::rotation::{RotationError, RotationEvent, Rotator};
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    keyturn::telemetry::init();
+    let config = RotateDatabaseConfig::from_env()?;
+    let sdk = aws_config::load_from_env().await;
+    let store = SecretsManagerStore::new(&sdk, config.secrets_manager_endpoint.as_deref());
+    let backend =
+        PostgresBackend::new(tls::client_config(&config.extra_ca_files)?, config.timeouts);
+    let target = DatabaseRotation::new(
+        backend,
+        RdsClient::new(&sdk),
+        config.strategy,
+        config.passwords,
+    );
+    let rotator = &Rotator::new(store, target);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let event = RotationEvent::from_value(event.payload).map_err(diagnostic)?;
+        rotator.handle(&event).await.map(|_| ()).map_err(diagnostic)
+    }))
+    .await
+}
+
+/// Lambda's error payload: the failure's kind as `errorType`, its message (which names the
+/// secret and never holds a secret value) as `errorMessage`.
+fn diagnostic(error: RotationError) -> Diagnostic {
+    Diagnostic {
+        error_type: error.kind().to_owned(),
+        error_message: error.to_string(),
+    }
+}
