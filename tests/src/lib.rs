@@ -1,1 +1,400 @@
+//! The test harness: real services for keyturn's integration tests, demo and bench.
+//!
+//! One moto server and one PostgreSQL cluster (TLS from a CA generated here) are started
+//! per process on free loopback ports, the first time a test asks for them, and die with
+//! the process. Tests share them and isolate themselves by name ([`TestEnv::unique`]).
 
+pub mod lambda;
+pub mod moto;
+pub mod pki;
+pub mod postgres;
+pub mod process;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use keyturn::aws::rds::RdsClient;
+use keyturn::aws::secretsmanager::SecretsManagerStore;
+use keyturn::backend::postgres::{PostgresBackend, Timeouts};
+use keyturn::backend::tls;
+use keyturn::password::PasswordPolicy;
+use keyturn::rotation::database::{DatabaseRotation, Strategy};
+use keyturn::rotation::{Outcome, RotationError, RotationEvent, Rotator, Step};
+use rand::Rng;
+use serde_json::Value;
+
+pub use keyturn;
+
+/// The services of one process.
+pub struct Harness {
+    pub work: PathBuf,
+    pub ca_file: PathBuf,
+    pub moto: moto::Moto,
+    pub pg: postgres::Postgres,
+}
+
+/// A random 36-character token shaped like a UUID (Secrets Manager wants 32 to 64).
+pub fn random_token() -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// Starts the services on first use.
+pub fn harness() -> &'static Harness {
+    static HARNESS: OnceLock<Harness> = OnceLock::new();
+    HARNESS.get_or_init(|| {
+        capture_logs();
+        let work = std::env::temp_dir().join(format!("keyturn-{}", std::process::id()));
+        remove_stale_work_dirs();
+        std::fs::create_dir_all(&work).expect("create work dir");
+        let pki = pki::generate(&work, &["localhost"]);
+        let pg = postgres::start(&work, &pki);
+        let moto = moto::start(&work);
+        Harness {
+            work,
+            ca_file: pki.ca_cert,
+            moto,
+            pg,
+        }
+    })
+}
+
+/// Work directories of earlier runs whose process is gone.
+fn remove_stale_work_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name
+            .strip_prefix("keyturn-")
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                std::fs::remove_dir_all(entry.path()).ok();
+            }
+        }
+    }
+}
+
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything logged in this process at debug level and above (keyturn at trace), as
+/// JSON lines: what an operator who turned logging all the way up would see.
+fn capture_logs() {
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("debug,keyturn=trace"))
+        .json()
+        .with_writer(|| Capture)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).ok();
+}
+
+/// The logs captured so far in this process.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+/// The rotator the tests use, built as the function builds it.
+pub type TestRotator = Rotator<SecretsManagerStore, DatabaseRotation<PostgresBackend, RdsClient>>;
+
+/// One test's view of the harness: SDK clients bound to the test's runtime, and names
+/// that no other test uses.
+pub struct TestEnv {
+    pub h: &'static Harness,
+    pub sdk: aws_config::SdkConfig,
+    pub sm: aws_sdk_secretsmanager::Client,
+    prefix: String,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestEnv {
+    pub async fn new(test: &str) -> TestEnv {
+        let h = harness();
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&h.moto.endpoint)
+            .credentials_provider(Credentials::new(
+                "testing", "testing", None, None, "harness",
+            ))
+            .load()
+            .await;
+        let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+        let prefix = format!("{test}_{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+        TestEnv { h, sdk, sm, prefix }
+    }
+
+    /// A name unique to this test (for roles and secrets).
+    pub fn unique(&self, name: &str) -> String {
+        format!("{}_{name}", self.prefix)
+    }
+
+    /// The environment a deployed function would get, pointing at the harness.
+    pub fn function_env(&self, strategy: Strategy) -> Vec<(String, String)> {
+        let strategy = match strategy {
+            Strategy::SingleUser => "single-user",
+            Strategy::AlternatingUsers => "alternating-users",
+        };
+        [
+            ("AWS_ENDPOINT_URL", self.h.moto.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("KEYTURN_STRATEGY", strategy),
+            ("KEYTURN_EXTRA_CA_FILES", self.h.ca_file.to_str().unwrap()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// A rotator wired as rotate-database wires it, trusting the harness CA.
+    pub fn rotator(&self, strategy: Strategy) -> TestRotator {
+        let tls = tls::client_config(std::slice::from_ref(&self.h.ca_file)).expect("TLS config");
+        let backend = PostgresBackend::new(tls, Timeouts::default());
+        let target = DatabaseRotation::new(
+            backend,
+            RdsClient::new(&self.sdk),
+            strategy,
+            PasswordPolicy::default(),
+        );
+        Rotator::new(SecretsManagerStore::new(&self.sdk, None), target)
+    }
+
+    /// A superuser session (plaintext over loopback) for setting up and inspecting.
+    pub async fn pg_admin(&self) -> tokio_postgres::Client {
+        let (client, connection) = self
+            .pg_config(
+                &self.h.pg.superuser,
+                &self.h.pg.superuser_password,
+                "postgres",
+            )
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("superuser login");
+        tokio::spawn(connection);
+        client
+    }
+
+    fn pg_config(&self, user: &str, password: &str, db: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.h.pg.port)
+            .user(user)
+            .password(password)
+            .dbname(db);
+        config
+    }
+
+    /// Whether `user` logs in with `password`. Panics on anything but success or a
+    /// refused login, so an unreachable server cannot pass for a refusal.
+    pub async fn can_login(&self, user: &str, password: &str) -> bool {
+        match self
+            .pg_config(user, password, "postgres")
+            .connect(tokio_postgres::NoTls)
+            .await
+        {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                client
+                    .simple_query("SELECT 1")
+                    .await
+                    .expect("query after login");
+                true
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD) => false,
+            Err(e) => panic!("login check for {user:?} failed unexpectedly: {e:?}"),
+        }
+    }
+
+    /// A user secret in AWS's format for `username`, on the harness database.
+    pub fn user_secret(&self, username: &str, password: &str) -> Value {
+        serde_json::json!({
+            "engine": "postgres",
+            "host": "localhost",
+            "port": self.h.pg.port,
+            "username": username,
+            "password": password,
+            "dbname": "postgres",
+        })
+    }
+
+    /// The harness superuser as an admin secret.
+    pub fn admin_secret(&self) -> Value {
+        self.user_secret(&self.h.pg.superuser, &self.h.pg.superuser_password)
+    }
+
+    /// Creates a secret and returns its ARN.
+    pub async fn create_secret(&self, name: &str, value: &Value) -> String {
+        let out = self
+            .sm
+            .create_secret()
+            .name(self.unique(name))
+            .secret_string(value.to_string())
+            .send()
+            .await
+            .expect("CreateSecret");
+        out.arn().unwrap().to_owned()
+    }
+
+    /// Starts a rotation as Secrets Manager does: `RotateSecret` naming the registered
+    /// function leaves a version for the new token with AWSPENDING. Returns the token.
+    pub async fn start_rotation(&self, arn: &str) -> String {
+        let token = random_token();
+        self.sm
+            .rotate_secret()
+            .secret_id(arn)
+            .client_request_token(&token)
+            .rotation_lambda_arn(&self.h.moto.rotation_lambda_arn)
+            .rotation_rules(
+                aws_sdk_secretsmanager::types::RotationRulesType::builder()
+                    .automatically_after_days(30)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("RotateSecret");
+        token
+    }
+
+    /// Runs one step as Secrets Manager would invoke it.
+    pub async fn step(
+        &self,
+        rotator: &TestRotator,
+        arn: &str,
+        token: &str,
+        step: Step,
+    ) -> Result<Outcome, RotationError> {
+        let event = RotationEvent {
+            step,
+            secret_id: arn.to_owned(),
+            token: token.to_owned(),
+            rotation_token: None,
+        };
+        rotator.handle(&event).await
+    }
+
+    /// A whole rotation: RotateSecret, then the four steps. Returns the token.
+    pub async fn rotate(&self, rotator: &TestRotator, arn: &str) -> String {
+        let token = self.start_rotation(arn).await;
+        for step in [Step::Create, Step::Set, Step::Test, Step::Finish] {
+            self.step(rotator, arn, &token, step)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", step.as_str()));
+        }
+        token
+    }
+
+    /// Version id to staging labels, as DescribeSecret reports them.
+    pub async fn stages(&self, arn: &str) -> BTreeMap<String, BTreeSet<String>> {
+        let out = self
+            .sm
+            .describe_secret()
+            .secret_id(arn)
+            .send()
+            .await
+            .expect("DescribeSecret");
+        out.version_ids_to_stages()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+            .collect()
+    }
+
+    /// The JSON value of the version carrying `stage`.
+    pub async fn value(&self, arn: &str, stage: &str) -> Value {
+        let out = self
+            .sm
+            .get_secret_value()
+            .secret_id(arn)
+            .version_stage(stage)
+            .send()
+            .await
+            .expect("GetSecretValue");
+        serde_json::from_str(out.secret_string().unwrap()).unwrap()
+    }
+
+    /// (username, password) of the version carrying `stage`.
+    pub async fn login_of(&self, arn: &str, stage: &str) -> (String, String) {
+        let v = self.value(arn, stage).await;
+        (
+            v["username"].as_str().unwrap().to_owned(),
+            v["password"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Every password any version of the secret holds (for leak checks).
+    pub async fn all_passwords(&self, arn: &str) -> Vec<String> {
+        let out = self
+            .sm
+            .list_secret_version_ids()
+            .secret_id(arn)
+            .include_deprecated(true)
+            .send()
+            .await
+            .expect("ListSecretVersionIds");
+        let mut passwords = Vec::new();
+        for v in out.versions() {
+            let value = self
+                .sm
+                .get_secret_value()
+                .secret_id(arn)
+                .version_id(v.version_id().unwrap())
+                .send()
+                .await
+                .expect("GetSecretValue");
+            if let Some(s) = value.secret_string() {
+                if let Ok(json) = serde_json::from_str::<Value>(s) {
+                    if let Some(p) = json["password"].as_str() {
+                        passwords.push(p.to_owned());
+                    }
+                }
+            }
+        }
+        passwords
+    }
+
+    /// Asserts no password of the secret appears in this process's logs or the server's.
+    pub async fn assert_no_password_logged(&self, arn: &str) {
+        let passwords = self.all_passwords(arn).await;
+        assert!(!passwords.is_empty());
+        let logs = captured_logs();
+        let server_log = std::fs::read_to_string(&self.h.pg.log_file).expect("read postgres.log");
+        for p in passwords {
+            assert!(
+                !logs.contains(&p),
+                "a password of {arn} appears in keyturn's logs"
+            );
+            assert!(
+                !server_log.contains(&p),
+                "a password of {arn} appears in the PostgreSQL server log"
+            );
+        }
+    }
+}

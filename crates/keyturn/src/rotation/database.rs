@@ -134,17 +134,19 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
     }
 
     /// Reads the admin secret and where its database is, from the secret or from RDS.
+    /// `what` names the user secret's version in errors.
     async fn master<S: SecretStore>(
         &self,
         ctx: &StepContext<'_, S>,
         user: &DatabaseSecret,
+        what: &str,
     ) -> Result<(Endpoint, Credentials), RotationError> {
         let master_arn = user
             .masterarn
             .as_deref()
             .ok_or_else(|| RotationError::InvalidSecret {
                 secret: ctx.arn().to_owned(),
-                what: "AWSPENDING".into(),
+                what: what.into(),
                 problem: "missing key \"masterarn\" (required by the alternating-users strategy)"
                     .into(),
             })?;
@@ -324,18 +326,7 @@ impl<B: DatabaseBackend, R: RdsLookup> RotationTarget for DatabaseRotation<B, R>
         let current = self.parse(ctx, &current, "AWSCURRENT")?;
         let username = match self.strategy {
             Strategy::SingleUser => current.credentials.username.clone(),
-            Strategy::AlternatingUsers => {
-                if current.masterarn.is_none() {
-                    return Err(RotationError::InvalidSecret {
-                        secret: ctx.arn().to_owned(),
-                        what: "AWSCURRENT".into(),
-                        problem:
-                            "missing key \"masterarn\" (required by the alternating-users strategy)"
-                                .into(),
-                    });
-                }
-                alternate(&current.credentials.username)
-            }
+            Strategy::AlternatingUsers => alternate(&current.credentials.username),
         };
         let engine = current.endpoint.engine;
         let max = self.backend.max_username_len(engine);
@@ -347,6 +338,10 @@ impl<B: DatabaseBackend, R: RdsLookup> RotationTarget for DatabaseRotation<B, R>
                 max,
                 engine: engine.as_str(),
             });
+        }
+        if self.strategy == Strategy::AlternatingUsers {
+            // Fail on an unusable admin secret now, before a pending version exists.
+            self.master(ctx, &current, "AWSCURRENT").await?;
         }
         Ok(current
             .with_credentials(&username, self.passwords.generate())
@@ -361,7 +356,7 @@ impl<B: DatabaseBackend, R: RdsLookup> RotationTarget for DatabaseRotation<B, R>
         match self.strategy {
             Strategy::SingleUser => self.set_single(ctx, &pending).await,
             Strategy::AlternatingUsers => {
-                let (endpoint, admin) = self.master(ctx, &pending).await?;
+                let (endpoint, admin) = self.master(ctx, &pending, "AWSPENDING").await?;
                 let username = &pending.credentials.username;
                 let req = UpsertUser {
                     username,

@@ -1,0 +1,113 @@
+//! The real function binaries under cargo-lambda's Lambda Runtime API emulator
+//! (`cargo lambda watch --only-lambda-apis`), invoked with `cargo lambda invoke`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::moto::venv;
+use crate::process::{free_port, spawn_tied, wait_for_port};
+
+/// A running emulator.
+pub struct Emulator {
+    pub port: u16,
+    _watch: Child,
+}
+
+/// The built binary of a function crate, next to the running executable (tests live in
+/// `target/debug/deps`, the demo and bench in `target/<profile>`).
+pub fn function_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not built next to {}: cargo build -p {name}",
+                exe.display()
+            )
+        })
+}
+
+impl Emulator {
+    /// Starts the emulator on a free port; `log` receives its output.
+    pub fn start(log: &Path) -> Emulator {
+        let port = free_port();
+        let log = std::fs::File::create(log).expect("create emulator log");
+        let mut command = Command::new(venv().join("bin/cargo-lambda"));
+        command
+            .args([
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+            ])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let watch = spawn_tied(command, libc::SIGTERM).expect("start cargo lambda watch");
+        wait_for_port(port, 60, "cargo lambda watch");
+        Emulator {
+            port,
+            _watch: watch,
+        }
+    }
+
+    /// Starts `binary` as Lambda would, polling this emulator for `function`'s events.
+    /// Its stdout and stderr (the function's logs) go to `log`.
+    pub fn run_function(
+        &self,
+        binary: &Path,
+        function: &str,
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Child {
+        let log = std::fs::File::create(log).expect("create function log");
+        let mut command = Command::new(binary);
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{}/.rt/{function}", self.port),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", function)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        spawn_tied(command, libc::SIGTERM).expect("start the function")
+    }
+
+    /// `cargo lambda invoke FUNCTION --data-file FILE`: `Ok(response)` or `Err(what the
+    /// function reported)`.
+    pub fn invoke(&self, function: &str, event_file: &Path) -> Result<String, String> {
+        let out = Command::new(venv().join("bin/cargo-lambda"))
+            .args([
+                "lambda",
+                "invoke",
+                function,
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &self.port.to_string(),
+                "--data-file",
+            ])
+            .arg(event_file)
+            .output()
+            .expect("run cargo lambda invoke");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("{stdout}{stderr}"))
+        }
+    }
+}

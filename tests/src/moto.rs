@@ -1,0 +1,54 @@
+//! moto in server mode on a free loopback port: the AWS APIs without an AWS account.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::process::{free_port, spawn_tied, wait_for_port};
+
+/// A running moto server and the rotation function registered in it.
+pub struct Moto {
+    pub endpoint: String,
+    pub rotation_lambda_arn: String,
+}
+
+/// The project's virtualenv (made by `make setup`), overridable with `KEYTURN_VENV`.
+pub fn venv() -> std::path::PathBuf {
+    std::env::var_os("KEYTURN_VENV")
+        .map(Into::into)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv"))
+}
+
+pub fn start(dir: &Path) -> Moto {
+    let bin = venv().join("bin/moto_server");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `make setup` first",
+        bin.display()
+    );
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("moto.log")).expect("create moto.log");
+    let mut command = Command::new(bin);
+    command
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    spawn_tied(command, libc::SIGTERM).expect("start moto_server");
+    wait_for_port(port, 60, "moto_server");
+    let endpoint = format!("http://127.0.0.1:{port}");
+
+    let setup = Command::new(venv().join("bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("moto_setup.py"))
+        .arg(&endpoint)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run moto_setup.py");
+    assert!(setup.status.success(), "moto_setup.py failed");
+    let rotation_lambda_arn = String::from_utf8(setup.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    Moto {
+        endpoint,
+        rotation_lambda_arn,
+    }
+}

@@ -1,0 +1,719 @@
+//! PostgreSQL rotation against a real server and moto: what a user of the rotation function
+//! relies on — logins that work or are refused, stages that moved, users that exist.
+
+use keyturn::rotation::database::Strategy;
+use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
+use keyturn::rotation::{Outcome, RotationError, Step};
+use keyturn_tests::{random_token, TestEnv};
+use postgres_protocol::escape::{escape_identifier, escape_literal};
+use postgres_protocol::password::scram_sha_256;
+use serde_json::{json, Value};
+
+const STEPS: [Step; 4] = [Step::Create, Step::Set, Step::Test, Step::Finish];
+
+async fn create_role(env: &TestEnv, name: &str, password: &str) {
+    let admin = env.pg_admin().await;
+    // A verifier, not the password: the server log (log_statement = all) is checked for passwords.
+    let sql = format!(
+        "CREATE ROLE {} LOGIN PASSWORD {}",
+        escape_identifier(name),
+        escape_literal(&scram_sha_256(password.as_bytes()))
+    );
+    admin.batch_execute(&sql).await.expect("create role");
+}
+
+/// A single-user secret for a new role; returns (arn, username, password).
+async fn single_user_secret(env: &TestEnv, name: &str) -> (String, String, String) {
+    let user = env.unique(name);
+    let password = random_token();
+    create_role(env, &user, &password).await;
+    let arn = env
+        .create_secret(name, &env.user_secret(&user, &password))
+        .await;
+    (arn, user, password)
+}
+
+async fn role_exists(env: &TestEnv, name: &str) -> bool {
+    let admin = env.pg_admin().await;
+    admin
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
+        .await
+        .unwrap()
+        .is_some()
+}
+
+fn stage_of<'a>(
+    stages: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    stage: &str,
+) -> Option<&'a str> {
+    stages
+        .iter()
+        .find(|(_, s)| s.contains(stage))
+        .map(|(id, _)| id.as_str())
+}
+
+#[tokio::test]
+async fn single_user_three_rotations() {
+    let env = TestEnv::new("single3").await;
+    let rotator = env.rotator(Strategy::SingleUser);
+    let (arn, user, first) = single_user_secret(&env, "app").await;
+    let mut old = vec![first];
+    for _ in 0..3 {
+        let token = env.rotate(&rotator, &arn).await;
+        let stages = env.stages(&arn).await;
+        assert_eq!(stage_of(&stages, AWSCURRENT), Some(token.as_str()));
+        assert_eq!(
+            stage_of(&stages, AWSPENDING),
+            None,
+            "AWSPENDING left behind: {stages:?}"
+        );
+        let (current_user, current) = env.login_of(&arn, AWSCURRENT).await;
+        assert_eq!(current_user, user);
+        assert!(
+            env.can_login(&user, &current).await,
+            "AWSCURRENT does not log in"
+        );
+        for password in &old {
+            assert!(
+                !env.can_login(&user, password).await,
+                "an old password still logs in"
+            );
+        }
+        assert_eq!(
+            env.login_of(&arn, AWSPREVIOUS).await.1,
+            *old.last().unwrap()
+        );
+        old.push(current);
+    }
+    env.assert_no_password_logged(&arn).await;
+}
+
+/// An alternating pair: `app` with a membership and a schema it owns objects in, its
+/// secret and the admin secret. Returns (arn, user).
+async fn alternating_secret(env: &TestEnv, name: &str) -> (String, String) {
+    let user = env.unique(name);
+    let password = random_token();
+    create_role(env, &user, &password).await;
+    let admin = env.pg_admin().await;
+    let (u, readers, schema) = (
+        escape_identifier(&user),
+        escape_identifier(&format!("{user}_readers")),
+        escape_identifier(&format!("{user}_s")),
+    );
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {readers} NOLOGIN; GRANT {readers} TO {u}; ALTER ROLE {u} CREATEDB CONNECTION LIMIT 20;\
+             CREATE SCHEMA {schema} AUTHORIZATION {u};"
+        ))
+        .await
+        .expect("set up the original user");
+    let master = env
+        .create_secret(&format!("{name}-master"), &env.admin_secret())
+        .await;
+    let mut secret = env.user_secret(&user, &password);
+    secret["masterarn"] = json!(master);
+    let arn = env.create_secret(name, &secret).await;
+    (arn, user)
+}
+
+async fn session(env: &TestEnv, user: &str, password: &str) -> tokio_postgres::Client {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(env.h.pg.port)
+        .user(user)
+        .password(password)
+        .dbname("postgres");
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("login");
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test]
+async fn alternating_users_three_rotations() {
+    let env = TestEnv::new("alt3").await;
+    let rotator = env.rotator(Strategy::AlternatingUsers);
+    let (arn, user) = alternating_secret(&env, "app").await;
+    let clone = format!("{user}_clone");
+    let schema = format!("\"{user}_s\"");
+    let mut expected_user = clone.clone();
+    let mut history: Vec<(String, String)> = vec![env.login_of(&arn, AWSCURRENT).await];
+    for round in 0..3 {
+        env.rotate(&rotator, &arn).await;
+        let current = env.login_of(&arn, AWSCURRENT).await;
+        assert_eq!(current.0, expected_user, "round {round}");
+        assert!(
+            env.can_login(&current.0, &current.1).await,
+            "AWSCURRENT does not log in"
+        );
+        let previous = env.login_of(&arn, AWSPREVIOUS).await;
+        assert_eq!(&previous, history.last().unwrap());
+        assert!(
+            env.can_login(&previous.0, &previous.1).await,
+            "AWSPREVIOUS must stay valid until the next rotation"
+        );
+        if history.len() >= 2 {
+            let (u, p) = &history[history.len() - 2];
+            assert!(
+                !env.can_login(u, p).await,
+                "the credentials of two rotations ago must be refused"
+            );
+        }
+        expected_user = if expected_user == clone {
+            user.clone()
+        } else {
+            clone.clone()
+        };
+        history.push(current);
+    }
+
+    // Same memberships and attributes, and objects either user creates usable by the other.
+    let admin = env.pg_admin().await;
+    let row = admin
+        .query_one(
+            "SELECT rolcreatedb, rolconnlimit, pg_has_role(rolname, $2, 'MEMBER') FROM pg_roles WHERE rolname = $1",
+            &[&clone, &format!("{user}_readers")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, bool>(0),
+            row.get::<_, i32>(1),
+            row.get::<_, bool>(2)
+        ),
+        (true, 20, true)
+    );
+    let by_password: std::collections::HashMap<String, String> =
+        history.iter().rev().take(2).cloned().collect();
+    let original = session(&env, &user, &by_password[&user]).await;
+    let cloned = session(&env, &clone, &by_password[&clone]).await;
+    cloned.batch_execute(&format!("CREATE TABLE {schema}.made_by_clone (x int); INSERT INTO {schema}.made_by_clone VALUES (1)")).await.unwrap();
+    original
+        .batch_execute(&format!("CREATE TABLE {schema}.made_by_original (x int)"))
+        .await
+        .unwrap();
+    original.batch_execute(&format!("INSERT INTO {schema}.made_by_clone VALUES (2); ALTER TABLE {schema}.made_by_clone ADD COLUMN y int")).await
+        .expect("the original must be able to use and alter what the clone created");
+    cloned.batch_execute(&format!("INSERT INTO {schema}.made_by_original VALUES (3); DROP TABLE {schema}.made_by_original")).await
+        .expect("the clone must be able to use and drop what the original created");
+    env.assert_no_password_logged(&arn).await;
+}
+
+#[tokio::test]
+async fn every_step_run_twice_converges() {
+    for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
+        let env = TestEnv::new("twice").await;
+        let rotator = env.rotator(strategy);
+        let (arn, _) = match strategy {
+            Strategy::SingleUser => {
+                let (a, u, _) = single_user_secret(&env, "app").await;
+                (a, u)
+            }
+            Strategy::AlternatingUsers => alternating_secret(&env, "app").await,
+        };
+        let token = env.start_rotation(&arn).await;
+        let mut pending_value: Option<Value> = None;
+        for step in STEPS {
+            env.step(&rotator, &arn, &token, step).await.unwrap();
+            let again = env.step(&rotator, &arn, &token, step).await.unwrap();
+            match step {
+                Step::Create => {
+                    assert_eq!(again, Outcome::AlreadyDone);
+                    pending_value = Some(env.value(&arn, AWSPENDING).await);
+                }
+                Step::Finish => assert_eq!(again, Outcome::AlreadyCurrent),
+                _ => {}
+            }
+        }
+        let current = env.value(&arn, AWSCURRENT).await;
+        assert_eq!(
+            Some(&current),
+            pending_value.as_ref(),
+            "a rerun of createSecret must not replace the value"
+        );
+        let (u, p) = env.login_of(&arn, AWSCURRENT).await;
+        assert!(env.can_login(&u, &p).await);
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_stopped_after_any_step_and_restarted_converges() {
+    for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
+        for stop_after in 1..=4 {
+            let env = TestEnv::new("crash").await;
+            let rotator = env.rotator(strategy);
+            let (arn, _) = match strategy {
+                Strategy::SingleUser => {
+                    let (a, u, _) = single_user_secret(&env, "app").await;
+                    (a, u)
+                }
+                Strategy::AlternatingUsers => alternating_secret(&env, "app").await,
+            };
+            let token = env.start_rotation(&arn).await;
+            for step in &STEPS[..stop_after] {
+                env.step(&rotator, &arn, &token, *step).await.unwrap();
+            }
+            // Secrets Manager retries the rotation from the start with the same token.
+            for step in STEPS {
+                env.step(&rotator, &arn, &token, step)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "{strategy:?}, stopped after {stop_after}, rerun {}: {e}",
+                            step.as_str()
+                        )
+                    });
+            }
+            let stages = env.stages(&arn).await;
+            assert_eq!(stage_of(&stages, AWSCURRENT), Some(token.as_str()));
+            assert_eq!(stage_of(&stages, AWSPENDING), None);
+            let (u, p) = env.login_of(&arn, AWSCURRENT).await;
+            assert!(
+                env.can_login(&u, &p).await,
+                "{strategy:?} stopped after {stop_after}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_abandoned_rotation_heals() {
+    let env = TestEnv::new("heal").await;
+    let rotator = env.rotator(Strategy::SingleUser);
+    let (arn, user, _) = single_user_secret(&env, "app").await;
+    env.rotate(&rotator, &arn).await; // so AWSPREVIOUS exists too
+
+    // Rotation A changes the database, then is abandoned: its label is removed by hand,
+    // as an operator does to unblock RotateSecret.
+    let abandoned = env.start_rotation(&arn).await;
+    env.step(&rotator, &arn, &abandoned, Step::Create)
+        .await
+        .unwrap();
+    env.step(&rotator, &arn, &abandoned, Step::Set)
+        .await
+        .unwrap();
+    env.sm
+        .update_secret_version_stage()
+        .secret_id(&arn)
+        .version_stage(AWSPENDING)
+        .remove_from_version_id(&abandoned)
+        .send()
+        .await
+        .unwrap();
+    let (cur_user, cur_password) = env.login_of(&arn, AWSCURRENT).await;
+    assert!(
+        !env.can_login(&cur_user, &cur_password).await,
+        "setup: the database must have left AWSCURRENT behind"
+    );
+
+    let token = env.rotate(&rotator, &arn).await;
+    let (_, healed) = env.login_of(&arn, AWSCURRENT).await;
+    assert!(env.can_login(&user, &healed).await);
+    assert_eq!(
+        stage_of(&env.stages(&arn).await, AWSCURRENT),
+        Some(token.as_str())
+    );
+    let logs = keyturn_tests::captured_logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(&format!("version {abandoned}")) && l.contains("password changed")),
+        "the log must say which version matched"
+    );
+}
+
+/// Runs createSecret and setSecret on a fresh rotation; returns the first error.
+async fn rotation_error(env: &TestEnv, strategy: Strategy, arn: &str) -> RotationError {
+    let rotator = env.rotator(strategy);
+    let token = env.start_rotation(arn).await;
+    for step in STEPS {
+        if let Err(e) = env.step(&rotator, arn, &token, step).await {
+            return e;
+        }
+    }
+    panic!("the rotation of {arn} succeeded");
+}
+
+/// AWSCURRENT as it was and, for input refused at createSecret, no pending value stored.
+async fn assert_unchanged(env: &TestEnv, arn: &str, before: &Value) {
+    assert_eq!(
+        &env.value(arn, AWSCURRENT).await,
+        before,
+        "AWSCURRENT changed"
+    );
+    let stages = env.stages(arn).await;
+    let pending = stage_of(&stages, AWSPENDING).expect("the failed rotation stays pending");
+    let stored = env
+        .sm
+        .get_secret_value()
+        .secret_id(arn)
+        .version_id(pending)
+        .send()
+        .await;
+    if let Ok(stored) = stored {
+        assert_eq!(
+            stored.secret_string(),
+            None,
+            "a pending value was stored for {arn}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_secrets_are_refused_and_change_nothing() {
+    let env = TestEnv::new("bad").await;
+    let user = env.unique("app");
+    let password = random_token();
+    create_role(&env, &user, &password).await;
+    let good = env.user_secret(&user, &password);
+    let mut no_host = good.clone();
+    no_host.as_object_mut().unwrap().remove("host");
+    let mut oracle = good.clone();
+    oracle["engine"] = json!("oracle");
+    let mut unreachable = good.clone();
+    unreachable["port"] = json!(keyturn_tests::process::free_port());
+    let mut missing_master = good.clone();
+    missing_master["masterarn"] =
+        json!("arn:aws:secretsmanager:us-east-1:123456789012:secret:nope-AbCdEf");
+    let long_user = format!("{}{}", user, "x".repeat(63 - user.len()));
+
+    let cases: Vec<(&str, Strategy, Value, &str)> = vec![
+        (
+            "malformed",
+            Strategy::SingleUser,
+            json!("{\"engine\": \"postgres\", "),
+            "malformed JSON",
+        ),
+        (
+            "nohost",
+            Strategy::SingleUser,
+            no_host,
+            "missing key \"host\"",
+        ),
+        (
+            "oracle",
+            Strategy::SingleUser,
+            oracle,
+            "unknown engine \"oracle\"",
+        ),
+        (
+            "nomaster",
+            Strategy::AlternatingUsers,
+            good.clone(),
+            "missing key \"masterarn\"",
+        ),
+        (
+            "badmaster",
+            Strategy::AlternatingUsers,
+            missing_master,
+            "nope-AbCdEf",
+        ),
+        (
+            "long",
+            Strategy::AlternatingUsers,
+            {
+                let mut v = env.user_secret(&long_user, &password);
+                v["masterarn"] = json!("unused");
+                v
+            },
+            "over the 63-byte limit",
+        ),
+        (
+            "unreachable",
+            Strategy::SingleUser,
+            unreachable,
+            "cannot connect",
+        ),
+    ];
+    for (name, strategy, value, expected) in cases {
+        let raw = match &value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let arn = env
+            .sm
+            .create_secret()
+            .name(env.unique(name))
+            .secret_string(raw)
+            .send()
+            .await
+            .unwrap()
+            .arn()
+            .unwrap()
+            .to_owned();
+        let before = env
+            .sm
+            .get_secret_value()
+            .secret_id(&arn)
+            .version_stage(AWSCURRENT)
+            .send()
+            .await
+            .unwrap();
+        let err = rotation_error(&env, strategy, &arn).await;
+        let message = err.to_string();
+        assert!(message.contains(expected), "{name}: {message}");
+        assert!(
+            message.contains(&arn),
+            "{name}: the error must name the secret: {message}"
+        );
+        assert!(
+            !message.contains(&password),
+            "{name}: the error shows a password"
+        );
+        let after = env
+            .sm
+            .get_secret_value()
+            .secret_id(&arn)
+            .version_stage(AWSCURRENT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            before.secret_string(),
+            after.secret_string(),
+            "{name}: AWSCURRENT changed"
+        );
+        if let Ok(v) = serde_json::from_str::<Value>(before.secret_string().unwrap()) {
+            // An unreachable host is only found at setSecret, after the pending value is stored.
+            if v.is_object() && name != "unreachable" {
+                assert_unchanged(&env, &arn, &v).await;
+            }
+        }
+        assert!(
+            env.can_login(&user, &password).await,
+            "{name}: the database password changed"
+        );
+        assert!(
+            !role_exists(&env, &format!("{user}_clone")).await,
+            "{name}: a clone was created"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_and_disabled_rotation_are_refused() {
+    let env = TestEnv::new("tokens").await;
+    let rotator = env.rotator(Strategy::SingleUser);
+    let (arn, user, password) = single_user_secret(&env, "app").await;
+
+    // Rotation never enabled.
+    let version = stage_of(&env.stages(&arn).await, AWSCURRENT)
+        .unwrap()
+        .to_owned();
+    let err = env
+        .step(&rotator, &arn, &version, Step::Create)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RotationError::RotationDisabled { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&arn));
+
+    let token = env.start_rotation(&arn).await;
+    let err = env
+        .step(&rotator, &arn, &random_token(), Step::Create)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RotationError::UnknownToken { .. }), "{err}");
+    // Move the pending label away: the token is a version, but not staged AWSPENDING.
+    env.sm
+        .update_secret_version_stage()
+        .secret_id(&arn)
+        .version_stage(AWSPENDING)
+        .remove_from_version_id(&token)
+        .send()
+        .await
+        .unwrap();
+    let other = env.start_rotation(&arn).await;
+    assert_ne!(other, token);
+    let err = env.step(&rotator, &arn, &token, Step::Set).await;
+    // moto drops unlabelled versions without a value; AWS keeps them: either error is a refusal.
+    assert!(
+        matches!(
+            err,
+            Err(RotationError::NotPending { .. }) | Err(RotationError::UnknownToken { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(env.can_login(&user, &password).await, "nothing may change");
+    assert_eq!(env.login_of(&arn, AWSCURRENT).await.1, password);
+}
+
+#[tokio::test]
+async fn tls_is_verified_and_never_downgraded() {
+    let env = TestEnv::new("tls").await;
+    let (arn, user, password) = single_user_secret(&env, "app").await;
+
+    // The certificate names "localhost" only: 127.0.0.1 is the right server under the wrong
+    // name. The server also accepts plaintext, so any fallback would succeed.
+    let mut wrong_name = env.user_secret(&user, &password);
+    wrong_name["host"] = json!("127.0.0.1");
+    let wrong = env.create_secret("wrongname", &wrong_name).await;
+    let err = rotation_error(&env, Strategy::SingleUser, &wrong).await;
+    assert!(err.to_string().contains("TLS"), "{err}");
+    assert!(env.can_login(&user, &password).await);
+
+    // Without the harness CA (system and RDS roots only) the server is not trusted.
+    let untrusted = {
+        let tls = keyturn::backend::tls::client_config(&[]).unwrap();
+        let backend = keyturn::backend::postgres::PostgresBackend::new(tls, Default::default());
+        let target = keyturn::rotation::database::DatabaseRotation::new(
+            backend,
+            keyturn::aws::rds::RdsClient::new(&env.sdk),
+            Strategy::SingleUser,
+            Default::default(),
+        );
+        keyturn::rotation::Rotator::new(
+            keyturn::aws::secretsmanager::SecretsManagerStore::new(&env.sdk, None),
+            target,
+        )
+    };
+    let token = env.start_rotation(&arn).await;
+    env.step(&untrusted, &arn, &token, Step::Create)
+        .await
+        .unwrap();
+    let err = env
+        .step(&untrusted, &arn, &token, Step::Set)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("TLS"), "{err}");
+    assert!(env.can_login(&user, &password).await);
+
+    // With the CA the same rotation goes through over verified TLS.
+    let rotator = env.rotator(Strategy::SingleUser);
+    for step in [Step::Set, Step::Test, Step::Finish] {
+        env.step(&rotator, &arn, &token, step).await.unwrap();
+    }
+    let admin = env.pg_admin().await;
+    let tls_sessions: i64 = admin
+        .query_one("SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE ssl AND usename = $1", &[&user])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        tls_sessions, 0,
+        "keyturn's sessions are closed after each step"
+    );
+
+    // "ssl": false is the only way to plaintext.
+    let (plain_arn, plain_user, _) = single_user_secret(&env, "plain").await;
+    let mut plain = env.value(&plain_arn, AWSCURRENT).await;
+    plain["ssl"] = json!(false);
+    env.sm
+        .put_secret_value()
+        .secret_id(&plain_arn)
+        .secret_string(plain.to_string())
+        .send()
+        .await
+        .unwrap();
+    env.rotate(&rotator, &plain_arn).await;
+    let (_, p) = env.login_of(&plain_arn, AWSCURRENT).await;
+    assert!(env.can_login(&plain_user, &p).await);
+    assert_eq!(
+        env.value(&plain_arn, AWSCURRENT).await["ssl"],
+        json!(false),
+        "unknown and optional keys are kept"
+    );
+}
+
+#[tokio::test]
+async fn hostile_usernames_work_and_inject_nothing() {
+    for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
+        let env = TestEnv::new("quote").await;
+        let rotator = env.rotator(strategy);
+        for suffix in [
+            "o'brien \"the\" user",
+            "ünïcødé ユーザー",
+            "x\"; DROP ROLE postgres; --",
+        ] {
+            let user = env.unique(suffix);
+            let password = random_token();
+            create_role(&env, &user, &password).await;
+            let mut secret = env.user_secret(&user, &password);
+            if strategy == Strategy::AlternatingUsers {
+                secret["masterarn"] = json!(
+                    env.create_secret(&format!("m{}", user.len()), &env.admin_secret())
+                        .await
+                );
+            }
+            let arn = env
+                .create_secret(&format!("q{}", user.len()), &secret)
+                .await;
+            env.rotate(&rotator, &arn).await;
+            env.rotate(&rotator, &arn).await;
+            let (u, p) = env.login_of(&arn, AWSCURRENT).await;
+            assert!(env.can_login(&u, &p).await, "{strategy:?} {user:?}");
+            assert!(role_exists(&env, &user).await);
+        }
+        assert!(role_exists(&env, "postgres").await, "injection");
+    }
+}
+
+#[tokio::test]
+async fn an_rds_managed_master_secret_is_located_through_rds() {
+    let env = TestEnv::new("rds").await;
+    let rds = aws_sdk_rds::Client::new(&env.sdk);
+    let instance = rds
+        .create_db_instance()
+        .db_instance_identifier(env.unique("db").replace('_', "-"))
+        .db_instance_class("db.t3.micro")
+        .engine("postgres")
+        .master_username("postgres")
+        .master_user_password("unused-password")
+        .allocated_storage(20)
+        .send()
+        .await
+        .expect("CreateDBInstance")
+        .db_instance
+        .unwrap();
+    let instance_arn = instance.db_instance_arn().unwrap().to_owned();
+    let address = instance
+        .endpoint()
+        .and_then(|e| e.address())
+        .unwrap()
+        .to_owned();
+
+    let found = keyturn::rotation::database::RdsLookup::instance(
+        &keyturn::aws::rds::RdsClient::new(&env.sdk),
+        &instance_arn,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (found.host.as_str(), found.engine.as_str()),
+        (address.as_str(), "postgres")
+    );
+
+    // A master secret as RDS makes it: credentials only, and the tag naming the instance.
+    let master = env
+        .sm
+        .create_secret()
+        .name(env.unique("rds-master"))
+        .secret_string(
+            json!({"username": "postgres", "password": env.h.pg.superuser_password}).to_string(),
+        )
+        .tags(
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key("aws:rds:primaryDBInstanceArn")
+                .value(&instance_arn)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_owned();
+    let user = env.unique("app");
+    let password = random_token();
+    create_role(&env, &user, &password).await;
+    let mut secret = env.user_secret(&user, &password);
+    secret["masterarn"] = json!(master);
+    let arn = env.create_secret("app", &secret).await;
+    // The user secret points at this machine, the instance elsewhere: the mismatch is
+    // caught before anything changes, and the message shows the host came from RDS.
+    let err = rotation_error(&env, Strategy::AlternatingUsers, &arn).await;
+    assert!(err.to_string().contains(&address), "{err}");
+    assert!(!role_exists(&env, &format!("{user}_clone")).await);
+}
