@@ -7,10 +7,20 @@ use std::process::{Child, Command, Stdio};
 use crate::moto::venv;
 use crate::process::{free_port, spawn_tied, wait_for_port};
 
-/// A running emulator.
+/// A running emulator and the function processes polling it; all are stopped on drop.
 pub struct Emulator {
     pub port: u16,
-    _watch: Child,
+    watch: Child,
+    functions: Vec<Child>,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        for child in self.functions.iter_mut().chain(std::iter::once(&mut self.watch)) {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
 }
 
 /// The built binary of a function crate, next to the running executable (tests live in
@@ -22,12 +32,7 @@ pub fn function_binary(name: &str) -> PathBuf {
         .take(2)
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} is not built next to {}: cargo build -p {name}",
-                exe.display()
-            )
-        })
+        .unwrap_or_else(|| panic!("{name} is not built next to {}: cargo build -p {name}", exe.display()))
 }
 
 impl Emulator {
@@ -53,19 +58,14 @@ impl Emulator {
         wait_for_port(port, 60, "cargo lambda watch");
         Emulator {
             port,
-            _watch: watch,
+            watch,
+            functions: Vec::new(),
         }
     }
 
     /// Starts `binary` as Lambda would, polling this emulator for `function`'s events.
     /// Its stdout and stderr (the function's logs) go to `log`.
-    pub fn run_function(
-        &self,
-        binary: &Path,
-        function: &str,
-        env: &[(String, String)],
-        log: &Path,
-    ) -> Child {
+    pub fn run_function(&mut self, binary: &Path, function: &str, env: &[(String, String)], log: &Path) {
         let log = std::fs::File::create(log).expect("create function log");
         let mut command = Command::new(binary);
         command
@@ -82,7 +82,8 @@ impl Emulator {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        spawn_tied(command, libc::SIGTERM).expect("start the function")
+        self.functions
+            .push(spawn_tied(command, libc::SIGTERM).expect("start the function"));
     }
 
     /// `cargo lambda invoke FUNCTION --data-file FILE`: `Ok(response)` or `Err(what the

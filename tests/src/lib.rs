@@ -78,10 +78,7 @@ fn remove_stale_work_dirs() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name
-            .strip_prefix("keyturn-")
-            .and_then(|p| p.parse::<u32>().ok())
-        {
+        if let Some(pid) = name.strip_prefix("keyturn-").and_then(|p| p.parse::<u32>().ok()) {
             if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 std::fs::remove_dir_all(entry.path()).ok();
             }
@@ -139,9 +136,7 @@ impl TestEnv {
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url(&h.moto.endpoint)
-            .credentials_provider(Credentials::new(
-                "testing", "testing", None, None, "harness",
-            ))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "harness"))
             .load()
             .await;
         let sm = aws_sdk_secretsmanager::Client::new(&sdk);
@@ -177,23 +172,14 @@ impl TestEnv {
     pub fn rotator(&self, strategy: Strategy) -> TestRotator {
         let tls = tls::client_config(std::slice::from_ref(&self.h.ca_file)).expect("TLS config");
         let backend = PostgresBackend::new(tls, Timeouts::default());
-        let target = DatabaseRotation::new(
-            backend,
-            RdsClient::new(&self.sdk),
-            strategy,
-            PasswordPolicy::default(),
-        );
+        let target = DatabaseRotation::new(backend, RdsClient::new(&self.sdk), strategy, PasswordPolicy::default());
         Rotator::new(SecretsManagerStore::new(&self.sdk, None), target)
     }
 
     /// A superuser session (plaintext over loopback) for setting up and inspecting.
     pub async fn pg_admin(&self) -> tokio_postgres::Client {
         let (client, connection) = self
-            .pg_config(
-                &self.h.pg.superuser,
-                &self.h.pg.superuser_password,
-                "postgres",
-            )
+            .pg_config(&self.h.pg.superuser, &self.h.pg.superuser_password, "postgres")
             .connect(tokio_postgres::NoTls)
             .await
             .expect("superuser login");
@@ -222,10 +208,7 @@ impl TestEnv {
         {
             Ok((client, connection)) => {
                 tokio::spawn(connection);
-                client
-                    .simple_query("SELECT 1")
-                    .await
-                    .expect("query after login");
+                client.simple_query("SELECT 1").await.expect("query after login");
                 true
             }
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD) => false,
@@ -387,10 +370,7 @@ impl TestEnv {
         let logs = captured_logs();
         let server_log = std::fs::read_to_string(&self.h.pg.log_file).expect("read postgres.log");
         for p in passwords {
-            assert!(
-                !logs.contains(&p),
-                "a password of {arn} appears in keyturn's logs"
-            );
+            assert!(!logs.contains(&p), "a password of {arn} appears in keyturn's logs");
             assert!(
                 !server_log.contains(&p),
                 "a password of {arn} appears in the PostgreSQL server log"

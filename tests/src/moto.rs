@@ -9,6 +9,8 @@ use crate::process::{free_port, spawn_tied, wait_for_port};
 pub struct Moto {
     pub endpoint: String,
     pub rotation_lambda_arn: String,
+    /// Held for the life of the process; the server dies with it.
+    _server: std::process::Child,
 }
 
 /// The project's virtualenv (made by `make setup`), overridable with `KEYTURN_VENV`.
@@ -20,11 +22,7 @@ pub fn venv() -> std::path::PathBuf {
 
 pub fn start(dir: &Path) -> Moto {
     let bin = venv().join("bin/moto_server");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `make setup` first",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} is missing: run `make setup` first", bin.display());
     let port = free_port();
     let log = std::fs::File::create(dir.join("moto.log")).expect("create moto.log");
     let mut command = Command::new(bin);
@@ -32,7 +30,7 @@ pub fn start(dir: &Path) -> Moto {
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(log.try_clone().unwrap())
         .stderr(log);
-    spawn_tied(command, libc::SIGTERM).expect("start moto_server");
+    let server = spawn_tied(command, libc::SIGTERM).expect("start moto_server");
     wait_for_port(port, 60, "moto_server");
     let endpoint = format!("http://127.0.0.1:{port}");
 
@@ -43,12 +41,10 @@ pub fn start(dir: &Path) -> Moto {
         .output()
         .expect("run moto_setup.py");
     assert!(setup.status.success(), "moto_setup.py failed");
-    let rotation_lambda_arn = String::from_utf8(setup.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned();
+    let rotation_lambda_arn = String::from_utf8(setup.stdout).expect("utf-8").trim().to_owned();
     Moto {
         endpoint,
         rotation_lambda_arn,
+        _server: server,
     }
 }

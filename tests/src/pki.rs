@@ -15,8 +15,7 @@ pub struct Pki {
 pub fn generate(dir: &Path, names: &[&str]) -> Pki {
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "keyturn test CA");
+    ca.distinguished_name.push(DnType::CommonName, "keyturn test CA");
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -32,9 +31,7 @@ pub fn generate(dir: &Path, names: &[&str]) -> Pki {
         .distinguished_name
         .push(DnType::CommonName, "keyturn test server");
     let server_key = KeyPair::generate().expect("server key");
-    let server_cert = server
-        .signed_by(&server_key, &issuer)
-        .expect("server certificate");
+    let server_cert = server.signed_by(&server_key, &issuer).expect("server certificate");
 
     let ca_path = dir.join("ca.pem");
     std::fs::write(&ca_path, ca_cert.pem()).expect("write ca.pem");

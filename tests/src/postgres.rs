@@ -16,6 +16,8 @@ pub struct Postgres {
     pub superuser: String,
     pub superuser_password: String,
     pub log_file: PathBuf,
+    /// Held for the life of the process; the server dies with it.
+    _server: std::process::Child,
 }
 
 fn bin_dir() -> PathBuf {
@@ -31,8 +33,7 @@ fn postgres_account() -> (u32, u32) {
         .lines()
         .find_map(|line| {
             let fields: Vec<&str> = line.split(':').collect();
-            (fields.first() == Some(&"postgres"))
-                .then(|| (fields[2].parse().unwrap(), fields[3].parse().unwrap()))
+            (fields.first() == Some(&"postgres")).then(|| (fields[2].parse().unwrap(), fields[3].parse().unwrap()))
         })
         .expect("no postgres account: install postgresql-15 (make setup)")
 }
@@ -46,8 +47,7 @@ pub fn start(dir: &Path, pki: &Pki) -> Postgres {
     let (uid, gid) = postgres_account();
     let data = dir.join("pgdata");
     std::fs::create_dir_all(&data).expect("create data dir");
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
-        .expect("chmod data dir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod data dir");
     chown(&data, uid, gid);
 
     let superuser_password = crate::random_token();
@@ -86,8 +86,7 @@ pub fn start(dir: &Path, pki: &Pki) -> Postgres {
     ] {
         let path = data.join(name);
         std::fs::write(&path, pem).expect("write TLS file");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .expect("chmod TLS file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod TLS file");
         chown(&path, uid, gid);
     }
     let port = free_port();
@@ -99,11 +98,7 @@ pub fn start(dir: &Path, pki: &Pki) -> Postgres {
         data = data.display()
     );
     append(&data.join("postgresql.conf"), &settings);
-    std::fs::write(
-        data.join("pg_hba.conf"),
-        "host all all 127.0.0.1/32 scram-sha-256\n",
-    )
-    .expect("write pg_hba.conf");
+    std::fs::write(data.join("pg_hba.conf"), "host all all 127.0.0.1/32 scram-sha-256\n").expect("write pg_hba.conf");
 
     let log_file = dir.join("postgres.log");
     let log = std::fs::File::create(&log_file).expect("create postgres.log");
@@ -116,13 +111,14 @@ pub fn start(dir: &Path, pki: &Pki) -> Postgres {
         .stdout(Stdio::null())
         .stderr(log);
     // SIGINT is PostgreSQL's fast shutdown: it does not wait for clients.
-    spawn_tied(command, libc::SIGINT).expect("start postgres");
+    let server = spawn_tied(command, libc::SIGINT).expect("start postgres");
     wait_ready(port);
     Postgres {
         port,
         superuser: "postgres".into(),
         superuser_password,
         log_file,
+        _server: server,
     }
 }
 
@@ -132,8 +128,7 @@ fn append(path: &Path, text: &str) {
         .append(true)
         .open(path)
         .expect("open postgresql.conf");
-    f.write_all(text.as_bytes())
-        .expect("append postgresql.conf");
+    f.write_all(text.as_bytes()).expect("append postgresql.conf");
 }
 
 fn wait_ready(port: u16) {

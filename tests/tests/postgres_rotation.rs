@@ -27,9 +27,7 @@ async fn single_user_secret(env: &TestEnv, name: &str) -> (String, String, Strin
     let user = env.unique(name);
     let password = random_token();
     create_role(env, &user, &password).await;
-    let arn = env
-        .create_secret(name, &env.user_secret(&user, &password))
-        .await;
+    let arn = env.create_secret(name, &env.user_secret(&user, &password)).await;
     (arn, user, password)
 }
 
@@ -69,20 +67,11 @@ async fn single_user_three_rotations() {
         );
         let (current_user, current) = env.login_of(&arn, AWSCURRENT).await;
         assert_eq!(current_user, user);
-        assert!(
-            env.can_login(&user, &current).await,
-            "AWSCURRENT does not log in"
-        );
+        assert!(env.can_login(&user, &current).await, "AWSCURRENT does not log in");
         for password in &old {
-            assert!(
-                !env.can_login(&user, password).await,
-                "an old password still logs in"
-            );
+            assert!(!env.can_login(&user, password).await, "an old password still logs in");
         }
-        assert_eq!(
-            env.login_of(&arn, AWSPREVIOUS).await.1,
-            *old.last().unwrap()
-        );
+        assert_eq!(env.login_of(&arn, AWSPREVIOUS).await.1, *old.last().unwrap());
         old.push(current);
     }
     env.assert_no_password_logged(&arn).await;
@@ -107,9 +96,7 @@ async fn alternating_secret(env: &TestEnv, name: &str) -> (String, String) {
         ))
         .await
         .expect("set up the original user");
-    let master = env
-        .create_secret(&format!("{name}-master"), &env.admin_secret())
-        .await;
+    let master = env.create_secret(&format!("{name}-master"), &env.admin_secret()).await;
     let mut secret = env.user_secret(&user, &password);
     secret["masterarn"] = json!(master);
     let arn = env.create_secret(name, &secret).await;
@@ -177,25 +164,33 @@ async fn alternating_users_three_rotations() {
         .await
         .unwrap();
     assert_eq!(
-        (
-            row.get::<_, bool>(0),
-            row.get::<_, i32>(1),
-            row.get::<_, bool>(2)
-        ),
+        (row.get::<_, bool>(0), row.get::<_, i32>(1), row.get::<_, bool>(2)),
         (true, 20, true)
     );
-    let by_password: std::collections::HashMap<String, String> =
-        history.iter().rev().take(2).cloned().collect();
+    let by_password: std::collections::HashMap<String, String> = history.iter().rev().take(2).cloned().collect();
     let original = session(&env, &user, &by_password[&user]).await;
     let cloned = session(&env, &clone, &by_password[&clone]).await;
-    cloned.batch_execute(&format!("CREATE TABLE {schema}.made_by_clone (x int); INSERT INTO {schema}.made_by_clone VALUES (1)")).await.unwrap();
+    cloned
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.made_by_clone (x int); INSERT INTO {schema}.made_by_clone VALUES (1)"
+        ))
+        .await
+        .unwrap();
     original
         .batch_execute(&format!("CREATE TABLE {schema}.made_by_original (x int)"))
         .await
         .unwrap();
-    original.batch_execute(&format!("INSERT INTO {schema}.made_by_clone VALUES (2); ALTER TABLE {schema}.made_by_clone ADD COLUMN y int")).await
+    original
+        .batch_execute(&format!(
+            "INSERT INTO {schema}.made_by_clone VALUES (2); ALTER TABLE {schema}.made_by_clone ADD COLUMN y int"
+        ))
+        .await
         .expect("the original must be able to use and alter what the clone created");
-    cloned.batch_execute(&format!("INSERT INTO {schema}.made_by_original VALUES (3); DROP TABLE {schema}.made_by_original")).await
+    cloned
+        .batch_execute(&format!(
+            "INSERT INTO {schema}.made_by_original VALUES (3); DROP TABLE {schema}.made_by_original"
+        ))
+        .await
         .expect("the clone must be able to use and drop what the original created");
     env.assert_no_password_logged(&arn).await;
 }
@@ -256,23 +251,15 @@ async fn a_rotation_stopped_after_any_step_and_restarted_converges() {
             }
             // Secrets Manager retries the rotation from the start with the same token.
             for step in STEPS {
-                env.step(&rotator, &arn, &token, step)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "{strategy:?}, stopped after {stop_after}, rerun {}: {e}",
-                            step.as_str()
-                        )
-                    });
+                env.step(&rotator, &arn, &token, step).await.unwrap_or_else(|e| {
+                    panic!("{strategy:?}, stopped after {stop_after}, rerun {}: {e}", step.as_str())
+                });
             }
             let stages = env.stages(&arn).await;
             assert_eq!(stage_of(&stages, AWSCURRENT), Some(token.as_str()));
             assert_eq!(stage_of(&stages, AWSPENDING), None);
             let (u, p) = env.login_of(&arn, AWSCURRENT).await;
-            assert!(
-                env.can_login(&u, &p).await,
-                "{strategy:?} stopped after {stop_after}"
-            );
+            assert!(env.can_login(&u, &p).await, "{strategy:?} stopped after {stop_after}");
         }
     }
 }
@@ -287,12 +274,8 @@ async fn an_abandoned_rotation_heals() {
     // Rotation A changes the database, then is abandoned: its label is removed by hand,
     // as an operator does to unblock RotateSecret.
     let abandoned = env.start_rotation(&arn).await;
-    env.step(&rotator, &arn, &abandoned, Step::Create)
-        .await
-        .unwrap();
-    env.step(&rotator, &arn, &abandoned, Step::Set)
-        .await
-        .unwrap();
+    env.step(&rotator, &arn, &abandoned, Step::Create).await.unwrap();
+    env.step(&rotator, &arn, &abandoned, Step::Set).await.unwrap();
     env.sm
         .update_secret_version_stage()
         .secret_id(&arn)
@@ -310,10 +293,7 @@ async fn an_abandoned_rotation_heals() {
     let token = env.rotate(&rotator, &arn).await;
     let (_, healed) = env.login_of(&arn, AWSCURRENT).await;
     assert!(env.can_login(&user, &healed).await);
-    assert_eq!(
-        stage_of(&env.stages(&arn).await, AWSCURRENT),
-        Some(token.as_str())
-    );
+    assert_eq!(stage_of(&env.stages(&arn).await, AWSCURRENT), Some(token.as_str()));
     let logs = keyturn_tests::captured_logs();
     assert!(
         logs.lines()
@@ -336,11 +316,7 @@ async fn rotation_error(env: &TestEnv, strategy: Strategy, arn: &str) -> Rotatio
 
 /// AWSCURRENT as it was and, for input refused at createSecret, no pending value stored.
 async fn assert_unchanged(env: &TestEnv, arn: &str, before: &Value) {
-    assert_eq!(
-        &env.value(arn, AWSCURRENT).await,
-        before,
-        "AWSCURRENT changed"
-    );
+    assert_eq!(&env.value(arn, AWSCURRENT).await, before, "AWSCURRENT changed");
     let stages = env.stages(arn).await;
     let pending = stage_of(&stages, AWSPENDING).expect("the failed rotation stays pending");
     let stored = env
@@ -351,11 +327,7 @@ async fn assert_unchanged(env: &TestEnv, arn: &str, before: &Value) {
         .send()
         .await;
     if let Ok(stored) = stored {
-        assert_eq!(
-            stored.secret_string(),
-            None,
-            "a pending value was stored for {arn}"
-        );
+        assert_eq!(stored.secret_string(), None, "a pending value was stored for {arn}");
     }
 }
 
@@ -373,8 +345,7 @@ async fn bad_secrets_are_refused_and_change_nothing() {
     let mut unreachable = good.clone();
     unreachable["port"] = json!(keyturn_tests::process::free_port());
     let mut missing_master = good.clone();
-    missing_master["masterarn"] =
-        json!("arn:aws:secretsmanager:us-east-1:123456789012:secret:nope-AbCdEf");
+    missing_master["masterarn"] = json!("arn:aws:secretsmanager:us-east-1:123456789012:secret:nope-AbCdEf");
     let long_user = format!("{}{}", user, "x".repeat(63 - user.len()));
 
     let cases: Vec<(&str, Strategy, Value, &str)> = vec![
@@ -384,30 +355,15 @@ async fn bad_secrets_are_refused_and_change_nothing() {
             json!("{\"engine\": \"postgres\", "),
             "malformed JSON",
         ),
-        (
-            "nohost",
-            Strategy::SingleUser,
-            no_host,
-            "missing key \"host\"",
-        ),
-        (
-            "oracle",
-            Strategy::SingleUser,
-            oracle,
-            "unknown engine \"oracle\"",
-        ),
+        ("nohost", Strategy::SingleUser, no_host, "missing key \"host\""),
+        ("oracle", Strategy::SingleUser, oracle, "unknown engine \"oracle\""),
         (
             "nomaster",
             Strategy::AlternatingUsers,
             good.clone(),
             "missing key \"masterarn\"",
         ),
-        (
-            "badmaster",
-            Strategy::AlternatingUsers,
-            missing_master,
-            "nope-AbCdEf",
-        ),
+        ("badmaster", Strategy::AlternatingUsers, missing_master, "nope-AbCdEf"),
         (
             "long",
             Strategy::AlternatingUsers,
@@ -418,12 +374,7 @@ async fn bad_secrets_are_refused_and_change_nothing() {
             },
             "over the 63-byte limit",
         ),
-        (
-            "unreachable",
-            Strategy::SingleUser,
-            unreachable,
-            "cannot connect",
-        ),
+        ("unreachable", Strategy::SingleUser, unreachable, "cannot connect"),
     ];
     for (name, strategy, value, expected) in cases {
         let raw = match &value {
@@ -456,10 +407,7 @@ async fn bad_secrets_are_refused_and_change_nothing() {
             message.contains(&arn),
             "{name}: the error must name the secret: {message}"
         );
-        assert!(
-            !message.contains(&password),
-            "{name}: the error shows a password"
-        );
+        assert!(!message.contains(&password), "{name}: the error shows a password");
         let after = env
             .sm
             .get_secret_value()
@@ -497,17 +445,9 @@ async fn bad_tokens_and_disabled_rotation_are_refused() {
     let (arn, user, password) = single_user_secret(&env, "app").await;
 
     // Rotation never enabled.
-    let version = stage_of(&env.stages(&arn).await, AWSCURRENT)
-        .unwrap()
-        .to_owned();
-    let err = env
-        .step(&rotator, &arn, &version, Step::Create)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, RotationError::RotationDisabled { .. }),
-        "{err}"
-    );
+    let version = stage_of(&env.stages(&arn).await, AWSCURRENT).unwrap().to_owned();
+    let err = env.step(&rotator, &arn, &version, Step::Create).await.unwrap_err();
+    assert!(matches!(err, RotationError::RotationDisabled { .. }), "{err}");
     assert!(err.to_string().contains(&arn));
 
     let token = env.start_rotation(&arn).await;
@@ -570,13 +510,8 @@ async fn tls_is_verified_and_never_downgraded() {
         )
     };
     let token = env.start_rotation(&arn).await;
-    env.step(&untrusted, &arn, &token, Step::Create)
-        .await
-        .unwrap();
-    let err = env
-        .step(&untrusted, &arn, &token, Step::Set)
-        .await
-        .unwrap_err();
+    env.step(&untrusted, &arn, &token, Step::Create).await.unwrap();
+    let err = env.step(&untrusted, &arn, &token, Step::Set).await.unwrap_err();
     assert!(err.to_string().contains("TLS"), "{err}");
     assert!(env.can_login(&user, &password).await);
 
@@ -587,14 +522,14 @@ async fn tls_is_verified_and_never_downgraded() {
     }
     let admin = env.pg_admin().await;
     let tls_sessions: i64 = admin
-        .query_one("SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE ssl AND usename = $1", &[&user])
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE ssl AND usename = $1",
+            &[&user],
+        )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(
-        tls_sessions, 0,
-        "keyturn's sessions are closed after each step"
-    );
+    assert_eq!(tls_sessions, 0, "keyturn's sessions are closed after each step");
 
     // "ssl": false is the only way to plaintext.
     let (plain_arn, plain_user, _) = single_user_secret(&env, "plain").await;
@@ -637,9 +572,7 @@ async fn hostile_usernames_work_and_inject_nothing() {
                         .await
                 );
             }
-            let arn = env
-                .create_secret(&format!("q{}", user.len()), &secret)
-                .await;
+            let arn = env.create_secret(&format!("q{}", user.len()), &secret).await;
             env.rotate(&rotator, &arn).await;
             env.rotate(&rotator, &arn).await;
             let (u, p) = env.login_of(&arn, AWSCURRENT).await;
@@ -668,18 +601,12 @@ async fn an_rds_managed_master_secret_is_located_through_rds() {
         .db_instance
         .unwrap();
     let instance_arn = instance.db_instance_arn().unwrap().to_owned();
-    let address = instance
-        .endpoint()
-        .and_then(|e| e.address())
-        .unwrap()
-        .to_owned();
+    let address = instance.endpoint().and_then(|e| e.address()).unwrap().to_owned();
 
-    let found = keyturn::rotation::database::RdsLookup::instance(
-        &keyturn::aws::rds::RdsClient::new(&env.sdk),
-        &instance_arn,
-    )
-    .await
-    .unwrap();
+    let found =
+        keyturn::rotation::database::RdsLookup::instance(&keyturn::aws::rds::RdsClient::new(&env.sdk), &instance_arn)
+            .await
+            .unwrap();
     assert_eq!(
         (found.host.as_str(), found.engine.as_str()),
         (address.as_str(), "postgres")
@@ -690,9 +617,7 @@ async fn an_rds_managed_master_secret_is_located_through_rds() {
         .sm
         .create_secret()
         .name(env.unique("rds-master"))
-        .secret_string(
-            json!({"username": "postgres", "password": env.h.pg.superuser_password}).to_string(),
-        )
+        .secret_string(json!({"username": "postgres", "password": env.h.pg.superuser_password}).to_string())
         .tags(
             aws_sdk_secretsmanager::types::Tag::builder()
                 .key("aws:rds:primaryDBInstanceArn")

@@ -53,9 +53,7 @@ impl RotateDatabaseConfig {
     }
 
     /// Reads the given variables (the process environment in production).
-    pub fn from_vars(
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let vars: std::collections::HashMap<String, String> = vars.into_iter().collect();
         if let Some(unknown) = vars
             .keys()
@@ -94,18 +92,14 @@ impl RotateDatabaseConfig {
             .get("EXCLUDE_CHARACTERS")
             .map(String::as_str)
             .unwrap_or(DEFAULT_EXCLUDE);
-        let passwords = PasswordPolicy::new(length, exclude)
-            .map_err(|e| err("PASSWORD_LENGTH", e.to_string()))?;
+        let passwords = PasswordPolicy::new(length, exclude).map_err(|e| err("PASSWORD_LENGTH", e.to_string()))?;
         let seconds = |k: &str| -> Result<Duration, ConfigError> {
             let Some(v) = get(k) else {
                 return Ok(Duration::from_secs(5));
             };
             match v.parse::<u64>() {
                 Ok(n) if TIMEOUT_RANGE_SECS.contains(&n) => Ok(Duration::from_secs(n)),
-                _ => Err(err(
-                    k,
-                    format!("{v:?} is not a whole number of seconds from 1 to 60"),
-                )),
+                _ => Err(err(k, format!("{v:?} is not a whole number of seconds from 1 to 60"))),
             }
         };
         let timeouts = Timeouts {
@@ -113,12 +107,7 @@ impl RotateDatabaseConfig {
             statement: seconds("KEYTURN_STATEMENT_TIMEOUT_SECS")?,
         };
         let extra_ca_files = get("KEYTURN_EXTRA_CA_FILES")
-            .map(|v| {
-                v.split(':')
-                    .filter(|p| !p.is_empty())
-                    .map(PathBuf::from)
-                    .collect()
-            })
+            .map(|v| v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect())
             .unwrap_or_default();
         let secrets_manager_endpoint = get("SECRETS_MANAGER_ENDPOINT").map(str::to_owned);
         Ok(Self {
@@ -136,10 +125,7 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -164,24 +150,15 @@ mod tests {
         assert_eq!(c.strategy, Strategy::AlternatingUsers);
         assert_eq!(c.passwords.length(), 40);
         assert_eq!(c.timeouts.connect, Duration::from_secs(2));
-        assert_eq!(
-            c.extra_ca_files,
-            vec![PathBuf::from("/a.pem"), PathBuf::from("/b.pem")]
-        );
-        assert_eq!(
-            c.secrets_manager_endpoint.as_deref(),
-            Some("https://vpce.example")
-        );
+        assert_eq!(c.extra_ca_files, vec![PathBuf::from("/a.pem"), PathBuf::from("/b.pem")]);
+        assert_eq!(c.secrets_manager_endpoint.as_deref(), Some("https://vpce.example"));
     }
 
     #[test]
     fn bad_settings_name_the_variable() {
         for (pairs, variable) in [
             (vec![("KEYTURN_STRATEGY", "both")], "KEYTURN_STRATEGY"),
-            (
-                vec![("KEYTURN_STRATEGIE", "single-user")],
-                "KEYTURN_STRATEGIE",
-            ),
+            (vec![("KEYTURN_STRATEGIE", "single-user")], "KEYTURN_STRATEGIE"),
             (vec![("PASSWORD_LENGTH", "long")], "PASSWORD_LENGTH"),
             (vec![("PASSWORD_LENGTH", "3")], "PASSWORD_LENGTH"),
             (

@@ -22,9 +22,7 @@ pub enum PolicyError {
     Length(usize),
     #[error("the excluded characters leave no character to build a password from")]
     NothingLeft,
-    #[error(
-        "password length {length} is shorter than the {classes} character classes it must contain"
-    )]
+    #[error("password length {length} is shorter than the {classes} character classes it must contain")]
     TooShortForClasses { length: usize, classes: usize },
 }
 
@@ -119,10 +117,7 @@ mod tests {
     #[test]
     fn passwords_differ() {
         let policy = PasswordPolicy::default();
-        assert_ne!(
-            policy.generate().expose_secret(),
-            policy.generate().expose_secret()
-        );
+        assert_ne!(policy.generate().expose_secret(), policy.generate().expose_secret());
     }
 
     #[test]
@@ -136,15 +131,9 @@ mod tests {
     #[test]
     fn bad_policies_are_refused() {
         assert_eq!(PasswordPolicy::new(4, ""), Err(PolicyError::Length(4)));
-        assert_eq!(
-            PasswordPolicy::new(5000, ""),
-            Err(PolicyError::Length(5000))
-        );
+        assert_eq!(PasswordPolicy::new(5000, ""), Err(PolicyError::Length(5000)));
         let everything: String = ('!'..='~').collect();
-        assert_eq!(
-            PasswordPolicy::new(16, &everything),
-            Err(PolicyError::NothingLeft)
-        );
+        assert_eq!(PasswordPolicy::new(16, &everything), Err(PolicyError::NothingLeft));
     }
 
     #[test]

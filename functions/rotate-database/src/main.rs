@@ -22,14 +22,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = RotateDatabaseConfig::from_env()?;
     let sdk = aws_config::load_from_env().await;
     let store = SecretsManagerStore::new(&sdk, config.secrets_manager_endpoint.as_deref());
-    let backend =
-        PostgresBackend::new(tls::client_config(&config.extra_ca_files)?, config.timeouts);
-    let target = DatabaseRotation::new(
-        backend,
-        RdsClient::new(&sdk),
-        config.strategy,
-        config.passwords,
-    );
+    let backend = PostgresBackend::new(tls::client_config(&config.extra_ca_files)?, config.timeouts);
+    let target = DatabaseRotation::new(backend, RdsClient::new(&sdk), config.strategy, config.passwords);
     let rotator = &Rotator::new(store, target);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let event = RotationEvent::from_value(event.payload).map_err(diagnostic)?;

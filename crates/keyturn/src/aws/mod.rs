@@ -8,10 +8,7 @@ use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
 /// Renders an SDK error with its code and message, and says whether it is worth retrying
 /// (throttling, timeouts, transport failures and 5xx).
-pub(crate) fn describe_sdk_error<
-    E: ProvideErrorMetadata + std::error::Error,
-    R: std::fmt::Debug,
->(
+pub(crate) fn describe_sdk_error<E: ProvideErrorMetadata + std::error::Error, R: std::fmt::Debug>(
     err: &SdkError<E, R>,
 ) -> (String, bool) {
     match err {
@@ -26,10 +23,7 @@ pub(crate) fn describe_sdk_error<
                     | "InternalFailure"
                     | "ServiceUnavailable"
             );
-            (
-                format!("{code}: {}", e.message().unwrap_or("no message")),
-                retryable,
-            )
+            (format!("{code}: {}", e.message().unwrap_or("no message")), retryable)
         }
         SdkError::TimeoutError(_) => ("request timed out".into(), true),
         SdkError::DispatchFailure(d) => (format!("could not send the request: {d:?}"), true),

@@ -55,10 +55,7 @@ impl RdsLookup for RdsClient {
             .map_err(|e| describe_sdk_error(&e).0)?;
         let db = out.db_clusters().first().ok_or("no such DB cluster")?;
         Ok(RdsEndpoint {
-            host: db
-                .endpoint()
-                .ok_or("the cluster has no endpoint yet")?
-                .to_owned(),
+            host: db.endpoint().ok_or("the cluster has no endpoint yet")?.to_owned(),
             port: db
                 .port()
                 .and_then(|p| u16::try_from(p).ok())

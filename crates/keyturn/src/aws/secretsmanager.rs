@@ -7,9 +7,7 @@ use aws_sdk_secretsmanager::Client;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::describe_sdk_error;
-use crate::rotation::store::{
-    SecretMetadata, SecretStore, Selector, StageMove, StoreError, VersionInfo,
-};
+use crate::rotation::store::{SecretMetadata, SecretStore, Selector, StageMove, StoreError, VersionInfo};
 
 /// A Secrets Manager client, built once per container.
 #[derive(Clone, Debug)]
@@ -35,10 +33,7 @@ impl SecretsManagerStore {
     }
 }
 
-fn store_error<E, R>(
-    operation: &'static str,
-    err: aws_sdk_secretsmanager::error::SdkError<E, R>,
-) -> StoreError
+fn store_error<E, R>(operation: &'static str, err: aws_sdk_secretsmanager::error::SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error,
     R: std::fmt::Debug,
@@ -69,12 +64,7 @@ impl SecretStore for SecretsManagerStore {
         let tags = out
             .tags()
             .iter()
-            .filter_map(|t| {
-                Some((
-                    t.key()?.to_owned(),
-                    t.value().unwrap_or_default().to_owned(),
-                ))
-            })
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
             .collect::<BTreeMap<_, _>>();
         Ok(SecretMetadata {
             arn: out.arn().unwrap_or(secret_id).to_owned(),
@@ -85,11 +75,7 @@ impl SecretStore for SecretsManagerStore {
         })
     }
 
-    async fn get(
-        &self,
-        secret_id: &str,
-        selector: Selector<'_>,
-    ) -> Result<Option<SecretString>, StoreError> {
+    async fn get(&self, secret_id: &str, selector: Selector<'_>) -> Result<Option<SecretString>, StoreError> {
         let request = self.client.get_secret_value().secret_id(secret_id);
         let request = match selector {
             Selector::Stage(stage) => request.version_stage(stage),
@@ -97,9 +83,7 @@ impl SecretStore for SecretsManagerStore {
             Selector::VersionAndStage(id, stage) => request.version_id(id).version_stage(stage),
         };
         match request.send().await {
-            Ok(out) => Ok(out
-                .secret_string()
-                .map(|s| SecretString::from(s.to_owned()))),
+            Ok(out) => Ok(out.secret_string().map(|s| SecretString::from(s.to_owned()))),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_not_found_exception()) =>

@@ -14,9 +14,7 @@ use std::future::Future;
 
 use secrecy::SecretString;
 
-pub use secret::{
-    Credentials, DatabaseSecret, Endpoint, Engine, Family, MasterSecret, TlsMode, Username,
-};
+pub use secret::{Credentials, DatabaseSecret, Endpoint, Engine, Family, MasterSecret, TlsMode, Username};
 
 /// Change the logged-in user's own password (single-user rotation).
 #[derive(Debug)]
@@ -58,11 +56,8 @@ pub trait DatabaseBackend: Send + Sync {
 
     /// Logs in and runs a trivial query. `Err(LoginRefused)` when the server refuses the
     /// credentials; any other error means the answer is unknown.
-    fn verify(
-        &self,
-        endpoint: &Endpoint,
-        login: &Credentials,
-    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn verify(&self, endpoint: &Endpoint, login: &Credentials)
+        -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Logs in as `req.login` and changes that user's own password.
     fn set_own_password(
@@ -94,22 +89,11 @@ pub enum BackendError {
     #[error("the server refused the login of {username:?}")]
     LoginRefused { username: String },
     #[error("cannot connect to {host}:{port}: {message}")]
-    Unreachable {
-        host: String,
-        port: u16,
-        message: String,
-    },
+    Unreachable { host: String, port: u16, message: String },
     #[error("TLS with {host}:{port} failed: {message}")]
-    Tls {
-        host: String,
-        port: u16,
-        message: String,
-    },
+    Tls { host: String, port: u16, message: String },
     #[error("{operation} timed out after {seconds} s")]
-    Timeout {
-        operation: &'static str,
-        seconds: u64,
-    },
+    Timeout { operation: &'static str, seconds: u64 },
     #[error("user {username:?} does not exist")]
     NoSuchUser { username: String },
     #[error("{operation} failed: {message}")]

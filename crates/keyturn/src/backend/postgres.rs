@@ -22,8 +22,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{debug, instrument};
 
 use super::{
-    BackendError, Credentials, DatabaseBackend, DeleteUser, Endpoint, Engine, Family,
-    SetOwnPassword, TlsMode, UpsertOutcome, UpsertUser, Username,
+    BackendError, Credentials, DatabaseBackend, DeleteUser, Endpoint, Engine, Family, SetOwnPassword, TlsMode,
+    UpsertOutcome, UpsertUser, Username,
 };
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
@@ -62,11 +62,7 @@ impl PostgresBackend {
 
     /// Opens a session as `login`. The connection task ends when the client is dropped.
     #[instrument(skip_all, fields(host = %endpoint.host, port = endpoint.port, user = %login.username))]
-    async fn connect(
-        &self,
-        endpoint: &Endpoint,
-        login: &Credentials,
-    ) -> Result<Client, BackendError> {
+    async fn connect(&self, endpoint: &Endpoint, login: &Credentials) -> Result<Client, BackendError> {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&endpoint.host)
@@ -75,10 +71,7 @@ impl PostgresBackend {
             .password(login.password.expose_secret())
             .application_name("keyturn")
             .connect_timeout(self.timeouts.connect)
-            .options(format!(
-                "-c statement_timeout={}",
-                self.timeouts.statement.as_millis()
-            ));
+            .options(format!("-c statement_timeout={}", self.timeouts.statement.as_millis()));
         if let Some(db) = &endpoint.dbname {
             config.dbname(db);
         }
@@ -118,9 +111,7 @@ fn classify(
     operation: &'static str,
 ) -> BackendError {
     if let Some(code) = e.code() {
-        if *code == SqlState::INVALID_PASSWORD
-            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-        {
+        if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
             return BackendError::LoginRefused {
                 username: login.username.to_string(),
             };
@@ -129,24 +120,11 @@ fn classify(
     let message = chain(e);
     let (host, port) = (endpoint.host.clone(), endpoint.port);
     if message.starts_with("error performing TLS handshake") {
-        BackendError::Tls {
-            host,
-            port,
-            message,
-        }
-    } else if message.starts_with("error connecting to server")
-        || message.starts_with("error communicating")
-    {
-        BackendError::Unreachable {
-            host,
-            port,
-            message,
-        }
+        BackendError::Tls { host, port, message }
+    } else if message.starts_with("error connecting to server") || message.starts_with("error communicating") {
+        BackendError::Unreachable { host, port, message }
     } else if message.starts_with("timeout waiting for server") {
-        BackendError::Timeout {
-            operation,
-            seconds: 0,
-        }
+        BackendError::Timeout { operation, seconds: 0 }
     } else {
         // Class 08 (connection), 40 (rollback), 53 (resources), 57 (operator) are transient.
         let retryable = e
@@ -203,11 +181,7 @@ impl DatabaseBackend for PostgresBackend {
     }
 
     #[instrument(skip_all, fields(user = %req.login.username))]
-    async fn set_own_password(
-        &self,
-        endpoint: &Endpoint,
-        req: SetOwnPassword<'_>,
-    ) -> Result<(), BackendError> {
+    async fn set_own_password(&self, endpoint: &Endpoint, req: SetOwnPassword<'_>) -> Result<(), BackendError> {
         let client = self.connect(endpoint, req.login).await?;
         let sql = format!(
             "ALTER ROLE {} WITH {}",
@@ -239,12 +213,11 @@ impl DatabaseBackend for PostgresBackend {
             )
             .await
             .map_err(err("reading the template role"))?
-            .ok_or_else(|| BackendError::NoSuchUser { username: req.template.to_string() })?;
+            .ok_or_else(|| BackendError::NoSuchUser {
+                username: req.template.to_string(),
+            })?;
         let exists = tx
-            .query_opt(
-                "SELECT 1 FROM pg_roles WHERE rolname = $1",
-                &[&req.username.as_str()],
-            )
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&req.username.as_str()])
             .await
             .map_err(err("looking up the role"))?
             .is_some();
@@ -306,10 +279,7 @@ impl DatabaseBackend for PostgresBackend {
             } else {
                 ""
             };
-            grants.push(format!(
-                "GRANT {} TO {user}{admin_option}",
-                escape_identifier(&role)
-            ));
+            grants.push(format!("GRANT {} TO {user}{admin_option}", escape_identifier(&role)));
         }
         // Sessions of the clone act as the original, so objects either creates are the original's.
         grants.push(format!(

@@ -143,21 +143,12 @@ impl DatabaseSecret {
             Ok(Value::Object(map)) => map,
             Ok(_) => return Err("not a JSON object".into()),
             // serde's message would quote part of the value: say where, not what.
-            Err(e) => {
-                return Err(format!(
-                    "malformed JSON at line {} column {}",
-                    e.line(),
-                    e.column()
-                ))
-            }
+            Err(e) => return Err(format!("malformed JSON at line {} column {}", e.line(), e.column())),
         };
         let engine_name = string(&raw, "engine")?.ok_or("missing key \"engine\"")?;
         let engine = Engine::parse(engine_name).ok_or_else(|| {
             let known: Vec<&str> = Engine::ALL.iter().map(|e| e.as_str()).collect();
-            format!(
-                "unknown engine {engine_name:?} (expected one of {})",
-                known.join(", ")
-            )
+            format!("unknown engine {engine_name:?} (expected one of {})", known.join(", "))
         })?;
         Self::from_map(raw, engine)
     }
@@ -169,18 +160,10 @@ impl DatabaseSecret {
         let raw: Map<String, Value> = match serde_json::from_str::<Value>(value.expose_secret()) {
             Ok(Value::Object(map)) => map,
             Ok(_) => return Err("not a JSON object".into()),
-            Err(e) => {
-                return Err(format!(
-                    "malformed JSON at line {} column {}",
-                    e.line(),
-                    e.column()
-                ))
-            }
+            Err(e) => return Err(format!("malformed JSON at line {} column {}", e.line(), e.column())),
         };
         let engine = match string(&raw, "engine")? {
-            Some(name) => {
-                Some(Engine::parse(name).ok_or_else(|| format!("unknown engine {name:?}"))?)
-            }
+            Some(name) => Some(Engine::parse(name).ok_or_else(|| format!("unknown engine {name:?}"))?),
             None => None,
         };
         let credentials = credentials(&raw)?;
@@ -226,14 +209,10 @@ impl DatabaseSecret {
     /// The same secret with other credentials; every other key is kept as it was.
     pub fn with_credentials(&self, username: &Username, password: SecretString) -> Self {
         let mut next = self.clone();
-        next.raw.insert(
-            "username".into(),
-            Value::String(username.as_str().to_owned()),
-        );
-        next.raw.insert(
-            "password".into(),
-            Value::String(password.expose_secret().to_owned()),
-        );
+        next.raw
+            .insert("username".into(), Value::String(username.as_str().to_owned()));
+        next.raw
+            .insert("password".into(), Value::String(password.expose_secret().to_owned()));
         next.credentials = Credentials {
             username: username.clone(),
             password,
@@ -300,11 +279,7 @@ fn tls(raw: &Map<String, Value>) -> Result<TlsMode, FormatError> {
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
         Some(_) => return Err("key \"ssl\" must be true or false".into()),
     };
-    Ok(if on {
-        TlsMode::VerifyFull
-    } else {
-        TlsMode::Disabled
-    })
+    Ok(if on { TlsMode::VerifyFull } else { TlsMode::Disabled })
 }
 
 #[cfg(test)]
@@ -317,8 +292,7 @@ mod tests {
 
     #[test]
     fn defaults_follow_aws_templates() {
-        let s =
-            parse(r#"{"engine":"postgres","host":"db","username":"app","password":"pw"}"#).unwrap();
+        let s = parse(r#"{"engine":"postgres","host":"db","username":"app","password":"pw"}"#).unwrap();
         assert_eq!(s.endpoint.port, 5432);
         assert_eq!(s.endpoint.dbname.as_deref(), Some("postgres"));
         assert_eq!(s.endpoint.tls, TlsMode::VerifyFull);
@@ -327,19 +301,19 @@ mod tests {
 
     #[test]
     fn port_and_ssl_accept_strings() {
-        let s = parse(r#"{"engine":"aurora-postgresql","host":"db","port":"6543","username":"a","password":"p","ssl":"FALSE"}"#)
-            .unwrap();
+        let s = parse(
+            r#"{"engine":"aurora-postgresql","host":"db","port":"6543","username":"a","password":"p","ssl":"FALSE"}"#,
+        )
+        .unwrap();
         assert_eq!((s.endpoint.port, s.endpoint.tls), (6543, TlsMode::Disabled));
     }
 
     #[test]
     fn unknown_keys_survive_and_only_credentials_change() {
-        let s = parse(r#"{"engine":"postgres","host":"db","port":5432,"username":"app","password":"old","proxy":{"x":1}}"#)
-            .unwrap();
-        let next = s.with_credentials(
-            &Username::parse("app_clone").unwrap(),
-            SecretString::from("new"),
-        );
+        let s =
+            parse(r#"{"engine":"postgres","host":"db","port":5432,"username":"app","password":"old","proxy":{"x":1}}"#)
+                .unwrap();
+        let next = s.with_credentials(&Username::parse("app_clone").unwrap(), SecretString::from("new"));
         let v: Value = serde_json::from_str(next.to_secret_string().expose_secret()).unwrap();
         assert_eq!(
             v,
@@ -392,17 +366,13 @@ mod tests {
             let err = parse(json).unwrap_err();
             assert!(err.contains(expected), "{json}: {err}");
         }
-        let err = parse(r#"{"engine":"postgres","host":"db","username":"a","password":"hunter2","#)
-            .unwrap_err();
+        let err = parse(r#"{"engine":"postgres","host":"db","username":"a","password":"hunter2","#).unwrap_err();
         assert!(!err.contains("hunter2"));
     }
 
     #[test]
     fn master_secret_may_hold_only_credentials() {
-        let m = DatabaseSecret::parse_master(&SecretString::from(
-            r#"{"username":"admin","password":"pw"}"#,
-        ))
-        .unwrap();
+        let m = DatabaseSecret::parse_master(&SecretString::from(r#"{"username":"admin","password":"pw"}"#)).unwrap();
         assert_eq!((m.engine, m.host, m.port), (None, None, None));
         assert_eq!(m.credentials.username.as_str(), "admin");
     }

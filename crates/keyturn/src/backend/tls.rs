@@ -16,10 +16,7 @@ pub const RDS_CA_BUNDLE: &[u8] = include_bytes!("../../certs/rds-global-bundle.p
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     #[error("cannot read CA file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("CA file {path} holds no usable PEM certificate")]
     NoCertificate { path: PathBuf },
     #[error("TLS configuration: {0}")]
@@ -53,8 +50,7 @@ fn add_pem_file(roots: &mut RootCertStore, path: &Path) -> Result<usize, TlsSetu
         path: path.to_owned(),
         source,
     })?;
-    let (added, _ignored) =
-        roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).flatten());
+    let (added, _ignored) = roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).flatten());
     Ok(added)
 }
 
@@ -79,12 +75,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate").unwrap();
-        let err = client_config(&[empty.clone()]).unwrap_err();
+        let err = client_config(std::slice::from_ref(&empty)).unwrap_err();
         assert!(err.to_string().contains("empty.pem"), "{err}");
         let missing = dir.join("missing.pem");
-        assert!(matches!(
-            client_config(&[missing]),
-            Err(TlsSetupError::Read { .. })
-        ));
+        assert!(matches!(client_config(&[missing]), Err(TlsSetupError::Read { .. })));
     }
 }

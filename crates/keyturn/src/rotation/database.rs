@@ -15,8 +15,7 @@ use tracing::{info, warn};
 use super::store::{SecretStore, Selector, AWSCURRENT};
 use super::{decide, Outcome, RotationError, RotationTarget, StepContext};
 use crate::backend::{
-    BackendError, Credentials, DatabaseBackend, DatabaseSecret, Endpoint, Engine, SetOwnPassword,
-    UpsertUser, Username,
+    BackendError, Credentials, DatabaseBackend, DatabaseSecret, Endpoint, Engine, SetOwnPassword, UpsertUser, Username,
 };
 use crate::password::PasswordPolicy;
 
@@ -102,12 +101,11 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         value: &SecretString,
         what: &str,
     ) -> Result<DatabaseSecret, RotationError> {
-        let secret =
-            DatabaseSecret::parse(value).map_err(|problem| RotationError::InvalidSecret {
-                secret: ctx.arn().to_owned(),
-                what: what.to_owned(),
-                problem,
-            })?;
+        let secret = DatabaseSecret::parse(value).map_err(|problem| RotationError::InvalidSecret {
+            secret: ctx.arn().to_owned(),
+            what: what.to_owned(),
+            problem,
+        })?;
         if !self.backend.serves(secret.endpoint.engine) {
             return Err(RotationError::InvalidSecret {
                 secret: ctx.arn().to_owned(),
@@ -141,25 +139,17 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         user: &DatabaseSecret,
         what: &str,
     ) -> Result<(Endpoint, Credentials), RotationError> {
-        let master_arn = user
-            .masterarn
-            .as_deref()
-            .ok_or_else(|| RotationError::InvalidSecret {
-                secret: ctx.arn().to_owned(),
-                what: what.into(),
-                problem: "missing key \"masterarn\" (required by the alternating-users strategy)"
-                    .into(),
-            })?;
+        let master_arn = user.masterarn.as_deref().ok_or_else(|| RotationError::InvalidSecret {
+            secret: ctx.arn().to_owned(),
+            what: what.into(),
+            problem: "missing key \"masterarn\" (required by the alternating-users strategy)".into(),
+        })?;
         let fail = |problem: String| RotationError::MasterSecret {
             secret: ctx.arn().to_owned(),
             master: master_arn.to_owned(),
             problem,
         };
-        let meta = ctx
-            .store
-            .describe(master_arn)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let meta = ctx.store.describe(master_arn).await.map_err(|e| fail(e.to_string()))?;
         let value = ctx
             .store
             .get(master_arn, Selector::Stage(AWSCURRENT))
@@ -197,10 +187,7 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
             }
             None => {
                 let host = master.host.clone().ok_or_else(|| {
-                    fail(
-                        "missing key \"host\" (and no aws:rds:primaryDB*Arn tag to look it up)"
-                            .into(),
-                    )
+                    fail("missing key \"host\" (and no aws:rds:primaryDB*Arn tag to look it up)".into())
                 })?;
                 let engine = master.engine.unwrap_or(user.endpoint.engine);
                 (host, master.port.unwrap_or(engine.default_port()), engine)
@@ -240,16 +227,10 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         match self.backend.verify(endpoint, &pending.credentials).await {
             Ok(()) => return Ok(Outcome::AlreadyDone),
             Err(BackendError::LoginRefused { .. }) => {}
-            Err(e) => {
-                return Err(Self::backend_error(
-                    ctx,
-                    "logging in with the pending password",
-                )(e))
-            }
+            Err(e) => return Err(Self::backend_error(ctx, "logging in with the pending password")(e)),
         }
         let mut tried = vec!["AWSPENDING"];
-        let mut candidates: Vec<(String, SecretString)> =
-            vec![("AWSCURRENT".into(), ctx.current().await?)];
+        let mut candidates: Vec<(String, SecretString)> = vec![("AWSCURRENT".into(), ctx.current().await?)];
         if let Some(previous) = ctx.previous().await? {
             candidates.push(("AWSPREVIOUS".into(), previous));
         }
@@ -348,10 +329,7 @@ impl<B: DatabaseBackend, R: RdsLookup> RotationTarget for DatabaseRotation<B, R>
             .to_secret_string())
     }
 
-    async fn set<S: SecretStore>(
-        &self,
-        ctx: &StepContext<'_, S>,
-    ) -> Result<Outcome, RotationError> {
+    async fn set<S: SecretStore>(&self, ctx: &StepContext<'_, S>) -> Result<Outcome, RotationError> {
         let pending = self.parse(ctx, &ctx.pending().await?, "AWSPENDING")?;
         match self.strategy {
             Strategy::SingleUser => self.set_single(ctx, &pending).await,
@@ -367,10 +345,7 @@ impl<B: DatabaseBackend, R: RdsLookup> RotationTarget for DatabaseRotation<B, R>
                     .backend
                     .upsert_user(&endpoint, &admin, req)
                     .await
-                    .map_err(Self::backend_error(
-                        ctx,
-                        "setting the pending user's password as admin",
-                    ))?;
+                    .map_err(Self::backend_error(ctx, "setting the pending user's password as admin"))?;
                 info!(secret_arn = %ctx.arn(), user = %username, created = outcome.created, "pending user ready");
                 Ok(Outcome::Done)
             }
@@ -382,10 +357,7 @@ impl<B: DatabaseBackend, R: RdsLookup> RotationTarget for DatabaseRotation<B, R>
         self.backend
             .verify(&pending.endpoint, &pending.credentials)
             .await
-            .map_err(Self::backend_error(
-                ctx,
-                "logging in with the pending credentials",
-            ))
+            .map_err(Self::backend_error(ctx, "logging in with the pending credentials"))
     }
 }
 
@@ -404,9 +376,6 @@ mod tests {
         assert_eq!(alternate(&user("_clone")), user("_clone_clone"));
         assert_eq!(original(&user("app_clone")), user("app"));
         assert_eq!(original(&user("app")), user("app"));
-        assert_eq!(
-            alternate(&user("o'brien \"x\"")),
-            user("o'brien \"x\"_clone")
-        );
+        assert_eq!(alternate(&user("o'brien \"x\"")), user("o'brien \"x\"_clone"));
     }
 }

@@ -53,11 +53,7 @@ pub fn finish_plan(meta: &SecretMetadata, token: &str) -> Vec<StageMove> {
             remove_from: current.map(str::to_owned),
         }),
     }
-    if meta
-        .versions
-        .get(token)
-        .is_some_and(|s| s.contains(AWSPENDING))
-    {
+    if meta.versions.get(token).is_some_and(|s| s.contains(AWSPENDING)) {
         plan.push(StageMove {
             stage: AWSPENDING,
             move_to: None,
@@ -75,15 +71,8 @@ pub fn self_heal_candidates(meta: &SecretMetadata, versions: &[VersionInfo]) -> 
         .iter()
         .filter_map(|stage| meta.version_with(stage))
         .collect();
-    let mut rest: Vec<&VersionInfo> = versions
-        .iter()
-        .filter(|v| !tried.contains(&v.id.as_str()))
-        .collect();
-    rest.sort_by(|a, b| {
-        b.created
-            .unwrap_or(0.0)
-            .total_cmp(&a.created.unwrap_or(0.0))
-    });
+    let mut rest: Vec<&VersionInfo> = versions.iter().filter(|v| !tried.contains(&v.id.as_str())).collect();
+    rest.sort_by(|a, b| b.created.unwrap_or(0.0).total_cmp(&a.created.unwrap_or(0.0)));
     rest.into_iter().map(|v| v.id.clone()).collect()
 }
 
@@ -99,12 +88,7 @@ mod tests {
             rotation_enabled: enabled,
             versions: versions
                 .iter()
-                .map(|(id, stages)| {
-                    (
-                        id.to_string(),
-                        stages.iter().map(|s| s.to_string()).collect(),
-                    )
-                })
+                .map(|(id, stages)| (id.to_string(), stages.iter().map(|s| s.to_string()).collect()))
                 .collect(),
             tags: Default::default(),
         }
@@ -115,20 +99,11 @@ mod tests {
         let m = meta(true, &[("v1", &[AWSCURRENT]), ("t", &[AWSPENDING])]);
         assert_eq!(gate(&m, "t").unwrap(), Gate::Proceed);
         assert_eq!(gate(&m, "v1").unwrap(), Gate::AlreadyCurrent);
-        assert!(matches!(
-            gate(&m, "zzz"),
-            Err(RotationError::UnknownToken { .. })
-        ));
+        assert!(matches!(gate(&m, "zzz"), Err(RotationError::UnknownToken { .. })));
         let m = meta(true, &[("v1", &[AWSCURRENT]), ("t", &[AWSPREVIOUS])]);
-        assert!(matches!(
-            gate(&m, "t"),
-            Err(RotationError::NotPending { .. })
-        ));
+        assert!(matches!(gate(&m, "t"), Err(RotationError::NotPending { .. })));
         let m = meta(false, &[("t", &[AWSPENDING])]);
-        assert!(matches!(
-            gate(&m, "t"),
-            Err(RotationError::RotationDisabled { .. })
-        ));
+        assert!(matches!(gate(&m, "t"), Err(RotationError::RotationDisabled { .. })));
     }
 
     #[test]
@@ -153,10 +128,7 @@ mod tests {
 
     #[test]
     fn finish_after_a_crash_does_only_what_is_left() {
-        let m = meta(
-            true,
-            &[("v1", &[AWSPREVIOUS]), ("t", &[AWSCURRENT, AWSPENDING])],
-        );
+        let m = meta(true, &[("v1", &[AWSPREVIOUS]), ("t", &[AWSCURRENT, AWSPENDING])]);
         assert_eq!(
             finish_plan(&m, "t"),
             vec![StageMove {
@@ -173,11 +145,7 @@ mod tests {
     fn self_heal_tries_unlabelled_versions_newest_first() {
         let m = meta(
             true,
-            &[
-                ("cur", &[AWSCURRENT]),
-                ("prev", &[AWSPREVIOUS]),
-                ("t", &[AWSPENDING]),
-            ],
+            &[("cur", &[AWSCURRENT]), ("prev", &[AWSPREVIOUS]), ("t", &[AWSPENDING])],
         );
         let v = |id: &str, created: f64| VersionInfo {
             id: id.into(),

@@ -19,9 +19,7 @@ use tracing::{info, warn};
 
 use crate::backend::BackendError;
 use decide::Gate;
-use store::{
-    SecretMetadata, SecretStore, Selector, StoreError, AWSCURRENT, AWSPENDING, AWSPREVIOUS,
-};
+use store::{SecretMetadata, SecretStore, Selector, StoreError, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 
 /// One of the four steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +64,7 @@ struct RawEvent {
 impl RotationEvent {
     /// Validates a raw event. Errors name the field at fault.
     pub fn from_value(value: serde_json::Value) -> Result<Self, RotationError> {
-        let raw: RawEvent = serde_json::from_value(value)
-            .map_err(|e| RotationError::InvalidEvent(e.to_string()))?;
+        let raw: RawEvent = serde_json::from_value(value).map_err(|e| RotationError::InvalidEvent(e.to_string()))?;
         let step = match raw.step.as_str() {
             "createSecret" => Step::Create,
             "setSecret" => Step::Set,
@@ -84,9 +81,7 @@ impl RotationEvent {
             return Err(RotationError::InvalidEvent("SecretId is empty".into()));
         }
         if raw.client_request_token.is_empty() {
-            return Err(RotationError::InvalidEvent(
-                "ClientRequestToken is empty".into(),
-            ));
+            return Err(RotationError::InvalidEvent("ClientRequestToken is empty".into()));
         }
         Ok(Self {
             step,
@@ -154,9 +149,7 @@ pub enum RotationError {
         max: usize,
         engine: &'static str,
     },
-    #[error(
-        "secret {secret}: none of the secret's versions logs in as {username:?} (tried {tried})"
-    )]
+    #[error("secret {secret}: none of the secret's versions logs in as {username:?} (tried {tried})")]
     NoWorkingCredentials {
         secret: String,
         username: String,
@@ -229,10 +222,7 @@ impl<S: SecretStore> StepContext<'_, S> {
     }
 
     /// Reads one version; `Ok(None)` if it has no value.
-    pub async fn read(
-        &self,
-        selector: Selector<'_>,
-    ) -> Result<Option<SecretString>, RotationError> {
+    pub async fn read(&self, selector: Selector<'_>) -> Result<Option<SecretString>, RotationError> {
         self.store
             .get(&self.meta.arn, selector)
             .await
@@ -240,23 +230,16 @@ impl<S: SecretStore> StepContext<'_, S> {
     }
 
     /// Reads one version that must exist.
-    pub async fn require(
-        &self,
-        selector: Selector<'_>,
-        what: &str,
-    ) -> Result<SecretString, RotationError> {
-        self.read(selector)
-            .await?
-            .ok_or_else(|| RotationError::MissingValue {
-                secret: self.meta.arn.clone(),
-                what: what.to_owned(),
-            })
+    pub async fn require(&self, selector: Selector<'_>, what: &str) -> Result<SecretString, RotationError> {
+        self.read(selector).await?.ok_or_else(|| RotationError::MissingValue {
+            secret: self.meta.arn.clone(),
+            what: what.to_owned(),
+        })
     }
 
     /// The AWSCURRENT value.
     pub async fn current(&self) -> Result<SecretString, RotationError> {
-        self.require(Selector::Stage(AWSCURRENT), "AWSCURRENT")
-            .await
+        self.require(Selector::Stage(AWSCURRENT), "AWSCURRENT").await
     }
 
     /// The value being rotated in (the token's version, while it is AWSPENDING).
@@ -295,10 +278,7 @@ pub trait RotationTarget: Send + Sync {
     ) -> impl Future<Output = Result<Outcome, RotationError>> + Send;
 
     /// testSecret: proves the pending credentials work.
-    fn test<S: SecretStore>(
-        &self,
-        ctx: &StepContext<'_, S>,
-    ) -> impl Future<Output = Result<(), RotationError>> + Send;
+    fn test<S: SecretStore>(&self, ctx: &StepContext<'_, S>) -> impl Future<Output = Result<(), RotationError>> + Send;
 }
 
 /// The rotation engine: one per container, shared by every invocation.
@@ -339,11 +319,7 @@ impl<S: SecretStore, T: RotationTarget> Rotator<S, T> {
         result
     }
 
-    async fn run_step(
-        &self,
-        event: &RotationEvent,
-        arn: &mut String,
-    ) -> Result<Outcome, RotationError> {
+    async fn run_step(&self, event: &RotationEvent, arn: &mut String) -> Result<Outcome, RotationError> {
         let meta = self
             .store
             .describe(&event.secret_id)
@@ -370,11 +346,7 @@ impl<S: SecretStore, T: RotationTarget> Rotator<S, T> {
         }
     }
 
-    async fn create(
-        &self,
-        ctx: &StepContext<'_, S>,
-        rotation_token: Option<&str>,
-    ) -> Result<Outcome, RotationError> {
+    async fn create(&self, ctx: &StepContext<'_, S>, rotation_token: Option<&str>) -> Result<Outcome, RotationError> {
         // Validate AWSCURRENT first, even on a rerun: a broken secret must be reported.
         let current = ctx.current().await?;
         if ctx
@@ -421,22 +393,17 @@ mod tests {
         .unwrap();
         assert_eq!(e.step, Step::Create);
         assert_eq!(e.rotation_token.as_deref(), Some("r"));
-        let e = RotationEvent::from_value(
-            json!({"Step": "finishSecret", "SecretId": "s", "ClientRequestToken": "t"}),
-        )
-        .unwrap();
+        let e = RotationEvent::from_value(json!({"Step": "finishSecret", "SecretId": "s", "ClientRequestToken": "t"}))
+            .unwrap();
         assert_eq!((e.step, e.rotation_token), (Step::Finish, None));
     }
 
     #[test]
     fn bad_events_are_refused_with_the_reason() {
-        let err = RotationEvent::from_value(
-            json!({"Step": "rotate", "SecretId": "s", "ClientRequestToken": "t"}),
-        )
-        .unwrap_err();
+        let err = RotationEvent::from_value(json!({"Step": "rotate", "SecretId": "s", "ClientRequestToken": "t"}))
+            .unwrap_err();
         assert!(err.to_string().contains("\"rotate\""), "{err}");
-        let err =
-            RotationEvent::from_value(json!({"Step": "setSecret", "SecretId": "s"})).unwrap_err();
+        let err = RotationEvent::from_value(json!({"Step": "setSecret", "SecretId": "s"})).unwrap_err();
         assert!(err.to_string().contains("ClientRequestToken"), "{err}");
         let err = RotationEvent::from_value(json!("nope")).unwrap_err();
         assert!(matches!(err, RotationError::InvalidEvent(_)));

@@ -77,10 +77,7 @@ pub struct StoreError {
 /// The operations rotation needs from Secrets Manager.
 pub trait SecretStore: Send + Sync {
     /// `DescribeSecret`.
-    fn describe(
-        &self,
-        secret_id: &str,
-    ) -> impl Future<Output = Result<SecretMetadata, StoreError>> + Send;
+    fn describe(&self, secret_id: &str) -> impl Future<Output = Result<SecretMetadata, StoreError>> + Send;
     /// `GetSecretValue`: `Ok(None)` when that version or label does not exist or has no value.
     fn get(
         &self,
@@ -96,14 +93,7 @@ pub trait SecretStore: Send + Sync {
         rotation_token: Option<&str>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// `UpdateSecretVersionStage`.
-    fn move_stage(
-        &self,
-        secret_id: &str,
-        change: &StageMove,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn move_stage(&self, secret_id: &str, change: &StageMove) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// `ListSecretVersionIds` with deprecated versions, every page.
-    fn list_versions(
-        &self,
-        secret_id: &str,
-    ) -> impl Future<Output = Result<Vec<VersionInfo>, StoreError>> + Send;
+    fn list_versions(&self, secret_id: &str) -> impl Future<Output = Result<Vec<VersionInfo>, StoreError>> + Send;
 }

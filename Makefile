@@ -1,0 +1,32 @@
+# keyturn's commands. Each target installs what it needs (scripts/setup) and is safe to rerun.
+#   make demo   bring up PostgreSQL + moto, rotate secrets through the real Lambda binary
+#   make test   formatting, lints, unit and integration tests (what CI runs)
+#   make bench  cold start, warm rotation and binary size, release build
+
+# Outside the clone so CI on the same machine builds incrementally.
+export CARGO_TARGET_DIR ?= /var/cache/keyturn-target
+CARGO ?= cargo
+
+.PHONY: setup demo test lint bench build release
+
+setup:
+	./scripts/setup
+
+build: setup
+	$(CARGO) build --workspace --bins
+
+demo: build
+	$(CARGO_TARGET_DIR)/debug/demo
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+
+test: setup lint
+	$(CARGO) test --workspace
+
+release:
+	$(CARGO) build --release -p rotate-database -p keyturn-tests --bin bench
+
+bench: setup release
+	$(CARGO_TARGET_DIR)/release/bench

@@ -1,0 +1,126 @@
+//! `make demo`: brings up PostgreSQL and the AWS emulator, rotates a secret three times
+//! per strategy through the real rotate-database binary under cargo-lambda's Runtime API
+//! emulator, and after each rotation prints the versions, their stages, and which
+//! credentials log in.
+
+use keyturn::rotation::database::Strategy;
+use keyturn_tests::lambda::{function_binary, Emulator};
+use keyturn_tests::{random_token, TestEnv};
+use postgres_protocol::escape::{escape_identifier, escape_literal};
+use postgres_protocol::password::scram_sha_256;
+use serde_json::{json, Value};
+
+#[tokio::main]
+async fn main() {
+    println!("Starting PostgreSQL 15 (TLS, scram-sha-256) and moto on loopback...");
+    let env = TestEnv::new("demo").await;
+    println!(
+        "  PostgreSQL on 127.0.0.1:{}, moto on {}",
+        env.h.pg.port, env.h.moto.endpoint
+    );
+    let binary = function_binary("rotate-database");
+
+    for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
+        let mut emulator = Emulator::start(&env.h.work.join(format!("emulator-{}.log", strategy.as_str())));
+        let log = env.h.work.join(format!("rotate-database-{}.log", strategy.as_str()));
+        emulator.run_function(&binary, "rotate-database", &env.function_env(strategy), &log);
+
+        let name = if strategy == Strategy::SingleUser { "app" } else { "svc" };
+        let user = env.unique(name);
+        let password = random_token();
+        env.pg_admin()
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE {} LOGIN PASSWORD {}",
+                escape_identifier(&user),
+                escape_literal(&scram_sha_256(password.as_bytes()))
+            ))
+            .await
+            .expect("create the demo role");
+        let mut secret = env.user_secret(&user, &password);
+        if strategy == Strategy::AlternatingUsers {
+            secret["masterarn"] = json!(env.create_secret("master", &env.admin_secret()).await);
+        }
+        let arn = env.create_secret(name, &secret).await;
+        println!("\n=== {} rotation of {arn}", strategy.as_str());
+        println!(
+            "    (KEYTURN_STRATEGY={}; function log: {})",
+            strategy.as_str(),
+            log.display()
+        );
+
+        for round in 1..=3 {
+            let token = env.start_rotation(&arn).await;
+            let started = std::time::Instant::now();
+            for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+                let file = env.h.work.join(format!("{token}-{step}.json"));
+                let event = json!({"Step": step, "SecretId": arn, "ClientRequestToken": token});
+                std::fs::write(&file, event.to_string()).expect("write event");
+                if let Err(e) = emulator.invoke("rotate-database", &file) {
+                    eprintln!("{step} failed:\n{e}");
+                    std::process::exit(1);
+                }
+            }
+            println!(
+                "\nrotation {round} (token {}…): four steps through cargo lambda invoke in {} ms",
+                &token[..8],
+                started.elapsed().as_millis()
+            );
+            print_versions(&env, &arn).await;
+        }
+    }
+    println!("\nDone. Everything above ran on this machine; the services stop with this process.");
+}
+
+async fn print_versions(env: &TestEnv, arn: &str) {
+    let versions = env
+        .sm
+        .list_secret_version_ids()
+        .secret_id(arn)
+        .include_deprecated(true)
+        .send()
+        .await
+        .expect("ListSecretVersionIds");
+    let mut rows: Vec<_> = versions.versions().iter().collect();
+    let created =
+        |v: &&aws_sdk_secretsmanager::types::SecretVersionsListEntry| v.created_date().map_or(0.0, |d| d.as_secs_f64());
+    rows.sort_by(|a, b| created(a).total_cmp(&created(b)));
+    println!(
+        "  {:<10} {:<26} {:<22} {:<10} logs in?",
+        "version", "stages", "username", "password"
+    );
+    for v in rows {
+        let id = v.version_id().unwrap_or_default();
+        let Ok(value) = env.sm.get_secret_value().secret_id(arn).version_id(id).send().await else {
+            continue;
+        };
+        let Some(json) = value
+            .secret_string()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        else {
+            continue;
+        };
+        let (user, password) = (
+            json["username"].as_str().unwrap_or("?"),
+            json["password"].as_str().unwrap_or(""),
+        );
+        let stages = if v.version_stages().is_empty() {
+            "(none)".to_owned()
+        } else {
+            v.version_stages().join(",")
+        };
+        let works = if env.can_login(user, password).await {
+            "yes"
+        } else {
+            "no (refused)"
+        };
+        let shown = format!("{}…", password.chars().take(4).collect::<String>());
+        println!(
+            "  {:<10} {:<26} {:<22} {:<10} {works}",
+            &id[..8.min(id.len())],
+            stages,
+            user,
+            shown
+        );
+    }
+}
