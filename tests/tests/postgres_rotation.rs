@@ -468,7 +468,8 @@ async fn bad_tokens_and_disabled_rotation_are_refused() {
     let other = env.start_rotation(&arn).await;
     assert_ne!(other, token);
     let err = env.step(&rotator, &arn, &token, Step::Set).await;
-    // moto drops unlabelled versions without a value; AWS keeps them: either error is a refusal.
+    // AWS leaves unlabelled versions out of VersionIdsToStages (UnknownToken); moto lists
+    // them with no labels (NotPending). Either is a refusal.
     assert!(
         matches!(
             err,

@@ -1,0 +1,35 @@
+//! The sample events under events/ are what the functions accept, and the SAM template is
+//! valid CloudFormation (cfn-lint, from the project's venv).
+
+use keyturn::rotation::{RotationEvent, Step};
+
+#[test]
+fn sample_rotation_events_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/rotate-database");
+    for (file, step) in [
+        ("createSecret.json", Step::Create),
+        ("setSecret.json", Step::Set),
+        ("testSecret.json", Step::Test),
+        ("finishSecret.json", Step::Finish),
+    ] {
+        let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        let event = RotationEvent::from_value(value).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(event.step, step, "{file}");
+        assert!(event.rotation_token.is_some());
+    }
+}
+
+#[test]
+fn sam_template_passes_cfn_lint() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(keyturn_tests::moto::venv().join("bin/cfn-lint"))
+        .arg(root.join("infra/template.yaml"))
+        .output()
+        .expect("run cfn-lint (make setup installs it with moto)");
+    assert!(
+        out.status.success(),
+        "cfn-lint:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
