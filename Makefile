@@ -26,7 +26,7 @@ test: setup lint
 	$(CARGO) test --workspace
 
 release:
-	$(CARGO) build --release -p rotate-database -p keyturn-tests --bin bench
+	$(CARGO) build --release --bin rotate-database --bin bench
 
 bench: setup release
 	$(CARGO_TARGET_DIR)/release/bench

@@ -42,25 +42,13 @@ impl Emulator {
         let log = std::fs::File::create(log).expect("create emulator log");
         let mut command = Command::new(venv().join("bin/cargo-lambda"));
         command
-            .args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "-A",
-                "127.0.0.1",
-                "-P",
-                &port.to_string(),
-            ])
+            .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let watch = spawn_tied(command, libc::SIGTERM).expect("start cargo lambda watch");
         wait_for_port(port, 60, "cargo lambda watch");
-        Emulator {
-            port,
-            watch,
-            functions: Vec::new(),
-        }
+        Emulator { port, watch, functions: Vec::new() }
     }
 
     /// Starts `binary` as Lambda would, polling this emulator for `function`'s events.
@@ -71,10 +59,7 @@ impl Emulator {
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env(
-                "AWS_LAMBDA_RUNTIME_API",
-                format!("http://127.0.0.1:{}/.rt/{function}", self.port),
-            )
+            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt/{function}", self.port))
             .env("AWS_LAMBDA_FUNCTION_NAME", function)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
@@ -82,24 +67,14 @@ impl Emulator {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        self.functions
-            .push(spawn_tied(command, libc::SIGTERM).expect("start the function"));
+        self.functions.push(spawn_tied(command, libc::SIGTERM).expect("start the function"));
     }
 
     /// `cargo lambda invoke FUNCTION --data-file FILE`: `Ok(response)` or `Err(what the
     /// function reported)`.
     pub fn invoke(&self, function: &str, event_file: &Path) -> Result<String, String> {
         let out = Command::new(venv().join("bin/cargo-lambda"))
-            .args([
-                "lambda",
-                "invoke",
-                function,
-                "-A",
-                "127.0.0.1",
-                "-P",
-                &self.port.to_string(),
-                "--data-file",
-            ])
+            .args(["lambda", "invoke", function, "-A", "127.0.0.1", "-P", &self.port.to_string(), "--data-file"])
             .arg(event_file)
             .output()
             .expect("run cargo lambda invoke");

@@ -41,14 +41,7 @@ pub struct Harness {
 pub fn random_token() -> String {
     let bytes: [u8; 16] = rand::rng().random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 /// Starts the services on first use.
@@ -62,12 +55,7 @@ pub fn harness() -> &'static Harness {
         let pki = pki::generate(&work, &["localhost"]);
         let pg = postgres::start(&work, &pki);
         let moto = moto::start(&work);
-        Harness {
-            work,
-            ca_file: pki.ca_cert,
-            moto,
-            pg,
-        }
+        Harness { work, ca_file: pki.ca_cert, moto, pg }
     })
 }
 
@@ -187,25 +175,25 @@ impl TestEnv {
         client
     }
 
+    /// Creates a login role with `password`. Sends a SCRAM verifier, not the password: the
+    /// server log (`log_statement = all`) is searched for passwords.
+    pub async fn create_role(&self, name: &str, password: &str) {
+        use postgres_protocol::escape::{escape_identifier, escape_literal};
+        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        let sql = format!("CREATE ROLE {} LOGIN PASSWORD {}", escape_identifier(name), escape_literal(&verifier));
+        self.pg_admin().await.batch_execute(&sql).await.expect("create role");
+    }
+
     fn pg_config(&self, user: &str, password: &str, db: &str) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .port(self.h.pg.port)
-            .user(user)
-            .password(password)
-            .dbname(db);
+        config.host("127.0.0.1").port(self.h.pg.port).user(user).password(password).dbname(db);
         config
     }
 
     /// Whether `user` logs in with `password`. Panics on anything but success or a
     /// refused login, so an unreachable server cannot pass for a refusal.
     pub async fn can_login(&self, user: &str, password: &str) -> bool {
-        match self
-            .pg_config(user, password, "postgres")
-            .connect(tokio_postgres::NoTls)
-            .await
-        {
+        match self.pg_config(user, password, "postgres").connect(tokio_postgres::NoTls).await {
             Ok((client, connection)) => {
                 tokio::spawn(connection);
                 client.simple_query("SELECT 1").await.expect("query after login");
@@ -256,9 +244,7 @@ impl TestEnv {
             .client_request_token(&token)
             .rotation_lambda_arn(&self.h.moto.rotation_lambda_arn)
             .rotation_rules(
-                aws_sdk_secretsmanager::types::RotationRulesType::builder()
-                    .automatically_after_days(30)
-                    .build(),
+                aws_sdk_secretsmanager::types::RotationRulesType::builder().automatically_after_days(30).build(),
             )
             .send()
             .await
@@ -274,12 +260,7 @@ impl TestEnv {
         token: &str,
         step: Step,
     ) -> Result<Outcome, RotationError> {
-        let event = RotationEvent {
-            step,
-            secret_id: arn.to_owned(),
-            token: token.to_owned(),
-            rotation_token: None,
-        };
+        let event = RotationEvent { step, secret_id: arn.to_owned(), token: token.to_owned(), rotation_token: None };
         rotator.handle(&event).await
     }
 
@@ -287,22 +268,14 @@ impl TestEnv {
     pub async fn rotate(&self, rotator: &TestRotator, arn: &str) -> String {
         let token = self.start_rotation(arn).await;
         for step in [Step::Create, Step::Set, Step::Test, Step::Finish] {
-            self.step(rotator, arn, &token, step)
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e}", step.as_str()));
+            self.step(rotator, arn, &token, step).await.unwrap_or_else(|e| panic!("{}: {e}", step.as_str()));
         }
         token
     }
 
     /// Version id to staging labels, as DescribeSecret reports them.
     pub async fn stages(&self, arn: &str) -> BTreeMap<String, BTreeSet<String>> {
-        let out = self
-            .sm
-            .describe_secret()
-            .secret_id(arn)
-            .send()
-            .await
-            .expect("DescribeSecret");
+        let out = self.sm.describe_secret().secret_id(arn).send().await.expect("DescribeSecret");
         out.version_ids_to_stages()
             .into_iter()
             .flatten()
@@ -312,24 +285,14 @@ impl TestEnv {
 
     /// The JSON value of the version carrying `stage`.
     pub async fn value(&self, arn: &str, stage: &str) -> Value {
-        let out = self
-            .sm
-            .get_secret_value()
-            .secret_id(arn)
-            .version_stage(stage)
-            .send()
-            .await
-            .expect("GetSecretValue");
+        let out = self.sm.get_secret_value().secret_id(arn).version_stage(stage).send().await.expect("GetSecretValue");
         serde_json::from_str(out.secret_string().unwrap()).unwrap()
     }
 
     /// (username, password) of the version carrying `stage`.
     pub async fn login_of(&self, arn: &str, stage: &str) -> (String, String) {
         let v = self.value(arn, stage).await;
-        (
-            v["username"].as_str().unwrap().to_owned(),
-            v["password"].as_str().unwrap().to_owned(),
-        )
+        (v["username"].as_str().unwrap().to_owned(), v["password"].as_str().unwrap().to_owned())
     }
 
     /// Every password any version of the secret holds (for leak checks).
@@ -371,10 +334,7 @@ impl TestEnv {
         let server_log = std::fs::read_to_string(&self.h.pg.log_file).expect("read postgres.log");
         for p in passwords {
             assert!(!logs.contains(&p), "a password of {arn} appears in keyturn's logs");
-            assert!(
-                !server_log.contains(&p),
-                "a password of {arn} appears in the PostgreSQL server log"
-            );
+            assert!(!server_log.contains(&p), "a password of {arn} appears in the PostgreSQL server log");
         }
     }
 }

@@ -26,10 +26,7 @@ pub fn start(dir: &Path) -> Moto {
     let port = free_port();
     let log = std::fs::File::create(dir.join("moto.log")).expect("create moto.log");
     let mut command = Command::new(bin);
-    command
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
+    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(log.try_clone().unwrap()).stderr(log);
     let server = spawn_tied(command, libc::SIGTERM).expect("start moto_server");
     wait_for_port(port, 60, "moto_server");
     let endpoint = format!("http://127.0.0.1:{port}");
@@ -42,9 +39,5 @@ pub fn start(dir: &Path) -> Moto {
         .expect("run moto_setup.py");
     assert!(setup.status.success(), "moto_setup.py failed");
     let rotation_lambda_arn = String::from_utf8(setup.stdout).expect("utf-8").trim().to_owned();
-    Moto {
-        endpoint,
-        rotation_lambda_arn,
-        _server: server,
-    }
+    Moto { endpoint, rotation_lambda_arn, _server: server }
 }

@@ -21,9 +21,7 @@ pub struct Postgres {
 }
 
 fn bin_dir() -> PathBuf {
-    std::env::var_os("KEYTURN_PG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into())
+    std::env::var_os("KEYTURN_PG_BIN").map(PathBuf::from).unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into())
 }
 
 /// uid and gid of the `postgres` account (PostgreSQL refuses to run as root).
@@ -73,17 +71,10 @@ pub fn start(dir: &Path, pki: &Pki) -> Postgres {
         .stdout(Stdio::null())
         .output()
         .expect("run initdb");
-    assert!(
-        initdb.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&initdb.stderr)
-    );
+    assert!(initdb.status.success(), "initdb failed: {}", String::from_utf8_lossy(&initdb.stderr));
     std::fs::remove_file(&pwfile).ok();
 
-    for (name, pem) in [
-        ("server.crt", &pki.server_cert_pem),
-        ("server.key", &pki.server_key_pem),
-    ] {
+    for (name, pem) in [("server.crt", &pki.server_cert_pem), ("server.key", &pki.server_key_pem)] {
         let path = data.join(name);
         std::fs::write(&path, pem).expect("write TLS file");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod TLS file");
@@ -103,31 +94,16 @@ pub fn start(dir: &Path, pki: &Pki) -> Postgres {
     let log_file = dir.join("postgres.log");
     let log = std::fs::File::create(&log_file).expect("create postgres.log");
     let mut command = Command::new(bin_dir().join("postgres"));
-    command
-        .args(["-D", data.to_str().unwrap()])
-        .uid(uid)
-        .gid(gid)
-        .current_dir(&data)
-        .stdout(Stdio::null())
-        .stderr(log);
+    command.args(["-D", data.to_str().unwrap()]).uid(uid).gid(gid).current_dir(&data).stdout(Stdio::null()).stderr(log);
     // SIGINT is PostgreSQL's fast shutdown: it does not wait for clients.
     let server = spawn_tied(command, libc::SIGINT).expect("start postgres");
     wait_ready(port);
-    Postgres {
-        port,
-        superuser: "postgres".into(),
-        superuser_password,
-        log_file,
-        _server: server,
-    }
+    Postgres { port, superuser: "postgres".into(), superuser_password, log_file, _server: server }
 }
 
 fn append(path: &Path, text: &str) {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .expect("open postgresql.conf");
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).expect("open postgresql.conf");
     f.write_all(text.as_bytes()).expect("append postgresql.conf");
 }
 
@@ -141,10 +117,7 @@ fn wait_ready(port: u16) {
         if status.success() {
             return;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "postgres did not become ready on port {port}"
-        );
+        assert!(std::time::Instant::now() < deadline, "postgres did not become ready on port {port}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }

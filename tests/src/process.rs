@@ -49,11 +49,7 @@ fn spawn_now(command: &mut Command, signal: i32) -> io::Result<Child> {
 /// Spawns `command`; the child gets `signal` when this process exits, however it exits.
 pub fn spawn_tied(command: Command, signal: i32) -> io::Result<Child> {
     let (tx, rx) = channel();
-    spawner()
-        .lock()
-        .expect("spawner lock")
-        .send((command, signal, tx))
-        .expect("spawner alive");
+    spawner().lock().expect("spawner lock").send((command, signal, tx)).expect("spawner alive");
     rx.recv().expect("spawner replies")
 }
 
@@ -67,10 +63,7 @@ pub fn free_port() -> u16 {
 pub fn wait_for_port(port: u16, seconds: u64, what: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} did not listen on port {port} within {seconds} s"
-        );
+        assert!(std::time::Instant::now() < deadline, "{what} did not listen on port {port} within {seconds} s");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

@@ -6,8 +6,6 @@ use keyturn::rotation::database::Strategy;
 use keyturn::rotation::store::{AWSCURRENT, AWSPREVIOUS};
 use keyturn_tests::lambda::{function_binary, Emulator};
 use keyturn_tests::{random_token, TestEnv};
-use postgres_protocol::escape::{escape_identifier, escape_literal};
-use postgres_protocol::password::scram_sha_256;
 use serde_json::json;
 
 const FUNCTION: &str = "rotate-database";
@@ -24,10 +22,7 @@ async fn rotate_database_binary_rotates_through_the_runtime_api() {
     let binary = function_binary(FUNCTION);
     let mut logs = Vec::new();
     let mut emulators = Vec::new();
-    for (name, strategy) in [
-        ("single", Strategy::SingleUser),
-        ("alternating", Strategy::AlternatingUsers),
-    ] {
+    for (name, strategy) in [("single", Strategy::SingleUser), ("alternating", Strategy::AlternatingUsers)] {
         let mut emulator = Emulator::start(&env.h.work.join(format!("emulator-{name}.log")));
         let log = env.h.work.join(format!("function-{name}.log"));
         emulator.run_function(&binary, FUNCTION, &env.function_env(strategy), &log);
@@ -35,19 +30,11 @@ async fn rotate_database_binary_rotates_through_the_runtime_api() {
         emulators.push(emulator);
     }
 
-    let admin = env.pg_admin().await;
     let mut secrets = Vec::new();
     for (deployment, name) in [(0, "single"), (1, "alt")] {
         let user = env.unique(name);
         let password = random_token();
-        admin
-            .batch_execute(&format!(
-                "CREATE ROLE {} LOGIN PASSWORD {}",
-                escape_identifier(&user),
-                escape_literal(&scram_sha_256(password.as_bytes()))
-            ))
-            .await
-            .unwrap();
+        env.create_role(&user, &password).await;
         let mut secret = env.user_secret(&user, &password);
         if deployment == 1 {
             secret["masterarn"] = json!(env.create_secret("master", &env.admin_secret()).await);
@@ -57,10 +44,7 @@ async fn rotate_database_binary_rotates_through_the_runtime_api() {
     }
 
     for (deployment, arn, user, first_password) in &secrets {
-        let (emulator, function) = (
-            &emulators[*deployment],
-            ["single-user", "alternating-users"][*deployment],
-        );
+        let (emulator, function) = (&emulators[*deployment], ["single-user", "alternating-users"][*deployment]);
         let mut previous_password = first_password.clone();
         for _ in 0..3 {
             let token = env.start_rotation(arn).await;
@@ -72,10 +56,7 @@ async fn rotate_database_binary_rotates_through_the_runtime_api() {
             assert!(env.can_login(&u, &p).await, "{function}: AWSCURRENT does not log in");
             if *deployment == 0 {
                 assert_eq!(&u, user);
-                assert!(
-                    !env.can_login(user, &previous_password).await,
-                    "{function}: old password still works"
-                );
+                assert!(!env.can_login(user, &previous_password).await, "{function}: old password still works");
             } else {
                 let (pu, pp) = env.login_of(arn, AWSPREVIOUS).await;
                 assert!(env.can_login(&pu, &pp).await, "{function}: AWSPREVIOUS must stay valid");
@@ -86,24 +67,15 @@ async fn rotate_database_binary_rotates_through_the_runtime_api() {
 
     // Bad input comes back as a Lambda error naming the problem.
     let (arn, emulator) = (&secrets[0].1, &emulators[0]);
-    let err = invoke(
-        &env,
-        emulator,
-        json!({"Step": "rotateSecret", "SecretId": arn, "ClientRequestToken": random_token()}),
-    )
-    .unwrap_err();
+    let err =
+        invoke(&env, emulator, json!({"Step": "rotateSecret", "SecretId": arn, "ClientRequestToken": random_token()}))
+            .unwrap_err();
     // cargo lambda wraps long messages, so check the error type and a short phrase.
     assert!(err.contains("UnknownStep") && err.contains("\"rotateSecret\""), "{err}");
-    let err = invoke(
-        &env,
-        emulator,
-        json!({"Step": "setSecret", "SecretId": arn, "ClientRequestToken": random_token()}),
-    )
-    .unwrap_err();
-    assert!(
-        err.contains("UnknownToken") && err.contains("is not a version"),
-        "{err}"
-    );
+    let err =
+        invoke(&env, emulator, json!({"Step": "setSecret", "SecretId": arn, "ClientRequestToken": random_token()}))
+            .unwrap_err();
+    assert!(err.contains("UnknownToken") && err.contains("is not a version"), "{err}");
 
     // One JSON line per step, and no password anywhere in the function's output.
     let mut passwords = Vec::new();
@@ -117,12 +89,7 @@ async fn rotate_database_binary_rotates_through_the_runtime_api() {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["message"] == "rotation step")
             .collect();
-        assert!(
-            steps.len() >= 12,
-            "{}: expected a log line per step, got {}",
-            log.display(),
-            steps.len()
-        );
+        assert!(steps.len() >= 12, "{}: expected a log line per step, got {}", log.display(), steps.len());
         for line in &steps {
             for key in ["secret_arn", "step", "token", "strategy", "outcome", "duration_ms"] {
                 assert!(!line[key].is_null(), "log line without {key}: {line}");

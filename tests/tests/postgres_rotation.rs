@@ -5,49 +5,38 @@ use keyturn::rotation::database::Strategy;
 use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use keyturn::rotation::{Outcome, RotationError, Step};
 use keyturn_tests::{random_token, TestEnv};
-use postgres_protocol::escape::{escape_identifier, escape_literal};
-use postgres_protocol::password::scram_sha_256;
+use postgres_protocol::escape::escape_identifier;
 use serde_json::{json, Value};
 
 const STEPS: [Step; 4] = [Step::Create, Step::Set, Step::Test, Step::Finish];
 
-async fn create_role(env: &TestEnv, name: &str, password: &str) {
-    let admin = env.pg_admin().await;
-    // A verifier, not the password: the server log (log_statement = all) is checked for passwords.
-    let sql = format!(
-        "CREATE ROLE {} LOGIN PASSWORD {}",
-        escape_identifier(name),
-        escape_literal(&scram_sha_256(password.as_bytes()))
-    );
-    admin.batch_execute(&sql).await.expect("create role");
+/// A fresh secret set up for `strategy`; returns its ARN.
+async fn secret_for(env: &TestEnv, strategy: Strategy) -> String {
+    match strategy {
+        Strategy::SingleUser => single_user_secret(env, "app").await.0,
+        Strategy::AlternatingUsers => alternating_secret(env, "app").await.0,
+    }
 }
 
 /// A single-user secret for a new role; returns (arn, username, password).
 async fn single_user_secret(env: &TestEnv, name: &str) -> (String, String, String) {
     let user = env.unique(name);
     let password = random_token();
-    create_role(env, &user, &password).await;
+    env.create_role(&user, &password).await;
     let arn = env.create_secret(name, &env.user_secret(&user, &password)).await;
     (arn, user, password)
 }
 
 async fn role_exists(env: &TestEnv, name: &str) -> bool {
     let admin = env.pg_admin().await;
-    admin
-        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
-        .await
-        .unwrap()
-        .is_some()
+    admin.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name]).await.unwrap().is_some()
 }
 
 fn stage_of<'a>(
     stages: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
     stage: &str,
 ) -> Option<&'a str> {
-    stages
-        .iter()
-        .find(|(_, s)| s.contains(stage))
-        .map(|(id, _)| id.as_str())
+    stages.iter().find(|(_, s)| s.contains(stage)).map(|(id, _)| id.as_str())
 }
 
 #[tokio::test]
@@ -60,11 +49,7 @@ async fn single_user_three_rotations() {
         let token = env.rotate(&rotator, &arn).await;
         let stages = env.stages(&arn).await;
         assert_eq!(stage_of(&stages, AWSCURRENT), Some(token.as_str()));
-        assert_eq!(
-            stage_of(&stages, AWSPENDING),
-            None,
-            "AWSPENDING left behind: {stages:?}"
-        );
+        assert_eq!(stage_of(&stages, AWSPENDING), None, "AWSPENDING left behind: {stages:?}");
         let (current_user, current) = env.login_of(&arn, AWSCURRENT).await;
         assert_eq!(current_user, user);
         assert!(env.can_login(&user, &current).await, "AWSCURRENT does not log in");
@@ -82,7 +67,7 @@ async fn single_user_three_rotations() {
 async fn alternating_secret(env: &TestEnv, name: &str) -> (String, String) {
     let user = env.unique(name);
     let password = random_token();
-    create_role(env, &user, &password).await;
+    env.create_role(&user, &password).await;
     let admin = env.pg_admin().await;
     let (u, readers, schema) = (
         escape_identifier(&user),
@@ -105,12 +90,7 @@ async fn alternating_secret(env: &TestEnv, name: &str) -> (String, String) {
 
 async fn session(env: &TestEnv, user: &str, password: &str) -> tokio_postgres::Client {
     let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(env.h.pg.port)
-        .user(user)
-        .password(password)
-        .dbname("postgres");
+    config.host("127.0.0.1").port(env.h.pg.port).user(user).password(password).dbname("postgres");
     let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("login");
     tokio::spawn(connection);
     client
@@ -129,28 +109,15 @@ async fn alternating_users_three_rotations() {
         env.rotate(&rotator, &arn).await;
         let current = env.login_of(&arn, AWSCURRENT).await;
         assert_eq!(current.0, expected_user, "round {round}");
-        assert!(
-            env.can_login(&current.0, &current.1).await,
-            "AWSCURRENT does not log in"
-        );
+        assert!(env.can_login(&current.0, &current.1).await, "AWSCURRENT does not log in");
         let previous = env.login_of(&arn, AWSPREVIOUS).await;
         assert_eq!(&previous, history.last().unwrap());
-        assert!(
-            env.can_login(&previous.0, &previous.1).await,
-            "AWSPREVIOUS must stay valid until the next rotation"
-        );
+        assert!(env.can_login(&previous.0, &previous.1).await, "AWSPREVIOUS must stay valid until the next rotation");
         if history.len() >= 2 {
             let (u, p) = &history[history.len() - 2];
-            assert!(
-                !env.can_login(u, p).await,
-                "the credentials of two rotations ago must be refused"
-            );
+            assert!(!env.can_login(u, p).await, "the credentials of two rotations ago must be refused");
         }
-        expected_user = if expected_user == clone {
-            user.clone()
-        } else {
-            clone.clone()
-        };
+        expected_user = if expected_user == clone { user.clone() } else { clone.clone() };
         history.push(current);
     }
 
@@ -163,10 +130,7 @@ async fn alternating_users_three_rotations() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        (row.get::<_, bool>(0), row.get::<_, i32>(1), row.get::<_, bool>(2)),
-        (true, 20, true)
-    );
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, i32>(1), row.get::<_, bool>(2)), (true, 20, true));
     let by_password: std::collections::HashMap<String, String> = history.iter().rev().take(2).cloned().collect();
     let original = session(&env, &user, &by_password[&user]).await;
     let cloned = session(&env, &clone, &by_password[&clone]).await;
@@ -176,10 +140,7 @@ async fn alternating_users_three_rotations() {
         ))
         .await
         .unwrap();
-    original
-        .batch_execute(&format!("CREATE TABLE {schema}.made_by_original (x int)"))
-        .await
-        .unwrap();
+    original.batch_execute(&format!("CREATE TABLE {schema}.made_by_original (x int)")).await.unwrap();
     original
         .batch_execute(&format!(
             "INSERT INTO {schema}.made_by_clone VALUES (2); ALTER TABLE {schema}.made_by_clone ADD COLUMN y int"
@@ -200,13 +161,7 @@ async fn every_step_run_twice_converges() {
     for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
         let env = TestEnv::new("twice").await;
         let rotator = env.rotator(strategy);
-        let (arn, _) = match strategy {
-            Strategy::SingleUser => {
-                let (a, u, _) = single_user_secret(&env, "app").await;
-                (a, u)
-            }
-            Strategy::AlternatingUsers => alternating_secret(&env, "app").await,
-        };
+        let arn = secret_for(&env, strategy).await;
         let token = env.start_rotation(&arn).await;
         let mut pending_value: Option<Value> = None;
         for step in STEPS {
@@ -222,11 +177,7 @@ async fn every_step_run_twice_converges() {
             }
         }
         let current = env.value(&arn, AWSCURRENT).await;
-        assert_eq!(
-            Some(&current),
-            pending_value.as_ref(),
-            "a rerun of createSecret must not replace the value"
-        );
+        assert_eq!(Some(&current), pending_value.as_ref(), "a rerun of createSecret must not replace the value");
         let (u, p) = env.login_of(&arn, AWSCURRENT).await;
         assert!(env.can_login(&u, &p).await);
     }
@@ -238,13 +189,7 @@ async fn a_rotation_stopped_after_any_step_and_restarted_converges() {
         for stop_after in 1..=4 {
             let env = TestEnv::new("crash").await;
             let rotator = env.rotator(strategy);
-            let (arn, _) = match strategy {
-                Strategy::SingleUser => {
-                    let (a, u, _) = single_user_secret(&env, "app").await;
-                    (a, u)
-                }
-                Strategy::AlternatingUsers => alternating_secret(&env, "app").await,
-            };
+            let arn = secret_for(&env, strategy).await;
             let token = env.start_rotation(&arn).await;
             for step in &STEPS[..stop_after] {
                 env.step(&rotator, &arn, &token, *step).await.unwrap();
@@ -285,10 +230,7 @@ async fn an_abandoned_rotation_heals() {
         .await
         .unwrap();
     let (cur_user, cur_password) = env.login_of(&arn, AWSCURRENT).await;
-    assert!(
-        !env.can_login(&cur_user, &cur_password).await,
-        "setup: the database must have left AWSCURRENT behind"
-    );
+    assert!(!env.can_login(&cur_user, &cur_password).await, "setup: the database must have left AWSCURRENT behind");
 
     let token = env.rotate(&rotator, &arn).await;
     let (_, healed) = env.login_of(&arn, AWSCURRENT).await;
@@ -296,8 +238,7 @@ async fn an_abandoned_rotation_heals() {
     assert_eq!(stage_of(&env.stages(&arn).await, AWSCURRENT), Some(token.as_str()));
     let logs = keyturn_tests::captured_logs();
     assert!(
-        logs.lines()
-            .any(|l| l.contains(&format!("version {abandoned}")) && l.contains("password changed")),
+        logs.lines().any(|l| l.contains(&format!("version {abandoned}")) && l.contains("password changed")),
         "the log must say which version matched"
     );
 }
@@ -319,13 +260,7 @@ async fn assert_unchanged(env: &TestEnv, arn: &str, before: &Value) {
     assert_eq!(&env.value(arn, AWSCURRENT).await, before, "AWSCURRENT changed");
     let stages = env.stages(arn).await;
     let pending = stage_of(&stages, AWSPENDING).expect("the failed rotation stays pending");
-    let stored = env
-        .sm
-        .get_secret_value()
-        .secret_id(arn)
-        .version_id(pending)
-        .send()
-        .await;
+    let stored = env.sm.get_secret_value().secret_id(arn).version_id(pending).send().await;
     if let Ok(stored) = stored {
         assert_eq!(stored.secret_string(), None, "a pending value was stored for {arn}");
     }
@@ -336,7 +271,7 @@ async fn bad_secrets_are_refused_and_change_nothing() {
     let env = TestEnv::new("bad").await;
     let user = env.unique("app");
     let password = random_token();
-    create_role(&env, &user, &password).await;
+    env.create_role(&user, &password).await;
     let good = env.user_secret(&user, &password);
     let mut no_host = good.clone();
     no_host.as_object_mut().unwrap().remove("host");
@@ -349,20 +284,10 @@ async fn bad_secrets_are_refused_and_change_nothing() {
     let long_user = format!("{}{}", user, "x".repeat(63 - user.len()));
 
     let cases: Vec<(&str, Strategy, Value, &str)> = vec![
-        (
-            "malformed",
-            Strategy::SingleUser,
-            json!("{\"engine\": \"postgres\", "),
-            "malformed JSON",
-        ),
+        ("malformed", Strategy::SingleUser, json!("{\"engine\": \"postgres\", "), "malformed JSON"),
         ("nohost", Strategy::SingleUser, no_host, "missing key \"host\""),
         ("oracle", Strategy::SingleUser, oracle, "unknown engine \"oracle\""),
-        (
-            "nomaster",
-            Strategy::AlternatingUsers,
-            good.clone(),
-            "missing key \"masterarn\"",
-        ),
+        ("nomaster", Strategy::AlternatingUsers, good.clone(), "missing key \"masterarn\""),
         ("badmaster", Strategy::AlternatingUsers, missing_master, "nope-AbCdEf"),
         (
             "long",
@@ -392,49 +317,22 @@ async fn bad_secrets_are_refused_and_change_nothing() {
             .arn()
             .unwrap()
             .to_owned();
-        let before = env
-            .sm
-            .get_secret_value()
-            .secret_id(&arn)
-            .version_stage(AWSCURRENT)
-            .send()
-            .await
-            .unwrap();
+        let before = env.sm.get_secret_value().secret_id(&arn).version_stage(AWSCURRENT).send().await.unwrap();
         let err = rotation_error(&env, strategy, &arn).await;
         let message = err.to_string();
         assert!(message.contains(expected), "{name}: {message}");
-        assert!(
-            message.contains(&arn),
-            "{name}: the error must name the secret: {message}"
-        );
+        assert!(message.contains(&arn), "{name}: the error must name the secret: {message}");
         assert!(!message.contains(&password), "{name}: the error shows a password");
-        let after = env
-            .sm
-            .get_secret_value()
-            .secret_id(&arn)
-            .version_stage(AWSCURRENT)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            before.secret_string(),
-            after.secret_string(),
-            "{name}: AWSCURRENT changed"
-        );
+        let after = env.sm.get_secret_value().secret_id(&arn).version_stage(AWSCURRENT).send().await.unwrap();
+        assert_eq!(before.secret_string(), after.secret_string(), "{name}: AWSCURRENT changed");
         if let Ok(v) = serde_json::from_str::<Value>(before.secret_string().unwrap()) {
             // An unreachable host is only found at setSecret, after the pending value is stored.
             if v.is_object() && name != "unreachable" {
                 assert_unchanged(&env, &arn, &v).await;
             }
         }
-        assert!(
-            env.can_login(&user, &password).await,
-            "{name}: the database password changed"
-        );
-        assert!(
-            !role_exists(&env, &format!("{user}_clone")).await,
-            "{name}: a clone was created"
-        );
+        assert!(env.can_login(&user, &password).await, "{name}: the database password changed");
+        assert!(!role_exists(&env, &format!("{user}_clone")).await, "{name}: a clone was created");
     }
 }
 
@@ -451,10 +349,7 @@ async fn bad_tokens_and_disabled_rotation_are_refused() {
     assert!(err.to_string().contains(&arn));
 
     let token = env.start_rotation(&arn).await;
-    let err = env
-        .step(&rotator, &arn, &random_token(), Step::Create)
-        .await
-        .unwrap_err();
+    let err = env.step(&rotator, &arn, &random_token(), Step::Create).await.unwrap_err();
     assert!(matches!(err, RotationError::UnknownToken { .. }), "{err}");
     // Move the pending label away: the token is a version, but not staged AWSPENDING.
     env.sm
@@ -470,13 +365,7 @@ async fn bad_tokens_and_disabled_rotation_are_refused() {
     let err = env.step(&rotator, &arn, &token, Step::Set).await;
     // AWS leaves unlabelled versions out of VersionIdsToStages (UnknownToken); moto lists
     // them with no labels (NotPending). Either is a refusal.
-    assert!(
-        matches!(
-            err,
-            Err(RotationError::NotPending { .. }) | Err(RotationError::UnknownToken { .. })
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Err(RotationError::NotPending { .. }) | Err(RotationError::UnknownToken { .. })), "{err:?}");
     assert!(env.can_login(&user, &password).await, "nothing may change");
     assert_eq!(env.login_of(&arn, AWSCURRENT).await.1, password);
 }
@@ -505,10 +394,7 @@ async fn tls_is_verified_and_never_downgraded() {
             Strategy::SingleUser,
             Default::default(),
         );
-        keyturn::rotation::Rotator::new(
-            keyturn::aws::secretsmanager::SecretsManagerStore::new(&env.sdk, None),
-            target,
-        )
+        keyturn::rotation::Rotator::new(keyturn::aws::secretsmanager::SecretsManagerStore::new(&env.sdk, None), target)
     };
     let token = env.start_rotation(&arn).await;
     env.step(&untrusted, &arn, &token, Step::Create).await.unwrap();
@@ -536,21 +422,11 @@ async fn tls_is_verified_and_never_downgraded() {
     let (plain_arn, plain_user, _) = single_user_secret(&env, "plain").await;
     let mut plain = env.value(&plain_arn, AWSCURRENT).await;
     plain["ssl"] = json!(false);
-    env.sm
-        .put_secret_value()
-        .secret_id(&plain_arn)
-        .secret_string(plain.to_string())
-        .send()
-        .await
-        .unwrap();
+    env.sm.put_secret_value().secret_id(&plain_arn).secret_string(plain.to_string()).send().await.unwrap();
     env.rotate(&rotator, &plain_arn).await;
     let (_, p) = env.login_of(&plain_arn, AWSCURRENT).await;
     assert!(env.can_login(&plain_user, &p).await);
-    assert_eq!(
-        env.value(&plain_arn, AWSCURRENT).await["ssl"],
-        json!(false),
-        "unknown and optional keys are kept"
-    );
+    assert_eq!(env.value(&plain_arn, AWSCURRENT).await["ssl"], json!(false), "unknown and optional keys are kept");
 }
 
 #[tokio::test]
@@ -558,20 +434,13 @@ async fn hostile_usernames_work_and_inject_nothing() {
     for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
         let env = TestEnv::new("quote").await;
         let rotator = env.rotator(strategy);
-        for suffix in [
-            "o'brien \"the\" user",
-            "ünïcødé ユーザー",
-            "x\"; DROP ROLE postgres; --",
-        ] {
+        for suffix in ["o'brien \"the\" user", "ünïcødé ユーザー", "x\"; DROP ROLE postgres; --"] {
             let user = env.unique(suffix);
             let password = random_token();
-            create_role(&env, &user, &password).await;
+            env.create_role(&user, &password).await;
             let mut secret = env.user_secret(&user, &password);
             if strategy == Strategy::AlternatingUsers {
-                secret["masterarn"] = json!(
-                    env.create_secret(&format!("m{}", user.len()), &env.admin_secret())
-                        .await
-                );
+                secret["masterarn"] = json!(env.create_secret(&format!("m{}", user.len()), &env.admin_secret()).await);
             }
             let arn = env.create_secret(&format!("q{}", user.len()), &secret).await;
             env.rotate(&rotator, &arn).await;
@@ -608,10 +477,7 @@ async fn an_rds_managed_master_secret_is_located_through_rds() {
         keyturn::rotation::database::RdsLookup::instance(&keyturn::aws::rds::RdsClient::new(&env.sdk), &instance_arn)
             .await
             .unwrap();
-    assert_eq!(
-        (found.host.as_str(), found.engine.as_str()),
-        (address.as_str(), "postgres")
-    );
+    assert_eq!((found.host.as_str(), found.engine.as_str()), (address.as_str(), "postgres"));
 
     // A master secret as RDS makes it: credentials only, and the tag naming the instance.
     let master = env
@@ -633,7 +499,7 @@ async fn an_rds_managed_master_secret_is_located_through_rds() {
         .to_owned();
     let user = env.unique("app");
     let password = random_token();
-    create_role(&env, &user, &password).await;
+    env.create_role(&user, &password).await;
     let mut secret = env.user_secret(&user, &password);
     secret["masterarn"] = json!(master);
     let arn = env.create_secret("app", &secret).await;

@@ -23,12 +23,8 @@ pub struct ConfigError {
 /// Accepted range for the timeouts, in seconds.
 pub const TIMEOUT_RANGE_SECS: std::ops::RangeInclusive<u64> = 1..=60;
 
-const KNOWN: [&str; 4] = [
-    "KEYTURN_STRATEGY",
-    "KEYTURN_EXTRA_CA_FILES",
-    "KEYTURN_CONNECT_TIMEOUT_SECS",
-    "KEYTURN_STATEMENT_TIMEOUT_SECS",
-];
+const KNOWN: [&str; 4] =
+    ["KEYTURN_STRATEGY", "KEYTURN_EXTRA_CA_FILES", "KEYTURN_CONNECT_TIMEOUT_SECS", "KEYTURN_STATEMENT_TIMEOUT_SECS"];
 
 /// Settings of the rotate-database function.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,43 +51,28 @@ impl RotateDatabaseConfig {
     /// Reads the given variables (the process environment in production).
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let vars: std::collections::HashMap<String, String> = vars.into_iter().collect();
-        if let Some(unknown) = vars
-            .keys()
-            .filter(|k| k.starts_with("KEYTURN_") && !KNOWN.contains(&k.as_str()))
-            .min()
-        {
+        if let Some(unknown) = vars.keys().filter(|k| k.starts_with("KEYTURN_") && !KNOWN.contains(&k.as_str())).min() {
             return Err(ConfigError {
                 variable: unknown.clone(),
                 problem: format!("unknown setting (known: {})", KNOWN.join(", ")),
             });
         }
         let get = |k: &str| vars.get(k).map(String::as_str).filter(|v| !v.is_empty());
-        let err = |variable: &str, problem: String| ConfigError {
-            variable: variable.into(),
-            problem,
-        };
+        let err = |variable: &str, problem: String| ConfigError { variable: variable.into(), problem };
 
         let strategy = match get("KEYTURN_STRATEGY") {
             None | Some("single-user") => Strategy::SingleUser,
             Some("alternating-users") => Strategy::AlternatingUsers,
             Some(other) => {
-                return Err(err(
-                    "KEYTURN_STRATEGY",
-                    format!("{other:?} is not single-user or alternating-users"),
-                ))
+                return Err(err("KEYTURN_STRATEGY", format!("{other:?} is not single-user or alternating-users")))
             }
         };
         let length = match get("PASSWORD_LENGTH") {
             None => DEFAULT_LENGTH,
-            Some(v) => v
-                .parse()
-                .map_err(|_| err("PASSWORD_LENGTH", format!("{v:?} is not a whole number")))?,
+            Some(v) => v.parse().map_err(|_| err("PASSWORD_LENGTH", format!("{v:?} is not a whole number")))?,
         };
         // An empty EXCLUDE_CHARACTERS means "exclude nothing", as with AWS's API.
-        let exclude = vars
-            .get("EXCLUDE_CHARACTERS")
-            .map(String::as_str)
-            .unwrap_or(DEFAULT_EXCLUDE);
+        let exclude = vars.get("EXCLUDE_CHARACTERS").map(String::as_str).unwrap_or(DEFAULT_EXCLUDE);
         let passwords = PasswordPolicy::new(length, exclude).map_err(|e| err("PASSWORD_LENGTH", e.to_string()))?;
         let seconds = |k: &str| -> Result<Duration, ConfigError> {
             let Some(v) = get(k) else {
@@ -110,13 +91,7 @@ impl RotateDatabaseConfig {
             .map(|v| v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect())
             .unwrap_or_default();
         let secrets_manager_endpoint = get("SECRETS_MANAGER_ENDPOINT").map(str::to_owned);
-        Ok(Self {
-            strategy,
-            passwords,
-            timeouts,
-            extra_ca_files,
-            secrets_manager_endpoint,
-        })
+        Ok(Self { strategy, passwords, timeouts, extra_ca_files, secrets_manager_endpoint })
     }
 }
 
@@ -161,14 +136,8 @@ mod tests {
             (vec![("KEYTURN_STRATEGIE", "single-user")], "KEYTURN_STRATEGIE"),
             (vec![("PASSWORD_LENGTH", "long")], "PASSWORD_LENGTH"),
             (vec![("PASSWORD_LENGTH", "3")], "PASSWORD_LENGTH"),
-            (
-                vec![("KEYTURN_STATEMENT_TIMEOUT_SECS", "0")],
-                "KEYTURN_STATEMENT_TIMEOUT_SECS",
-            ),
-            (
-                vec![("KEYTURN_CONNECT_TIMEOUT_SECS", "600")],
-                "KEYTURN_CONNECT_TIMEOUT_SECS",
-            ),
+            (vec![("KEYTURN_STATEMENT_TIMEOUT_SECS", "0")], "KEYTURN_STATEMENT_TIMEOUT_SECS"),
+            (vec![("KEYTURN_CONNECT_TIMEOUT_SECS", "600")], "KEYTURN_CONNECT_TIMEOUT_SECS"),
         ] {
             let err = RotateDatabaseConfig::from_vars(vars(&pairs)).unwrap_err();
             assert_eq!(err.variable, variable, "{err}");

@@ -57,10 +57,7 @@ impl PasswordPolicy {
             return Err(PolicyError::NothingLeft);
         }
         if length < classes.len() {
-            return Err(PolicyError::TooShortForClasses {
-                length,
-                classes: classes.len(),
-            });
+            return Err(PolicyError::TooShortForClasses { length, classes: classes.len() });
         }
         Ok(Self { length, classes })
     }
@@ -75,11 +72,7 @@ impl PasswordPolicy {
     pub fn generate(&self) -> SecretString {
         let mut rng = rand::rng();
         let all: Vec<char> = self.classes.concat();
-        let mut chars: Vec<char> = self
-            .classes
-            .iter()
-            .filter_map(|class| class.choose(&mut rng).copied())
-            .collect();
+        let mut chars: Vec<char> = self.classes.iter().filter_map(|class| class.choose(&mut rng).copied()).collect();
         while chars.len() < self.length {
             chars.extend(all.choose(&mut rng));
         }

@@ -6,12 +6,10 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Call once, first thing in `main`.
 pub fn init() {
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .ok()
-        .map(|l| match l.to_ascii_lowercase().as_str() {
-            "fatal" => "error".to_owned(),
-            other => other.to_owned(),
-        });
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| match l.to_ascii_lowercase().as_str() {
+        "fatal" => "error".to_owned(),
+        other => other.to_owned(),
+    });
     let filter = match level {
         Some(level) => EnvFilter::new(level),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -22,11 +20,6 @@ pub fn init() {
     if text {
         builder.without_time().with_ansi(false).init();
     } else {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init();
+        builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init();
     }
 }

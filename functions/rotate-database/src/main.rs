@@ -35,8 +35,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 /// Lambda's error payload: the failure's kind as `errorType`, its message (which names the
 /// secret and never holds a secret value) as `errorMessage`.
 fn diagnostic(error: RotationError) -> Diagnostic {
-    Diagnostic {
-        error_type: error.kind().to_owned(),
-        error_message: error.to_string(),
-    }
+    Diagnostic { error_type: error.kind().to_owned(), error_message: error.to_string() }
 }

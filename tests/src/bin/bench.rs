@@ -16,8 +16,6 @@ use keyturn::rotation::database::Strategy;
 use keyturn::rotation::Step;
 use keyturn_tests::lambda::function_binary;
 use keyturn_tests::{random_token, TestEnv};
-use postgres_protocol::escape::{escape_identifier, escape_literal};
-use postgres_protocol::password::scram_sha_256;
 use serde_json::json;
 
 const RUNS: usize = 25;
@@ -61,10 +59,7 @@ fn cold_start(env: &TestEnv) -> Duration {
             let mut line = String::new();
             BufReader::new(stream).read_line(&mut line).unwrap();
             let elapsed = started.elapsed();
-            assert!(
-                line.contains("/runtime/invocation/next"),
-                "unexpected first request: {line}"
-            );
+            assert!(line.contains("/runtime/invocation/next"), "unexpected first request: {line}");
             child.kill().ok();
             child.wait().ok();
             elapsed
@@ -73,18 +68,11 @@ fn cold_start(env: &TestEnv) -> Duration {
     median(samples)
 }
 
-async fn warm_rotation(env: &TestEnv, strategy: Strategy) -> Duration {
+/// Median of a whole rotation, and of each step.
+async fn warm_rotation(env: &TestEnv, strategy: Strategy) -> (Duration, [Duration; 4]) {
     let user = env.unique(strategy.as_str()).replace('-', "_");
     let password = random_token();
-    env.pg_admin()
-        .await
-        .batch_execute(&format!(
-            "CREATE ROLE {} LOGIN PASSWORD {}",
-            escape_identifier(&user),
-            escape_literal(&scram_sha_256(password.as_bytes()))
-        ))
-        .await
-        .unwrap();
+    env.create_role(&user, &password).await;
     let mut secret = env.user_secret(&user, &password);
     if strategy == Strategy::AlternatingUsers {
         secret["masterarn"] = json!(env.create_secret("master", &env.admin_secret()).await);
@@ -92,24 +80,77 @@ async fn warm_rotation(env: &TestEnv, strategy: Strategy) -> Duration {
     let arn = env.create_secret(&user, &secret).await;
     let rotator = env.rotator(strategy);
     let mut samples = Vec::new();
+    let mut per_step: [Vec<Duration>; 4] = Default::default();
     for run in 0..=RUNS {
         let token = env.start_rotation(&arn).await;
         let started = Instant::now();
-        for step in [Step::Create, Step::Set, Step::Test, Step::Finish] {
+        for (i, step) in [Step::Create, Step::Set, Step::Test, Step::Finish].into_iter().enumerate() {
+            let step_started = Instant::now();
             env.step(&rotator, &arn, &token, step).await.expect("rotation step");
+            // The first rotation warms connections and caches, as the first invocation does.
+            if run > 0 {
+                per_step[i].push(step_started.elapsed());
+            }
         }
-        // The first rotation warms connections and caches, as the first invocation does.
         if run > 0 {
             samples.push(started.elapsed());
         }
     }
     let (u, p) = env.login_of(&arn, "AWSCURRENT").await;
     assert!(env.can_login(&u, &p).await, "the benchmarked rotation must work");
+    (median(samples), per_step.map(median))
+}
+
+/// Median of one login and `SELECT 1` through the backend, over TLS and in plaintext.
+async fn login(env: &TestEnv) -> (Duration, Duration) {
+    use keyturn::backend::{Credentials, DatabaseBackend, Endpoint, Engine, TlsMode, Username};
+    let user = env.unique("login");
+    let password = random_token();
+    env.create_role(&user, &password).await;
+    let tls = keyturn::backend::tls::client_config(std::slice::from_ref(&env.h.ca_file)).unwrap();
+    let backend = keyturn::backend::postgres::PostgresBackend::new(tls, Default::default());
+    let login = Credentials { username: Username::parse(&user).unwrap(), password: password.into() };
+    let mut figures = Vec::new();
+    for tls in [TlsMode::VerifyFull, TlsMode::Disabled] {
+        let endpoint = Endpoint {
+            engine: Engine::Postgres,
+            host: "localhost".into(),
+            port: env.h.pg.port,
+            dbname: Some("postgres".into()),
+            tls,
+        };
+        let mut samples = Vec::new();
+        for _ in 0..=RUNS {
+            let started = Instant::now();
+            backend.verify(&endpoint, &login).await.expect("login");
+            samples.push(started.elapsed());
+        }
+        figures.push(median(samples));
+    }
+    (figures[0], figures[1])
+}
+
+/// Median of one Secrets Manager call (DescribeSecret) against moto.
+async fn store_round_trip(env: &TestEnv) -> Duration {
+    let arn = env.create_secret("rtt", &json!({"k": "v"})).await;
+    let mut samples = Vec::new();
+    for _ in 0..=RUNS {
+        let started = Instant::now();
+        env.sm.describe_secret().secret_id(&arn).send().await.unwrap();
+        samples.push(started.elapsed());
+    }
     median(samples)
 }
 
 #[tokio::main]
 async fn main() {
+    // Log as the deployed function does by default (INFO, JSON), to a sink. Installed
+    // before the harness, whose debug-level capture for the tests would otherwise apply.
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::sink)
+        .init();
     let env = TestEnv::new("bench").await;
     let binary = function_binary("rotate-database");
     if !cfg!(debug_assertions) {
@@ -125,14 +166,20 @@ async fn main() {
         verdict(cold < Duration::from_millis(30))
     );
     for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
-        let warm = warm_rotation(&env, strategy).await;
+        let (warm, steps) = warm_rotation(&env, strategy).await;
         println!(
             "warm rotation, PostgreSQL {:<18} {:>10}  target < 50 ms   {}",
             format!("{}:", strategy.as_str()),
             ms(warm),
             verdict(warm < Duration::from_millis(50))
         );
+        let names = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+        let breakdown: Vec<String> = names.iter().zip(steps).map(|(n, d)| format!("{n} {}", ms(d))).collect();
+        println!("    per step: {}", breakdown.join(", "));
     }
+    let (tls, plain) = login(&env).await;
+    println!("  for scale: one PostgreSQL login + SELECT 1: {} over verify-full TLS, {} plaintext", ms(tls), ms(plain));
+    println!("  for scale: one Secrets Manager call to moto (DescribeSecret): {}", ms(store_round_trip(&env).await));
     let size = std::fs::metadata(&binary).unwrap().len();
     println!(
         "binary size (rotate-database):          {:>7.2} MB  target < 12 MB   {}",

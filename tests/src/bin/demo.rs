@@ -6,18 +6,13 @@
 use keyturn::rotation::database::Strategy;
 use keyturn_tests::lambda::{function_binary, Emulator};
 use keyturn_tests::{random_token, TestEnv};
-use postgres_protocol::escape::{escape_identifier, escape_literal};
-use postgres_protocol::password::scram_sha_256;
 use serde_json::{json, Value};
 
 #[tokio::main]
 async fn main() {
     println!("Starting PostgreSQL 15 (TLS, scram-sha-256) and moto on loopback...");
     let env = TestEnv::new("demo").await;
-    println!(
-        "  PostgreSQL on 127.0.0.1:{}, moto on {}",
-        env.h.pg.port, env.h.moto.endpoint
-    );
+    println!("  PostgreSQL on 127.0.0.1:{}, moto on {}", env.h.pg.port, env.h.moto.endpoint);
     let binary = function_binary("rotate-database");
 
     for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
@@ -28,26 +23,14 @@ async fn main() {
         let name = if strategy == Strategy::SingleUser { "app" } else { "svc" };
         let user = env.unique(name);
         let password = random_token();
-        env.pg_admin()
-            .await
-            .batch_execute(&format!(
-                "CREATE ROLE {} LOGIN PASSWORD {}",
-                escape_identifier(&user),
-                escape_literal(&scram_sha_256(password.as_bytes()))
-            ))
-            .await
-            .expect("create the demo role");
+        env.create_role(&user, &password).await;
         let mut secret = env.user_secret(&user, &password);
         if strategy == Strategy::AlternatingUsers {
             secret["masterarn"] = json!(env.create_secret("master", &env.admin_secret()).await);
         }
         let arn = env.create_secret(name, &secret).await;
         println!("\n=== {} rotation of {arn}", strategy.as_str());
-        println!(
-            "    (KEYTURN_STRATEGY={}; function log: {})",
-            strategy.as_str(),
-            log.display()
-        );
+        println!("    (KEYTURN_STRATEGY={}; function log: {})", strategy.as_str(), log.display());
 
         for round in 1..=3 {
             let token = env.start_rotation(&arn).await;
@@ -85,42 +68,19 @@ async fn print_versions(env: &TestEnv, arn: &str) {
     let created =
         |v: &&aws_sdk_secretsmanager::types::SecretVersionsListEntry| v.created_date().map_or(0.0, |d| d.as_secs_f64());
     rows.sort_by(|a, b| created(a).total_cmp(&created(b)));
-    println!(
-        "  {:<10} {:<26} {:<22} {:<10} logs in?",
-        "version", "stages", "username", "password"
-    );
+    println!("  {:<10} {:<26} {:<22} {:<10} logs in?", "version", "stages", "username", "password");
     for v in rows {
         let id = v.version_id().unwrap_or_default();
         let Ok(value) = env.sm.get_secret_value().secret_id(arn).version_id(id).send().await else {
             continue;
         };
-        let Some(json) = value
-            .secret_string()
-            .and_then(|s| serde_json::from_str::<Value>(s).ok())
-        else {
+        let Some(json) = value.secret_string().and_then(|s| serde_json::from_str::<Value>(s).ok()) else {
             continue;
         };
-        let (user, password) = (
-            json["username"].as_str().unwrap_or("?"),
-            json["password"].as_str().unwrap_or(""),
-        );
-        let stages = if v.version_stages().is_empty() {
-            "(none)".to_owned()
-        } else {
-            v.version_stages().join(",")
-        };
-        let works = if env.can_login(user, password).await {
-            "yes"
-        } else {
-            "no (refused)"
-        };
+        let (user, password) = (json["username"].as_str().unwrap_or("?"), json["password"].as_str().unwrap_or(""));
+        let stages = if v.version_stages().is_empty() { "(none)".to_owned() } else { v.version_stages().join(",") };
+        let works = if env.can_login(user, password).await { "yes" } else { "no (refused)" };
         let shown = format!("{}…", password.chars().take(4).collect::<String>());
-        println!(
-            "  {:<10} {:<26} {:<22} {:<10} {works}",
-            &id[..8.min(id.len())],
-            stages,
-            user,
-            shown
-        );
+        println!("  {:<10} {:<26} {:<22} {:<10} {works}", &id[..8.min(id.len())], stages, user, shown);
     }
 }

@@ -15,9 +15,7 @@ pub struct RdsClient {
 
 impl RdsClient {
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
-        Self {
-            client: Client::new(sdk),
-        }
+        Self { client: Client::new(sdk) }
     }
 }
 
@@ -33,14 +31,8 @@ impl RdsLookup for RdsClient {
         let db = out.db_instances().first().ok_or("no such DB instance")?;
         let endpoint = db.endpoint().ok_or("the instance has no endpoint yet")?;
         Ok(RdsEndpoint {
-            host: endpoint
-                .address()
-                .ok_or("the instance endpoint has no address")?
-                .to_owned(),
-            port: endpoint
-                .port()
-                .and_then(|p| u16::try_from(p).ok())
-                .ok_or("the instance endpoint has no port")?,
+            host: endpoint.address().ok_or("the instance endpoint has no address")?.to_owned(),
+            port: endpoint.port().and_then(|p| u16::try_from(p).ok()).ok_or("the instance endpoint has no port")?,
             engine: db.engine().unwrap_or_default().to_owned(),
         })
     }
@@ -56,10 +48,7 @@ impl RdsLookup for RdsClient {
         let db = out.db_clusters().first().ok_or("no such DB cluster")?;
         Ok(RdsEndpoint {
             host: db.endpoint().ok_or("the cluster has no endpoint yet")?.to_owned(),
-            port: db
-                .port()
-                .and_then(|p| u16::try_from(p).ok())
-                .ok_or("the cluster has no port")?,
+            port: db.port().and_then(|p| u16::try_from(p).ok()).ok_or("the cluster has no port")?,
             engine: db.engine().unwrap_or_default().to_owned(),
         })
     }

@@ -23,9 +23,7 @@ impl SecretsManagerStore {
         if let Some(url) = endpoint {
             config = config.endpoint_url(url);
         }
-        Self {
-            client: Client::from_conf(config.build()),
-        }
+        Self { client: Client::from_conf(config.build()) }
     }
 
     pub fn client(&self) -> &Client {
@@ -39,11 +37,7 @@ where
     R: std::fmt::Debug,
 {
     let (message, retryable) = describe_sdk_error(&err);
-    StoreError {
-        operation,
-        message,
-        retryable,
-    }
+    StoreError { operation, message, retryable }
 }
 
 impl SecretStore for SecretsManagerStore {
@@ -84,12 +78,7 @@ impl SecretStore for SecretsManagerStore {
         };
         match request.send().await {
             Ok(out) => Ok(out.secret_string().map(|s| SecretString::from(s.to_owned()))),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                Ok(None)
-            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
             Err(e) => Err(store_error("GetSecretValue", e)),
         }
     }

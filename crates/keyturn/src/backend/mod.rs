@@ -97,11 +97,7 @@ pub enum BackendError {
     #[error("user {username:?} does not exist")]
     NoSuchUser { username: String },
     #[error("{operation} failed: {message}")]
-    Database {
-        operation: &'static str,
-        message: String,
-        retryable: bool,
-    },
+    Database { operation: &'static str, message: String, retryable: bool },
     #[error("engine {0} is not handled by this function")]
     UnsupportedEngine(&'static str),
 }

@@ -38,10 +38,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(5),
-            statement: Duration::from_secs(5),
-        }
+        Self { connect: Duration::from_secs(5), statement: Duration::from_secs(5) }
     }
 }
 
@@ -54,10 +51,7 @@ pub struct PostgresBackend {
 
 impl PostgresBackend {
     pub fn new(tls: Arc<rustls::ClientConfig>, timeouts: Timeouts) -> Self {
-        Self {
-            tls: MakeRustlsConnect::new((*tls).clone()),
-            timeouts,
-        }
+        Self { tls: MakeRustlsConnect::new((*tls).clone()), timeouts }
     }
 
     /// Opens a session as `login`. The connection task ends when the client is dropped.
@@ -94,10 +88,7 @@ impl PostgresBackend {
         // connect_timeout covers the TCP connect only; this bounds TLS and authentication too.
         match tokio::time::timeout(self.timeouts.connect, connecting).await {
             Ok(result) => result.map_err(|e| classify(&e, endpoint, login, "login")),
-            Err(_) => Err(BackendError::Timeout {
-                operation: "login",
-                seconds: self.timeouts.connect.as_secs(),
-            }),
+            Err(_) => Err(BackendError::Timeout { operation: "login", seconds: self.timeouts.connect.as_secs() }),
         }
     }
 }
@@ -112,9 +103,7 @@ fn classify(
 ) -> BackendError {
     if let Some(code) = e.code() {
         if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
-            return BackendError::LoginRefused {
-                username: login.username.to_string(),
-            };
+            return BackendError::LoginRefused { username: login.username.to_string() };
         }
     }
     let message = chain(e);
@@ -127,14 +116,8 @@ fn classify(
         BackendError::Timeout { operation, seconds: 0 }
     } else {
         // Class 08 (connection), 40 (rollback), 53 (resources), 57 (operator) are transient.
-        let retryable = e
-            .code()
-            .is_some_and(|c| matches!(&c.code()[..2], "08" | "40" | "53" | "57"));
-        BackendError::Database {
-            operation,
-            message,
-            retryable,
-        }
+        let retryable = e.code().is_some_and(|c| matches!(&c.code()[..2], "08" | "40" | "53" | "57"));
+        BackendError::Database { operation, message, retryable }
     }
 }
 
@@ -151,10 +134,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// `PASSWORD '<verifier>'`: the server stores the verifier as given and never sees the password.
 fn password_clause(password: &SecretString) -> String {
-    format!(
-        "PASSWORD {}",
-        escape_literal(&scram_sha_256(password.expose_secret().as_bytes()))
-    )
+    format!("PASSWORD {}", escape_literal(&scram_sha_256(password.expose_secret().as_bytes())))
 }
 
 fn ident(name: &Username) -> String {
@@ -173,25 +153,15 @@ impl DatabaseBackend for PostgresBackend {
     #[instrument(skip_all, fields(user = %login.username))]
     async fn verify(&self, endpoint: &Endpoint, login: &Credentials) -> Result<(), BackendError> {
         let client = self.connect(endpoint, login).await?;
-        client
-            .simple_query("SELECT 1")
-            .await
-            .map_err(|e| classify(&e, endpoint, login, "test query"))?;
+        client.simple_query("SELECT 1").await.map_err(|e| classify(&e, endpoint, login, "test query"))?;
         Ok(())
     }
 
     #[instrument(skip_all, fields(user = %req.login.username))]
     async fn set_own_password(&self, endpoint: &Endpoint, req: SetOwnPassword<'_>) -> Result<(), BackendError> {
         let client = self.connect(endpoint, req.login).await?;
-        let sql = format!(
-            "ALTER ROLE {} WITH {}",
-            ident(&req.login.username),
-            password_clause(req.new_password)
-        );
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| classify(&e, endpoint, req.login, "ALTER ROLE"))?;
+        let sql = format!("ALTER ROLE {} WITH {}", ident(&req.login.username), password_clause(req.new_password));
+        client.batch_execute(&sql).await.map_err(|e| classify(&e, endpoint, req.login, "ALTER ROLE"))?;
         Ok(())
     }
 
@@ -213,9 +183,7 @@ impl DatabaseBackend for PostgresBackend {
             )
             .await
             .map_err(err("reading the template role"))?
-            .ok_or_else(|| BackendError::NoSuchUser {
-                username: req.template.to_string(),
-            })?;
+            .ok_or_else(|| BackendError::NoSuchUser { username: req.template.to_string() })?;
         let exists = tx
             .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&req.username.as_str()])
             .await
@@ -223,9 +191,7 @@ impl DatabaseBackend for PostgresBackend {
             .is_some();
         let (user, password) = (ident(req.username), password_clause(req.password));
         if req.username == req.template {
-            tx.batch_execute(&format!("ALTER ROLE {user} WITH {password}"))
-                .await
-                .map_err(err("ALTER ROLE"))?;
+            tx.batch_execute(&format!("ALTER ROLE {user} WITH {password}")).await.map_err(err("ALTER ROLE"))?;
             tx.commit().await.map_err(err("COMMIT"))?;
             return Ok(UpsertOutcome { created: false });
         }
@@ -239,11 +205,7 @@ impl DatabaseBackend for PostgresBackend {
                 no
             }
         };
-        let mut attrs = vec![
-            "LOGIN",
-            flag(1, "INHERIT", "NOINHERIT"),
-            flag(2, "CREATEROLE", "NOCREATEROLE"),
-        ];
+        let mut attrs = vec!["LOGIN", flag(1, "INHERIT", "NOINHERIT"), flag(2, "CREATEROLE", "NOCREATEROLE")];
         attrs.push(flag(3, "CREATEDB", "NOCREATEDB"));
         for (i, name) in [(0, "SUPERUSER"), (4, "REPLICATION"), (5, "BYPASSRLS")] {
             if template.get::<_, bool>(i) {
@@ -274,21 +236,12 @@ impl DatabaseBackend for PostgresBackend {
         let mut grants = vec![format!("GRANT {template_ident} TO {user}")];
         for row in memberships {
             let role: String = row.get(0);
-            let admin_option = if row.get::<_, bool>(1) {
-                " WITH ADMIN OPTION"
-            } else {
-                ""
-            };
+            let admin_option = if row.get::<_, bool>(1) { " WITH ADMIN OPTION" } else { "" };
             grants.push(format!("GRANT {} TO {user}{admin_option}", escape_identifier(&role)));
         }
         // Sessions of the clone act as the original, so objects either creates are the original's.
-        grants.push(format!(
-            "ALTER ROLE {user} SET role = {}",
-            escape_literal(req.template.as_str())
-        ));
-        tx.batch_execute(&grants.join(";\n"))
-            .await
-            .map_err(err("granting memberships"))?;
+        grants.push(format!("ALTER ROLE {user} SET role = {}", escape_literal(req.template.as_str())));
+        tx.batch_execute(&grants.join(";\n")).await.map_err(err("granting memberships"))?;
         tx.commit().await.map_err(err("COMMIT"))?;
         debug!(created = !exists, "role upserted");
         Ok(UpsertOutcome { created: !exists })

@@ -24,13 +24,8 @@ pub enum Family {
 }
 
 impl Engine {
-    const ALL: [Engine; 5] = [
-        Engine::Postgres,
-        Engine::AuroraPostgresql,
-        Engine::Mysql,
-        Engine::AuroraMysql,
-        Engine::Mariadb,
-    ];
+    const ALL: [Engine; 5] =
+        [Engine::Postgres, Engine::AuroraPostgresql, Engine::Mysql, Engine::AuroraMysql, Engine::Mariadb];
 
     /// Parses the `engine` key (RDS's engine names, as AWS's templates accept them).
     pub fn parse(name: &str) -> Option<Engine> {
@@ -170,20 +165,11 @@ impl DatabaseSecret {
         let host = string(&raw, "host")?.map(str::to_owned);
         let port = port(&raw)?;
         let tls = tls(&raw)?;
-        Ok(MasterSecret {
-            engine,
-            host,
-            port,
-            tls,
-            credentials,
-        })
+        Ok(MasterSecret { engine, host, port, tls, credentials })
     }
 
     fn from_map(raw: Map<String, Value>, engine: Engine) -> Result<Self, FormatError> {
-        let host = string(&raw, "host")?
-            .filter(|h| !h.is_empty())
-            .ok_or("missing key \"host\"")?
-            .to_owned();
+        let host = string(&raw, "host")?.filter(|h| !h.is_empty()).ok_or("missing key \"host\"")?.to_owned();
         let port = port(&raw)?.unwrap_or(engine.default_port());
         let dbname = match string(&raw, "dbname")? {
             Some(name) => Some(name.to_owned()),
@@ -192,31 +178,15 @@ impl DatabaseSecret {
         let credentials = credentials(&raw)?;
         let masterarn = string(&raw, "masterarn")?.map(str::to_owned);
         let tls = tls(&raw)?;
-        Ok(Self {
-            endpoint: Endpoint {
-                engine,
-                host,
-                port,
-                dbname,
-                tls,
-            },
-            credentials,
-            masterarn,
-            raw,
-        })
+        Ok(Self { endpoint: Endpoint { engine, host, port, dbname, tls }, credentials, masterarn, raw })
     }
 
     /// The same secret with other credentials; every other key is kept as it was.
     pub fn with_credentials(&self, username: &Username, password: SecretString) -> Self {
         let mut next = self.clone();
-        next.raw
-            .insert("username".into(), Value::String(username.as_str().to_owned()));
-        next.raw
-            .insert("password".into(), Value::String(password.expose_secret().to_owned()));
-        next.credentials = Credentials {
-            username: username.clone(),
-            password,
-        };
+        next.raw.insert("username".into(), Value::String(username.as_str().to_owned()));
+        next.raw.insert("password".into(), Value::String(password.expose_secret().to_owned()));
+        next.credentials = Credentials { username: username.clone(), password };
         next
     }
 
@@ -251,10 +221,7 @@ fn credentials(raw: &Map<String, Value>) -> Result<Credentials, FormatError> {
     if password.is_empty() {
         return Err("password is empty".into());
     }
-    Ok(Credentials {
-        username,
-        password: SecretString::from(password.to_owned()),
-    })
+    Ok(Credentials { username, password: SecretString::from(password.to_owned()) })
 }
 
 fn port(raw: &Map<String, Value>) -> Result<Option<u16>, FormatError> {
@@ -324,43 +291,16 @@ mod tests {
     #[test]
     fn bad_secrets_name_the_problem_without_the_value() {
         let cases = [
-            (
-                r#"{"engine":"postgres","host":"db","username":"a","password":"#,
-                "malformed JSON",
-            ),
+            (r#"{"engine":"postgres","host":"db","username":"a","password":"#, "malformed JSON"),
             (r#"["postgres"]"#, "not a JSON object"),
-            (
-                r#"{"host":"db","username":"a","password":"p"}"#,
-                "missing key \"engine\"",
-            ),
-            (
-                r#"{"engine":"oracle","host":"db","username":"a","password":"p"}"#,
-                "unknown engine \"oracle\"",
-            ),
-            (
-                r#"{"engine":"postgres","username":"a","password":"p"}"#,
-                "missing key \"host\"",
-            ),
-            (
-                r#"{"engine":"postgres","host":"db","password":"p"}"#,
-                "missing key \"username\"",
-            ),
-            (
-                r#"{"engine":"postgres","host":"db","username":"a"}"#,
-                "missing key \"password\"",
-            ),
-            (
-                r#"{"engine":"postgres","host":"db","username":"a","password":"p","port":70000}"#,
-                "port",
-            ),
-            (
-                r#"{"engine":"postgres","host":"db","username":"a","password":"p","ssl":"maybe"}"#,
-                "ssl",
-            ),
-            (
-                r#"{"engine":"postgres","host":"db","username":"","password":"p"}"#,
-                "username is empty",
-            ),
+            (r#"{"host":"db","username":"a","password":"p"}"#, "missing key \"engine\""),
+            (r#"{"engine":"oracle","host":"db","username":"a","password":"p"}"#, "unknown engine \"oracle\""),
+            (r#"{"engine":"postgres","username":"a","password":"p"}"#, "missing key \"host\""),
+            (r#"{"engine":"postgres","host":"db","password":"p"}"#, "missing key \"username\""),
+            (r#"{"engine":"postgres","host":"db","username":"a"}"#, "missing key \"password\""),
+            (r#"{"engine":"postgres","host":"db","username":"a","password":"p","port":70000}"#, "port"),
+            (r#"{"engine":"postgres","host":"db","username":"a","password":"p","ssl":"maybe"}"#, "ssl"),
+            (r#"{"engine":"postgres","host":"db","username":"","password":"p"}"#, "username is empty"),
         ];
         for (json, expected) in cases {
             let err = parse(json).unwrap_err();

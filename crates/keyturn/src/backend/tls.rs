@@ -46,10 +46,7 @@ pub fn client_config(extra_ca_files: &[PathBuf]) -> Result<Arc<ClientConfig>, Tl
 }
 
 fn add_pem_file(roots: &mut RootCertStore, path: &Path) -> Result<usize, TlsSetupError> {
-    let pem = std::fs::read(path).map_err(|source| TlsSetupError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let pem = std::fs::read(path).map_err(|source| TlsSetupError::Read { path: path.to_owned(), source })?;
     let (added, _ignored) = roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).flatten());
     Ok(added)
 }
@@ -60,9 +57,7 @@ mod tests {
 
     #[test]
     fn the_embedded_rds_bundle_parses_whole() {
-        let certs: Vec<_> = CertificateDer::pem_slice_iter(RDS_CA_BUNDLE)
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(RDS_CA_BUNDLE).collect::<Result<_, _>>().unwrap();
         assert_eq!(certs.len(), 102);
         let mut roots = RootCertStore::empty();
         let (added, ignored) = roots.add_parsable_certificates(certs);

@@ -13,7 +13,7 @@ use secrecy::SecretString;
 use tracing::{info, warn};
 
 use super::store::{SecretStore, Selector, AWSCURRENT};
-use super::{decide, Outcome, RotationError, RotationTarget, StepContext};
+use super::{decide, Outcome, Reads, RotationError, RotationTarget, Step, StepContext};
 use crate::backend::{
     BackendError, Credentials, DatabaseBackend, DatabaseSecret, Endpoint, Engine, SetOwnPassword, UpsertUser, Username,
 };
@@ -87,12 +87,7 @@ pub struct DatabaseRotation<B, R> {
 
 impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
     pub fn new(backend: B, rds: R, strategy: Strategy, passwords: PasswordPolicy) -> Self {
-        Self {
-            backend,
-            rds,
-            strategy,
-            passwords,
-        }
+        Self { backend, rds, strategy, passwords }
     }
 
     fn parse<S: SecretStore>(
@@ -110,10 +105,7 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
             return Err(RotationError::InvalidSecret {
                 secret: ctx.arn().to_owned(),
                 what: what.to_owned(),
-                problem: format!(
-                    "engine {:?} is not rotated by this function",
-                    secret.endpoint.engine.as_str()
-                ),
+                problem: format!("engine {:?} is not rotated by this function", secret.endpoint.engine.as_str()),
             });
         }
         Ok(secret)
@@ -124,11 +116,7 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         action: &'static str,
     ) -> impl Fn(BackendError) -> RotationError + use<B, R, S> {
         let secret = ctx.arn().to_owned();
-        move |source| RotationError::Backend {
-            secret: secret.clone(),
-            action,
-            source,
-        }
+        move |source| RotationError::Backend { secret: secret.clone(), action, source }
     }
 
     /// Reads the admin secret and where its database is, from the secret or from RDS.
@@ -149,39 +137,23 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
             master: master_arn.to_owned(),
             problem,
         };
-        let meta = ctx.store.describe(master_arn).await.map_err(|e| fail(e.to_string()))?;
-        let value = ctx
-            .store
-            .get(master_arn, Selector::Stage(AWSCURRENT))
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .ok_or_else(|| fail("it has no AWSCURRENT value".into()))?;
+        let (meta, value) =
+            tokio::join!(ctx.store.describe(master_arn), ctx.store.get(master_arn, Selector::Stage(AWSCURRENT)));
+        let meta = meta.map_err(|e| fail(e.to_string()))?;
+        let value = value.map_err(|e| fail(e.to_string()))?.ok_or_else(|| fail("it has no AWSCURRENT value".into()))?;
         let master = DatabaseSecret::parse_master(&value).map_err(fail)?;
 
         let rds = if let Some(arn) = meta.tags.get(RDS_INSTANCE_TAG) {
-            Some(
-                self.rds
-                    .instance(arn)
-                    .await
-                    .map_err(|e| fail(format!("DescribeDBInstances {arn}: {e}")))?,
-            )
+            Some(self.rds.instance(arn).await.map_err(|e| fail(format!("DescribeDBInstances {arn}: {e}")))?)
         } else if let Some(arn) = meta.tags.get(RDS_CLUSTER_TAG) {
-            Some(
-                self.rds
-                    .cluster(arn)
-                    .await
-                    .map_err(|e| fail(format!("DescribeDBClusters {arn}: {e}")))?,
-            )
+            Some(self.rds.cluster(arn).await.map_err(|e| fail(format!("DescribeDBClusters {arn}: {e}")))?)
         } else {
             None
         };
         let (host, port, engine) = match rds {
             Some(found) => {
                 let engine = Engine::parse(&found.engine).ok_or_else(|| {
-                    fail(format!(
-                        "RDS reports engine {:?}, which keyturn does not rotate",
-                        found.engine
-                    ))
+                    fail(format!("RDS reports engine {:?}, which keyturn does not rotate", found.engine))
                 })?;
                 (found.host, found.port, engine)
             }
@@ -201,51 +173,42 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
             )));
         }
         if !host.eq_ignore_ascii_case(&user.endpoint.host) {
-            return Err(fail(format!(
-                "it is for host {host:?}, the user secret for {:?}",
-                user.endpoint.host
-            )));
+            return Err(fail(format!("it is for host {host:?}, the user secret for {:?}", user.endpoint.host)));
         }
-        let endpoint = Endpoint {
-            engine,
-            host,
-            port,
-            dbname: user.endpoint.dbname.clone(),
-            tls: master.tls,
-        };
+        let endpoint = Endpoint { engine, host, port, dbname: user.endpoint.dbname.clone(), tls: master.tls };
         Ok((endpoint, master.credentials))
     }
 
     /// Single user: logs in with each candidate in turn and changes the user's own
     /// password; a refused login moves on, any other failure stops.
+    ///
+    /// Current is tried before pending: in a normal rotation the database has the current
+    /// password, so this order costs one login instead of two and leaves no failed login
+    /// in the database's logs (where failed logins raise alerts). A rerun after the
+    /// password changed finds current refused and pending working: the same result.
     async fn set_single<S: SecretStore>(
         &self,
         ctx: &StepContext<'_, S>,
         pending: &DatabaseSecret,
+        current: SecretString,
     ) -> Result<Outcome, RotationError> {
-        let endpoint = &pending.endpoint;
-        match self.backend.verify(endpoint, &pending.credentials).await {
+        if let Some(outcome) = self.try_candidates(ctx, pending, &[("AWSCURRENT".into(), current)]).await? {
+            return Ok(outcome);
+        }
+        match self.backend.verify(&pending.endpoint, &pending.credentials).await {
             Ok(()) => return Ok(Outcome::AlreadyDone),
             Err(BackendError::LoginRefused { .. }) => {}
             Err(e) => return Err(Self::backend_error(ctx, "logging in with the pending password")(e)),
         }
-        let mut tried = vec!["AWSPENDING"];
-        let mut candidates: Vec<(String, SecretString)> = vec![("AWSCURRENT".into(), ctx.current().await?)];
-        if let Some(previous) = ctx.previous().await? {
-            candidates.push(("AWSPREVIOUS".into(), previous));
-        }
-        if let Some(outcome) = self.try_candidates(ctx, pending, &candidates).await? {
+        let previous: Vec<(String, SecretString)> =
+            ctx.previous().await?.map(|p| ("AWSPREVIOUS".into(), p)).into_iter().collect();
+        if let Some(outcome) = self.try_candidates(ctx, pending, &previous).await? {
             return Ok(outcome);
         }
-        tried.extend(["AWSCURRENT", "AWSPREVIOUS"]);
 
         // Self-healing: an abandoned rotation may have left the database on a version that
         // no longer carries a label.
-        let versions = ctx
-            .store
-            .list_versions(ctx.arn())
-            .await
-            .map_err(|e| ctx.store_error(e))?;
+        let versions = ctx.store.list_versions(ctx.arn()).await.map_err(|e| ctx.store_error(e))?;
         let mut older = Vec::new();
         for id in decide::self_heal_candidates(ctx.meta, &versions) {
             if let Some(value) = ctx.read(Selector::Version(&id)).await? {
@@ -255,11 +218,10 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         if let Some(outcome) = self.try_candidates(ctx, pending, &older).await? {
             return Ok(outcome);
         }
-        let tried = format!("{} and {} older versions", tried.join(", "), older.len());
         Err(RotationError::NoWorkingCredentials {
             secret: ctx.arn().to_owned(),
             username: pending.credentials.username.to_string(),
-            tried,
+            tried: format!("AWSCURRENT, AWSPENDING, AWSPREVIOUS and {} older versions", older.len()),
         })
     }
 
@@ -277,10 +239,7 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
             if candidate.credentials.username != pending.credentials.username {
                 continue;
             }
-            let req = SetOwnPassword {
-                login: &candidate.credentials,
-                new_password: &pending.credentials.password,
-            };
+            let req = SetOwnPassword { login: &candidate.credentials, new_password: &pending.credentials.password };
             match self.backend.set_own_password(&pending.endpoint, req).await {
                 Ok(()) => {
                     info!(secret_arn = %ctx.arn(), matched = %label, "password changed, logged in with this version");
@@ -297,6 +256,17 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
 impl<B: DatabaseBackend, R: RdsLookup> RotationTarget for DatabaseRotation<B, R> {
     fn strategy(&self) -> &'static str {
         self.strategy.as_str()
+    }
+
+    fn reads(&self, step: Step) -> Reads {
+        let single = self.strategy == Strategy::SingleUser;
+        match step {
+            // A single user logs in with current, else pending; previous is rarely needed,
+            // so it is read only then.
+            Step::Set => Reads { current: single, pending: true, previous: false },
+            Step::Test => Reads { pending: true, ..Reads::default() },
+            Step::Create | Step::Finish => Reads::default(),
+        }
     }
 
     async fn create<S: SecretStore>(
@@ -324,23 +294,22 @@ impl<B: DatabaseBackend, R: RdsLookup> RotationTarget for DatabaseRotation<B, R>
             // Fail on an unusable admin secret now, before a pending version exists.
             self.master(ctx, &current, "AWSCURRENT").await?;
         }
-        Ok(current
-            .with_credentials(&username, self.passwords.generate())
-            .to_secret_string())
+        Ok(current.with_credentials(&username, self.passwords.generate()).to_secret_string())
     }
 
     async fn set<S: SecretStore>(&self, ctx: &StepContext<'_, S>) -> Result<Outcome, RotationError> {
-        let pending = self.parse(ctx, &ctx.pending().await?, "AWSPENDING")?;
         match self.strategy {
-            Strategy::SingleUser => self.set_single(ctx, &pending).await,
+            Strategy::SingleUser => {
+                let (pending, current) = tokio::try_join!(ctx.pending(), ctx.current())?;
+                let pending = self.parse(ctx, &pending, "AWSPENDING")?;
+                self.set_single(ctx, &pending, current).await
+            }
             Strategy::AlternatingUsers => {
+                let pending = self.parse(ctx, &ctx.pending().await?, "AWSPENDING")?;
                 let (endpoint, admin) = self.master(ctx, &pending, "AWSPENDING").await?;
                 let username = &pending.credentials.username;
-                let req = UpsertUser {
-                    username,
-                    template: &original(username),
-                    password: &pending.credentials.password,
-                };
+                let req =
+                    UpsertUser { username, template: &original(username), password: &pending.credentials.password };
                 let outcome = self
                     .backend
                     .upsert_user(&endpoint, &admin, req)

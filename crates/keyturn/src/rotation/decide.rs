@@ -18,24 +18,16 @@ pub enum Gate {
 /// templates do at every step.
 pub fn gate(meta: &SecretMetadata, token: &str) -> Result<Gate, RotationError> {
     if !meta.rotation_enabled {
-        return Err(RotationError::RotationDisabled {
-            secret: meta.arn.clone(),
-        });
+        return Err(RotationError::RotationDisabled { secret: meta.arn.clone() });
     }
     let Some(stages) = meta.versions.get(token) else {
-        return Err(RotationError::UnknownToken {
-            secret: meta.arn.clone(),
-            token: token.to_owned(),
-        });
+        return Err(RotationError::UnknownToken { secret: meta.arn.clone(), token: token.to_owned() });
     };
     if stages.contains(AWSCURRENT) {
         return Ok(Gate::AlreadyCurrent);
     }
     if !stages.contains(AWSPENDING) {
-        return Err(RotationError::NotPending {
-            secret: meta.arn.clone(),
-            token: token.to_owned(),
-        });
+        return Err(RotationError::NotPending { secret: meta.arn.clone(), token: token.to_owned() });
     }
     Ok(Gate::Proceed)
 }
@@ -54,11 +46,7 @@ pub fn finish_plan(meta: &SecretMetadata, token: &str) -> Vec<StageMove> {
         }),
     }
     if meta.versions.get(token).is_some_and(|s| s.contains(AWSPENDING)) {
-        plan.push(StageMove {
-            stage: AWSPENDING,
-            move_to: None,
-            remove_from: Some(token.to_owned()),
-        });
+        plan.push(StageMove { stage: AWSPENDING, move_to: None, remove_from: Some(token.to_owned()) });
     }
     plan
 }
@@ -67,10 +55,8 @@ pub fn finish_plan(meta: &SecretMetadata, token: &str) -> Vec<StageMove> {
 /// version the store still has (an abandoned rotation leaves its value behind, without
 /// labels), newest first.
 pub fn self_heal_candidates(meta: &SecretMetadata, versions: &[VersionInfo]) -> Vec<String> {
-    let tried: Vec<&str> = [AWSPENDING, AWSCURRENT, AWSPREVIOUS]
-        .iter()
-        .filter_map(|stage| meta.version_with(stage))
-        .collect();
+    let tried: Vec<&str> =
+        [AWSPENDING, AWSCURRENT, AWSPREVIOUS].iter().filter_map(|stage| meta.version_with(stage)).collect();
     let mut rest: Vec<&VersionInfo> = versions.iter().filter(|v| !tried.contains(&v.id.as_str())).collect();
     rest.sort_by(|a, b| b.created.unwrap_or(0.0).total_cmp(&a.created.unwrap_or(0.0)));
     rest.into_iter().map(|v| v.id.clone()).collect()
@@ -112,16 +98,8 @@ mod tests {
         assert_eq!(
             finish_plan(&m, "t"),
             vec![
-                StageMove {
-                    stage: AWSCURRENT,
-                    move_to: Some("t".into()),
-                    remove_from: Some("v1".into())
-                },
-                StageMove {
-                    stage: AWSPENDING,
-                    move_to: None,
-                    remove_from: Some("t".into())
-                },
+                StageMove { stage: AWSCURRENT, move_to: Some("t".into()), remove_from: Some("v1".into()) },
+                StageMove { stage: AWSPENDING, move_to: None, remove_from: Some("t".into()) },
             ]
         );
     }
@@ -131,11 +109,7 @@ mod tests {
         let m = meta(true, &[("v1", &[AWSPREVIOUS]), ("t", &[AWSCURRENT, AWSPENDING])]);
         assert_eq!(
             finish_plan(&m, "t"),
-            vec![StageMove {
-                stage: AWSPENDING,
-                move_to: None,
-                remove_from: Some("t".into())
-            }]
+            vec![StageMove { stage: AWSPENDING, move_to: None, remove_from: Some("t".into()) }]
         );
         let m = meta(true, &[("v1", &[AWSPREVIOUS]), ("t", &[AWSCURRENT])]);
         assert!(finish_plan(&m, "t").is_empty());
@@ -143,25 +117,9 @@ mod tests {
 
     #[test]
     fn self_heal_tries_unlabelled_versions_newest_first() {
-        let m = meta(
-            true,
-            &[("cur", &[AWSCURRENT]), ("prev", &[AWSPREVIOUS]), ("t", &[AWSPENDING])],
-        );
-        let v = |id: &str, created: f64| VersionInfo {
-            id: id.into(),
-            stages: BTreeSet::new(),
-            created: Some(created),
-        };
-        let listed = [
-            v("cur", 5.0),
-            v("old", 1.0),
-            v("prev", 4.0),
-            v("abandoned", 3.0),
-            v("t", 6.0),
-        ];
-        assert_eq!(
-            self_heal_candidates(&m, &listed),
-            vec!["abandoned".to_string(), "old".to_string()]
-        );
+        let m = meta(true, &[("cur", &[AWSCURRENT]), ("prev", &[AWSPREVIOUS]), ("t", &[AWSPENDING])]);
+        let v = |id: &str, created: f64| VersionInfo { id: id.into(), stages: BTreeSet::new(), created: Some(created) };
+        let listed = [v("cur", 5.0), v("old", 1.0), v("prev", 4.0), v("abandoned", 3.0), v("t", 6.0)];
+        assert_eq!(self_heal_candidates(&m, &listed), vec!["abandoned".to_string(), "old".to_string()]);
     }
 }

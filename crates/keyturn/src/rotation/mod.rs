@@ -11,6 +11,7 @@ pub mod decide;
 pub mod store;
 
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use secrecy::SecretString;
@@ -70,12 +71,7 @@ impl RotationEvent {
             "setSecret" => Step::Set,
             "testSecret" => Step::Test,
             "finishSecret" => Step::Finish,
-            other => {
-                return Err(RotationError::UnknownStep {
-                    secret: raw.secret_id,
-                    step: other.to_owned(),
-                })
-            }
+            other => return Err(RotationError::UnknownStep { secret: raw.secret_id, step: other.to_owned() }),
         };
         if raw.secret_id.is_empty() {
             return Err(RotationError::InvalidEvent("SecretId is empty".into()));
@@ -83,12 +79,7 @@ impl RotationEvent {
         if raw.client_request_token.is_empty() {
             return Err(RotationError::InvalidEvent("ClientRequestToken is empty".into()));
         }
-        Ok(Self {
-            step,
-            secret_id: raw.secret_id,
-            token: raw.client_request_token,
-            rotation_token: raw.rotation_token,
-        })
+        Ok(Self { step, secret_id: raw.secret_id, token: raw.client_request_token, rotation_token: raw.rotation_token })
     }
 }
 
@@ -130,31 +121,13 @@ pub enum RotationError {
     #[error("secret {secret}: no value for {what}")]
     MissingValue { secret: String, what: String },
     #[error("secret {secret}: the {what} value is invalid: {problem}")]
-    InvalidSecret {
-        secret: String,
-        what: String,
-        problem: String,
-    },
+    InvalidSecret { secret: String, what: String, problem: String },
     #[error("secret {secret}: master secret {master}: {problem}")]
-    MasterSecret {
-        secret: String,
-        master: String,
-        problem: String,
-    },
+    MasterSecret { secret: String, master: String, problem: String },
     #[error("secret {secret}: username {username:?} is {len} bytes, over the {max}-byte limit of {engine}")]
-    UsernameTooLong {
-        secret: String,
-        username: String,
-        len: usize,
-        max: usize,
-        engine: &'static str,
-    },
+    UsernameTooLong { secret: String, username: String, len: usize, max: usize, engine: &'static str },
     #[error("secret {secret}: none of the secret's versions logs in as {username:?} (tried {tried})")]
-    NoWorkingCredentials {
-        secret: String,
-        username: String,
-        tried: String,
-    },
+    NoWorkingCredentials { secret: String, username: String, tried: String },
     #[error("secret {secret}: {action}: {source}")]
     Backend {
         secret: String,
@@ -200,11 +173,68 @@ impl RotationError {
     }
 }
 
+/// The values a step reads from the secret being rotated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reads {
+    pub current: bool,
+    pub pending: bool,
+    pub previous: bool,
+}
+
+type Read = Result<Option<SecretString>, StoreError>;
+
+/// A value read ahead, taken once; a second request reads again.
+#[derive(Default)]
+struct Slot(Mutex<Option<Read>>);
+
+impl Slot {
+    fn put(&self, read: Read) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(read);
+        }
+    }
+
+    fn take(&self) -> Option<Read> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// Reads started together with DescribeSecret so they cost no round trip of their own.
+/// Reads change nothing, and their results are only used once the token passed the gate.
+#[derive(Default)]
+struct Prefetch {
+    current: Slot,
+    pending: Slot,
+    previous: Slot,
+}
+
+impl Prefetch {
+    async fn fetch<S: SecretStore>(&self, store: &S, secret_id: &str, token: &str, reads: Reads) {
+        async fn read_if<S: SecretStore>(wanted: bool, store: &S, id: &str, selector: Selector<'_>) -> Option<Read> {
+            match wanted {
+                true => Some(store.get(id, selector).await),
+                false => None,
+            }
+        }
+        let (current, pending, previous) = tokio::join!(
+            read_if(reads.current, store, secret_id, Selector::Stage(AWSCURRENT)),
+            read_if(reads.pending, store, secret_id, Selector::VersionAndStage(token, AWSPENDING)),
+            read_if(reads.previous, store, secret_id, Selector::Stage(AWSPREVIOUS)),
+        );
+        for (slot, read) in [(&self.current, current), (&self.pending, pending), (&self.previous, previous)] {
+            if let Some(read) = read {
+                slot.put(read);
+            }
+        }
+    }
+}
+
 /// Read access to the secret being rotated, lent to a [`RotationTarget`] for one step.
 pub struct StepContext<'a, S> {
     pub store: &'a S,
     pub meta: &'a SecretMetadata,
     pub token: &'a str,
+    prefetch: &'a Prefetch,
 }
 
 impl<S: SecretStore> StepContext<'_, S> {
@@ -215,45 +245,47 @@ impl<S: SecretStore> StepContext<'_, S> {
 
     /// Wraps a store failure with this secret's ARN.
     pub fn store_error(&self, source: StoreError) -> RotationError {
-        RotationError::Store {
-            secret: self.meta.arn.clone(),
-            source,
-        }
+        RotationError::Store { secret: self.meta.arn.clone(), source }
     }
 
     /// Reads one version; `Ok(None)` if it has no value.
     pub async fn read(&self, selector: Selector<'_>) -> Result<Option<SecretString>, RotationError> {
-        self.store
-            .get(&self.meta.arn, selector)
-            .await
-            .map_err(|e| self.store_error(e))
+        self.store.get(&self.meta.arn, selector).await.map_err(|e| self.store_error(e))
     }
 
-    /// Reads one version that must exist.
-    pub async fn require(&self, selector: Selector<'_>, what: &str) -> Result<SecretString, RotationError> {
-        self.read(selector).await?.ok_or_else(|| RotationError::MissingValue {
-            secret: self.meta.arn.clone(),
-            what: what.to_owned(),
-        })
+    /// The value read ahead into `slot`, or a fresh read.
+    async fn read_ahead(&self, slot: &Slot, selector: Selector<'_>) -> Result<Option<SecretString>, RotationError> {
+        match slot.take() {
+            Some(read) => read.map_err(|e| self.store_error(e)),
+            None => self.read(selector).await,
+        }
     }
 
     /// The AWSCURRENT value.
     pub async fn current(&self) -> Result<SecretString, RotationError> {
-        self.require(Selector::Stage(AWSCURRENT), "AWSCURRENT").await
+        let value = self.read_ahead(&self.prefetch.current, Selector::Stage(AWSCURRENT)).await?;
+        value.ok_or_else(|| self.missing("AWSCURRENT"))
     }
 
     /// The value being rotated in (the token's version, while it is AWSPENDING).
     pub async fn pending(&self) -> Result<SecretString, RotationError> {
-        self.require(
-            Selector::VersionAndStage(self.token, AWSPENDING),
-            "the AWSPENDING version",
-        )
-        .await
+        let value = self.pending_if_stored().await?;
+        value.ok_or_else(|| self.missing("the AWSPENDING version"))
+    }
+
+    /// The token's AWSPENDING value, if one has been stored.
+    pub async fn pending_if_stored(&self) -> Result<Option<SecretString>, RotationError> {
+        let selector = Selector::VersionAndStage(self.token, AWSPENDING);
+        self.read_ahead(&self.prefetch.pending, selector).await
     }
 
     /// The AWSPREVIOUS value, if there is one.
     pub async fn previous(&self) -> Result<Option<SecretString>, RotationError> {
-        self.read(Selector::Stage(AWSPREVIOUS)).await
+        self.read_ahead(&self.prefetch.previous, Selector::Stage(AWSPREVIOUS)).await
+    }
+
+    fn missing(&self, what: &str) -> RotationError {
+        RotationError::MissingValue { secret: self.meta.arn.clone(), what: what.to_owned() }
     }
 }
 
@@ -262,6 +294,15 @@ impl<S: SecretStore> StepContext<'_, S> {
 pub trait RotationTarget: Send + Sync {
     /// The strategy's name, for logs ("single-user", "alternating-users", ...).
     fn strategy(&self) -> &'static str;
+
+    /// What `set` and `test` will read, so the engine can fetch it together with
+    /// DescribeSecret. Only a hint: anything not read ahead is read on demand.
+    fn reads(&self, step: Step) -> Reads {
+        match step {
+            Step::Set | Step::Test => Reads { pending: true, ..Reads::default() },
+            Step::Create | Step::Finish => Reads::default(),
+        }
+    }
 
     /// createSecret: validates the current value and builds the pending one. Must not
     /// change anything outside the secret before the value is stored.
@@ -320,24 +361,23 @@ impl<S: SecretStore, T: RotationTarget> Rotator<S, T> {
     }
 
     async fn run_step(&self, event: &RotationEvent, arn: &mut String) -> Result<Outcome, RotationError> {
-        let meta = self
-            .store
-            .describe(&event.secret_id)
-            .await
-            .map_err(|source| RotationError::Store {
-                secret: event.secret_id.clone(),
-                source,
-            })?;
-        arn.clone_from(&meta.arn);
-        let ctx = StepContext {
-            store: &self.store,
-            meta: &meta,
-            token: &event.token,
+        let reads = match event.step {
+            // The engine's own reads: AWSCURRENT, and whether the token already has a value.
+            Step::Create => Reads { current: true, pending: true, previous: false },
+            step => self.target.reads(step),
         };
+        let prefetch = Prefetch::default();
+        let (meta, ()) = tokio::join!(
+            self.store.describe(&event.secret_id),
+            prefetch.fetch(&self.store, &event.secret_id, &event.token, reads)
+        );
+        let meta = meta.map_err(|source| RotationError::Store { secret: event.secret_id.clone(), source })?;
+        arn.clone_from(&meta.arn);
         let gate = decide::gate(&meta, &event.token)?;
         if gate == Gate::AlreadyCurrent && event.step != Step::Finish {
             return Ok(Outcome::AlreadyCurrent);
         }
+        let ctx = StepContext { store: &self.store, meta: &meta, token: &event.token, prefetch: &prefetch };
         match event.step {
             Step::Create => self.create(&ctx, event.rotation_token.as_deref()).await,
             Step::Set => self.target.set(&ctx).await,
@@ -347,30 +387,20 @@ impl<S: SecretStore, T: RotationTarget> Rotator<S, T> {
     }
 
     async fn create(&self, ctx: &StepContext<'_, S>, rotation_token: Option<&str>) -> Result<Outcome, RotationError> {
-        // Validate AWSCURRENT first, even on a rerun: a broken secret must be reported.
+        // AWSCURRENT must exist even on a rerun: a broken secret is reported.
         let current = ctx.current().await?;
-        if ctx
-            .read(Selector::VersionAndStage(ctx.token, AWSPENDING))
-            .await?
-            .is_some()
-        {
+        if ctx.pending_if_stored().await?.is_some() {
             return Ok(Outcome::AlreadyDone);
         }
         let pending = self.target.create(ctx, current).await?;
-        self.store
-            .put_pending(ctx.arn(), ctx.token, &pending, rotation_token)
-            .await
-            .map_err(|e| ctx.store_error(e))?;
+        self.store.put_pending(ctx.arn(), ctx.token, &pending, rotation_token).await.map_err(|e| ctx.store_error(e))?;
         Ok(Outcome::Done)
     }
 
     async fn finish(&self, ctx: &StepContext<'_, S>, gate: Gate) -> Result<Outcome, RotationError> {
         let plan = decide::finish_plan(ctx.meta, ctx.token);
         for change in &plan {
-            self.store
-                .move_stage(ctx.arn(), change)
-                .await
-                .map_err(|e| ctx.store_error(e))?;
+            self.store.move_stage(ctx.arn(), change).await.map_err(|e| ctx.store_error(e))?;
         }
         Ok(match (gate, plan.is_empty()) {
             (Gate::AlreadyCurrent, true) => Outcome::AlreadyCurrent,
@@ -407,5 +437,187 @@ mod tests {
         assert!(err.to_string().contains("ClientRequestToken"), "{err}");
         let err = RotationEvent::from_value(json!("nope")).unwrap_err();
         assert!(matches!(err, RotationError::InvalidEvent(_)));
+    }
+
+    /// An in-memory Secrets Manager with the service's label semantics, for the engine's
+    /// pure orchestration. Real Secrets Manager (moto) is exercised by tests/.
+    #[derive(Default)]
+    struct FakeStore {
+        state: std::sync::Mutex<FakeState>,
+    }
+
+    #[derive(Default)]
+    struct FakeState {
+        enabled: bool,
+        fail_reads: bool,
+        versions: std::collections::BTreeMap<String, (std::collections::BTreeSet<String>, Option<String>)>,
+        puts: usize,
+    }
+
+    impl FakeStore {
+        fn new(enabled: bool) -> Self {
+            let store = FakeStore::default();
+            {
+                let mut s = store.state.lock().unwrap();
+                s.enabled = enabled;
+                s.versions.insert("v0".into(), ([AWSCURRENT.to_string()].into(), Some("current".into())));
+                s.versions.insert("tok".into(), ([AWSPENDING.to_string()].into(), None));
+            }
+            store
+        }
+
+        fn stages(&self, id: &str) -> Vec<String> {
+            self.state.lock().unwrap().versions[id].0.iter().cloned().collect()
+        }
+    }
+
+    fn fail(operation: &'static str) -> StoreError {
+        StoreError { operation, message: "injected".into(), retryable: true }
+    }
+
+    impl SecretStore for FakeStore {
+        async fn describe(&self, _: &str) -> Result<SecretMetadata, StoreError> {
+            let s = self.state.lock().unwrap();
+            Ok(SecretMetadata {
+                arn: "arn:fake".into(),
+                name: "fake".into(),
+                rotation_enabled: s.enabled,
+                versions: s.versions.iter().map(|(id, (stages, _))| (id.clone(), stages.clone())).collect(),
+                tags: Default::default(),
+            })
+        }
+
+        async fn get(&self, _: &str, selector: Selector<'_>) -> Result<Option<SecretString>, StoreError> {
+            let s = self.state.lock().unwrap();
+            if s.fail_reads {
+                return Err(fail("GetSecretValue"));
+            }
+            let found = s.versions.iter().find(|(id, (stages, _))| match selector {
+                Selector::Stage(stage) => stages.contains(stage),
+                Selector::Version(v) => id.as_str() == v,
+                Selector::VersionAndStage(v, stage) => id.as_str() == v && stages.contains(stage),
+            });
+            Ok(found.and_then(|(_, (_, value))| value.clone()).map(SecretString::from))
+        }
+
+        async fn put_pending(
+            &self,
+            _: &str,
+            token: &str,
+            value: &SecretString,
+            _: Option<&str>,
+        ) -> Result<(), StoreError> {
+            use secrecy::ExposeSecret;
+            let mut s = self.state.lock().unwrap();
+            s.puts += 1;
+            let entry = s.versions.entry(token.into()).or_default();
+            entry.0.insert(AWSPENDING.into());
+            entry.1 = Some(value.expose_secret().to_owned());
+            Ok(())
+        }
+
+        async fn move_stage(&self, _: &str, change: &store::StageMove) -> Result<(), StoreError> {
+            let mut s = self.state.lock().unwrap();
+            if let Some(from) = &change.remove_from {
+                s.versions.get_mut(from).unwrap().0.remove(change.stage);
+                if change.stage == AWSCURRENT {
+                    for (stages, _) in s.versions.values_mut() {
+                        stages.remove(AWSPREVIOUS);
+                    }
+                    s.versions.get_mut(from).unwrap().0.insert(AWSPREVIOUS.into());
+                }
+            }
+            if let Some(to) = &change.move_to {
+                s.versions.get_mut(to).unwrap().0.insert(change.stage.into());
+            }
+            Ok(())
+        }
+
+        async fn list_versions(&self, _: &str) -> Result<Vec<store::VersionInfo>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Counts the target's calls; its pending value is fixed.
+    #[derive(Default)]
+    struct FakeTarget {
+        calls: std::sync::Mutex<Vec<&'static str>>,
+    }
+
+    impl RotationTarget for FakeTarget {
+        fn strategy(&self) -> &'static str {
+            "fake"
+        }
+
+        async fn create<S: SecretStore>(
+            &self,
+            _: &StepContext<'_, S>,
+            _: SecretString,
+        ) -> Result<SecretString, RotationError> {
+            self.calls.lock().unwrap().push("create");
+            Ok(SecretString::from("next"))
+        }
+
+        async fn set<S: SecretStore>(&self, ctx: &StepContext<'_, S>) -> Result<Outcome, RotationError> {
+            ctx.pending().await?;
+            self.calls.lock().unwrap().push("set");
+            Ok(Outcome::Done)
+        }
+
+        async fn test<S: SecretStore>(&self, ctx: &StepContext<'_, S>) -> Result<(), RotationError> {
+            ctx.pending().await?;
+            self.calls.lock().unwrap().push("test");
+            Ok(())
+        }
+    }
+
+    fn event(step: Step, token: &str) -> RotationEvent {
+        RotationEvent { step, secret_id: "fake".into(), token: token.into(), rotation_token: None }
+    }
+
+    #[tokio::test]
+    async fn a_rotation_runs_once_and_reruns_change_nothing() {
+        let rotator = Rotator::new(FakeStore::new(true), FakeTarget::default());
+        for step in [Step::Create, Step::Set, Step::Test, Step::Finish] {
+            rotator.handle(&event(step, "tok")).await.unwrap();
+        }
+        assert_eq!(rotator.store().stages("tok"), vec![AWSCURRENT.to_string()]);
+        assert_eq!(rotator.store().stages("v0"), vec![AWSPREVIOUS.to_string()]);
+        for step in [Step::Create, Step::Set, Step::Test, Step::Finish] {
+            assert_eq!(rotator.handle(&event(step, "tok")).await.unwrap(), Outcome::AlreadyCurrent);
+        }
+        assert_eq!(*rotator.target.calls.lock().unwrap(), ["create", "set", "test"]);
+        assert_eq!(rotator.store().state.lock().unwrap().puts, 1);
+    }
+
+    #[tokio::test]
+    async fn create_rerun_keeps_the_stored_value() {
+        let rotator = Rotator::new(FakeStore::new(true), FakeTarget::default());
+        assert_eq!(rotator.handle(&event(Step::Create, "tok")).await.unwrap(), Outcome::Done);
+        assert_eq!(rotator.handle(&event(Step::Create, "tok")).await.unwrap(), Outcome::AlreadyDone);
+        assert_eq!(rotator.store().state.lock().unwrap().puts, 1);
+    }
+
+    #[tokio::test]
+    async fn the_gate_is_reported_before_any_read_failure() {
+        let store = FakeStore::new(false);
+        store.state.lock().unwrap().fail_reads = true;
+        let rotator = Rotator::new(store, FakeTarget::default());
+        let err = rotator.handle(&event(Step::Create, "tok")).await.unwrap_err();
+        assert!(matches!(err, RotationError::RotationDisabled { .. }), "{err}");
+        rotator.store().state.lock().unwrap().enabled = true;
+        let err = rotator.handle(&event(Step::Set, "nope")).await.unwrap_err();
+        assert!(matches!(err, RotationError::UnknownToken { .. }), "{err}");
+        // Past the gate, a failed read is a retryable store error and nothing was called.
+        let err = rotator.handle(&event(Step::Set, "tok")).await.unwrap_err();
+        assert!(matches!(err, RotationError::Store { .. }) && err.is_retryable(), "{err}");
+        assert!(rotator.target.calls.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn set_before_create_is_a_missing_value() {
+        let rotator = Rotator::new(FakeStore::new(true), FakeTarget::default());
+        let err = rotator.handle(&event(Step::Set, "tok")).await.unwrap_err();
+        assert!(matches!(err, RotationError::MissingValue { .. }), "{err}");
     }
 }

@@ -29,10 +29,7 @@ pub struct SecretMetadata {
 impl SecretMetadata {
     /// The version that carries `stage`, if any.
     pub fn version_with(&self, stage: &str) -> Option<&str> {
-        self.versions
-            .iter()
-            .find(|(_, stages)| stages.contains(stage))
-            .map(|(id, _)| id.as_str())
+        self.versions.iter().find(|(_, stages)| stages.contains(stage)).map(|(id, _)| id.as_str())
     }
 }
 
