@@ -172,39 +172,40 @@ impl DatabaseBackend for PostgresBackend {
         admin: &Credentials,
         req: UpsertUser<'_>,
     ) -> Result<UpsertOutcome, BackendError> {
-        let mut client = self.connect(endpoint, admin).await?;
+        let client = self.connect(endpoint, admin).await?;
         let err = |op| move |e: tokio_postgres::Error| classify(&e, endpoint, admin, op);
-        let tx = client.transaction().await.map_err(err("BEGIN"))?;
-        let template = tx
+        let (user, password) = (ident(req.username), password_clause(req.password));
+        if req.username == req.template {
+            let sql = format!("ALTER ROLE {user} WITH {password}");
+            return match client.batch_execute(&sql).await {
+                Ok(()) => Ok(UpsertOutcome { created: false }),
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
+                    Err(BackendError::NoSuchUser { username: req.username.to_string() })
+                }
+                Err(e) => Err(err("ALTER ROLE")(e)),
+            };
+        }
+
+        // Everything about the template, and whether the clone exists, in one round trip.
+        let template = client
             .query_opt(
-                "SELECT rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls, \
-                 rolconnlimit, rolvaliduntil::text FROM pg_roles WHERE rolname = $1",
-                &[&req.template.as_str()],
+                "SELECT t.rolsuper, t.rolinherit, t.rolcreaterole, t.rolcreatedb, t.rolreplication, t.rolbypassrls, \
+                 t.rolconnlimit, t.rolvaliduntil::text, EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2), \
+                 ARRAY(SELECT r.rolname::text FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+                       WHERE m.member = t.oid ORDER BY r.rolname), \
+                 ARRAY(SELECT m.admin_option FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+                       WHERE m.member = t.oid ORDER BY r.rolname) \
+                 FROM pg_roles t WHERE t.rolname = $1",
+                &[&req.template.as_str(), &req.username.as_str()],
             )
             .await
             .map_err(err("reading the template role"))?
             .ok_or_else(|| BackendError::NoSuchUser { username: req.template.to_string() })?;
-        let exists = tx
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&req.username.as_str()])
-            .await
-            .map_err(err("looking up the role"))?
-            .is_some();
-        let (user, password) = (ident(req.username), password_clause(req.password));
-        if req.username == req.template {
-            tx.batch_execute(&format!("ALTER ROLE {user} WITH {password}")).await.map_err(err("ALTER ROLE"))?;
-            tx.commit().await.map_err(err("COMMIT"))?;
-            return Ok(UpsertOutcome { created: false });
-        }
+        let exists: bool = template.get(8);
 
         // Attributes: the superuser-only ones are granted when the template has them and
         // never revoked (revoking needs superuser even when the clone lacks them).
-        let flag = |i: usize, yes: &'static str, no: &'static str| {
-            if template.get::<_, bool>(i) {
-                yes
-            } else {
-                no
-            }
-        };
+        let flag = |i: usize, yes: &'static str, no: &'static str| if template.get::<_, bool>(i) { yes } else { no };
         let mut attrs = vec!["LOGIN", flag(1, "INHERIT", "NOINHERIT"), flag(2, "CREATEROLE", "NOCREATEROLE")];
         attrs.push(flag(3, "CREATEDB", "NOCREATEDB"));
         for (i, name) in [(0, "SUPERUSER"), (4, "REPLICATION"), (5, "BYPASSRLS")] {
@@ -214,35 +215,22 @@ impl DatabaseBackend for PostgresBackend {
         }
         let limit: i32 = template.get(6);
         let valid_until: Option<String> = template.get(7);
-        let attrs = format!(
-            "{} CONNECTION LIMIT {limit} VALID UNTIL {}",
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        let mut statements = vec![format!(
+            "{verb} ROLE {user} WITH {} CONNECTION LIMIT {limit} VALID UNTIL {} {password}",
             attrs.join(" "),
             escape_literal(valid_until.as_deref().unwrap_or("infinity"))
-        );
-        let verb = if exists { "ALTER" } else { "CREATE" };
-        tx.batch_execute(&format!("{verb} ROLE {user} WITH {attrs} {password}"))
-            .await
-            .map_err(err("creating or altering the role"))?;
-
-        let memberships = tx
-            .query(
-                "SELECT r.rolname, m.admin_option FROM pg_auth_members m \
-                 JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = $1",
-                &[&req.template.as_str()],
-            )
-            .await
-            .map_err(err("reading the template's memberships"))?;
-        let template_ident = ident(req.template);
-        let mut grants = vec![format!("GRANT {template_ident} TO {user}")];
-        for row in memberships {
-            let role: String = row.get(0);
-            let admin_option = if row.get::<_, bool>(1) { " WITH ADMIN OPTION" } else { "" };
-            grants.push(format!("GRANT {} TO {user}{admin_option}", escape_identifier(&role)));
+        )];
+        statements.push(format!("GRANT {} TO {user}", ident(req.template)));
+        let (roles, admin_options): (Vec<String>, Vec<bool>) = (template.get(9), template.get(10));
+        for (role, admin_option) in roles.iter().zip(admin_options) {
+            let with_admin = if admin_option { " WITH ADMIN OPTION" } else { "" };
+            statements.push(format!("GRANT {} TO {user}{with_admin}", escape_identifier(role)));
         }
         // Sessions of the clone act as the original, so objects either creates are the original's.
-        grants.push(format!("ALTER ROLE {user} SET role = {}", escape_literal(req.template.as_str())));
-        tx.batch_execute(&grants.join(";\n")).await.map_err(err("granting memberships"))?;
-        tx.commit().await.map_err(err("COMMIT"))?;
+        statements.push(format!("ALTER ROLE {user} SET role = {}", escape_literal(req.template.as_str())));
+        // One simple-query message runs as one implicit transaction: all of it or none.
+        client.batch_execute(&statements.join(";\n")).await.map_err(err("creating or updating the role"))?;
         debug!(created = !exists, "role upserted");
         Ok(UpsertOutcome { created: !exists })
     }

@@ -137,32 +137,30 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
             master: master_arn.to_owned(),
             problem,
         };
-        let (meta, value) =
-            tokio::join!(ctx.store.describe(master_arn), ctx.store.get(master_arn, Selector::Stage(AWSCURRENT)));
-        let meta = meta.map_err(|e| fail(e.to_string()))?;
-        let value = value.map_err(|e| fail(e.to_string()))?.ok_or_else(|| fail("it has no AWSCURRENT value".into()))?;
-        let master = DatabaseSecret::parse_master(&value).map_err(fail)?;
+        let value = ctx.store.get(master_arn, Selector::Stage(AWSCURRENT)).await.map_err(|e| fail(e.to_string()))?;
+        let master = DatabaseSecret::parse_master(&value.ok_or_else(|| fail("it has no AWSCURRENT value".into()))?)
+            .map_err(fail)?;
 
-        let rds = if let Some(arn) = meta.tags.get(RDS_INSTANCE_TAG) {
-            Some(self.rds.instance(arn).await.map_err(|e| fail(format!("DescribeDBInstances {arn}: {e}")))?)
-        } else if let Some(arn) = meta.tags.get(RDS_CLUSTER_TAG) {
-            Some(self.rds.cluster(arn).await.map_err(|e| fail(format!("DescribeDBClusters {arn}: {e}")))?)
-        } else {
-            None
-        };
-        let (host, port, engine) = match rds {
-            Some(found) => {
+        // A master secret that names its host is used as it is (one call saved); one that
+        // does not must be RDS-managed, and its tags say which instance or cluster to ask.
+        let (host, port, engine) = match master.host.clone() {
+            Some(host) => {
+                let engine = master.engine.unwrap_or(user.endpoint.engine);
+                (host, master.port.unwrap_or(engine.default_port()), engine)
+            }
+            None => {
+                let meta = ctx.store.describe(master_arn).await.map_err(|e| fail(e.to_string()))?;
+                let found = if let Some(arn) = meta.tags.get(RDS_INSTANCE_TAG) {
+                    self.rds.instance(arn).await.map_err(|e| fail(format!("DescribeDBInstances {arn}: {e}")))?
+                } else if let Some(arn) = meta.tags.get(RDS_CLUSTER_TAG) {
+                    self.rds.cluster(arn).await.map_err(|e| fail(format!("DescribeDBClusters {arn}: {e}")))?
+                } else {
+                    return Err(fail("missing key \"host\" (and no aws:rds:primaryDB*Arn tag to look it up)".into()));
+                };
                 let engine = Engine::parse(&found.engine).ok_or_else(|| {
                     fail(format!("RDS reports engine {:?}, which keyturn does not rotate", found.engine))
                 })?;
                 (found.host, found.port, engine)
-            }
-            None => {
-                let host = master.host.clone().ok_or_else(|| {
-                    fail("missing key \"host\" (and no aws:rds:primaryDB*Arn tag to look it up)".into())
-                })?;
-                let engine = master.engine.unwrap_or(user.endpoint.engine);
-                (host, master.port.unwrap_or(engine.default_port()), engine)
             }
         };
         if engine.family() != user.endpoint.engine.family() {
