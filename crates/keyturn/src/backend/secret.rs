@@ -118,14 +118,26 @@ pub struct Credentials {
     pub password: SecretString,
 }
 
-/// A parsed database secret (a user's, or the admin one `masterarn` names).
-#[derive(Debug, Clone)]
+/// A parsed database secret (a user's, or the admin one `masterarn` names). Debug shows
+/// the key names of the JSON it came from, never their values.
+#[derive(Clone)]
 pub struct DatabaseSecret {
     pub endpoint: Endpoint,
     pub credentials: Credentials,
     pub masterarn: Option<String>,
     /// Every key of the original JSON, so unknown keys survive a rotation.
     raw: Map<String, Value>,
+}
+
+impl std::fmt::Debug for DatabaseSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSecret")
+            .field("endpoint", &self.endpoint)
+            .field("credentials", &self.credentials)
+            .field("masterarn", &self.masterarn)
+            .field("keys", &self.raw.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// What is wrong with a secret's JSON. Never includes a value.
@@ -308,6 +320,19 @@ mod tests {
         }
         let err = parse(r#"{"engine":"postgres","host":"db","username":"a","password":"hunter2","#).unwrap_err();
         assert!(!err.contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_shows_no_secret_value() {
+        let s =
+            parse(r#"{"engine":"postgres","host":"db","username":"app","password":"hunter2-pw","token":"t0ps3cret"}"#)
+                .unwrap();
+        let shown =
+            format!("{s:?} {:?}", s.with_credentials(&Username::parse("b").unwrap(), SecretString::from("n3w-pw")));
+        for value in ["hunter2-pw", "t0ps3cret", "n3w-pw"] {
+            assert!(!shown.contains(value), "{shown}");
+        }
+        assert!(shown.contains("\"token\""), "key names are shown: {shown}");
     }
 
     #[test]
