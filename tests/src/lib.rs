@@ -5,6 +5,7 @@
 //! the process. Tests share them and isolate themselves by name ([`TestEnv::unique`]).
 
 pub mod lambda;
+pub mod mariadb;
 pub mod moto;
 pub mod pki;
 pub mod postgres;
@@ -19,11 +20,13 @@ use std::sync::{Mutex, OnceLock};
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use keyturn::aws::rds::RdsClient;
 use keyturn::aws::secretsmanager::SecretsManagerStore;
+use keyturn::backend::mysql::MysqlBackend;
 use keyturn::backend::postgres::{PostgresBackend, Timeouts};
+use keyturn::backend::Databases;
 use keyturn::backend::tls;
 use keyturn::password::PasswordPolicy;
 use keyturn::rotation::database::{DatabaseRotation, Strategy};
-use keyturn::rotation::{Outcome, RotationError, RotationEvent, Rotator, Step};
+use keyturn::rotation::{Outcome, RotationError, RotationEvent, RotationTarget, Rotator, Step};
 use rand::Rng;
 use serde_json::Value;
 
@@ -35,6 +38,15 @@ pub struct Harness {
     pub ca_file: PathBuf,
     pub moto: moto::Moto,
     pub pg: postgres::Postgres,
+    pki: pki::Pki,
+    mariadb: OnceLock<mariadb::Mariadb>,
+}
+
+impl Harness {
+    /// The MariaDB server, started on first use (PostgreSQL-only tests never pay for it).
+    pub fn mariadb(&self) -> &mariadb::Mariadb {
+        self.mariadb.get_or_init(|| mariadb::start(&self.work, &self.pki))
+    }
 }
 
 /// A random 36-character token shaped like a UUID (Secrets Manager wants 32 to 64).
@@ -55,7 +67,7 @@ pub fn harness() -> &'static Harness {
         let pki = pki::generate(&work, &["localhost"]);
         let pg = postgres::start(&work, &pki);
         let moto = moto::start(&work);
-        Harness { work, ca_file: pki.ca_cert, moto, pg }
+        Harness { work, ca_file: pki.ca_cert.clone(), moto, pg, pki, mariadb: OnceLock::new() }
     })
 }
 
@@ -105,7 +117,7 @@ pub fn captured_logs() -> String {
 }
 
 /// The rotator the tests use, built as the function builds it.
-pub type TestRotator = Rotator<SecretsManagerStore, DatabaseRotation<PostgresBackend, RdsClient>>;
+pub type TestRotator = Rotator<SecretsManagerStore, DatabaseRotation<Databases, RdsClient>>;
 
 /// One test's view of the harness: SDK clients bound to the test's runtime, and names
 /// that no other test uses.
@@ -158,8 +170,11 @@ impl TestEnv {
 
     /// A rotator wired as rotate-database wires it, trusting the harness CA.
     pub fn rotator(&self, strategy: Strategy) -> TestRotator {
-        let tls = tls::client_config(std::slice::from_ref(&self.h.ca_file)).expect("TLS config");
-        let backend = PostgresBackend::new(tls, Timeouts::default());
+        let ca = std::slice::from_ref(&self.h.ca_file);
+        let backend = Databases {
+            postgres: PostgresBackend::new(tls::client_config(ca).expect("TLS config"), Timeouts::default()),
+            mysql: MysqlBackend::new(ca, Timeouts::default()).expect("CA file"),
+        };
         let target = DatabaseRotation::new(backend, RdsClient::new(&self.sdk), strategy, PasswordPolicy::default());
         Rotator::new(SecretsManagerStore::new(&self.sdk, None), target)
     }
@@ -253,9 +268,9 @@ impl TestEnv {
     }
 
     /// Runs one step as Secrets Manager would invoke it.
-    pub async fn step(
+    pub async fn step<T: RotationTarget>(
         &self,
-        rotator: &TestRotator,
+        rotator: &Rotator<SecretsManagerStore, T>,
         arn: &str,
         token: &str,
         step: Step,

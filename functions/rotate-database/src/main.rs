@@ -1,4 +1,5 @@
-//! rotate-database: the Secrets Manager rotation function for database secrets.
+//! rotate-database: the Secrets Manager rotation function for database secrets
+//! (PostgreSQL, Aurora PostgreSQL, MySQL, Aurora MySQL, MariaDB).
 //!
 //! `main` reads configuration and builds the AWS clients, TLS roots and backend once per
 //! container; each invocation only borrows them.
@@ -8,7 +9,9 @@
 
 use keyturn::aws::rds::RdsClient;
 use keyturn::aws::secretsmanager::SecretsManagerStore;
+use keyturn::backend::mysql::MysqlBackend;
 use keyturn::backend::postgres::PostgresBackend;
+use keyturn::backend::Databases;
 use keyturn::backend::tls;
 use keyturn::config::RotateDatabaseConfig;
 use keyturn::rotation::database::DatabaseRotation;
@@ -22,7 +25,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = RotateDatabaseConfig::from_env()?;
     let sdk = aws_config::load_from_env().await;
     let store = SecretsManagerStore::new(&sdk, config.secrets_manager_endpoint.as_deref());
-    let backend = PostgresBackend::new(tls::client_config(&config.extra_ca_files)?, config.timeouts);
+    let backend = Databases {
+        postgres: PostgresBackend::new(tls::client_config(&config.extra_ca_files)?, config.timeouts),
+        mysql: MysqlBackend::new(&config.extra_ca_files, config.timeouts)?,
+    };
     let target = DatabaseRotation::new(backend, RdsClient::new(&sdk), config.strategy, config.passwords);
     let rotator = &Rotator::new(store, target);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

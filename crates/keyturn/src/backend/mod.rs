@@ -6,6 +6,7 @@
 //! Vault's dbplugin v5: verify a login, change a password, create or update a user like a
 //! template, delete a user (which succeeds when the user is already gone).
 
+pub mod mysql;
 pub mod postgres;
 pub mod secret;
 pub mod tls;
@@ -51,8 +52,9 @@ pub trait DatabaseBackend: Send + Sync {
     /// Whether this backend handles `engine`.
     fn serves(&self, engine: Engine) -> bool;
 
-    /// The longest username `engine` accepts, in bytes.
-    fn max_username_len(&self, engine: Engine) -> usize;
+    /// Whether `engine` accepts `username` (length, characters), before anything changes;
+    /// the error says what is wrong.
+    fn check_username(&self, engine: Engine, username: &Username) -> Result<(), String>;
 
     /// Logs in and runs a trivial query. `Err(LoginRefused)` when the server refuses the
     /// credentials; any other error means the answer is unknown.
@@ -111,5 +113,64 @@ impl BackendError {
             BackendError::Database { retryable, .. } => *retryable,
             _ => false,
         }
+    }
+}
+
+/// Every database engine rotate-database serves, chosen per secret by its `engine` key.
+#[derive(Clone)]
+pub struct Databases {
+    pub postgres: postgres::PostgresBackend,
+    pub mysql: mysql::MysqlBackend,
+}
+
+/// Calls the same method on the backend of the engine's family.
+macro_rules! dispatch {
+    ($self:ident, $engine:expr, $backend:ident => $call:expr) => {
+        match $engine.family() {
+            Family::Postgres => {
+                let $backend = &$self.postgres;
+                $call
+            }
+            Family::Mysql => {
+                let $backend = &$self.mysql;
+                $call
+            }
+        }
+    };
+}
+
+impl DatabaseBackend for Databases {
+    fn serves(&self, _engine: Engine) -> bool {
+        true
+    }
+
+    fn check_username(&self, engine: Engine, username: &Username) -> Result<(), String> {
+        dispatch!(self, engine, b => b.check_username(engine, username))
+    }
+
+    async fn verify(&self, endpoint: &Endpoint, login: &Credentials) -> Result<(), BackendError> {
+        dispatch!(self, endpoint.engine, b => b.verify(endpoint, login).await)
+    }
+
+    async fn set_own_password(&self, endpoint: &Endpoint, req: SetOwnPassword<'_>) -> Result<(), BackendError> {
+        dispatch!(self, endpoint.engine, b => b.set_own_password(endpoint, req).await)
+    }
+
+    async fn upsert_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: UpsertUser<'_>,
+    ) -> Result<UpsertOutcome, BackendError> {
+        dispatch!(self, endpoint.engine, b => b.upsert_user(endpoint, admin, req).await)
+    }
+
+    async fn delete_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: DeleteUser<'_>,
+    ) -> Result<(), BackendError> {
+        dispatch!(self, endpoint.engine, b => b.delete_user(endpoint, admin, req).await)
     }
 }

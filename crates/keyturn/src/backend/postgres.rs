@@ -146,8 +146,12 @@ impl DatabaseBackend for PostgresBackend {
         engine.family() == Family::Postgres
     }
 
-    fn max_username_len(&self, _engine: Engine) -> usize {
-        MAX_USERNAME_BYTES
+    fn check_username(&self, engine: Engine, username: &Username) -> Result<(), String> {
+        let len = username.as_str().len();
+        match len > MAX_USERNAME_BYTES {
+            true => Err(format!("is {len} bytes, over the {MAX_USERNAME_BYTES}-byte limit of {}", engine.as_str())),
+            false => Ok(()),
+        }
     }
 
     #[instrument(skip_all, fields(user = %login.username))]

@@ -278,16 +278,11 @@ impl<B: DatabaseBackend, R: RdsLookup> RotationTarget for DatabaseRotation<B, R>
             Strategy::AlternatingUsers => alternate(&current.credentials.username),
         };
         let engine = current.endpoint.engine;
-        let max = self.backend.max_username_len(engine);
-        if username.as_str().len() > max {
-            return Err(RotationError::UsernameTooLong {
-                secret: ctx.arn().to_owned(),
-                username: username.to_string(),
-                len: username.as_str().len(),
-                max,
-                engine: engine.as_str(),
-            });
-        }
+        self.backend.check_username(engine, &username).map_err(|problem| RotationError::InvalidUsername {
+            secret: ctx.arn().to_owned(),
+            username: username.to_string(),
+            problem,
+        })?;
         if self.strategy == Strategy::AlternatingUsers {
             // Fail on an unusable admin secret now, before a pending version exists.
             self.master(ctx, &current, "AWSCURRENT").await?;

@@ -124,8 +124,8 @@ pub enum RotationError {
     InvalidSecret { secret: String, what: String, problem: String },
     #[error("secret {secret}: master secret {master}: {problem}")]
     MasterSecret { secret: String, master: String, problem: String },
-    #[error("secret {secret}: username {username:?} is {len} bytes, over the {max}-byte limit of {engine}")]
-    UsernameTooLong { secret: String, username: String, len: usize, max: usize, engine: &'static str },
+    #[error("secret {secret}: username {username:?} {problem}")]
+    InvalidUsername { secret: String, username: String, problem: String },
     #[error("secret {secret}: none of the secret's versions logs in as {username:?} (tried {tried})")]
     NoWorkingCredentials { secret: String, username: String, tried: String },
     #[error("secret {secret}: {action}: {source}")]
@@ -165,7 +165,7 @@ impl RotationError {
             RotationError::MissingValue { .. } => "MissingValue",
             RotationError::InvalidSecret { .. } => "InvalidSecret",
             RotationError::MasterSecret { .. } => "MasterSecret",
-            RotationError::UsernameTooLong { .. } => "UsernameTooLong",
+            RotationError::InvalidUsername { .. } => "InvalidUsername",
             RotationError::NoWorkingCredentials { .. } => "NoWorkingCredentials",
             RotationError::Backend { .. } => "Backend",
             RotationError::Store { .. } => "Store",
