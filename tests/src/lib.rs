@@ -22,8 +22,8 @@ use keyturn::aws::rds::RdsClient;
 use keyturn::aws::secretsmanager::SecretsManagerStore;
 use keyturn::backend::mysql::MysqlBackend;
 use keyturn::backend::postgres::{PostgresBackend, Timeouts};
-use keyturn::backend::Databases;
 use keyturn::backend::tls;
+use keyturn::backend::Databases;
 use keyturn::password::PasswordPolicy;
 use keyturn::rotation::database::{DatabaseRotation, Strategy};
 use keyturn::rotation::{Outcome, RotationError, RotationEvent, RotationTarget, Rotator, Step};
@@ -170,12 +170,17 @@ impl TestEnv {
 
     /// A rotator wired as rotate-database wires it, trusting the harness CA.
     pub fn rotator(&self, strategy: Strategy) -> TestRotator {
+        self.rotator_with(strategy, PasswordPolicy::default())
+    }
+
+    /// [`TestEnv::rotator`] with another password policy.
+    pub fn rotator_with(&self, strategy: Strategy, passwords: PasswordPolicy) -> TestRotator {
         let ca = std::slice::from_ref(&self.h.ca_file);
         let backend = Databases {
             postgres: PostgresBackend::new(tls::client_config(ca).expect("TLS config"), Timeouts::default()),
             mysql: MysqlBackend::new(ca, Timeouts::default()).expect("CA file"),
         };
-        let target = DatabaseRotation::new(backend, RdsClient::new(&self.sdk), strategy, PasswordPolicy::default());
+        let target = DatabaseRotation::new(backend, RdsClient::new(&self.sdk), strategy, passwords);
         Rotator::new(SecretsManagerStore::new(&self.sdk, None), target)
     }
 

@@ -520,3 +520,19 @@ async fn an_rds_managed_master_secret_is_located_through_rds() {
     assert!(err.to_string().contains(&address), "{err}");
     assert!(!role_exists(&env, &format!("{user}_clone")).await);
 }
+
+#[tokio::test]
+async fn passwords_with_every_printable_character_work() {
+    let policy = keyturn::password::PasswordPolicy::new(96, "").unwrap();
+    for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
+        let env = TestEnv::new("chars").await;
+        let rotator = env.rotator_with(strategy, policy.clone());
+        let arn = secret_for(&env, strategy).await;
+        for _ in 0..3 {
+            env.rotate(&rotator, &arn).await;
+            let (u, p) = env.login_of(&arn, AWSCURRENT).await;
+            assert!(env.can_login(&u, &p).await, "{strategy:?}");
+        }
+        env.assert_no_password_logged(&arn).await;
+    }
+}

@@ -4,8 +4,10 @@
 //!   cleartext, so keyturn sends it the account's `mysql_native_password` hash
 //!   (`IDENTIFIED BY PASSWORD '*…'`), computed here. MySQL rewrites passwords out of its
 //!   logs itself, so there `IDENTIFIED BY '…'` keeps the account's own plugin.
-//! - The statement matches the server: `ALTER USER` from MariaDB 10.2 and MySQL 5.7.6,
-//!   `SET PASSWORD` before.
+//! - A user changes its own password with the statement its server allows: `SET PASSWORD =
+//!   '<hash>'` on MariaDB (whose `ALTER USER` needs CREATE USER even on oneself) and on
+//!   MySQL before 5.7.6, `ALTER USER CURRENT_USER()` on later MySQL. An admin uses
+//!   `CREATE USER` / `ALTER USER`.
 //! - TLS is verified (public roots, the RDS bundle, extra CA files) unless the secret says
 //!   `"ssl": false`; a server without TLS is refused, never used in plaintext.
 //! - Alternating users: the clone is created on the original's own host part, with the
@@ -244,18 +246,18 @@ impl DatabaseBackend for MysqlBackend {
     async fn set_own_password(&self, endpoint: &Endpoint, req: SetOwnPassword<'_>) -> Result<(), BackendError> {
         let Session { mut conn, server } = self.connect(endpoint, req.login).await?;
         let err = |op| move |e| classify(e, endpoint, req.login, op);
-        let sql = if server.has_alter_user() {
-            // The plugin decides the hash MariaDB needs; SHOW CREATE USER works on oneself.
-            let plugin = match server.mariadb {
-                true => {
-                    let create: Option<(String,)> =
-                        conn.query_first("SHOW CREATE USER CURRENT_USER()").await.map_err(err("SHOW CREATE USER"))?;
-                    plugin_of(&create.map(|(c,)| c).unwrap_or_default())
-                }
-                false => String::new(),
-            };
-            format!("ALTER USER CURRENT_USER() {}", server.auth_clause(&plugin, req.new_password)?)
+        let sql = if server.mariadb {
+            // MariaDB's ALTER USER needs CREATE USER even on oneself; SET PASSWORD does not.
+            // The account's plugin decides the hash, and SHOW CREATE USER works on oneself.
+            let create: Option<(String,)> =
+                conn.query_first("SHOW CREATE USER CURRENT_USER()").await.map_err(err("SHOW CREATE USER"))?;
+            let plugin = plugin_of(&create.map(|(c,)| c).unwrap_or_default());
+            server.auth_clause(&plugin, req.new_password)?;
+            format!("SET PASSWORD = {}", literal(&native_password_hash(req.new_password)))
+        } else if server.has_alter_user() {
+            format!("ALTER USER CURRENT_USER() {}", server.auth_clause("", req.new_password)?)
         } else {
+            // MySQL before 5.7.6 takes the hash as a literal.
             format!("SET PASSWORD = {}", literal(&native_password_hash(req.new_password)))
         };
         conn.query_drop(sql).await.map_err(err("changing the password"))?;
@@ -297,6 +299,12 @@ impl DatabaseBackend for MysqlBackend {
                 )));
             }
         };
+        if !server.has_alter_user() {
+            let (a, b, c) = server.version;
+            return Err(invalid(format!(
+                "server version {a}.{b}.{c} has no ALTER USER (MariaDB 10.2 or MySQL 5.7.6 needed for alternating users)"
+            )));
+        }
         let auth = server.auth_clause(&plugin, req.password)?;
         let target = account(req.username.as_str(), &host);
         if req.username == req.template {

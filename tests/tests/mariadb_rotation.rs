@@ -1,0 +1,349 @@
+//! MariaDB rotation against a real server and moto: logins that work or are refused,
+//! grants and TLS requirements that match, and no password in the server's general log.
+
+use keyturn::backend::mysql::{literal, native_password_hash};
+use keyturn::rotation::database::Strategy;
+use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
+use keyturn::rotation::{RotationError, Step};
+use keyturn_tests::{random_token, TestEnv};
+use mysql_async::prelude::Queryable;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+const STEPS: [Step; 4] = [Step::Create, Step::Set, Step::Test, Step::Finish];
+
+/// A session over verified TLS (accounts may REQUIRE SSL).
+async fn connect(env: &TestEnv, user: &str, password: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
+    let m = env.h.mariadb();
+    let ssl = mysql_async::SslOpts::default().with_root_certs(vec![env.h.ca_file.clone().into()]);
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("localhost")
+        .tcp_port(m.port)
+        .user(Some(user))
+        .pass(Some(password))
+        .prefer_socket(false)
+        .ssl_opts(Some(ssl));
+    mysql_async::Conn::new(opts).await
+}
+
+async fn admin(env: &TestEnv) -> mysql_async::Conn {
+    let m = env.h.mariadb();
+    connect(env, &m.admin, &m.admin_password).await.expect("admin login")
+}
+
+/// Whether `user` logs in with `password`; panics on anything but success or refusal.
+async fn can_login(env: &TestEnv, user: &str, password: &str) -> bool {
+    match connect(env, user, password).await {
+        Ok(conn) => {
+            conn.disconnect().await.ok();
+            true
+        }
+        Err(mysql_async::Error::Server(e)) if e.code == 1045 => false,
+        Err(e) => panic!("login check for {user:?} failed unexpectedly: {e}"),
+    }
+}
+
+/// Creates `'user'@'%'` with a hash (the general log is searched for passwords).
+async fn create_account(env: &TestEnv, user: &str, password: &str, extra: &str) {
+    let hash = native_password_hash(&SecretString::from(password.to_owned()));
+    let sql = format!("CREATE USER {}@'%' IDENTIFIED BY PASSWORD '{hash}' {extra}", literal(user));
+    admin(env).await.query_drop(sql).await.expect("create account");
+}
+
+fn secret(env: &TestEnv, user: &str, password: &str) -> Value {
+    json!({
+        "engine": "mariadb",
+        "host": "localhost",
+        "port": env.h.mariadb().port,
+        "username": user,
+        "password": password,
+    })
+}
+
+fn admin_secret(env: &TestEnv) -> Value {
+    let m = env.h.mariadb();
+    secret(env, &m.admin, &m.admin_password)
+}
+
+/// SHOW GRANTS of `user`@`%`, with the user's name, its password hash and TLS clause
+/// taken out, so two users' grants compare equal when they have the same rights.
+async fn grants(env: &TestEnv, user: &str) -> Vec<String> {
+    let lines: Vec<String> = admin(env).await.query(format!("SHOW GRANTS FOR {}@'%'", literal(user))).await.unwrap();
+    let mut normalized: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let l = l.replace(&format!("`{user}`@`%`"), "GRANTEE");
+            match l.find(" IDENTIFIED BY PASSWORD") {
+                Some(at) => l[..at].to_owned(),
+                None => l,
+            }
+        })
+        .collect();
+    normalized.sort();
+    normalized
+}
+
+async fn tls_requirement(env: &TestEnv, user: &str) -> (String, String, String) {
+    admin(env)
+        .await
+        .exec_first(
+            "SELECT ssl_type, CAST(x509_issuer AS CHAR), CAST(x509_subject AS CHAR) FROM mysql.user WHERE User = ?",
+            (user,),
+        )
+        .await
+        .unwrap()
+        .expect("account exists")
+}
+
+async fn assert_no_password_in_general_log(env: &TestEnv, arn: &str) {
+    let log = std::fs::read_to_string(&env.h.mariadb().general_log).expect("read the general log");
+    assert!(log.contains("ALTER USER") || log.contains("CREATE USER"), "the general log is not recording");
+    for p in env.all_passwords(arn).await {
+        assert!(!log.contains(&p), "a password of {arn} appears in MariaDB's general log");
+    }
+    env.assert_no_password_logged(arn).await;
+}
+
+async fn single_user_secret(env: &TestEnv, name: &str) -> (String, String, String) {
+    let user = env.unique(name);
+    let password = random_token();
+    create_account(env, &user, &password, "").await;
+    let arn = env.create_secret(name, &secret(env, &user, &password)).await;
+    (arn, user, password)
+}
+
+/// An original with database, table, column and role grants, a default role and REQUIRE
+/// SSL, its secret and the admin secret.
+async fn alternating_secret(env: &TestEnv, name: &str) -> (String, String) {
+    let user = env.unique(name);
+    let password = random_token();
+    create_account(env, &user, &password, "REQUIRE SSL").await;
+    let db = format!("{user}_db");
+    let role = format!("{user}_reader");
+    let mut a = admin(env).await;
+    for sql in [
+        format!("CREATE DATABASE `{db}`"),
+        format!("CREATE TABLE `{db}`.items (id INT, name TEXT)"),
+        format!("GRANT SELECT, INSERT ON `{db}`.* TO {}@'%'", literal(&user)),
+        format!("GRANT UPDATE (name) ON `{db}`.items TO {}@'%'", literal(&user)),
+        format!("GRANT DELETE ON `{db}`.items TO {}@'%' WITH GRANT OPTION", literal(&user)),
+        format!("CREATE ROLE `{role}`"),
+        format!("GRANT SELECT ON mysql.db TO `{role}`"),
+        format!("GRANT `{role}` TO {}@'%'", literal(&user)),
+        format!("SET DEFAULT ROLE `{role}` FOR {}@'%'", literal(&user)),
+    ] {
+        a.query_drop(sql).await.expect("set up the original");
+    }
+    let master = env.create_secret(&format!("{name}-master"), &admin_secret(env)).await;
+    let mut value = secret(env, &user, &password);
+    value["masterarn"] = json!(master);
+    (env.create_secret(name, &value).await, user)
+}
+
+#[tokio::test]
+async fn mariadb_single_user_three_rotations() {
+    let env = TestEnv::new("msingle").await;
+    let rotator = env.rotator(Strategy::SingleUser);
+    let (arn, user, first) = single_user_secret(&env, "app").await;
+    let mut old = vec![first];
+    for _ in 0..3 {
+        env.rotate(&rotator, &arn).await;
+        let (u, current) = env.login_of(&arn, AWSCURRENT).await;
+        assert_eq!(u, user);
+        assert!(can_login(&env, &user, &current).await, "AWSCURRENT does not log in");
+        for password in &old {
+            assert!(!can_login(&env, &user, password).await, "an old password still logs in");
+        }
+        old.push(current);
+    }
+    assert_no_password_in_general_log(&env, &arn).await;
+}
+
+#[tokio::test]
+async fn mariadb_alternating_users_three_rotations_keep_grants_in_step() {
+    let env = TestEnv::new("malt").await;
+    let rotator = env.rotator(Strategy::AlternatingUsers);
+    let (arn, user) = alternating_secret(&env, "app").await;
+    let clone = format!("{user}_clone");
+    let mut history = vec![env.login_of(&arn, AWSCURRENT).await];
+    for round in 0..3 {
+        env.rotate(&rotator, &arn).await;
+        let current = env.login_of(&arn, AWSCURRENT).await;
+        assert_eq!(&current.0, if round % 2 == 0 { &clone } else { &user }, "round {round}");
+        assert!(can_login(&env, &current.0, &current.1).await, "AWSCURRENT does not log in");
+        let previous = env.login_of(&arn, AWSPREVIOUS).await;
+        assert_eq!(&previous, history.last().unwrap());
+        assert!(can_login(&env, &previous.0, &previous.1).await, "AWSPREVIOUS must stay valid");
+        if history.len() >= 2 {
+            let (u, p) = &history[history.len() - 2];
+            assert!(!can_login(&env, u, p).await, "the credentials of two rotations ago must be refused");
+        }
+        history.push(current);
+        // The clone was just (re)shaped at rounds 0 and 2.
+        if round != 1 {
+            assert_eq!(grants(&env, &clone).await, grants(&env, &user).await, "round {round}: grants differ");
+        }
+        if round == 0 {
+            // A grant given to the original later reaches the clone at its next rotation,
+            // and one taken away is taken from the clone too.
+            let mut a = admin(&env).await;
+            a.query_drop(format!("GRANT CREATE ON `{user}_db`.* TO {}@'%'", literal(&user))).await.unwrap();
+            a.query_drop(format!("REVOKE INSERT ON `{user}_db`.* FROM {}@'%'", literal(&user))).await.unwrap();
+        }
+        assert_eq!(tls_requirement(&env, &clone).await, tls_requirement(&env, &user).await);
+    }
+    let g = grants(&env, &clone).await;
+    assert!(g.iter().any(|l| l.contains("CREATE")) && !g.iter().any(|l| l.contains("INSERT")), "{g:?}");
+    assert_eq!(tls_requirement(&env, &clone).await.0, "ANY", "REQUIRE SSL copied");
+    assert_no_password_in_general_log(&env, &arn).await;
+}
+
+#[tokio::test]
+async fn mariadb_steps_twice_and_restarts_converge() {
+    for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
+        for stop_after in 0..=4 {
+            let env = TestEnv::new("mcrash").await;
+            let rotator = env.rotator(strategy);
+            let arn = match strategy {
+                Strategy::SingleUser => single_user_secret(&env, "app").await.0,
+                Strategy::AlternatingUsers => alternating_secret(&env, "app").await.0,
+            };
+            let token = env.start_rotation(&arn).await;
+            // stop_after 0: every step twice; otherwise stop after that step and restart.
+            for step in &STEPS[..stop_after] {
+                env.step(&rotator, &arn, &token, *step).await.unwrap();
+            }
+            for step in STEPS {
+                env.step(&rotator, &arn, &token, step).await.unwrap();
+                if stop_after == 0 {
+                    env.step(&rotator, &arn, &token, step).await.unwrap();
+                }
+            }
+            let (u, p) = env.login_of(&arn, AWSCURRENT).await;
+            assert!(can_login(&env, &u, &p).await, "{strategy:?} stop after {stop_after}");
+            let stages = env.stages(&arn).await;
+            assert!(!stages.values().any(|s| s.contains(AWSPENDING)), "{stages:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn mariadb_abandoned_rotation_heals() {
+    let env = TestEnv::new("mheal").await;
+    let rotator = env.rotator(Strategy::SingleUser);
+    let (arn, user, _) = single_user_secret(&env, "app").await;
+    let abandoned = env.start_rotation(&arn).await;
+    env.step(&rotator, &arn, &abandoned, Step::Create).await.unwrap();
+    env.step(&rotator, &arn, &abandoned, Step::Set).await.unwrap();
+    env.sm
+        .update_secret_version_stage()
+        .secret_id(&arn)
+        .version_stage(AWSPENDING)
+        .remove_from_version_id(&abandoned)
+        .send()
+        .await
+        .unwrap();
+    env.rotate(&rotator, &arn).await;
+    let (_, healed) = env.login_of(&arn, AWSCURRENT).await;
+    assert!(can_login(&env, &user, &healed).await);
+}
+
+/// Runs a rotation until a step fails; returns that error.
+async fn rotation_error(env: &TestEnv, strategy: Strategy, arn: &str) -> RotationError {
+    let rotator = env.rotator(strategy);
+    let token = env.start_rotation(arn).await;
+    for step in STEPS {
+        if let Err(e) = env.step(&rotator, arn, &token, step).await {
+            return e;
+        }
+    }
+    panic!("the rotation of {arn} succeeded");
+}
+
+async fn account_exists(env: &TestEnv, user: &str) -> bool {
+    let found: Option<String> =
+        admin(env).await.exec_first("SELECT User FROM mysql.user WHERE User = ?", (user,)).await.unwrap();
+    found.is_some()
+}
+
+#[tokio::test]
+async fn mariadb_bad_inputs_are_refused_and_change_nothing() {
+    let env = TestEnv::new("mbad").await;
+    let master = env.create_secret("master", &admin_secret(&env)).await;
+
+    // An admin without the right to create users.
+    let weak = env.unique("weak");
+    let weak_password = random_token();
+    create_account(&env, &weak, &weak_password, "").await;
+    let weak_master = env.create_secret("weak-master", &secret(&env, &weak, &weak_password)).await;
+
+    let user = env.unique("app");
+    let password = random_token();
+    create_account(&env, &user, &password, "").await;
+    let with_master = |m: &str| {
+        let mut v = secret(&env, &user, &password);
+        v["masterarn"] = json!(m);
+        v
+    };
+    let mut quoted = secret(&env, "o'brien", &password);
+    quoted["masterarn"] = json!(master);
+    let mut backtick = secret(&env, "tick`user", &password);
+    backtick["masterarn"] = json!(master);
+    // 27 characters + "_clone" is over MySQL's 32.
+    let mut long = secret(&env, &"m".repeat(27), &password);
+    long["engine"] = json!("mysql");
+    long["masterarn"] = json!(master);
+    let mut no_user = secret(&env, &env.unique("ghost"), &password);
+    no_user["masterarn"] = json!(master);
+
+    let cases: Vec<(&str, Strategy, Value, &str)> = vec![
+        ("quote", Strategy::AlternatingUsers, quoted, "contains '\\''"),
+        ("backtick", Strategy::AlternatingUsers, backtick, "contains '`'"),
+        ("long", Strategy::AlternatingUsers, long, "over the 32-character limit of mysql"),
+        (
+            "nomaster",
+            Strategy::AlternatingUsers,
+            with_master("arn:aws:secretsmanager:us-east-1:123456789012:secret:none-AbCdEf"),
+            "none-AbCdEf",
+        ),
+        ("weak", Strategy::AlternatingUsers, with_master(&weak_master), "SELECT command denied"),
+        ("ghost", Strategy::AlternatingUsers, no_user, "does not exist"),
+        (
+            "engine",
+            Strategy::SingleUser,
+            json!({"engine": "db2", "host": "localhost", "username": user, "password": password}),
+            "unknown engine",
+        ),
+    ];
+    for (name, strategy, value, expected) in cases {
+        let arn = env.create_secret(name, &value).await;
+        let err = rotation_error(&env, strategy, &arn).await;
+        let message = err.to_string();
+        assert!(message.contains(expected), "{name}: {message}");
+        assert!(message.contains(&arn), "{name}: the error must name the secret: {message}");
+        assert!(!message.contains(&password), "{name}: the error shows a password");
+        assert_eq!(env.value(&arn, AWSCURRENT).await, value, "{name}: AWSCURRENT changed");
+        assert!(can_login(&env, &user, &password).await, "{name}: the password changed");
+        assert!(!account_exists(&env, &format!("{user}_clone")).await, "{name}: a clone was created");
+    }
+}
+
+#[tokio::test]
+async fn passwords_with_every_printable_character_work() {
+    // Nothing excluded: quotes, backslashes, `@`, `:` and `/` all appear.
+    let policy = keyturn::password::PasswordPolicy::new(96, "").unwrap();
+    let env = TestEnv::new("mchars").await;
+    for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
+        let rotator = env.rotator_with(strategy, policy.clone());
+        let arn = match strategy {
+            Strategy::SingleUser => single_user_secret(&env, "app").await.0,
+            Strategy::AlternatingUsers => alternating_secret(&env, "alt").await.0,
+        };
+        for _ in 0..3 {
+            env.rotate(&rotator, &arn).await;
+            let (u, p) = env.login_of(&arn, AWSCURRENT).await;
+            assert!(can_login(&env, &u, &p).await, "{strategy:?}");
+        }
+        assert_no_password_in_general_log(&env, &arn).await;
+    }
+}
