@@ -210,6 +210,66 @@ impl TestEnv {
         config
     }
 
+    /// A MariaDB session over verified TLS (accounts may REQUIRE SSL).
+    pub async fn mariadb_session(&self, user: &str, password: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
+        let m = self.h.mariadb();
+        let ssl = mysql_async::SslOpts::default().with_root_certs(vec![self.h.ca_file.clone().into()]);
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("localhost")
+            .tcp_port(m.port)
+            .user(Some(user))
+            .pass(Some(password))
+            .prefer_socket(false)
+            .ssl_opts(Some(ssl));
+        mysql_async::Conn::new(opts).await
+    }
+
+    /// The MariaDB admin's session.
+    pub async fn mariadb_admin(&self) -> mysql_async::Conn {
+        let m = self.h.mariadb();
+        self.mariadb_session(&m.admin, &m.admin_password).await.expect("MariaDB admin login")
+    }
+
+    /// Whether `user` logs in to MariaDB with `password`; panics on anything but success
+    /// or refusal.
+    pub async fn can_login_mariadb(&self, user: &str, password: &str) -> bool {
+        match self.mariadb_session(user, password).await {
+            Ok(conn) => {
+                conn.disconnect().await.ok();
+                true
+            }
+            Err(mysql_async::Error::Server(e)) if e.code == 1045 => false,
+            Err(e) => panic!("MariaDB login check for {user:?} failed unexpectedly: {e}"),
+        }
+    }
+
+    /// Creates `'user'@'%'` on MariaDB with a hash (the general log is searched for
+    /// passwords); `extra` is appended (`REQUIRE SSL`, ...).
+    pub async fn create_mariadb_account(&self, user: &str, password: &str, extra: &str) {
+        use keyturn::backend::mysql::{literal, native_password_hash};
+        use mysql_async::prelude::Queryable;
+        let hash = native_password_hash(&secrecy::SecretString::from(password.to_owned()));
+        let sql = format!("CREATE USER {}@'%' IDENTIFIED BY PASSWORD '{hash}' {extra}", literal(user));
+        self.mariadb_admin().await.query_drop(sql).await.expect("create MariaDB account");
+    }
+
+    /// A MariaDB user secret in AWS's format.
+    pub fn mariadb_secret(&self, username: &str, password: &str) -> Value {
+        serde_json::json!({
+            "engine": "mariadb",
+            "host": "localhost",
+            "port": self.h.mariadb().port,
+            "username": username,
+            "password": password,
+        })
+    }
+
+    /// The MariaDB admin as an admin secret.
+    pub fn mariadb_admin_secret(&self) -> Value {
+        let m = self.h.mariadb();
+        self.mariadb_secret(&m.admin, &m.admin_password)
+    }
+
     /// Whether `user` logs in with `password`. Panics on anything but success or a
     /// refused login, so an unreachable server cannot pass for a refusal.
     pub async fn can_login(&self, user: &str, password: &str) -> bool {

@@ -30,21 +30,41 @@ async fn rotate_database_binary_rotates_through_the_runtime_api() {
         emulators.push(emulator);
     }
 
+    // Each deployment rotates a PostgreSQL and a MariaDB secret: the engine is the
+    // secret's, the strategy the deployment's.
     let mut secrets = Vec::new();
     for (deployment, name) in [(0, "single"), (1, "alt")] {
-        let user = env.unique(name);
-        let password = random_token();
-        env.create_role(&user, &password).await;
-        let mut secret = env.user_secret(&user, &password);
-        if deployment == 1 {
-            secret["masterarn"] = json!(env.create_secret("master", &env.admin_secret()).await);
+        for mariadb in [false, true] {
+            let name = format!("{name}{}", if mariadb { "_m" } else { "_p" });
+            let user = env.unique(&name);
+            let password = random_token();
+            let mut secret = if mariadb {
+                env.create_mariadb_account(&user, &password, "").await;
+                env.mariadb_secret(&user, &password)
+            } else {
+                env.create_role(&user, &password).await;
+                env.user_secret(&user, &password)
+            };
+            if deployment == 1 {
+                let admin = if mariadb { env.mariadb_admin_secret() } else { env.admin_secret() };
+                secret["masterarn"] = json!(env.create_secret(&format!("{name}-master"), &admin).await);
+            }
+            let arn = env.create_secret(&name, &secret).await;
+            secrets.push((deployment, arn, user, password, mariadb));
         }
-        let arn = env.create_secret(name, &secret).await;
-        secrets.push((deployment, arn, user, password));
     }
 
-    for (deployment, arn, user, first_password) in &secrets {
+    for (deployment, arn, user, first_password, mariadb) in &secrets {
         let (emulator, function) = (&emulators[*deployment], ["single-user", "alternating-users"][*deployment]);
+        let login = |u: String, p: String| {
+            let env = &env;
+            async move {
+                match mariadb {
+                    true => env.can_login_mariadb(&u, &p).await,
+                    false => env.can_login(&u, &p).await,
+                }
+            }
+        };
         let mut previous_password = first_password.clone();
         for _ in 0..3 {
             let token = env.start_rotation(arn).await;
@@ -53,13 +73,13 @@ async fn rotate_database_binary_rotates_through_the_runtime_api() {
                 invoke(&env, emulator, event).unwrap_or_else(|e| panic!("{function} {step}: {e}"));
             }
             let (u, p) = env.login_of(arn, AWSCURRENT).await;
-            assert!(env.can_login(&u, &p).await, "{function}: AWSCURRENT does not log in");
+            assert!(login(u.clone(), p.clone()).await, "{function} {arn}: AWSCURRENT does not log in");
             if *deployment == 0 {
                 assert_eq!(&u, user);
-                assert!(!env.can_login(user, &previous_password).await, "{function}: old password still works");
+                assert!(!login(user.clone(), previous_password).await, "{function} {arn}: old password still works");
             } else {
                 let (pu, pp) = env.login_of(arn, AWSPREVIOUS).await;
-                assert!(env.can_login(&pu, &pp).await, "{function}: AWSPREVIOUS must stay valid");
+                assert!(login(pu, pp).await, "{function} {arn}: AWSPREVIOUS must stay valid");
             }
             previous_password = p;
         }
@@ -89,7 +109,7 @@ async fn rotate_database_binary_rotates_through_the_runtime_api() {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["message"] == "rotation step")
             .collect();
-        assert!(steps.len() >= 12, "{}: expected a log line per step, got {}", log.display(), steps.len());
+        assert!(steps.len() >= 24, "{}: expected a log line per step, got {}", log.display(), steps.len());
         for line in &steps {
             for key in ["secret_arn", "step", "token", "strategy", "outcome", "duration_ms"] {
                 assert!(!line[key].is_null(), "log line without {key}: {line}");

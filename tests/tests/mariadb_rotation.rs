@@ -1,74 +1,21 @@
 //! MariaDB rotation against a real server and moto: logins that work or are refused,
 //! grants and TLS requirements that match, and no password in the server's general log.
 
-use keyturn::backend::mysql::{literal, native_password_hash};
+use keyturn::backend::mysql::literal;
 use keyturn::rotation::database::Strategy;
 use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use keyturn::rotation::{RotationError, Step};
 use keyturn_tests::{random_token, TestEnv};
 use mysql_async::prelude::Queryable;
-use secrecy::SecretString;
 use serde_json::{json, Value};
 
 const STEPS: [Step; 4] = [Step::Create, Step::Set, Step::Test, Step::Finish];
 
-/// A session over verified TLS (accounts may REQUIRE SSL).
-async fn connect(env: &TestEnv, user: &str, password: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
-    let m = env.h.mariadb();
-    let ssl = mysql_async::SslOpts::default().with_root_certs(vec![env.h.ca_file.clone().into()]);
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("localhost")
-        .tcp_port(m.port)
-        .user(Some(user))
-        .pass(Some(password))
-        .prefer_socket(false)
-        .ssl_opts(Some(ssl));
-    mysql_async::Conn::new(opts).await
-}
-
-async fn admin(env: &TestEnv) -> mysql_async::Conn {
-    let m = env.h.mariadb();
-    connect(env, &m.admin, &m.admin_password).await.expect("admin login")
-}
-
-/// Whether `user` logs in with `password`; panics on anything but success or refusal.
-async fn can_login(env: &TestEnv, user: &str, password: &str) -> bool {
-    match connect(env, user, password).await {
-        Ok(conn) => {
-            conn.disconnect().await.ok();
-            true
-        }
-        Err(mysql_async::Error::Server(e)) if e.code == 1045 => false,
-        Err(e) => panic!("login check for {user:?} failed unexpectedly: {e}"),
-    }
-}
-
-/// Creates `'user'@'%'` with a hash (the general log is searched for passwords).
-async fn create_account(env: &TestEnv, user: &str, password: &str, extra: &str) {
-    let hash = native_password_hash(&SecretString::from(password.to_owned()));
-    let sql = format!("CREATE USER {}@'%' IDENTIFIED BY PASSWORD '{hash}' {extra}", literal(user));
-    admin(env).await.query_drop(sql).await.expect("create account");
-}
-
-fn secret(env: &TestEnv, user: &str, password: &str) -> Value {
-    json!({
-        "engine": "mariadb",
-        "host": "localhost",
-        "port": env.h.mariadb().port,
-        "username": user,
-        "password": password,
-    })
-}
-
-fn admin_secret(env: &TestEnv) -> Value {
-    let m = env.h.mariadb();
-    secret(env, &m.admin, &m.admin_password)
-}
-
 /// SHOW GRANTS of `user`@`%`, with the user's name, its password hash and TLS clause
 /// taken out, so two users' grants compare equal when they have the same rights.
 async fn grants(env: &TestEnv, user: &str) -> Vec<String> {
-    let lines: Vec<String> = admin(env).await.query(format!("SHOW GRANTS FOR {}@'%'", literal(user))).await.unwrap();
+    let lines: Vec<String> =
+        env.mariadb_admin().await.query(format!("SHOW GRANTS FOR {}@'%'", literal(user))).await.unwrap();
     let mut normalized: Vec<String> = lines
         .iter()
         .map(|l| {
@@ -84,7 +31,7 @@ async fn grants(env: &TestEnv, user: &str) -> Vec<String> {
 }
 
 async fn tls_requirement(env: &TestEnv, user: &str) -> (String, String, String) {
-    admin(env)
+    env.mariadb_admin()
         .await
         .exec_first(
             "SELECT ssl_type, CAST(x509_issuer AS CHAR), CAST(x509_subject AS CHAR) FROM mysql.user WHERE User = ?",
@@ -107,8 +54,8 @@ async fn assert_no_password_in_general_log(env: &TestEnv, arn: &str) {
 async fn single_user_secret(env: &TestEnv, name: &str) -> (String, String, String) {
     let user = env.unique(name);
     let password = random_token();
-    create_account(env, &user, &password, "").await;
-    let arn = env.create_secret(name, &secret(env, &user, &password)).await;
+    env.create_mariadb_account(&user, &password, "").await;
+    let arn = env.create_secret(name, &env.mariadb_secret(&user, &password)).await;
     (arn, user, password)
 }
 
@@ -117,10 +64,10 @@ async fn single_user_secret(env: &TestEnv, name: &str) -> (String, String, Strin
 async fn alternating_secret(env: &TestEnv, name: &str) -> (String, String) {
     let user = env.unique(name);
     let password = random_token();
-    create_account(env, &user, &password, "REQUIRE SSL").await;
+    env.create_mariadb_account(&user, &password, "REQUIRE SSL").await;
     let db = format!("{user}_db");
     let role = format!("{user}_reader");
-    let mut a = admin(env).await;
+    let mut a = env.mariadb_admin().await;
     for sql in [
         format!("CREATE DATABASE `{db}`"),
         format!("CREATE TABLE `{db}`.items (id INT, name TEXT)"),
@@ -134,8 +81,8 @@ async fn alternating_secret(env: &TestEnv, name: &str) -> (String, String) {
     ] {
         a.query_drop(sql).await.expect("set up the original");
     }
-    let master = env.create_secret(&format!("{name}-master"), &admin_secret(env)).await;
-    let mut value = secret(env, &user, &password);
+    let master = env.create_secret(&format!("{name}-master"), &env.mariadb_admin_secret()).await;
+    let mut value = env.mariadb_secret(&user, &password);
     value["masterarn"] = json!(master);
     (env.create_secret(name, &value).await, user)
 }
@@ -150,9 +97,9 @@ async fn mariadb_single_user_three_rotations() {
         env.rotate(&rotator, &arn).await;
         let (u, current) = env.login_of(&arn, AWSCURRENT).await;
         assert_eq!(u, user);
-        assert!(can_login(&env, &user, &current).await, "AWSCURRENT does not log in");
+        assert!(env.can_login_mariadb(&user, &current).await, "AWSCURRENT does not log in");
         for password in &old {
-            assert!(!can_login(&env, &user, password).await, "an old password still logs in");
+            assert!(!env.can_login_mariadb(&user, password).await, "an old password still logs in");
         }
         old.push(current);
     }
@@ -170,13 +117,13 @@ async fn mariadb_alternating_users_three_rotations_keep_grants_in_step() {
         env.rotate(&rotator, &arn).await;
         let current = env.login_of(&arn, AWSCURRENT).await;
         assert_eq!(&current.0, if round % 2 == 0 { &clone } else { &user }, "round {round}");
-        assert!(can_login(&env, &current.0, &current.1).await, "AWSCURRENT does not log in");
+        assert!(env.can_login_mariadb(&current.0, &current.1).await, "AWSCURRENT does not log in");
         let previous = env.login_of(&arn, AWSPREVIOUS).await;
         assert_eq!(&previous, history.last().unwrap());
-        assert!(can_login(&env, &previous.0, &previous.1).await, "AWSPREVIOUS must stay valid");
+        assert!(env.can_login_mariadb(&previous.0, &previous.1).await, "AWSPREVIOUS must stay valid");
         if history.len() >= 2 {
             let (u, p) = &history[history.len() - 2];
-            assert!(!can_login(&env, u, p).await, "the credentials of two rotations ago must be refused");
+            assert!(!env.can_login_mariadb(u, p).await, "the credentials of two rotations ago must be refused");
         }
         history.push(current);
         // The clone was just (re)shaped at rounds 0 and 2.
@@ -186,7 +133,7 @@ async fn mariadb_alternating_users_three_rotations_keep_grants_in_step() {
         if round == 0 {
             // A grant given to the original later reaches the clone at its next rotation,
             // and one taken away is taken from the clone too.
-            let mut a = admin(&env).await;
+            let mut a = env.mariadb_admin().await;
             a.query_drop(format!("GRANT CREATE ON `{user}_db`.* TO {}@'%'", literal(&user))).await.unwrap();
             a.query_drop(format!("REVOKE INSERT ON `{user}_db`.* FROM {}@'%'", literal(&user))).await.unwrap();
         }
@@ -220,7 +167,7 @@ async fn mariadb_steps_twice_and_restarts_converge() {
                 }
             }
             let (u, p) = env.login_of(&arn, AWSCURRENT).await;
-            assert!(can_login(&env, &u, &p).await, "{strategy:?} stop after {stop_after}");
+            assert!(env.can_login_mariadb(&u, &p).await, "{strategy:?} stop after {stop_after}");
             let stages = env.stages(&arn).await;
             assert!(!stages.values().any(|s| s.contains(AWSPENDING)), "{stages:?}");
         }
@@ -245,7 +192,7 @@ async fn mariadb_abandoned_rotation_heals() {
         .unwrap();
     env.rotate(&rotator, &arn).await;
     let (_, healed) = env.login_of(&arn, AWSCURRENT).await;
-    assert!(can_login(&env, &user, &healed).await);
+    assert!(env.can_login_mariadb(&user, &healed).await);
 }
 
 /// Runs a rotation until a step fails; returns that error.
@@ -262,38 +209,38 @@ async fn rotation_error(env: &TestEnv, strategy: Strategy, arn: &str) -> Rotatio
 
 async fn account_exists(env: &TestEnv, user: &str) -> bool {
     let found: Option<String> =
-        admin(env).await.exec_first("SELECT User FROM mysql.user WHERE User = ?", (user,)).await.unwrap();
+        env.mariadb_admin().await.exec_first("SELECT User FROM mysql.user WHERE User = ?", (user,)).await.unwrap();
     found.is_some()
 }
 
 #[tokio::test]
 async fn mariadb_bad_inputs_are_refused_and_change_nothing() {
     let env = TestEnv::new("mbad").await;
-    let master = env.create_secret("master", &admin_secret(&env)).await;
+    let master = env.create_secret("master", &env.mariadb_admin_secret()).await;
 
     // An admin without the right to create users.
     let weak = env.unique("weak");
     let weak_password = random_token();
-    create_account(&env, &weak, &weak_password, "").await;
-    let weak_master = env.create_secret("weak-master", &secret(&env, &weak, &weak_password)).await;
+    env.create_mariadb_account(&weak, &weak_password, "").await;
+    let weak_master = env.create_secret("weak-master", &env.mariadb_secret(&weak, &weak_password)).await;
 
     let user = env.unique("app");
     let password = random_token();
-    create_account(&env, &user, &password, "").await;
+    env.create_mariadb_account(&user, &password, "").await;
     let with_master = |m: &str| {
-        let mut v = secret(&env, &user, &password);
+        let mut v = env.mariadb_secret(&user, &password);
         v["masterarn"] = json!(m);
         v
     };
-    let mut quoted = secret(&env, "o'brien", &password);
+    let mut quoted = env.mariadb_secret("o'brien", &password);
     quoted["masterarn"] = json!(master);
-    let mut backtick = secret(&env, "tick`user", &password);
+    let mut backtick = env.mariadb_secret("tick`user", &password);
     backtick["masterarn"] = json!(master);
     // 27 characters + "_clone" is over MySQL's 32.
-    let mut long = secret(&env, &"m".repeat(27), &password);
+    let mut long = env.mariadb_secret(&"m".repeat(27), &password);
     long["engine"] = json!("mysql");
     long["masterarn"] = json!(master);
-    let mut no_user = secret(&env, &env.unique("ghost"), &password);
+    let mut no_user = env.mariadb_secret(&env.unique("ghost"), &password);
     no_user["masterarn"] = json!(master);
 
     let cases: Vec<(&str, Strategy, Value, &str)> = vec![
@@ -323,7 +270,7 @@ async fn mariadb_bad_inputs_are_refused_and_change_nothing() {
         assert!(message.contains(&arn), "{name}: the error must name the secret: {message}");
         assert!(!message.contains(&password), "{name}: the error shows a password");
         assert_eq!(env.value(&arn, AWSCURRENT).await, value, "{name}: AWSCURRENT changed");
-        assert!(can_login(&env, &user, &password).await, "{name}: the password changed");
+        assert!(env.can_login_mariadb(&user, &password).await, "{name}: the password changed");
         assert!(!account_exists(&env, &format!("{user}_clone")).await, "{name}: a clone was created");
     }
 }
@@ -342,7 +289,7 @@ async fn passwords_with_every_printable_character_work() {
         for _ in 0..3 {
             env.rotate(&rotator, &arn).await;
             let (u, p) = env.login_of(&arn, AWSCURRENT).await;
-            assert!(can_login(&env, &u, &p).await, "{strategy:?}");
+            assert!(env.can_login_mariadb(&u, &p).await, "{strategy:?}");
         }
         assert_no_password_in_general_log(&env, &arn).await;
     }

@@ -2,9 +2,10 @@
 //!
 //! - cold start: from spawning the release rotate-database binary to its first request
 //!   for work (`GET .../runtime/invocation/next`) on a Runtime API socket opened here;
-//! - warm rotation: the four steps of one rotation, in-process with the library the binary
-//!   uses, against the local PostgreSQL and moto (RotateSecret itself is not counted: it is
-//!   Secrets Manager's call, not the function's);
+//! - warm rotation (PostgreSQL and MariaDB, both strategies): the four steps of one
+//!   rotation, in-process with the library the binary uses, against the local databases
+//!   and moto (RotateSecret itself is not counted: it is Secrets Manager's call, not the
+//!   function's);
 //! - the release binary's size.
 
 use std::io::{BufRead, BufReader};
@@ -69,13 +70,29 @@ fn cold_start(env: &TestEnv) -> Duration {
 }
 
 /// Median of a whole rotation, and of each step.
-async fn warm_rotation(env: &TestEnv, strategy: Strategy) -> (Duration, [Duration; 4]) {
-    let user = env.unique(strategy.as_str()).replace('-', "_");
+/// The databases the bench rotates.
+#[derive(Clone, Copy, PartialEq)]
+enum Db {
+    Postgres,
+    Mariadb,
+}
+
+async fn warm_rotation(env: &TestEnv, db: Db, strategy: Strategy) -> (Duration, [Duration; 4]) {
+    let prefix = if db == Db::Postgres { "pg" } else { "maria" };
+    let user = env.unique(&format!("{prefix}_{}", strategy.as_str())).replace('-', "_");
     let password = random_token();
-    env.create_role(&user, &password).await;
-    let mut secret = env.user_secret(&user, &password);
+    let (mut secret, admin) = match db {
+        Db::Postgres => {
+            env.create_role(&user, &password).await;
+            (env.user_secret(&user, &password), env.admin_secret())
+        }
+        Db::Mariadb => {
+            env.create_mariadb_account(&user, &password, "").await;
+            (env.mariadb_secret(&user, &password), env.mariadb_admin_secret())
+        }
+    };
     if strategy == Strategy::AlternatingUsers {
-        secret["masterarn"] = json!(env.create_secret("master", &env.admin_secret()).await);
+        secret["masterarn"] = json!(env.create_secret(&format!("{user}-master"), &admin).await);
     }
     let arn = env.create_secret(&user, &secret).await;
     let rotator = env.rotator(strategy);
@@ -97,7 +114,11 @@ async fn warm_rotation(env: &TestEnv, strategy: Strategy) -> (Duration, [Duratio
         }
     }
     let (u, p) = env.login_of(&arn, "AWSCURRENT").await;
-    assert!(env.can_login(&u, &p).await, "the benchmarked rotation must work");
+    let works = match db {
+        Db::Postgres => env.can_login(&u, &p).await,
+        Db::Mariadb => env.can_login_mariadb(&u, &p).await,
+    };
+    assert!(works, "the benchmarked rotation must work");
     (median(samples), per_step.map(median))
 }
 
@@ -165,17 +186,19 @@ async fn main() {
         ms(cold),
         verdict(cold < Duration::from_millis(30))
     );
-    for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
-        let (warm, steps) = warm_rotation(&env, strategy).await;
-        println!(
-            "warm rotation, PostgreSQL {:<18} {:>10}  target < 50 ms   {}",
-            format!("{}:", strategy.as_str()),
-            ms(warm),
-            verdict(warm < Duration::from_millis(50))
-        );
-        let names = ["createSecret", "setSecret", "testSecret", "finishSecret"];
-        let breakdown: Vec<String> = names.iter().zip(steps).map(|(n, d)| format!("{n} {}", ms(d))).collect();
-        println!("    per step: {}", breakdown.join(", "));
+    for (db, name) in [(Db::Postgres, "PostgreSQL"), (Db::Mariadb, "MariaDB")] {
+        for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
+            let (warm, steps) = warm_rotation(&env, db, strategy).await;
+            println!(
+                "warm rotation, {name:<10} {:<18} {:>10}  target < 50 ms   {}",
+                format!("{}:", strategy.as_str()),
+                ms(warm),
+                verdict(warm < Duration::from_millis(50))
+            );
+            let names = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+            let breakdown: Vec<String> = names.iter().zip(steps).map(|(n, d)| format!("{n} {}", ms(d))).collect();
+            println!("    per step: {}", breakdown.join(", "));
+        }
     }
     let (tls, plain) = login(&env).await;
     println!("  for scale: one PostgreSQL login + SELECT 1: {} over verify-full TLS, {} plaintext", ms(tls), ms(plain));
