@@ -363,8 +363,7 @@ impl DatabaseBackend for MysqlBackend {
         }
         statements.push(format!("ALTER USER {target} REQUIRE {require}"));
         statements.extend(
-            grants
-                .iter()
+            live_grants(&grants)
                 .filter_map(|g| retarget_grant(g, (req.template.as_str(), &host), (req.username.as_str(), &host))),
         );
         for statement in &statements {
@@ -395,6 +394,24 @@ impl DatabaseBackend for MysqlBackend {
         conn.disconnect().await.ok();
         Ok(())
     }
+}
+
+/// `SHOW GRANTS` lines worth copying. MariaDB keeps a default role after the role itself
+/// is revoked and still lists `SET DEFAULT ROLE` for it; copying that line would fail, so a
+/// default role is kept only while it is granted.
+fn live_grants(lines: &[String]) -> impl Iterator<Item = &String> {
+    let granted: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("GRANT ") && !l.contains(" ON "))
+        .filter_map(|l| l.strip_prefix("GRANT ")?.split(" TO ").next())
+        .collect();
+    lines.iter().filter(move |l| match l.strip_prefix("SET DEFAULT ROLE ") {
+        Some(rest) => {
+            let role = rest.split(" FOR ").next().unwrap_or_default();
+            role == "NONE" || granted.contains(&role)
+        }
+        None => true,
+    })
 }
 
 /// The authentication plugin named in a `SHOW CREATE USER` line ("" when it only shows a
@@ -463,6 +480,20 @@ mod tests {
         for (line, expected) in cases {
             assert_eq!(retarget_grant(line, from, to).as_deref(), expected, "{line}");
         }
+    }
+
+    #[test]
+    fn a_default_role_is_copied_only_while_granted() {
+        let lines: Vec<String> = [
+            "GRANT USAGE ON *.* TO `app`@`%`",
+            "GRANT `reader` TO `app`@`%`",
+            "SET DEFAULT ROLE `reader` FOR `app`@`%`",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(live_grants(&lines).count(), 3);
+        let revoked = [lines[0].clone(), lines[2].clone()];
+        assert_eq!(live_grants(&revoked).cloned().collect::<Vec<_>>(), vec![lines[0].clone()]);
     }
 
     #[test]

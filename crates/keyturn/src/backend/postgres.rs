@@ -198,7 +198,9 @@ impl DatabaseBackend for PostgresBackend {
                  ARRAY(SELECT r.rolname::text FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
                        WHERE m.member = t.oid ORDER BY r.rolname), \
                  ARRAY(SELECT m.admin_option FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
-                       WHERE m.member = t.oid ORDER BY r.rolname) \
+                       WHERE m.member = t.oid ORDER BY r.rolname), \
+                 ARRAY(SELECT r.rolname::text FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+                       JOIN pg_roles c ON c.oid = m.member WHERE c.rolname = $2) \
                  FROM pg_roles t WHERE t.rolname = $1",
                 &[&req.template.as_str(), &req.username.as_str()],
             )
@@ -230,6 +232,11 @@ impl DatabaseBackend for PostgresBackend {
         for (role, admin_option) in roles.iter().zip(admin_options) {
             let with_admin = if admin_option { " WITH ADMIN OPTION" } else { "" };
             statements.push(format!("GRANT {} TO {user}{with_admin}", escape_identifier(role)));
+        }
+        // Memberships the original no longer has are taken from the clone too.
+        let clone_roles: Vec<String> = template.get(11);
+        for role in clone_roles.iter().filter(|r| !roles.contains(r) && r.as_str() != req.template.as_str()) {
+            statements.push(format!("REVOKE {} FROM {user}", escape_identifier(role)));
         }
         // Sessions of the clone act as the original, so objects either creates are the original's.
         statements.push(format!("ALTER ROLE {user} SET role = {}", escape_literal(req.template.as_str())));
