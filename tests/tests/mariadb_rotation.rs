@@ -297,3 +297,28 @@ async fn passwords_with_every_printable_character_work() {
         assert_no_password_in_general_log(&env, &arn).await;
     }
 }
+
+#[tokio::test]
+async fn mariadb_tls_is_verified_and_never_downgraded() {
+    let env = TestEnv::new("mtls").await;
+    let user = env.unique("app");
+    let password = random_token();
+    env.create_mariadb_account(&user, &password, "").await;
+
+    // The certificate names "localhost" only; the server also accepts plaintext, so a
+    // fallback would succeed where keyturn must refuse.
+    let mut wrong_name = env.mariadb_secret(&user, &password);
+    wrong_name["host"] = json!("127.0.0.1");
+    let arn = env.create_secret("wrongname", &wrong_name).await;
+    let err = rotation_error(&env, Strategy::SingleUser, &arn).await;
+    assert!(err.to_string().contains("TLS"), "{err}");
+    assert!(env.can_login_mariadb(&user, &password).await, "nothing may change");
+
+    // "ssl": false is the only way to plaintext, and it works.
+    let mut plain = env.mariadb_secret(&user, &password);
+    plain["ssl"] = json!(false);
+    let arn = env.create_secret("plain", &plain).await;
+    env.rotate(&env.rotator(Strategy::SingleUser), &arn).await;
+    let (u, p) = env.login_of(&arn, AWSCURRENT).await;
+    assert!(env.can_login_mariadb(&u, &p).await);
+}

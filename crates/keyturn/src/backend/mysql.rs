@@ -189,6 +189,10 @@ fn classify(e: mysql_async::Error, endpoint: &Endpoint, login: &Credentials, ope
         Error::Driver(d @ DriverError::NoClientSslFlagFromServer) => {
             BackendError::Tls { host, port, message: format!("{d}: the server does not offer TLS") }
         }
+        // The TLS stream reports certificate failures as I/O errors wrapping rustls's.
+        Error::Io(IoError::Io(io)) if io.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+            BackendError::Tls { host, port, message: io.to_string() }
+        }
         Error::Io(IoError::Io(io)) => BackendError::Unreachable { host, port, message: io.to_string() },
         other => BackendError::Database { operation, message: other.to_string(), retryable: false },
     }
