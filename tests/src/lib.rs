@@ -40,9 +40,28 @@ pub struct Harness {
     pub pg: postgres::Postgres,
     pki: pki::Pki,
     mariadb: OnceLock<mariadb::Mariadb>,
+    moto_admin: OnceLock<(String, String)>,
 }
 
 impl Harness {
+    /// Turns on moto's IAM authentication (once per process) and returns the key of an
+    /// administrator that every client must then sign with. Only for test binaries whose
+    /// tests all sign with it: the whole moto server is affected.
+    pub fn moto_auth(&self) -> &(String, String) {
+        self.moto_admin.get_or_init(|| {
+            let out = std::process::Command::new(moto::venv().join("bin/python"))
+                .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("moto_auth.py"))
+                .arg(&self.moto.endpoint)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("run moto_auth.py");
+            assert!(out.status.success(), "moto_auth.py failed");
+            let text = String::from_utf8(out.stdout).expect("utf-8");
+            let mut lines = text.lines();
+            (lines.next().expect("key id").to_owned(), lines.next().expect("secret").to_owned())
+        })
+    }
+
     /// The MariaDB server, started on first use (PostgreSQL-only tests never pay for it).
     pub fn mariadb(&self) -> &mariadb::Mariadb {
         self.mariadb.get_or_init(|| mariadb::start(&self.work, &self.pki))
@@ -67,7 +86,15 @@ pub fn harness() -> &'static Harness {
         let pki = pki::generate(&work, &["localhost"]);
         let pg = postgres::start(&work, &pki);
         let moto = moto::start(&work);
-        Harness { work, ca_file: pki.ca_cert.clone(), moto, pg, pki, mariadb: OnceLock::new() }
+        Harness {
+            work,
+            ca_file: pki.ca_cert.clone(),
+            moto,
+            pg,
+            pki,
+            mariadb: OnceLock::new(),
+            moto_admin: OnceLock::new(),
+        }
     })
 }
 
@@ -132,11 +159,22 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl TestEnv {
     pub async fn new(test: &str) -> TestEnv {
+        Self::with_credentials(test, "testing", "testing").await
+    }
+
+    /// A test environment on a moto server that checks signatures (see
+    /// [`Harness::moto_auth`]); clients sign as the harness's administrator.
+    pub async fn authenticated(test: &str) -> TestEnv {
+        let (id, secret) = harness().moto_auth();
+        Self::with_credentials(test, id, secret).await
+    }
+
+    async fn with_credentials(test: &str, key_id: &str, secret: &str) -> TestEnv {
         let h = harness();
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url(&h.moto.endpoint)
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "harness"))
+            .credentials_provider(Credentials::new(key_id, secret, None, None, "harness"))
             .load()
             .await;
         let sm = aws_sdk_secretsmanager::Client::new(&sdk);
@@ -345,7 +383,7 @@ impl TestEnv {
     }
 
     /// A whole rotation: RotateSecret, then the four steps. Returns the token.
-    pub async fn rotate(&self, rotator: &TestRotator, arn: &str) -> String {
+    pub async fn rotate<T: RotationTarget>(&self, rotator: &Rotator<SecretsManagerStore, T>, arn: &str) -> String {
         let token = self.start_rotation(arn).await;
         for step in [Step::Create, Step::Set, Step::Test, Step::Finish] {
             self.step(rotator, arn, &token, step).await.unwrap_or_else(|e| panic!("{}: {e}", step.as_str()));
@@ -377,6 +415,11 @@ impl TestEnv {
 
     /// Every password any version of the secret holds (for leak checks).
     pub async fn all_passwords(&self, arn: &str) -> Vec<String> {
+        self.all_values_of(arn, "password").await
+    }
+
+    /// Every value of `key` in any version of the secret.
+    pub async fn all_values_of(&self, arn: &str, key: &str) -> Vec<String> {
         let out = self
             .sm
             .list_secret_version_ids()
@@ -397,13 +440,23 @@ impl TestEnv {
                 .expect("GetSecretValue");
             if let Some(s) = value.secret_string() {
                 if let Ok(json) = serde_json::from_str::<Value>(s) {
-                    if let Some(p) = json["password"].as_str() {
+                    if let Some(p) = json[key].as_str() {
                         passwords.push(p.to_owned());
                     }
                 }
             }
         }
         passwords
+    }
+
+    /// Asserts no value of `key` in any version of the secret appears in this process's logs.
+    pub async fn assert_no_password_logged_for(&self, arn: &str, key: &str) {
+        let values = self.all_values_of(arn, key).await;
+        assert!(!values.is_empty());
+        let logs = captured_logs();
+        for v in values {
+            assert!(!logs.contains(&v), "a {key} of {arn} appears in keyturn's logs");
+        }
     }
 
     /// Asserts no password of the secret appears in this process's logs or the server's.

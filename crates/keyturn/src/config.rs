@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::backend::postgres::Timeouts;
 use crate::password::{PasswordPolicy, DEFAULT_EXCLUDE, DEFAULT_LENGTH};
 use crate::rotation::database::Strategy;
+use crate::rotation::iam_key::Scope;
 
 /// A setting that could not be used. Names the variable and what it accepts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -50,48 +51,118 @@ impl RotateDatabaseConfig {
 
     /// Reads the given variables (the process environment in production).
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let vars: std::collections::HashMap<String, String> = vars.into_iter().collect();
-        if let Some(unknown) = vars.keys().filter(|k| k.starts_with("KEYTURN_") && !KNOWN.contains(&k.as_str())).min() {
-            return Err(ConfigError {
-                variable: unknown.clone(),
-                problem: format!("unknown setting (known: {})", KNOWN.join(", ")),
-            });
-        }
-        let get = |k: &str| vars.get(k).map(String::as_str).filter(|v| !v.is_empty());
-        let err = |variable: &str, problem: String| ConfigError { variable: variable.into(), problem };
-
-        let strategy = match get("KEYTURN_STRATEGY") {
+        let vars = Vars::new(vars, &KNOWN)?;
+        let strategy = match vars.get("KEYTURN_STRATEGY") {
             None | Some("single-user") => Strategy::SingleUser,
             Some("alternating-users") => Strategy::AlternatingUsers,
             Some(other) => {
-                return Err(err("KEYTURN_STRATEGY", format!("{other:?} is not single-user or alternating-users")))
+                return Err(error("KEYTURN_STRATEGY", format!("{other:?} is not single-user or alternating-users")))
             }
         };
-        let length = match get("PASSWORD_LENGTH") {
+        let length = match vars.get("PASSWORD_LENGTH") {
             None => DEFAULT_LENGTH,
-            Some(v) => v.parse().map_err(|_| err("PASSWORD_LENGTH", format!("{v:?} is not a whole number")))?,
+            Some(v) => v.parse().map_err(|_| error("PASSWORD_LENGTH", format!("{v:?} is not a whole number")))?,
         };
         // An empty EXCLUDE_CHARACTERS means "exclude nothing", as with AWS's API.
-        let exclude = vars.get("EXCLUDE_CHARACTERS").map(String::as_str).unwrap_or(DEFAULT_EXCLUDE);
-        let passwords = PasswordPolicy::new(length, exclude).map_err(|e| err("PASSWORD_LENGTH", e.to_string()))?;
-        let seconds = |k: &str| -> Result<Duration, ConfigError> {
-            let Some(v) = get(k) else {
-                return Ok(Duration::from_secs(5));
-            };
-            match v.parse::<u64>() {
-                Ok(n) if TIMEOUT_RANGE_SECS.contains(&n) => Ok(Duration::from_secs(n)),
-                _ => Err(err(k, format!("{v:?} is not a whole number of seconds from 1 to 60"))),
-            }
-        };
+        let exclude = vars.raw("EXCLUDE_CHARACTERS").unwrap_or(DEFAULT_EXCLUDE);
+        let passwords = PasswordPolicy::new(length, exclude).map_err(|e| error("PASSWORD_LENGTH", e.to_string()))?;
         let timeouts = Timeouts {
-            connect: seconds("KEYTURN_CONNECT_TIMEOUT_SECS")?,
-            statement: seconds("KEYTURN_STATEMENT_TIMEOUT_SECS")?,
+            connect: vars.seconds("KEYTURN_CONNECT_TIMEOUT_SECS", TIMEOUT_RANGE_SECS, 5)?,
+            statement: vars.seconds("KEYTURN_STATEMENT_TIMEOUT_SECS", TIMEOUT_RANGE_SECS, 5)?,
         };
-        let extra_ca_files = get("KEYTURN_EXTRA_CA_FILES")
+        let extra_ca_files = vars
+            .get("KEYTURN_EXTRA_CA_FILES")
             .map(|v| v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect())
             .unwrap_or_default();
-        let secrets_manager_endpoint = get("SECRETS_MANAGER_ENDPOINT").map(str::to_owned);
+        let secrets_manager_endpoint = vars.get("SECRETS_MANAGER_ENDPOINT").map(str::to_owned);
         Ok(Self { strategy, passwords, timeouts, extra_ca_files, secrets_manager_endpoint })
+    }
+}
+
+const IAM_KNOWN: [&str; 3] = ["KEYTURN_IAM_PATH_PREFIX", "KEYTURN_IAM_TAG", "KEYTURN_IAM_TEST_TIMEOUT_SECS"];
+
+/// Accepted range for testSecret's bound on IAM's eventual consistency, in seconds.
+pub const IAM_TEST_TIMEOUT_RANGE_SECS: std::ops::RangeInclusive<u64> = 1..=600;
+
+/// Settings of the rotate-iam-key function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotateIamKeyConfig {
+    /// `KEYTURN_IAM_PATH_PREFIX` (e.g. `/keyturn/`) and/or `KEYTURN_IAM_TAG` (`key` or
+    /// `key=value`): the users the function may touch. At least one is required.
+    pub scope: Scope,
+    /// `KEYTURN_IAM_TEST_TIMEOUT_SECS`, 1-600, default 30: how long testSecret waits for a
+    /// new key to be accepted.
+    pub test_timeout: Duration,
+    /// `SECRETS_MANAGER_ENDPOINT`: a Secrets Manager endpoint override (VPC endpoints).
+    pub secrets_manager_endpoint: Option<String>,
+}
+
+impl RotateIamKeyConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the given variables (the process environment in production).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let vars = Vars::new(vars, &IAM_KNOWN)?;
+        let path_prefix = vars.get("KEYTURN_IAM_PATH_PREFIX").map(str::to_owned);
+        if let Some(prefix) = &path_prefix {
+            if !prefix.starts_with('/') || !prefix.ends_with('/') {
+                return Err(error("KEYTURN_IAM_PATH_PREFIX", format!("{prefix:?} is not an IAM path (/.../)")));
+            }
+        }
+        let tag = vars.get("KEYTURN_IAM_TAG").map(|t| match t.split_once('=') {
+            Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+            None => (t.to_owned(), None),
+        });
+        if path_prefix.is_none() && tag.is_none() {
+            return Err(error(
+                "KEYTURN_IAM_PATH_PREFIX",
+                "set it or KEYTURN_IAM_TAG: the function only rotates keys of users in a declared scope".into(),
+            ));
+        }
+        let test_timeout = vars.seconds("KEYTURN_IAM_TEST_TIMEOUT_SECS", IAM_TEST_TIMEOUT_RANGE_SECS, 30)?;
+        let secrets_manager_endpoint = vars.get("SECRETS_MANAGER_ENDPOINT").map(str::to_owned);
+        Ok(Self { scope: Scope { path_prefix, tag }, test_timeout, secrets_manager_endpoint })
+    }
+}
+
+fn error(variable: &str, problem: String) -> ConfigError {
+    ConfigError { variable: variable.into(), problem }
+}
+
+/// The environment, checked for unknown `KEYTURN_` settings.
+struct Vars(std::collections::HashMap<String, String>);
+
+impl Vars {
+    fn new(vars: impl IntoIterator<Item = (String, String)>, known: &[&str]) -> Result<Self, ConfigError> {
+        let vars: std::collections::HashMap<String, String> = vars.into_iter().collect();
+        if let Some(unknown) = vars.keys().filter(|k| k.starts_with("KEYTURN_") && !known.contains(&k.as_str())).min() {
+            return Err(error(unknown, format!("unknown setting (known: {})", known.join(", "))));
+        }
+        Ok(Self(vars))
+    }
+
+    /// A set, non-empty value.
+    fn get(&self, key: &str) -> Option<&str> {
+        self.raw(key).filter(|v| !v.is_empty())
+    }
+
+    /// A set value, possibly empty.
+    fn raw(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn seconds(&self, key: &str, range: std::ops::RangeInclusive<u64>, default: u64) -> Result<Duration, ConfigError> {
+        let Some(v) = self.get(key) else { return Ok(Duration::from_secs(default)) };
+        match v.parse::<u64>() {
+            Ok(n) if range.contains(&n) => Ok(Duration::from_secs(n)),
+            _ => Err(error(
+                key,
+                format!("{v:?} is not a whole number of seconds from {} to {}", range.start(), range.end()),
+            )),
+        }
     }
 }
 
@@ -141,6 +212,24 @@ mod tests {
         ] {
             let err = RotateDatabaseConfig::from_vars(vars(&pairs)).unwrap_err();
             assert_eq!(err.variable, variable, "{err}");
+        }
+    }
+
+    #[test]
+    fn iam_config_needs_a_scope() {
+        let err = RotateIamKeyConfig::from_vars(vars(&[])).unwrap_err();
+        assert!(err.problem.contains("declared scope"), "{err}");
+        let c = RotateIamKeyConfig::from_vars(vars(&[("KEYTURN_IAM_TAG", "rotate=keyturn")])).unwrap();
+        assert_eq!(c.scope.tag, Some(("rotate".into(), Some("keyturn".into()))));
+        assert_eq!(c.test_timeout, Duration::from_secs(30));
+        let c = RotateIamKeyConfig::from_vars(vars(&[("KEYTURN_IAM_PATH_PREFIX", "/keyturn/")])).unwrap();
+        assert_eq!(c.scope.path_prefix.as_deref(), Some("/keyturn/"));
+        for (pairs, variable) in [
+            (vec![("KEYTURN_IAM_PATH_PREFIX", "keyturn")], "KEYTURN_IAM_PATH_PREFIX"),
+            (vec![("KEYTURN_IAM_TAG", "t"), ("KEYTURN_IAM_TEST_TIMEOUT_SECS", "0")], "KEYTURN_IAM_TEST_TIMEOUT_SECS"),
+            (vec![("KEYTURN_IAM_TAG", "t"), ("KEYTURN_STRATEGY", "single-user")], "KEYTURN_STRATEGY"),
+        ] {
+            assert_eq!(RotateIamKeyConfig::from_vars(vars(&pairs)).unwrap_err().variable, variable);
         }
     }
 }

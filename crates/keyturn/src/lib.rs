@@ -10,10 +10,12 @@
 //! - [`password`]: the local CSPRNG password generator.
 //! - [`config`]: typed configuration read once from the environment.
 //! - [`telemetry`]: JSON log lines that honour Lambda's logging controls.
+//! - [`lambda`]: serving rotation events under the Lambda runtime.
 
 pub mod aws;
 pub mod backend;
 pub mod config;
+pub mod lambda;
 pub mod password;
 pub mod rotation;
 pub mod telemetry;

@@ -15,9 +15,7 @@ use keyturn::backend::tls;
 use keyturn::backend::Databases;
 use keyturn::config::RotateDatabaseConfig;
 use keyturn::rotation::database::DatabaseRotation;
-use keyturn::rotation::{RotationError, RotationEvent, Rotator};
-use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
-use serde_json::Value;
+use keyturn::rotation::Rotator;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -31,15 +29,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     let target = DatabaseRotation::new(backend, RdsClient::new(&sdk), config.strategy, config.passwords);
     let rotator = &Rotator::new(store, target);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let event = RotationEvent::from_value(event.payload).map_err(diagnostic)?;
-        rotator.handle(&event).await.map(|_| ()).map_err(diagnostic)
-    }))
-    .await
-}
-
-/// Lambda's error payload: the failure's kind as `errorType`, its message (which names the
-/// secret and never holds a secret value) as `errorMessage`.
-fn diagnostic(error: RotationError) -> Diagnostic {
-    Diagnostic { error_type: error.kind().to_owned(), error_message: error.to_string() }
+    keyturn::lambda::serve_rotation(rotator).await
 }

@@ -1,6 +1,7 @@
 //! AWS adapters behind the library's traits: Secrets Manager as the rotation engine's
 //! [`crate::rotation::store::SecretStore`], RDS as its [`crate::rotation::database::RdsLookup`].
 
+pub mod iam;
 pub mod rds;
 pub mod secretsmanager;
 

@@ -8,6 +8,7 @@
 
 pub mod database;
 pub mod decide;
+pub mod iam_key;
 pub mod store;
 
 use std::future::Future;
@@ -126,6 +127,10 @@ pub enum RotationError {
     MasterSecret { secret: String, master: String, problem: String },
     #[error("secret {secret}: username {username:?} {problem}")]
     InvalidUsername { secret: String, username: String, problem: String },
+    #[error("secret {secret}: {problem}")]
+    OutOfScope { secret: String, problem: String },
+    #[error("secret {secret}: {action}: {message}")]
+    Iam { secret: String, action: &'static str, retryable: bool, message: String },
     #[error("secret {secret}: none of the secret's versions logs in as {username:?} (tried {tried})")]
     NoWorkingCredentials { secret: String, username: String, tried: String },
     #[error("secret {secret}: {action}: {source}")]
@@ -150,6 +155,7 @@ impl RotationError {
         match self {
             RotationError::Backend { source, .. } => source.is_retryable(),
             RotationError::Store { source, .. } => source.retryable,
+            RotationError::Iam { retryable, .. } => *retryable,
             _ => false,
         }
     }
@@ -169,6 +175,8 @@ impl RotationError {
             RotationError::NoWorkingCredentials { .. } => "NoWorkingCredentials",
             RotationError::Backend { .. } => "Backend",
             RotationError::Store { .. } => "Store",
+            RotationError::OutOfScope { .. } => "OutOfScope",
+            RotationError::Iam { .. } => "Iam",
         }
     }
 }

@@ -1,0 +1,226 @@
+//! IAM access key rotation against moto with IAM authentication on: a key that keyturn
+//! created really signs requests, and a key it revoked really is refused.
+
+use std::time::Duration;
+
+use aws_sdk_sts::config::Credentials;
+use keyturn::aws::iam::IamClient;
+use keyturn::aws::secretsmanager::SecretsManagerStore;
+use keyturn::rotation::iam_key::{IamKeyRotation, Scope};
+use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
+use keyturn::rotation::{RotationError, Rotator, Step};
+use keyturn_tests::lambda::{function_binary, Emulator};
+use keyturn_tests::{random_token, TestEnv};
+use serde_json::{json, Value};
+
+const STEPS: [Step; 4] = [Step::Create, Step::Set, Step::Test, Step::Finish];
+const PATH: &str = "/keyturn/";
+
+type IamRotator = Rotator<SecretsManagerStore, IamKeyRotation<IamClient>>;
+
+fn rotator(env: &TestEnv) -> IamRotator {
+    let scope = Scope { path_prefix: Some(PATH.into()), tag: Some(("keyturn-rotate".into(), Some("yes".into()))) };
+    let target = IamKeyRotation::new(IamClient::new(&env.sdk), scope, Duration::from_secs(5));
+    Rotator::new(SecretsManagerStore::new(&env.sdk, None), target)
+}
+
+/// A user at `path` with one key, and its secret. Returns (arn, username).
+async fn user_with_secret(env: &TestEnv, name: &str, path: &str) -> (String, String) {
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let user = env.unique(name);
+    iam.create_user().user_name(&user).path(path).send().await.expect("CreateUser");
+    let key = iam.create_access_key().user_name(&user).send().await.expect("CreateAccessKey").access_key.unwrap();
+    let secret = json!({"username": user, "accessKeyId": key.access_key_id, "secretAccessKey": key.secret_access_key});
+    (env.create_secret(name, &secret).await, user)
+}
+
+/// Whether moto accepts requests signed with this key (`sts:GetCallerIdentity`).
+async fn authenticates(env: &TestEnv, key: &(String, String)) -> bool {
+    let credentials = Credentials::new(&key.0, &key.1, None, None, "test");
+    let config = aws_sdk_sts::config::Builder::from(&env.sdk).credentials_provider(credentials).build();
+    aws_sdk_sts::Client::from_conf(config).get_caller_identity().send().await.is_ok()
+}
+
+async fn key_of(env: &TestEnv, arn: &str, stage: &str) -> (String, String) {
+    let v = env.value(arn, stage).await;
+    (v["accessKeyId"].as_str().unwrap().to_owned(), v["secretAccessKey"].as_str().unwrap().to_owned())
+}
+
+async fn key_ids(env: &TestEnv, user: &str) -> Vec<String> {
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let out = iam.list_access_keys().user_name(user).send().await.expect("ListAccessKeys");
+    out.access_key_metadata().iter().filter_map(|k| k.access_key_id().map(str::to_owned)).collect()
+}
+
+#[tokio::test]
+async fn five_rotations_keep_an_active_and_a_previous_key() {
+    let env = TestEnv::authenticated("iam5").await;
+    let rotator = rotator(&env);
+    let (arn, user) = user_with_secret(&env, "ci", PATH).await;
+    let mut history = vec![key_of(&env, &arn, AWSCURRENT).await];
+    for round in 0..5 {
+        env.rotate(&rotator, &arn).await;
+        let current = key_of(&env, &arn, AWSCURRENT).await;
+        let previous = key_of(&env, &arn, AWSPREVIOUS).await;
+        assert_eq!(&previous, history.last().unwrap(), "round {round}");
+        let keys = key_ids(&env, &user).await;
+        assert!(keys.len() <= 2, "round {round}: {} keys", keys.len());
+        assert!(authenticates(&env, &current).await, "round {round}: AWSCURRENT is refused");
+        assert!(authenticates(&env, &previous).await, "round {round}: AWSPREVIOUS must stay valid");
+        if history.len() >= 2 {
+            let revoked = &history[history.len() - 2];
+            assert!(!keys.contains(&revoked.0), "round {round}: the key of two rotations ago still exists");
+            assert!(!authenticates(&env, revoked).await, "round {round}: the key of two rotations ago is accepted");
+        }
+        history.push(current);
+    }
+    // Each key keyturn created is named in a user tag, removed with the key.
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let tags = iam.list_user_tags().user_name(&user).send().await.unwrap();
+    let mut tagged: Vec<String> = tags.tags().iter().map(|t| t.key().to_owned()).collect();
+    let mut keys = key_ids(&env, &user).await;
+    tagged.sort();
+    keys.sort();
+    assert_eq!(tagged, keys, "one tag per live key, none left for deleted keys");
+    env.assert_no_password_logged_for(&arn, "secretAccessKey").await;
+}
+
+#[tokio::test]
+async fn a_rotation_stopped_after_any_step_converges_within_two_keys() {
+    for stop_after in 1..=4 {
+        let env = TestEnv::authenticated("iamcrash").await;
+        let rotator = rotator(&env);
+        let (arn, user) = user_with_secret(&env, "ci", PATH).await;
+        env.rotate(&rotator, &arn).await; // two keys from here on
+        let token = env.start_rotation(&arn).await;
+        for step in &STEPS[..stop_after] {
+            env.step(&rotator, &arn, &token, *step).await.unwrap();
+        }
+        for step in STEPS {
+            env.step(&rotator, &arn, &token, step).await.unwrap_or_else(|e| panic!("stop after {stop_after}: {e}"));
+            assert!(key_ids(&env, &user).await.len() <= 2);
+        }
+        assert!(authenticates(&env, &key_of(&env, &arn, AWSCURRENT).await).await);
+        assert!(authenticates(&env, &key_of(&env, &arn, AWSPREVIOUS).await).await);
+    }
+}
+
+#[tokio::test]
+async fn a_key_created_but_never_stored_is_removed_not_counted() {
+    let env = TestEnv::authenticated("iamorphan").await;
+    let rotator = rotator(&env);
+    let (arn, user) = user_with_secret(&env, "ci", PATH).await;
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    // What a createSecret that died after CreateAccessKey and its tag leaves behind.
+    let orphan = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
+    let tag =
+        aws_sdk_iam::types::Tag::builder().key(&orphan.access_key_id).value("keyturn-rotation-lost").build().unwrap();
+    iam.tag_user().user_name(&user).tags(tag).send().await.unwrap();
+    assert_eq!(key_ids(&env, &user).await.len(), 2);
+
+    env.rotate(&rotator, &arn).await;
+    let keys = key_ids(&env, &user).await;
+    assert_eq!(keys.len(), 2);
+    assert!(!keys.contains(&orphan.access_key_id), "the orphan must be gone");
+    assert!(authenticates(&env, &key_of(&env, &arn, AWSCURRENT).await).await);
+}
+
+/// Runs a rotation until a step fails; returns that error and the pending version's token.
+async fn rotation_error(env: &TestEnv, rotator: &IamRotator, arn: &str) -> RotationError {
+    let token = env.start_rotation(arn).await;
+    for step in STEPS {
+        if let Err(e) = env.step(rotator, arn, &token, step).await {
+            return e;
+        }
+    }
+    panic!("the rotation of {arn} succeeded");
+}
+
+#[tokio::test]
+async fn bad_inputs_are_refused_and_delete_nothing() {
+    let env = TestEnv::authenticated("iambad").await;
+    let rotator = rotator(&env);
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+
+    let (outside, outside_user) = user_with_secret(&env, "outside", "/").await;
+    let (foreign, foreign_user) = user_with_secret(&env, "foreign", PATH).await;
+    iam.create_access_key().user_name(&foreign_user).send().await.unwrap(); // made by hand, untagged
+    let (unknown, unknown_user) = user_with_secret(&env, "unknown", PATH).await;
+    let mut stale = env.value(&unknown, AWSCURRENT).await;
+    stale["accessKeyId"] = json!("AKIAIOSFODNN7EXAMPLE");
+    env.sm.put_secret_value().secret_id(&unknown).secret_string(stale.to_string()).send().await.unwrap();
+    let ghost = env
+        .create_secret(
+            "ghost",
+            &json!({"username": env.unique("nobody"), "accessKeyId": "AKIA0", "secretAccessKey": "x"}),
+        )
+        .await;
+    let malformed = env.create_secret("malformed", &json!({"user": "x"})).await;
+
+    let cases = [
+        (&outside, Some(&outside_user), "outside this function's scope"),
+        (&foreign, Some(&foreign_user), "is neither in the secret nor created by keyturn"),
+        (&unknown, Some(&unknown_user), "is not one of the user's keys in IAM"),
+        (&ghost, None, "does not exist"),
+        (&malformed, None, "missing key \"username\""),
+    ];
+    for (arn, user, expected) in cases {
+        let before = match user {
+            Some(u) => key_ids(&env, u).await,
+            None => Vec::new(),
+        };
+        let current = env.value(arn, AWSCURRENT).await;
+        let err = rotation_error(&env, &rotator, arn).await;
+        assert!(err.to_string().contains(expected), "{arn}: {err}");
+        assert!(err.to_string().contains(arn.as_str()), "the error names the secret: {err}");
+        assert_eq!(env.value(arn, AWSCURRENT).await, current, "{arn}: AWSCURRENT changed");
+        if let Some(u) = user {
+            assert_eq!(key_ids(&env, u).await, before, "{arn}: keys changed");
+        }
+        let stages = env.stages(arn).await;
+        let pending = stages.iter().find(|(_, s)| s.contains(AWSPENDING)).map(|(id, _)| id.clone()).unwrap();
+        let stored = env.sm.get_secret_value().secret_id(arn.as_str()).version_id(pending).send().await;
+        assert!(stored.map(|o| o.secret_string().is_none()).unwrap_or(true), "{arn}: a pending value was stored");
+    }
+}
+
+#[tokio::test]
+async fn rotate_iam_key_binary_rotates_through_the_runtime_api() {
+    let env = TestEnv::authenticated("iame2e").await;
+    let (arn, user) = user_with_secret(&env, "ci", PATH).await;
+    let (key_id, secret) = env.h.moto_auth();
+    let vars: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", env.h.moto.endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ("KEYTURN_IAM_PATH_PREFIX", PATH),
+        ("KEYTURN_IAM_TEST_TIMEOUT_SECS", "5"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let mut emulator = Emulator::start(&env.h.work.join("emulator-iam.log"));
+    let log = env.h.work.join("function-iam.log");
+    emulator.run_function(&function_binary("rotate-iam-key"), "rotate-iam-key", &vars, &log);
+    let mut history = vec![key_of(&env, &arn, AWSCURRENT).await];
+    for _ in 0..3 {
+        let token = env.start_rotation(&arn).await;
+        for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+            let file = env.h.work.join(format!("{}.json", random_token()));
+            let event: Value = json!({"Step": step, "SecretId": arn, "ClientRequestToken": token});
+            std::fs::write(&file, event.to_string()).unwrap();
+            emulator.invoke("rotate-iam-key", &file).unwrap_or_else(|e| panic!("{step}: {e}"));
+        }
+        history.push(key_of(&env, &arn, AWSCURRENT).await);
+    }
+    let n = history.len();
+    assert!(authenticates(&env, &history[n - 1]).await && authenticates(&env, &history[n - 2]).await);
+    assert!(!authenticates(&env, &history[n - 3]).await, "the key of two rotations ago is accepted");
+    assert!(key_ids(&env, &user).await.len() <= 2);
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(!output.contains("could not tag"), "every new key must be tagged: {output}");
+    for (_, secret) in &history {
+        assert!(!output.contains(secret.as_str()), "the function's log shows a secret access key");
+    }
+}
