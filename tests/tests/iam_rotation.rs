@@ -224,3 +224,26 @@ async fn rotate_iam_key_binary_rotates_through_the_runtime_api() {
         assert!(!output.contains(secret.as_str()), "the function's log shows a secret access key");
     }
 }
+
+#[tokio::test]
+async fn the_previous_key_can_be_deactivated_at_finish() {
+    let env = TestEnv::authenticated("iamdeact").await;
+    let scope = Scope { path_prefix: Some(PATH.into()), tag: None };
+    let target =
+        IamKeyRotation::new(IamClient::new(&env.sdk), scope, Duration::from_secs(5)).deactivating_previous(true);
+    let rotator = Rotator::new(SecretsManagerStore::new(&env.sdk, None), target);
+    let (arn, user) = user_with_secret(&env, "ci", PATH).await;
+    let token = env.rotate(&rotator, &arn).await;
+    env.step(&rotator, &arn, &token, Step::Finish).await.unwrap(); // a rerun is harmless
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let keys = iam.list_access_keys().user_name(&user).send().await.unwrap();
+    let status = |id: &str| {
+        keys.access_key_metadata().iter().find(|k| k.access_key_id() == Some(id)).and_then(|k| k.status().cloned())
+    };
+    let (current, previous) = (key_of(&env, &arn, AWSCURRENT).await, key_of(&env, &arn, AWSPREVIOUS).await);
+    assert_eq!(status(&current.0), Some(aws_sdk_iam::types::StatusType::Active));
+    assert_eq!(status(&previous.0), Some(aws_sdk_iam::types::StatusType::Inactive));
+    // moto still accepts inactive keys (AWS does not), so the status is what is checked.
+    env.rotate(&rotator, &arn).await;
+    assert!(!key_ids(&env, &user).await.contains(&previous.0), "the next rotation deletes it");
+}

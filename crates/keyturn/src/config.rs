@@ -79,7 +79,8 @@ impl RotateDatabaseConfig {
     }
 }
 
-const IAM_KNOWN: [&str; 3] = ["KEYTURN_IAM_PATH_PREFIX", "KEYTURN_IAM_TAG", "KEYTURN_IAM_TEST_TIMEOUT_SECS"];
+const IAM_KNOWN: [&str; 4] =
+    ["KEYTURN_IAM_PATH_PREFIX", "KEYTURN_IAM_TAG", "KEYTURN_IAM_TEST_TIMEOUT_SECS", "KEYTURN_IAM_DEACTIVATE_PREVIOUS"];
 
 /// Accepted range for testSecret's bound on IAM's eventual consistency, in seconds.
 pub const IAM_TEST_TIMEOUT_RANGE_SECS: std::ops::RangeInclusive<u64> = 1..=600;
@@ -93,6 +94,9 @@ pub struct RotateIamKeyConfig {
     /// `KEYTURN_IAM_TEST_TIMEOUT_SECS`, 1-600, default 30: how long testSecret waits for a
     /// new key to be accepted.
     pub test_timeout: Duration,
+    /// `KEYTURN_IAM_DEACTIVATE_PREVIOUS`: `true` marks the previous key Inactive at
+    /// finishSecret; `false` (default) leaves it valid until the next rotation deletes it.
+    pub deactivate_previous: bool,
     /// `SECRETS_MANAGER_ENDPOINT`: a Secrets Manager endpoint override (VPC endpoints).
     pub secrets_manager_endpoint: Option<String>,
 }
@@ -123,8 +127,15 @@ impl RotateIamKeyConfig {
             ));
         }
         let test_timeout = vars.seconds("KEYTURN_IAM_TEST_TIMEOUT_SECS", IAM_TEST_TIMEOUT_RANGE_SECS, 30)?;
+        let deactivate_previous = match vars.get("KEYTURN_IAM_DEACTIVATE_PREVIOUS") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(error("KEYTURN_IAM_DEACTIVATE_PREVIOUS", format!("{other:?} is not true or false")))
+            }
+        };
         let secrets_manager_endpoint = vars.get("SECRETS_MANAGER_ENDPOINT").map(str::to_owned);
-        Ok(Self { scope: Scope { path_prefix, tag }, test_timeout, secrets_manager_endpoint })
+        Ok(Self { scope: Scope { path_prefix, tag }, test_timeout, deactivate_previous, secrets_manager_endpoint })
     }
 }
 

@@ -18,7 +18,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = RotateIamKeyConfig::from_env()?;
     let sdk = aws_config::load_from_env().await;
     let store = SecretsManagerStore::new(&sdk, config.secrets_manager_endpoint.as_deref());
-    let target = IamKeyRotation::new(IamClient::new(&sdk), config.scope, config.test_timeout);
+    let target = IamKeyRotation::new(IamClient::new(&sdk), config.scope, config.test_timeout)
+        .deactivating_previous(config.deactivate_previous);
     let rotator = &Rotator::new(store, target);
     keyturn::lambda::serve_rotation(rotator).await
 }

@@ -78,6 +78,17 @@ impl IamKeys for IamClient {
         Ok((key.access_key_id().to_owned(), SecretString::from(key.secret_access_key().to_owned())))
     }
 
+    async fn deactivate_key(&self, username: &str, key_id: &str) -> Result<(), IamError> {
+        let inactive = aws_sdk_iam::types::StatusType::Inactive;
+        match self.iam.update_access_key().user_name(username).access_key_id(key_id).status(inactive).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match iam_error("UpdateAccessKey", e) {
+                gone if gone.not_found => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
     async fn delete_key(&self, username: &str, key_id: &str) -> Result<(), IamError> {
         match self.iam.delete_access_key().user_name(username).access_key_id(key_id).send().await {
             Ok(_) => Ok(()),

@@ -116,6 +116,8 @@ pub trait IamKeys: Send + Sync {
     fn keys(&self, username: &str) -> impl Future<Output = Result<Vec<AccessKey>, IamError>> + Send;
     /// Creates a key; the secret key is only ever returned here.
     fn create_key(&self, username: &str) -> impl Future<Output = Result<(String, SecretString), IamError>> + Send;
+    /// Marks a key Inactive; a key that is already gone is success.
+    fn deactivate_key(&self, username: &str, key_id: &str) -> impl Future<Output = Result<(), IamError>> + Send;
     /// Deletes a key; a key that is already gone is success.
     fn delete_key(&self, username: &str, key_id: &str) -> impl Future<Output = Result<(), IamError>> + Send;
     fn tag_user(&self, username: &str, key: &str, value: &str) -> impl Future<Output = Result<(), IamError>> + Send;
@@ -213,11 +215,20 @@ pub struct IamKeyRotation<I> {
     iam: I,
     scope: Scope,
     test_timeout: Duration,
+    deactivate_previous: bool,
 }
 
 impl<I: IamKeys> IamKeyRotation<I> {
     pub fn new(iam: I, scope: Scope, test_timeout: Duration) -> Self {
-        Self { iam, scope, test_timeout }
+        Self { iam, scope, test_timeout, deactivate_previous: false }
+    }
+
+    /// Marks the previous key Inactive at finishSecret instead of leaving it valid until
+    /// the next rotation deletes it. An inactive key is refused by AWS but can be
+    /// reactivated by hand, which a deleted one cannot.
+    pub fn deactivating_previous(mut self, on: bool) -> Self {
+        self.deactivate_previous = on;
+        self
     }
 
     fn parse<S: SecretStore>(
@@ -327,6 +338,24 @@ impl<I: IamKeys> RotationTarget for IamKeyRotation<I> {
             });
         }
         Ok(Outcome::Done)
+    }
+
+    async fn after_finish<S: SecretStore>(&self, ctx: &StepContext<'_, S>) -> Result<(), RotationError> {
+        if !self.deactivate_previous {
+            return Ok(());
+        }
+        let (Some(previous), current) = (ctx.previous().await?, ctx.current().await?) else { return Ok(()) };
+        let (previous, current) =
+            (Self::parse(ctx, &previous, "AWSPREVIOUS")?, Self::parse(ctx, &current, "AWSCURRENT")?);
+        if previous.username != current.username || previous.access_key_id == current.access_key_id {
+            return Ok(());
+        }
+        self.iam
+            .deactivate_key(&previous.username, &previous.access_key_id)
+            .await
+            .map_err(Self::iam_error(ctx, "deactivating the previous key"))?;
+        info!(secret_arn = %ctx.arn(), key_id = %previous.access_key_id, "previous access key deactivated");
+        Ok(())
     }
 
     async fn test<S: SecretStore>(&self, ctx: &StepContext<'_, S>) -> Result<(), RotationError> {

@@ -328,6 +328,16 @@ pub trait RotationTarget: Send + Sync {
 
     /// testSecret: proves the pending credentials work.
     fn test<S: SecretStore>(&self, ctx: &StepContext<'_, S>) -> impl Future<Output = Result<(), RotationError>> + Send;
+
+    /// finishSecret, once the stages have moved: anything the credentials now AWSPREVIOUS
+    /// call for (nothing by default). Runs on every finishSecret, reruns included, so it
+    /// must be idempotent.
+    fn after_finish<S: SecretStore>(
+        &self,
+        _ctx: &StepContext<'_, S>,
+    ) -> impl Future<Output = Result<(), RotationError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// The rotation engine: one per container, shared by every invocation.
@@ -410,6 +420,7 @@ impl<S: SecretStore, T: RotationTarget> Rotator<S, T> {
         for change in &plan {
             self.store.move_stage(ctx.arn(), change).await.map_err(|e| ctx.store_error(e))?;
         }
+        self.target.after_finish(ctx).await?;
         Ok(match (gate, plan.is_empty()) {
             (Gate::AlreadyCurrent, true) => Outcome::AlreadyCurrent,
             (Gate::AlreadyCurrent, false) => Outcome::AlreadyDone,
