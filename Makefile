@@ -21,12 +21,15 @@ demo: build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+	# Each function's feature set on its own, as SAM builds them one at a time.
+	$(CARGO) check --quiet -p keyturn --no-default-features --features database --all-targets
+	$(CARGO) check --quiet -p keyturn --no-default-features --features iam --all-targets
 
 test: setup lint
 	$(CARGO) test --workspace
 
 release:
-	$(CARGO) build --release --bin rotate-database --bin bench
+	$(CARGO) build --release --bin rotate-database --bin rotate-iam-key --bin bench
 
 bench: setup release
 	$(CARGO_TARGET_DIR)/release/bench

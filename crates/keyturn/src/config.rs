@@ -5,12 +5,17 @@
 //! keyturn's own settings start with `KEYTURN_`, and an unknown `KEYTURN_` variable is
 //! refused rather than silently ignored (a typo must not change behaviour unseen).
 
+#[cfg(feature = "database")]
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::backend::postgres::Timeouts;
+#[cfg(feature = "database")]
+use crate::backend::Timeouts;
+#[cfg(feature = "database")]
 use crate::password::{PasswordPolicy, DEFAULT_EXCLUDE, DEFAULT_LENGTH};
+#[cfg(feature = "database")]
 use crate::rotation::database::Strategy;
+#[cfg(feature = "iam")]
 use crate::rotation::iam_key::Scope;
 
 /// A setting that could not be used. Names the variable and what it accepts.
@@ -21,12 +26,15 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+#[cfg(feature = "database")]
 /// Accepted range for the timeouts, in seconds.
 pub const TIMEOUT_RANGE_SECS: std::ops::RangeInclusive<u64> = 1..=60;
 
+#[cfg(feature = "database")]
 const KNOWN: [&str; 4] =
     ["KEYTURN_STRATEGY", "KEYTURN_EXTRA_CA_FILES", "KEYTURN_CONNECT_TIMEOUT_SECS", "KEYTURN_STATEMENT_TIMEOUT_SECS"];
 
+#[cfg(feature = "database")]
 /// Settings of the rotate-database function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotateDatabaseConfig {
@@ -43,6 +51,7 @@ pub struct RotateDatabaseConfig {
     pub secrets_manager_endpoint: Option<String>,
 }
 
+#[cfg(feature = "database")]
 impl RotateDatabaseConfig {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -79,12 +88,15 @@ impl RotateDatabaseConfig {
     }
 }
 
+#[cfg(feature = "iam")]
 const IAM_KNOWN: [&str; 4] =
     ["KEYTURN_IAM_PATH_PREFIX", "KEYTURN_IAM_TAG", "KEYTURN_IAM_TEST_TIMEOUT_SECS", "KEYTURN_IAM_DEACTIVATE_PREVIOUS"];
 
+#[cfg(feature = "iam")]
 /// Accepted range for testSecret's bound on IAM's eventual consistency, in seconds.
 pub const IAM_TEST_TIMEOUT_RANGE_SECS: std::ops::RangeInclusive<u64> = 1..=600;
 
+#[cfg(feature = "iam")]
 /// Settings of the rotate-iam-key function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotateIamKeyConfig {
@@ -101,6 +113,7 @@ pub struct RotateIamKeyConfig {
     pub secrets_manager_endpoint: Option<String>,
 }
 
+#[cfg(feature = "iam")]
 impl RotateIamKeyConfig {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -185,6 +198,7 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    #[cfg(feature = "database")]
     #[test]
     fn defaults() {
         let c = RotateDatabaseConfig::from_vars(vars(&[("PATH", "/bin")])).unwrap();
@@ -194,6 +208,7 @@ mod tests {
         assert!(c.extra_ca_files.is_empty());
     }
 
+    #[cfg(feature = "database")]
     #[test]
     fn settings_are_read() {
         let c = RotateDatabaseConfig::from_vars(vars(&[
@@ -211,6 +226,7 @@ mod tests {
         assert_eq!(c.secrets_manager_endpoint.as_deref(), Some("https://vpce.example"));
     }
 
+    #[cfg(feature = "database")]
     #[test]
     fn bad_settings_name_the_variable() {
         for (pairs, variable) in [
@@ -226,6 +242,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "iam")]
     #[test]
     fn iam_config_needs_a_scope() {
         let err = RotateIamKeyConfig::from_vars(vars(&[])).unwrap_err();

@@ -14,6 +14,7 @@
 
 pub mod aws;
 pub mod backend;
+#[cfg(any(feature = "database", feature = "iam"))]
 pub mod config;
 pub mod lambda;
 pub mod password;

@@ -1,7 +1,9 @@
 //! AWS adapters behind the library's traits: Secrets Manager as the rotation engine's
 //! [`crate::rotation::store::SecretStore`], RDS as its [`crate::rotation::database::RdsLookup`].
 
+#[cfg(feature = "iam")]
 pub mod iam;
+#[cfg(feature = "database")]
 pub mod rds;
 pub mod secretsmanager;
 

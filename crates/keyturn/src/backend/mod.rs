@@ -6,16 +6,33 @@
 //! Vault's dbplugin v5: verify a login, change a password, create or update a user like a
 //! template, delete a user (which succeeds when the user is already gone).
 
+#[cfg(feature = "database")]
 pub mod mysql;
+#[cfg(feature = "database")]
 pub mod postgres;
 pub mod secret;
+#[cfg(feature = "database")]
 pub mod tls;
 
 use std::future::Future;
+use std::time::Duration;
 
 use secrecy::SecretString;
 
 pub use secret::{Credentials, DatabaseSecret, Endpoint, Engine, Family, MasterSecret, TlsMode, Username};
+
+/// Connect and statement timeouts of every database session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub statement: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { connect: Duration::from_secs(5), statement: Duration::from_secs(5) }
+    }
+}
 
 /// Change the logged-in user's own password (single-user rotation).
 #[derive(Debug)]
@@ -117,6 +134,7 @@ impl BackendError {
 }
 
 /// Every database engine rotate-database serves, chosen per secret by its `engine` key.
+#[cfg(feature = "database")]
 #[derive(Clone)]
 pub struct Databases {
     pub postgres: postgres::PostgresBackend,
@@ -124,6 +142,7 @@ pub struct Databases {
 }
 
 /// Calls the same method on the backend of the engine's family.
+#[cfg(feature = "database")]
 macro_rules! dispatch {
     ($self:ident, $engine:expr, $backend:ident => $call:expr) => {
         match $engine.family() {
@@ -139,6 +158,7 @@ macro_rules! dispatch {
     };
 }
 
+#[cfg(feature = "database")]
 impl DatabaseBackend for Databases {
     fn serves(&self, _engine: Engine) -> bool {
         true

@@ -22,11 +22,10 @@ use secrecy::{ExposeSecret, SecretString};
 use sha1::{Digest, Sha1};
 use tracing::{debug, instrument};
 
-use super::postgres::Timeouts;
 use super::tls::{TlsSetupError, RDS_CA_BUNDLE};
 use super::{
-    BackendError, Credentials, DatabaseBackend, DeleteUser, Endpoint, Engine, Family, SetOwnPassword, TlsMode,
-    UpsertOutcome, UpsertUser, Username,
+    BackendError, Credentials, DatabaseBackend, DeleteUser, Endpoint, Engine, Family, SetOwnPassword, Timeouts,
+    TlsMode, UpsertOutcome, UpsertUser, Username,
 };
 
 /// MySQL's username limit, in characters.

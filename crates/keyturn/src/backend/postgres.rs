@@ -10,7 +10,6 @@
 //!   owned by the original and usable by both.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use postgres_protocol::password::scram_sha_256;
@@ -22,25 +21,12 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{debug, instrument};
 
 use super::{
-    BackendError, Credentials, DatabaseBackend, DeleteUser, Endpoint, Engine, Family, SetOwnPassword, TlsMode,
-    UpsertOutcome, UpsertUser, Username,
+    BackendError, Credentials, DatabaseBackend, DeleteUser, Endpoint, Engine, Family, SetOwnPassword, Timeouts,
+    TlsMode, UpsertOutcome, UpsertUser, Username,
 };
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
 pub const MAX_USERNAME_BYTES: usize = 63;
-
-/// Connect and statement timeouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub statement: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self { connect: Duration::from_secs(5), statement: Duration::from_secs(5) }
-    }
-}
 
 /// The PostgreSQL backend: TLS configuration and timeouts, built once per container.
 #[derive(Clone)]

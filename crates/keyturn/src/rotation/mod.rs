@@ -6,8 +6,10 @@
 //! [`RotationTarget`] (databases: [`database::DatabaseRotation`]). Every step is idempotent:
 //! rerun after a crash at any point, it converges.
 
+#[cfg(feature = "database")]
 pub mod database;
 pub mod decide;
+#[cfg(feature = "iam")]
 pub mod iam_key;
 pub mod store;
 
