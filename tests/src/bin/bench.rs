@@ -1,12 +1,12 @@
 //! `make bench`: the speed and size figures, as medians over repeated runs.
 //!
-//! - cold start: from spawning the release rotate-database binary to its first request
-//!   for work (`GET .../runtime/invocation/next`) on a Runtime API socket opened here;
+//! - cold start: from spawning each release function binary to its first request for
+//!   work (`GET .../runtime/invocation/next`) on a Runtime API socket opened here;
 //! - warm rotation (PostgreSQL and MariaDB, both strategies): the four steps of one
 //!   rotation, in-process with the library the binary uses, against the local databases
 //!   and moto (RotateSecret itself is not counted: it is Secrets Manager's call, not the
 //!   function's);
-//! - the release binary's size.
+//! - the release binaries' sizes.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -38,8 +38,9 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-fn cold_start(env: &TestEnv) -> Duration {
-    let binary = function_binary("rotate-database");
+/// Median time from spawning `function` with `vars` to its first request for work.
+fn cold_start(function: &str, vars: &[(String, String)]) -> Duration {
+    let binary = function_binary(function);
     let samples = (0..RUNS)
         .map(|_| {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -47,9 +48,9 @@ fn cold_start(env: &TestEnv) -> Duration {
             let started = Instant::now();
             let mut child = Command::new(&binary)
                 .env_clear()
-                .envs(env.function_env(Strategy::SingleUser))
+                .envs(vars.iter().cloned())
                 .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
-                .env("AWS_LAMBDA_FUNCTION_NAME", "rotate-database")
+                .env("AWS_LAMBDA_FUNCTION_NAME", function)
                 .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
                 .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
                 .stdout(Stdio::null())
@@ -173,19 +174,27 @@ async fn main() {
         .with_writer(std::io::sink)
         .init();
     let env = TestEnv::new("bench").await;
-    let binary = function_binary("rotate-database");
     if !cfg!(debug_assertions) {
-        println!("release build: {}", binary.display());
+        println!("release build: {}", function_binary("rotate-database").parent().unwrap().display());
     } else {
         println!("WARNING: debug build; run `make bench` for release figures");
     }
     println!("runs per figure: {RUNS} (median)");
-    let cold = cold_start(&env);
-    println!(
-        "cold start (spawn to first /next):      {:>10}  target < 30 ms   {}",
-        ms(cold),
-        verdict(cold < Duration::from_millis(30))
-    );
+    let iam_vars: Vec<(String, String)> = env
+        .function_env(Strategy::SingleUser)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("KEYTURN_"))
+        .chain([("KEYTURN_IAM_PATH_PREFIX".to_owned(), "/keyturn/".to_owned())])
+        .collect();
+    for (function, vars) in [("rotate-database", env.function_env(Strategy::SingleUser)), ("rotate-iam-key", iam_vars)]
+    {
+        let cold = cold_start(function, &vars);
+        println!(
+            "cold start, {function:<16} (to first /next): {:>10}  target < 30 ms   {}",
+            ms(cold),
+            verdict(cold < Duration::from_millis(30))
+        );
+    }
     for (db, name) in [(Db::Postgres, "PostgreSQL"), (Db::Mariadb, "MariaDB")] {
         for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
             let (warm, steps) = warm_rotation(&env, db, strategy).await;
@@ -203,10 +212,12 @@ async fn main() {
     let (tls, plain) = login(&env).await;
     println!("  for scale: one PostgreSQL login + SELECT 1: {} over verify-full TLS, {} plaintext", ms(tls), ms(plain));
     println!("  for scale: one Secrets Manager call to moto (DescribeSecret): {}", ms(store_round_trip(&env).await));
-    let size = std::fs::metadata(&binary).unwrap().len();
-    println!(
-        "binary size (rotate-database):          {:>7.2} MB  target < 12 MB   {}",
-        size as f64 / 1e6,
-        verdict(size < 12_000_000)
-    );
+    for function in ["rotate-database", "rotate-iam-key"] {
+        let size = std::fs::metadata(function_binary(function)).unwrap().len();
+        println!(
+            "binary size, {function:<16}                {:>7.2} MB  target < 12 MB   {}",
+            size as f64 / 1e6,
+            verdict(size < 12_000_000)
+        );
+    }
 }
