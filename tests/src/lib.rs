@@ -391,6 +391,28 @@ impl TestEnv {
         token
     }
 
+    /// A rotation that changed the credentials (createSecret, setSecret) and was then
+    /// abandoned: its AWSPENDING label removed by hand, as an operator does to unblock
+    /// RotateSecret. Returns its token, now a version without labels.
+    pub async fn abandon_after_set<T: RotationTarget>(
+        &self,
+        rotator: &Rotator<SecretsManagerStore, T>,
+        arn: &str,
+    ) -> String {
+        let token = self.start_rotation(arn).await;
+        self.step(rotator, arn, &token, Step::Create).await.expect("createSecret");
+        self.step(rotator, arn, &token, Step::Set).await.expect("setSecret");
+        self.sm
+            .update_secret_version_stage()
+            .secret_id(arn)
+            .version_stage("AWSPENDING")
+            .remove_from_version_id(&token)
+            .send()
+            .await
+            .expect("UpdateSecretVersionStage");
+        token
+    }
+
     /// Version id to staging labels, as DescribeSecret reports them.
     pub async fn stages(&self, arn: &str) -> BTreeMap<String, BTreeSet<String>> {
         let out = self.sm.describe_secret().secret_id(arn).send().await.expect("DescribeSecret");

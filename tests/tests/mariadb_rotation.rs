@@ -182,17 +182,7 @@ async fn mariadb_abandoned_rotation_heals() {
     let env = TestEnv::new("mheal").await;
     let rotator = env.rotator(Strategy::SingleUser);
     let (arn, user, _) = single_user_secret(&env, "app").await;
-    let abandoned = env.start_rotation(&arn).await;
-    env.step(&rotator, &arn, &abandoned, Step::Create).await.unwrap();
-    env.step(&rotator, &arn, &abandoned, Step::Set).await.unwrap();
-    env.sm
-        .update_secret_version_stage()
-        .secret_id(&arn)
-        .version_stage(AWSPENDING)
-        .remove_from_version_id(&abandoned)
-        .send()
-        .await
-        .unwrap();
+    env.abandon_after_set(&rotator, &arn).await;
     env.rotate(&rotator, &arn).await;
     let (_, healed) = env.login_of(&arn, AWSCURRENT).await;
     assert!(env.can_login_mariadb(&user, &healed).await);

@@ -231,19 +231,8 @@ async fn an_abandoned_rotation_heals() {
     let (arn, user, _) = single_user_secret(&env, "app").await;
     env.rotate(&rotator, &arn).await; // so AWSPREVIOUS exists too
 
-    // Rotation A changes the database, then is abandoned: its label is removed by hand,
-    // as an operator does to unblock RotateSecret.
-    let abandoned = env.start_rotation(&arn).await;
-    env.step(&rotator, &arn, &abandoned, Step::Create).await.unwrap();
-    env.step(&rotator, &arn, &abandoned, Step::Set).await.unwrap();
-    env.sm
-        .update_secret_version_stage()
-        .secret_id(&arn)
-        .version_stage(AWSPENDING)
-        .remove_from_version_id(&abandoned)
-        .send()
-        .await
-        .unwrap();
+    // A rotation changes the database, then is abandoned.
+    let abandoned = env.abandon_after_set(&rotator, &arn).await;
     let (cur_user, cur_password) = env.login_of(&arn, AWSCURRENT).await;
     assert!(!env.can_login(&cur_user, &cur_password).await, "setup: the database must have left AWSCURRENT behind");
 

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use tracing::{info, warn};
 
 use super::store::SecretStore;
-use super::{Outcome, Reads, RotationError, RotationTarget, Step, StepContext};
+use super::{Outcome, RotationError, RotationTarget, StepContext};
 
 /// Key names accepted for each field, the first being the one keyturn documents. The
 /// names a secret uses are kept when keyturn writes the next version.
@@ -275,13 +275,6 @@ impl<I: IamKeys> IamKeyRotation<I> {
 impl<I: IamKeys> RotationTarget for IamKeyRotation<I> {
     fn strategy(&self) -> &'static str {
         "iam-two-keys"
-    }
-
-    fn reads(&self, step: Step) -> Reads {
-        match step {
-            Step::Set | Step::Test => Reads { pending: true, ..Reads::default() },
-            Step::Create | Step::Finish => Reads::default(),
-        }
     }
 
     async fn create<S: SecretStore>(
