@@ -247,3 +247,27 @@ async fn the_previous_key_can_be_deactivated_at_finish() {
     env.rotate(&rotator, &arn).await;
     assert!(!key_ids(&env, &user).await.contains(&previous.0), "the next rotation deletes it");
 }
+
+#[tokio::test]
+async fn a_key_created_before_its_tag_is_recovered_through_the_creation_marker() {
+    let env = TestEnv::authenticated("iammarker").await;
+    let rotator = rotator(&env);
+    let (arn, user) = user_with_secret(&env, "ci", PATH).await;
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    // A createSecret that died right after CreateAccessKey: the marker set, the key untagged.
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 5;
+    let marker = aws_sdk_iam::types::Tag::builder()
+        .key(keyturn::rotation::iam_key::CREATING_TAG)
+        .value(format!("keyturn-rotation-lost-{since}"))
+        .build()
+        .unwrap();
+    iam.tag_user().user_name(&user).tags(marker).send().await.unwrap();
+    let orphan = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
+
+    env.rotate(&rotator, &arn).await;
+    let keys = key_ids(&env, &user).await;
+    assert_eq!(keys.len(), 2);
+    assert!(!keys.contains(&orphan.access_key_id), "the interrupted step's key must be gone");
+    let tags = iam.list_user_tags().user_name(&user).send().await.unwrap();
+    assert!(!tags.tags().iter().any(|t| t.key() == keyturn::rotation::iam_key::CREATING_TAG), "marker left behind");
+}

@@ -56,7 +56,8 @@ impl IamKeys for IamClient {
             .iter()
             .filter_map(|k| {
                 let active = k.status() == Some(&aws_sdk_iam::types::StatusType::Active);
-                Some(AccessKey { id: k.access_key_id()?.to_owned(), active })
+                let created = k.create_date().map(|d| d.secs());
+                Some(AccessKey { id: k.access_key_id()?.to_owned(), active, created })
             })
             .collect())
     }

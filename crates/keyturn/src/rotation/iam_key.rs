@@ -25,6 +25,12 @@ const USERNAME_KEYS: [&str; 3] = ["username", "UserName", "userName"];
 const ACCESS_KEY_ID_KEYS: [&str; 3] = ["accessKeyId", "AccessKeyId", "aws_access_key_id"];
 const SECRET_KEY_KEYS: [&str; 3] = ["secretAccessKey", "SecretAccessKey", "aws_secret_access_key"];
 
+/// The user tag keyturn sets just before `CreateAccessKey` (value: [`TAG_PREFIX`], the
+/// token, `-`, the time in seconds since the epoch) and removes once the new key carries
+/// its own tag: a key created after that time, untagged, while the marker is still there,
+/// is one an interrupted createSecret made.
+pub const CREATING_TAG: &str = "keyturn-creating-key";
+
 /// Prefix of the value of the user tag keyturn puts on each key it creates; the rotation's
 /// token follows. Letters, digits and `-` only: moto fails to verify the signature of
 /// some `TagUser` requests whose value holds a space or `:`.
@@ -97,6 +103,8 @@ pub struct IamUser {
 pub struct AccessKey {
     pub id: String,
     pub active: bool,
+    /// Creation time, seconds since the epoch.
+    pub created: Option<i64>,
 }
 
 /// A failure calling IAM or STS.
@@ -177,6 +185,11 @@ pub enum Removal {
     Orphan,
 }
 
+/// The time in a [`CREATING_TAG`] value, if it is one of keyturn's.
+fn creating_since(value: &str) -> Option<i64> {
+    value.strip_prefix(TAG_PREFIX)?.rsplit('-').next()?.parse().ok()
+}
+
 /// Which keys createSecret must delete so one can be created. Pure: the user's keys, the
 /// key ids the secret's AWSCURRENT and AWSPREVIOUS hold, and the user's tags.
 pub fn plan_removals(
@@ -188,12 +201,14 @@ pub fn plan_removals(
     if !keys.iter().any(|k| k.id == current) {
         return Err(format!("the AWSCURRENT key {current} is not one of the user's keys in IAM"));
     }
+    let creating = tags.get(CREATING_TAG).and_then(|v| creating_since(v));
     let mut removals = Vec::new();
     let mut foreign = Vec::new();
     for key in keys.iter().filter(|k| k.id != current) {
+        let made_while_creating = matches!((creating, key.created), (Some(since), Some(at)) if at >= since);
         if Some(key.id.as_str()) == previous {
             removals.push((key.id.clone(), Removal::Previous));
-        } else if tags.get(&key.id).is_some_and(|v| v.starts_with(TAG_PREFIX)) {
+        } else if tags.get(&key.id).is_some_and(|v| v.starts_with(TAG_PREFIX)) || made_while_creating {
             removals.push((key.id.clone(), Removal::Orphan));
         } else {
             foreign.push(key.id.as_str());
@@ -307,13 +322,22 @@ impl<I: IamKeys> RotationTarget for IamKeyRotation<I> {
             }
             info!(secret_arn = %ctx.arn(), key_id, reason = ?why, "access key deleted");
         }
+        // Marks what is being done before doing it, so an interrupted step can tell the
+        // key it made from keys made by hand, whenever it was interrupted.
+        let tag = format!("{TAG_PREFIX}{}", ctx.token);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.iam
+            .tag_user(&current.username, CREATING_TAG, &format!("{tag}-{now}"))
+            .await
+            .map_err(Self::iam_error(ctx, "marking the key creation"))?;
         let (key_id, secret) =
             self.iam.create_key(&current.username).await.map_err(Self::iam_error(ctx, "creating a key"))?;
-        // Marks the key as keyturn's before it is stored, so an interrupted step can tell
-        // it from keys created by hand.
-        let tag = format!("{TAG_PREFIX}{}", ctx.token);
-        if let Err(e) = self.iam.tag_user(&current.username, &key_id, &tag).await {
-            warn!(secret_arn = %ctx.arn(), key_id, error = %e, "could not tag the new key");
+        self.iam
+            .tag_user(&current.username, &key_id, &tag)
+            .await
+            .map_err(Self::iam_error(ctx, "tagging the new key"))?;
+        if let Err(e) = self.iam.untag_user(&current.username, CREATING_TAG).await {
+            warn!(secret_arn = %ctx.arn(), error = %e, "could not remove the creation marker");
         }
         info!(secret_arn = %ctx.arn(), key_id, user = %user.arn, "access key created");
         Ok(current.with_key(&key_id, &secret))
@@ -390,7 +414,7 @@ mod tests {
     use super::*;
 
     fn key(id: &str) -> AccessKey {
-        AccessKey { id: id.into(), active: true }
+        AccessKey { id: id.into(), active: true, created: Some(1_000) }
     }
 
     fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -409,6 +433,20 @@ mod tests {
             plan_removals(&[key("B"), key("C")], "B", Some("A"), &orphan_tag).unwrap(),
             vec![("C".to_string(), Removal::Orphan)]
         );
+    }
+
+    #[test]
+    fn a_key_made_after_the_creation_marker_is_an_orphan() {
+        let marker = tags(&[(CREATING_TAG, "keyturn-rotation-5e3c-aa-900")]);
+        assert_eq!(
+            plan_removals(&[key("A"), key("C")], "A", None, &marker).unwrap(),
+            vec![("C".to_string(), Removal::Orphan)]
+        );
+        // A key older than the marker was not made by that createSecret.
+        let later = tags(&[(CREATING_TAG, "keyturn-rotation-5e3c-aa-2000")]);
+        assert!(plan_removals(&[key("A"), key("C")], "A", None, &later).is_err());
+        let foreign_marker = tags(&[(CREATING_TAG, "someone-else-900")]);
+        assert!(plan_removals(&[key("A"), key("C")], "A", None, &foreign_marker).is_err());
     }
 
     #[test]
