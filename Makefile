@@ -25,7 +25,9 @@ lint:
 	$(CARGO) check --quiet -p keyturn --no-default-features --features database --all-targets
 	$(CARGO) check --quiet -p keyturn --no-default-features --features iam --all-targets
 
+# The end-to-end tests run the function binaries, which `cargo test` alone does not build.
 test: setup lint
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
 release:
