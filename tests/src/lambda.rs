@@ -43,7 +43,7 @@ impl Emulator {
         let mut command = Command::new(venv().join("bin/cargo-lambda"));
         command
             .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .current_dir(crate::project_root())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let watch = spawn_tied(command, libc::SIGTERM).expect("start cargo lambda watch");

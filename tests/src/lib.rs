@@ -32,6 +32,18 @@ use serde_json::Value;
 
 pub use keyturn;
 
+/// The project's root: the nearest directory, from the working directory up, that holds
+/// `tests/moto_setup.py`. Found at run time, not baked in with `env!`, because build
+/// artifacts are shared between checkouts through the fixed target directory.
+pub fn project_root() -> PathBuf {
+    let start = std::env::current_dir().expect("current dir");
+    start
+        .ancestors()
+        .find(|dir| dir.join("tests/moto_setup.py").is_file())
+        .unwrap_or_else(|| panic!("no keyturn checkout at or above {}", start.display()))
+        .to_path_buf()
+}
+
 /// The services of one process.
 pub struct Harness {
     pub work: PathBuf,
@@ -50,7 +62,7 @@ impl Harness {
     pub fn moto_auth(&self) -> &(String, String) {
         self.moto_admin.get_or_init(|| {
             let out = std::process::Command::new(moto::venv().join("bin/python"))
-                .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("moto_auth.py"))
+                .arg(project_root().join("tests/moto_auth.py"))
                 .arg(&self.moto.endpoint)
                 .stderr(std::process::Stdio::inherit())
                 .output()

@@ -15,9 +15,7 @@ pub struct Moto {
 
 /// The project's virtualenv (made by `make setup`), overridable with `KEYTURN_VENV`.
 pub fn venv() -> std::path::PathBuf {
-    std::env::var_os("KEYTURN_VENV")
-        .map(Into::into)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv"))
+    std::env::var_os("KEYTURN_VENV").map(Into::into).unwrap_or_else(|| crate::project_root().join(".venv"))
 }
 
 pub fn start(dir: &Path) -> Moto {
@@ -32,7 +30,7 @@ pub fn start(dir: &Path) -> Moto {
     let endpoint = format!("http://127.0.0.1:{port}");
 
     let setup = Command::new(venv().join("bin/python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("moto_setup.py"))
+        .arg(crate::project_root().join("tests/moto_setup.py"))
         .arg(&endpoint)
         .stderr(Stdio::inherit())
         .output()

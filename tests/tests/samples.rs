@@ -6,7 +6,7 @@ use keyturn::rotation::{RotationEvent, Step};
 #[test]
 fn sample_rotation_events_parse() {
     for function in ["rotate-database", "rotate-iam-key"] {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events").join(function);
+        let dir = keyturn_tests::project_root().join("events").join(function);
         for (file, step) in [
             ("createSecret.json", Step::Create),
             ("setSecret.json", Step::Set),
@@ -23,7 +23,7 @@ fn sample_rotation_events_parse() {
 
 #[test]
 fn sam_template_passes_cfn_lint() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = keyturn_tests::project_root();
     let out = std::process::Command::new(keyturn_tests::moto::venv().join("bin/cfn-lint"))
         .arg(root.join("infra/template.yaml"))
         .output()

@@ -1,7 +1,7 @@
-//! `make demo`: brings up PostgreSQL and the AWS emulator, rotates a secret three times
-//! per strategy through the real rotate-database binary under cargo-lambda's Runtime API
-//! emulator, and after each rotation prints the versions, their stages, and which
-//! credentials log in.
+//! `make demo`: brings up PostgreSQL, MariaDB and the AWS emulator, rotates a secret of
+//! each engine three times per strategy through the real rotate-database binary under
+//! cargo-lambda's Runtime API emulator, and after each rotation prints the versions, their
+//! stages, and which credentials log in.
 
 use keyturn::rotation::database::Strategy;
 use keyturn_tests::lambda::{function_binary, Emulator};
@@ -10,9 +10,13 @@ use serde_json::{json, Value};
 
 #[tokio::main]
 async fn main() {
-    println!("Starting PostgreSQL 15 (TLS, scram-sha-256) and moto on loopback...");
+    println!("Starting PostgreSQL 15, MariaDB (both with TLS from a fresh CA) and moto on loopback...");
     let env = TestEnv::new("demo").await;
-    println!("  PostgreSQL on 127.0.0.1:{}, moto on {}", env.h.pg.port, env.h.moto.endpoint);
+    let mariadb_port = env.h.mariadb().port;
+    println!(
+        "  PostgreSQL on 127.0.0.1:{}, MariaDB on 127.0.0.1:{mariadb_port}, moto on {}",
+        env.h.pg.port, env.h.moto.endpoint
+    );
     let binary = function_binary("rotate-database");
 
     for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
@@ -20,42 +24,55 @@ async fn main() {
         let log = env.h.work.join(format!("rotate-database-{}.log", strategy.as_str()));
         emulator.run_function(&binary, "rotate-database", &env.function_env(strategy), &log);
 
-        let name = if strategy == Strategy::SingleUser { "app" } else { "svc" };
-        let user = env.unique(name);
-        let password = random_token();
-        env.create_role(&user, &password).await;
-        let mut secret = env.user_secret(&user, &password);
-        if strategy == Strategy::AlternatingUsers {
-            secret["masterarn"] = json!(env.create_secret("master", &env.admin_secret()).await);
-        }
-        let arn = env.create_secret(name, &secret).await;
-        println!("\n=== {} rotation of {arn}", strategy.as_str());
-        println!("    (KEYTURN_STRATEGY={}; function log: {})", strategy.as_str(), log.display());
-
-        for round in 1..=3 {
-            let token = env.start_rotation(&arn).await;
-            let started = std::time::Instant::now();
-            for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
-                let file = env.h.work.join(format!("{token}-{step}.json"));
-                let event = json!({"Step": step, "SecretId": arn, "ClientRequestToken": token});
-                std::fs::write(&file, event.to_string()).expect("write event");
-                if let Err(e) = emulator.invoke("rotate-database", &file) {
-                    eprintln!("{step} failed:\n{e}");
-                    std::process::exit(1);
-                }
+        for mariadb in [false, true] {
+            let name = match (strategy, mariadb) {
+                (Strategy::SingleUser, false) => "app",
+                (Strategy::SingleUser, true) => "shop",
+                (Strategy::AlternatingUsers, false) => "svc",
+                (Strategy::AlternatingUsers, true) => "web",
+            };
+            let user = env.unique(name);
+            let password = random_token();
+            let (mut secret, admin) = if mariadb {
+                env.create_mariadb_account(&user, &password, "").await;
+                (env.mariadb_secret(&user, &password), env.mariadb_admin_secret())
+            } else {
+                env.create_role(&user, &password).await;
+                (env.user_secret(&user, &password), env.admin_secret())
+            };
+            if strategy == Strategy::AlternatingUsers {
+                secret["masterarn"] = json!(env.create_secret(&format!("{name}-master"), &admin).await);
             }
-            println!(
-                "\nrotation {round} (token {}…): four steps through cargo lambda invoke in {} ms",
-                &token[..8],
-                started.elapsed().as_millis()
-            );
-            print_versions(&env, &arn).await;
+            let arn = env.create_secret(name, &secret).await;
+            let engine = if mariadb { "MariaDB" } else { "PostgreSQL" };
+            println!("\n=== {engine}, {} rotation of {arn}", strategy.as_str());
+            println!("    (KEYTURN_STRATEGY={}; function log: {})", strategy.as_str(), log.display());
+
+            for round in 1..=3 {
+                let token = env.start_rotation(&arn).await;
+                let started = std::time::Instant::now();
+                for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+                    let file = env.h.work.join(format!("{token}-{step}.json"));
+                    let event = json!({"Step": step, "SecretId": arn, "ClientRequestToken": token});
+                    std::fs::write(&file, event.to_string()).expect("write event");
+                    if let Err(e) = emulator.invoke("rotate-database", &file) {
+                        eprintln!("{step} failed:\n{e}");
+                        std::process::exit(1);
+                    }
+                }
+                println!(
+                    "\nrotation {round} (token {}…): four steps through cargo lambda invoke in {} ms",
+                    &token[..8],
+                    started.elapsed().as_millis()
+                );
+                print_versions(&env, &arn, mariadb).await;
+            }
         }
     }
     println!("\nDone. Everything above ran on this machine; the services stop with this process.");
 }
 
-async fn print_versions(env: &TestEnv, arn: &str) {
+async fn print_versions(env: &TestEnv, arn: &str, mariadb: bool) {
     let versions = env
         .sm
         .list_secret_version_ids()
@@ -79,7 +96,11 @@ async fn print_versions(env: &TestEnv, arn: &str) {
         };
         let (user, password) = (json["username"].as_str().unwrap_or("?"), json["password"].as_str().unwrap_or(""));
         let stages = if v.version_stages().is_empty() { "(none)".to_owned() } else { v.version_stages().join(",") };
-        let works = if env.can_login(user, password).await { "yes" } else { "no (refused)" };
+        let logs_in = match mariadb {
+            true => env.can_login_mariadb(user, password).await,
+            false => env.can_login(user, password).await,
+        };
+        let works = if logs_in { "yes" } else { "no (refused)" };
         let shown = format!("{}…", password.chars().take(4).collect::<String>());
         println!("  {:<10} {:<26} {:<22} {:<10} {works}", &id[..8.min(id.len())], stages, user, shown);
     }
