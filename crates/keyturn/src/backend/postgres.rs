@@ -73,7 +73,13 @@ impl PostgresBackend {
         };
         // connect_timeout covers the TCP connect only; this bounds TLS and authentication too.
         match tokio::time::timeout(self.timeouts.connect, connecting).await {
-            Ok(result) => result.map_err(|e| classify(&e, endpoint, login, "login")),
+            Ok(result) => result.map_err(|e| match classify(&e, endpoint, login, "login") {
+                // The driver's own connect timeout does not say how long it waited.
+                BackendError::Timeout { operation, .. } => {
+                    BackendError::Timeout { operation, seconds: self.timeouts.connect.as_secs() }
+                }
+                other => other,
+            }),
             Err(_) => Err(BackendError::Timeout { operation: "login", seconds: self.timeouts.connect.as_secs() }),
         }
     }
