@@ -529,3 +529,40 @@ async fn passwords_with_every_printable_character_work() {
         env.assert_no_password_logged(&arn).await;
     }
 }
+
+#[tokio::test]
+async fn a_blocked_statement_is_cut_by_the_statement_timeout() {
+    use keyturn::backend::postgres::PostgresBackend;
+    use keyturn::backend::{BackendError, Credentials, DatabaseBackend, Endpoint, Engine, SetOwnPassword, Timeouts};
+    use keyturn::backend::{TlsMode, Username};
+    let env = TestEnv::new("stmt").await;
+    let user = env.unique("app");
+    let password = random_token();
+    env.create_role(&user, &password).await;
+    // Another session holds the role's row: keyturn's ALTER ROLE has to wait for it.
+    let mut blocker = env.pg_admin().await;
+    let tx = blocker.transaction().await.unwrap();
+    tx.batch_execute(&format!("ALTER ROLE {} CONNECTION LIMIT 5", escape_identifier(&user))).await.unwrap();
+
+    let timeouts =
+        Timeouts { connect: std::time::Duration::from_secs(5), statement: std::time::Duration::from_secs(1) };
+    let tls = keyturn::backend::tls::client_config(std::slice::from_ref(&env.h.ca_file)).unwrap();
+    let backend = PostgresBackend::new(tls, timeouts);
+    let endpoint = Endpoint {
+        engine: Engine::Postgres,
+        host: "localhost".into(),
+        port: env.h.pg.port,
+        dbname: Some("postgres".into()),
+        tls: TlsMode::VerifyFull,
+    };
+    let login = Credentials { username: Username::parse(&user).unwrap(), password: password.clone().into() };
+    let started = std::time::Instant::now();
+    let new_password = random_token().into();
+    let err = backend.set_own_password(&endpoint, SetOwnPassword { login: &login, new_password: &new_password }).await;
+    let err = err.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "waited {:?}", started.elapsed());
+    assert!(matches!(&err, BackendError::Database { .. }) && err.to_string().contains("statement timeout"), "{err}");
+    assert!(err.is_retryable(), "a timed-out statement may succeed later: {err}");
+    tx.rollback().await.unwrap();
+    assert!(env.can_login(&user, &password).await, "the password did not change");
+}
