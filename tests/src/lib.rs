@@ -425,6 +425,22 @@ impl TestEnv {
         token
     }
 
+    /// Starts a rotation and runs its steps until one fails; returns that error. Panics
+    /// if the whole rotation succeeds.
+    pub async fn rotation_error<T: RotationTarget>(
+        &self,
+        rotator: &Rotator<SecretsManagerStore, T>,
+        arn: &str,
+    ) -> RotationError {
+        let token = self.start_rotation(arn).await;
+        for step in [Step::Create, Step::Set, Step::Test, Step::Finish] {
+            if let Err(e) = self.step(rotator, arn, &token, step).await {
+                return e;
+            }
+        }
+        panic!("the rotation of {arn} succeeded");
+    }
+
     /// Version id to staging labels, as DescribeSecret reports them.
     pub async fn stages(&self, arn: &str) -> BTreeMap<String, BTreeSet<String>> {
         let out = self.sm.describe_secret().secret_id(arn).send().await.expect("DescribeSecret");

@@ -8,7 +8,7 @@ use keyturn::aws::iam::IamClient;
 use keyturn::aws::secretsmanager::SecretsManagerStore;
 use keyturn::rotation::iam_key::{IamKeyRotation, Scope};
 use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
-use keyturn::rotation::{RotationError, Rotator, Step};
+use keyturn::rotation::{Rotator, Step};
 use keyturn_tests::lambda::{function_binary, Emulator};
 use keyturn_tests::{random_token, TestEnv};
 use serde_json::{json, Value};
@@ -125,17 +125,6 @@ async fn a_key_created_but_never_stored_is_removed_not_counted() {
     assert!(authenticates(&env, &key_of(&env, &arn, AWSCURRENT).await).await);
 }
 
-/// Runs a rotation until a step fails; returns that error and the pending version's token.
-async fn rotation_error(env: &TestEnv, rotator: &IamRotator, arn: &str) -> RotationError {
-    let token = env.start_rotation(arn).await;
-    for step in STEPS {
-        if let Err(e) = env.step(rotator, arn, &token, step).await {
-            return e;
-        }
-    }
-    panic!("the rotation of {arn} succeeded");
-}
-
 #[tokio::test]
 async fn bad_inputs_are_refused_and_delete_nothing() {
     let env = TestEnv::authenticated("iambad").await;
@@ -170,7 +159,7 @@ async fn bad_inputs_are_refused_and_delete_nothing() {
             None => Vec::new(),
         };
         let current = env.value(arn, AWSCURRENT).await;
-        let err = rotation_error(&env, &rotator, arn).await;
+        let err = env.rotation_error(&rotator, arn).await;
         assert!(err.to_string().contains(expected), "{arn}: {err}");
         assert!(err.to_string().contains(arn.as_str()), "the error names the secret: {err}");
         assert_eq!(env.value(arn, AWSCURRENT).await, current, "{arn}: AWSCURRENT changed");

@@ -4,7 +4,7 @@
 use keyturn::backend::mysql::literal;
 use keyturn::rotation::database::Strategy;
 use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
-use keyturn::rotation::{RotationError, Step};
+use keyturn::rotation::Step;
 use keyturn_tests::{random_token, TestEnv};
 use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
@@ -188,18 +188,6 @@ async fn mariadb_abandoned_rotation_heals() {
     assert!(env.can_login_mariadb(&user, &healed).await);
 }
 
-/// Runs a rotation until a step fails; returns that error.
-async fn rotation_error(env: &TestEnv, strategy: Strategy, arn: &str) -> RotationError {
-    let rotator = env.rotator(strategy);
-    let token = env.start_rotation(arn).await;
-    for step in STEPS {
-        if let Err(e) = env.step(&rotator, arn, &token, step).await {
-            return e;
-        }
-    }
-    panic!("the rotation of {arn} succeeded");
-}
-
 async fn account_exists(env: &TestEnv, user: &str) -> bool {
     let found: Option<String> =
         env.mariadb_admin().await.exec_first("SELECT User FROM mysql.user WHERE User = ?", (user,)).await.unwrap();
@@ -257,7 +245,7 @@ async fn mariadb_bad_inputs_are_refused_and_change_nothing() {
     ];
     for (name, strategy, value, expected) in cases {
         let arn = env.create_secret(name, &value).await;
-        let err = rotation_error(&env, strategy, &arn).await;
+        let err = env.rotation_error(&env.rotator(strategy), &arn).await;
         let message = err.to_string();
         assert!(message.contains(expected), "{name}: {message}");
         assert!(message.contains(&arn), "{name}: the error must name the secret: {message}");
@@ -300,7 +288,7 @@ async fn mariadb_tls_is_verified_and_never_downgraded() {
     let mut wrong_name = env.mariadb_secret(&user, &password);
     wrong_name["host"] = json!("127.0.0.1");
     let arn = env.create_secret("wrongname", &wrong_name).await;
-    let err = rotation_error(&env, Strategy::SingleUser, &arn).await;
+    let err = env.rotation_error(&env.rotator(Strategy::SingleUser), &arn).await;
     assert!(err.to_string().contains("TLS"), "{err}");
     assert!(env.can_login_mariadb(&user, &password).await, "nothing may change");
 

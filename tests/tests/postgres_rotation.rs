@@ -247,18 +247,6 @@ async fn an_abandoned_rotation_heals() {
     );
 }
 
-/// Runs createSecret and setSecret on a fresh rotation; returns the first error.
-async fn rotation_error(env: &TestEnv, strategy: Strategy, arn: &str) -> RotationError {
-    let rotator = env.rotator(strategy);
-    let token = env.start_rotation(arn).await;
-    for step in STEPS {
-        if let Err(e) = env.step(&rotator, arn, &token, step).await {
-            return e;
-        }
-    }
-    panic!("the rotation of {arn} succeeded");
-}
-
 /// AWSCURRENT as it was and, for input refused at createSecret, no pending value stored.
 async fn assert_unchanged(env: &TestEnv, arn: &str, before: &Value) {
     assert_eq!(&env.value(arn, AWSCURRENT).await, before, "AWSCURRENT changed");
@@ -322,7 +310,7 @@ async fn bad_secrets_are_refused_and_change_nothing() {
             .unwrap()
             .to_owned();
         let before = env.sm.get_secret_value().secret_id(&arn).version_stage(AWSCURRENT).send().await.unwrap();
-        let err = rotation_error(&env, strategy, &arn).await;
+        let err = env.rotation_error(&env.rotator(strategy), &arn).await;
         let message = err.to_string();
         assert!(message.contains(expected), "{name}: {message}");
         assert!(message.contains(&arn), "{name}: the error must name the secret: {message}");
@@ -384,7 +372,7 @@ async fn tls_is_verified_and_never_downgraded() {
     let mut wrong_name = env.user_secret(&user, &password);
     wrong_name["host"] = json!("127.0.0.1");
     let wrong = env.create_secret("wrongname", &wrong_name).await;
-    let err = rotation_error(&env, Strategy::SingleUser, &wrong).await;
+    let err = env.rotation_error(&env.rotator(Strategy::SingleUser), &wrong).await;
     assert!(err.to_string().contains("TLS"), "{err}");
     assert!(env.can_login(&user, &password).await);
 
@@ -509,7 +497,7 @@ async fn an_rds_managed_master_secret_is_located_through_rds() {
     let arn = env.create_secret("app", &secret).await;
     // The user secret points at this machine, the instance elsewhere: the mismatch is
     // caught before anything changes, and the message shows the host came from RDS.
-    let err = rotation_error(&env, Strategy::AlternatingUsers, &arn).await;
+    let err = env.rotation_error(&env.rotator(Strategy::AlternatingUsers), &arn).await;
     assert!(err.to_string().contains(&address), "{err}");
     assert!(!role_exists(&env, &format!("{user}_clone")).await);
 }
