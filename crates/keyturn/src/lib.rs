@@ -4,9 +4,13 @@
 //! configuration and clients once per container and hand events to it.
 //!
 //! - [`rotation`]: Secrets Manager's four-step rotation protocol, as pure decisions over a
-//!   secret's metadata plus small I/O traits, and the database rotation built on it.
-//! - [`backend`]: one small interface per credential kind (PostgreSQL so far), with TLS.
-//! - [`aws`]: the Secrets Manager and RDS adapters behind those traits.
+//!   secret's metadata plus small I/O traits, and the database and IAM key rotations built
+//!   on it.
+//! - [`backend`]: the database interface (PostgreSQL; MySQL and MariaDB), with TLS.
+//! - [`aws`]: the Secrets Manager, RDS, IAM and STS adapters behind those traits.
+//!
+//! Features: `database` (drivers, RDS) for rotate-database, `iam` (IAM, STS) for
+//! rotate-iam-key.
 //! - [`password`]: the local CSPRNG password generator.
 //! - [`config`]: typed configuration read once from the environment.
 //! - [`telemetry`]: JSON log lines that honour Lambda's logging controls.

@@ -2,7 +2,8 @@
 //! response type per operation. Rotation and leases orchestrate on top of these and hold
 //! no engine-specific code.
 //!
-//! [`DatabaseBackend`] is the database interface (PostgreSQL in [`postgres`]); it follows
+//! [`DatabaseBackend`] is the database interface (PostgreSQL in `postgres`, MySQL and
+//! MariaDB in `mysql`, both chosen per secret by [`Databases`]); it follows
 //! Vault's dbplugin v5: verify a login, change a password, create or update a user like a
 //! template, delete a user (which succeeds when the user is already gone).
 

@@ -1,9 +1,9 @@
 //! Database rotation on top of [`DatabaseBackend`]: the single-user and alternating-users
 //! strategies of AWS's templates, with no engine-specific code.
 //!
-//! Single user: the user changes its own password, logging in with pending, current,
-//! previous and then, if none works (a rotation abandoned after setSecret), every other
-//! version the secret still has. Alternating users: the admin secret `masterarn` names
+//! Single user: the user changes its own password, logging in with current (done already
+//! if pending works instead), previous and then, if none works (a rotation abandoned after
+//! setSecret), every other version the secret still has. Alternating users: the admin secret `masterarn` names
 //! sets the password of `<user>` or `<user>_clone`, whichever is not current, creating the
 //! clone like the original; the previous user stays valid until the next rotation.
 
