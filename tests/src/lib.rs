@@ -225,13 +225,29 @@ impl TestEnv {
 
     /// [`TestEnv::rotator`] with another password policy.
     pub fn rotator_with(&self, strategy: Strategy, passwords: PasswordPolicy) -> TestRotator {
-        let ca = std::slice::from_ref(&self.h.ca_file);
         let backend = Databases {
-            postgres: PostgresBackend::new(tls::client_config(ca).expect("TLS config"), Timeouts::default()),
-            mysql: MysqlBackend::new(ca, Timeouts::default()).expect("CA file"),
+            postgres: self.pg_backend(Timeouts::default()),
+            mysql: MysqlBackend::new(std::slice::from_ref(&self.h.ca_file), Timeouts::default()).expect("CA file"),
         };
         let target = DatabaseRotation::new(backend, RdsClient::new(&self.sdk), strategy, passwords);
         Rotator::new(SecretsManagerStore::new(&self.sdk, None), target)
+    }
+
+    /// The PostgreSQL backend as the function builds it, trusting the harness CA.
+    pub fn pg_backend(&self, timeouts: Timeouts) -> PostgresBackend {
+        PostgresBackend::new(tls::client_config(std::slice::from_ref(&self.h.ca_file)).expect("TLS config"), timeouts)
+    }
+
+    /// The harness PostgreSQL as a secret would name it (`localhost`, the name its
+    /// certificate holds).
+    pub fn pg_endpoint(&self, tls: keyturn::backend::TlsMode) -> keyturn::backend::Endpoint {
+        keyturn::backend::Endpoint {
+            engine: keyturn::backend::Engine::Postgres,
+            host: "localhost".into(),
+            port: self.h.pg.port,
+            dbname: Some("postgres".into()),
+            tls,
+        }
     }
 
     /// A superuser session (plaintext over loopback) for setting up and inspecting.

@@ -520,9 +520,7 @@ async fn passwords_with_every_printable_character_work() {
 
 #[tokio::test]
 async fn a_blocked_statement_is_cut_by_the_statement_timeout() {
-    use keyturn::backend::postgres::PostgresBackend;
-    use keyturn::backend::{BackendError, Credentials, DatabaseBackend, Endpoint, Engine, SetOwnPassword, Timeouts};
-    use keyturn::backend::{TlsMode, Username};
+    use keyturn::backend::{BackendError, Credentials, DatabaseBackend, SetOwnPassword, Timeouts, TlsMode, Username};
     let env = TestEnv::new("stmt").await;
     let user = env.unique("app");
     let password = random_token();
@@ -534,15 +532,8 @@ async fn a_blocked_statement_is_cut_by_the_statement_timeout() {
 
     let timeouts =
         Timeouts { connect: std::time::Duration::from_secs(5), statement: std::time::Duration::from_secs(1) };
-    let tls = keyturn::backend::tls::client_config(std::slice::from_ref(&env.h.ca_file)).unwrap();
-    let backend = PostgresBackend::new(tls, timeouts);
-    let endpoint = Endpoint {
-        engine: Engine::Postgres,
-        host: "localhost".into(),
-        port: env.h.pg.port,
-        dbname: Some("postgres".into()),
-        tls: TlsMode::VerifyFull,
-    };
+    let backend = env.pg_backend(timeouts);
+    let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
     let login = Credentials { username: Username::parse(&user).unwrap(), password: password.clone().into() };
     let started = std::time::Instant::now();
     let new_password = random_token().into();

@@ -125,22 +125,15 @@ async fn warm_rotation(env: &TestEnv, db: Db, strategy: Strategy) -> (Duration, 
 
 /// Median of one login and `SELECT 1` through the backend, over TLS and in plaintext.
 async fn login(env: &TestEnv) -> (Duration, Duration) {
-    use keyturn::backend::{Credentials, DatabaseBackend, Endpoint, Engine, TlsMode, Username};
+    use keyturn::backend::{Credentials, DatabaseBackend, TlsMode, Username};
     let user = env.unique("login");
     let password = random_token();
     env.create_role(&user, &password).await;
-    let tls = keyturn::backend::tls::client_config(std::slice::from_ref(&env.h.ca_file)).unwrap();
-    let backend = keyturn::backend::postgres::PostgresBackend::new(tls, Default::default());
+    let backend = env.pg_backend(Default::default());
     let login = Credentials { username: Username::parse(&user).unwrap(), password: password.into() };
     let mut figures = Vec::new();
     for tls in [TlsMode::VerifyFull, TlsMode::Disabled] {
-        let endpoint = Endpoint {
-            engine: Engine::Postgres,
-            host: "localhost".into(),
-            port: env.h.pg.port,
-            dbname: Some("postgres".into()),
-            tls,
-        };
+        let endpoint = env.pg_endpoint(tls);
         let mut samples = Vec::new();
         for _ in 0..=RUNS {
             let started = Instant::now();
