@@ -4,12 +4,14 @@
 //! per process on free loopback ports, the first time a test asks for them, and die with
 //! the process. Tests share them and isolate themselves by name ([`TestEnv::unique`]).
 
+pub mod fake_postgres;
 pub mod lambda;
 pub mod mariadb;
 pub mod moto;
 pub mod pki;
 pub mod postgres;
 pub mod process;
+pub mod stall;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

@@ -213,10 +213,6 @@ async fn mariadb_bad_inputs_are_refused_and_change_nothing() {
         v["masterarn"] = json!(m);
         v
     };
-    let mut quoted = env.mariadb_secret("o'brien", &password);
-    quoted["masterarn"] = json!(master);
-    let mut backtick = env.mariadb_secret("tick`user", &password);
-    backtick["masterarn"] = json!(master);
     // 27 characters + "_clone" is over MySQL's 32.
     let mut long = env.mariadb_secret(&"m".repeat(27), &password);
     long["engine"] = json!("mysql");
@@ -225,8 +221,6 @@ async fn mariadb_bad_inputs_are_refused_and_change_nothing() {
     no_user["masterarn"] = json!(master);
 
     let cases: Vec<(&str, Strategy, Value, &str)> = vec![
-        ("quote", Strategy::AlternatingUsers, quoted, "contains '\\''"),
-        ("backtick", Strategy::AlternatingUsers, backtick, "contains '`'"),
         ("long", Strategy::AlternatingUsers, long, "over the 32-character limit of mysql"),
         (
             "nomaster",
@@ -235,7 +229,7 @@ async fn mariadb_bad_inputs_are_refused_and_change_nothing() {
             "none-AbCdEf",
         ),
         ("weak", Strategy::AlternatingUsers, with_master(&weak_master), "SELECT command denied"),
-        ("ghost", Strategy::AlternatingUsers, no_user, "does not exist"),
+        ("ghost", Strategy::AlternatingUsers, no_user, "AWSCURRENT does not log in"),
         (
             "engine",
             Strategy::SingleUser,

@@ -545,3 +545,62 @@ async fn a_blocked_statement_is_cut_by_the_statement_timeout() {
     tx.rollback().await.unwrap();
     assert!(env.can_login(&user, &password).await, "the password did not change");
 }
+
+/// The clone's superuser-only attributes and admin options: (SUPERUSER, REPLICATION,
+/// BYPASSRLS, admin option on `group`, member of `group`).
+async fn privileges_of(env: &TestEnv, role: &str, group: &str) -> (bool, bool, bool, bool, bool) {
+    let row = env
+        .pg_admin()
+        .await
+        .query_one(
+            "SELECT r.rolsuper, r.rolreplication, r.rolbypassrls, \
+             COALESCE(bool_or(m.admin_option), false) AS admin_option, count(m.roleid) > 0 AS member \
+             FROM pg_roles r LEFT JOIN pg_auth_members m ON m.member = r.oid \
+             AND m.roleid = (SELECT oid FROM pg_roles WHERE rolname = $2) \
+             WHERE r.rolname = $1 GROUP BY r.rolsuper, r.rolreplication, r.rolbypassrls",
+            &[&role, &group],
+        )
+        .await
+        .unwrap();
+    (
+        row.get("rolsuper"),
+        row.get("rolreplication"),
+        row.get("rolbypassrls"),
+        row.get("admin_option"),
+        row.get("member"),
+    )
+}
+
+#[tokio::test]
+async fn clone_privileges_follow_the_original_down() {
+    let env = TestEnv::new("drift").await;
+    let rotator = env.rotator(Strategy::AlternatingUsers);
+    let (arn, user) = alternating_secret(&env, "app").await;
+    let (clone, group) = (format!("{user}_clone"), format!("{user}_grp"));
+    let (u, g) = (escape_identifier(&user), escape_identifier(&group));
+    let admin = env.pg_admin().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {g} NOLOGIN; GRANT {g} TO {u} WITH ADMIN OPTION; ALTER ROLE {u} SUPERUSER REPLICATION BYPASSRLS"
+        ))
+        .await
+        .unwrap();
+    env.rotate(&rotator, &arn).await;
+    assert_eq!(privileges_of(&env, &clone, &group).await, (true, true, true, true, true), "the clone copies them");
+
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {u} NOSUPERUSER NOREPLICATION NOBYPASSRLS; REVOKE ADMIN OPTION FOR {g} FROM {u}"
+        ))
+        .await
+        .unwrap();
+    // The next rotation sets the original's password; the one after re-shapes the clone.
+    env.rotate(&rotator, &arn).await;
+    env.rotate(&rotator, &arn).await;
+    assert_eq!(privileges_of(&env, &user, &group).await, (false, false, false, false, true));
+    assert_eq!(
+        privileges_of(&env, &clone, &group).await,
+        (false, false, false, false, true),
+        "what the original lost, the clone must lose"
+    );
+}

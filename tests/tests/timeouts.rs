@@ -35,3 +35,52 @@ async fn a_silent_server_times_out_the_login() {
         assert_times_out(MysqlBackend::new(&[], timeouts).unwrap(), Engine::Mariadb, tls).await;
     }
 }
+
+/// A server that accepted the login and then stops answering mid-statement: the server's
+/// own statement limit never sees the statement, so only the client's deadline ends the
+/// wait (the statement limit plus a second).
+#[tokio::test]
+async fn a_server_gone_silent_mid_statement_is_cut_by_the_client_deadline() {
+    use keyturn::backend::SetOwnPassword;
+    use keyturn_tests::stall::StallProxy;
+    use keyturn_tests::{random_token, TestEnv};
+    let env = TestEnv::new("silent").await;
+    let timeouts = Timeouts { connect: Duration::from_secs(5), statement: Duration::from_secs(1) };
+    let pg_user = env.unique("pg");
+    let maria_user = env.unique("maria");
+    let password = random_token();
+    env.create_role(&pg_user, &password).await;
+    env.create_mariadb_account(&maria_user, &password, "").await;
+    let cases: [(Engine, u16, &'static [u8], &str); 2] = [
+        (Engine::Postgres, env.h.pg.port, b"ALTER ROLE", &pg_user),
+        (Engine::Mariadb, env.h.mariadb().port, b"SET PASSWORD", &maria_user),
+    ];
+    for (engine, upstream, trigger, user) in cases {
+        let proxy = StallProxy::start(upstream, trigger);
+        let endpoint = Endpoint {
+            engine,
+            host: "127.0.0.1".into(),
+            port: proxy.port,
+            dbname: engine.default_dbname().map(str::to_owned),
+            tls: TlsMode::Disabled,
+        };
+        let login = Credentials { username: Username::parse(user).unwrap(), password: password.clone().into() };
+        let new_password = random_token().into();
+        let request = SetOwnPassword { login: &login, new_password: &new_password };
+        let started = Instant::now();
+        let result = match engine {
+            Engine::Postgres => {
+                let backend = PostgresBackend::new(keyturn::backend::tls::client_config(&[]).unwrap(), timeouts);
+                tokio::time::timeout(Duration::from_secs(15), backend.set_own_password(&endpoint, request)).await
+            }
+            _ => {
+                let backend = MysqlBackend::new(&[], timeouts).unwrap();
+                tokio::time::timeout(Duration::from_secs(15), backend.set_own_password(&endpoint, request)).await
+            }
+        };
+        let err = result.unwrap_or_else(|_| panic!("{engine:?}: still waiting after 15 s")).unwrap_err();
+        assert!(proxy.stalled.load(std::sync::atomic::Ordering::SeqCst), "{engine:?}: the statement never left");
+        assert!(matches!(err, BackendError::Timeout { .. }) && err.is_retryable(), "{engine:?}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{engine:?}: waited {:?}", started.elapsed());
+    }
+}

@@ -14,7 +14,7 @@ use crate::backend::Timeouts;
 #[cfg(feature = "database")]
 use crate::password::{PasswordPolicy, DEFAULT_EXCLUDE, DEFAULT_LENGTH};
 #[cfg(feature = "database")]
-use crate::rotation::database::Strategy;
+use crate::rotation::database::{AdminSecrets, Strategy};
 #[cfg(feature = "iam")]
 use crate::rotation::iam_key::Scope;
 
@@ -31,8 +31,13 @@ pub struct ConfigError {
 pub const TIMEOUT_RANGE_SECS: std::ops::RangeInclusive<u64> = 1..=60;
 
 #[cfg(feature = "database")]
-const KNOWN: [&str; 4] =
-    ["KEYTURN_STRATEGY", "KEYTURN_EXTRA_CA_FILES", "KEYTURN_CONNECT_TIMEOUT_SECS", "KEYTURN_STATEMENT_TIMEOUT_SECS"];
+const KNOWN: [&str; 5] = [
+    "KEYTURN_STRATEGY",
+    "KEYTURN_EXTRA_CA_FILES",
+    "KEYTURN_CONNECT_TIMEOUT_SECS",
+    "KEYTURN_STATEMENT_TIMEOUT_SECS",
+    "KEYTURN_ADMIN_SECRET_ARNS",
+];
 
 #[cfg(feature = "database")]
 /// Settings of the rotate-database function.
@@ -49,6 +54,9 @@ pub struct RotateDatabaseConfig {
     pub extra_ca_files: Vec<PathBuf>,
     /// `SECRETS_MANAGER_ENDPOINT`: a Secrets Manager endpoint override (VPC endpoints).
     pub secrets_manager_endpoint: Option<String>,
+    /// `KEYTURN_ADMIN_SECRET_ARNS`: comma-separated ARNs (a trailing `*` makes a prefix) of
+    /// the admin secrets `masterarn` may name; any readable one when unset.
+    pub admin_secrets: AdminSecrets,
 }
 
 #[cfg(feature = "database")]
@@ -84,7 +92,21 @@ impl RotateDatabaseConfig {
             .map(|v| v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect())
             .unwrap_or_default();
         let secrets_manager_endpoint = vars.get("SECRETS_MANAGER_ENDPOINT").map(str::to_owned);
-        Ok(Self { strategy, passwords, timeouts, extra_ca_files, secrets_manager_endpoint })
+        let admin_secrets = match vars.get("KEYTURN_ADMIN_SECRET_ARNS") {
+            None => AdminSecrets::any(),
+            Some(list) => {
+                let patterns: Vec<String> =
+                    list.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect();
+                if let Some(bad) = patterns.iter().find(|p| !p.starts_with("arn:") || p[..p.len() - 1].contains('*')) {
+                    return Err(error(
+                        "KEYTURN_ADMIN_SECRET_ARNS",
+                        format!("{bad:?} is not a secret ARN (a trailing * may make it a prefix)"),
+                    ));
+                }
+                AdminSecrets::only(patterns)
+            }
+        };
+        Ok(Self { strategy, passwords, timeouts, extra_ca_files, secrets_manager_endpoint, admin_secrets })
     }
 }
 
@@ -224,6 +246,14 @@ mod tests {
         assert_eq!(c.timeouts.connect, Duration::from_secs(2));
         assert_eq!(c.extra_ca_files, vec![PathBuf::from("/a.pem"), PathBuf::from("/b.pem")]);
         assert_eq!(c.secrets_manager_endpoint.as_deref(), Some("https://vpce.example"));
+        assert_eq!(c.admin_secrets, AdminSecrets::any());
+        let c = RotateDatabaseConfig::from_vars(vars(&[(
+            "KEYTURN_ADMIN_SECRET_ARNS",
+            "arn:aws:secretsmanager:us-east-1:1:secret:a-AbC, arn:aws:secretsmanager:us-east-1:1:secret:prod/*",
+        )]))
+        .unwrap();
+        assert!(c.admin_secrets.check("arn:aws:secretsmanager:us-east-1:1:secret:prod/x").is_ok());
+        assert!(c.admin_secrets.check("arn:aws:secretsmanager:us-east-1:1:secret:b").is_err());
     }
 
     #[cfg(feature = "database")]
@@ -236,6 +266,8 @@ mod tests {
             (vec![("PASSWORD_LENGTH", "3")], "PASSWORD_LENGTH"),
             (vec![("KEYTURN_STATEMENT_TIMEOUT_SECS", "0")], "KEYTURN_STATEMENT_TIMEOUT_SECS"),
             (vec![("KEYTURN_CONNECT_TIMEOUT_SECS", "600")], "KEYTURN_CONNECT_TIMEOUT_SECS"),
+            (vec![("KEYTURN_ADMIN_SECRET_ARNS", "prod/admin")], "KEYTURN_ADMIN_SECRET_ARNS"),
+            (vec![("KEYTURN_ADMIN_SECRET_ARNS", "arn:aws:*:admin")], "KEYTURN_ADMIN_SECRET_ARNS"),
         ] {
             let err = RotateDatabaseConfig::from_vars(vars(&pairs)).unwrap_err();
             assert_eq!(err.variable, variable, "{err}");

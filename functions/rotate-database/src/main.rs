@@ -27,7 +27,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         postgres: PostgresBackend::new(tls::client_config(&config.extra_ca_files)?, config.timeouts),
         mysql: MysqlBackend::new(&config.extra_ca_files, config.timeouts)?,
     };
-    let target = DatabaseRotation::new(backend, RdsClient::new(&sdk), config.strategy, config.passwords);
+    let target = DatabaseRotation::new(backend, RdsClient::new(&sdk), config.strategy, config.passwords)
+        .with_admin_secrets(config.admin_secrets);
     let rotator = &Rotator::new(store, target);
     keyturn::lambda::serve_rotation(rotator).await
 }

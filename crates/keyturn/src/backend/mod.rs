@@ -35,6 +35,28 @@ impl Default for Timeouts {
     }
 }
 
+impl Timeouts {
+    /// How long the client waits for any one statement: the server's own limit plus a
+    /// margin, so the server's error (which says more) normally comes first, and a server
+    /// that stops answering still cannot hold a rotation past it.
+    pub fn client_deadline(&self) -> Duration {
+        self.statement + Duration::from_secs(1)
+    }
+
+    /// Runs one statement's future under [`Timeouts::client_deadline`].
+    pub async fn bound<T>(
+        &self,
+        operation: &'static str,
+        statement: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        let deadline = self.client_deadline();
+        match tokio::time::timeout(deadline, statement).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::Timeout { operation, seconds: deadline.as_secs() }),
+        }
+    }
+}
+
 /// Change the logged-in user's own password (single-user rotation).
 #[derive(Debug)]
 pub struct SetOwnPassword<'a> {
@@ -51,6 +73,10 @@ pub struct UpsertUser<'a> {
     pub username: &'a Username,
     pub template: &'a Username,
     pub password: &'a SecretString,
+    /// Only create: an existing `username` is left untouched and reported as
+    /// [`BackendError::UserExists`]. Set when nothing has proven that the caller owns an
+    /// existing user of that name.
+    pub create_only: bool,
 }
 
 /// What [`DatabaseBackend::upsert_user`] did.
@@ -116,6 +142,13 @@ pub enum BackendError {
     Timeout { operation: &'static str, seconds: u64 },
     #[error("user {username:?} does not exist")]
     NoSuchUser { username: String },
+    #[error("user {username:?} already exists")]
+    UserExists { username: String },
+    #[error(
+        "the server at {host}:{port} asked for the password in cleartext over a connection without TLS; \
+         keyturn does not send it (use TLS)"
+    )]
+    CleartextRefused { host: String, port: u16 },
     #[error("{operation} failed: {message}")]
     Database { operation: &'static str, message: String, retryable: bool },
     #[error("engine {0} is not handled by this function")]

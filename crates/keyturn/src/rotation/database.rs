@@ -3,9 +3,17 @@
 //!
 //! Single user: the user changes its own password, logging in with current (done already
 //! if pending works instead), previous and then, if none works (a rotation abandoned after
-//! setSecret), every other version the secret still has. Alternating users: the admin secret `masterarn` names
-//! sets the password of `<user>` or `<user>_clone`, whichever is not current, creating the
-//! clone like the original; the previous user stays valid until the next rotation.
+//! setSecret), every other version the secret still has. Alternating users: the admin
+//! secret `masterarn` names sets the password of `<user>` or `<user>_clone`, whichever is
+//! not current, creating the clone like the original; the previous user stays valid until
+//! the next rotation.
+//!
+//! The secret's content is untrusted: whoever may write its value may name any user, host
+//! or admin secret. So a version's password is only ever sent to that version's own
+//! endpoint, and the admin acts only for a secret whose own login is proven: AWSCURRENT
+//! must log in, the pending user must be AWSCURRENT's alternate on the same endpoint, it
+//! must not be the admin itself, and an existing pending user has its password reset only
+//! when one of the secret's versions logs in as it (otherwise it may only be created).
 
 use std::future::Future;
 
@@ -76,18 +84,91 @@ pub const RDS_INSTANCE_TAG: &str = "aws:rds:primaryDBInstanceArn";
 /// Tag RDS puts on the master-user secrets it manages for a cluster.
 pub const RDS_CLUSTER_TAG: &str = "aws:rds:primaryDBClusterArn";
 
-/// Database rotation: a backend, RDS lookups for managed master secrets, the strategy and
-/// the password policy. Built once per container.
+/// Which admin secrets `masterarn` may name: any (the default), or those matching one of
+/// a list of ARNs, each exact or ending in `*` for a prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminSecrets(Option<Vec<String>>);
+
+impl AdminSecrets {
+    /// Any admin secret the function can read.
+    pub fn any() -> Self {
+        Self(None)
+    }
+
+    /// Only these ARNs (exact, or a prefix ending in `*`).
+    pub fn only(patterns: Vec<String>) -> Self {
+        Self(Some(patterns))
+    }
+
+    /// Whether `masterarn` may be used; the error says why not.
+    pub fn check(&self, masterarn: &str) -> Result<(), String> {
+        let Some(patterns) = &self.0 else { return Ok(()) };
+        let allowed = patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => masterarn.starts_with(prefix),
+            None => masterarn == p,
+        });
+        match allowed {
+            true => Ok(()),
+            false => Err("it is not one of the admin secrets this function may use (KEYTURN_ADMIN_SECRET_ARNS)".into()),
+        }
+    }
+}
+
+/// Database rotation: a backend, RDS lookups for managed master secrets, the strategy,
+/// the password policy and the admin secrets allowed. Built once per container.
 pub struct DatabaseRotation<B, R> {
     backend: B,
     rds: R,
     strategy: Strategy,
     passwords: PasswordPolicy,
+    admin_secrets: AdminSecrets,
+}
+
+/// Why the alternating-users strategy will not act as admin for a pending version. Pure:
+/// the current and pending secrets and the admin's username.
+pub fn check_alternating(
+    current: &DatabaseSecret,
+    pending: &DatabaseSecret,
+    admin: Option<&Username>,
+) -> Result<(), String> {
+    let (user, expected) = (&pending.credentials.username, alternate(&current.credentials.username));
+    if *user != expected {
+        return Err(format!(
+            "the pending user {user:?} is not the alternate of the current user {:?} (expected {expected:?})",
+            current.credentials.username.as_str()
+        ));
+    }
+    let (a, b) = (&current.endpoint, &pending.endpoint);
+    for (what, same) in [
+        ("engine", a.engine == b.engine),
+        ("host", a.host.eq_ignore_ascii_case(&b.host)),
+        ("port", a.port == b.port),
+        ("dbname", a.dbname == b.dbname),
+        ("ssl", a.tls == b.tls),
+    ] {
+        if !same {
+            return Err(format!("AWSCURRENT and AWSPENDING differ in {what}"));
+        }
+    }
+    if let Some(admin) = admin {
+        for (role, name) in [("pending user", user), ("original user", &original(user))] {
+            if name == admin {
+                return Err(format!("the {role} {:?} is the admin secret's own user", name.as_str()));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
     pub fn new(backend: B, rds: R, strategy: Strategy, passwords: PasswordPolicy) -> Self {
-        Self { backend, rds, strategy, passwords }
+        Self { backend, rds, strategy, passwords, admin_secrets: AdminSecrets::any() }
+    }
+
+    /// Limits the admin secrets `masterarn` may name.
+    pub fn with_admin_secrets(mut self, admin_secrets: AdminSecrets) -> Self {
+        self.admin_secrets = admin_secrets;
+        self
     }
 
     fn parse<S: SecretStore>(
@@ -137,6 +218,7 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
             master: master_arn.to_owned(),
             problem,
         };
+        self.admin_secrets.check(master_arn).map_err(fail)?;
         let value = ctx.store.get(master_arn, Selector::Stage(AWSCURRENT)).await.map_err(|e| fail(e.to_string()))?;
         let master = DatabaseSecret::parse_master(&value.ok_or_else(|| fail("it has no AWSCURRENT value".into()))?)
             .map_err(fail)?;
@@ -223,6 +305,118 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         })
     }
 
+    fn refused<S: SecretStore>(&self, ctx: &StepContext<'_, S>, problem: String) -> RotationError {
+        RotationError::Refused { secret: ctx.arn().to_owned(), problem }
+    }
+
+    /// Alternating users, as admin, only for a secret whose own login is proven (see the
+    /// module docs). Logins run concurrently with the admin secret's lookup.
+    async fn set_alternating<S: SecretStore>(&self, ctx: &StepContext<'_, S>) -> Result<Outcome, RotationError> {
+        let (pending, current) = tokio::try_join!(ctx.pending(), ctx.current())?;
+        let pending = self.parse(ctx, &pending, "AWSPENDING")?;
+        let current = self.parse(ctx, &current, "AWSCURRENT")?;
+        check_alternating(&current, &pending, None).map_err(|problem| self.refused(ctx, problem))?;
+
+        let prove_current = async {
+            match self.backend.verify(&current.endpoint, &current.credentials).await {
+                Ok(()) => Ok(()),
+                Err(BackendError::LoginRefused { .. }) => Err(self.refused(
+                    ctx,
+                    format!(
+                        "AWSCURRENT does not log in as {:?}; keyturn acts as admin only for a secret whose own login works",
+                        current.credentials.username.as_str()
+                    ),
+                )),
+                Err(e) => Err(Self::backend_error(ctx, "logging in with AWSCURRENT")(e)),
+            }
+        };
+        let prove_previous = async {
+            let Some(previous) = ctx.previous().await? else { return Ok(false) };
+            self.logs_in_as_pending(ctx, &pending, "AWSPREVIOUS", &previous).await
+        };
+        let ((endpoint, admin), (), previous_works) =
+            tokio::try_join!(self.master(ctx, &pending, "AWSPENDING"), prove_current, prove_previous)?;
+        check_alternating(&current, &pending, Some(&admin.username)).map_err(|problem| self.refused(ctx, problem))?;
+
+        let username = &pending.credentials.username;
+        let template = original(username);
+        let upsert = |create_only: bool| UpsertUser {
+            username,
+            template: &template,
+            password: &pending.credentials.password,
+            create_only,
+        };
+        let set_error = Self::backend_error(ctx, "setting the pending user's password as admin");
+        let outcome = match self.backend.upsert_user(&endpoint, &admin, upsert(!previous_works)).await {
+            Err(BackendError::UserExists { .. }) => {
+                // The user exists and AWSPREVIOUS did not log in as it: a rerun finds the
+                // pending password already set; an abandoned rotation left it on an older version.
+                if !self.proves_pending_user(ctx, &pending).await? {
+                    return Err(self.refused(
+                        ctx,
+                        format!(
+                            "user {:?} exists and none of the secret's versions logs in as it; keyturn does not take \
+                             over an existing user this secret has not proven it owns",
+                            username.as_str()
+                        ),
+                    ));
+                }
+                self.backend.upsert_user(&endpoint, &admin, upsert(false)).await.map_err(set_error)?
+            }
+            other => other.map_err(set_error)?,
+        };
+        info!(secret_arn = %ctx.arn(), user = %username, created = outcome.created, "pending user ready");
+        Ok(Outcome::Done)
+    }
+
+    /// Whether `value` (a version of the secret) logs in as the pending user, on the
+    /// pending endpoint. A version for another user or endpoint proves nothing and is not sent.
+    async fn logs_in_as_pending<S: SecretStore>(
+        &self,
+        ctx: &StepContext<'_, S>,
+        pending: &DatabaseSecret,
+        label: &str,
+        value: &SecretString,
+    ) -> Result<bool, RotationError> {
+        let Ok(candidate) = DatabaseSecret::parse(value) else { return Ok(false) };
+        if candidate.credentials.username != pending.credentials.username || candidate.endpoint != pending.endpoint {
+            return Ok(false);
+        }
+        match self.backend.verify(&candidate.endpoint, &candidate.credentials).await {
+            Ok(()) => Ok(true),
+            Err(BackendError::LoginRefused { .. }) => Ok(false),
+            Err(e) => Err(RotationError::Backend {
+                secret: ctx.arn().to_owned(),
+                action: if label == "AWSPENDING" {
+                    "logging in with AWSPENDING"
+                } else {
+                    "logging in with an older version"
+                },
+                source: e,
+            }),
+        }
+    }
+
+    /// Whether AWSPENDING, or any version older than AWSPREVIOUS, logs in as the pending user.
+    async fn proves_pending_user<S: SecretStore>(
+        &self,
+        ctx: &StepContext<'_, S>,
+        pending: &DatabaseSecret,
+    ) -> Result<bool, RotationError> {
+        if self.logs_in_as_pending(ctx, pending, "AWSPENDING", &pending.to_secret_string()).await? {
+            return Ok(true);
+        }
+        let versions = ctx.store.list_versions(ctx.arn()).await.map_err(|e| ctx.store_error(e))?;
+        for id in decide::self_heal_candidates(ctx.meta, &versions) {
+            if let Some(value) = ctx.read(Selector::Version(&id)).await? {
+                if self.logs_in_as_pending(ctx, pending, &id, &value).await? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     async fn try_candidates<S: SecretStore>(
         &self,
         ctx: &StepContext<'_, S>,
@@ -235,6 +429,12 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
                 continue;
             };
             if candidate.credentials.username != pending.credentials.username {
+                continue;
+            }
+            // A version's password goes only to that version's own endpoint: a writer who
+            // points AWSCURRENT at a server of theirs must not receive the older passwords.
+            if candidate.endpoint != pending.endpoint {
+                warn!(secret_arn = %ctx.arn(), version = %label, "skipping a version for another endpoint");
                 continue;
             }
             let req = SetOwnPassword { login: &candidate.credentials, new_password: &pending.credentials.password };
@@ -259,9 +459,9 @@ impl<B: DatabaseBackend, R: RdsLookup> RotationTarget for DatabaseRotation<B, R>
     fn reads(&self, step: Step) -> Reads {
         let single = self.strategy == Strategy::SingleUser;
         match step {
-            // A single user logs in with current, else pending; previous is rarely needed,
-            // so it is read only then.
-            Step::Set => Reads { current: single, pending: true, previous: false },
+            // Both strategies log in with current first. A single user rarely needs previous,
+            // so it is read only then; alternating users prove the pending user with it.
+            Step::Set => Reads { current: true, pending: true, previous: !single },
             Step::Test => Reads { pending: true, ..Reads::default() },
             Step::Create | Step::Finish => Reads::default(),
         }
@@ -283,11 +483,13 @@ impl<B: DatabaseBackend, R: RdsLookup> RotationTarget for DatabaseRotation<B, R>
             username: username.to_string(),
             problem,
         })?;
+        let next = current.with_credentials(&username, self.passwords.generate());
         if self.strategy == Strategy::AlternatingUsers {
             // Fail on an unusable admin secret now, before a pending version exists.
-            self.master(ctx, &current, "AWSCURRENT").await?;
+            let (_, admin) = self.master(ctx, &current, "AWSCURRENT").await?;
+            check_alternating(&current, &next, Some(&admin.username)).map_err(|problem| self.refused(ctx, problem))?;
         }
-        Ok(current.with_credentials(&username, self.passwords.generate()).to_secret_string())
+        Ok(next.to_secret_string())
     }
 
     async fn set<S: SecretStore>(&self, ctx: &StepContext<'_, S>) -> Result<Outcome, RotationError> {
@@ -297,20 +499,7 @@ impl<B: DatabaseBackend, R: RdsLookup> RotationTarget for DatabaseRotation<B, R>
                 let pending = self.parse(ctx, &pending, "AWSPENDING")?;
                 self.set_single(ctx, &pending, current).await
             }
-            Strategy::AlternatingUsers => {
-                let pending = self.parse(ctx, &ctx.pending().await?, "AWSPENDING")?;
-                let (endpoint, admin) = self.master(ctx, &pending, "AWSPENDING").await?;
-                let username = &pending.credentials.username;
-                let req =
-                    UpsertUser { username, template: &original(username), password: &pending.credentials.password };
-                let outcome = self
-                    .backend
-                    .upsert_user(&endpoint, &admin, req)
-                    .await
-                    .map_err(Self::backend_error(ctx, "setting the pending user's password as admin"))?;
-                info!(secret_arn = %ctx.arn(), user = %username, created = outcome.created, "pending user ready");
-                Ok(Outcome::Done)
-            }
+            Strategy::AlternatingUsers => self.set_alternating(ctx).await,
         }
     }
 
@@ -339,5 +528,51 @@ mod tests {
         assert_eq!(original(&user("app_clone")), user("app"));
         assert_eq!(original(&user("app")), user("app"));
         assert_eq!(alternate(&user("o'brien \"x\"")), user("o'brien \"x\"_clone"));
+    }
+
+    fn secret(json: &str) -> DatabaseSecret {
+        DatabaseSecret::parse(&SecretString::from(json.to_owned())).unwrap()
+    }
+
+    #[test]
+    fn the_admin_acts_only_for_the_alternate_on_the_same_endpoint() {
+        let current = secret(r#"{"engine":"postgres","host":"db","username":"app","password":"a"}"#);
+        let ok = secret(r#"{"engine":"postgres","host":"DB","username":"app_clone","password":"b"}"#);
+        assert_eq!(check_alternating(&current, &ok, Some(&user("master"))), Ok(()));
+        for (pending, expected) in [
+            (r#"{"engine":"postgres","host":"db","username":"master","password":"b"}"#, "not the alternate"),
+            (r#"{"engine":"postgres","host":"evil","username":"app_clone","password":"b"}"#, "differ in host"),
+            (
+                r#"{"engine":"postgres","host":"db","port":5433,"username":"app_clone","password":"b"}"#,
+                "differ in port",
+            ),
+            (
+                r#"{"engine":"postgres","host":"db","dbname":"x","username":"app_clone","password":"b"}"#,
+                "differ in dbname",
+            ),
+            (r#"{"engine":"postgres","host":"db","ssl":false,"username":"app_clone","password":"b"}"#, "differ in ssl"),
+            (r#"{"engine":"aurora-postgresql","host":"db","username":"app_clone","password":"b"}"#, "differ in engine"),
+        ] {
+            let err = check_alternating(&current, &secret(pending), None).unwrap_err();
+            assert!(err.contains(expected), "{pending}: {err}");
+        }
+        // The admin's own user, as the pending user or as the template of a clone.
+        let admin_clone = secret(r#"{"engine":"postgres","host":"db","username":"master_clone","password":"a"}"#);
+        let admin = secret(r#"{"engine":"postgres","host":"db","username":"master","password":"b"}"#);
+        let err = check_alternating(&admin_clone, &admin, Some(&user("master"))).unwrap_err();
+        assert!(err.contains("pending user \"master\" is the admin"), "{err}");
+        let err = check_alternating(&admin, &admin_clone, Some(&user("master"))).unwrap_err();
+        assert!(err.contains("original user \"master\" is the admin"), "{err}");
+    }
+
+    #[test]
+    fn admin_secrets_can_be_pinned() {
+        let arn = "arn:aws:secretsmanager:us-east-1:1:secret:prod/admin-AbC";
+        assert!(AdminSecrets::any().check(arn).is_ok());
+        let pinned = AdminSecrets::only(vec!["arn:aws:secretsmanager:us-east-1:1:secret:prod/admin-*".into()]);
+        assert!(pinned.check(arn).is_ok());
+        assert!(pinned.check("arn:aws:secretsmanager:us-east-1:1:secret:other").is_err());
+        assert!(pinned.check("prod/admin").is_err(), "a bare name is not the ARN");
+        assert!(AdminSecrets::only(vec![arn.into()]).check(arn).is_ok());
     }
 }

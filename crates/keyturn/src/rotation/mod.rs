@@ -131,6 +131,10 @@ pub enum RotationError {
     InvalidUsername { secret: String, username: String, problem: String },
     #[error("secret {secret}: {problem}")]
     OutOfScope { secret: String, problem: String },
+    /// The secret asks for something keyturn will not do on its behalf (see the README's
+    /// security section): acting as admin for an unproven login, say.
+    #[error("secret {secret}: refused: {problem}")]
+    Refused { secret: String, problem: String },
     #[error("secret {secret}: {action}: {message}")]
     Iam { secret: String, action: &'static str, retryable: bool, message: String },
     #[error("secret {secret}: none of the secret's versions logs in as {username:?} (tried {tried})")]
@@ -178,6 +182,7 @@ impl RotationError {
             RotationError::Backend { .. } => "Backend",
             RotationError::Store { .. } => "Store",
             RotationError::OutOfScope { .. } => "OutOfScope",
+            RotationError::Refused { .. } => "Refused",
             RotationError::Iam { .. } => "Iam",
         }
     }

@@ -1,0 +1,740 @@
+//! MySQL, Aurora MySQL and MariaDB behind [`DatabaseBackend`].
+//!
+//! - MariaDB writes `SET PASSWORD` and `IDENTIFIED BY` statements to its general log in
+//!   cleartext, so keyturn sends it the account's `mysql_native_password` hash
+//!   (`IDENTIFIED BY PASSWORD '*…'`), computed here. MySQL rewrites passwords out of its
+//!   logs itself, so there `IDENTIFIED BY '…'` keeps the account's own plugin.
+//! - A user changes its own password with the statement its server allows: `SET PASSWORD =
+//!   '<hash>'` on MariaDB (whose `ALTER USER` needs CREATE USER even on oneself) and on
+//!   MySQL before 5.7.6, `ALTER USER CURRENT_USER()` on later MySQL. An admin uses
+//!   `CREATE USER` / `ALTER USER`.
+//! - TLS is verified (public roots, the RDS bundle, extra CA files) unless the secret says
+//!   `"ssl": false`; a server without TLS is refused, never used in plaintext.
+//! - Alternating users: the clone is created on the original's own host part, with the
+//!   original's TLS requirement and every grant `SHOW GRANTS` lists (database, table and
+//!   column grants, roles, default role, partial revokes), re-synchronised at every
+//!   rotation. Grant lines are parsed and rebuilt with keyturn's own quoting
+//!   ([`grants`]), never copied as text, and every statement an admin session runs is
+//!   sent as a prepared statement, which the server parses as exactly one statement.
+//! - Every answer from the server is read as optional and by column name: a hostile or
+//!   odd server gets an error, never a panic.
+//! - Each session bounds statements on the server (`max_statement_time` /
+//!   `max_execution_time`, and `lock_wait_timeout` for DDL waiting on a metadata lock) and
+//!   on the client ([`Timeouts::bound`]).
+//! - `mysql_clear_password` is never used: the driver refuses a server that asks for it.
+
+pub mod grants;
+
+use std::path::PathBuf;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Row, SslOpts};
+use secrecy::{ExposeSecret, SecretString};
+use sha1::{Digest, Sha1};
+
+use grants::{GrantKind, GrantLine};
+use tracing::{debug, instrument};
+
+use crate::backend::tls::{TlsSetupError, RDS_CA_BUNDLE};
+use crate::backend::{
+    BackendError, Credentials, DatabaseBackend, DeleteUser, Endpoint, Engine, Family, SetOwnPassword, Timeouts,
+    TlsMode, UpsertOutcome, UpsertUser, Username,
+};
+
+/// MySQL's username limit, in characters.
+pub const MYSQL_MAX_USERNAME: usize = 32;
+/// MariaDB's username limit, in characters (the real column width is checked on the server).
+pub const MARIADB_MAX_USERNAME: usize = 80;
+
+/// `mysql_native_password`'s stored form: `*` and the upper-case hex of SHA1(SHA1(password)).
+pub fn native_password_hash(password: &SecretString) -> String {
+    let inner = Sha1::digest(password.expose_secret().as_bytes());
+    let outer = Sha1::digest(inner);
+    let hex: String = outer.iter().map(|b| format!("{b:02X}")).collect();
+    format!("*{hex}")
+}
+
+/// A string literal for MySQL and MariaDB. Sessions run without NO_BACKSLASH_ESCAPES
+/// (see `MysqlBackend::connect`), so backslash escaping is what the server reads.
+pub fn literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            '\0' => out.push_str("\\0"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\u{1a}' => out.push_str("\\Z"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// `'user'@'host'`.
+fn account(user: &str, host: &str) -> String {
+    format!("{}@{}", literal(user), literal(host))
+}
+
+/// What the server is, read once per session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Server {
+    mariadb: bool,
+    version: (u16, u16, u16),
+}
+
+impl Server {
+    /// From `SELECT VERSION()`, e.g. `10.11.6-MariaDB-0+deb12u1` or `8.0.35`.
+    fn parse(version: &str) -> Server {
+        let mut numbers = version.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u16>().ok());
+        let mut next = || numbers.next().unwrap_or(0);
+        let parsed = (next(), next(), next());
+        Server { mariadb: version.contains("MariaDB"), version: parsed }
+    }
+
+    /// `ALTER USER` exists from MariaDB 10.2 and MySQL 5.7.6.
+    fn has_alter_user(self) -> bool {
+        match self.mariadb {
+            true => self.version >= (10, 2, 0),
+            false => self.version >= (5, 7, 6),
+        }
+    }
+
+    /// How to set `password` on an account authenticating with `plugin` (empty: the
+    /// server's default), without the password appearing in the server's logs.
+    fn auth_clause(self, plugin: &str, password: &SecretString) -> Result<String, BackendError> {
+        if !self.mariadb {
+            // MySQL rewrites IDENTIFIED BY in its general, slow and binary logs.
+            return Ok(format!("IDENTIFIED BY {}", literal(password.expose_secret())));
+        }
+        match plugin {
+            "" | "mysql_native_password" => {
+                Ok(format!("IDENTIFIED BY PASSWORD {}", literal(&native_password_hash(password))))
+            }
+            other => Err(BackendError::Database {
+                operation: "choosing how to set the password",
+                message: format!(
+                    "the account authenticates with {other}; keyturn sets mysql_native_password accounts on MariaDB"
+                ),
+                retryable: false,
+            }),
+        }
+    }
+}
+
+/// An open session and what it is connected to.
+struct Session {
+    conn: Conn,
+    server: Server,
+}
+
+/// The MySQL-family backend: TLS roots and timeouts, built once per container.
+#[derive(Clone)]
+pub struct MysqlBackend {
+    ssl: SslOpts,
+    timeouts: Timeouts,
+}
+
+impl MysqlBackend {
+    /// `extra_ca_files` are PEM files trusted besides the public roots and the RDS bundle.
+    pub fn new(extra_ca_files: &[PathBuf], timeouts: Timeouts) -> Result<Self, TlsSetupError> {
+        let mut roots = vec![RDS_CA_BUNDLE.to_vec().into()];
+        for path in extra_ca_files {
+            let pem = std::fs::read(path).map_err(|source| TlsSetupError::Read { path: path.clone(), source })?;
+            roots.push(pem.into());
+        }
+        Ok(Self { ssl: SslOpts::default().with_root_certs(roots), timeouts })
+    }
+
+    /// Opens a session as `login`, learns the server's flavour and version, and sets the
+    /// statement and lock timeouts and a predictable `sql_mode` for quoting.
+    #[instrument(skip_all, fields(host = %endpoint.host, port = endpoint.port, user = %login.username))]
+    async fn connect(&self, endpoint: &Endpoint, login: &Credentials) -> Result<Session, BackendError> {
+        let ssl = match endpoint.tls {
+            TlsMode::VerifyFull => Some(self.ssl.clone()),
+            TlsMode::Disabled => None,
+        };
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(endpoint.host.clone())
+            .tcp_port(endpoint.port)
+            .user(Some(login.username.as_str()))
+            .pass(Some(login.password.expose_secret()))
+            .db_name(endpoint.dbname.clone())
+            .prefer_socket(false)
+            // The default, said out loud: a server asking for the password in cleartext
+            // (mysql_clear_password) is refused.
+            .enable_cleartext_plugin(false)
+            .ssl_opts(ssl);
+        let seconds = self.timeouts.connect.as_secs();
+        let mut conn = match tokio::time::timeout(self.timeouts.connect, Conn::new(opts)).await {
+            Ok(result) => result.map_err(|e| classify(e, endpoint, login, "login"))?,
+            Err(_) => return Err(BackendError::Timeout { operation: "login", seconds }),
+        };
+        let err = |op| move |e| classify(e, endpoint, login, op);
+        let read =
+            async { conn.query_first::<Row, _>("SELECT VERSION() AS version").await.map_err(err("SELECT VERSION()")) };
+        let row = self.timeouts.bound("SELECT VERSION()", read).await?;
+        let version = row
+            .as_ref()
+            .map(|r| text(r, "version"))
+            .transpose()
+            .map_err(|message| unexpected("SELECT VERSION()", message))?
+            .flatten()
+            .ok_or_else(|| unexpected("SELECT VERSION()", "the server reported no version".into()))?;
+        let server = Server::parse(&version);
+        let statement_secs = self.timeouts.statement.as_secs();
+        let timeout = match server.mariadb {
+            true => format!("SESSION max_statement_time = {statement_secs}"),
+            false => format!("SESSION max_execution_time = {}", statement_secs * 1000),
+        };
+        // One statement: backslash escapes on and ANSI_QUOTES off, so `literal` and the
+        // grant parser read and write quotes as the server does.
+        let setup = format!(
+            "SET {timeout}, SESSION lock_wait_timeout = {statement_secs}, SESSION sql_mode = \
+             REPLACE(REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', ''), 'ANSI_QUOTES', '')"
+        );
+        let run = async { conn.query_drop(setup).await.map_err(err("session setup")) };
+        self.timeouts.bound("session setup", run).await?;
+        Ok(Session { conn, server })
+    }
+}
+
+/// A server answer keyturn cannot use.
+fn unexpected(operation: &'static str, message: String) -> BackendError {
+    BackendError::Database { operation, message, retryable: false }
+}
+
+/// A text column by name: `Ok(None)` for NULL, an error for a missing column or a value
+/// that is not text. Never panics, whatever the server sent.
+fn text(row: &Row, column: &str) -> Result<Option<String>, String> {
+    match row.get_opt::<Option<String>, &str>(column) {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(_)) => Err(format!("column {column} is not text")),
+        None => Err(format!("no column {column} in the answer")),
+    }
+}
+
+/// A text column that must not be NULL.
+fn required(row: &Row, column: &str) -> Result<String, String> {
+    text(row, column)?.ok_or_else(|| format!("column {column} is NULL"))
+}
+
+impl Session {
+    /// Runs a query whose every row is read with [`text`]/[`required`] by the caller.
+    async fn rows(
+        &mut self,
+        backend: &MysqlBackend,
+        sql: &str,
+        params: Vec<mysql_async::Value>,
+        fail: impl Fn(mysql_async::Error) -> BackendError,
+        operation: &'static str,
+    ) -> Result<Vec<Row>, BackendError> {
+        let conn = &mut self.conn;
+        let run = async {
+            match params.is_empty() {
+                true => conn.query::<Row, _>(sql).await,
+                false => conn.exec::<Row, _, _>(sql, params).await,
+            }
+            .map_err(fail)
+        };
+        backend.timeouts.bound(operation, run).await
+    }
+
+    /// Runs one statement as a prepared statement: the server parses exactly one.
+    async fn run(
+        &mut self,
+        backend: &MysqlBackend,
+        sql: &str,
+        fail: impl Fn(mysql_async::Error) -> BackendError,
+        operation: &'static str,
+    ) -> Result<(), BackendError> {
+        let conn = &mut self.conn;
+        let run = async {
+            let statement = conn.prep(sql).await.map_err(&fail)?;
+            let result = conn.exec_drop(&statement, ()).await.map_err(&fail);
+            // Closed at once: the statement text may hold a password (MySQL's IDENTIFIED BY).
+            conn.close(statement).await.ok();
+            result
+        };
+        backend.timeouts.bound(operation, run).await
+    }
+}
+
+/// Server errors whose message names only users, databases and limits, never a statement
+/// (a syntax error quotes the statement, which may hold a password on MySQL).
+const PLAIN_MESSAGES: [u16; 15] =
+    [1044, 1045, 1133, 1142, 1143, 1205, 1213, 1227, 1290, 1396, 1040, 1053, 1819, 1969, 3024];
+
+/// Maps a driver error to what the caller can act on. A server's message is kept only
+/// when it cannot quote a statement.
+fn classify(e: mysql_async::Error, endpoint: &Endpoint, login: &Credentials, operation: &'static str) -> BackendError {
+    use mysql_async::{DriverError, Error, IoError};
+    let (host, port) = (endpoint.host.clone(), endpoint.port);
+    match e {
+        // 1045: access denied (wrong password or no such account).
+        Error::Server(s) if s.code == 1045 => BackendError::LoginRefused { username: login.username.to_string() },
+        Error::Server(s) => BackendError::Database {
+            operation,
+            message: match PLAIN_MESSAGES.contains(&s.code) {
+                true => format!("{} ({})", s.message, s.code),
+                false => format!("server error {} (SQLSTATE {})", s.code, s.state),
+            },
+            // Lock wait timeout, deadlock, too many connections, server shutting down,
+            // statement timeouts (MariaDB, MySQL).
+            retryable: matches!(s.code, 1205 | 1213 | 1040 | 1053 | 1969 | 3024),
+        },
+        Error::Io(IoError::Tls(t)) => BackendError::Tls { host, port, message: t.to_string() },
+        Error::Driver(d @ DriverError::NoClientSslFlagFromServer) => {
+            BackendError::Tls { host, port, message: format!("{d}: the server does not offer TLS") }
+        }
+        Error::Driver(DriverError::CleartextPluginDisabled) => BackendError::CleartextRefused { host, port },
+        // The TLS stream reports certificate failures as I/O errors wrapping rustls's.
+        Error::Io(IoError::Io(io)) if io.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+            BackendError::Tls { host, port, message: io.to_string() }
+        }
+        Error::Io(IoError::Io(io)) => BackendError::Unreachable { host, port, message: io.to_string() },
+        // Driver errors may carry the server's packet: say which kind, not what it held.
+        Error::Driver(d) => BackendError::Database { operation, message: driver_error_kind(&d), retryable: false },
+        other => BackendError::Database { operation, message: other.to_string(), retryable: false },
+    }
+}
+
+/// The variant name of a driver error, without its payload.
+fn driver_error_kind(d: &mysql_async::DriverError) -> String {
+    let debug = format!("{d:?}");
+    let name: String = debug.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+    format!("driver error {name}")
+}
+
+impl DatabaseBackend for MysqlBackend {
+    fn serves(&self, engine: Engine) -> bool {
+        engine.family() == Family::Mysql
+    }
+
+    /// Any name the server can hold: quotes, backticks, backslashes, spaces and unicode
+    /// are quoted wherever they are written ([`literal`], [`grants`]).
+    fn check_username(&self, engine: Engine, username: &Username) -> Result<(), String> {
+        let max = match engine {
+            Engine::Mariadb => MARIADB_MAX_USERNAME,
+            _ => MYSQL_MAX_USERNAME,
+        };
+        let len = username.as_str().chars().count();
+        match len > max {
+            true => Err(format!("is {len} characters, over the {max}-character limit of {}", engine.as_str())),
+            false => Ok(()),
+        }
+    }
+
+    #[instrument(skip_all, fields(user = %login.username))]
+    async fn verify(&self, endpoint: &Endpoint, login: &Credentials) -> Result<(), BackendError> {
+        let session = self.connect(endpoint, login).await?;
+        session.conn.disconnect().await.ok();
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(user = %req.login.username))]
+    async fn set_own_password(&self, endpoint: &Endpoint, req: SetOwnPassword<'_>) -> Result<(), BackendError> {
+        let mut session = self.connect(endpoint, req.login).await?;
+        let server = session.server;
+        let err = |op| move |e| classify(e, endpoint, req.login, op);
+
+        // A user with several host parts (app@'%' and app@'10.%') has one password per
+        // part; changing only the one this session matched would lock out clients that
+        // match another. Refused when the user can see it (reading mysql.user needs a
+        // grant most application users lack: then the server alone knows).
+        let hosts = session
+            .rows(
+                self,
+                "SELECT Host FROM mysql.user WHERE User = ?",
+                vec![req.login.username.as_str().into()],
+                err("listing the user's accounts"),
+                "listing the user's accounts",
+            )
+            .await;
+        match hosts {
+            Ok(rows) if rows.len() > 1 => {
+                let hosts: Vec<String> = rows.iter().filter_map(|r| text(r, "Host").ok().flatten()).collect();
+                return Err(BackendError::Database {
+                    operation: "checking the user's accounts",
+                    message: format!(
+                        "{:?} has {} accounts ({}); single-user rotation would change only one of them: give the user one host part, or rotate with alternating users",
+                        req.login.username.as_str(),
+                        rows.len(),
+                        hosts.join(", ")
+                    ),
+                    retryable: false,
+                });
+            }
+            Ok(_) | Err(BackendError::Database { .. }) => {}
+            Err(other) => return Err(other),
+        }
+
+        let sql = if server.mariadb {
+            // MariaDB's ALTER USER needs CREATE USER even on oneself; SET PASSWORD does not.
+            // The account's plugin decides the hash, and SHOW CREATE USER works on oneself.
+            let rows = session
+                .rows(self, "SHOW CREATE USER CURRENT_USER()", Vec::new(), err("SHOW CREATE USER"), "SHOW CREATE USER")
+                .await?;
+            let create = match rows.first() {
+                Some(row) => row.get_opt::<Option<String>, usize>(0).and_then(Result::ok).flatten().unwrap_or_default(),
+                None => String::new(),
+            };
+            server.auth_clause(&plugin_of(&create), req.new_password)?;
+            format!("SET PASSWORD = {}", literal(&native_password_hash(req.new_password)))
+        } else if server.has_alter_user() {
+            format!("ALTER USER CURRENT_USER() {}", server.auth_clause("", req.new_password)?)
+        } else {
+            // MySQL before 5.7.6 takes the hash as a literal.
+            format!("SET PASSWORD = {}", literal(&native_password_hash(req.new_password)))
+        };
+        session.run(self, &sql, err("changing the password"), "changing the password").await?;
+        session.conn.disconnect().await.ok();
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(admin = %admin.username, user = %req.username, template = %req.template))]
+    async fn upsert_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: UpsertUser<'_>,
+    ) -> Result<UpsertOutcome, BackendError> {
+        let mut session = self.connect(endpoint, admin).await?;
+        let server = session.server;
+        let err = |op| move |e| classify(e, endpoint, admin, op);
+        let invalid =
+            |message: String| BackendError::Database { operation: "checking the accounts", message, retryable: false };
+
+        // The template's accounts: keyturn rotates a user that has exactly one host part.
+        let rows = session
+            .rows(
+                self,
+                "SELECT Host, plugin, ssl_type, CAST(ssl_cipher AS CHAR) AS ssl_cipher, \
+                 CAST(x509_issuer AS CHAR) AS x509_issuer, CAST(x509_subject AS CHAR) AS x509_subject \
+                 FROM mysql.user WHERE User = ?",
+                vec![req.template.as_str().into()],
+                err("reading the template account"),
+                "reading the template account",
+            )
+            .await?;
+        let template = match rows.as_slice() {
+            [] => return Err(BackendError::NoSuchUser { username: req.template.to_string() }),
+            [row] => TemplateAccount::read(row).map_err(|m| unexpected("reading the template account", m))?,
+            rows => {
+                let hosts: Vec<String> = rows.iter().filter_map(|r| text(r, "Host").ok().flatten()).collect();
+                return Err(invalid(format!(
+                    "{:?} has {} accounts ({}); keyturn rotates a user with one host part",
+                    req.template.as_str(),
+                    rows.len(),
+                    hosts.join(", ")
+                )));
+            }
+        };
+        if !server.has_alter_user() {
+            let (a, b, c) = server.version;
+            return Err(invalid(format!(
+                "server version {a}.{b}.{c} has no ALTER USER (MariaDB 10.2 or MySQL 5.7.6 needed for alternating users)"
+            )));
+        }
+        let host = template.host.clone();
+        let auth = server.auth_clause(&template.plugin, req.password)?;
+        let target = account(req.username.as_str(), &host);
+        if req.username == req.template {
+            if req.create_only {
+                return Err(BackendError::UserExists { username: req.username.to_string() });
+            }
+            session.run(self, &format!("ALTER USER {target} {auth}"), err("ALTER USER"), "ALTER USER").await?;
+            session.conn.disconnect().await.ok();
+            return Ok(UpsertOutcome { created: false });
+        }
+
+        // The server's own limit (MariaDB's column is wider than MySQL's 32).
+        let width = session
+            .rows(
+                self,
+                "SELECT CAST(CHARACTER_MAXIMUM_LENGTH AS CHAR) AS width FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = 'mysql' AND TABLE_NAME IN ('global_priv', 'user') AND COLUMN_NAME = 'User' \
+                 ORDER BY TABLE_NAME LIMIT 1",
+                Vec::new(),
+                err("reading the username width"),
+                "reading the username width",
+            )
+            .await?;
+        if let Some(width) =
+            width.first().and_then(|r| text(r, "width").ok().flatten()).and_then(|w| w.parse::<usize>().ok())
+        {
+            let len = req.username.as_str().chars().count();
+            if len > width {
+                return Err(invalid(format!(
+                    "{:?} is {len} characters, over this server's {width}-character limit",
+                    req.username.as_str()
+                )));
+            }
+        }
+        let exists = !session
+            .rows(
+                self,
+                "SELECT Host FROM mysql.user WHERE User = ? AND Host = ?",
+                vec![req.username.as_str().into(), host.as_str().into()],
+                err("looking up the clone"),
+                "looking up the clone",
+            )
+            .await?
+            .is_empty();
+        if exists && req.create_only {
+            return Err(BackendError::UserExists { username: req.username.to_string() });
+        }
+        let grant_rows = session
+            .rows(
+                self,
+                &format!("SHOW GRANTS FOR {}", account(req.template.as_str(), &host)),
+                Vec::new(),
+                err("SHOW GRANTS"),
+                "SHOW GRANTS",
+            )
+            .await?;
+        let mut lines = Vec::new();
+        for row in &grant_rows {
+            let line = row.get_opt::<Option<String>, usize>(0).and_then(Result::ok).flatten();
+            lines.push(line.ok_or_else(|| unexpected("SHOW GRANTS", "a grant line is not text".into()))?);
+        }
+        let grants = copied_grants(&lines, (req.template.as_str(), &host))
+            .map_err(|m| unexpected("reading the template's grants", m))?;
+
+        let mut statements = Vec::new();
+        match exists {
+            false => statements.push(format!("CREATE USER {target} {auth}")),
+            true => {
+                statements.push(format!("ALTER USER {target} {auth}"));
+                // Re-synchronise: what the original no longer has, the clone loses too.
+                statements.push(format!("REVOKE ALL PRIVILEGES, GRANT OPTION FROM {target}"));
+            }
+        }
+        statements.push(format!("ALTER USER {target} REQUIRE {}", template.require()));
+        statements.extend(grants.iter().map(|g| g.render_for((req.username.as_str(), &host))));
+        for statement in &statements {
+            session
+                .run(self, statement, err("creating or updating the clone"), "creating or updating the clone")
+                .await?;
+        }
+        session.conn.disconnect().await.ok();
+        debug!(created = !exists, grants = grants.len(), "account upserted");
+        Ok(UpsertOutcome { created: !exists })
+    }
+
+    #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
+    async fn delete_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: DeleteUser<'_>,
+    ) -> Result<(), BackendError> {
+        let mut session = self.connect(endpoint, admin).await?;
+        let err = |op| move |e| classify(e, endpoint, admin, op);
+        let rows = session
+            .rows(
+                self,
+                "SELECT Host FROM mysql.user WHERE User = ?",
+                vec![req.username.as_str().into()],
+                err("looking up the account"),
+                "looking up the account",
+            )
+            .await?;
+        for row in &rows {
+            let host = required(row, "Host").map_err(|m| unexpected("looking up the account", m))?;
+            let sql = format!("DROP USER IF EXISTS {}", account(req.username.as_str(), &host));
+            session.run(self, &sql, err("DROP USER"), "DROP USER").await?;
+        }
+        session.conn.disconnect().await.ok();
+        Ok(())
+    }
+}
+
+/// The template's row of `mysql.user`: its host part, plugin and TLS requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TemplateAccount {
+    host: String,
+    plugin: String,
+    ssl_type: String,
+    cipher: String,
+    issuer: String,
+    subject: String,
+}
+
+impl TemplateAccount {
+    fn read(row: &Row) -> Result<Self, String> {
+        let optional = |column| text(row, column).map(Option::unwrap_or_default);
+        Ok(Self {
+            host: required(row, "Host")?,
+            plugin: optional("plugin")?,
+            ssl_type: optional("ssl_type")?,
+            cipher: optional("ssl_cipher")?,
+            issuer: optional("x509_issuer")?,
+            subject: optional("x509_subject")?,
+        })
+    }
+
+    /// The `REQUIRE` clause giving another account the same TLS requirement; every value
+    /// quoted here.
+    fn require(&self) -> String {
+        match self.ssl_type.as_str() {
+            "ANY" => "SSL".to_owned(),
+            "X509" => "X509".to_owned(),
+            "SPECIFIED" => {
+                let parts: Vec<String> =
+                    [("ISSUER", &self.issuer), ("SUBJECT", &self.subject), ("CIPHER", &self.cipher)]
+                        .into_iter()
+                        .filter(|(_, v)| !v.is_empty())
+                        .map(|(k, v)| format!("{k} {}", literal(v)))
+                        .collect();
+                parts.join(" AND ")
+            }
+            _ => "NONE".to_owned(),
+        }
+    }
+}
+
+/// The template's `SHOW GRANTS` lines worth copying, parsed. A line for another grantee
+/// is skipped; a line that does not parse stops the copy (a clone must not silently get
+/// less than the original). MariaDB keeps a default role after the role itself is revoked
+/// and still lists `SET DEFAULT ROLE` for it; copying that line would fail, so a default
+/// role is kept only while it is granted.
+fn copied_grants(lines: &[String], template: (&str, &str)) -> Result<Vec<GrantLine>, String> {
+    let mut parsed = Vec::new();
+    for line in lines {
+        let grant =
+            GrantLine::parse(line).map_err(|problem| format!("a SHOW GRANTS line could not be read: {problem}"))?;
+        if grant.grantee.0 == template.0 && grant.grantee.1 == template.1 {
+            parsed.push(grant);
+        }
+    }
+    let granted: Vec<String> = parsed.iter().flat_map(|g| g.granted_roles()).map(str::to_owned).collect();
+    parsed.retain(|g| match (g.kind, g.default_role()) {
+        (GrantKind::DefaultRole, Some(role)) => granted.iter().any(|r| r == role),
+        _ => true,
+    });
+    Ok(parsed)
+}
+
+/// The authentication plugin named in a `SHOW CREATE USER` line ("" when it only shows a
+/// password hash, which is mysql_native_password).
+fn plugin_of(create_user: &str) -> String {
+    for keyword in [" IDENTIFIED VIA ", " IDENTIFIED WITH "] {
+        if let Some(at) = create_user.find(keyword) {
+            let rest = &create_user[at + keyword.len()..];
+            let name = rest.split_whitespace().next().unwrap_or_default();
+            return name.trim_matches(|c| c == '\'' || c == '`').to_owned();
+        }
+    }
+    String::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_hash_matches_the_server_function() {
+        // SELECT PASSWORD('password') on MariaDB and MySQL 5.7.
+        let hash = native_password_hash(&SecretString::from("password"));
+        assert_eq!(hash, "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19");
+    }
+
+    #[test]
+    fn literals_escape_everything_that_ends_or_bends_a_string() {
+        assert_eq!(literal(r#"a'b\c"d"#), r#"'a\'b\\c"d'"#);
+        assert_eq!(literal("x\0y\nz"), r"'x\0y\nz'");
+    }
+
+    #[test]
+    fn versions_pick_the_statement() {
+        let maria = Server::parse("10.11.6-MariaDB-0+deb12u1");
+        assert_eq!((maria.mariadb, maria.version), (true, (10, 11, 6)));
+        assert!(maria.has_alter_user());
+        assert!(!Server::parse("10.1.48-MariaDB").has_alter_user());
+        let mysql = Server::parse("8.0.35");
+        assert_eq!((mysql.mariadb, mysql.version), (false, (8, 0, 35)));
+        assert!(mysql.has_alter_user());
+        assert!(!Server::parse("5.6.51-log").has_alter_user());
+    }
+
+    #[test]
+    fn grants_for_other_grantees_are_skipped_and_dead_default_roles_dropped() {
+        let lines: Vec<String> = [
+            "GRANT USAGE ON *.* TO `app`@`%`",
+            "GRANT `reader` TO `app`@`%`",
+            "SET DEFAULT ROLE `reader` FOR `app`@`%`",
+            "GRANT SELECT ON `db`.* TO `other`@`%`",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(copied_grants(&lines, ("app", "%")).unwrap().len(), 3);
+        let revoked = [lines[0].clone(), lines[2].clone()];
+        let kept = copied_grants(&revoked, ("app", "%")).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].render_for(("c", "%")), "GRANT USAGE ON *.* TO 'c'@'%'");
+        let broken = ["GRANT USAGE ON *.* TO `app`@`%`; DROP USER x".to_owned()];
+        assert!(copied_grants(&broken, ("app", "%")).is_err());
+    }
+
+    #[test]
+    fn server_answers_are_read_without_panics() {
+        use mysql_async::consts::ColumnType;
+        use mysql_async::{Column, Value};
+        let columns: std::sync::Arc<[Column]> =
+            vec![Column::new(ColumnType::MYSQL_TYPE_VAR_STRING).with_name(b"version")].into();
+        let null = mysql_common::row::new_row(vec![Value::NULL], columns.clone());
+        assert_eq!(text(&null, "version"), Ok(None));
+        assert!(required(&null, "version").unwrap_err().contains("NULL"));
+        assert!(text(&null, "other").unwrap_err().contains("no column other"));
+        let number = mysql_common::row::new_row(vec![Value::Int(3)], columns.clone());
+        assert!(text(&number, "version").is_ok() || text(&number, "version").is_err());
+        let bytes = mysql_common::row::new_row(vec![Value::Bytes(vec![0xff, 0xfe])], columns);
+        assert!(text(&bytes, "version").unwrap_err().contains("not text"));
+    }
+
+    #[test]
+    fn plugins_are_read_from_show_create_user() {
+        assert_eq!(plugin_of("CREATE USER `a`@`%` IDENTIFIED BY PASSWORD '*ABC'"), "");
+        assert_eq!(plugin_of("CREATE USER `a`@`%` IDENTIFIED VIA ed25519 USING 'x'"), "ed25519");
+        assert_eq!(
+            plugin_of("CREATE USER 'a'@'%' IDENTIFIED WITH 'caching_sha2_password' AS 'x'"),
+            "caching_sha2_password"
+        );
+    }
+
+    #[test]
+    fn any_name_within_the_limit_is_accepted() {
+        let backend = MysqlBackend::new(&[], Timeouts::default()).unwrap();
+        let user = |n: &str| Username::parse(n).unwrap();
+        for name in ["app_clone", "it's `me`", "dq\"", "bs\\", "with space", "ünïcødé"] {
+            assert!(backend.check_username(Engine::Mariadb, &user(name)).is_ok(), "{name}");
+        }
+        let long = "u".repeat(33);
+        assert!(backend.check_username(Engine::Mysql, &user(&long)).unwrap_err().contains("32-character"));
+        assert!(backend.check_username(Engine::Mariadb, &user(&long)).is_ok());
+        assert!(backend.check_username(Engine::Mariadb, &user(&"é".repeat(81))).is_err());
+    }
+
+    #[test]
+    fn server_messages_that_may_quote_a_statement_are_not_repeated() {
+        let endpoint =
+            Endpoint { engine: Engine::Mariadb, host: "db".into(), port: 3306, dbname: None, tls: TlsMode::Disabled };
+        let login = Credentials { username: Username::parse("app").unwrap(), password: SecretString::from("pw") };
+        let server = |code: u16, message: &str| {
+            mysql_async::Error::Server(mysql_async::ServerError {
+                code,
+                message: message.into(),
+                state: "42000".into(),
+            })
+        };
+        let syntax = server(1064, "You have an error in your SQL syntax near 'IDENTIFIED BY 's3cr3t'' at line 1");
+        let e = classify(syntax, &endpoint, &login, "changing the password").to_string();
+        assert!(!e.contains("s3cr3t") && e.contains("1064"), "{e}");
+        let denied = server(1227, "Access denied; you need the CREATE USER privilege");
+        assert!(classify(denied, &endpoint, &login, "x").to_string().contains("CREATE USER privilege"));
+    }
+}

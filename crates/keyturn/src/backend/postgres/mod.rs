@@ -1,0 +1,474 @@
+//! PostgreSQL (and Aurora PostgreSQL) behind [`DatabaseBackend`].
+//!
+//! - Passwords reach the server only as SCRAM-SHA-256 verifiers computed here, so no
+//!   cleartext password can appear in server logs or `pg_stat_activity`.
+//! - Identifiers and literals are escaped with `postgres-protocol`; role names with
+//!   quotes, spaces or SQL in them work and inject nothing.
+//! - TLS is verify-full unless the secret says `"ssl": false`; there is no fallback.
+//! - Alternating users: the clone is a member of the original and starts every session
+//!   as the original (`ALTER ROLE clone SET role`), so whatever either user creates is
+//!   owned by the original and usable by both.
+
+mod cleartext;
+
+use std::sync::Arc;
+
+use postgres_protocol::escape::{escape_identifier, escape_literal};
+use postgres_protocol::password::scram_sha_256;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpStream;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+use tracing::{debug, instrument};
+
+use cleartext::{CleartextRequested, NoCleartextPassword};
+
+use crate::backend::{
+    BackendError, Credentials, DatabaseBackend, DeleteUser, Endpoint, Engine, Family, SetOwnPassword, Timeouts,
+    TlsMode, UpsertOutcome, UpsertUser, Username,
+};
+
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1).
+pub const MAX_USERNAME_BYTES: usize = 63;
+
+/// The PostgreSQL backend: TLS configuration and timeouts, built once per container.
+#[derive(Clone)]
+pub struct PostgresBackend {
+    tls: MakeRustlsConnect,
+    timeouts: Timeouts,
+}
+
+impl PostgresBackend {
+    pub fn new(tls: Arc<rustls::ClientConfig>, timeouts: Timeouts) -> Self {
+        Self { tls: MakeRustlsConnect::new((*tls).clone()), timeouts }
+    }
+
+    /// Opens a session as `login`. The connection task ends when the client is dropped.
+    #[instrument(skip_all, fields(host = %endpoint.host, port = endpoint.port, user = %login.username))]
+    async fn connect(&self, endpoint: &Endpoint, login: &Credentials) -> Result<Client, BackendError> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&endpoint.host)
+            .port(endpoint.port)
+            .user(login.username.as_str())
+            .password(login.password.expose_secret())
+            .application_name("keyturn")
+            .connect_timeout(self.timeouts.connect)
+            .options(format!("-c statement_timeout={}", self.timeouts.statement.as_millis()));
+        if let Some(db) = &endpoint.dbname {
+            config.dbname(db);
+        }
+        let connecting = async {
+            match endpoint.tls {
+                TlsMode::VerifyFull => {
+                    config.ssl_mode(SslMode::Require);
+                    let (client, connection) = config.connect(self.tls.clone()).await?;
+                    tokio::spawn(connection);
+                    Ok(client)
+                }
+                TlsMode::Disabled => {
+                    // Without TLS the password must never be sent as it is: the stream
+                    // refuses a cleartext request before the driver can answer it.
+                    config.ssl_mode(SslMode::Disable);
+                    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await.map_err(|e| {
+                        BackendError::Unreachable {
+                            host: endpoint.host.clone(),
+                            port: endpoint.port,
+                            message: e.to_string(),
+                        }
+                    })?;
+                    tcp.set_nodelay(true).ok();
+                    let (client, connection) = config.connect_raw(NoCleartextPassword::new(tcp), NoTls).await?;
+                    tokio::spawn(connection);
+                    Ok(client)
+                }
+            }
+        };
+        // connect_timeout covers the TCP connect only; this bounds TLS and authentication too.
+        let seconds = self.timeouts.connect.as_secs();
+        match tokio::time::timeout(self.timeouts.connect, connecting).await {
+            Ok(result) => result.map_err(|e: Connecting| match e {
+                Connecting::Backend(e) => e,
+                Connecting::Driver(e) => match classify(&e, endpoint, login, "login") {
+                    // The driver's own connect timeout does not say how long it waited.
+                    BackendError::Timeout { operation, .. } => BackendError::Timeout { operation, seconds },
+                    other => other,
+                },
+            }),
+            Err(_) => Err(BackendError::Timeout { operation: "login", seconds }),
+        }
+    }
+
+    /// Runs one statement batch under the client-side deadline.
+    async fn batch(
+        &self,
+        client: &Client,
+        sql: &str,
+        endpoint: &Endpoint,
+        login: &Credentials,
+        operation: &'static str,
+    ) -> Result<(), BackendError> {
+        let run = async { client.batch_execute(sql).await.map_err(|e| classify(&e, endpoint, login, operation)) };
+        self.timeouts.bound(operation, run).await
+    }
+}
+
+/// A failure while connecting: the driver's, or one found before the driver ran.
+enum Connecting {
+    Driver(tokio_postgres::Error),
+    Backend(BackendError),
+}
+
+impl From<tokio_postgres::Error> for Connecting {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Connecting::Driver(e)
+    }
+}
+
+impl From<BackendError> for Connecting {
+    fn from(e: BackendError) -> Self {
+        Connecting::Backend(e)
+    }
+}
+
+/// Maps a driver error to what the caller can act on: a refused login moves rotation on
+/// to the next candidate, anything else stops it.
+fn classify(
+    e: &tokio_postgres::Error,
+    endpoint: &Endpoint,
+    login: &Credentials,
+    operation: &'static str,
+) -> BackendError {
+    if let Some(code) = e.code() {
+        if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            return BackendError::LoginRefused { username: login.username.to_string() };
+        }
+    }
+    let message = chain(e);
+    let (host, port) = (endpoint.host.clone(), endpoint.port);
+    if refused_cleartext(e) {
+        return BackendError::CleartextRefused { host, port };
+    }
+    if message.starts_with("error performing TLS handshake") {
+        BackendError::Tls { host, port, message }
+    } else if message.starts_with("error connecting to server") || message.starts_with("error communicating") {
+        BackendError::Unreachable { host, port, message }
+    } else if message.starts_with("timeout waiting for server") {
+        BackendError::Timeout { operation, seconds: 0 }
+    } else {
+        // Class 08 (connection), 40 (rollback), 53 (resources), 57 (operator) are transient.
+        let retryable = e.code().is_some_and(|c| matches!(&c.code()[..2], "08" | "40" | "53" | "57"));
+        BackendError::Database { operation, message, retryable }
+    }
+}
+
+/// Whether the connection failed because the server asked for a cleartext password.
+fn refused_cleartext(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<CleartextRequested>() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.is::<CleartextRequested>()) {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+/// `PASSWORD '<verifier>'`: the server stores the verifier as given and never sees the password.
+fn password_clause(password: &SecretString) -> String {
+    format!("PASSWORD {}", escape_literal(&scram_sha_256(password.expose_secret().as_bytes())))
+}
+
+fn ident(name: &Username) -> String {
+    escape_identifier(name.as_str())
+}
+
+impl DatabaseBackend for PostgresBackend {
+    fn serves(&self, engine: Engine) -> bool {
+        engine.family() == Family::Postgres
+    }
+
+    fn check_username(&self, engine: Engine, username: &Username) -> Result<(), String> {
+        let len = username.as_str().len();
+        match len > MAX_USERNAME_BYTES {
+            true => Err(format!("is {len} bytes, over the {MAX_USERNAME_BYTES}-byte limit of {}", engine.as_str())),
+            false => Ok(()),
+        }
+    }
+
+    #[instrument(skip_all, fields(user = %login.username))]
+    async fn verify(&self, endpoint: &Endpoint, login: &Credentials) -> Result<(), BackendError> {
+        let client = self.connect(endpoint, login).await?;
+        self.batch(&client, "SELECT 1", endpoint, login, "test query").await
+    }
+
+    #[instrument(skip_all, fields(user = %req.login.username))]
+    async fn set_own_password(&self, endpoint: &Endpoint, req: SetOwnPassword<'_>) -> Result<(), BackendError> {
+        let client = self.connect(endpoint, req.login).await?;
+        let sql = format!("ALTER ROLE {} WITH {}", ident(&req.login.username), password_clause(req.new_password));
+        self.batch(&client, &sql, endpoint, req.login, "ALTER ROLE").await
+    }
+
+    #[instrument(skip_all, fields(admin = %admin.username, user = %req.username, template = %req.template))]
+    async fn upsert_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: UpsertUser<'_>,
+    ) -> Result<UpsertOutcome, BackendError> {
+        let client = self.connect(endpoint, admin).await?;
+        let err = |op| move |e: tokio_postgres::Error| classify(&e, endpoint, admin, op);
+        let (user, password) = (ident(req.username), password_clause(req.password));
+        if req.username == req.template {
+            if req.create_only {
+                return Err(BackendError::UserExists { username: req.username.to_string() });
+            }
+            let sql = format!("ALTER ROLE {user} WITH {password}");
+            let run = async {
+                match client.batch_execute(&sql).await {
+                    Ok(()) => Ok(UpsertOutcome { created: false }),
+                    Err(e) if e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
+                        Err(BackendError::NoSuchUser { username: req.username.to_string() })
+                    }
+                    Err(e) => Err(err("ALTER ROLE")(e)),
+                }
+            };
+            return self.timeouts.bound("ALTER ROLE", run).await;
+        }
+
+        // The template and the clone as they are now, in one round trip.
+        let read = async {
+            client
+                .query_opt(ROLES_QUERY, &[&req.template.as_str(), &req.username.as_str()])
+                .await
+                .map_err(err("reading the template role"))
+        };
+        let row = self
+            .timeouts
+            .bound("reading the template role", read)
+            .await?
+            .ok_or_else(|| BackendError::NoSuchUser { username: req.template.to_string() })?;
+        let shape = RoleShape::read(&row).map_err(|message| BackendError::Database {
+            operation: "reading the template role",
+            message,
+            retryable: false,
+        })?;
+        if shape.clone_exists && req.create_only {
+            return Err(BackendError::UserExists { username: req.username.to_string() });
+        }
+        let statements = shape.statements(req.username, req.template, &password);
+        // One simple-query message runs as one implicit transaction: all of it or none.
+        self.batch(&client, &statements.join(";\n"), endpoint, admin, "creating or updating the role").await?;
+        debug!(created = !shape.clone_exists, "role upserted");
+        Ok(UpsertOutcome { created: !shape.clone_exists })
+    }
+
+    #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
+    async fn delete_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: DeleteUser<'_>,
+    ) -> Result<(), BackendError> {
+        let client = self.connect(endpoint, admin).await?;
+        let sql = format!("DROP ROLE IF EXISTS {}", ident(req.username));
+        self.batch(&client, &sql, endpoint, admin, "DROP ROLE").await
+    }
+}
+
+/// The template role ($1) and the clone ($2): attributes, memberships with their admin
+/// option (PostgreSQL 16 may list a membership once per grantor, hence `bool_or`).
+const ROLES_QUERY: &str = "\
+    SELECT t.rolsuper, t.rolinherit, t.rolcreaterole, t.rolcreatedb, t.rolreplication, t.rolbypassrls, \
+           t.rolconnlimit, t.rolvaliduntil::text AS rolvaliduntil, \
+           c.oid IS NOT NULL AS clone_exists, \
+           COALESCE(c.rolsuper, false) AS clone_super, \
+           COALESCE(c.rolreplication, false) AS clone_replication, \
+           COALESCE(c.rolbypassrls, false) AS clone_bypassrls, \
+           ARRAY(SELECT r.rolname::text FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+                 WHERE m.member = t.oid GROUP BY r.rolname ORDER BY r.rolname) AS roles, \
+           ARRAY(SELECT bool_or(m.admin_option) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+                 WHERE m.member = t.oid GROUP BY r.rolname ORDER BY r.rolname) AS admin_options, \
+           ARRAY(SELECT r.rolname::text FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+                 WHERE m.member = c.oid GROUP BY r.rolname ORDER BY r.rolname) AS clone_roles, \
+           ARRAY(SELECT bool_or(m.admin_option) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+                 WHERE m.member = c.oid GROUP BY r.rolname ORDER BY r.rolname) AS clone_admin_options \
+    FROM pg_roles t LEFT JOIN pg_roles c ON c.rolname = $2 \
+    WHERE t.rolname = $1";
+
+/// What [`ROLES_QUERY`] found, read by column name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RoleShape {
+    superuser: bool,
+    inherit: bool,
+    createrole: bool,
+    createdb: bool,
+    replication: bool,
+    bypassrls: bool,
+    connection_limit: i32,
+    valid_until: Option<String>,
+    clone_exists: bool,
+    clone_superuser: bool,
+    clone_replication: bool,
+    clone_bypassrls: bool,
+    /// The template's memberships: role name and admin option.
+    roles: Vec<(String, bool)>,
+    /// The clone's memberships: role name and admin option.
+    clone_roles: Vec<(String, bool)>,
+}
+
+impl RoleShape {
+    fn read(row: &tokio_postgres::Row) -> Result<Self, String> {
+        fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+            row: &'a tokio_postgres::Row,
+            column: &str,
+        ) -> Result<T, String> {
+            row.try_get(column).map_err(|e| format!("column {column}: {e}"))
+        }
+        let pairs = |names: Vec<String>, options: Vec<bool>| -> Result<Vec<(String, bool)>, String> {
+            match names.len() == options.len() {
+                true => Ok(names.into_iter().zip(options).collect()),
+                false => Err("memberships and admin options do not match".into()),
+            }
+        };
+        Ok(Self {
+            superuser: get(row, "rolsuper")?,
+            inherit: get(row, "rolinherit")?,
+            createrole: get(row, "rolcreaterole")?,
+            createdb: get(row, "rolcreatedb")?,
+            replication: get(row, "rolreplication")?,
+            bypassrls: get(row, "rolbypassrls")?,
+            connection_limit: get(row, "rolconnlimit")?,
+            valid_until: get(row, "rolvaliduntil")?,
+            clone_exists: get(row, "clone_exists")?,
+            clone_superuser: get(row, "clone_super")?,
+            clone_replication: get(row, "clone_replication")?,
+            clone_bypassrls: get(row, "clone_bypassrls")?,
+            roles: pairs(get(row, "roles")?, get(row, "admin_options")?)?,
+            clone_roles: pairs(get(row, "clone_roles")?, get(row, "clone_admin_options")?)?,
+        })
+    }
+
+    /// The statements that make `user` the template's equal: created or altered with the
+    /// same attributes, the same memberships with the same admin options (what the
+    /// template lost, the clone loses too), membership in the template, and sessions that
+    /// act as the template.
+    fn statements(&self, user: &Username, template: &Username, password: &str) -> Vec<String> {
+        let name = ident(user);
+        let flag = |on: bool, yes: &'static str, no: &'static str| if on { yes } else { no };
+        let mut attrs = vec![
+            "LOGIN",
+            flag(self.inherit, "INHERIT", "NOINHERIT"),
+            flag(self.createrole, "CREATEROLE", "NOCREATEROLE"),
+            flag(self.createdb, "CREATEDB", "NOCREATEDB"),
+        ];
+        // Only a superuser may set or clear these; they are written only when they must
+        // change, so an admin without superuser rotates clones that have none of them.
+        for (template_has, clone_has, yes, no) in [
+            (self.superuser, self.clone_superuser, "SUPERUSER", "NOSUPERUSER"),
+            (self.replication, self.clone_replication, "REPLICATION", "NOREPLICATION"),
+            (self.bypassrls, self.clone_bypassrls, "BYPASSRLS", "NOBYPASSRLS"),
+        ] {
+            match (template_has, clone_has) {
+                (true, _) => attrs.push(yes),
+                (false, true) => attrs.push(no),
+                (false, false) => {}
+            }
+        }
+        let verb = if self.clone_exists { "ALTER" } else { "CREATE" };
+        let mut statements = vec![format!(
+            "{verb} ROLE {name} WITH {} CONNECTION LIMIT {} VALID UNTIL {} {password}",
+            attrs.join(" "),
+            self.connection_limit,
+            escape_literal(self.valid_until.as_deref().unwrap_or("infinity"))
+        )];
+        statements.push(format!("GRANT {} TO {name}", ident(template)));
+        for (role, admin_option) in &self.roles {
+            let with_admin = if *admin_option { " WITH ADMIN OPTION" } else { "" };
+            statements.push(format!("GRANT {} TO {name}{with_admin}", escape_identifier(role)));
+        }
+        for (role, clone_admin) in &self.clone_roles {
+            if role == template.as_str() {
+                continue;
+            }
+            match self.roles.iter().find(|(r, _)| r == role) {
+                None => statements.push(format!("REVOKE {} FROM {name}", escape_identifier(role))),
+                Some((_, false)) if *clone_admin => {
+                    statements.push(format!("REVOKE ADMIN OPTION FOR {} FROM {name}", escape_identifier(role)))
+                }
+                Some(_) => {}
+            }
+        }
+        // Sessions of the clone act as the original, so objects either creates are the original's.
+        statements.push(format!("ALTER ROLE {name} SET role = {}", escape_literal(template.as_str())));
+        statements
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> RoleShape {
+        RoleShape {
+            superuser: false,
+            inherit: true,
+            createrole: false,
+            createdb: false,
+            replication: false,
+            bypassrls: false,
+            connection_limit: -1,
+            valid_until: None,
+            clone_exists: true,
+            clone_superuser: false,
+            clone_replication: false,
+            clone_bypassrls: false,
+            roles: vec![],
+            clone_roles: vec![],
+        }
+    }
+
+    fn user(name: &str) -> Username {
+        Username::parse(name).unwrap()
+    }
+
+    #[test]
+    fn what_the_template_lost_the_clone_loses() {
+        let mut s = shape();
+        s.clone_superuser = true;
+        s.clone_bypassrls = true;
+        s.roles = vec![("readers".into(), false)];
+        s.clone_roles = vec![("app".into(), false), ("readers".into(), true), ("writers".into(), false)];
+        let sql = s.statements(&user("app_clone"), &user("app"), "PASSWORD 'v'").join(";\n");
+        assert!(sql.contains("NOSUPERUSER") && sql.contains("NOBYPASSRLS") && !sql.contains("NOREPLICATION"), "{sql}");
+        assert!(sql.contains("REVOKE ADMIN OPTION FOR \"readers\" FROM \"app_clone\""), "{sql}");
+        assert!(sql.contains("REVOKE \"writers\" FROM \"app_clone\""), "{sql}");
+        assert!(!sql.contains("REVOKE \"app\""), "membership in the template stays: {sql}");
+    }
+
+    #[test]
+    fn an_admin_without_superuser_never_touches_superuser_attributes() {
+        let sql = shape().statements(&user("app_clone"), &user("app"), "PASSWORD 'v'").join(";\n");
+        for attr in ["SUPERUSER", "REPLICATION", "BYPASSRLS"] {
+            assert!(!sql.contains(attr), "{sql}");
+        }
+    }
+}
