@@ -12,7 +12,9 @@ pub async fn serve_rotation<S: SecretStore, T: RotationTarget>(
     rotator: &Rotator<S, T>,
 ) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let request_id = event.context.request_id;
         let event = RotationEvent::from_value(event.payload).map_err(diagnostic)?;
+        tracing::debug!(%request_id, secret_arn = %event.secret_id, step = event.step.as_str(), "rotation event received");
         rotator.handle(&event).await.map(|_| ()).map_err(diagnostic)
     }))
     .await

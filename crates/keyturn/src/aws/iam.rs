@@ -2,6 +2,7 @@
 //! `GetCallerIdentity` signs with the pending key through a per-request credentials
 //! override, so no client is built per call.
 
+use aws_sdk_iam::config::http::HttpResponse;
 use aws_sdk_iam::error::ProvideErrorMetadata;
 use aws_sdk_sts::config::Credentials;
 use secrecy::{ExposeSecret, SecretString};
@@ -22,10 +23,9 @@ impl IamClient {
     }
 }
 
-fn iam_error<E, R>(operation: &'static str, err: aws_sdk_iam::error::SdkError<E, R>) -> IamError
+fn iam_error<E>(operation: &'static str, err: aws_sdk_iam::error::SdkError<E, HttpResponse>) -> IamError
 where
     E: ProvideErrorMetadata + std::error::Error,
-    R: std::fmt::Debug,
 {
     let not_found = err.as_service_error().and_then(|e| e.code()) == Some("NoSuchEntity");
     let (message, retryable) = describe_sdk_error(&err);

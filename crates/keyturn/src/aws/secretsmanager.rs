@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use aws_sdk_secretsmanager::Client;
 use secrecy::{ExposeSecret, SecretString};
@@ -31,10 +32,9 @@ impl SecretsManagerStore {
     }
 }
 
-fn store_error<E, R>(operation: &'static str, err: aws_sdk_secretsmanager::error::SdkError<E, R>) -> StoreError
+fn store_error<E>(operation: &'static str, err: aws_sdk_secretsmanager::error::SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error,
-    R: std::fmt::Debug,
 {
     let (message, retryable) = describe_sdk_error(&err);
     StoreError { operation, message, retryable }
