@@ -75,10 +75,10 @@ fn assert_output(log: &Path, secrets: &[String], expected: &[&str]) {
 #[tokio::test]
 async fn a_database_rotation_at_trace_prints_no_password() {
     let env = TestEnv::authenticated("trace_db").await;
-    let user = env.unique("app");
-    env.create_role(&user, &random_token()).await;
+    let (user, password) = (env.unique("app"), random_token());
+    env.create_role(&user, &password).await;
     let master = env.create_secret("master", &env.admin_secret()).await;
-    let mut secret = env.user_secret(&user, &random_token());
+    let mut secret = env.user_secret(&user, &password);
     secret["masterarn"] = json!(master);
     let arn = env.create_secret("app", &secret).await;
 
