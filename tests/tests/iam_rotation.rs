@@ -260,3 +260,53 @@ async fn a_key_created_before_its_tag_is_recovered_through_the_creation_marker()
     let tags = iam.list_user_tags().user_name(&user).send().await.unwrap();
     assert!(!tags.tags().iter().any(|t| t.key() == keyturn::rotation::iam_key::CREATING_TAG), "marker left behind");
 }
+
+/// Every key id of `user` in IAM, sorted.
+async fn sorted_key_ids(env: &TestEnv, user: &str) -> Vec<String> {
+    let mut keys = key_ids(env, user).await;
+    keys.sort();
+    keys
+}
+
+/// Whether the token's version of the secret holds a value (createSecret stored one).
+async fn pending_value_stored(env: &TestEnv, arn: &str, token: &str) -> bool {
+    let stored = env.sm.get_secret_value().secret_id(arn).version_id(token).send().await;
+    stored.map(|o| o.secret_string().is_some()).unwrap_or(false)
+}
+
+/// Key ids are not secret: a secret that names another user's key id, with a secret
+/// access key that is not that key's, must not make keyturn act for that user (delete the
+/// key its AWSPREVIOUS names, create a key and store it in the writer's secret).
+#[tokio::test]
+async fn a_secret_naming_a_victims_key_without_its_secret_changes_nothing() {
+    let env = TestEnv::authenticated("iamvictim").await;
+    let rotator = rotator(&env);
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    // The victim, in scope, with its own secret and a second key made by hand.
+    let (_, victim) = user_with_secret(&env, "victim", PATH).await;
+    let other = iam.create_access_key().user_name(&victim).send().await.unwrap().access_key.unwrap();
+    let keys = sorted_key_ids(&env, &victim).await;
+    let current_id = keys.iter().find(|k| **k != other.access_key_id).unwrap().clone();
+    // The writer's secret: AWSPREVIOUS names the victim's second key, AWSCURRENT the
+    // victim's first key with a made-up secret access key.
+    let wrong = format!("wrong-{}", keyturn_tests::random_token());
+    let attack = env
+        .create_secret(
+            "attack",
+            &json!({"username": victim, "accessKeyId": other.access_key_id, "secretAccessKey": "x"}),
+        )
+        .await;
+    let forged = json!({"username": victim, "accessKeyId": current_id, "secretAccessKey": wrong});
+    env.sm.put_secret_value().secret_id(&attack).secret_string(forged.to_string()).send().await.unwrap();
+
+    let token = env.start_rotation(&attack).await;
+    let err = env.step(&rotator, &attack, &token, Step::Create).await.expect_err("createSecret must fail");
+    let message = err.to_string();
+    assert!(message.contains(attack.as_str()), "the error names the secret: {message}");
+    assert!(message.contains("AWSCURRENT"), "the error names the problem: {message}");
+    assert!(!message.contains(&wrong), "the error shows the secret access key: {message}");
+    assert!(!err.is_retryable(), "a refused key is not worth retrying: {message}");
+    assert_eq!(sorted_key_ids(&env, &victim).await, keys, "the victim's keys changed");
+    assert!(!pending_value_stored(&env, &attack, &token).await, "a pending value was stored");
+    assert_eq!(env.value(&attack, AWSCURRENT).await, forged);
+}

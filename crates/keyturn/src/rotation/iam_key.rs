@@ -1,8 +1,10 @@
 //! IAM access key rotation on the two-keys-per-user limit: the active key (AWSCURRENT), the
 //! previous key, still valid (AWSPREVIOUS), and, at the next rotation, revoked (deleted).
 //!
-//! createSecret deletes the key the secret left behind two rotations ago (and any key an
-//! interrupted createSecret created but never stored), creates a key and stores it as
+//! createSecret first proves the secret holds the user's AWSCURRENT key (it signs
+//! `sts:GetCallerIdentity` with it: key ids are not secret), then deletes the key the secret
+//! left behind two rotations ago (and any key an interrupted createSecret created but never
+//! stored), creates a key and stores it as
 //! AWSPENDING; setSecret checks IAM knows it; testSecret signs `sts:GetCallerIdentity`
 //! with it until IAM's eventual consistency lets it through. Keys keyturn did not create
 //! are never deleted: keyturn names each key it creates in a user tag whose key is the
@@ -224,6 +226,31 @@ pub fn plan_removals(
     Ok(removals)
 }
 
+/// Why createSecret will not act on the AWSCURRENT key.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// STS refused the key, or it signs as someone else: the secret does not hold the
+    /// user's key. Not retryable.
+    Unproven(String),
+    /// STS could not be asked (transport, throttling, server error): retryable as it is.
+    Unreachable(IamError),
+}
+
+/// Judges `sts:GetCallerIdentity` signed with the AWSCURRENT key: it must answer with the
+/// user's ARN. Pure: the call's result and the ARN from `GetUser`. Messages name the key id,
+/// never the secret key.
+pub fn judge_proof(key_id: &str, user_arn: &str, answer: Result<String, IamError>) -> Result<(), Refusal> {
+    const NOTHING: &str = "keyturn acts for a user only with a key the secret proves it holds; nothing was changed";
+    match answer {
+        Ok(arn) if arn == user_arn => Ok(()),
+        Ok(arn) => Err(Refusal::Unproven(format!("key {key_id} signs as {arn}, not as {user_arn}; {NOTHING}"))),
+        Err(e) if e.retryable => Err(Refusal::Unreachable(e)),
+        Err(e) => Err(Refusal::Unproven(format!(
+            "the secret access key does not sign for key {key_id} of {user_arn} (STS refused it: {e}); {NOTHING}"
+        ))),
+    }
+}
+
 /// IAM key rotation: the IAM client, the scope and testSecret's bound. Built once per
 /// container.
 pub struct IamKeyRotation<I> {
@@ -314,6 +341,15 @@ impl<I: IamKeys> RotationTarget for IamKeyRotation<I> {
             secret: ctx.arn().to_owned(),
             what: "AWSCURRENT".into(),
             problem,
+        })?;
+        // Key ids are not secret: before acting for the user, the secret must prove it holds
+        // the user's key by signing with it.
+        let proof = self.iam.caller_arn(&current.access_key_id, &current.secret_access_key).await;
+        judge_proof(&current.access_key_id, &user.arn, proof).map_err(|refusal| match refusal {
+            Refusal::Unproven(problem) => {
+                RotationError::InvalidSecret { secret: ctx.arn().to_owned(), what: "AWSCURRENT".into(), problem }
+            }
+            Refusal::Unreachable(e) => Self::iam_error(ctx, "proving the AWSCURRENT key (sts:GetCallerIdentity)")(e),
         })?;
         for (key_id, why) in &removals {
             self.iam.delete_key(&current.username, key_id).await.map_err(Self::iam_error(ctx, "deleting a key"))?;
@@ -455,6 +491,30 @@ mod tests {
         assert!(err.contains("key X is neither in the secret nor created by keyturn"), "{err}");
         let err = plan_removals(&[key("X"), key("Y")], "A", None, &tags(&[])).unwrap_err();
         assert!(err.contains("AWSCURRENT key A is not one of the user's keys"), "{err}");
+    }
+
+    #[test]
+    fn the_current_key_must_sign_as_the_user() {
+        let user = "arn:aws:iam::1:user/keyturn/ci";
+        let failure = |retryable| IamError {
+            operation: "GetCallerIdentity",
+            message: "InvalidClientTokenId: no such key".into(),
+            not_found: false,
+            retryable,
+        };
+        assert!(judge_proof("AKIA1", user, Ok(user.into())).is_ok());
+        let Err(Refusal::Unproven(problem)) = judge_proof("AKIA1", user, Ok("arn:aws:iam::1:user/other".into())) else {
+            panic!("another ARN must be refused");
+        };
+        assert!(problem.contains("AKIA1 signs as arn:aws:iam::1:user/other, not as"), "{problem}");
+        let Err(Refusal::Unproven(problem)) = judge_proof("AKIA1", user, Err(failure(false))) else {
+            panic!("a refused signature must be refused for good");
+        };
+        assert!(
+            problem.contains("does not sign for key AKIA1") && problem.contains("nothing was changed"),
+            "{problem}"
+        );
+        assert!(matches!(judge_proof("AKIA1", user, Err(failure(true))), Err(Refusal::Unreachable(_))));
     }
 
     #[test]
