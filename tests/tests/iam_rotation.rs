@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_sts::config::Credentials;
 use keyturn::aws::iam::IamClient;
 use keyturn::aws::secretsmanager::SecretsManagerStore;
-use keyturn::rotation::iam_key::{IamKeyRotation, Scope};
+use keyturn::rotation::iam_key::{IamKeyRotation, Marks, Scope, CREATING_TAG};
 use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use keyturn::rotation::{Rotator, Step};
 use keyturn_tests::lambda::{function_binary, Emulator};
@@ -59,6 +59,11 @@ async fn five_rotations_keep_an_active_and_a_previous_key() {
     let (arn, user) = user_with_secret(&env, "ci", PATH).await;
     let mut history = vec![key_of(&env, &arn, AWSCURRENT).await];
     for round in 0..5 {
+        if round == 1 {
+            // keyturn never deletes the key stored by hand: the operator does, once the first
+            // rotation has replaced it. Every later key is keyturn's, and revoked by it.
+            delete_the_key_stored_by_hand(&env, &arn, &user).await;
+        }
         env.rotate(&rotator, &arn).await;
         let current = key_of(&env, &arn, AWSCURRENT).await;
         let previous = key_of(&env, &arn, AWSPREVIOUS).await;
@@ -91,7 +96,9 @@ async fn a_rotation_stopped_after_any_step_converges_within_two_keys() {
         let env = TestEnv::authenticated("iamcrash").await;
         let rotator = rotator(&env);
         let (arn, user) = user_with_secret(&env, "ci", PATH).await;
-        env.rotate(&rotator, &arn).await; // two keys from here on
+        env.rotate(&rotator, &arn).await;
+        delete_the_key_stored_by_hand(&env, &arn, &user).await;
+        env.rotate(&rotator, &arn).await; // two keys of keyturn's from here on
         let token = env.start_rotation(&arn).await;
         for step in &STEPS[..stop_after] {
             env.step(&rotator, &arn, &token, *step).await.unwrap();
@@ -113,8 +120,8 @@ async fn a_key_created_but_never_stored_is_removed_not_counted() {
     let iam = aws_sdk_iam::Client::new(&env.sdk);
     // What a createSecret that died after CreateAccessKey and its tag leaves behind.
     let orphan = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
-    let tag =
-        aws_sdk_iam::types::Tag::builder().key(&orphan.access_key_id).value("keyturn-rotation-lost").build().unwrap();
+    let lost = Marks::new(&arn, &keyturn_tests::random_token()).key_tag();
+    let tag = aws_sdk_iam::types::Tag::builder().key(&orphan.access_key_id).value(lost).build().unwrap();
     iam.tag_user().user_name(&user).tags(tag).send().await.unwrap();
     assert_eq!(key_ids(&env, &user).await.len(), 2);
 
@@ -193,7 +200,10 @@ async fn rotate_iam_key_binary_rotates_through_the_runtime_api() {
     let log = env.h.work.join("function-iam.log");
     emulator.run_function(&function_binary("rotate-iam-key"), "rotate-iam-key", &vars, &log);
     let mut history = vec![key_of(&env, &arn, AWSCURRENT).await];
-    for _ in 0..3 {
+    for round in 0..3 {
+        if round == 1 {
+            delete_the_key_stored_by_hand(&env, &arn, &user).await;
+        }
         let token = env.start_rotation(&arn).await;
         for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
             let file = env.h.work.join(format!("{}.json", random_token()));
@@ -222,6 +232,8 @@ async fn the_previous_key_can_be_deactivated_at_finish() {
         IamKeyRotation::new(IamClient::new(&env.sdk), scope, Duration::from_secs(5)).deactivating_previous(true);
     let rotator = Rotator::new(SecretsManagerStore::new(&env.sdk, None), target);
     let (arn, user) = user_with_secret(&env, "ci", PATH).await;
+    env.rotate(&rotator, &arn).await;
+    delete_the_key_stored_by_hand(&env, &arn, &user).await; // keyturn's keys from here on
     let token = env.rotate(&rotator, &arn).await;
     env.step(&rotator, &arn, &token, Step::Finish).await.unwrap(); // a rerun is harmless
     let iam = aws_sdk_iam::Client::new(&env.sdk);
@@ -244,21 +256,19 @@ async fn a_key_created_before_its_tag_is_recovered_through_the_creation_marker()
     let (arn, user) = user_with_secret(&env, "ci", PATH).await;
     let iam = aws_sdk_iam::Client::new(&env.sdk);
     // A createSecret that died right after CreateAccessKey: the marker set, the key untagged.
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 5;
-    let marker = aws_sdk_iam::types::Tag::builder()
-        .key(keyturn::rotation::iam_key::CREATING_TAG)
-        .value(format!("keyturn-rotation-lost-{since}"))
-        .build()
-        .unwrap();
-    iam.tag_user().user_name(&user).tags(marker).send().await.unwrap();
+    // Secrets Manager runs that rotation again, with the same token.
+    let token = env.start_rotation(&arn).await;
+    set_marker(&env, &user, &arn, &token, 5).await;
     let orphan = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
 
-    env.rotate(&rotator, &arn).await;
+    for step in STEPS {
+        env.step(&rotator, &arn, &token, step).await.unwrap_or_else(|e| panic!("{}: {e}", step.as_str()));
+    }
     let keys = key_ids(&env, &user).await;
     assert_eq!(keys.len(), 2);
     assert!(!keys.contains(&orphan.access_key_id), "the interrupted step's key must be gone");
     let tags = iam.list_user_tags().user_name(&user).send().await.unwrap();
-    assert!(!tags.tags().iter().any(|t| t.key() == keyturn::rotation::iam_key::CREATING_TAG), "marker left behind");
+    assert!(!tags.tags().iter().any(|t| t.key() == CREATING_TAG), "marker left behind");
 }
 
 /// Every key id of `user` in IAM, sorted.
@@ -303,10 +313,157 @@ async fn a_secret_naming_a_victims_key_without_its_secret_changes_nothing() {
     let err = env.step(&rotator, &attack, &token, Step::Create).await.expect_err("createSecret must fail");
     let message = err.to_string();
     assert!(message.contains(attack.as_str()), "the error names the secret: {message}");
-    assert!(message.contains("AWSCURRENT"), "the error names the problem: {message}");
+    assert!(message.contains(&format!("does not sign for key {current_id}")), "the error names the problem: {message}");
     assert!(!message.contains(&wrong), "the error shows the secret access key: {message}");
     assert!(!err.is_retryable(), "a refused key is not worth retrying: {message}");
     assert_eq!(sorted_key_ids(&env, &victim).await, keys, "the victim's keys changed");
     assert!(!pending_value_stored(&env, &attack, &token).await, "a pending value was stored");
     assert_eq!(env.value(&attack, AWSCURRENT).await, forged);
+}
+
+/// What the operator does once the first rotation has moved the key stored by hand to
+/// AWSPREVIOUS: deletes it (keyturn only deletes keys it created for this secret).
+async fn delete_the_key_stored_by_hand(env: &TestEnv, arn: &str, user: &str) -> String {
+    let (id, _) = key_of(env, arn, AWSPREVIOUS).await;
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    iam.delete_access_key().user_name(user).access_key_id(&id).send().await.expect("DeleteAccessKey");
+    id
+}
+
+/// Runs createSecret for a new rotation, which must fail with `expected` in its message,
+/// change none of the user's keys and store no pending value. Returns the token.
+async fn create_is_refused(env: &TestEnv, rotator: &IamRotator, arn: &str, user: &str, expected: &str) -> String {
+    let keys = sorted_key_ids(env, user).await;
+    let token = env.start_rotation(arn).await;
+    let err = env.step(rotator, arn, &token, Step::Create).await.expect_err("createSecret must be refused");
+    let message = err.to_string();
+    assert!(message.contains(expected), "{arn}: expected {expected:?} in: {message}");
+    assert!(message.contains(arn), "the error names the secret: {message}");
+    assert!(!err.is_retryable(), "{message}");
+    assert_eq!(sorted_key_ids(env, user).await, keys, "{arn}: the user's keys changed");
+    assert!(!pending_value_stored(env, arn, &token).await, "{arn}: a pending value was stored");
+    token
+}
+
+/// Sets the creation marker on `user` as keyturn writes it for `secret` and `token`, dated
+/// `secs_ago` seconds back.
+async fn set_marker(env: &TestEnv, user: &str, secret: &str, token: &str, secs_ago: u64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let value = Marks::new(secret, token).creating_tag(now - secs_ago);
+    let marker = aws_sdk_iam::types::Tag::builder().key(CREATING_TAG).value(value).build().unwrap();
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    iam.tag_user().user_name(user).tags(marker).send().await.expect("TagUser");
+}
+
+#[tokio::test]
+async fn the_key_stored_by_hand_is_never_deleted_by_keyturn() {
+    let env = TestEnv::authenticated("iamhand").await;
+    let rotator = rotator(&env);
+    let (arn, user) = user_with_secret(&env, "ci", PATH).await;
+    let by_hand = key_of(&env, &arn, AWSCURRENT).await;
+    env.rotate(&rotator, &arn).await;
+    assert_eq!(key_of(&env, &arn, AWSPREVIOUS).await, by_hand);
+    // The next rotation would have to delete it to make room: refused, with what to do.
+    let token = create_is_refused(
+        &env,
+        &rotator,
+        &arn,
+        &user,
+        &format!("the AWSPREVIOUS key {} was not created by keyturn for this secret", by_hand.0),
+    )
+    .await;
+    assert!(authenticates(&env, &by_hand).await);
+    // Deleted by hand, as the error says, the same rotation goes through.
+    delete_the_key_stored_by_hand(&env, &arn, &user).await;
+    for step in STEPS {
+        env.step(&rotator, &arn, &token, step).await.unwrap_or_else(|e| panic!("{}: {e}", step.as_str()));
+    }
+    assert!(authenticates(&env, &key_of(&env, &arn, AWSCURRENT).await).await);
+}
+
+/// A writer who may create keys by hand (but not delete them) holds a key that passes the
+/// AWSCURRENT proof. Its secret must still not get another secret's keys deleted, neither
+/// by naming one in AWSPREVIOUS nor by leaving it unnamed (an "orphan").
+#[tokio::test]
+async fn a_writer_who_makes_keys_cannot_get_another_secrets_keys_deleted() {
+    let env = TestEnv::authenticated("iamwriter").await;
+    let rotator = rotator(&env);
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let (legit, user) = user_with_secret(&env, "legit", PATH).await;
+    env.rotate(&rotator, &legit).await;
+    delete_the_key_stored_by_hand(&env, &legit, &user).await;
+    let legit_key = key_of(&env, &legit, AWSCURRENT).await; // created and tagged by keyturn
+    let own = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
+    let own_value =
+        json!({"username": user, "accessKeyId": own.access_key_id, "secretAccessKey": own.secret_access_key});
+    // AWSPREVIOUS names the legit secret's key, AWSCURRENT the writer's own.
+    let previous = env
+        .create_secret("previous", &json!({"username": user, "accessKeyId": legit_key.0, "secretAccessKey": "x"}))
+        .await;
+    env.sm.put_secret_value().secret_id(&previous).secret_string(own_value.to_string()).send().await.unwrap();
+    // Only the writer's own key: the legit secret's key is in neither version.
+    let orphan = env.create_secret("orphan", &own_value).await;
+    let expected = format!("the AWSPREVIOUS key {} was not created by keyturn for this secret", legit_key.0);
+    create_is_refused(&env, &rotator, &previous, &user, &expected).await;
+    create_is_refused(&env, &rotator, &orphan, &user, "is neither in the secret nor created by keyturn").await;
+    assert!(authenticates(&env, &legit_key).await, "the legit secret's key must survive");
+}
+
+#[tokio::test]
+async fn the_secrets_own_stale_marker_does_not_make_hand_made_keys_orphans() {
+    let env = TestEnv::authenticated("iamstale").await;
+    let rotator = rotator(&env);
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    // The secret's own marker, left by an earlier rotation whose UntagUser failed, then a
+    // key made by hand: the next rotation must not take it for its own.
+    let (arn, user) = user_with_secret(&env, "ci", PATH).await;
+    let first = env.rotate(&rotator, &arn).await;
+    delete_the_key_stored_by_hand(&env, &arn, &user).await;
+    set_marker(&env, &user, &arn, &first, 5).await;
+    let hand = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
+    create_is_refused(&env, &rotator, &arn, &user, "is neither in the secret nor created by keyturn").await;
+    assert!(key_ids(&env, &user).await.contains(&hand.access_key_id), "the hand-made key must survive");
+}
+
+/// Another secret's stale marker on a user a writer points its secret at, rotated with the
+/// marker's own token (the writer chooses the token): the key someone else made by hand
+/// survives too.
+#[tokio::test]
+async fn another_secrets_stale_marker_does_not_make_hand_made_keys_orphans() {
+    let env = TestEnv::authenticated("iamstale2").await;
+    let rotator = rotator(&env);
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let (gone, victim) = user_with_secret(&env, "gone", PATH).await;
+    let stale = keyturn_tests::random_token();
+    set_marker(&env, &victim, &gone, &stale, 5).await;
+    iam.delete_access_key()
+        .user_name(&victim)
+        .access_key_id(key_of(&env, &gone, AWSCURRENT).await.0)
+        .send()
+        .await
+        .unwrap();
+    let admins = iam.create_access_key().user_name(&victim).send().await.unwrap().access_key.unwrap();
+    let own = iam.create_access_key().user_name(&victim).send().await.unwrap().access_key.unwrap();
+    let writer = env
+        .create_secret(
+            "writer",
+            &json!({"username": victim, "accessKeyId": own.access_key_id, "secretAccessKey": own.secret_access_key}),
+        )
+        .await;
+    let keys = sorted_key_ids(&env, &victim).await;
+    env.sm
+        .rotate_secret()
+        .secret_id(&writer)
+        .client_request_token(&stale)
+        .rotation_lambda_arn(&env.h.moto.rotation_lambda_arn)
+        .rotation_rules(
+            aws_sdk_secretsmanager::types::RotationRulesType::builder().automatically_after_days(30).build(),
+        )
+        .send()
+        .await
+        .expect("RotateSecret");
+    let err = env.step(&rotator, &writer, &stale, Step::Create).await.expect_err("createSecret must be refused");
+    assert!(err.to_string().contains("is neither in the secret nor created by keyturn"), "{err}");
+    assert_eq!(sorted_key_ids(&env, &victim).await, keys, "the victim's keys changed");
+    assert!(key_ids(&env, &victim).await.contains(&admins.access_key_id));
 }
