@@ -467,3 +467,60 @@ async fn another_secrets_stale_marker_does_not_make_hand_made_keys_orphans() {
     assert_eq!(sorted_key_ids(&env, &victim).await, keys, "the victim's keys changed");
     assert!(key_ids(&env, &victim).await.contains(&admins.access_key_id));
 }
+
+/// If the creation marker cannot be removed, a later rotation could take a key made by hand
+/// for its own: the step fails (retryable) instead, and the retry converges.
+#[tokio::test]
+async fn a_marker_that_cannot_be_removed_fails_the_step_and_a_retry_converges() {
+    let env = TestEnv::authenticated("iamuntag").await;
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    // The function's identity, denied UntagUser.
+    let function = env.unique("function");
+    iam.create_user().user_name(&function).send().await.unwrap();
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "iam:UntagUser", "Resource": "*"}
+    ]});
+    iam.put_user_policy()
+        .user_name(&function)
+        .policy_name("no-untag")
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    let key = iam.create_access_key().user_name(&function).send().await.unwrap().access_key.unwrap();
+    let credentials = Credentials::new(&key.access_key_id, &key.secret_access_key, None, None, "function");
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&env.h.moto.endpoint)
+        .credentials_provider(credentials)
+        .load()
+        .await;
+    let scope = Scope { path_prefix: Some(PATH.into()), tag: None };
+    let denied = Rotator::new(
+        SecretsManagerStore::new(&sdk, None),
+        IamKeyRotation::new(IamClient::new(&sdk), scope, Duration::from_secs(5)),
+    );
+
+    let (arn, user) = user_with_secret(&env, "ci", PATH).await;
+    let token = env.start_rotation(&arn).await;
+    let err = env.step(&denied, &arn, &token, Step::Create).await.expect_err("createSecret must fail");
+    assert!(err.to_string().contains("removing the creation marker"), "{err}");
+    assert!(err.is_retryable(), "{err}");
+    assert!(!pending_value_stored(&env, &arn, &token).await);
+    assert_eq!(key_ids(&env, &user).await.len(), 2, "the new key exists, tagged, but is not stored");
+
+    // Retried (the marker can be removed now), the step deletes that key and makes another.
+    let rotator = rotator(&env);
+    for step in STEPS {
+        env.step(&rotator, &arn, &token, step).await.unwrap_or_else(|e| panic!("{}: {e}", step.as_str()));
+    }
+    let keys = key_ids(&env, &user).await;
+    assert_eq!(keys.len(), 2);
+    assert!(
+        keys.contains(&key_of(&env, &arn, AWSCURRENT).await.0)
+            && keys.contains(&key_of(&env, &arn, AWSPREVIOUS).await.0)
+    );
+    let tags = iam.list_user_tags().user_name(&user).send().await.unwrap();
+    assert!(!tags.tags().iter().any(|t| t.key() == CREATING_TAG), "marker left behind");
+}

@@ -465,9 +465,15 @@ impl<I: IamKeys> RotationTarget for IamKeyRotation<I> {
             .tag_user(&current.username, &key_id, &marks.key_tag())
             .await
             .map_err(Self::iam_error(ctx, "tagging the new key"))?;
-        if let Err(e) = self.iam.untag_user(&current.username, CREATING_TAG).await {
-            warn!(secret_arn = %ctx.arn(), error = %e, "could not remove the creation marker");
-        }
+        // A marker left in place would make a later retry of this token take a key made by
+        // hand meanwhile for its own: fail instead. The retry deletes the key just made (it
+        // carries this secret's tag) and starts over.
+        self.iam.untag_user(&current.username, CREATING_TAG).await.map_err(|e| RotationError::Iam {
+            secret: ctx.arn().to_owned(),
+            action: "removing the creation marker",
+            retryable: true,
+            message: e.to_string(),
+        })?;
         info!(secret_arn = %ctx.arn(), key_id, user = %user.arn, "access key created");
         Ok(current.with_key(&key_id, &secret))
     }
