@@ -4,11 +4,12 @@
 //! createSecret first proves the secret holds the user's AWSCURRENT key (it signs
 //! `sts:GetCallerIdentity` with it: key ids are not secret), then deletes the key the secret
 //! left behind two rotations ago (and any key an interrupted createSecret created but never
-//! stored), creates a key and stores it as
-//! AWSPENDING; setSecret checks IAM knows it; testSecret signs `sts:GetCallerIdentity`
-//! with it until IAM's eventual consistency lets it through. Keys keyturn did not create
-//! are never deleted: keyturn names each key it creates in a user tag whose key is the
-//! access key id (the tag the IAM console shows as the key's description).
+//! stored), creates a key and stores it as AWSPENDING; setSecret checks IAM knows it;
+//! testSecret signs `sts:GetCallerIdentity` with it until IAM's eventual consistency lets it
+//! through. Only keys keyturn created for this secret are ever deleted: keyturn names each
+//! key it creates in a user tag whose key is the access key id and whose value names the
+//! secret and the rotation ([`Marks`]; the tag the IAM console shows as the key's
+//! description). What a secret holds is never enough to make a key deletable.
 
 use std::collections::BTreeMap;
 use std::future::Future;
