@@ -234,9 +234,17 @@ pub enum Removal {
 }
 
 /// How long after its creation marker a key can have been made by the interrupted step
-/// that set it, in seconds: a Lambda invocation lasts at most 15 minutes; one more minute
-/// for the clocks of Lambda and IAM.
-pub const MARKER_WINDOW_SECS: i64 = 16 * 60;
+/// that set it, in seconds: a Lambda invocation lasts at most 15 minutes.
+pub const MARKER_WINDOW_SECS: i64 = 15 * 60;
+
+/// Leeway between the function's clock (the marker's time) and IAM's (the key's creation
+/// date, in whole seconds), on either side of [`MARKER_WINDOW_SECS`].
+pub const CLOCK_LEEWAY_SECS: i64 = 60;
+
+/// Whether a key created at `at` can have been made by the step that set a marker at `since`.
+fn within_marker_window(since: i64, at: i64) -> bool {
+    since - CLOCK_LEEWAY_SECS <= at && at <= since + MARKER_WINDOW_SECS + CLOCK_LEEWAY_SECS
+}
 
 /// Which keys createSecret must delete so one can be created. Pure: the user's keys, the
 /// key ids the secret's AWSCURRENT and AWSPREVIOUS hold (AWSPREVIOUS only when it names the
@@ -246,8 +254,9 @@ pub const MARKER_WINDOW_SECS: i64 = 16 * 60;
 /// - its `<key id>` user tag is one keyturn wrote for this secret (any of its rotations):
 ///   the AWSPREVIOUS key (revoked now), or a key the secret no longer names (an orphan);
 /// - it has no such tag, and this very rotation (same secret, same token) left its
-///   creation marker less than [`MARKER_WINDOW_SECS`] before the key was made: the step
-///   was interrupted between `CreateAccessKey` and tagging the key, and is being retried.
+///   creation marker at most [`MARKER_WINDOW_SECS`] (and [`CLOCK_LEEWAY_SECS`]) before the
+///   key was made: the step was interrupted between `CreateAccessKey` and tagging the key,
+///   and is being retried.
 ///
 /// Anything else is refused, never deleted: a key made by hand (the one stored before the
 /// first rotation included), a key keyturn made for another secret, a key made after
@@ -272,7 +281,7 @@ pub fn plan_removals(
         let tag = tags.get(&key.id);
         let tagged_ours = tag.is_some_and(|v| marks.created_for_this_secret(v));
         let made_by_this_step = tag.is_none()
-            && matches!((creating, key.created), (Some(since), Some(at)) if since <= at && at <= since + MARKER_WINDOW_SECS);
+            && matches!((creating, key.created), (Some(since), Some(at)) if within_marker_window(since, at));
         let is_previous = Some(key.id.as_str()) == previous;
         match (tagged_ours || made_by_this_step, is_previous) {
             (true, true) => removals.push((key.id.clone(), Removal::Previous)),
@@ -632,9 +641,13 @@ mod tests {
             plan(&[key("A"), key("C")], "A", None, &[(CREATING_TAG, &marker)]).unwrap(),
             vec![("C".to_string(), Removal::Orphan)]
         );
+        // Clocks differ: a key dated a little before the marker is still the step's.
+        let early = AccessKey { created: Some(900 - CLOCK_LEEWAY_SECS), ..key("C") };
+        assert_eq!(plan(&[key("A"), early], "A", None, &[(CREATING_TAG, &marker)]).unwrap().len(), 1);
         // Made before the marker, or later than the step that set it could have run.
-        let late = AccessKey { created: Some(900 + MARKER_WINDOW_SECS + 1), ..key("C") };
-        for c in [AccessKey { created: Some(899), ..key("C") }, late, AccessKey { created: None, ..key("C") }] {
+        let before = AccessKey { created: Some(900 - CLOCK_LEEWAY_SECS - 1), ..key("C") };
+        let late = AccessKey { created: Some(900 + MARKER_WINDOW_SECS + CLOCK_LEEWAY_SECS + 1), ..key("C") };
+        for c in [before, late, AccessKey { created: None, ..key("C") }] {
             assert!(plan(&[key("A"), c.clone()], "A", None, &[(CREATING_TAG, &marker)]).is_err(), "{c:?}");
         }
         // A key with a tag of its own (a description) was not made by the interrupted step.
