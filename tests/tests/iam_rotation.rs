@@ -59,11 +59,6 @@ async fn five_rotations_keep_an_active_and_a_previous_key() {
     let (arn, user) = user_with_secret(&env, "ci", PATH).await;
     let mut history = vec![key_of(&env, &arn, AWSCURRENT).await];
     for round in 0..5 {
-        if round == 1 {
-            // keyturn never deletes the key stored by hand: the operator does, once the first
-            // rotation has replaced it. Every later key is keyturn's, and revoked by it.
-            delete_the_key_stored_by_hand(&env, &arn, &user).await;
-        }
         env.rotate(&rotator, &arn).await;
         let current = key_of(&env, &arn, AWSCURRENT).await;
         let previous = key_of(&env, &arn, AWSPREVIOUS).await;
@@ -79,7 +74,8 @@ async fn five_rotations_keep_an_active_and_a_previous_key() {
         }
         history.push(current);
     }
-    // Each key keyturn created is named in a user tag, removed with the key.
+    // Each key keyturn created (or adopted: the one stored by hand) is named in a user tag,
+    // removed with the key.
     let iam = aws_sdk_iam::Client::new(&env.sdk);
     let tags = iam.list_user_tags().user_name(&user).send().await.unwrap();
     let mut tagged: Vec<String> = tags.tags().iter().map(|t| t.key().to_owned()).collect();
@@ -96,9 +92,7 @@ async fn a_rotation_stopped_after_any_step_converges_within_two_keys() {
         let env = TestEnv::authenticated("iamcrash").await;
         let rotator = rotator(&env);
         let (arn, user) = user_with_secret(&env, "ci", PATH).await;
-        env.rotate(&rotator, &arn).await;
-        delete_the_key_stored_by_hand(&env, &arn, &user).await;
-        env.rotate(&rotator, &arn).await; // two keys of keyturn's from here on
+        env.rotate(&rotator, &arn).await; // two keys from here on
         let token = env.start_rotation(&arn).await;
         for step in &STEPS[..stop_after] {
             env.step(&rotator, &arn, &token, *step).await.unwrap();
@@ -200,10 +194,7 @@ async fn rotate_iam_key_binary_rotates_through_the_runtime_api() {
     let log = env.h.work.join("function-iam.log");
     emulator.run_function(&function_binary("rotate-iam-key"), "rotate-iam-key", &vars, &log);
     let mut history = vec![key_of(&env, &arn, AWSCURRENT).await];
-    for round in 0..3 {
-        if round == 1 {
-            delete_the_key_stored_by_hand(&env, &arn, &user).await;
-        }
+    for _ in 0..3 {
         let token = env.start_rotation(&arn).await;
         for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
             let file = env.h.work.join(format!("{}.json", random_token()));
@@ -232,8 +223,6 @@ async fn the_previous_key_can_be_deactivated_at_finish() {
         IamKeyRotation::new(IamClient::new(&env.sdk), scope, Duration::from_secs(5)).deactivating_previous(true);
     let rotator = Rotator::new(SecretsManagerStore::new(&env.sdk, None), target);
     let (arn, user) = user_with_secret(&env, "ci", PATH).await;
-    env.rotate(&rotator, &arn).await;
-    delete_the_key_stored_by_hand(&env, &arn, &user).await; // keyturn's keys from here on
     let token = env.rotate(&rotator, &arn).await;
     env.step(&rotator, &arn, &token, Step::Finish).await.unwrap(); // a rerun is harmless
     let iam = aws_sdk_iam::Client::new(&env.sdk);
@@ -317,23 +306,35 @@ async fn a_secret_naming_a_victims_key_without_its_secret_changes_nothing() {
     assert!(!message.contains(&wrong), "the error shows the secret access key: {message}");
     assert!(!err.is_retryable(), "a refused key is not worth retrying: {message}");
     assert_eq!(sorted_key_ids(&env, &victim).await, keys, "the victim's keys changed");
+    assert!(user_tags(&env, &victim).await.is_empty(), "the victim's keys were tagged");
     assert!(!pending_value_stored(&env, &attack, &token).await, "a pending value was stored");
     assert_eq!(env.value(&attack, AWSCURRENT).await, forged);
 }
 
-/// What the operator does once the first rotation has moved the key stored by hand to
-/// AWSPREVIOUS: deletes it (keyturn only deletes keys it created for this secret).
-async fn delete_the_key_stored_by_hand(env: &TestEnv, arn: &str, user: &str) -> String {
+/// Makes room on `user` for a key made by hand (IAM allows two): deletes the key the
+/// secret's AWSPREVIOUS names.
+async fn delete_previous_by_hand(env: &TestEnv, arn: &str, user: &str) -> String {
     let (id, _) = key_of(env, arn, AWSPREVIOUS).await;
     let iam = aws_sdk_iam::Client::new(&env.sdk);
     iam.delete_access_key().user_name(user).access_key_id(&id).send().await.expect("DeleteAccessKey");
     id
 }
 
+/// The user's tags, sorted.
+async fn user_tags(env: &TestEnv, user: &str) -> Vec<(String, String)> {
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let out = iam.list_user_tags().user_name(user).send().await.expect("ListUserTags");
+    let mut tags: Vec<(String, String)> =
+        out.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect();
+    tags.sort();
+    tags
+}
+
 /// Runs createSecret for a new rotation, which must fail with `expected` in its message,
-/// change none of the user's keys and store no pending value. Returns the token.
+/// change none of the user's keys or tags (nothing adopted) and store no pending value.
+/// Returns the token.
 async fn create_is_refused(env: &TestEnv, rotator: &IamRotator, arn: &str, user: &str, expected: &str) -> String {
-    let keys = sorted_key_ids(env, user).await;
+    let (keys, tags) = (sorted_key_ids(env, user).await, user_tags(env, user).await);
     let token = env.start_rotation(arn).await;
     let err = env.step(rotator, arn, &token, Step::Create).await.expect_err("createSecret must be refused");
     let message = err.to_string();
@@ -341,6 +342,7 @@ async fn create_is_refused(env: &TestEnv, rotator: &IamRotator, arn: &str, user:
     assert!(message.contains(arn), "the error names the secret: {message}");
     assert!(!err.is_retryable(), "{message}");
     assert_eq!(sorted_key_ids(env, user).await, keys, "{arn}: the user's keys changed");
+    assert_eq!(user_tags(env, user).await, tags, "{arn}: the user's tags changed");
     assert!(!pending_value_stored(env, arn, &token).await, "{arn}: a pending value was stored");
     token
 }
@@ -355,30 +357,85 @@ async fn set_marker(env: &TestEnv, user: &str, secret: &str, token: &str, secs_a
     iam.tag_user().user_name(user).tags(marker).send().await.expect("TagUser");
 }
 
+/// The key stored by hand before the first rotation is proven there (AWSCURRENT signs), so
+/// keyturn adopts it, tagged for the secret, and revokes it at the second rotation like
+/// its own: no manual step. A key made by hand that the secret never held is never
+/// deleted, and while one is there nothing is adopted either.
 #[tokio::test]
-async fn the_key_stored_by_hand_is_never_deleted_by_keyturn() {
+async fn the_key_stored_by_hand_is_adopted_and_revoked_but_other_hand_made_keys_are_never_deleted() {
     let env = TestEnv::authenticated("iamhand").await;
     let rotator = rotator(&env);
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
     let (arn, user) = user_with_secret(&env, "ci", PATH).await;
     let by_hand = key_of(&env, &arn, AWSCURRENT).await;
-    env.rotate(&rotator, &arn).await;
-    assert_eq!(key_of(&env, &arn, AWSPREVIOUS).await, by_hand);
-    // The next rotation would have to delete it to make room: refused, with what to do.
-    let token = create_is_refused(
-        &env,
-        &rotator,
-        &arn,
-        &user,
-        &format!("the AWSPREVIOUS key {} was not created by keyturn for this secret", by_hand.0),
-    )
-    .await;
-    assert!(authenticates(&env, &by_hand).await);
-    // Deleted by hand, as the error says, the same rotation goes through.
-    delete_the_key_stored_by_hand(&env, &arn, &user).await;
+    // Another key made by hand, in no version of the secret: refused, nothing adopted.
+    let extra = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
+    let token = create_is_refused(&env, &rotator, &arn, &user, "is neither in the secret nor created by keyturn").await;
+    assert!(user_tags(&env, &user).await.is_empty(), "nothing is adopted while the step is refused");
+    assert!(authenticates(&env, &(extra.access_key_id.clone(), extra.secret_access_key.clone())).await);
+    // Once it is gone, the same rotation goes through and adopts the stored key.
+    iam.delete_access_key().user_name(&user).access_key_id(&extra.access_key_id).send().await.unwrap();
     for step in STEPS {
         env.step(&rotator, &arn, &token, step).await.unwrap_or_else(|e| panic!("{}: {e}", step.as_str()));
     }
+    assert_eq!(key_of(&env, &arn, AWSPREVIOUS).await, by_hand);
+    let tags = user_tags(&env, &user).await;
+    let adopted = Marks::new(&arn, &token).adoption_tag();
+    assert!(tags.contains(&(by_hand.0.clone(), adopted)), "the stored key is adopted for this secret: {tags:?}");
+    assert!(authenticates(&env, &by_hand).await, "AWSPREVIOUS must stay valid");
+    // The second rotation revokes it, its tag with it.
+    env.rotate(&rotator, &arn).await;
+    assert!(!key_ids(&env, &user).await.contains(&by_hand.0), "the adopted key must be revoked");
+    assert!(!authenticates(&env, &by_hand).await);
+    assert!(!user_tags(&env, &user).await.iter().any(|(k, _)| *k == by_hand.0), "its tag left behind");
     assert!(authenticates(&env, &key_of(&env, &arn, AWSCURRENT).await).await);
+    assert!(authenticates(&env, &key_of(&env, &arn, AWSPREVIOUS).await).await);
+}
+
+/// Adoption follows the proof: a secret naming another user's stored key (key ids are not
+/// secret) with a made-up secret access key gets it neither adopted nor, later, deleted.
+#[tokio::test]
+async fn a_key_named_without_its_secret_is_not_adopted() {
+    let env = TestEnv::authenticated("iamadopt").await;
+    let rotator = rotator(&env);
+    let (victims, victim) = user_with_secret(&env, "victim", PATH).await;
+    let stored = key_of(&env, &victims, AWSCURRENT).await;
+    let forged = json!({"username": victim, "accessKeyId": stored.0, "secretAccessKey": "wrong"});
+    let attack = env.create_secret("attack", &forged).await;
+    create_is_refused(&env, &rotator, &attack, &victim, &format!("does not sign for key {}", stored.0)).await;
+    assert!(user_tags(&env, &victim).await.is_empty(), "the victim's key was tagged");
+    // The victim's own rotation adopts it, for the victim's secret.
+    let token = env.rotate(&rotator, &victims).await;
+    let tags = user_tags(&env, &victim).await;
+    assert!(tags.contains(&(stored.0.clone(), Marks::new(&victims, &token).adoption_tag())), "{tags:?}");
+}
+
+/// A secret holding another secret's current key (its secret included, so it passes the
+/// proof) does not adopt it: re-tagging it would stop the other secret from revoking it.
+/// Its own rotations never delete it either.
+#[tokio::test]
+async fn another_secrets_key_is_never_adopted() {
+    let env = TestEnv::authenticated("iamcopy").await;
+    let rotator = rotator(&env);
+    let (legit, user) = user_with_secret(&env, "legit", PATH).await;
+    let first = env.rotate(&rotator, &legit).await;
+    let legit_key = key_of(&env, &legit, AWSCURRENT).await; // created and tagged by keyturn
+    delete_previous_by_hand(&env, &legit, &user).await; // room for the copy's key
+    let copy = env.create_secret("copy", &env.value(&legit, AWSCURRENT).await).await;
+    let legit_tag = (legit_key.0.clone(), Marks::new(&legit, &first).key_tag());
+    env.rotate(&rotator, &copy).await;
+    assert!(user_tags(&env, &user).await.contains(&legit_tag), "the legit secret's tag was replaced");
+    assert_eq!(key_of(&env, &copy, AWSPREVIOUS).await, legit_key);
+    create_is_refused(
+        &env,
+        &rotator,
+        &copy,
+        &user,
+        &format!("the AWSPREVIOUS key {} was not created by keyturn for this secret", legit_key.0),
+    )
+    .await;
+    assert!(user_tags(&env, &user).await.contains(&legit_tag));
+    assert!(authenticates(&env, &legit_key).await, "the legit secret's key must survive");
 }
 
 /// A writer who may create keys by hand (but not delete them) holds a key that passes the
@@ -391,7 +448,7 @@ async fn a_writer_who_makes_keys_cannot_get_another_secrets_keys_deleted() {
     let iam = aws_sdk_iam::Client::new(&env.sdk);
     let (legit, user) = user_with_secret(&env, "legit", PATH).await;
     env.rotate(&rotator, &legit).await;
-    delete_the_key_stored_by_hand(&env, &legit, &user).await;
+    delete_previous_by_hand(&env, &legit, &user).await;
     let legit_key = key_of(&env, &legit, AWSCURRENT).await; // created and tagged by keyturn
     let own = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
     let own_value =
@@ -418,7 +475,7 @@ async fn the_secrets_own_stale_marker_does_not_make_hand_made_keys_orphans() {
     // key made by hand: the next rotation must not take it for its own.
     let (arn, user) = user_with_secret(&env, "ci", PATH).await;
     let first = env.rotate(&rotator, &arn).await;
-    delete_the_key_stored_by_hand(&env, &arn, &user).await;
+    delete_previous_by_hand(&env, &arn, &user).await;
     set_marker(&env, &user, &arn, &first, 5).await;
     let hand = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
     create_is_refused(&env, &rotator, &arn, &user, "is neither in the secret nor created by keyturn").await;

@@ -6,10 +6,13 @@
 //! left behind two rotations ago (and any key an interrupted createSecret created but never
 //! stored), creates a key and stores it as AWSPENDING; setSecret checks IAM knows it;
 //! testSecret signs `sts:GetCallerIdentity` with it until IAM's eventual consistency lets it
-//! through. Only keys keyturn created for this secret are ever deleted: keyturn names each
-//! key it creates in a user tag whose key is the access key id and whose value names the
-//! secret and the rotation ([`Marks`]; the tag the IAM console shows as the key's
-//! description). What a secret holds is never enough to make a key deletable.
+//! through. Only keys keyturn created or adopted for this secret are ever deleted: keyturn
+//! names each key it creates in a user tag whose key is the access key id and whose value
+//! names the secret and the rotation ([`Marks`]; the tag the IAM console shows as the key's
+//! description). A key id in a secret is never enough to make a key deletable: keyturn
+//! adopts (tags for the secret) only the AWSCURRENT key the secret has just proven it holds,
+//! and only when that key has no such tag yet ([`plan_adoption`]), so the key stored by hand
+//! before the first rotation is revoked like any other two rotations later.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -39,9 +42,14 @@ pub const CREATING_TAG: &str = "keyturn-creating-key";
 /// some `TagUser` requests whose value holds a space or `:`.
 pub const TAG_PREFIX: &str = "keyturn-rotation-";
 
+/// What follows the secret in the tag of a key keyturn adopted rather than created
+/// ([`Marks::adoption_tag`]).
+const ADOPTED: &str = "adopted-";
+
 /// The user tag values keyturn writes during one rotation of one secret:
 /// `keyturn-rotation-<secret>-<token>` names a key it created (the tag whose key is the key
-/// id), and the same followed by `-<time>` is the creation marker. `<secret>` is the first
+/// id), `keyturn-rotation-<secret>-adopted-<token>` the key stored by hand it adopted, and
+/// `keyturn-rotation-<secret>-<token>-<time>` is the creation marker. `<secret>` is the first
 /// 16 hex digits of the SHA-256 of the secret's ARN, so tags keyturn wrote for one secret
 /// are never evidence for another secret naming the same user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,14 +72,21 @@ impl Marks {
         format!("{}{}", self.secret, self.token)
     }
 
+    /// The value of the `<key id>` tag this rotation puts on the AWSCURRENT key it adopts
+    /// ([`plan_adoption`]): `keyturn-rotation-<secret>-adopted-<token>`, a tag for this
+    /// secret like the others, which says how it came to be.
+    pub fn adoption_tag(&self) -> String {
+        format!("{}{ADOPTED}{}", self.secret, self.token)
+    }
+
     /// The value of the [`CREATING_TAG`] marker this rotation sets at `now` (seconds since
     /// the epoch).
     pub fn creating_tag(&self, now: u64) -> String {
         format!("{}{}-{now}", self.secret, self.token)
     }
 
-    /// Whether a `<key id>` tag value says keyturn created the key for this secret (in
-    /// this rotation or an earlier one).
+    /// Whether a `<key id>` tag value says keyturn created or adopted the key for this
+    /// secret (in this rotation or an earlier one).
     pub fn created_for_this_secret(&self, value: &str) -> bool {
         value.len() > self.secret.len() && value.starts_with(&self.secret)
     }
@@ -251,17 +266,19 @@ fn within_marker_window(since: i64, at: i64) -> bool {
 /// same user), the user's tags, and the tag values this rotation of this secret writes.
 ///
 /// A key other than AWSCURRENT is deleted only on keyturn's own evidence for this secret:
-/// - its `<key id>` user tag is one keyturn wrote for this secret (any of its rotations):
-///   the AWSPREVIOUS key (revoked now), or a key the secret no longer names (an orphan);
+/// - its `<key id>` user tag is one keyturn wrote for this secret (any of its rotations, on
+///   a key it created or adopted): the AWSPREVIOUS key (revoked now), or a key the secret
+///   no longer names (an orphan);
 /// - it has no such tag, and this very rotation (same secret, same token) left its
 ///   creation marker at most [`MARKER_WINDOW_SECS`] (and [`CLOCK_LEEWAY_SECS`]) before the
 ///   key was made: the step was interrupted between `CreateAccessKey` and tagging the key,
 ///   and is being retried.
 ///
-/// Anything else is refused, never deleted: a key made by hand (the one stored before the
-/// first rotation included), a key keyturn made for another secret, a key made after
-/// another rotation's marker. Tags are written by keyturn, not by whoever writes the
-/// secret, so a secret's content alone never makes a key deletable.
+/// Anything else is refused, never deleted: a key made by hand that keyturn did not adopt
+/// (one the secret never held as a proven AWSCURRENT, or that carried a tag of its own
+/// then), a key keyturn made or adopted for another secret, a key made after another
+/// rotation's marker. Tags are written by keyturn, not by whoever writes the secret, so a
+/// secret's content alone never makes a key deletable.
 pub fn plan_removals(
     keys: &[AccessKey],
     current: &str,
@@ -293,10 +310,10 @@ pub fn plan_removals(
     let mut problems = Vec::new();
     if let Some(id) = previous_not_ours {
         problems.push(format!(
-            "the AWSPREVIOUS key {id} was not created by keyturn for this secret (no user tag {id} from this \
-             secret's rotations), and keyturn only deletes keys it created for the secret: if nothing uses it \
-             any more (the key stored by hand before the first rotation is such a key), delete it by hand, then \
-             rotate again"
+            "the AWSPREVIOUS key {id} was not created by keyturn for this secret, nor adopted (no user tag {id} \
+             from this secret's rotations; keyturn adopts the AWSCURRENT key only if it has no tag {id} at all), \
+             and keyturn only deletes keys it created or adopted for the secret: if nothing uses it any more, \
+             delete it by hand, then rotate again"
         ));
     }
     if !foreign.is_empty() {
@@ -309,6 +326,39 @@ pub fn plan_removals(
     match problems.is_empty() {
         true => Ok(removals),
         false => Err(PlanError::NotKeyturns(problems.join("; "))),
+    }
+}
+
+/// What createSecret does with the AWSCURRENT key's own tag, once the secret has proven it
+/// holds that key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Adoption {
+    /// Tagged for this secret already: keyturn created or adopted it.
+    Ours,
+    /// No `<key id>` tag: a key made by hand and stored in the secret. keyturn tags it for
+    /// this secret with this value, so that it revokes it like its own two rotations later.
+    Adopt(String),
+    /// A tag keyturn did not write for this secret (another secret's, an earlier keyturn's
+    /// without the secret, a description): left as it is, so the key is never deleted by
+    /// this secret's rotations. Says why.
+    Leave(String),
+}
+
+/// Whether createSecret adopts the AWSCURRENT key `current`. Pure: the user's tags and the
+/// tag values this rotation of this secret writes. Called only once the secret has proven
+/// it holds the key (its writer holds the key's secret, so nothing is gained by them if
+/// keyturn later deletes it); only a key with no `<key id>` tag at all is adopted: a key
+/// tagged for another secret is never re-tagged (that secret's rotations would no longer
+/// revoke it), nor is a tag keyturn did not write overwritten.
+pub fn plan_adoption(current: &str, tags: &BTreeMap<String, String>, marks: &Marks) -> Adoption {
+    match tags.get(current) {
+        None => Adoption::Adopt(marks.adoption_tag()),
+        Some(value) if marks.created_for_this_secret(value) => Adoption::Ours,
+        Some(value) if value.starts_with(TAG_PREFIX) => Adoption::Leave(format!(
+            "its tag {current} was written by keyturn for another secret (or by a version of keyturn that did not \
+             name the secret)"
+        )),
+        Some(_) => Adoption::Leave(format!("it carries a tag {current} keyturn did not write (a description)")),
     }
 }
 
@@ -455,6 +505,23 @@ impl<I: IamKeys> RotationTarget for IamKeyRotation<I> {
             Refusal::Unreachable(e) => Self::iam_error(ctx, "proving the AWSCURRENT key (sts:GetCallerIdentity)")(e),
         })?;
         let removals = plan.map_err(refused)?;
+        // Proven, so the key stored by hand becomes this secret's: revoked two rotations on.
+        match plan_adoption(&current.access_key_id, &user.tags, &marks) {
+            Adoption::Ours => {}
+            Adoption::Adopt(tag) => {
+                self.iam
+                    .tag_user(&current.username, &current.access_key_id, &tag)
+                    .await
+                    .map_err(Self::iam_error(ctx, "adopting the AWSCURRENT key"))?;
+                info!(secret_arn = %ctx.arn(), key_id = %current.access_key_id, "AWSCURRENT access key adopted");
+            }
+            Adoption::Leave(why) => warn!(
+                secret_arn = %ctx.arn(),
+                key_id = %current.access_key_id,
+                "AWSCURRENT access key not adopted: {why}; once it is AWSPREVIOUS, rotation stops until it is \
+                 deleted by hand"
+            ),
+        }
         for (key_id, why) in &removals {
             self.iam.delete_key(&current.username, key_id).await.map_err(Self::iam_error(ctx, "deleting a key"))?;
             if let Err(e) = self.iam.untag_user(&current.username, key_id).await {
@@ -589,6 +656,10 @@ mod tests {
         assert!(ours.key_tag().starts_with(TAG_PREFIX));
         assert!(ours.key_tag().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "moto-safe characters");
         assert!(ours.created_for_this_secret(&ours.key_tag()));
+        assert!(ours.adoption_tag().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "moto-safe characters");
+        assert!(ours.adoption_tag().contains("-adopted-tok") && ours.adoption_tag() != ours.key_tag());
+        assert!(ours.created_for_this_secret(&older.adoption_tag()), "adopted by an earlier rotation");
+        assert!(!ours.created_for_this_secret(&Marks::new(OTHER_SECRET, "tok").adoption_tag()));
         assert!(ours.created_for_this_secret(&older.key_tag()), "an earlier rotation of the same secret");
         assert!(!ours.created_for_this_secret(&Marks::new(OTHER_SECRET, "tok").key_tag()));
         assert!(!ours.created_for_this_secret("keyturn-rotation-tok"), "no secret in it");
@@ -617,6 +688,39 @@ mod tests {
             plan(&[key("B"), key("C")], "B", None, &[("C", &marks().key_tag())]).unwrap(),
             vec![("C".to_string(), Removal::Orphan)]
         );
+    }
+
+    #[test]
+    fn the_proven_current_key_is_adopted_only_when_it_has_no_tag() {
+        let adopt = |t: &[(&str, &str)]| plan_adoption("A", &tags(t), &marks());
+        assert_eq!(adopt(&[]), Adoption::Adopt(marks().adoption_tag()));
+        assert_eq!(adopt(&[("B", "laptop"), (CREATING_TAG, &marks().creating_tag(900))]), adopt(&[]));
+        assert_eq!(adopt(&[("A", &Marks::new(SECRET, "v1").key_tag())]), Adoption::Ours, "created for it");
+        assert_eq!(adopt(&[("A", &Marks::new(SECRET, "v1").adoption_tag())]), Adoption::Ours, "adopted already");
+        // Another secret's key is never re-tagged: that secret's rotations would no longer
+        // revoke it. Nor is a tag keyturn did not write overwritten.
+        for (tag, why) in [
+            (Marks::new(OTHER_SECRET, "v1").key_tag(), "for another secret"),
+            (Marks::new(OTHER_SECRET, "v1").adoption_tag(), "for another secret"),
+            ("keyturn-rotation-v1".into(), "did not name the secret"),
+            ("laptop".into(), "a description"),
+        ] {
+            let Adoption::Leave(reason) = adopt(&[("A", &tag)]) else { panic!("{tag} must be left as it is") };
+            assert!(reason.contains(why), "{tag}: {reason}");
+        }
+    }
+
+    #[test]
+    fn an_adopted_key_is_revoked_two_rotations_later() {
+        let adopted = Marks::new(SECRET, "v1").adoption_tag();
+        assert_eq!(
+            plan(&[key("A"), key("B")], "B", Some("A"), &[("A", &adopted)]).unwrap(),
+            vec![("A".to_string(), Removal::Previous)]
+        );
+        // Another secret's adoption is no evidence for this one.
+        let theirs = Marks::new(OTHER_SECRET, "v1").adoption_tag();
+        assert!(plan(&[key("A"), key("B")], "B", Some("A"), &[("A", &theirs)]).is_err());
+        assert!(plan(&[key("A"), key("B")], "B", None, &[("A", &theirs)]).is_err());
     }
 
     #[test]
