@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_sts::config::Credentials;
 use keyturn::aws::iam::IamClient;
 use keyturn::aws::secretsmanager::SecretsManagerStore;
-use keyturn::rotation::iam_key::{IamKeyRotation, Scope};
+use keyturn::rotation::iam_key::{IamKeyRotation, Marks, Scope, CREATING_TAG};
 use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use keyturn::rotation::{Rotator, Step};
 use keyturn_tests::lambda::{function_binary, Emulator};
@@ -74,7 +74,8 @@ async fn five_rotations_keep_an_active_and_a_previous_key() {
         }
         history.push(current);
     }
-    // Each key keyturn created is named in a user tag, removed with the key.
+    // Each key keyturn created (or adopted: the one stored by hand) is named in a user tag,
+    // removed with the key.
     let iam = aws_sdk_iam::Client::new(&env.sdk);
     let tags = iam.list_user_tags().user_name(&user).send().await.unwrap();
     let mut tagged: Vec<String> = tags.tags().iter().map(|t| t.key().to_owned()).collect();
@@ -113,8 +114,8 @@ async fn a_key_created_but_never_stored_is_removed_not_counted() {
     let iam = aws_sdk_iam::Client::new(&env.sdk);
     // What a createSecret that died after CreateAccessKey and its tag leaves behind.
     let orphan = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
-    let tag =
-        aws_sdk_iam::types::Tag::builder().key(&orphan.access_key_id).value("keyturn-rotation-lost").build().unwrap();
+    let lost = Marks::new(&arn, &keyturn_tests::random_token()).key_tag();
+    let tag = aws_sdk_iam::types::Tag::builder().key(&orphan.access_key_id).value(lost).build().unwrap();
     iam.tag_user().user_name(&user).tags(tag).send().await.unwrap();
     assert_eq!(key_ids(&env, &user).await.len(), 2);
 
@@ -244,19 +245,339 @@ async fn a_key_created_before_its_tag_is_recovered_through_the_creation_marker()
     let (arn, user) = user_with_secret(&env, "ci", PATH).await;
     let iam = aws_sdk_iam::Client::new(&env.sdk);
     // A createSecret that died right after CreateAccessKey: the marker set, the key untagged.
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 5;
-    let marker = aws_sdk_iam::types::Tag::builder()
-        .key(keyturn::rotation::iam_key::CREATING_TAG)
-        .value(format!("keyturn-rotation-lost-{since}"))
-        .build()
-        .unwrap();
-    iam.tag_user().user_name(&user).tags(marker).send().await.unwrap();
+    // Secrets Manager runs that rotation again, with the same token.
+    let token = env.start_rotation(&arn).await;
+    set_marker(&env, &user, &arn, &token, 5).await;
     let orphan = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
 
-    env.rotate(&rotator, &arn).await;
+    for step in STEPS {
+        env.step(&rotator, &arn, &token, step).await.unwrap_or_else(|e| panic!("{}: {e}", step.as_str()));
+    }
     let keys = key_ids(&env, &user).await;
     assert_eq!(keys.len(), 2);
     assert!(!keys.contains(&orphan.access_key_id), "the interrupted step's key must be gone");
     let tags = iam.list_user_tags().user_name(&user).send().await.unwrap();
-    assert!(!tags.tags().iter().any(|t| t.key() == keyturn::rotation::iam_key::CREATING_TAG), "marker left behind");
+    assert!(!tags.tags().iter().any(|t| t.key() == CREATING_TAG), "marker left behind");
+}
+
+/// Every key id of `user` in IAM, sorted.
+async fn sorted_key_ids(env: &TestEnv, user: &str) -> Vec<String> {
+    let mut keys = key_ids(env, user).await;
+    keys.sort();
+    keys
+}
+
+/// Whether the token's version of the secret holds a value (createSecret stored one).
+async fn pending_value_stored(env: &TestEnv, arn: &str, token: &str) -> bool {
+    let stored = env.sm.get_secret_value().secret_id(arn).version_id(token).send().await;
+    stored.map(|o| o.secret_string().is_some()).unwrap_or(false)
+}
+
+/// Key ids are not secret: a secret that names another user's key id, with a secret
+/// access key that is not that key's, must not make keyturn act for that user (delete the
+/// key its AWSPREVIOUS names, create a key and store it in the writer's secret).
+#[tokio::test]
+async fn a_secret_naming_a_victims_key_without_its_secret_changes_nothing() {
+    let env = TestEnv::authenticated("iamvictim").await;
+    let rotator = rotator(&env);
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    // The victim, in scope, with its own secret and a second key made by hand.
+    let (_, victim) = user_with_secret(&env, "victim", PATH).await;
+    let other = iam.create_access_key().user_name(&victim).send().await.unwrap().access_key.unwrap();
+    let keys = sorted_key_ids(&env, &victim).await;
+    let current_id = keys.iter().find(|k| **k != other.access_key_id).unwrap().clone();
+    // The writer's secret: AWSPREVIOUS names the victim's second key, AWSCURRENT the
+    // victim's first key with a made-up secret access key.
+    let wrong = format!("wrong-{}", keyturn_tests::random_token());
+    let attack = env
+        .create_secret(
+            "attack",
+            &json!({"username": victim, "accessKeyId": other.access_key_id, "secretAccessKey": "x"}),
+        )
+        .await;
+    let forged = json!({"username": victim, "accessKeyId": current_id, "secretAccessKey": wrong});
+    env.sm.put_secret_value().secret_id(&attack).secret_string(forged.to_string()).send().await.unwrap();
+
+    let token = env.start_rotation(&attack).await;
+    let err = env.step(&rotator, &attack, &token, Step::Create).await.expect_err("createSecret must fail");
+    let message = err.to_string();
+    assert!(message.contains(attack.as_str()), "the error names the secret: {message}");
+    assert!(message.contains(&format!("does not sign for key {current_id}")), "the error names the problem: {message}");
+    assert!(!message.contains(&wrong), "the error shows the secret access key: {message}");
+    assert!(!err.is_retryable(), "a refused key is not worth retrying: {message}");
+    assert_eq!(sorted_key_ids(&env, &victim).await, keys, "the victim's keys changed");
+    assert!(user_tags(&env, &victim).await.is_empty(), "the victim's keys were tagged");
+    assert!(!pending_value_stored(&env, &attack, &token).await, "a pending value was stored");
+    assert_eq!(env.value(&attack, AWSCURRENT).await, forged);
+}
+
+/// Makes room on `user` for a key made by hand (IAM allows two): deletes the key the
+/// secret's AWSPREVIOUS names.
+async fn delete_previous_by_hand(env: &TestEnv, arn: &str, user: &str) -> String {
+    let (id, _) = key_of(env, arn, AWSPREVIOUS).await;
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    iam.delete_access_key().user_name(user).access_key_id(&id).send().await.expect("DeleteAccessKey");
+    id
+}
+
+/// The user's tags, sorted.
+async fn user_tags(env: &TestEnv, user: &str) -> Vec<(String, String)> {
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let out = iam.list_user_tags().user_name(user).send().await.expect("ListUserTags");
+    let mut tags: Vec<(String, String)> =
+        out.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect();
+    tags.sort();
+    tags
+}
+
+/// Runs createSecret for a new rotation, which must fail with `expected` in its message,
+/// change none of the user's keys or tags (nothing adopted) and store no pending value.
+/// Returns the token.
+async fn create_is_refused(env: &TestEnv, rotator: &IamRotator, arn: &str, user: &str, expected: &str) -> String {
+    let (keys, tags) = (sorted_key_ids(env, user).await, user_tags(env, user).await);
+    let token = env.start_rotation(arn).await;
+    let err = env.step(rotator, arn, &token, Step::Create).await.expect_err("createSecret must be refused");
+    let message = err.to_string();
+    assert!(message.contains(expected), "{arn}: expected {expected:?} in: {message}");
+    assert!(message.contains(arn), "the error names the secret: {message}");
+    assert!(!err.is_retryable(), "{message}");
+    assert_eq!(sorted_key_ids(env, user).await, keys, "{arn}: the user's keys changed");
+    assert_eq!(user_tags(env, user).await, tags, "{arn}: the user's tags changed");
+    assert!(!pending_value_stored(env, arn, &token).await, "{arn}: a pending value was stored");
+    token
+}
+
+/// Sets the creation marker on `user` as keyturn writes it for `secret` and `token`, dated
+/// `secs_ago` seconds back.
+async fn set_marker(env: &TestEnv, user: &str, secret: &str, token: &str, secs_ago: u64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let value = Marks::new(secret, token).creating_tag(now - secs_ago);
+    let marker = aws_sdk_iam::types::Tag::builder().key(CREATING_TAG).value(value).build().unwrap();
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    iam.tag_user().user_name(user).tags(marker).send().await.expect("TagUser");
+}
+
+/// The key stored by hand before the first rotation is proven there (AWSCURRENT signs), so
+/// keyturn adopts it, tagged for the secret, and revokes it at the second rotation like
+/// its own: no manual step. A key made by hand that the secret never held is never
+/// deleted, and while one is there nothing is adopted either.
+#[tokio::test]
+async fn the_key_stored_by_hand_is_adopted_and_revoked_but_other_hand_made_keys_are_never_deleted() {
+    let env = TestEnv::authenticated("iamhand").await;
+    let rotator = rotator(&env);
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let (arn, user) = user_with_secret(&env, "ci", PATH).await;
+    let by_hand = key_of(&env, &arn, AWSCURRENT).await;
+    // Another key made by hand, in no version of the secret: refused, nothing adopted.
+    let extra = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
+    let token = create_is_refused(&env, &rotator, &arn, &user, "is neither in the secret nor created by keyturn").await;
+    assert!(user_tags(&env, &user).await.is_empty(), "nothing is adopted while the step is refused");
+    assert!(authenticates(&env, &(extra.access_key_id.clone(), extra.secret_access_key.clone())).await);
+    // Once it is gone, the same rotation goes through and adopts the stored key.
+    iam.delete_access_key().user_name(&user).access_key_id(&extra.access_key_id).send().await.unwrap();
+    for step in STEPS {
+        env.step(&rotator, &arn, &token, step).await.unwrap_or_else(|e| panic!("{}: {e}", step.as_str()));
+    }
+    assert_eq!(key_of(&env, &arn, AWSPREVIOUS).await, by_hand);
+    let tags = user_tags(&env, &user).await;
+    let adopted = Marks::new(&arn, &token).adoption_tag();
+    assert!(tags.contains(&(by_hand.0.clone(), adopted)), "the stored key is adopted for this secret: {tags:?}");
+    assert!(authenticates(&env, &by_hand).await, "AWSPREVIOUS must stay valid");
+    // The second rotation revokes it, its tag with it.
+    env.rotate(&rotator, &arn).await;
+    assert!(!key_ids(&env, &user).await.contains(&by_hand.0), "the adopted key must be revoked");
+    assert!(!authenticates(&env, &by_hand).await);
+    assert!(!user_tags(&env, &user).await.iter().any(|(k, _)| *k == by_hand.0), "its tag left behind");
+    assert!(authenticates(&env, &key_of(&env, &arn, AWSCURRENT).await).await);
+    assert!(authenticates(&env, &key_of(&env, &arn, AWSPREVIOUS).await).await);
+}
+
+/// Adoption follows the proof: a secret naming another user's stored key (key ids are not
+/// secret) with a made-up secret access key gets it neither adopted nor, later, deleted.
+#[tokio::test]
+async fn a_key_named_without_its_secret_is_not_adopted() {
+    let env = TestEnv::authenticated("iamadopt").await;
+    let rotator = rotator(&env);
+    let (victims, victim) = user_with_secret(&env, "victim", PATH).await;
+    let stored = key_of(&env, &victims, AWSCURRENT).await;
+    let forged = json!({"username": victim, "accessKeyId": stored.0, "secretAccessKey": "wrong"});
+    let attack = env.create_secret("attack", &forged).await;
+    create_is_refused(&env, &rotator, &attack, &victim, &format!("does not sign for key {}", stored.0)).await;
+    assert!(user_tags(&env, &victim).await.is_empty(), "the victim's key was tagged");
+    // The victim's own rotation adopts it, for the victim's secret.
+    let token = env.rotate(&rotator, &victims).await;
+    let tags = user_tags(&env, &victim).await;
+    assert!(tags.contains(&(stored.0.clone(), Marks::new(&victims, &token).adoption_tag())), "{tags:?}");
+}
+
+/// A secret holding another secret's current key (its secret included, so it passes the
+/// proof) does not adopt it: re-tagging it would stop the other secret from revoking it.
+/// Its own rotations never delete it either.
+#[tokio::test]
+async fn another_secrets_key_is_never_adopted() {
+    let env = TestEnv::authenticated("iamcopy").await;
+    let rotator = rotator(&env);
+    let (legit, user) = user_with_secret(&env, "legit", PATH).await;
+    let first = env.rotate(&rotator, &legit).await;
+    let legit_key = key_of(&env, &legit, AWSCURRENT).await; // created and tagged by keyturn
+    delete_previous_by_hand(&env, &legit, &user).await; // room for the copy's key
+    let copy = env.create_secret("copy", &env.value(&legit, AWSCURRENT).await).await;
+    let legit_tag = (legit_key.0.clone(), Marks::new(&legit, &first).key_tag());
+    env.rotate(&rotator, &copy).await;
+    assert!(user_tags(&env, &user).await.contains(&legit_tag), "the legit secret's tag was replaced");
+    assert_eq!(key_of(&env, &copy, AWSPREVIOUS).await, legit_key);
+    create_is_refused(
+        &env,
+        &rotator,
+        &copy,
+        &user,
+        &format!("the AWSPREVIOUS key {} was not created by keyturn for this secret", legit_key.0),
+    )
+    .await;
+    assert!(user_tags(&env, &user).await.contains(&legit_tag));
+    assert!(authenticates(&env, &legit_key).await, "the legit secret's key must survive");
+}
+
+/// A writer who may create keys by hand (but not delete them) holds a key that passes the
+/// AWSCURRENT proof. Its secret must still not get another secret's keys deleted, neither
+/// by naming one in AWSPREVIOUS nor by leaving it unnamed (an "orphan").
+#[tokio::test]
+async fn a_writer_who_makes_keys_cannot_get_another_secrets_keys_deleted() {
+    let env = TestEnv::authenticated("iamwriter").await;
+    let rotator = rotator(&env);
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let (legit, user) = user_with_secret(&env, "legit", PATH).await;
+    env.rotate(&rotator, &legit).await;
+    delete_previous_by_hand(&env, &legit, &user).await;
+    let legit_key = key_of(&env, &legit, AWSCURRENT).await; // created and tagged by keyturn
+    let own = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
+    let own_value =
+        json!({"username": user, "accessKeyId": own.access_key_id, "secretAccessKey": own.secret_access_key});
+    // AWSPREVIOUS names the legit secret's key, AWSCURRENT the writer's own.
+    let previous = env
+        .create_secret("previous", &json!({"username": user, "accessKeyId": legit_key.0, "secretAccessKey": "x"}))
+        .await;
+    env.sm.put_secret_value().secret_id(&previous).secret_string(own_value.to_string()).send().await.unwrap();
+    // Only the writer's own key: the legit secret's key is in neither version.
+    let orphan = env.create_secret("orphan", &own_value).await;
+    let expected = format!("the AWSPREVIOUS key {} was not created by keyturn for this secret", legit_key.0);
+    create_is_refused(&env, &rotator, &previous, &user, &expected).await;
+    create_is_refused(&env, &rotator, &orphan, &user, "is neither in the secret nor created by keyturn").await;
+    assert!(authenticates(&env, &legit_key).await, "the legit secret's key must survive");
+}
+
+#[tokio::test]
+async fn the_secrets_own_stale_marker_does_not_make_hand_made_keys_orphans() {
+    let env = TestEnv::authenticated("iamstale").await;
+    let rotator = rotator(&env);
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    // The secret's own marker, left by an earlier rotation whose UntagUser failed, then a
+    // key made by hand: the next rotation must not take it for its own.
+    let (arn, user) = user_with_secret(&env, "ci", PATH).await;
+    let first = env.rotate(&rotator, &arn).await;
+    delete_previous_by_hand(&env, &arn, &user).await;
+    set_marker(&env, &user, &arn, &first, 5).await;
+    let hand = iam.create_access_key().user_name(&user).send().await.unwrap().access_key.unwrap();
+    create_is_refused(&env, &rotator, &arn, &user, "is neither in the secret nor created by keyturn").await;
+    assert!(key_ids(&env, &user).await.contains(&hand.access_key_id), "the hand-made key must survive");
+}
+
+/// Another secret's stale marker on a user a writer points its secret at, rotated with the
+/// marker's own token (the writer chooses the token): the key someone else made by hand
+/// survives too.
+#[tokio::test]
+async fn another_secrets_stale_marker_does_not_make_hand_made_keys_orphans() {
+    let env = TestEnv::authenticated("iamstale2").await;
+    let rotator = rotator(&env);
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let (gone, victim) = user_with_secret(&env, "gone", PATH).await;
+    let stale = keyturn_tests::random_token();
+    set_marker(&env, &victim, &gone, &stale, 5).await;
+    iam.delete_access_key()
+        .user_name(&victim)
+        .access_key_id(key_of(&env, &gone, AWSCURRENT).await.0)
+        .send()
+        .await
+        .unwrap();
+    let admins = iam.create_access_key().user_name(&victim).send().await.unwrap().access_key.unwrap();
+    let own = iam.create_access_key().user_name(&victim).send().await.unwrap().access_key.unwrap();
+    let writer = env
+        .create_secret(
+            "writer",
+            &json!({"username": victim, "accessKeyId": own.access_key_id, "secretAccessKey": own.secret_access_key}),
+        )
+        .await;
+    let keys = sorted_key_ids(&env, &victim).await;
+    env.sm
+        .rotate_secret()
+        .secret_id(&writer)
+        .client_request_token(&stale)
+        .rotation_lambda_arn(&env.h.moto.rotation_lambda_arn)
+        .rotation_rules(
+            aws_sdk_secretsmanager::types::RotationRulesType::builder().automatically_after_days(30).build(),
+        )
+        .send()
+        .await
+        .expect("RotateSecret");
+    let err = env.step(&rotator, &writer, &stale, Step::Create).await.expect_err("createSecret must be refused");
+    assert!(err.to_string().contains("is neither in the secret nor created by keyturn"), "{err}");
+    assert_eq!(sorted_key_ids(&env, &victim).await, keys, "the victim's keys changed");
+    assert!(key_ids(&env, &victim).await.contains(&admins.access_key_id));
+}
+
+/// If the creation marker cannot be removed, a later rotation could take a key made by hand
+/// for its own: the step fails (retryable) instead, and the retry converges.
+#[tokio::test]
+async fn a_marker_that_cannot_be_removed_fails_the_step_and_a_retry_converges() {
+    let env = TestEnv::authenticated("iamuntag").await;
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    // The function's identity, denied UntagUser.
+    let function = env.unique("function");
+    iam.create_user().user_name(&function).send().await.unwrap();
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "iam:UntagUser", "Resource": "*"}
+    ]});
+    iam.put_user_policy()
+        .user_name(&function)
+        .policy_name("no-untag")
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    let key = iam.create_access_key().user_name(&function).send().await.unwrap().access_key.unwrap();
+    let credentials = Credentials::new(&key.access_key_id, &key.secret_access_key, None, None, "function");
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&env.h.moto.endpoint)
+        .credentials_provider(credentials)
+        .load()
+        .await;
+    let scope = Scope { path_prefix: Some(PATH.into()), tag: None };
+    let denied = Rotator::new(
+        SecretsManagerStore::new(&sdk, None),
+        IamKeyRotation::new(IamClient::new(&sdk), scope, Duration::from_secs(5)),
+    );
+
+    let (arn, user) = user_with_secret(&env, "ci", PATH).await;
+    let token = env.start_rotation(&arn).await;
+    let err = env.step(&denied, &arn, &token, Step::Create).await.expect_err("createSecret must fail");
+    assert!(err.to_string().contains("removing the creation marker"), "{err}");
+    assert!(err.is_retryable(), "{err}");
+    assert!(!pending_value_stored(&env, &arn, &token).await);
+    assert_eq!(key_ids(&env, &user).await.len(), 2, "the new key exists, tagged, but is not stored");
+
+    // Retried (the marker can be removed now), the step deletes that key and makes another.
+    let rotator = rotator(&env);
+    for step in STEPS {
+        env.step(&rotator, &arn, &token, step).await.unwrap_or_else(|e| panic!("{}: {e}", step.as_str()));
+    }
+    let keys = key_ids(&env, &user).await;
+    assert_eq!(keys.len(), 2);
+    assert!(
+        keys.contains(&key_of(&env, &arn, AWSCURRENT).await.0)
+            && keys.contains(&key_of(&env, &arn, AWSPREVIOUS).await.0)
+    );
+    let tags = iam.list_user_tags().user_name(&user).send().await.unwrap();
+    assert!(!tags.tags().iter().any(|t| t.key() == CREATING_TAG), "marker left behind");
 }
