@@ -1,6 +1,7 @@
 //! A server that a hostile secret's writer might run: it speaks just enough of
 //! PostgreSQL's startup protocol to ask for a password (in cleartext, or as MD5), records
-//! every password message it receives, and refuses the login.
+//! every password message it receives, and refuses the login; or it lets anyone in
+//! (`trust`) and answers every query with an empty success.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -13,6 +14,8 @@ pub enum Ask {
     Cleartext,
     /// `AuthenticationMD5Password` with a fixed salt.
     Md5,
+    /// No password at all: every login succeeds, every query "works".
+    Trust,
 }
 
 /// A running fake server on a free loopback port. It serves until the process ends.
@@ -63,6 +66,7 @@ fn serve(mut stream: std::net::TcpStream, ask: Ask, logins: &Mutex<usize>, passw
     let request: Vec<u8> = match ask {
         Ask::Cleartext => [&b"R"[..], &8u32.to_be_bytes(), &3u32.to_be_bytes()].concat(),
         Ask::Md5 => [&b"R"[..], &12u32.to_be_bytes(), &5u32.to_be_bytes(), &SALT].concat(),
+        Ask::Trust => return trust(stream),
     };
     if stream.write_all(&request).is_err() {
         return;
@@ -78,4 +82,24 @@ fn serve(mut stream: std::net::TcpStream, ask: Ask, logins: &Mutex<usize>, passw
     let fields = b"SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed\0\0";
     let error = [&b"E"[..], &((fields.len() + 4) as u32).to_be_bytes(), fields].concat();
     stream.write_all(&error).ok();
+}
+
+/// AuthenticationOk, then an empty success for every query until the client leaves.
+fn trust(mut stream: std::net::TcpStream) {
+    let ready = [&b"Z"[..], &5u32.to_be_bytes(), b"I"].concat();
+    let ok = [&b"R"[..], &8u32.to_be_bytes(), &0u32.to_be_bytes(), &ready].concat();
+    if stream.write_all(&ok).is_err() {
+        return;
+    }
+    let (mut tag, mut len) = ([0u8; 1], [0u8; 4]);
+    while stream.read_exact(&mut tag).is_ok() && tag[0] != b'X' && stream.read_exact(&mut len).is_ok() {
+        let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+        if stream.read_exact(&mut body).is_err() {
+            return;
+        }
+        let done = [&b"C"[..], &13u32.to_be_bytes(), b"SELECT 1\0", &ready].concat();
+        if stream.write_all(&done).is_err() {
+            return;
+        }
+    }
 }

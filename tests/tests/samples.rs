@@ -196,3 +196,18 @@ fn sam_template_grants_least_privilege() {
     let default = template["Parameters"]["IamUserPath"]["Default"].as_str().unwrap();
     assert_eq!(full_matches(pattern, &[default]), [true]);
 }
+
+#[test]
+fn the_alternating_function_checks_its_admin_secrets_itself() {
+    let template = template();
+    let functions: Vec<&serde_json::Value> = template["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Properties"]["Environment"]["Variables"]["KEYTURN_STRATEGY"] == "alternating-users")
+        .collect();
+    assert_eq!(functions.len(), 1);
+    let pinned = &functions[0]["Properties"]["Environment"]["Variables"]["KEYTURN_ADMIN_SECRET_ARNS"]["Fn::If"];
+    assert_eq!(pinned[0], "HasMasterSecrets", "{pinned}");
+    assert_eq!(pinned[1]["Fn::Join"][1], serde_json::json!({"Ref": "MasterSecretArns"}), "{pinned}");
+}

@@ -285,3 +285,140 @@ async fn mariadb_single_user_with_several_host_parts_is_refused() {
     assert!(err.to_string().contains("has 2 accounts"), "{err}");
     assert!(env.can_login_mariadb(&user, &password).await, "the password changed");
 }
+
+/// A login of the test's own to PostgreSQL, in `db`.
+async fn pg_login(env: &TestEnv, user: &str, password: &str, db: &str) -> tokio_postgres::Client {
+    let mut config = tokio_postgres::Config::new();
+    config.host("127.0.0.1").port(env.h.pg.port).user(user).password(password).dbname(db);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("login");
+    tokio::spawn(connection);
+    client
+}
+
+/// Runs setSecret for a pending version written by hand; returns the step's result.
+async fn set_with_pending(
+    env: &TestEnv,
+    value: &Value,
+    pending_user: &str,
+    pending_password: &str,
+) -> Result<keyturn::rotation::Outcome, keyturn::rotation::RotationError> {
+    let rotator = env.rotator(Strategy::AlternatingUsers);
+    let arn = env.create_secret(&format!("own-{}", &random_token()[..8]), value).await;
+    let token = env.start_rotation(&arn).await;
+    let mut pending = value.clone();
+    pending["username"] = json!(pending_user);
+    pending["password"] = json!(pending_password);
+    put_pending(env, &arn, &token, &pending).await;
+    env.step(&rotator, &arn, &token, Step::Set).await
+}
+
+#[tokio::test]
+async fn a_database_the_writer_owns_cannot_change_what_the_admin_reads() {
+    use postgres_protocol::escape::escape_literal;
+    let env = TestEnv::new("searchpath").await;
+    let (admin, _, createrole_master) = pg_admin_of_test(&env).await;
+    let superuser_master = env.create_secret("superuser", &env.admin_secret()).await;
+    // The writer's own account may create databases; in theirs, views named like the
+    // catalogs claim the writer is a member of the admin role and, when a superuser reads
+    // them, a superuser.
+    let att = env.unique("att");
+    let att_password = random_token();
+    env.create_role(&att, &att_password).await;
+    env.pg_admin().await.batch_execute(&format!("ALTER ROLE {} CREATEDB", escape_identifier(&att))).await.unwrap();
+    let db = env.unique("attdb");
+    let own = pg_login(&env, &att, &att_password, "postgres").await;
+    own.batch_execute(&format!("CREATE DATABASE {}", escape_identifier(&db))).await.unwrap();
+    pg_login(&env, &att, &att_password, &db)
+        .await
+        .batch_execute(&format!(
+            "CREATE SCHEMA evil;
+             CREATE VIEW evil.pg_roles AS SELECT r.rolname, r.oid,
+               r.rolsuper OR (r.rolname = {me} AND (SELECT s.rolsuper FROM pg_catalog.pg_roles s
+                                                   WHERE s.rolname = current_user)) AS rolsuper,
+               r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls, r.rolconnlimit,
+               r.rolvaliduntil FROM pg_catalog.pg_roles r;
+             CREATE VIEW evil.pg_auth_members AS SELECT roleid, member, admin_option FROM pg_catalog.pg_auth_members
+               UNION ALL SELECT (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = {admin}),
+                                (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = {me}), true;
+             GRANT USAGE ON SCHEMA evil TO PUBLIC; GRANT SELECT ON ALL TABLES IN SCHEMA evil TO PUBLIC;
+             ALTER DATABASE {db} SET search_path = evil, pg_catalog;",
+            admin = escape_literal(&admin),
+            me = escape_literal(&att),
+            db = escape_identifier(&db),
+        ))
+        .await
+        .unwrap();
+
+    let clone = format!("{att}_clone");
+    for master in [createrole_master, superuser_master] {
+        let mut value = env.user_secret(&att, &att_password);
+        value["dbname"] = json!(db);
+        value["masterarn"] = json!(master);
+        set_with_pending(&env, &value, &clone, "attacker-chosen-password-2B!").await.expect("the writer's own clone");
+        let session = pg_login(&env, &clone, "attacker-chosen-password-2B!", "postgres").await;
+        let row = session
+            .query_one(
+                "SELECT rolsuper, pg_catalog.pg_has_role(session_user, $1::text, 'MEMBER') AS admin_member \
+                 FROM pg_catalog.pg_roles WHERE rolname = session_user",
+                &[&admin],
+            )
+            .await
+            .unwrap();
+        assert!(!row.get::<_, bool>("admin_member"), "the clone became a member of the admin role");
+        assert!(!row.get::<_, bool>("rolsuper"), "the clone became a superuser");
+    }
+}
+
+#[tokio::test]
+async fn a_chain_of_clone_suffixes_copies_no_one_else() {
+    let env = TestEnv::new("chain").await;
+    let (_, _, master) = pg_admin_of_test(&env).await;
+    let victim = env.unique("ops");
+    env.create_role(&victim, &random_token()).await;
+    // The writer owns `ops_clone_clone`, which says nothing about `ops`.
+    let chain = format!("{victim}_clone_clone");
+    let chain_password = random_token();
+    env.create_role(&chain, &chain_password).await;
+    let mut value = env.user_secret(&chain, &chain_password);
+    value["masterarn"] = json!(master);
+    let err =
+        set_with_pending(&env, &value, &format!("{victim}_clone"), "attacker-chosen-password-3C!").await.unwrap_err();
+    assert_eq!(err.kind(), "Refused", "{err}");
+    assert!(!pg_role_exists(&env, &format!("{victim}_clone")).await, "a copy of the victim was created");
+}
+
+#[tokio::test]
+async fn a_login_proven_on_another_port_proves_nothing() {
+    let env = TestEnv::new("port").await;
+    let (_, _, master) = pg_admin_of_test(&env).await;
+    let victim = env.unique("victim");
+    env.create_role(&victim, &random_token()).await;
+    // A server on the database's host that lets anyone in.
+    let fake = FakePostgres::start(Ask::Trust);
+    let mut value = env.user_secret(&victim, "not-the-password");
+    value["port"] = json!(fake.port);
+    value["ssl"] = json!(false);
+    value["masterarn"] = json!(master);
+    let err =
+        set_with_pending(&env, &value, &format!("{victim}_clone"), "attacker-chosen-password-4D!").await.unwrap_err();
+    assert!(err.to_string().contains("the user secret for localhost:"), "{err}");
+    assert!(!pg_role_exists(&env, &format!("{victim}_clone")).await, "a copy of the victim was created");
+}
+
+#[tokio::test]
+async fn an_anonymous_account_proves_no_name() {
+    use mysql_async::prelude::Queryable;
+    let env = TestEnv::new("anon").await;
+    // ''@'%' lets any name log in with its password (older installs shipped one).
+    let anonymous_password = random_token();
+    let hash = native_password_hash(&anonymous_password.clone().into());
+    let mut a = env.mariadb_admin().await;
+    a.query_drop(format!("CREATE USER ''@'%' IDENTIFIED BY PASSWORD {}", literal(&hash))).await.unwrap();
+    let ghost = env.unique("ghost");
+    let arn = env.create_secret("ghost", &env.mariadb_secret(&ghost, &anonymous_password)).await;
+    let err = env.rotation_error(&env.rotator(Strategy::SingleUser), &arn).await;
+    let still = env.mariadb_session("someone", &anonymous_password).await.is_ok();
+    a.query_drop("DROP USER ''@'%'").await.unwrap();
+    assert_eq!(err.kind(), "NoWorkingCredentials", "{err}");
+    assert!(still, "the anonymous account's password was changed");
+}

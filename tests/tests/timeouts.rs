@@ -84,3 +84,40 @@ async fn a_server_gone_silent_mid_statement_is_cut_by_the_client_deadline() {
         assert!(started.elapsed() < Duration::from_secs(5), "{engine:?}: waited {:?}", started.elapsed());
     }
 }
+
+/// A MariaDB account change blocked by a lock another session holds on the account table:
+/// the session's statement limit ends it, and the error is retryable.
+#[tokio::test]
+async fn a_mariadb_account_change_blocked_by_a_lock_times_out() {
+    use keyturn::backend::SetOwnPassword;
+    use keyturn_tests::{random_token, TestEnv};
+    use mysql_async::prelude::Queryable;
+    let env = TestEnv::new("lock").await;
+    let user = env.unique("app");
+    let password = random_token();
+    env.create_mariadb_account(&user, &password, "").await;
+    let mut blocker = env.mariadb_admin().await;
+    blocker.query_drop("LOCK TABLES mysql.global_priv WRITE").await.unwrap();
+
+    let timeouts = Timeouts { connect: Duration::from_secs(5), statement: Duration::from_secs(1) };
+    let backend = MysqlBackend::new(std::slice::from_ref(&env.h.ca_file), timeouts).unwrap();
+    let endpoint = keyturn::backend::Endpoint {
+        engine: Engine::Mariadb,
+        host: "localhost".into(),
+        port: env.h.mariadb().port,
+        dbname: None,
+        tls: TlsMode::VerifyFull,
+    };
+    let login = Credentials { username: Username::parse(&user).unwrap(), password: password.clone().into() };
+    let new_password = random_token().into();
+    let started = Instant::now();
+    let err = backend
+        .set_own_password(&endpoint, SetOwnPassword { login: &login, new_password: &new_password })
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    blocker.query_drop("UNLOCK TABLES").await.unwrap();
+    assert!(err.is_retryable(), "{err}");
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    assert!(env.can_login_mariadb(&user, &password).await, "the password did not change");
+}

@@ -176,8 +176,9 @@ impl DatabaseSecret {
         let credentials = credentials(&raw)?;
         let host = string(&raw, "host")?.map(str::to_owned);
         let port = port(&raw)?;
+        let dbname = string(&raw, "dbname")?.map(str::to_owned);
         let tls = tls(&raw)?;
-        Ok(MasterSecret { engine, host, port, tls, credentials })
+        Ok(MasterSecret { engine, host, port, dbname, tls, credentials })
     }
 
     fn from_map(raw: Map<String, Value>, engine: Engine) -> Result<Self, FormatError> {
@@ -214,6 +215,9 @@ pub struct MasterSecret {
     pub engine: Option<Engine>,
     pub host: Option<String>,
     pub port: Option<u16>,
+    /// The database the admin logs in to (never the user secret's, which its writer
+    /// chooses and may own).
+    pub dbname: Option<String>,
     pub tls: TlsMode,
     pub credentials: Credentials,
 }

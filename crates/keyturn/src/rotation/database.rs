@@ -150,8 +150,17 @@ pub fn check_alternating(
             return Err(format!("AWSCURRENT and AWSPENDING differ in {what}"));
         }
     }
+    // The clone's template must be one of the pair: `v_clone_clone` would otherwise make
+    // `v_clone` a copy of `v`, whose login nobody proved.
+    let template = original(user);
+    if template != current.credentials.username && template != *user {
+        return Err(format!(
+            "the pending user {user:?} would be a copy of {:?}, which is neither of the pair",
+            template.as_str()
+        ));
+    }
     if let Some(admin) = admin {
-        for (role, name) in [("pending user", user), ("original user", &original(user))] {
+        for (role, name) in [("pending user", user), ("original user", &template)] {
             if name == admin {
                 return Err(format!("the {role} {:?} is the admin secret's own user", name.as_str()));
             }
@@ -252,10 +261,18 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
                 user.endpoint.engine.as_str()
             )));
         }
-        if !host.eq_ignore_ascii_case(&user.endpoint.host) {
-            return Err(fail(format!("it is for host {host:?}, the user secret for {:?}", user.endpoint.host)));
+        // The admin acts on the server where the secret's own login is proven: same host and
+        // port (another port of the host may be a server anyone there can run).
+        if !host.eq_ignore_ascii_case(&user.endpoint.host) || port != user.endpoint.port {
+            return Err(fail(format!(
+                "it is for {host}:{port}, the user secret for {}:{}",
+                user.endpoint.host, user.endpoint.port
+            )));
         }
-        let endpoint = Endpoint { engine, host, port, dbname: user.endpoint.dbname.clone(), tls: master.tls };
+        // The admin's own database, never the user's: a database its writer owns may
+        // carry settings (search_path) that change what the admin's queries read.
+        let dbname = master.dbname.or_else(|| engine.default_dbname().map(str::to_owned));
+        let endpoint = Endpoint { engine, host, port, dbname, tls: master.tls };
         Ok((endpoint, master.credentials))
     }
 
@@ -316,6 +333,12 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         let pending = self.parse(ctx, &pending, "AWSPENDING")?;
         let current = self.parse(ctx, &current, "AWSCURRENT")?;
         check_alternating(&current, &pending, None).map_err(|problem| self.refused(ctx, problem))?;
+        // A pending version may have been written by hand: its names get createSecret's checks.
+        for name in [&current.credentials.username, &pending.credentials.username] {
+            self.backend.check_username(pending.endpoint.engine, name).map_err(|problem| {
+                RotationError::InvalidUsername { secret: ctx.arn().to_owned(), username: name.to_string(), problem }
+            })?;
+        }
 
         let prove_current = async {
             match self.backend.verify(&current.endpoint, &current.credentials).await {
@@ -563,6 +586,11 @@ mod tests {
         assert!(err.contains("pending user \"master\" is the admin"), "{err}");
         let err = check_alternating(&admin, &admin_clone, Some(&user("master"))).unwrap_err();
         assert!(err.contains("original user \"master\" is the admin"), "{err}");
+        // A chain of clones names a template outside the pair.
+        let chain = secret(r#"{"engine":"postgres","host":"db","username":"ops_clone_clone","password":"a"}"#);
+        let next = secret(r#"{"engine":"postgres","host":"db","username":"ops_clone","password":"b"}"#);
+        let err = check_alternating(&chain, &next, None).unwrap_err();
+        assert!(err.contains("copy of \"ops\", which is neither of the pair"), "{err}");
     }
 
     #[test]

@@ -125,10 +125,13 @@ impl Server {
     }
 }
 
-/// An open session and what it is connected to.
+/// An open session, what it is connected to, and what its errors name.
 struct Session {
     conn: Conn,
     server: Server,
+    endpoint: Endpoint,
+    user: Username,
+    timeouts: Timeouts,
 }
 
 /// The MySQL-family backend: TLS roots and timeouts, built once per container.
@@ -169,24 +172,36 @@ impl MysqlBackend {
             .enable_cleartext_plugin(false)
             .ssl_opts(ssl);
         let seconds = self.timeouts.connect.as_secs();
-        let mut conn = match tokio::time::timeout(self.timeouts.connect, Conn::new(opts)).await {
-            Ok(result) => result.map_err(|e| classify(e, endpoint, login, "login"))?,
+        let conn = match tokio::time::timeout(self.timeouts.connect, Conn::new(opts)).await {
+            Ok(result) => result.map_err(|e| classify(e, endpoint, &login.username, "login"))?,
             Err(_) => return Err(BackendError::Timeout { operation: "login", seconds }),
         };
-        let err = |op| move |e| classify(e, endpoint, login, op);
-        let read =
-            async { conn.query_first::<Row, _>("SELECT VERSION() AS version").await.map_err(err("SELECT VERSION()")) };
-        let row = self.timeouts.bound("SELECT VERSION()", read).await?;
-        let version = row
-            .as_ref()
-            .map(|r| text(r, "version"))
-            .transpose()
-            .map_err(|message| unexpected("SELECT VERSION()", message))?
-            .flatten()
-            .ok_or_else(|| unexpected("SELECT VERSION()", "the server reported no version".into()))?;
-        let server = Server::parse(&version);
+        let mut session = Session {
+            conn,
+            server: Server { mariadb: false, version: (0, 0, 0) },
+            endpoint: endpoint.clone(),
+            user: login.username.clone(),
+            timeouts: self.timeouts,
+        };
+        let rows =
+            session.rows("SELECT VERSION() AS version, CURRENT_USER() AS user", Vec::new(), "SELECT VERSION()").await?;
+        let read = |column| {
+            rows.first()
+                .map(|r| text(r, column))
+                .transpose()
+                .map_err(|message| unexpected("SELECT VERSION()", message))
+                .map(Option::flatten)
+        };
+        let version = read("version")?.ok_or_else(|| unexpected("SELECT VERSION()", "no version".into()))?;
+        // The account the server matched must be the one asked for: an anonymous account
+        // (''@'%') or a proxy would let any name "log in", proving nothing.
+        let matched = read("user")?.unwrap_or_default();
+        if matched.rsplit_once('@').map(|(user, _)| user) != Some(login.username.as_str()) {
+            return Err(BackendError::LoginRefused { username: login.username.to_string() });
+        }
+        session.server = Server::parse(&version);
         let statement_secs = self.timeouts.statement.as_secs();
-        let timeout = match server.mariadb {
+        let timeout = match session.server.mariadb {
             true => format!("SESSION max_statement_time = {statement_secs}"),
             false => format!("SESSION max_execution_time = {}", statement_secs * 1000),
         };
@@ -196,9 +211,8 @@ impl MysqlBackend {
             "SET {timeout}, SESSION lock_wait_timeout = {statement_secs}, SESSION sql_mode = \
              REPLACE(REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', ''), 'ANSI_QUOTES', '')"
         );
-        let run = async { conn.query_drop(setup).await.map_err(err("session setup")) };
-        self.timeouts.bound("session setup", run).await?;
-        Ok(Session { conn, server })
+        session.rows(&setup, Vec::new(), "session setup").await?;
+        Ok(session)
     }
 }
 
@@ -223,43 +237,40 @@ fn required(row: &Row, column: &str) -> Result<String, String> {
 }
 
 impl Session {
-    /// Runs a query whose every row is read with [`text`]/[`required`] by the caller.
+    /// Runs a query under the client-side deadline; rows are read with [`text`] and
+    /// [`required`] by the caller.
     async fn rows(
         &mut self,
-        backend: &MysqlBackend,
         sql: &str,
         params: Vec<mysql_async::Value>,
-        fail: impl Fn(mysql_async::Error) -> BackendError,
         operation: &'static str,
     ) -> Result<Vec<Row>, BackendError> {
+        let (timeouts, endpoint, user) = (self.timeouts, &self.endpoint, &self.user);
         let conn = &mut self.conn;
         let run = async {
             match params.is_empty() {
                 true => conn.query::<Row, _>(sql).await,
                 false => conn.exec::<Row, _, _>(sql, params).await,
             }
-            .map_err(fail)
+            .map_err(|e| classify(e, endpoint, user, operation))
         };
-        backend.timeouts.bound(operation, run).await
+        timeouts.bound(operation, run).await
     }
 
-    /// Runs one statement as a prepared statement: the server parses exactly one.
-    async fn run(
-        &mut self,
-        backend: &MysqlBackend,
-        sql: &str,
-        fail: impl Fn(mysql_async::Error) -> BackendError,
-        operation: &'static str,
-    ) -> Result<(), BackendError> {
+    /// Runs one statement as a prepared statement (the server parses exactly one) under
+    /// the client-side deadline.
+    async fn run(&mut self, sql: &str, operation: &'static str) -> Result<(), BackendError> {
+        let (timeouts, endpoint, user) = (self.timeouts, &self.endpoint, &self.user);
         let conn = &mut self.conn;
+        let fail = |e| classify(e, endpoint, user, operation);
         let run = async {
-            let statement = conn.prep(sql).await.map_err(&fail)?;
-            let result = conn.exec_drop(&statement, ()).await.map_err(&fail);
+            let statement = conn.prep(sql).await.map_err(fail)?;
+            let result = conn.exec_drop(&statement, ()).await.map_err(fail);
             // Closed at once: the statement text may hold a password (MySQL's IDENTIFIED BY).
             conn.close(statement).await.ok();
             result
         };
-        backend.timeouts.bound(operation, run).await
+        timeouts.bound(operation, run).await
     }
 }
 
@@ -270,12 +281,12 @@ const PLAIN_MESSAGES: [u16; 15] =
 
 /// Maps a driver error to what the caller can act on. A server's message is kept only
 /// when it cannot quote a statement.
-fn classify(e: mysql_async::Error, endpoint: &Endpoint, login: &Credentials, operation: &'static str) -> BackendError {
+fn classify(e: mysql_async::Error, endpoint: &Endpoint, user: &Username, operation: &'static str) -> BackendError {
     use mysql_async::{DriverError, Error, IoError};
     let (host, port) = (endpoint.host.clone(), endpoint.port);
     match e {
         // 1045: access denied (wrong password or no such account).
-        Error::Server(s) if s.code == 1045 => BackendError::LoginRefused { username: login.username.to_string() },
+        Error::Server(s) if s.code == 1045 => BackendError::LoginRefused { username: user.to_string() },
         Error::Server(s) => BackendError::Database {
             operation,
             message: match PLAIN_MESSAGES.contains(&s.code) {
@@ -317,6 +328,10 @@ impl DatabaseBackend for MysqlBackend {
     /// Any name the server can hold: quotes, backticks, backslashes, spaces and unicode
     /// are quoted wherever they are written ([`literal`], [`grants`]).
     fn check_username(&self, engine: Engine, username: &Username) -> Result<(), String> {
+        // The server ignores trailing spaces when it compares names: `admin ` is `admin`.
+        if username.as_str().ends_with(' ') {
+            return Err(format!("ends with a space, which {} ignores when it compares names", engine.as_str()));
+        }
         let max = match engine {
             Engine::Mariadb => MARIADB_MAX_USERNAME,
             _ => MYSQL_MAX_USERNAME,
@@ -339,7 +354,6 @@ impl DatabaseBackend for MysqlBackend {
     async fn set_own_password(&self, endpoint: &Endpoint, req: SetOwnPassword<'_>) -> Result<(), BackendError> {
         let mut session = self.connect(endpoint, req.login).await?;
         let server = session.server;
-        let err = |op| move |e| classify(e, endpoint, req.login, op);
 
         // A user with several host parts (app@'%' and app@'10.%') has one password per
         // part; changing only the one this session matched would lock out clients that
@@ -347,10 +361,8 @@ impl DatabaseBackend for MysqlBackend {
         // grant most application users lack: then the server alone knows).
         let hosts = session
             .rows(
-                self,
                 "SELECT Host FROM mysql.user WHERE User = ?",
                 vec![req.login.username.as_str().into()],
-                err("listing the user's accounts"),
                 "listing the user's accounts",
             )
             .await;
@@ -375,9 +387,7 @@ impl DatabaseBackend for MysqlBackend {
         let sql = if server.mariadb {
             // MariaDB's ALTER USER needs CREATE USER even on oneself; SET PASSWORD does not.
             // The account's plugin decides the hash, and SHOW CREATE USER works on oneself.
-            let rows = session
-                .rows(self, "SHOW CREATE USER CURRENT_USER()", Vec::new(), err("SHOW CREATE USER"), "SHOW CREATE USER")
-                .await?;
+            let rows = session.rows("SHOW CREATE USER CURRENT_USER()", Vec::new(), "SHOW CREATE USER").await?;
             let create = match rows.first() {
                 Some(row) => row.get_opt::<Option<String>, usize>(0).and_then(Result::ok).flatten().unwrap_or_default(),
                 None => String::new(),
@@ -390,7 +400,7 @@ impl DatabaseBackend for MysqlBackend {
             // MySQL before 5.7.6 takes the hash as a literal.
             format!("SET PASSWORD = {}", literal(&native_password_hash(req.new_password)))
         };
-        session.run(self, &sql, err("changing the password"), "changing the password").await?;
+        session.run(&sql, "changing the password").await?;
         session.conn.disconnect().await.ok();
         Ok(())
     }
@@ -404,19 +414,16 @@ impl DatabaseBackend for MysqlBackend {
     ) -> Result<UpsertOutcome, BackendError> {
         let mut session = self.connect(endpoint, admin).await?;
         let server = session.server;
-        let err = |op| move |e| classify(e, endpoint, admin, op);
         let invalid =
             |message: String| BackendError::Database { operation: "checking the accounts", message, retryable: false };
 
         // The template's accounts: keyturn rotates a user that has exactly one host part.
         let rows = session
             .rows(
-                self,
                 "SELECT Host, plugin, ssl_type, CAST(ssl_cipher AS CHAR) AS ssl_cipher, \
                  CAST(x509_issuer AS CHAR) AS x509_issuer, CAST(x509_subject AS CHAR) AS x509_subject \
                  FROM mysql.user WHERE User = ?",
                 vec![req.template.as_str().into()],
-                err("reading the template account"),
                 "reading the template account",
             )
             .await?;
@@ -446,7 +453,7 @@ impl DatabaseBackend for MysqlBackend {
             if req.create_only {
                 return Err(BackendError::UserExists { username: req.username.to_string() });
             }
-            session.run(self, &format!("ALTER USER {target} {auth}"), err("ALTER USER"), "ALTER USER").await?;
+            session.run(&format!("ALTER USER {target} {auth}"), "ALTER USER").await?;
             session.conn.disconnect().await.ok();
             return Ok(UpsertOutcome { created: false });
         }
@@ -454,12 +461,10 @@ impl DatabaseBackend for MysqlBackend {
         // The server's own limit (MariaDB's column is wider than MySQL's 32).
         let width = session
             .rows(
-                self,
                 "SELECT CAST(CHARACTER_MAXIMUM_LENGTH AS CHAR) AS width FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = 'mysql' AND TABLE_NAME IN ('global_priv', 'user') AND COLUMN_NAME = 'User' \
                  ORDER BY TABLE_NAME LIMIT 1",
                 Vec::new(),
-                err("reading the username width"),
                 "reading the username width",
             )
             .await?;
@@ -476,10 +481,8 @@ impl DatabaseBackend for MysqlBackend {
         }
         let exists = !session
             .rows(
-                self,
                 "SELECT Host FROM mysql.user WHERE User = ? AND Host = ?",
                 vec![req.username.as_str().into(), host.as_str().into()],
-                err("looking up the clone"),
                 "looking up the clone",
             )
             .await?
@@ -488,13 +491,7 @@ impl DatabaseBackend for MysqlBackend {
             return Err(BackendError::UserExists { username: req.username.to_string() });
         }
         let grant_rows = session
-            .rows(
-                self,
-                &format!("SHOW GRANTS FOR {}", account(req.template.as_str(), &host)),
-                Vec::new(),
-                err("SHOW GRANTS"),
-                "SHOW GRANTS",
-            )
+            .rows(&format!("SHOW GRANTS FOR {}", account(req.template.as_str(), &host)), Vec::new(), "SHOW GRANTS")
             .await?;
         let mut lines = Vec::new();
         for row in &grant_rows {
@@ -516,9 +513,7 @@ impl DatabaseBackend for MysqlBackend {
         statements.push(format!("ALTER USER {target} REQUIRE {}", template.require()));
         statements.extend(grants.iter().map(|g| g.render_for((req.username.as_str(), &host))));
         for statement in &statements {
-            session
-                .run(self, statement, err("creating or updating the clone"), "creating or updating the clone")
-                .await?;
+            session.run(statement, "creating or updating the clone").await?;
         }
         session.conn.disconnect().await.ok();
         debug!(created = !exists, grants = grants.len(), "account upserted");
@@ -533,20 +528,17 @@ impl DatabaseBackend for MysqlBackend {
         req: DeleteUser<'_>,
     ) -> Result<(), BackendError> {
         let mut session = self.connect(endpoint, admin).await?;
-        let err = |op| move |e| classify(e, endpoint, admin, op);
         let rows = session
             .rows(
-                self,
                 "SELECT Host FROM mysql.user WHERE User = ?",
                 vec![req.username.as_str().into()],
-                err("looking up the account"),
                 "looking up the account",
             )
             .await?;
         for row in &rows {
             let host = required(row, "Host").map_err(|m| unexpected("looking up the account", m))?;
             let sql = format!("DROP USER IF EXISTS {}", account(req.username.as_str(), &host));
-            session.run(self, &sql, err("DROP USER"), "DROP USER").await?;
+            session.run(&sql, "DROP USER").await?;
         }
         session.conn.disconnect().await.ok();
         Ok(())
@@ -707,6 +699,13 @@ mod tests {
     }
 
     #[test]
+    fn names_the_server_would_compare_differently_are_refused() {
+        let backend = MysqlBackend::new(&[], Timeouts::default()).unwrap();
+        let err = backend.check_username(Engine::Mariadb, &Username::parse("admin ").unwrap()).unwrap_err();
+        assert!(err.contains("ends with a space"), "{err}");
+    }
+
+    #[test]
     fn any_name_within_the_limit_is_accepted() {
         let backend = MysqlBackend::new(&[], Timeouts::default()).unwrap();
         let user = |n: &str| Username::parse(n).unwrap();
@@ -732,9 +731,9 @@ mod tests {
             })
         };
         let syntax = server(1064, "You have an error in your SQL syntax near 'IDENTIFIED BY 's3cr3t'' at line 1");
-        let e = classify(syntax, &endpoint, &login, "changing the password").to_string();
+        let e = classify(syntax, &endpoint, &login.username, "changing the password").to_string();
         assert!(!e.contains("s3cr3t") && e.contains("1064"), "{e}");
         let denied = server(1227, "Access denied; you need the CREATE USER privilege");
-        assert!(classify(denied, &endpoint, &login, "x").to_string().contains("CREATE USER privilege"));
+        assert!(classify(denied, &endpoint, &login.username, "x").to_string().contains("CREATE USER privilege"));
     }
 }

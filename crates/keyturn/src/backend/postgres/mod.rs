@@ -56,7 +56,12 @@ impl PostgresBackend {
             .password(login.password.expose_secret())
             .application_name("keyturn")
             .connect_timeout(self.timeouts.connect)
-            .options(format!("-c statement_timeout={}", self.timeouts.statement.as_millis()));
+            // Startup options override per-database and per-role settings: a database or
+            // role the secret's writer owns cannot put its own objects ahead of the catalogs.
+            .options(format!(
+                "-c statement_timeout={} -c search_path=pg_catalog,pg_temp",
+                self.timeouts.statement.as_millis()
+            ));
         if let Some(db) = &endpoint.dbname {
             config.dbname(db);
         }
@@ -303,15 +308,15 @@ const ROLES_QUERY: &str = "\
            COALESCE(c.rolsuper, false) AS clone_super, \
            COALESCE(c.rolreplication, false) AS clone_replication, \
            COALESCE(c.rolbypassrls, false) AS clone_bypassrls, \
-           ARRAY(SELECT r.rolname::text FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+           ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid \
                  WHERE m.member = t.oid GROUP BY r.rolname ORDER BY r.rolname) AS roles, \
-           ARRAY(SELECT bool_or(m.admin_option) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+           ARRAY(SELECT bool_or(m.admin_option) FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid \
                  WHERE m.member = t.oid GROUP BY r.rolname ORDER BY r.rolname) AS admin_options, \
-           ARRAY(SELECT r.rolname::text FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+           ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid \
                  WHERE m.member = c.oid GROUP BY r.rolname ORDER BY r.rolname) AS clone_roles, \
-           ARRAY(SELECT bool_or(m.admin_option) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+           ARRAY(SELECT bool_or(m.admin_option) FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid \
                  WHERE m.member = c.oid GROUP BY r.rolname ORDER BY r.rolname) AS clone_admin_options \
-    FROM pg_roles t LEFT JOIN pg_roles c ON c.rolname = $2 \
+    FROM pg_catalog.pg_roles t LEFT JOIN pg_catalog.pg_roles c ON c.rolname = $2 \
     WHERE t.rolname = $1";
 
 /// What [`ROLES_QUERY`] found, read by column name.
