@@ -22,7 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use tracing::{info, warn};
 
-use super::store::SecretStore;
+use super::store::{SecretStore, Selector};
 use super::{Outcome, RotationError, RotationTarget, StepContext};
 
 /// Key names accepted for each field, the first being the one keyturn documents. The
@@ -573,10 +573,27 @@ impl<I: IamKeys> RotationTarget for IamKeyRotation<I> {
         if !self.deactivate_previous {
             return Ok(());
         }
-        let (Some(previous), current) = (ctx.previous().await?, ctx.current().await?) else { return Ok(()) };
-        let (previous, current) =
-            (Self::parse(ctx, &previous, "AWSPREVIOUS")?, Self::parse(ctx, &current, "AWSCURRENT")?);
-        if previous.username != current.username || previous.access_key_id == current.access_key_id {
+        // The rotation's own version (not whatever AWSCURRENT labels now: a writer may put
+        // versions between the stage moves and these reads) says whose key this is.
+        let (Some(previous), Some(rotated)) = (ctx.previous().await?, ctx.read(Selector::Version(ctx.token)).await?)
+        else {
+            return Ok(());
+        };
+        let (previous, rotated) =
+            (Self::parse(ctx, &previous, "AWSPREVIOUS")?, Self::parse(ctx, &rotated, "the rotated version")?);
+        if previous.username != rotated.username || previous.access_key_id == rotated.access_key_id {
+            return Ok(());
+        }
+        // AWSPREVIOUS may also have been replaced: only a key keyturn created or adopted for
+        // this secret is deactivated, never another key of the user that a writer merely named.
+        let user = self.user_in_scope(ctx, &previous.username).await?;
+        let marks = Marks::new(ctx.arn(), ctx.token);
+        if !user.tags.get(&previous.access_key_id).is_some_and(|tag| marks.created_for_this_secret(tag)) {
+            warn!(
+                secret_arn = %ctx.arn(),
+                key_id = %previous.access_key_id,
+                "previous access key not deactivated: keyturn did not create or adopt it for this secret"
+            );
             return Ok(());
         }
         self.iam

@@ -9,8 +9,9 @@
 //! after the grantee only `WITH GRANT OPTION`, `WITH ADMIN OPTION` and resource limits
 //! are kept.
 //!
-//! Sessions run without `ANSI_QUOTES` and without `NO_BACKSLASH_ESCAPES` (see
-//! `MysqlBackend::connect`), so `"` quotes a string and backslashes escape, as here.
+//! Sessions run with a fixed sql_mode, without `ANSI_QUOTES` and `NO_BACKSLASH_ESCAPES`
+//! (see `MysqlBackend::connect`), so backslashes escape in strings, as here, and a `"`
+//! outside a string means the line was printed under other rules: it is refused.
 
 use super::literal;
 
@@ -19,7 +20,7 @@ use super::literal;
 enum Token {
     /// A keyword, a privilege name or a number: `[A-Za-z0-9_$]+`, or `*`.
     Word(String),
-    /// A `'…'` or `"…"` string, unescaped.
+    /// A `'…'` string, unescaped.
     Str(String),
     /// A `` `…` `` identifier, unescaped.
     Ident(String),
@@ -51,7 +52,9 @@ fn tokenize(line: &str) -> Result<Vec<Token>, String> {
             c if c.is_whitespace() => {}
             ',' | '.' | '(' | ')' | '@' => tokens.push(Token::Punct(c)),
             '*' => tokens.push(Token::Word("*".into())),
-            '\'' | '"' => {
+            // Sessions run without ANSI_QUOTES, so a server prints `"` only inside a string.
+            '"' => return Err("double-quoted text (ANSI_QUOTES) is not expected".into()),
+            '\'' => {
                 let mut value = String::new();
                 loop {
                     match chars.next() {
@@ -182,6 +185,11 @@ impl GrantLine {
             _ => return Err("the grantee is not a user@host account".into()),
         };
         Ok(GrantLine { kind, body, grantee, options: options(rest)? })
+    }
+
+    /// Whether this line grants `PROXY`.
+    pub fn is_proxy(&self) -> bool {
+        self.kind == GrantKind::Grant && self.body.first().is_some_and(|t| t.is_word("PROXY"))
     }
 
     /// Roles this line grants (`GRANT role[, role] TO …`, no `ON`).
@@ -334,7 +342,6 @@ mod tests {
         let hostile = [
             r"GRANT USAGE ON *.* TO `app`@`%` REQUIRE SUBJECT 'x WITH GRANT OPTION; GRANT ALL ON *.* TO evil@''%''; #'",
             r"GRANT USAGE ON *.* TO `app`@`%` REQUIRE ISSUER '\' WITH GRANT OPTION; DROP USER root; -- ' CIPHER 'a'",
-            r#"GRANT USAGE ON *.* TO `app`@`%` REQUIRE SUBJECT "x"" TO `app`@`%` WITH GRANT OPTION""#,
             r"GRANT USAGE ON *.* TO `app`@`%` IDENTIFIED VIA ed25519 USING 'a'' WITH ADMIN OPTION; GRANT ALL'",
             r"GRANT SELECT ON `db; DROP TABLE x; --`.* TO `app`@`%`",
         ];
@@ -368,12 +375,24 @@ mod tests {
     }
 
     #[test]
-    fn ansi_quoted_identifiers_cannot_inject() {
-        // Under ANSI_QUOTES identifiers come in double quotes; read as strings they are
-        // re-quoted as strings, which the server refuses as a database name rather than
-        // running anything else.
-        let out = copy(r#"GRANT SELECT ON "shop".* TO "app"@"%""#).unwrap();
-        assert_eq!(out, "GRANT SELECT ON 'shop'.* TO 'app_clone'@'%'");
+    fn lines_printed_under_ansi_quotes_are_refused() {
+        // Under ANSI_QUOTES identifiers come in double quotes, without backslash escapes:
+        // read with string rules, `r\ole` would become `role`.
+        for line in [
+            r#"GRANT SELECT ON "shop".* TO "app"@"%""#,
+            r#"GRANT "app_r\ole" TO "app"@"%""#,
+            r#"GRANT USAGE ON *.* TO `app`@`%` REQUIRE SUBJECT "x"" TO `app`@`%` WITH GRANT OPTION""#,
+        ] {
+            assert!(GrantLine::parse(line).unwrap_err().contains("double-quoted"), "{line}");
+        }
+        // Inside a string a double quote is just a character.
+        assert!(GrantLine::parse(r#"GRANT USAGE ON *.* TO `app`@`%` REQUIRE SUBJECT '"x"'"#).is_ok());
+    }
+
+    #[test]
+    fn proxy_grants_are_recognised() {
+        assert!(GrantLine::parse("GRANT PROXY ON ''@'%' TO 'app'@'%'").unwrap().is_proxy());
+        assert!(!GrantLine::parse("GRANT SELECT ON *.* TO 'app'@'%'").unwrap().is_proxy());
     }
 
     #[test]

@@ -205,16 +205,19 @@ impl MysqlBackend {
             true => format!("SESSION max_statement_time = {statement_secs}"),
             false => format!("SESSION max_execution_time = {}", statement_secs * 1000),
         };
-        // One statement: backslash escapes on and ANSI_QUOTES off, so `literal` and the
-        // grant parser read and write quotes as the server does.
-        let setup = format!(
-            "SET {timeout}, SESSION lock_wait_timeout = {statement_secs}, SESSION sql_mode = \
-             REPLACE(REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', ''), 'ANSI_QUOTES', '')"
-        );
+        // One statement, and a fixed sql_mode: whatever the server's default (ANSI, ORACLE,
+        // NO_BACKSLASH_ESCAPES, ...), backslashes escape and `"` is no identifier quote, so
+        // `literal` and the grant parser read and write quotes as the server does.
+        let setup =
+            format!("SET {timeout}, SESSION lock_wait_timeout = {statement_secs}, SESSION sql_mode = '{SQL_MODE}'");
         session.rows(&setup, Vec::new(), "session setup").await?;
         Ok(session)
     }
 }
+
+/// The session's sql_mode: none of the modes that change quoting (ANSI_QUOTES,
+/// NO_BACKSLASH_ESCAPES, or ANSI/ORACLE/MSSQL/DB2/POSTGRESQL/MAXDB, which include one).
+const SQL_MODE: &str = "STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION";
 
 /// A server answer keyturn cannot use.
 fn unexpected(operation: &'static str, message: String) -> BackendError {
@@ -506,8 +509,14 @@ impl DatabaseBackend for MysqlBackend {
             false => statements.push(format!("CREATE USER {target} {auth}")),
             true => {
                 statements.push(format!("ALTER USER {target} {auth}"));
-                // Re-synchronise: what the original no longer has, the clone loses too.
+                // Re-synchronise: what the original no longer has, the clone loses too
+                // (resource limits the original still has come back with its grants).
                 statements.push(format!("REVOKE ALL PRIVILEGES, GRANT OPTION FROM {target}"));
+                let statement_time = if server.mariadb { " MAX_STATEMENT_TIME 0" } else { "" };
+                statements.push(format!(
+                    "ALTER USER {target} WITH MAX_QUERIES_PER_HOUR 0 MAX_UPDATES_PER_HOUR 0 \
+                     MAX_CONNECTIONS_PER_HOUR 0 MAX_USER_CONNECTIONS 0{statement_time}"
+                ));
             }
         }
         statements.push(format!("ALTER USER {target} REQUIRE {}", template.require()));
@@ -599,6 +608,11 @@ fn copied_grants(lines: &[String], template: (&str, &str)) -> Result<Vec<GrantLi
     for line in lines {
         let grant =
             GrantLine::parse(line).map_err(|problem| format!("a SHOW GRANTS line could not be read: {problem}"))?;
+        if grant.is_proxy() {
+            // REVOKE ALL does not take PROXY away, so it could not be kept in step; and
+            // granting it needs the admin to hold that very PROXY grant.
+            return Err("the original holds a PROXY grant, which keyturn does not copy to a clone".into());
+        }
         if grant.grantee.0 == template.0 && grant.grantee.1 == template.1 {
             parsed.push(grant);
         }
