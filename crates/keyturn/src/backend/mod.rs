@@ -2,10 +2,12 @@
 //! response type per operation. Rotation and leases orchestrate on top of these and hold
 //! no engine-specific code.
 //!
-//! [`DatabaseBackend`] is the database interface (PostgreSQL in `postgres`, MySQL and
-//! MariaDB in `mysql`, both chosen per secret by [`Databases`]); it follows
-//! Vault's dbplugin v5: verify a login, change a password, create or update a user like a
-//! template, delete a user (which succeeds when the user is already gone).
+//! [`DatabaseBackend`] is the rotation interface (PostgreSQL in `postgres`, MySQL and
+//! MariaDB in `mysql`, both chosen per secret by [`Databases`]): verify a login, change a
+//! password, create or update a user like a template. [`DynamicUsers`] is the interface of
+//! short-lived users, shaped like Vault's dbplugin v5: a user with an expiry, renewed or
+//! re-keyed by one update, deleted with every access it had (succeeding when it is already
+//! gone), listed by prefix. PostgreSQL implements it; MySQL and MariaDB are next.
 
 #[cfg(feature = "database")]
 pub mod mysql;
@@ -16,7 +18,7 @@ pub mod secret;
 pub mod tls;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
 
@@ -85,10 +87,83 @@ pub struct UpsertOutcome {
     pub created: bool,
 }
 
-/// Remove a user. Succeeds when the user does not exist.
-#[derive(Debug)]
-pub struct DeleteUser<'a> {
-    pub username: &'a Username,
+/// Dynamic credentials: create a user that expires (`NewUser`), change its password or
+/// expiry (`UpdateUser`: renewal and rotation are one operation), remove every access it
+/// has and then the user (`DeleteUser`, which succeeds when the user is already gone), and
+/// list users by prefix for the reaper's orphan sweep (`ListUsers`). Shaped like Vault's
+/// dbplugin v5: one owned request type per operation, expiry as a field.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: Username,
+    /// Group roles the user joins; with exactly one, its sessions act as that role, so
+    /// whatever it creates belongs to the group and never blocks its deletion.
+    pub groups: Vec<String>,
+    pub password: SecretString,
+    /// When the server itself stops accepting the login (PostgreSQL `VALID UNTIL`).
+    pub expires_at: SystemTime,
+}
+
+/// Change a dynamic user's password, expiry or both.
+#[derive(Debug, Clone)]
+pub struct UpdateUser {
+    pub username: Username,
+    pub password: Option<SecretString>,
+    pub expires_at: Option<SystemTime>,
+}
+
+/// Remove a user: no new logins, its sessions ended, what it owns given to `reassign_to`
+/// (or dropped), its privileges revoked, then the user dropped. Succeeds when the user
+/// does not exist.
+#[derive(Debug, Clone)]
+pub struct DeleteUser {
+    pub username: Username,
+    pub reassign_to: Option<String>,
+}
+
+/// Users whose name starts with `prefix` (taken literally: no pattern characters).
+#[derive(Debug, Clone)]
+pub struct ListUsers {
+    pub prefix: String,
+}
+
+/// What [`DynamicUsers::delete_user`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteOutcome {
+    /// The user existed (and is now gone).
+    pub existed: bool,
+    /// Sessions that were open and were ended.
+    pub sessions_ended: u64,
+}
+
+/// A database engine's short-lived users (see [`NewUser`]); all as an admin.
+pub trait DynamicUsers: Send + Sync {
+    fn new_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: NewUser,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    fn update_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: UpdateUser,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    fn delete_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: DeleteUser,
+    ) -> impl Future<Output = Result<DeleteOutcome, BackendError>> + Send;
+
+    fn list_users(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: ListUsers,
+    ) -> impl Future<Output = Result<Vec<Username>, BackendError>> + Send;
 }
 
 /// A database engine's user management.
@@ -119,14 +194,6 @@ pub trait DatabaseBackend: Send + Sync {
         admin: &Credentials,
         req: UpsertUser<'_>,
     ) -> impl Future<Output = Result<UpsertOutcome, BackendError>> + Send;
-
-    /// Logs in as `admin` and drops a user; a user that does not exist is success.
-    fn delete_user(
-        &self,
-        endpoint: &Endpoint,
-        admin: &Credentials,
-        req: DeleteUser<'_>,
-    ) -> impl Future<Output = Result<(), BackendError>> + Send;
 }
 
 /// A backend failure. Messages name the user or host concerned, never a password.
@@ -217,14 +284,5 @@ impl DatabaseBackend for Databases {
         req: UpsertUser<'_>,
     ) -> Result<UpsertOutcome, BackendError> {
         dispatch!(self, endpoint.engine, b => b.upsert_user(endpoint, admin, req).await)
-    }
-
-    async fn delete_user(
-        &self,
-        endpoint: &Endpoint,
-        admin: &Credentials,
-        req: DeleteUser<'_>,
-    ) -> Result<(), BackendError> {
-        dispatch!(self, endpoint.engine, b => b.delete_user(endpoint, admin, req).await)
     }
 }

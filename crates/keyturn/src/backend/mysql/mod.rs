@@ -37,8 +37,8 @@ use tracing::{debug, instrument};
 
 use crate::backend::tls::{TlsSetupError, RDS_CA_BUNDLE};
 use crate::backend::{
-    BackendError, Credentials, DatabaseBackend, DeleteUser, Endpoint, Engine, Family, SetOwnPassword, Timeouts,
-    TlsMode, UpsertOutcome, UpsertUser, Username,
+    BackendError, Credentials, DatabaseBackend, Endpoint, Engine, Family, SetOwnPassword, Timeouts, TlsMode,
+    UpsertOutcome, UpsertUser, Username,
 };
 
 /// MySQL's username limit, in characters.
@@ -527,30 +527,6 @@ impl DatabaseBackend for MysqlBackend {
         session.conn.disconnect().await.ok();
         debug!(created = !exists, grants = grants.len(), "account upserted");
         Ok(UpsertOutcome { created: !exists })
-    }
-
-    #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
-    async fn delete_user(
-        &self,
-        endpoint: &Endpoint,
-        admin: &Credentials,
-        req: DeleteUser<'_>,
-    ) -> Result<(), BackendError> {
-        let mut session = self.connect(endpoint, admin).await?;
-        let rows = session
-            .rows(
-                "SELECT Host FROM mysql.user WHERE User = ?",
-                vec![req.username.as_str().into()],
-                "looking up the account",
-            )
-            .await?;
-        for row in &rows {
-            let host = required(row, "Host").map_err(|m| unexpected("looking up the account", m))?;
-            let sql = format!("DROP USER IF EXISTS {}", account(req.username.as_str(), &host));
-            session.run(&sql, "DROP USER").await?;
-        }
-        session.conn.disconnect().await.ok();
-        Ok(())
     }
 }
 

@@ -26,8 +26,8 @@ use tracing::{debug, instrument};
 use cleartext::{CleartextRequested, NoCleartextPassword};
 
 use crate::backend::{
-    BackendError, Credentials, DatabaseBackend, DeleteUser, Endpoint, Engine, Family, SetOwnPassword, Timeouts,
-    TlsMode, UpsertOutcome, UpsertUser, Username,
+    BackendError, Credentials, DatabaseBackend, DeleteOutcome, DeleteUser, DynamicUsers, Endpoint, Engine, Family,
+    ListUsers, NewUser, SetOwnPassword, Timeouts, TlsMode, UpdateUser, UpsertOutcome, UpsertUser, Username,
 };
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
@@ -285,18 +285,159 @@ impl DatabaseBackend for PostgresBackend {
         debug!(created = !shape.clone_exists, "role upserted");
         Ok(UpsertOutcome { created: !shape.clone_exists })
     }
+}
 
+impl DynamicUsers for PostgresBackend {
+    /// One atomic batch: the role with its SCRAM verifier, `VALID UNTIL` (the server
+    /// refuses the login after it even if nothing revokes it), its groups, and, with one
+    /// group, sessions that act as the group.
+    #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
+    async fn new_user(&self, endpoint: &Endpoint, admin: &Credentials, req: NewUser) -> Result<(), BackendError> {
+        let client = self.connect(endpoint, admin).await?;
+        let name = ident(&req.username);
+        let mut sql = format!(
+            "CREATE ROLE {name} WITH LOGIN {} VALID UNTIL {}",
+            password_clause(&req.password),
+            escape_literal(&valid_until(req.expires_at))
+        );
+        if !req.groups.is_empty() {
+            let groups: Vec<String> = req.groups.iter().map(|g| escape_identifier(g)).collect();
+            sql.push_str(&format!(" IN ROLE {}", groups.join(", ")));
+        }
+        if let [group] = req.groups.as_slice() {
+            sql.push_str(&format!(";\nALTER ROLE {name} SET role = {}", escape_literal(group)));
+        }
+        self.batch(&client, &sql, endpoint, admin, "creating the user").await
+    }
+
+    #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
+    async fn update_user(&self, endpoint: &Endpoint, admin: &Credentials, req: UpdateUser) -> Result<(), BackendError> {
+        let mut clauses = Vec::new();
+        if let Some(password) = &req.password {
+            clauses.push(password_clause(password));
+        }
+        if let Some(expires_at) = req.expires_at {
+            clauses.push(format!("VALID UNTIL {}", escape_literal(&valid_until(expires_at))));
+        }
+        if clauses.is_empty() {
+            return Ok(());
+        }
+        let client = self.connect(endpoint, admin).await?;
+        let sql = format!("ALTER ROLE {} WITH {}", ident(&req.username), clauses.join(" "));
+        let run = async {
+            match client.batch_execute(&sql).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
+                    Err(BackendError::NoSuchUser { username: req.username.to_string() })
+                }
+                Err(e) => Err(classify(&e, endpoint, admin, "updating the user")),
+            }
+        };
+        self.timeouts.bound("updating the user", run).await
+    }
+
+    /// NOLOGIN first (no new sessions), then its sessions ended, then in one transaction
+    /// what it owns given to `reassign_to` (or dropped), its privileges revoked and the
+    /// role dropped. A user already gone is success.
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
     async fn delete_user(
         &self,
         endpoint: &Endpoint,
         admin: &Credentials,
-        req: DeleteUser<'_>,
-    ) -> Result<(), BackendError> {
+        req: DeleteUser,
+    ) -> Result<DeleteOutcome, BackendError> {
         let client = self.connect(endpoint, admin).await?;
-        let sql = format!("DROP ROLE IF EXISTS {}", ident(req.username));
-        self.batch(&client, &sql, endpoint, admin, "DROP ROLE").await
+        let name = ident(&req.username);
+        let err = |op| move |e: tokio_postgres::Error| classify(&e, endpoint, admin, op);
+        let run = async {
+            let exists = client
+                .query_opt("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&req.username.as_str()])
+                .await
+                .map_err(err("looking up the user"))?
+                .is_some();
+            if !exists {
+                return Ok(DeleteOutcome { existed: false, sessions_ended: 0 });
+            }
+            client.batch_execute(&format!("ALTER ROLE {name} NOLOGIN")).await.map_err(err("ALTER ROLE NOLOGIN"))?;
+            let ended = client
+                .query(
+                    "SELECT pg_catalog.pg_terminate_backend(pid) AS ended FROM pg_catalog.pg_stat_activity \
+                     WHERE usename = $1",
+                    &[&req.username.as_str()],
+                )
+                .await
+                .map_err(err("ending the user's sessions"))?;
+            let sessions_ended = ended.iter().filter(|r| r.try_get::<_, bool>("ended").unwrap_or(false)).count() as u64;
+            let mut sql = vec!["BEGIN".to_owned()];
+            if let Some(to) = &req.reassign_to {
+                sql.push(format!("REASSIGN OWNED BY {name} TO {}", escape_identifier(to)));
+            }
+            sql.push(format!("DROP OWNED BY {name}"));
+            sql.push(format!("DROP ROLE IF EXISTS {name}"));
+            sql.push("COMMIT".to_owned());
+            client.batch_execute(&sql.join(";\n")).await.map_err(err("dropping the user"))?;
+            Ok(DeleteOutcome { existed: true, sessions_ended })
+        };
+        self.timeouts.bound("deleting the user", run).await
     }
+
+    #[instrument(skip_all, fields(admin = %admin.username, prefix = %req.prefix))]
+    async fn list_users(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: ListUsers,
+    ) -> Result<Vec<Username>, BackendError> {
+        let client = self.connect(endpoint, admin).await?;
+        let run = async {
+            client
+                .query(
+                    "SELECT rolname::text AS name FROM pg_catalog.pg_roles \
+                     WHERE pg_catalog.starts_with(rolname::text, $1) ORDER BY rolname",
+                    &[&req.prefix],
+                )
+                .await
+                .map_err(|e| classify(&e, endpoint, admin, "listing users"))
+        };
+        let rows = self.timeouts.bound("listing users", run).await?;
+        let mut users = Vec::new();
+        for row in rows {
+            let name: String = row.try_get("name").map_err(|e| BackendError::Database {
+                operation: "listing users",
+                message: format!("column name: {e}"),
+                retryable: false,
+            })?;
+            users.push(Username::parse(&name).map_err(|message| BackendError::Database {
+                operation: "listing users",
+                message,
+                retryable: false,
+            })?);
+        }
+        Ok(users)
+    }
+}
+
+/// A `VALID UNTIL` value: the time in UTC, to the second.
+fn valid_until(at: std::time::SystemTime) -> String {
+    let secs = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}+00", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// The template role ($1) and the clone ($2): attributes, memberships with their admin
@@ -467,6 +608,15 @@ mod tests {
         assert!(sql.contains("REVOKE ADMIN OPTION FOR \"readers\" FROM \"app_clone\""), "{sql}");
         assert!(sql.contains("REVOKE \"writers\" FROM \"app_clone\""), "{sql}");
         assert!(!sql.contains("REVOKE \"app\""), "membership in the template stays: {sql}");
+    }
+
+    #[test]
+    fn valid_until_is_utc_to_the_second() {
+        let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        assert_eq!(valid_until(at(0)), "1970-01-01 00:00:00+00");
+        assert_eq!(valid_until(at(951_782_400)), "2000-02-29 00:00:00+00");
+        assert_eq!(valid_until(at(1_795_989_906)), "2026-11-29 22:05:06+00");
+        assert_eq!(valid_until(at(4_102_444_799)), "2099-12-31 23:59:59+00");
     }
 
     #[test]

@@ -1,0 +1,204 @@
+//! Short-lived PostgreSQL users ([`DynamicUsers`]) against a real server: a new user logs
+//! in and works through its group, the server itself refuses it after its expiry, and
+//! deleting it ends its sessions, keeps what it created (owned by the group), and
+//! succeeds again when it is already gone.
+
+use std::time::{Duration, SystemTime};
+
+use keyturn::backend::{
+    BackendError, Credentials, DeleteUser, DynamicUsers, ListUsers, NewUser, Timeouts, TlsMode, UpdateUser, Username,
+};
+use keyturn_tests::{random_token, TestEnv};
+use postgres_protocol::escape::escape_identifier;
+
+fn admin(env: &TestEnv) -> Credentials {
+    Credentials {
+        username: Username::parse(&env.h.pg.superuser).unwrap(),
+        password: env.h.pg.superuser_password.clone().into(),
+    }
+}
+
+/// A group role with SELECT on a table of its own schema. Returns (group, table).
+async fn group_with_table(env: &TestEnv, name: &str) -> (String, String) {
+    let group = env.unique(name);
+    let table = format!("{}.items", escape_identifier(&group));
+    let g = escape_identifier(&group);
+    env.pg_admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {g} NOLOGIN; CREATE SCHEMA {g}; CREATE TABLE {table} (id int); INSERT INTO {table} VALUES (7);
+             GRANT USAGE, CREATE ON SCHEMA {g} TO {g}; GRANT SELECT ON {table} TO {g}"
+        ))
+        .await
+        .unwrap();
+    (group, table)
+}
+
+async fn login(env: &TestEnv, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config.host("127.0.0.1").port(env.h.pg.port).user(user).password(password).dbname("postgres");
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+fn new_user(name: &str, group: &str, password: &str, ttl: Duration) -> NewUser {
+    NewUser {
+        username: Username::parse(name).unwrap(),
+        groups: vec![group.to_owned()],
+        password: password.to_owned().into(),
+        expires_at: SystemTime::now() + ttl,
+    }
+}
+
+#[tokio::test]
+async fn a_new_user_works_through_its_group_and_its_objects_belong_to_the_group() {
+    let env = TestEnv::new("dynnew").await;
+    let backend = env.pg_backend(Timeouts::default());
+    let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
+    let (group, table) = group_with_table(&env, "grp").await;
+    let user = env.unique("kt_u");
+    let password = random_token();
+    backend
+        .new_user(&endpoint, &admin(&env), new_user(&user, &group, &password, Duration::from_secs(600)))
+        .await
+        .unwrap();
+
+    let session = login(&env, &user, &password).await.expect("the new user logs in");
+    let row = session.query_one(&format!("SELECT id FROM {table}"), &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>("id"), 7, "the group's grant works");
+    session.batch_execute(&format!("CREATE TABLE {}.made (x int)", escape_identifier(&group))).await.unwrap();
+    let owner: String = env
+        .pg_admin()
+        .await
+        .query_one(
+            "SELECT tableowner::text AS owner FROM pg_tables WHERE schemaname = $1 AND tablename = 'made'",
+            &[&group],
+        )
+        .await
+        .unwrap()
+        .get("owner");
+    assert_eq!(owner, group, "what the user creates belongs to the group");
+    let until: Option<String> = env
+        .pg_admin()
+        .await
+        .query_one("SELECT rolvaliduntil::text AS until FROM pg_roles WHERE rolname = $1", &[&user])
+        .await
+        .unwrap()
+        .get("until");
+    assert!(until.is_some(), "VALID UNTIL is set");
+}
+
+#[tokio::test]
+async fn the_server_refuses_an_expired_user_and_an_update_renews_it() {
+    let env = TestEnv::new("dynexp").await;
+    let backend = env.pg_backend(Timeouts::default());
+    let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
+    let (group, _) = group_with_table(&env, "grp").await;
+    let user = env.unique("kt_u");
+    let password = random_token();
+    backend
+        .new_user(&endpoint, &admin(&env), new_user(&user, &group, &password, Duration::from_secs(600)))
+        .await
+        .unwrap();
+    assert!(env.can_login(&user, &password).await);
+
+    // Expiry moved into the past (no sleeping): PostgreSQL itself refuses the login.
+    let past = UpdateUser {
+        username: Username::parse(&user).unwrap(),
+        password: None,
+        expires_at: Some(SystemTime::now() - Duration::from_secs(5)),
+    };
+    backend.update_user(&endpoint, &admin(&env), past).await.unwrap();
+    assert!(!env.can_login(&user, &password).await, "an expired user must be refused by the server");
+
+    // Renewal and a new password are one operation.
+    let renewed = random_token();
+    let renew = UpdateUser {
+        username: Username::parse(&user).unwrap(),
+        password: Some(renewed.clone().into()),
+        expires_at: Some(SystemTime::now() + Duration::from_secs(600)),
+    };
+    backend.update_user(&endpoint, &admin(&env), renew).await.unwrap();
+    assert!(env.can_login(&user, &renewed).await);
+    assert!(!env.can_login(&user, &password).await);
+
+    let ghost = UpdateUser {
+        username: Username::parse(&env.unique("ghost")).unwrap(),
+        password: None,
+        expires_at: Some(SystemTime::now()),
+    };
+    let err = backend.update_user(&endpoint, &admin(&env), ghost).await.unwrap_err();
+    assert!(matches!(err, BackendError::NoSuchUser { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn deleting_ends_sessions_keeps_the_data_and_is_idempotent() {
+    let env = TestEnv::new("dyndel").await;
+    let backend = env.pg_backend(Timeouts::default());
+    let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
+    let (group, _) = group_with_table(&env, "grp").await;
+    let user = env.unique("kt_u");
+    let password = random_token();
+    backend
+        .new_user(&endpoint, &admin(&env), new_user(&user, &group, &password, Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let session = login(&env, &user, &password).await.unwrap();
+    let g = escape_identifier(&group);
+    // One table as the group (the default), one as the user itself.
+    session
+        .batch_execute(&format!(
+            "CREATE TABLE {g}.kept (x int); INSERT INTO {g}.kept VALUES (1);
+             RESET ROLE; CREATE TABLE {g}.own (x int)"
+        ))
+        .await
+        .unwrap();
+
+    let request = DeleteUser { username: Username::parse(&user).unwrap(), reassign_to: Some(group.clone()) };
+    let outcome = backend.delete_user(&endpoint, &admin(&env), request.clone()).await.unwrap();
+    assert!(outcome.existed);
+    assert_eq!(outcome.sessions_ended, 1);
+    assert!(session.simple_query("SELECT 1").await.is_err(), "the open session must be ended");
+    assert!(!env.can_login(&user, &password).await, "the login must be refused");
+    let owners: Vec<String> = env
+        .pg_admin()
+        .await
+        .query(
+            "SELECT tableowner::text AS owner FROM pg_tables WHERE schemaname = $1 AND tablename IN ('kept', 'own')",
+            &[&group],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("owner"))
+        .collect();
+    assert_eq!(owners, vec![group.clone(), group.clone()], "both tables survive, owned by the group");
+
+    let again = backend.delete_user(&endpoint, &admin(&env), request).await.unwrap();
+    assert!(!again.existed, "deleting a user that is gone succeeds");
+}
+
+#[tokio::test]
+async fn users_are_listed_by_a_literal_prefix() {
+    let env = TestEnv::new("dynlist").await;
+    let backend = env.pg_backend(Timeouts::default());
+    let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
+    let (group, _) = group_with_table(&env, "grp").await;
+    let prefix = format!("{}_k%t_", env.unique("p"));
+    let mut made = Vec::new();
+    for i in 0..3 {
+        let user = format!("{prefix}{i} it's \"q\"");
+        backend
+            .new_user(&endpoint, &admin(&env), new_user(&user, &group, &random_token(), Duration::from_secs(60)))
+            .await
+            .unwrap();
+        made.push(user);
+    }
+    // `%` and `_` in the prefix match only themselves.
+    let lookalike = prefix.replace("%", "x");
+    env.create_role(&format!("{lookalike}0"), &random_token()).await;
+    let listed = backend.list_users(&endpoint, &admin(&env), ListUsers { prefix: prefix.clone() }).await.unwrap();
+    let listed: Vec<String> = listed.iter().map(|u| u.to_string()).collect();
+    assert_eq!(listed, made);
+}
