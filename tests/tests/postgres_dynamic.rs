@@ -87,6 +87,23 @@ async fn a_new_user_works_through_its_group_and_its_objects_belong_to_the_group(
         .unwrap()
         .get("until");
     assert!(until.is_some(), "VALID UNTIL is set");
+    let verifier: String = env
+        .pg_admin()
+        .await
+        .query_one("SELECT rolpassword AS v FROM pg_authid WHERE rolname = $1", &[&user])
+        .await
+        .unwrap()
+        .get("v");
+    assert!(verifier.starts_with("SCRAM-SHA-256$16:"), "generated passwords get 16 iterations: {verifier}");
+
+    // Another iteration count, set on the backend, logs in as well.
+    let strong = env.pg_backend(Timeouts::default()).with_generated_password_iterations(4096);
+    let other = env.unique("kt_v");
+    strong
+        .new_user(&endpoint, &admin(&env), new_user(&other, &group, &password, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert!(env.can_login(&other, &password).await);
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 //!   owned by the original and usable by both.
 
 mod cleartext;
+pub mod scram;
 
 use std::sync::Arc;
 
@@ -38,11 +39,28 @@ pub const MAX_USERNAME_BYTES: usize = 63;
 pub struct PostgresBackend {
     tls: MakeRustlsConnect,
     timeouts: Timeouts,
+    /// SCRAM iterations of the passwords [`DynamicUsers::new_user`] and `update_user` set.
+    generated_password_iterations: u32,
 }
 
 impl PostgresBackend {
     pub fn new(tls: Arc<rustls::ClientConfig>, timeouts: Timeouts) -> Self {
-        Self { tls: MakeRustlsConnect::new((*tls).clone()), timeouts }
+        Self {
+            tls: MakeRustlsConnect::new((*tls).clone()),
+            timeouts,
+            generated_password_iterations: scram::GENERATED_PASSWORD_ITERATIONS,
+        }
+    }
+
+    /// Another SCRAM iteration count for generated passwords (see [`scram`]).
+    pub fn with_generated_password_iterations(mut self, iterations: u32) -> Self {
+        self.generated_password_iterations = iterations;
+        self
+    }
+
+    /// `PASSWORD '<verifier>'` for a password keyturn generated.
+    fn generated_password_clause(&self, password: &SecretString) -> String {
+        format!("PASSWORD {}", escape_literal(&scram::verifier(password, self.generated_password_iterations)))
     }
 
     /// Opens a session as `login`. The connection task ends when the client is dropped.
@@ -297,7 +315,7 @@ impl DynamicUsers for PostgresBackend {
         let name = ident(&req.username);
         let mut sql = format!(
             "CREATE ROLE {name} WITH LOGIN {} VALID UNTIL {}",
-            password_clause(&req.password),
+            self.generated_password_clause(&req.password),
             escape_literal(&valid_until(req.expires_at))
         );
         if !req.groups.is_empty() {
@@ -314,7 +332,7 @@ impl DynamicUsers for PostgresBackend {
     async fn update_user(&self, endpoint: &Endpoint, admin: &Credentials, req: UpdateUser) -> Result<(), BackendError> {
         let mut clauses = Vec::new();
         if let Some(password) = &req.password {
-            clauses.push(password_clause(password));
+            clauses.push(self.generated_password_clause(password));
         }
         if let Some(expires_at) = req.expires_at {
             clauses.push(format!("VALID UNTIL {}", escape_literal(&valid_until(expires_at))));
