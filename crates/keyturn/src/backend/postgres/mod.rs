@@ -12,7 +12,8 @@
 mod cleartext;
 pub mod scram;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use postgres_protocol::password::scram_sha_256;
@@ -41,7 +42,13 @@ pub struct PostgresBackend {
     timeouts: Timeouts,
     /// SCRAM iterations of the passwords [`DynamicUsers::new_user`] and `update_user` set.
     generated_password_iterations: u32,
+    /// Admin sessions of [`DynamicUsers`], kept open across warm invocations: one per
+    /// endpoint and admin, checked before each use and opened again once closed.
+    admin_sessions: Arc<Mutex<HashMap<AdminKey, Arc<Client>>>>,
 }
+
+/// Which admin session: the endpoint (host, port, database, TLS) and the admin's name.
+type AdminKey = (String, u16, Option<String>, bool, String);
 
 impl PostgresBackend {
     pub fn new(tls: Arc<rustls::ClientConfig>, timeouts: Timeouts) -> Self {
@@ -49,7 +56,28 @@ impl PostgresBackend {
             tls: MakeRustlsConnect::new((*tls).clone()),
             timeouts,
             generated_password_iterations: scram::GENERATED_PASSWORD_ITERATIONS,
+            admin_sessions: Arc::default(),
         }
+    }
+
+    /// The open admin session for `endpoint`, or a new one. A session the server closed
+    /// (restart, idle timeout, terminated) is replaced; rotation never uses these: it logs
+    /// in per operation.
+    async fn admin_session(&self, endpoint: &Endpoint, admin: &Credentials) -> Result<Arc<Client>, BackendError> {
+        let key: AdminKey = (
+            endpoint.host.to_ascii_lowercase(),
+            endpoint.port,
+            endpoint.dbname.clone(),
+            endpoint.tls == TlsMode::VerifyFull,
+            admin.username.to_string(),
+        );
+        let sessions = || self.admin_sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = sessions().get(&key).filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(self.connect(endpoint, admin).await?);
+        sessions().insert(key, client.clone());
+        Ok(client)
     }
 
     /// Another SCRAM iteration count for generated passwords (see [`scram`]).
@@ -311,7 +339,7 @@ impl DynamicUsers for PostgresBackend {
     /// group, sessions that act as the group.
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
     async fn new_user(&self, endpoint: &Endpoint, admin: &Credentials, req: NewUser) -> Result<(), BackendError> {
-        let client = self.connect(endpoint, admin).await?;
+        let client = self.admin_session(endpoint, admin).await?;
         let name = ident(&req.username);
         let mut sql = format!(
             "CREATE ROLE {name} WITH LOGIN {} VALID UNTIL {}",
@@ -340,7 +368,7 @@ impl DynamicUsers for PostgresBackend {
         if clauses.is_empty() {
             return Ok(());
         }
-        let client = self.connect(endpoint, admin).await?;
+        let client = self.admin_session(endpoint, admin).await?;
         let sql = format!("ALTER ROLE {} WITH {}", ident(&req.username), clauses.join(" "));
         let run = async {
             match client.batch_execute(&sql).await {
@@ -364,7 +392,7 @@ impl DynamicUsers for PostgresBackend {
         admin: &Credentials,
         req: DeleteUser,
     ) -> Result<DeleteOutcome, BackendError> {
-        let client = self.connect(endpoint, admin).await?;
+        let client = self.admin_session(endpoint, admin).await?;
         let name = ident(&req.username);
         let err = |op| move |e: tokio_postgres::Error| classify(&e, endpoint, admin, op);
         let run = async {
@@ -406,7 +434,7 @@ impl DynamicUsers for PostgresBackend {
         admin: &Credentials,
         req: ListUsers,
     ) -> Result<Vec<Username>, BackendError> {
-        let client = self.connect(endpoint, admin).await?;
+        let client = self.admin_session(endpoint, admin).await?;
         let run = async {
             client
                 .query(
