@@ -7,6 +7,9 @@
 //!   secret's metadata plus small I/O traits, and the database and IAM key rotations built
 //!   on it.
 //! - [`backend`]: the database interface (PostgreSQL; MySQL and MariaDB), with TLS.
+//! - [`lease`]: dynamic credentials with leases: the roles file and the pure decisions
+//!   (TTLs, renewal cap, who may act, principal patterns, usernames), clock injected, and
+//!   the `LeaseStore` trait.
 //! - [`aws`]: the Secrets Manager, RDS, IAM and STS adapters behind those traits.
 //!
 //! Features: `database` (drivers, RDS) for rotate-database, `iam` (IAM, STS) for
@@ -21,6 +24,7 @@ pub mod backend;
 #[cfg(any(feature = "database", feature = "iam"))]
 pub mod config;
 pub mod lambda;
+pub mod lease;
 pub mod password;
 pub mod rotation;
 pub mod telemetry;

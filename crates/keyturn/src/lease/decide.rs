@@ -1,0 +1,582 @@
+//! The lease decisions as pure functions, the clock passed in as Unix seconds: how long an
+//! issue runs, how far a renewal goes, who may act, whose identity matches a pattern, and
+//! the username. No I/O here; all unit-tested.
+//!
+//! # Principals
+//!
+//! API Gateway's IAM authorizer reports the caller as an IAM user
+//! (`arn:aws:iam::ACCOUNT:user/[PATH/]NAME`) or, for anyone using a role (Lambda, ECS, CI
+//! with OIDC, SSO), as the role's session:
+//! `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`, which carries no role path. Any other
+//! caller (the root user, federated users, anything malformed) matches no pattern.
+//!
+//! A pattern is one of three forms, each with a literal partition and 12-digit account (no
+//! wildcard may widen a pattern to other accounts) and `*` (any run of characters, also
+//! none) or `?` (exactly one character) only after the resource type:
+//!
+//! - `arn:aws:iam::ACCOUNT:user/GLOB`: IAM users; the glob runs over path and name, as
+//!   IAM's `ArnLike` does (`user/*` is every user, `user/ops/*` the users under `/ops/`).
+//! - `arn:aws:iam::ACCOUNT:role/GLOB`: every session of a role whose name matches. The glob
+//!   is matched against the role name alone, never the session name (which whoever assumes
+//!   the role chooses), so `role/ci*` matches sessions of `ci` and `ci-admin` (as IAM would
+//!   match the role ARNs) and nothing else. A role pattern with a path (`role/team/ci`) is
+//!   refused: a session ARN does not say the role's path, so it could never be checked.
+//! - `arn:aws:sts::ACCOUNT:assumed-role/ROLEGLOB/SESSIONGLOB`: sessions of a matching role
+//!   with a matching session name, each glob matched against its own segment. A session name
+//!   proves only what the role's trust policy makes its assumers prove (SSO puts the user's
+//!   name there; an `sts:AssumeRole` caller writes any name).
+//!
+//! Matching is case-sensitive, as `ArnLike` is.
+
+use std::time::Duration;
+
+use super::role::Role;
+use super::{Lease, LeaseError, LeaseState};
+
+/// The prefix of every username keyturn creates (the reaper's orphan sweep looks for it).
+pub const USERNAME_PREFIX: &str = "kt_";
+/// PostgreSQL's identifier limit, in bytes (NAMEDATALEN - 1).
+pub const POSTGRES_NAME_LIMIT: usize = 63;
+/// MySQL's user name limit (characters; keyturn's names are ASCII, so bytes too).
+pub const MYSQL_NAME_LIMIT: usize = 32;
+/// MariaDB's user name limit.
+pub const MARIADB_NAME_LIMIT: usize = 80;
+/// The longest pattern or caller ARN considered.
+const ARN_MAX: usize = 2048;
+
+/// An IAM ARN pattern, validated (see the module's documentation for the forms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArnPattern {
+    text: String,
+    partition: String,
+    account: String,
+    kind: PatternKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PatternKind {
+    User(String),
+    Role(String),
+    AssumedRole(String, String),
+}
+
+/// Partition, service, account and resource of an ARN whose literal fields are well formed
+/// (no wildcard can get through: partition lowercase letters and `-`, empty region, 12
+/// digits of account).
+fn split_arn(arn: &str) -> Option<(&str, &str, &str, &str)> {
+    if arn.len() > ARN_MAX || !arn.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let mut parts = arn.splitn(6, ':');
+    let (arn_, partition, service, region, account, resource) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let partition_ok = partition.starts_with("aws") && partition.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+    let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    (arn_ == "arn" && partition_ok && region.is_empty() && account_ok && !resource.is_empty())
+        .then_some((partition, service, account, resource))
+}
+
+impl ArnPattern {
+    /// Validates a pattern; the error says what is wrong (the caller adds the pattern).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let invalid = || {
+            "is not an IAM principal pattern: write arn:aws:iam::ACCOUNT:role/NAME, \
+             arn:aws:iam::ACCOUNT:user/NAME or arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION \
+             (a 12-digit account, * and ? only after the resource type)"
+                .to_owned()
+        };
+        let (partition, service, account, resource) = split_arn(text).ok_or_else(invalid)?;
+        let kind = match (service, resource.split_once('/')) {
+            ("iam", Some(("user", glob))) if !glob.is_empty() => PatternKind::User(glob.into()),
+            ("iam", Some(("role", glob))) if !glob.is_empty() => {
+                if glob.contains('/') {
+                    return Err("names a role path: the caller's session ARN does not carry the path, \
+                                so write role/NAME (role names are unique in an account)"
+                        .into());
+                }
+                PatternKind::Role(glob.into())
+            }
+            ("sts", Some(("assumed-role", rest))) => match rest.split_once('/') {
+                Some((role, session)) if !role.is_empty() && !session.is_empty() && !session.contains('/') => {
+                    PatternKind::AssumedRole(role.into(), session.into())
+                }
+                _ => return Err(invalid()),
+            },
+            _ => return Err(invalid()),
+        };
+        Ok(Self { text: text.into(), partition: partition.into(), account: account.into(), kind })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    fn matches(&self, caller: &Caller<'_>) -> bool {
+        if self.partition != caller.partition || self.account != caller.account {
+            return false;
+        }
+        match (&self.kind, &caller.kind) {
+            (PatternKind::User(glob), CallerKind::User(rest)) => wildcard_match(glob, rest),
+            (PatternKind::Role(glob), CallerKind::AssumedRole { role, .. }) => wildcard_match(glob, role),
+            (PatternKind::AssumedRole(rg, sg), CallerKind::AssumedRole { role, session }) => {
+                wildcard_match(rg, role) && wildcard_match(sg, session)
+            }
+            _ => false,
+        }
+    }
+}
+
+struct Caller<'a> {
+    partition: &'a str,
+    account: &'a str,
+    kind: CallerKind<'a>,
+}
+
+enum CallerKind<'a> {
+    User(&'a str),
+    AssumedRole { role: &'a str, session: &'a str },
+}
+
+impl<'a> Caller<'a> {
+    fn parse(arn: &'a str) -> Option<Self> {
+        let (partition, service, account, resource) = split_arn(arn)?;
+        let kind = match (service, resource.split_once('/')?) {
+            ("iam", ("user", rest)) if !rest.is_empty() && !rest.ends_with('/') => CallerKind::User(rest),
+            ("sts", ("assumed-role", rest)) => {
+                let (role, session) = rest.split_once('/')?;
+                if role.is_empty() || session.is_empty() || session.contains('/') {
+                    return None;
+                }
+                CallerKind::AssumedRole { role, session }
+            }
+            _ => return None,
+        };
+        Some(Self { partition, account, kind })
+    }
+}
+
+/// IAM's wildcards: `*` any run of characters (also none), `?` exactly one. Linear in
+/// practice (one backtrack point), never exponential.
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+/// Whether the caller matches one of the patterns. Default deny: no patterns, or a caller
+/// ARN of any other form, is `false`.
+pub fn principal_allowed(caller_arn: &str, patterns: &[ArnPattern]) -> bool {
+    match Caller::parse(caller_arn) {
+        Some(caller) => patterns.iter().any(|p| p.matches(&caller)),
+        None => false,
+    }
+}
+
+/// Whether the caller may renew or revoke a lease: the very identity that got it (for a
+/// role, the same session: another session of the same role is another holder), or an
+/// admin principal.
+pub fn may_act(caller_arn: &str, lease_owner_arn: &str, admin_principals: &[ArnPattern]) -> bool {
+    let owner = Caller::parse(caller_arn).is_some() && caller_arn == lease_owner_arn;
+    owner || principal_allowed(caller_arn, admin_principals)
+}
+
+/// The TTL of a new lease: the role's default when none is asked for. A TTL of zero, below
+/// a second, with a fraction of a second, or over the role's max_ttl is refused, never
+/// clamped (the caller would get less than it asked for without knowing).
+pub fn issue_ttl(role: &Role, requested: Option<Duration>) -> Result<Duration, LeaseError> {
+    let Some(ttl) = requested else { return Ok(role.default_ttl) };
+    check_requested(role, ttl)?;
+    Ok(ttl)
+}
+
+fn check_requested(role: &Role, ttl: Duration) -> Result<(), LeaseError> {
+    if ttl.as_secs() == 0 || ttl.subsec_nanos() != 0 {
+        return Err(LeaseError::BadRequest(format!(
+            "ttl_seconds must be a whole number of seconds from 1 to {} for role {:?}",
+            role.max_ttl.as_secs(),
+            role.name
+        )));
+    }
+    if ttl > role.max_ttl {
+        return Err(LeaseError::BadRequest(format!(
+            "ttl_seconds {} is over role {:?}'s max_ttl of {} seconds",
+            ttl.as_secs(),
+            role.name,
+            role.max_ttl.as_secs()
+        )));
+    }
+    Ok(())
+}
+
+/// The expiry of a lease issued at `now` for `ttl`.
+pub fn expires_at(now: u64, ttl: Duration) -> u64 {
+    now.saturating_add(ttl.as_secs())
+}
+
+/// Whether the credentials are past their time.
+pub fn is_expired(lease: &Lease, now: u64) -> bool {
+    now >= lease.expires_at
+}
+
+/// Whether the role allows one more live lease, given how many it has.
+pub fn check_capacity(role: &Role, live: u64) -> Result<(), LeaseError> {
+    match role.max_leases {
+        Some(max) if live >= u64::from(max) => Err(LeaseError::TooManyLeases { role: role.name.clone(), live }),
+        _ => Ok(()),
+    }
+}
+
+/// A renewal's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    pub expires_at: u64,
+    /// The lease reached the role's max_ttl from issue time: it got less than asked.
+    pub capped: bool,
+}
+
+/// How far a renewal takes a lease: `now + requested` (the role's default_ttl when absent),
+/// capped at `issued_at + max_ttl` with the role's current max_ttl. The requested TTL is
+/// checked as at issue. Refused for a lease that is expired, being revoked or revoked, for
+/// another role's lease, and when the new expiry would not be later than the current one
+/// (renewal never shortens a lease; the caller learns it reached its limit).
+pub fn renew_until(lease: &Lease, role: &Role, requested: Option<Duration>, now: u64) -> Result<Renewal, LeaseError> {
+    if lease.role != role.name {
+        return Err(LeaseError::Internal(format!(
+            "lease {:?} is for role {:?}, not {:?}",
+            lease.lease_id, lease.role, role.name
+        )));
+    }
+    match lease.state {
+        LeaseState::Active => {}
+        LeaseState::Revoking | LeaseState::Revoked => {
+            return Err(LeaseError::Conflict(format!("lease {:?} is {}", lease.lease_id, lease.state.as_str())))
+        }
+    }
+    if is_expired(lease, now) {
+        return Err(LeaseError::Conflict(format!("lease {:?} expired at {}", lease.lease_id, lease.expires_at)));
+    }
+    let ttl = issue_ttl(role, requested)?;
+    let wanted = expires_at(now, ttl);
+    let limit = expires_at(lease.issued_at, role.max_ttl);
+    let new = wanted.min(limit);
+    if new <= lease.expires_at {
+        return Err(LeaseError::NotExtended { lease_id: lease.lease_id.clone(), expires_at: lease.expires_at, limit });
+    }
+    Ok(Renewal { expires_at: new, capped: wanted > limit })
+}
+
+/// The username of a new lease: `kt_<role>_<random>`. The random part is never cut: the
+/// role part is shortened to fit the engine's limit instead (down to nothing:
+/// `kt__<random>`). `None` when `random` is empty, not ASCII letters and digits, or does
+/// not fit the limit even so. Role names are ASCII (see [`Role`]), so bytes and characters
+/// count the same.
+pub fn username(role_name: &str, engine_limit_bytes: usize, random: &str) -> Option<String> {
+    if random.is_empty() || !random.bytes().all(|b| b.is_ascii_alphanumeric()) || !role_name.is_ascii() {
+        return None;
+    }
+    let fixed = USERNAME_PREFIX.len() + 1 + random.len();
+    let room = engine_limit_bytes.checked_sub(fixed)?;
+    let role_part = &role_name[..role_name.len().min(room)];
+    Some(format!("{USERNAME_PREFIX}{role_part}_{random}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::role::Roles;
+
+    const A: &str = "123456789012";
+
+    fn pats(list: &[&str]) -> Vec<ArnPattern> {
+        list.iter().map(|p| ArnPattern::parse(p).unwrap_or_else(|e| panic!("{p}: {e}"))).collect()
+    }
+
+    fn allowed(caller: &str, list: &[&str]) -> bool {
+        principal_allowed(caller, &pats(list))
+    }
+
+    fn role(default: u64, max: u64) -> Role {
+        let text = format!(
+            r#"[[role]]
+name = "ci"
+kind = "database"
+admin_secret = "arn:aws:secretsmanager:us-east-1:{A}:secret:a"
+groups = ["g"]
+default_ttl = "{default}s"
+max_ttl = "{max}s"
+max_leases = 2
+"#
+        );
+        Roles::from_toml(&text).unwrap().get("ci").unwrap().clone()
+    }
+
+    fn lease(issued_at: u64, expires_at: u64, state: LeaseState) -> Lease {
+        Lease {
+            lease_id: "l1".into(),
+            role: "ci".into(),
+            username: "kt_ci_abc".into(),
+            admin_secret: format!("arn:aws:secretsmanager:us-east-1:{A}:secret:a"),
+            group: "g".into(),
+            caller_arn: format!("arn:aws:sts::{A}:assumed-role/ci-runner/job-1"),
+            issued_at,
+            expires_at,
+            state,
+            attempts: 0,
+            last_error: None,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn role_patterns_match_sessions_of_that_role_only() {
+        let p = [format!("arn:aws:iam::{A}:role/ci-runner")];
+        let p: Vec<&str> = p.iter().map(String::as_str).collect();
+        assert!(allowed(&format!("arn:aws:sts::{A}:assumed-role/ci-runner/job-1"), &p));
+        assert!(!allowed(&format!("arn:aws:sts::{A}:assumed-role/ci-runner-evil/job-1"), &p));
+        assert!(!allowed(&format!("arn:aws:sts::{A}:assumed-role/ci-runne/r"), &p));
+        assert!(!allowed(&format!("arn:aws:sts::{A}:assumed-role/CI-RUNNER/job-1"), &p));
+        // A role ARN itself is never a caller, nor is a session without a session name.
+        assert!(!allowed(&format!("arn:aws:iam::{A}:role/ci-runner"), &p));
+        assert!(!allowed(&format!("arn:aws:sts::{A}:assumed-role/ci-runner"), &p));
+        assert!(!allowed(&format!("arn:aws:sts::{A}:assumed-role/ci-runner/"), &p));
+        assert!(!allowed(&format!("arn:aws:sts::{A}:assumed-role/ci-runner/a/b"), &p));
+        // An IAM user of the same name is not the role.
+        assert!(!allowed(&format!("arn:aws:iam::{A}:user/ci-runner"), &p));
+    }
+
+    #[test]
+    fn a_role_wildcard_covers_role_names_never_session_names() {
+        let p = format!("arn:aws:iam::{A}:role/ci*");
+        let p = [p.as_str()];
+        assert!(allowed(&format!("arn:aws:sts::{A}:assumed-role/ci/x"), &p));
+        assert!(allowed(&format!("arn:aws:sts::{A}:assumed-role/ci-admin/x"), &p));
+        assert!(!allowed(&format!("arn:aws:sts::{A}:assumed-role/deploy/ci-job"), &p));
+        assert!(!allowed(&format!("arn:aws:sts::{A}:assumed-role/xci/x"), &p));
+        let p = format!("arn:aws:iam::{A}:role/ci-???");
+        assert!(allowed(&format!("arn:aws:sts::{A}:assumed-role/ci-abc/x"), &[p.as_str()]));
+        assert!(!allowed(&format!("arn:aws:sts::{A}:assumed-role/ci-ab/x"), &[p.as_str()]));
+        assert!(!allowed(&format!("arn:aws:sts::{A}:assumed-role/ci-abcd/x"), &[p.as_str()]));
+    }
+
+    #[test]
+    fn another_account_or_partition_never_matches() {
+        let p = format!("arn:aws:iam::{A}:role/ci-*");
+        let p = [p.as_str()];
+        assert!(!allowed("arn:aws:sts::999999999999:assumed-role/ci-runner/x", &p));
+        assert!(!allowed(&format!("arn:aws-cn:sts::{A}:assumed-role/ci-runner/x"), &p));
+        // The account field cannot be smuggled through the resource either.
+        assert!(!allowed(&format!("arn:aws:sts::999999999999:assumed-role/ci-runner/{A}"), &p));
+    }
+
+    #[test]
+    fn wildcards_outside_the_resource_are_refused() {
+        for bad in [
+            "*".to_string(),
+            "arn:aws:iam::*:role/ci".into(),
+            "arn:aws:iam::12345678901?:role/ci".into(),
+            "arn:*:iam::123456789012:role/ci".into(),
+            "arn:aws:*::123456789012:role/ci".into(),
+            format!("arn:aws:iam::{A}:*"),
+            format!("arn:aws:iam::{A}:role*"),
+            format!("arn:aws:iam::{A}:role/"),
+            format!("arn:aws:iam::{A}:root"),
+            format!("arn:aws:iam::{A}:role/team/ci"),
+            format!("arn:aws:iam::{A}:role/*/ci"),
+            format!("arn:aws:sts::{A}:assumed-role/ci"),
+            format!("arn:aws:sts::{A}:assumed-role/ci/"),
+            format!("arn:aws:sts::{A}:federated-user/bob"),
+            format!("arn:aws:iam:us-east-1:{A}:user/bob"),
+            format!("arn:aws:iam::{A}:user/bob smith"),
+            "arn:aws:iam::1:role/ci".into(),
+            String::new(),
+        ] {
+            assert!(ArnPattern::parse(&bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn user_patterns_follow_arnlike() {
+        let p = [format!("arn:aws:iam::{A}:user/ops/*"), format!("arn:aws:iam::{A}:user/alice")];
+        let p: Vec<&str> = p.iter().map(String::as_str).collect();
+        assert!(allowed(&format!("arn:aws:iam::{A}:user/alice"), &p));
+        assert!(allowed(&format!("arn:aws:iam::{A}:user/ops/bob"), &p));
+        assert!(allowed(&format!("arn:aws:iam::{A}:user/ops/eu/carol"), &p));
+        assert!(!allowed(&format!("arn:aws:iam::{A}:user/alice2"), &p));
+        assert!(!allowed(&format!("arn:aws:iam::{A}:user/dev/alice"), &p));
+        assert!(!allowed(&format!("arn:aws:iam::{A}:user/opsx/bob"), &p));
+        // A user pattern never covers role sessions.
+        assert!(!allowed(&format!("arn:aws:sts::{A}:assumed-role/ops/bob"), &p));
+    }
+
+    #[test]
+    fn session_patterns_match_each_segment_on_its_own() {
+        let p = format!("arn:aws:sts::{A}:assumed-role/AWSReservedSSO_OnCall_*/*@example.com");
+        let p = [p.as_str()];
+        assert!(allowed(&format!("arn:aws:sts::{A}:assumed-role/AWSReservedSSO_OnCall_0a1b/al@example.com"), &p));
+        assert!(!allowed(&format!("arn:aws:sts::{A}:assumed-role/AWSReservedSSO_OnCall_0a1b/al@example.org"), &p));
+        assert!(!allowed(&format!("arn:aws:sts::{A}:assumed-role/AWSReservedSSO_Admin/al@example.com"), &p));
+    }
+
+    #[test]
+    fn other_callers_and_garbage_are_denied() {
+        let p = [format!("arn:aws:iam::{A}:user/*"), format!("arn:aws:iam::{A}:role/*")];
+        let p: Vec<&str> = p.iter().map(String::as_str).collect();
+        for caller in [
+            String::new(),
+            "anonymous".into(),
+            format!("arn:aws:iam::{A}:root"),
+            format!("arn:aws:sts::{A}:federated-user/bob"),
+            format!("arn:aws:iam::{A}:user/"),
+            format!("arn:aws:iam::{A}:user/bob "),
+            format!("arn:aws:iam::{A}:user/bob\n"),
+            format!("arn:aws:iam:us-east-1:{A}:user/bob"),
+            format!("ARN:aws:iam::{A}:user/bob"),
+            format!("arn:aws:iam::{A}:user/{}", "a".repeat(3000)),
+        ] {
+            assert!(!allowed(&caller, &p), "{caller:?} was allowed");
+        }
+        assert!(!principal_allowed(&format!("arn:aws:iam::{A}:user/bob"), &[]));
+    }
+
+    #[test]
+    fn wildcard_matching_is_iam_like_and_cheap() {
+        assert!(wildcard_match("*", ""));
+        assert!(wildcard_match("a*b*c", "aXbYbZc"));
+        assert!(!wildcard_match("a*b*c", "aXbYbZ"));
+        assert!(wildcard_match("a?c", "abc"));
+        assert!(!wildcard_match("a?c", "ac"));
+        assert!(!wildcard_match("", "a"));
+        let text = "a".repeat(2000);
+        let pattern = format!("{}b", "*a".repeat(500));
+        assert!(!wildcard_match(&pattern, &text));
+    }
+
+    #[test]
+    fn only_the_holder_or_an_admin_may_act() {
+        let owner = format!("arn:aws:sts::{A}:assumed-role/ci-runner/job-1");
+        let admins = pats(&[&format!("arn:aws:iam::{A}:role/keyturn-admin")]);
+        assert!(may_act(&owner, &owner, &admins));
+        assert!(!may_act(&format!("arn:aws:sts::{A}:assumed-role/ci-runner/job-2"), &owner, &admins));
+        assert!(!may_act(&format!("arn:aws:sts::{A}:assumed-role/ci-runner/job-1 "), &owner, &admins));
+        assert!(may_act(&format!("arn:aws:sts::{A}:assumed-role/keyturn-admin/x"), &owner, &admins));
+        assert!(!may_act("arn:aws:sts::999999999999:assumed-role/keyturn-admin/x", &owner, &admins));
+        // A lease recorded with no or a garbage owner is nobody's.
+        assert!(!may_act("", "", &[]));
+        assert!(!may_act("x", "x", &[]));
+    }
+
+    #[test]
+    fn issue_ttl_takes_the_default_and_refuses_out_of_range() {
+        let r = role(900, 3600);
+        assert_eq!(issue_ttl(&r, None).unwrap(), Duration::from_secs(900));
+        assert_eq!(issue_ttl(&r, Some(Duration::from_secs(3600))).unwrap(), Duration::from_secs(3600));
+        assert_eq!(issue_ttl(&r, Some(Duration::from_secs(1))).unwrap(), Duration::from_secs(1));
+        for bad in [Duration::ZERO, Duration::from_millis(500), Duration::from_millis(1500), Duration::from_secs(3601)]
+        {
+            let e = issue_ttl(&r, Some(bad)).unwrap_err();
+            assert_eq!(e.code(), "bad_request", "{bad:?}");
+        }
+        assert_eq!(
+            issue_ttl(&r, Some(Duration::from_secs(u64::MAX))).unwrap_err().to_string(),
+            format!("ttl_seconds {} is over role \"ci\"'s max_ttl of 3600 seconds", u64::MAX)
+        );
+    }
+
+    #[test]
+    fn renewal_extends_up_to_max_ttl_from_issue() {
+        let r = role(900, 3600);
+        let l = lease(1000, 1900, LeaseState::Active);
+        assert_eq!(renew_until(&l, &r, None, 1500).unwrap(), Renewal { expires_at: 2400, capped: false });
+        assert_eq!(
+            renew_until(&l, &r, Some(Duration::from_secs(3600)), 1500).unwrap(),
+            Renewal { expires_at: 4600, capped: true }
+        );
+        // At the cap: reported, not a silent success.
+        let at_cap = lease(1000, 4600, LeaseState::Active);
+        let e = renew_until(&at_cap, &r, None, 4000).unwrap_err();
+        assert_eq!(e, LeaseError::NotExtended { lease_id: "l1".into(), expires_at: 4600, limit: 4600 });
+        assert_eq!(e.status(), 409);
+        // A short renewal never shortens the lease.
+        let e = renew_until(&l, &r, Some(Duration::from_secs(10)), 1500).unwrap_err();
+        assert_eq!(e.code(), "not_extended");
+        // The requested TTL is checked as at issue.
+        assert_eq!(renew_until(&l, &r, Some(Duration::from_secs(3601)), 1500).unwrap_err().code(), "bad_request");
+        assert_eq!(renew_until(&l, &r, Some(Duration::ZERO), 1500).unwrap_err().code(), "bad_request");
+    }
+
+    #[test]
+    fn expired_or_revoked_leases_are_not_renewed() {
+        let r = role(900, 3600);
+        assert_eq!(renew_until(&lease(1000, 1900, LeaseState::Active), &r, None, 1900).unwrap_err().code(), "conflict");
+        assert_eq!(
+            renew_until(&lease(1000, 1900, LeaseState::Revoking), &r, None, 1500).unwrap_err().code(),
+            "conflict"
+        );
+        assert_eq!(
+            renew_until(&lease(1000, 1900, LeaseState::Revoked), &r, None, 1500).unwrap_err().code(),
+            "conflict"
+        );
+        let mut other = lease(1000, 1900, LeaseState::Active);
+        other.role = "other".into();
+        assert_eq!(renew_until(&other, &r, None, 1500).unwrap_err().code(), "internal");
+    }
+
+    #[test]
+    fn a_lowered_max_ttl_applies_to_renewals_of_older_leases() {
+        let l = lease(1000, 1900, LeaseState::Active);
+        assert_eq!(renew_until(&l, &role(300, 600), None, 1500).unwrap_err().code(), "not_extended");
+    }
+
+    #[test]
+    fn expiry_is_at_expires_at() {
+        let l = lease(1000, 1900, LeaseState::Active);
+        assert!(!is_expired(&l, 1899));
+        assert!(is_expired(&l, 1900));
+        assert_eq!(expires_at(u64::MAX - 1, Duration::from_secs(10)), u64::MAX);
+    }
+
+    #[test]
+    fn max_leases_caps_live_leases() {
+        let r = role(900, 3600);
+        assert!(check_capacity(&r, 1).is_ok());
+        assert_eq!(check_capacity(&r, 2).unwrap_err(), LeaseError::TooManyLeases { role: "ci".into(), live: 2 });
+        let mut unlimited = r;
+        unlimited.max_leases = None;
+        assert!(check_capacity(&unlimited, u64::MAX).is_ok());
+    }
+
+    #[test]
+    fn usernames_keep_the_random_part_whole() {
+        let random = "a1b2c3d4e5f6g7h8";
+        assert_eq!(username("ci-reader", POSTGRES_NAME_LIMIT, random).unwrap(), "kt_ci-reader_a1b2c3d4e5f6g7h8");
+        let long = "r".repeat(32);
+        for limit in [POSTGRES_NAME_LIMIT, MYSQL_NAME_LIMIT, MARIADB_NAME_LIMIT] {
+            let name = username(&long, limit, random).unwrap();
+            assert!(name.len() <= limit, "{name}");
+            assert!(name.starts_with("kt_r") && name.ends_with(&format!("_{random}")), "{name}");
+        }
+        assert_eq!(username(&long, MYSQL_NAME_LIMIT, random).unwrap(), format!("kt_{}_{random}", "r".repeat(12)));
+        assert_eq!(username(&long, 20, random).unwrap(), format!("kt__{random}"));
+        assert_eq!(username("ci", 19, random), None);
+        assert_eq!(username("ci", 63, ""), None);
+        assert_eq!(username("ci", 63, "ab-c"), None);
+        assert_eq!(username("ci", 63, "abç"), None);
+    }
+}

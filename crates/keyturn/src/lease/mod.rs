@@ -1,0 +1,184 @@
+//! Dynamic credentials with leases (issue 8): the pure part.
+//!
+//! - [`role`]: the roles file (TOML), parsed into typed, validated roles; unknown keys
+//!   refused, every error naming the role and the field.
+//! - [`decide`]: the decisions, as pure functions with the clock passed in: the TTL of an
+//!   issue, how far a renewal goes, who may act on a lease, the caller's IAM identity
+//!   against ARN patterns, the username.
+//! - [`store`]: the [`store::LeaseStore`] trait the leases are kept behind (DynamoDB later).
+//!
+//! Times are whole seconds since the Unix epoch (`u64`), as DynamoDB's TTL attribute and
+//! the API's `issued_at`/`expires_at` use them. Nothing here does I/O.
+
+pub mod decide;
+pub mod role;
+pub mod store;
+
+/// Where a lease is in its life. Expiry is not a state: it follows from `expires_at` and
+/// the clock ([`decide::is_expired`]); the reaper turns an expired `Active` lease into
+/// `Revoking`, then `Revoked`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaseState {
+    /// The user exists and may log in until `expires_at`.
+    Active,
+    /// Revocation has started (explicitly or by expiry) and has not succeeded yet; retried
+    /// by every reaper run until it does (`attempts`, `last_error`).
+    Revoking,
+    /// The user is gone. Kept as the audit record.
+    Revoked,
+}
+
+impl LeaseState {
+    /// The name stored in the table and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoking => "revoking",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// Whether the database user may still exist (counts against `max_leases`).
+    pub fn is_live(self) -> bool {
+        !matches!(self, Self::Revoked)
+    }
+}
+
+/// One lease: who got which user, when, until when. Everything revocation needs is here,
+/// so a lease whose role was since removed from the roles file is still revocable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub lease_id: String,
+    /// The role's name at issue time.
+    pub role: String,
+    /// The database user created for the lease.
+    pub username: String,
+    /// The Secrets Manager ARN of the admin secret that created the user (and drops it).
+    pub admin_secret: String,
+    /// The group role the user acts as; what it owns is reassigned to it at revocation.
+    pub group: String,
+    /// The caller's ARN as API Gateway's IAM authorizer gave it (the lease's holder).
+    pub caller_arn: String,
+    pub issued_at: u64,
+    pub expires_at: u64,
+    pub state: LeaseState,
+    /// Revocation attempts so far.
+    pub attempts: u32,
+    /// The last revocation failure, kept until revocation succeeds.
+    pub last_error: Option<String>,
+    /// Incremented by every update; updates are conditional on it (compare-and-set).
+    pub version: u64,
+}
+
+/// Why a lease operation was refused. Each variant has a stable [`code`](Self::code) and an
+/// HTTP [`status`](Self::status); messages name what was wrong and carry no secret.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum LeaseError {
+    /// A malformed request or a TTL out of range.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The caller may not request this role or act on this lease.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no role {0:?}")]
+    UnknownRole(String),
+    #[error("no lease {0:?}")]
+    UnknownLease(String),
+    /// The lease is not in a state that allows the operation (expired, revoked, being
+    /// revoked), or changed meanwhile.
+    #[error("{0}")]
+    Conflict(String),
+    /// A renewal that would not move `expires_at` forward (the role's max_ttl from issue
+    /// time is reached, or the lease already runs longer than asked).
+    #[error("lease {lease_id:?} is not extended: it expires at {expires_at} and may not run past {limit}")]
+    NotExtended { lease_id: String, expires_at: u64, limit: u64 },
+    #[error("role {role:?} has {live} live leases, its max_leases")]
+    TooManyLeases { role: String, live: u64 },
+    /// The database or the lease table could not be reached; worth retrying.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something that is not the caller's fault and not transient (a store answer that
+    /// breaks its contract).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl LeaseError {
+    /// The stable code the API returns beside the message.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Forbidden(_) => "forbidden",
+            Self::UnknownRole(_) | Self::UnknownLease(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::NotExtended { .. } => "not_extended",
+            Self::TooManyLeases { .. } => "too_many_leases",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status the API answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) => 400,
+            Self::Forbidden(_) => 403,
+            Self::UnknownRole(_) | Self::UnknownLease(_) => 404,
+            Self::Conflict(_) | Self::NotExtended { .. } => 409,
+            Self::TooManyLeases { .. } => 429,
+            Self::Unavailable(_) => 503,
+            Self::Internal(_) => 500,
+        }
+    }
+
+    /// Whether the same request may succeed if simply sent again.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<store::StoreError> for LeaseError {
+    fn from(e: store::StoreError) -> Self {
+        match e {
+            store::StoreError::AlreadyExists(_) | store::StoreError::ConditionFailed(_) => {
+                Self::Conflict(e.to_string())
+            }
+            store::StoreError::Backend { retryable: true, .. } => Self::Unavailable(e.to_string()),
+            store::StoreError::Backend { retryable: false, .. } => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_stable_code_and_status() {
+        let cases = [
+            (LeaseError::BadRequest("x".into()), "bad_request", 400),
+            (LeaseError::Forbidden("x".into()), "forbidden", 403),
+            (LeaseError::UnknownRole("r".into()), "not_found", 404),
+            (LeaseError::UnknownLease("l".into()), "not_found", 404),
+            (LeaseError::Conflict("x".into()), "conflict", 409),
+            (LeaseError::NotExtended { lease_id: "l".into(), expires_at: 1, limit: 1 }, "not_extended", 409),
+            (LeaseError::TooManyLeases { role: "r".into(), live: 3 }, "too_many_leases", 429),
+            (LeaseError::Unavailable("x".into()), "unavailable", 503),
+            (LeaseError::Internal("x".into()), "internal", 500),
+        ];
+        for (e, code, status) in cases {
+            assert_eq!((e.code(), e.status()), (code, status), "{e:?}");
+            assert_eq!(e.retryable(), status == 503);
+        }
+    }
+
+    #[test]
+    fn store_failures_map_to_conflict_unavailable_or_internal() {
+        use store::StoreError;
+        assert_eq!(LeaseError::from(StoreError::ConditionFailed("l".into())).status(), 409);
+        assert_eq!(LeaseError::from(StoreError::AlreadyExists("l".into())).status(), 409);
+        let backend = |retryable| StoreError::Backend { operation: "PutItem", message: "m".into(), retryable };
+        assert_eq!(LeaseError::from(backend(true)).status(), 503);
+        assert_eq!(LeaseError::from(backend(false)).status(), 500);
+    }
+}

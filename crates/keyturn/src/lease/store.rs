@@ -1,0 +1,209 @@
+//! Where leases are kept: DynamoDB in production (later, under `aws/`), an in-memory fake in
+//! unit tests. Every write is conditional, so concurrent issuers, renewers and reapers never
+//! overwrite one another: a lost race is [`StoreError::ConditionFailed`], never a silent
+//! last-writer-wins.
+
+use std::future::Future;
+
+use super::{Lease, LeaseState};
+
+/// A failure of the lease store.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// `put_new` found a lease with that id.
+    #[error("lease {0:?} already exists")]
+    AlreadyExists(String),
+    /// `update` found the lease gone, or not in the expected state and version: someone else
+    /// changed it meanwhile.
+    #[error("lease {0:?} changed meanwhile")]
+    ConditionFailed(String),
+    #[error("{operation} failed: {message}")]
+    Backend {
+        operation: &'static str,
+        message: String,
+        /// Throttling, timeouts and server errors: worth retrying as they are.
+        retryable: bool,
+    },
+}
+
+/// What an update expects to find: the state and version it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub state: LeaseState,
+    pub version: u64,
+}
+
+impl Expected {
+    /// What the lease as read says.
+    pub fn of(lease: &Lease) -> Self {
+        Self { state: lease.state, version: lease.version }
+    }
+}
+
+/// The operations leases need from their table.
+pub trait LeaseStore: Send + Sync {
+    /// Writes a new lease; fails with [`StoreError::AlreadyExists`] if its id is taken.
+    fn put_new(&self, lease: &Lease) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The lease with that id, if any.
+    fn get(&self, lease_id: &str) -> impl Future<Output = Result<Option<Lease>, StoreError>> + Send;
+    /// Replaces the lease `next.lease_id` with `next` if it is still as `expected` says
+    /// (compare-and-set), else [`StoreError::ConditionFailed`]. `next.version` must be
+    /// `expected.version + 1`.
+    fn update(&self, next: &Lease, expected: Expected) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Up to `limit` live leases (active or being revoked) with `expires_at <= now`, the
+    /// earliest expiry first: the reaper's work, found without reading every lease.
+    fn list_expired(&self, now: u64, limit: usize) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
+    /// How many leases of the role are live (their user may exist), for `max_leases`.
+    fn count_live(&self, role: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// An in-memory [`LeaseStore`] with the same conditions, for unit tests.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    pub(crate) struct MemoryStore(pub(crate) Mutex<BTreeMap<String, Lease>>);
+
+    impl LeaseStore for MemoryStore {
+        async fn put_new(&self, lease: &Lease) -> Result<(), StoreError> {
+            let mut map = self.0.lock().unwrap();
+            if map.contains_key(&lease.lease_id) {
+                return Err(StoreError::AlreadyExists(lease.lease_id.clone()));
+            }
+            map.insert(lease.lease_id.clone(), lease.clone());
+            Ok(())
+        }
+
+        async fn get(&self, lease_id: &str) -> Result<Option<Lease>, StoreError> {
+            Ok(self.0.lock().unwrap().get(lease_id).cloned())
+        }
+
+        async fn update(&self, next: &Lease, expected: Expected) -> Result<(), StoreError> {
+            assert_eq!(next.version, expected.version + 1, "an update must bump the version");
+            let mut map = self.0.lock().unwrap();
+            match map.get_mut(&next.lease_id) {
+                Some(current) if Expected::of(current) == expected => {
+                    *current = next.clone();
+                    Ok(())
+                }
+                _ => Err(StoreError::ConditionFailed(next.lease_id.clone())),
+            }
+        }
+
+        async fn list_expired(&self, now: u64, limit: usize) -> Result<Vec<Lease>, StoreError> {
+            let map = self.0.lock().unwrap();
+            let mut due: Vec<Lease> =
+                map.values().filter(|l| l.state.is_live() && l.expires_at <= now).cloned().collect();
+            due.sort_by_key(|l| l.expires_at);
+            due.truncate(limit);
+            Ok(due)
+        }
+
+        async fn count_live(&self, role: &str) -> Result<u64, StoreError> {
+            Ok(self.0.lock().unwrap().values().filter(|l| l.role == role && l.state.is_live()).count() as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::MemoryStore;
+    use super::*;
+    use crate::lease::decide;
+    use crate::lease::role::Roles;
+    use std::time::Duration;
+
+    fn lease(id: &str, expires_at: u64) -> Lease {
+        Lease {
+            lease_id: id.into(),
+            role: "ci".into(),
+            username: format!("kt_ci_{id}"),
+            admin_secret: "arn:aws:secretsmanager:us-east-1:123456789012:secret:a".into(),
+            group: "g".into(),
+            caller_arn: "arn:aws:sts::123456789012:assumed-role/ci/job".into(),
+            issued_at: 1000,
+            expires_at,
+            state: LeaseState::Active,
+            attempts: 0,
+            last_error: None,
+            version: 1,
+        }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn put_new_never_overwrites() {
+        block_on(async {
+            let store = MemoryStore::default();
+            store.put_new(&lease("a", 1900)).await.unwrap();
+            let mut other = lease("a", 9999);
+            other.caller_arn = "someone else".into();
+            assert_eq!(store.put_new(&other).await, Err(StoreError::AlreadyExists("a".into())));
+            assert_eq!(store.get("a").await.unwrap().unwrap().expires_at, 1900);
+        });
+    }
+
+    #[test]
+    fn a_renewal_racing_a_revocation_loses_cleanly() {
+        block_on(async {
+            let text = r#"[[role]]
+name = "ci"
+kind = "database"
+admin_secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:a"
+groups = ["g"]
+default_ttl = "15m"
+max_ttl = "1h"
+"#;
+            let roles = Roles::from_toml(text).unwrap();
+            let role = roles.get("ci").unwrap();
+            let store = MemoryStore::default();
+            store.put_new(&lease("a", 1900)).await.unwrap();
+
+            // Both read the active lease.
+            let read_by_renewer = store.get("a").await.unwrap().unwrap();
+            let read_by_revoker = read_by_renewer.clone();
+
+            let mut revoking = read_by_revoker.clone();
+            revoking.state = LeaseState::Revoking;
+            revoking.version += 1;
+            store.update(&revoking, Expected::of(&read_by_revoker)).await.unwrap();
+
+            let renewal = decide::renew_until(&read_by_renewer, role, Some(Duration::from_secs(600)), 1500).unwrap();
+            let mut renewed = read_by_renewer.clone();
+            renewed.expires_at = renewal.expires_at;
+            renewed.version += 1;
+            let lost = store.update(&renewed, Expected::of(&read_by_renewer)).await.unwrap_err();
+            assert_eq!(crate::lease::LeaseError::from(lost).code(), "conflict");
+            assert_eq!(store.get("a").await.unwrap().unwrap().state, LeaseState::Revoking);
+        });
+    }
+
+    #[test]
+    fn expired_and_live_leases_are_found_by_time_and_role() {
+        block_on(async {
+            let store = MemoryStore::default();
+            for (id, exp) in [("a", 1500), ("b", 1200), ("c", 3000), ("d", 1100)] {
+                store.put_new(&lease(id, exp)).await.unwrap();
+            }
+            let mut gone = store.get("d").await.unwrap().unwrap();
+            let expected = Expected::of(&gone);
+            gone.state = LeaseState::Revoked;
+            gone.version += 1;
+            store.update(&gone, expected).await.unwrap();
+
+            let due: Vec<String> =
+                store.list_expired(1500, 10).await.unwrap().into_iter().map(|l| l.lease_id).collect();
+            assert_eq!(due, ["b", "a"]);
+            assert_eq!(store.list_expired(1500, 1).await.unwrap().len(), 1);
+            assert_eq!(store.count_live("ci").await.unwrap(), 3);
+            assert_eq!(store.count_live("other").await.unwrap(), 0);
+        });
+    }
+}
