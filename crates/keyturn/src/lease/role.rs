@@ -85,8 +85,10 @@ pub struct DatabaseRole {
     /// The Secrets Manager ARN of the admin secret (the rotation functions' JSON format),
     /// which says which database to create the user in.
     pub admin_secret: String,
-    /// The group roles the user joins; the first is the one it acts as (its default role),
-    /// so that what it creates belongs to that group and never blocks revocation.
+    /// The group roles the user joins. With one, the user acts as it (its default role),
+    /// so what it creates belongs to the group; with several it keeps every group's rights
+    /// (acting as one would drop the others') and what it creates is given to the first
+    /// when the lease ends. Either way nothing it made blocks revocation.
     pub groups: Vec<String>,
 }
 
