@@ -6,6 +6,9 @@
 //!   rotation, in-process with the library the binary uses, against the local databases
 //!   and moto (RotateSecret itself is not counted: it is Secrets Manager's call, not the
 //!   function's);
+//! - dynamic PostgreSQL users (issue 8's database work, in-process on a warm admin
+//!   session): one issuance (`new_user`) p50 and p99, issuances per second with 8
+//!   concurrent callers, one deletion;
 //! - the release binaries' sizes.
 
 use std::io::{BufRead, BufReader};
@@ -145,6 +148,72 @@ async fn login(env: &TestEnv) -> (Duration, Duration) {
     (figures[0], figures[1])
 }
 
+/// Dynamic PostgreSQL users through one backend (its admin session kept open): p50 and
+/// p99 of `new_user` over 200 issuances one at a time, issuances per second with 8
+/// callers at once (800 in all), and the median `delete_user`.
+async fn dynamic_users(env: &TestEnv) -> (Duration, Duration, f64, Duration) {
+    use keyturn::backend::{Credentials, DeleteUser, DynamicUsers, NewUser, TlsMode, Username};
+    use std::time::SystemTime;
+    let group = env.unique("grp");
+    env.create_role(&group, &random_token()).await;
+    let backend = std::sync::Arc::new(env.pg_backend(Default::default()));
+    let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
+    let admin = Credentials {
+        username: Username::parse(&env.h.pg.superuser).unwrap(),
+        password: env.h.pg.superuser_password.clone().into(),
+    };
+    let groups = vec![group.clone()];
+    let request = move |name: String| NewUser {
+        username: Username::parse(&name).unwrap(),
+        groups: groups.clone(),
+        password: random_token().into(),
+        expires_at: SystemTime::now() + Duration::from_secs(900),
+    };
+    let mut names = Vec::new();
+    let mut samples = Vec::new();
+    for i in 0..=200 {
+        let name = format!("kt_bench_{i}_{}", &random_token()[..8]);
+        let started = Instant::now();
+        backend.new_user(&endpoint, &admin, request(name.clone())).await.expect("new_user");
+        if i > 0 {
+            samples.push(started.elapsed()); // the first opened the admin session
+        }
+        names.push(name);
+    }
+    samples.sort();
+    let (p50, p99) = (samples[samples.len() / 2], samples[samples.len() * 99 / 100]);
+
+    let started = Instant::now();
+    let callers: Vec<_> = (0..8)
+        .map(|c| {
+            let (backend, endpoint, admin, request) =
+                (backend.clone(), endpoint.clone(), admin.clone(), request.clone());
+            tokio::spawn(async move {
+                let mut made = Vec::new();
+                for i in 0..100 {
+                    let name = format!("kt_bench_c{c}_{i}_{}", &random_token()[..8]);
+                    backend.new_user(&endpoint, &admin, request(name.clone())).await.expect("new_user");
+                    made.push(name);
+                }
+                made
+            })
+        })
+        .collect();
+    for caller in callers {
+        names.extend(caller.await.unwrap());
+    }
+    let per_second = 800.0 / started.elapsed().as_secs_f64();
+
+    let mut deletions = Vec::new();
+    for name in names {
+        let started = Instant::now();
+        let req = DeleteUser { username: Username::parse(&name).unwrap(), reassign_to: Some(group.clone()) };
+        backend.delete_user(&endpoint, &admin, req).await.expect("delete_user");
+        deletions.push(started.elapsed());
+    }
+    (p50, p99, per_second, median(deletions))
+}
+
 /// Median of one Secrets Manager call (DescribeSecret) against moto.
 async fn store_round_trip(env: &TestEnv) -> Duration {
     let arn = env.create_secret("rtt", &json!({"k": "v"})).await;
@@ -205,6 +274,18 @@ async fn main() {
     let (tls, plain) = login(&env).await;
     println!("  for scale: one PostgreSQL login + SELECT 1: {} over verify-full TLS, {} plaintext", ms(tls), ms(plain));
     println!("  for scale: one Secrets Manager call to moto (DescribeSecret): {}", ms(store_round_trip(&env).await));
+    let (p50, p99, per_second, delete) = dynamic_users(&env).await;
+    println!(
+        "dynamic PostgreSQL user, new_user:    p50 {}  p99 {}  target p50 < 2 ms, p99 < 8 ms   {}",
+        ms(p50),
+        ms(p99),
+        verdict(p50 < Duration::from_millis(2) && p99 < Duration::from_millis(8))
+    );
+    println!(
+        "dynamic PostgreSQL user, 8 callers:   {per_second:.0} issuances/s  target >= 1000/s   {}",
+        verdict(per_second >= 1000.0)
+    );
+    println!("dynamic PostgreSQL user, delete_user: p50 {}", ms(delete));
     for function in ["rotate-database", "rotate-iam-key"] {
         let size = std::fs::metadata(function_binary(function)).unwrap().len();
         println!(
