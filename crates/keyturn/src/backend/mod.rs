@@ -7,7 +7,7 @@
 //! password, create or update a user like a template. [`DynamicUsers`] is the interface of
 //! short-lived users, shaped like Vault's dbplugin v5: a user with an expiry, renewed or
 //! re-keyed by one update, deleted with every access it had (succeeding when it is already
-//! gone), listed by prefix. PostgreSQL implements it; MySQL and MariaDB are next.
+//! gone), listed by prefix; both engines implement it, and [`Databases`] dispatches it.
 
 #[cfg(feature = "database")]
 pub mod mysql;
@@ -284,5 +284,34 @@ impl DatabaseBackend for Databases {
         req: UpsertUser<'_>,
     ) -> Result<UpsertOutcome, BackendError> {
         dispatch!(self, endpoint.engine, b => b.upsert_user(endpoint, admin, req).await)
+    }
+}
+
+#[cfg(feature = "database")]
+impl DynamicUsers for Databases {
+    async fn new_user(&self, endpoint: &Endpoint, admin: &Credentials, req: NewUser) -> Result<(), BackendError> {
+        dispatch!(self, endpoint.engine, b => b.new_user(endpoint, admin, req).await)
+    }
+
+    async fn update_user(&self, endpoint: &Endpoint, admin: &Credentials, req: UpdateUser) -> Result<(), BackendError> {
+        dispatch!(self, endpoint.engine, b => b.update_user(endpoint, admin, req).await)
+    }
+
+    async fn delete_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: DeleteUser,
+    ) -> Result<DeleteOutcome, BackendError> {
+        dispatch!(self, endpoint.engine, b => b.delete_user(endpoint, admin, req).await)
+    }
+
+    async fn list_users(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: ListUsers,
+    ) -> Result<Vec<Username>, BackendError> {
+        dispatch!(self, endpoint.engine, b => b.list_users(endpoint, admin, req).await)
     }
 }

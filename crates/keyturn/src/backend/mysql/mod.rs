@@ -37,8 +37,8 @@ use tracing::{debug, instrument};
 
 use crate::backend::tls::{TlsSetupError, RDS_CA_BUNDLE};
 use crate::backend::{
-    BackendError, Credentials, DatabaseBackend, Endpoint, Engine, Family, SetOwnPassword, Timeouts, TlsMode,
-    UpsertOutcome, UpsertUser, Username,
+    BackendError, Credentials, DatabaseBackend, DeleteOutcome, DeleteUser, DynamicUsers, Endpoint, Engine, Family,
+    ListUsers, NewUser, SetOwnPassword, Timeouts, TlsMode, UpdateUser, UpsertOutcome, UpsertUser, Username,
 };
 
 /// MySQL's username limit, in characters.
@@ -527,6 +527,115 @@ impl DatabaseBackend for MysqlBackend {
         session.conn.disconnect().await.ok();
         debug!(created = !exists, grants = grants.len(), "account upserted");
         Ok(UpsertOutcome { created: !exists })
+    }
+}
+
+/// Short-lived MySQL-family users on the `%` host part. MariaDB activates one role per
+/// session by default, so a user with several groups has the first as its default role
+/// and may `SET ROLE` to the others. The server has no account expiry a user cannot
+/// outlive, so the reaper enforces it (`VALID UNTIL` has no equivalent here).
+impl DynamicUsers for MysqlBackend {
+    #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
+    async fn new_user(&self, endpoint: &Endpoint, admin: &Credentials, req: NewUser) -> Result<(), BackendError> {
+        let mut session = self.connect(endpoint, admin).await?;
+        let target = account(req.username.as_str(), "%");
+        let auth = session.server.auth_clause("", &req.password)?;
+        session.run(&format!("CREATE USER {target} {auth}"), "creating the user").await?;
+        for group in &req.groups {
+            session.run(&format!("GRANT {} TO {target}", grants::identifier(group)), "granting a group").await?;
+        }
+        if let Some(first) = req.groups.first() {
+            let sql = format!("SET DEFAULT ROLE {} FOR {target}", grants::identifier(first));
+            session.run(&sql, "setting the default role").await?;
+        }
+        session.conn.disconnect().await.ok();
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
+    async fn update_user(&self, endpoint: &Endpoint, admin: &Credentials, req: UpdateUser) -> Result<(), BackendError> {
+        let Some(password) = &req.password else { return Ok(()) };
+        let mut session = self.connect(endpoint, admin).await?;
+        let hosts = session
+            .rows(
+                "SELECT Host FROM mysql.user WHERE User = ?",
+                vec![req.username.as_str().into()],
+                "looking up the user",
+            )
+            .await?;
+        if hosts.is_empty() {
+            return Err(BackendError::NoSuchUser { username: req.username.to_string() });
+        }
+        let auth = session.server.auth_clause("", password)?;
+        for row in &hosts {
+            let host = required(row, "Host").map_err(|m| unexpected("looking up the user", m))?;
+            let sql = format!("ALTER USER {} {auth}", account(req.username.as_str(), &host));
+            session.run(&sql, "updating the user").await?;
+        }
+        session.conn.disconnect().await.ok();
+        Ok(())
+    }
+
+    /// Every account of the user dropped first (no new logins), then its sessions killed.
+    #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
+    async fn delete_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: DeleteUser,
+    ) -> Result<DeleteOutcome, BackendError> {
+        let mut session = self.connect(endpoint, admin).await?;
+        let name = req.username.as_str();
+        let hosts = session
+            .rows("SELECT Host FROM mysql.user WHERE User = ?", vec![name.into()], "looking up the user")
+            .await?;
+        for row in &hosts {
+            let host = required(row, "Host").map_err(|m| unexpected("looking up the user", m))?;
+            session.run(&format!("DROP USER IF EXISTS {}", account(name, &host)), "dropping the user").await?;
+        }
+        let sessions = session
+            .rows(
+                "SELECT CAST(ID AS CHAR) AS id FROM information_schema.PROCESSLIST WHERE USER = ?",
+                vec![name.into()],
+                "listing the user's sessions",
+            )
+            .await?;
+        let mut sessions_ended = 0;
+        for row in &sessions {
+            let id = required(row, "id").map_err(|m| unexpected("listing the user's sessions", m))?;
+            let id: u64 =
+                id.parse().map_err(|_| unexpected("listing the user's sessions", "an id is not a number".into()))?;
+            // A session that ended meanwhile is not an error.
+            if session.run(&format!("KILL CONNECTION {id}"), "ending a session").await.is_ok() {
+                sessions_ended += 1;
+            }
+        }
+        session.conn.disconnect().await.ok();
+        Ok(DeleteOutcome { existed: !hosts.is_empty(), sessions_ended })
+    }
+
+    #[instrument(skip_all, fields(admin = %admin.username, prefix = %req.prefix))]
+    async fn list_users(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: ListUsers,
+    ) -> Result<Vec<Username>, BackendError> {
+        let mut session = self.connect(endpoint, admin).await?;
+        let rows = session
+            .rows(
+                "SELECT DISTINCT User AS name FROM mysql.user WHERE LEFT(User, CHAR_LENGTH(?)) = ? ORDER BY User",
+                vec![req.prefix.as_str().into(), req.prefix.as_str().into()],
+                "listing users",
+            )
+            .await?;
+        session.conn.disconnect().await.ok();
+        rows.iter()
+            .map(|row| {
+                let name = required(row, "name").map_err(|m| unexpected("listing users", m))?;
+                Username::parse(&name).map_err(|m| unexpected("listing users", m))
+            })
+            .collect()
     }
 }
 
