@@ -292,10 +292,8 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         if let Some(outcome) = self.try_candidates(ctx, pending, &[("AWSCURRENT".into(), current)]).await? {
             return Ok(outcome);
         }
-        match self.backend.verify(&pending.endpoint, &pending.credentials).await {
-            Ok(()) => return Ok(Outcome::AlreadyDone),
-            Err(BackendError::LoginRefused { .. }) => {}
-            Err(e) => return Err(Self::backend_error(ctx, "logging in with the pending password")(e)),
+        if self.logs_in(ctx, pending, "logging in with the pending password").await? {
+            return Ok(Outcome::AlreadyDone);
         }
         let previous: Vec<(String, SecretString)> =
             ctx.previous().await?.map(|p| ("AWSPREVIOUS".into(), p)).into_iter().collect();
@@ -305,13 +303,7 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
 
         // Self-healing: an abandoned rotation may have left the database on a version that
         // no longer carries a label.
-        let versions = ctx.store.list_versions(ctx.arn()).await.map_err(|e| ctx.store_error(e))?;
-        let mut older = Vec::new();
-        for id in decide::self_heal_candidates(ctx.meta, &versions) {
-            if let Some(value) = ctx.read(Selector::Version(&id)).await? {
-                older.push((format!("version {id}"), value));
-            }
-        }
+        let older = self.older_versions(ctx).await?;
         if let Some(outcome) = self.try_candidates(ctx, pending, &older).await? {
             return Ok(outcome);
         }
@@ -324,6 +316,37 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
 
     fn refused<S: SecretStore>(&self, ctx: &StepContext<'_, S>, problem: String) -> RotationError {
         RotationError::Refused { secret: ctx.arn().to_owned(), problem }
+    }
+
+    /// Whether `secret`'s credentials log in on its endpoint; a failure other than a
+    /// refused login is the error `action` names.
+    async fn logs_in<S: SecretStore>(
+        &self,
+        ctx: &StepContext<'_, S>,
+        secret: &DatabaseSecret,
+        action: &'static str,
+    ) -> Result<bool, RotationError> {
+        match self.backend.verify(&secret.endpoint, &secret.credentials).await {
+            Ok(()) => Ok(true),
+            Err(BackendError::LoginRefused { .. }) => Ok(false),
+            Err(e) => Err(Self::backend_error(ctx, action)(e)),
+        }
+    }
+
+    /// Every version the secret still has besides its labelled ones, newest first: where
+    /// an abandoned rotation may have left the database.
+    async fn older_versions<S: SecretStore>(
+        &self,
+        ctx: &StepContext<'_, S>,
+    ) -> Result<Vec<(String, SecretString)>, RotationError> {
+        let versions = ctx.store.list_versions(ctx.arn()).await.map_err(|e| ctx.store_error(e))?;
+        let mut older = Vec::new();
+        for id in decide::self_heal_candidates(ctx.meta, &versions) {
+            if let Some(value) = ctx.read(Selector::Version(&id)).await? {
+                older.push((format!("version {id}"), value));
+            }
+        }
+        Ok(older)
     }
 
     /// Alternating users, as admin, only for a secret whose own login is proven (see the
@@ -341,21 +364,20 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         }
 
         let prove_current = async {
-            match self.backend.verify(&current.endpoint, &current.credentials).await {
-                Ok(()) => Ok(()),
-                Err(BackendError::LoginRefused { .. }) => Err(self.refused(
+            match self.logs_in(ctx, &current, "logging in with AWSCURRENT").await? {
+                true => Ok(()),
+                false => Err(self.refused(
                     ctx,
                     format!(
                         "AWSCURRENT does not log in as {:?}; keyturn acts as admin only for a secret whose own login works",
                         current.credentials.username.as_str()
                     ),
                 )),
-                Err(e) => Err(Self::backend_error(ctx, "logging in with AWSCURRENT")(e)),
             }
         };
         let prove_previous = async {
             let Some(previous) = ctx.previous().await? else { return Ok(false) };
-            self.logs_in_as_pending(ctx, &pending, "AWSPREVIOUS", &previous).await
+            self.logs_in_as_pending(ctx, &pending, &previous, "logging in with AWSPREVIOUS").await
         };
         let ((endpoint, admin), (), previous_works) =
             tokio::try_join!(self.master(ctx, &pending, "AWSPENDING"), prove_current, prove_previous)?;
@@ -398,26 +420,14 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         &self,
         ctx: &StepContext<'_, S>,
         pending: &DatabaseSecret,
-        label: &str,
         value: &SecretString,
+        action: &'static str,
     ) -> Result<bool, RotationError> {
         let Ok(candidate) = DatabaseSecret::parse(value) else { return Ok(false) };
         if candidate.credentials.username != pending.credentials.username || candidate.endpoint != pending.endpoint {
             return Ok(false);
         }
-        match self.backend.verify(&candidate.endpoint, &candidate.credentials).await {
-            Ok(()) => Ok(true),
-            Err(BackendError::LoginRefused { .. }) => Ok(false),
-            Err(e) => Err(RotationError::Backend {
-                secret: ctx.arn().to_owned(),
-                action: if label == "AWSPENDING" {
-                    "logging in with AWSPENDING"
-                } else {
-                    "logging in with an older version"
-                },
-                source: e,
-            }),
-        }
+        self.logs_in(ctx, &candidate, action).await
     }
 
     /// Whether AWSPENDING, or any version older than AWSPREVIOUS, logs in as the pending user.
@@ -426,15 +436,12 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         ctx: &StepContext<'_, S>,
         pending: &DatabaseSecret,
     ) -> Result<bool, RotationError> {
-        if self.logs_in_as_pending(ctx, pending, "AWSPENDING", &pending.to_secret_string()).await? {
+        if self.logs_in(ctx, pending, "logging in with AWSPENDING").await? {
             return Ok(true);
         }
-        let versions = ctx.store.list_versions(ctx.arn()).await.map_err(|e| ctx.store_error(e))?;
-        for id in decide::self_heal_candidates(ctx.meta, &versions) {
-            if let Some(value) = ctx.read(Selector::Version(&id)).await? {
-                if self.logs_in_as_pending(ctx, pending, &id, &value).await? {
-                    return Ok(true);
-                }
+        for (_, value) in self.older_versions(ctx).await? {
+            if self.logs_in_as_pending(ctx, pending, &value, "logging in with an older version").await? {
+                return Ok(true);
             }
         }
         Ok(false)
