@@ -252,6 +252,19 @@ impl TestEnv {
         }
     }
 
+    /// The harness superuser as keyturn's backends take an admin.
+    pub fn pg_admin_credentials(&self) -> keyturn::backend::Credentials {
+        let username = keyturn::backend::Username::parse(&self.h.pg.superuser).expect("superuser name");
+        keyturn::backend::Credentials { username, password: self.h.pg.superuser_password.clone().into() }
+    }
+
+    /// The MariaDB admin as keyturn's backends take an admin.
+    pub fn mariadb_admin_credentials(&self) -> keyturn::backend::Credentials {
+        let m = self.h.mariadb();
+        let username = keyturn::backend::Username::parse(&m.admin).expect("admin name");
+        keyturn::backend::Credentials { username, password: m.admin_password.clone().into() }
+    }
+
     /// A superuser session (plaintext over loopback) for setting up and inspecting.
     pub async fn pg_admin(&self) -> tokio_postgres::Client {
         let (client, connection) = self

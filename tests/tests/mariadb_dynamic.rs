@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use keyturn::backend::mysql::grants::identifier;
 use keyturn::backend::mysql::MysqlBackend;
 use keyturn::backend::{
-    BackendError, Credentials, DeleteUser, DynamicUsers, Endpoint, Engine, ListUsers, NewUser, Timeouts, TlsMode,
-    UpdateUser, Username,
+    BackendError, DeleteUser, DynamicUsers, Endpoint, Engine, ListUsers, NewUser, Timeouts, TlsMode, UpdateUser,
+    Username,
 };
 use keyturn_tests::{random_token, TestEnv};
 use mysql_async::prelude::Queryable;
@@ -25,11 +25,6 @@ fn endpoint(env: &TestEnv) -> Endpoint {
         dbname: None,
         tls: TlsMode::VerifyFull,
     }
-}
-
-fn admin(env: &TestEnv) -> Credentials {
-    let m = env.h.mariadb();
-    Credentials { username: Username::parse(&m.admin).unwrap(), password: m.admin_password.clone().into() }
 }
 
 /// A role that may read a table of its own database. Returns (role, table).
@@ -64,7 +59,10 @@ async fn a_new_mariadb_user_reads_through_its_group_and_is_renewed_with_a_new_pa
     let (group, table) = group_with_table(&env, "grp").await;
     let user = env.unique("kt_u it's");
     let password = random_token();
-    backend(&env).new_user(&endpoint(&env), &admin(&env), new_user(&user, &group, &password)).await.unwrap();
+    backend(&env)
+        .new_user(&endpoint(&env), &env.mariadb_admin_credentials(), new_user(&user, &group, &password))
+        .await
+        .unwrap();
     let mut session = env.mariadb_session(&user, &password).await.expect("the new user logs in");
     let id: Option<i32> = session.query_first(format!("SELECT id FROM {table}")).await.unwrap();
     assert_eq!(id, Some(7), "the group role is the user's default");
@@ -75,7 +73,7 @@ async fn a_new_mariadb_user_reads_through_its_group_and_is_renewed_with_a_new_pa
         password: Some(renewed.clone().into()),
         expires_at: None,
     };
-    backend(&env).update_user(&endpoint(&env), &admin(&env), update).await.unwrap();
+    backend(&env).update_user(&endpoint(&env), &env.mariadb_admin_credentials(), update).await.unwrap();
     assert!(env.can_login_mariadb(&user, &renewed).await);
     assert!(!env.can_login_mariadb(&user, &password).await);
     let ghost = UpdateUser {
@@ -83,7 +81,7 @@ async fn a_new_mariadb_user_reads_through_its_group_and_is_renewed_with_a_new_pa
         password: Some(renewed.into()),
         expires_at: None,
     };
-    let err = backend(&env).update_user(&endpoint(&env), &admin(&env), ghost).await.unwrap_err();
+    let err = backend(&env).update_user(&endpoint(&env), &env.mariadb_admin_credentials(), ghost).await.unwrap_err();
     assert!(matches!(err, BackendError::NoSuchUser { .. }), "{err}");
 }
 
@@ -93,17 +91,21 @@ async fn deleting_a_mariadb_user_ends_its_session_and_is_idempotent() {
     let (group, _) = group_with_table(&env, "grp").await;
     let user = env.unique("kt_u");
     let password = random_token();
-    backend(&env).new_user(&endpoint(&env), &admin(&env), new_user(&user, &group, &password)).await.unwrap();
+    backend(&env)
+        .new_user(&endpoint(&env), &env.mariadb_admin_credentials(), new_user(&user, &group, &password))
+        .await
+        .unwrap();
     let mut session = env.mariadb_session(&user, &password).await.unwrap();
     session.query_drop("SELECT 1").await.unwrap();
 
     let request = DeleteUser { username: Username::parse(&user).unwrap(), reassign_to: None };
-    let outcome = backend(&env).delete_user(&endpoint(&env), &admin(&env), request.clone()).await.unwrap();
+    let outcome =
+        backend(&env).delete_user(&endpoint(&env), &env.mariadb_admin_credentials(), request.clone()).await.unwrap();
     assert!(outcome.existed);
     assert_eq!(outcome.sessions_ended, 1);
     assert!(session.query_drop("SELECT 1").await.is_err(), "the open session must be ended");
     assert!(!env.can_login_mariadb(&user, &password).await, "the login must be refused");
-    let again = backend(&env).delete_user(&endpoint(&env), &admin(&env), request).await.unwrap();
+    let again = backend(&env).delete_user(&endpoint(&env), &env.mariadb_admin_credentials(), request).await.unwrap();
     assert!(!again.existed, "deleting a user that is gone succeeds");
 }
 
@@ -115,10 +117,16 @@ async fn mariadb_users_are_listed_by_a_literal_prefix() {
     let mut made = Vec::new();
     for i in 0..3 {
         let user = format!("{prefix}{i}");
-        backend(&env).new_user(&endpoint(&env), &admin(&env), new_user(&user, &group, &random_token())).await.unwrap();
+        backend(&env)
+            .new_user(&endpoint(&env), &env.mariadb_admin_credentials(), new_user(&user, &group, &random_token()))
+            .await
+            .unwrap();
         made.push(user);
     }
     env.create_mariadb_account(&format!("{}0", prefix.replace('%', "x")), &random_token(), "").await;
-    let listed = backend(&env).list_users(&endpoint(&env), &admin(&env), ListUsers { prefix }).await.unwrap();
+    let listed = backend(&env)
+        .list_users(&endpoint(&env), &env.mariadb_admin_credentials(), ListUsers { prefix })
+        .await
+        .unwrap();
     assert_eq!(listed.iter().map(|u| u.to_string()).collect::<Vec<_>>(), made);
 }

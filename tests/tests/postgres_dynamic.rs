@@ -6,17 +6,10 @@
 use std::time::{Duration, SystemTime};
 
 use keyturn::backend::{
-    BackendError, Credentials, DeleteUser, DynamicUsers, ListUsers, NewUser, Timeouts, TlsMode, UpdateUser, Username,
+    BackendError, DeleteUser, DynamicUsers, ListUsers, NewUser, Timeouts, TlsMode, UpdateUser, Username,
 };
 use keyturn_tests::{random_token, TestEnv};
 use postgres_protocol::escape::escape_identifier;
-
-fn admin(env: &TestEnv) -> Credentials {
-    Credentials {
-        username: Username::parse(&env.h.pg.superuser).unwrap(),
-        password: env.h.pg.superuser_password.clone().into(),
-    }
-}
 
 /// A group role with SELECT on a table of its own schema. Returns (group, table).
 async fn group_with_table(env: &TestEnv, name: &str) -> (String, String) {
@@ -60,7 +53,7 @@ async fn a_new_user_works_through_its_group_and_its_objects_belong_to_the_group(
     let user = env.unique("kt_u");
     let password = random_token();
     backend
-        .new_user(&endpoint, &admin(&env), new_user(&user, &group, &password, Duration::from_secs(600)))
+        .new_user(&endpoint, &env.pg_admin_credentials(), new_user(&user, &group, &password, Duration::from_secs(600)))
         .await
         .unwrap();
 
@@ -100,7 +93,7 @@ async fn a_new_user_works_through_its_group_and_its_objects_belong_to_the_group(
     let strong = env.pg_backend(Timeouts::default()).with_generated_password_iterations(4096);
     let other = env.unique("kt_v");
     strong
-        .new_user(&endpoint, &admin(&env), new_user(&other, &group, &password, Duration::from_secs(60)))
+        .new_user(&endpoint, &env.pg_admin_credentials(), new_user(&other, &group, &password, Duration::from_secs(60)))
         .await
         .unwrap();
     assert!(env.can_login(&other, &password).await);
@@ -115,7 +108,7 @@ async fn the_server_refuses_an_expired_user_and_an_update_renews_it() {
     let user = env.unique("kt_u");
     let password = random_token();
     backend
-        .new_user(&endpoint, &admin(&env), new_user(&user, &group, &password, Duration::from_secs(600)))
+        .new_user(&endpoint, &env.pg_admin_credentials(), new_user(&user, &group, &password, Duration::from_secs(600)))
         .await
         .unwrap();
     assert!(env.can_login(&user, &password).await);
@@ -126,7 +119,7 @@ async fn the_server_refuses_an_expired_user_and_an_update_renews_it() {
         password: None,
         expires_at: Some(SystemTime::now() - Duration::from_secs(5)),
     };
-    backend.update_user(&endpoint, &admin(&env), past).await.unwrap();
+    backend.update_user(&endpoint, &env.pg_admin_credentials(), past).await.unwrap();
     assert!(!env.can_login(&user, &password).await, "an expired user must be refused by the server");
 
     // Renewal and a new password are one operation.
@@ -136,7 +129,7 @@ async fn the_server_refuses_an_expired_user_and_an_update_renews_it() {
         password: Some(renewed.clone().into()),
         expires_at: Some(SystemTime::now() + Duration::from_secs(600)),
     };
-    backend.update_user(&endpoint, &admin(&env), renew).await.unwrap();
+    backend.update_user(&endpoint, &env.pg_admin_credentials(), renew).await.unwrap();
     assert!(env.can_login(&user, &renewed).await);
     assert!(!env.can_login(&user, &password).await);
 
@@ -145,7 +138,7 @@ async fn the_server_refuses_an_expired_user_and_an_update_renews_it() {
         password: None,
         expires_at: Some(SystemTime::now()),
     };
-    let err = backend.update_user(&endpoint, &admin(&env), ghost).await.unwrap_err();
+    let err = backend.update_user(&endpoint, &env.pg_admin_credentials(), ghost).await.unwrap_err();
     assert!(matches!(err, BackendError::NoSuchUser { .. }), "{err}");
 }
 
@@ -158,7 +151,7 @@ async fn deleting_ends_sessions_keeps_the_data_and_is_idempotent() {
     let user = env.unique("kt_u");
     let password = random_token();
     backend
-        .new_user(&endpoint, &admin(&env), new_user(&user, &group, &password, Duration::from_secs(600)))
+        .new_user(&endpoint, &env.pg_admin_credentials(), new_user(&user, &group, &password, Duration::from_secs(600)))
         .await
         .unwrap();
     let session = login(&env, &user, &password).await.unwrap();
@@ -173,7 +166,7 @@ async fn deleting_ends_sessions_keeps_the_data_and_is_idempotent() {
         .unwrap();
 
     let request = DeleteUser { username: Username::parse(&user).unwrap(), reassign_to: Some(group.clone()) };
-    let outcome = backend.delete_user(&endpoint, &admin(&env), request.clone()).await.unwrap();
+    let outcome = backend.delete_user(&endpoint, &env.pg_admin_credentials(), request.clone()).await.unwrap();
     assert!(outcome.existed);
     assert_eq!(outcome.sessions_ended, 1);
     assert!(session.simple_query("SELECT 1").await.is_err(), "the open session must be ended");
@@ -192,7 +185,7 @@ async fn deleting_ends_sessions_keeps_the_data_and_is_idempotent() {
         .collect();
     assert_eq!(owners, vec![group.clone(), group.clone()], "both tables survive, owned by the group");
 
-    let again = backend.delete_user(&endpoint, &admin(&env), request).await.unwrap();
+    let again = backend.delete_user(&endpoint, &env.pg_admin_credentials(), request).await.unwrap();
     assert!(!again.existed, "deleting a user that is gone succeeds");
 }
 
@@ -207,7 +200,11 @@ async fn users_are_listed_by_a_literal_prefix() {
     for i in 0..3 {
         let user = format!("{prefix}{i} it's \"q\"");
         backend
-            .new_user(&endpoint, &admin(&env), new_user(&user, &group, &random_token(), Duration::from_secs(60)))
+            .new_user(
+                &endpoint,
+                &env.pg_admin_credentials(),
+                new_user(&user, &group, &random_token(), Duration::from_secs(60)),
+            )
             .await
             .unwrap();
         made.push(user);
@@ -215,7 +212,8 @@ async fn users_are_listed_by_a_literal_prefix() {
     // `%` and `_` in the prefix match only themselves.
     let lookalike = prefix.replace("%", "x");
     env.create_role(&format!("{lookalike}0"), &random_token()).await;
-    let listed = backend.list_users(&endpoint, &admin(&env), ListUsers { prefix: prefix.clone() }).await.unwrap();
+    let listed =
+        backend.list_users(&endpoint, &env.pg_admin_credentials(), ListUsers { prefix: prefix.clone() }).await.unwrap();
     let listed: Vec<String> = listed.iter().map(|u| u.to_string()).collect();
     assert_eq!(listed, made);
 }

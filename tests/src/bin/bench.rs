@@ -152,16 +152,13 @@ async fn login(env: &TestEnv) -> (Duration, Duration) {
 /// p99 of `new_user` over 200 issuances one at a time, issuances per second with 8
 /// callers at once (800 in all), and the median `delete_user`.
 async fn dynamic_users(env: &TestEnv) -> (Duration, Duration, f64, Duration) {
-    use keyturn::backend::{Credentials, DeleteUser, DynamicUsers, NewUser, TlsMode, Username};
+    use keyturn::backend::{DeleteUser, DynamicUsers, NewUser, TlsMode, Username};
     use std::time::SystemTime;
     let group = env.unique("grp");
     env.create_role(&group, &random_token()).await;
     let backend = std::sync::Arc::new(env.pg_backend(Default::default()));
     let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
-    let admin = Credentials {
-        username: Username::parse(&env.h.pg.superuser).unwrap(),
-        password: env.h.pg.superuser_password.clone().into(),
-    };
+    let admin = env.pg_admin_credentials();
     let groups = vec![group.clone()];
     let request = move |name: String| NewUser {
         username: Username::parse(&name).unwrap(),
