@@ -126,6 +126,15 @@ pub struct ListUsers {
     pub prefix: String,
 }
 
+/// What [`DynamicUsers::new_user`] set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewUserOutcome {
+    /// The database itself refuses the login after `expires_at` (PostgreSQL's
+    /// `VALID UNTIL`, a MariaDB event that drops the user); `false` when only keyturn's
+    /// reaper enforces expiry.
+    pub server_expiry: bool,
+}
+
 /// What [`DynamicUsers::delete_user`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeleteOutcome {
@@ -142,7 +151,7 @@ pub trait DynamicUsers: Send + Sync {
         endpoint: &Endpoint,
         admin: &Credentials,
         req: NewUser,
-    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+    ) -> impl Future<Output = Result<NewUserOutcome, BackendError>> + Send;
 
     fn update_user(
         &self,
@@ -289,7 +298,12 @@ impl DatabaseBackend for Databases {
 
 #[cfg(feature = "database")]
 impl DynamicUsers for Databases {
-    async fn new_user(&self, endpoint: &Endpoint, admin: &Credentials, req: NewUser) -> Result<(), BackendError> {
+    async fn new_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: NewUser,
+    ) -> Result<NewUserOutcome, BackendError> {
         dispatch!(self, endpoint.engine, b => b.new_user(endpoint, admin, req).await)
     }
 

@@ -341,6 +341,10 @@ max_leases = 2
             attempts: 0,
             last_error: None,
             version: 1,
+            retry_at: None,
+            revoked_at: None,
+            revoked_by: None,
+            server_expiry: true,
         }
     }
 

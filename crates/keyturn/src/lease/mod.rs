@@ -5,7 +5,8 @@
 //! - [`decide`]: the decisions, as pure functions with the clock passed in: the TTL of an
 //!   issue, how far a renewal goes, who may act on a lease, the caller's IAM identity
 //!   against ARN patterns, the username.
-//! - [`store`]: the [`store::LeaseStore`] trait the leases are kept behind (DynamoDB later).
+//! - [`store`]: the [`store::LeaseStore`] trait the leases are kept behind (DynamoDB in
+//!   `aws::dynamodb`, an in-memory fake in unit tests).
 //!
 //! Times are whole seconds since the Unix epoch (`u64`), as DynamoDB's TTL attribute and
 //! the API's `issued_at`/`expires_at` use them. Nothing here does I/O.
@@ -68,6 +69,28 @@ pub struct Lease {
     pub last_error: Option<String>,
     /// Incremented by every update; updates are conditional on it (compare-and-set).
     pub version: u64,
+    /// While `Revoking`: when the next attempt is due (backoff after a failure; the time
+    /// revocation started otherwise). The reaper takes leases by [`Lease::due_at`].
+    pub retry_at: Option<u64>,
+    /// When revocation succeeded, and who asked for it (a caller's ARN, or `reaper` for
+    /// expiry): the audit record.
+    pub revoked_at: Option<u64>,
+    pub revoked_by: Option<String>,
+    /// Whether the database itself refuses the login after `expires_at` (PostgreSQL's
+    /// `VALID UNTIL`, a MariaDB event), or only the reaper enforces expiry.
+    pub server_expiry: bool,
+}
+
+impl Lease {
+    /// When the reaper should next act on the lease: its retry time while being revoked,
+    /// its expiry while active. `None` once revoked.
+    pub fn due_at(&self) -> Option<u64> {
+        match self.state {
+            LeaseState::Active => Some(self.expires_at),
+            LeaseState::Revoking => Some(self.retry_at.unwrap_or(self.expires_at)),
+            LeaseState::Revoked => None,
+        }
+    }
 }
 
 /// Why a lease operation was refused. Each variant has a stable [`code`](Self::code) and an
@@ -143,6 +166,7 @@ impl From<store::StoreError> for LeaseError {
             store::StoreError::AlreadyExists(_) | store::StoreError::ConditionFailed(_) => {
                 Self::Conflict(e.to_string())
             }
+            store::StoreError::AtCapacity { role, live } => Self::TooManyLeases { role, live },
             store::StoreError::Backend { retryable: true, .. } => Self::Unavailable(e.to_string()),
             store::StoreError::Backend { retryable: false, .. } => Self::Internal(e.to_string()),
         }
@@ -177,6 +201,7 @@ mod tests {
         use store::StoreError;
         assert_eq!(LeaseError::from(StoreError::ConditionFailed("l".into())).status(), 409);
         assert_eq!(LeaseError::from(StoreError::AlreadyExists("l".into())).status(), 409);
+        assert_eq!(LeaseError::from(StoreError::AtCapacity { role: "r".into(), live: 2 }).status(), 429);
         let backend = |retryable| StoreError::Backend { operation: "PutItem", message: "m".into(), retryable };
         assert_eq!(LeaseError::from(backend(true)).status(), 503);
         assert_eq!(LeaseError::from(backend(false)).status(), 500);

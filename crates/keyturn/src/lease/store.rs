@@ -13,6 +13,9 @@ pub enum StoreError {
     /// `put_new` found a lease with that id.
     #[error("lease {0:?} already exists")]
     AlreadyExists(String),
+    /// `put_new` would take the role past its `max_leases`; nothing was written.
+    #[error("role {role:?} has {live} live leases, its max_leases")]
+    AtCapacity { role: String, live: u64 },
     /// `update` found the lease gone, or not in the expected state and version: someone else
     /// changed it meanwhile.
     #[error("lease {0:?} changed meanwhile")]
@@ -40,20 +43,28 @@ impl Expected {
     }
 }
 
-/// The operations leases need from their table.
+/// The operations leases need from their table. Reads by id are strongly consistent: the
+/// orphan sweep relies on seeing a lease written just before its user was created.
 pub trait LeaseStore: Send + Sync {
-    /// Writes a new lease; fails with [`StoreError::AlreadyExists`] if its id is taken.
-    fn put_new(&self, lease: &Lease) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Writes a new lease and counts it against its role's live leases, atomically: fails
+    /// with [`StoreError::AlreadyExists`] if its id is taken, and with
+    /// [`StoreError::AtCapacity`] (writing nothing) if the role already has `max_live` live
+    /// leases. The count is kept for every role, capped or not, so that a cap set later is
+    /// exact from the start.
+    fn put_new(&self, lease: &Lease, max_live: Option<u32>) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// The lease with that id, if any.
     fn get(&self, lease_id: &str) -> impl Future<Output = Result<Option<Lease>, StoreError>> + Send;
+    /// The leases with those ids that exist, in no particular order.
+    fn get_many(&self, lease_ids: &[String]) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
     /// Replaces the lease `next.lease_id` with `next` if it is still as `expected` says
     /// (compare-and-set), else [`StoreError::ConditionFailed`]. `next.version` must be
-    /// `expected.version + 1`.
+    /// `expected.version + 1`. An update that makes a live lease `Revoked` takes it off its
+    /// role's live count in the same atomic write.
     fn update(&self, next: &Lease, expected: Expected) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Up to `limit` live leases (active or being revoked) with `expires_at <= now`, the
-    /// earliest expiry first: the reaper's work, found without reading every lease.
-    fn list_expired(&self, now: u64, limit: usize) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
-    /// How many leases of the role are live (their user may exist), for `max_leases`.
+    /// Up to `limit` live leases whose [`Lease::due_at`] is at or before `now`, the earliest
+    /// first: the reaper's work, found without reading every lease.
+    fn list_due(&self, now: u64, limit: usize) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
+    /// How many leases of the role are live (their user may exist), as `max_leases` counts.
     fn count_live(&self, role: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
@@ -66,27 +77,45 @@ pub(crate) mod fake {
     use super::*;
 
     #[derive(Default)]
-    pub(crate) struct MemoryStore(pub(crate) Mutex<BTreeMap<String, Lease>>);
+    pub(crate) struct MemoryStore {
+        pub(crate) leases: Mutex<BTreeMap<String, Lease>>,
+        /// Live leases per role, kept as the DynamoDB adapter keeps its counter items.
+        live: Mutex<BTreeMap<String, u64>>,
+    }
 
     impl LeaseStore for MemoryStore {
-        async fn put_new(&self, lease: &Lease) -> Result<(), StoreError> {
-            let mut map = self.0.lock().unwrap();
+        async fn put_new(&self, lease: &Lease, max_live: Option<u32>) -> Result<(), StoreError> {
+            let mut map = self.leases.lock().unwrap();
+            let mut live = self.live.lock().unwrap();
             if map.contains_key(&lease.lease_id) {
                 return Err(StoreError::AlreadyExists(lease.lease_id.clone()));
             }
+            let count = live.entry(lease.role.clone()).or_default();
+            if max_live.is_some_and(|max| *count >= u64::from(max)) {
+                return Err(StoreError::AtCapacity { role: lease.role.clone(), live: *count });
+            }
+            *count += 1;
             map.insert(lease.lease_id.clone(), lease.clone());
             Ok(())
         }
 
         async fn get(&self, lease_id: &str) -> Result<Option<Lease>, StoreError> {
-            Ok(self.0.lock().unwrap().get(lease_id).cloned())
+            Ok(self.leases.lock().unwrap().get(lease_id).cloned())
+        }
+
+        async fn get_many(&self, lease_ids: &[String]) -> Result<Vec<Lease>, StoreError> {
+            let map = self.leases.lock().unwrap();
+            Ok(lease_ids.iter().filter_map(|id| map.get(id).cloned()).collect())
         }
 
         async fn update(&self, next: &Lease, expected: Expected) -> Result<(), StoreError> {
             assert_eq!(next.version, expected.version + 1, "an update must bump the version");
-            let mut map = self.0.lock().unwrap();
+            let mut map = self.leases.lock().unwrap();
             match map.get_mut(&next.lease_id) {
                 Some(current) if Expected::of(current) == expected => {
+                    if current.state.is_live() && !next.state.is_live() {
+                        *self.live.lock().unwrap().entry(current.role.clone()).or_default() -= 1;
+                    }
                     *current = next.clone();
                     Ok(())
                 }
@@ -94,17 +123,17 @@ pub(crate) mod fake {
             }
         }
 
-        async fn list_expired(&self, now: u64, limit: usize) -> Result<Vec<Lease>, StoreError> {
-            let map = self.0.lock().unwrap();
+        async fn list_due(&self, now: u64, limit: usize) -> Result<Vec<Lease>, StoreError> {
+            let map = self.leases.lock().unwrap();
             let mut due: Vec<Lease> =
-                map.values().filter(|l| l.state.is_live() && l.expires_at <= now).cloned().collect();
-            due.sort_by_key(|l| l.expires_at);
+                map.values().filter(|l| l.due_at().is_some_and(|at| at <= now)).cloned().collect();
+            due.sort_by_key(|l| l.due_at());
             due.truncate(limit);
             Ok(due)
         }
 
         async fn count_live(&self, role: &str) -> Result<u64, StoreError> {
-            Ok(self.0.lock().unwrap().values().filter(|l| l.role == role && l.state.is_live()).count() as u64)
+            Ok(self.live.lock().unwrap().get(role).copied().unwrap_or(0))
         }
     }
 }
@@ -131,6 +160,10 @@ mod tests {
             attempts: 0,
             last_error: None,
             version: 1,
+            retry_at: None,
+            revoked_at: None,
+            revoked_by: None,
+            server_expiry: true,
         }
     }
 
@@ -142,10 +175,10 @@ mod tests {
     fn put_new_never_overwrites() {
         block_on(async {
             let store = MemoryStore::default();
-            store.put_new(&lease("a", 1900)).await.unwrap();
+            store.put_new(&lease("a", 1900), None).await.unwrap();
             let mut other = lease("a", 9999);
             other.caller_arn = "someone else".into();
-            assert_eq!(store.put_new(&other).await, Err(StoreError::AlreadyExists("a".into())));
+            assert_eq!(store.put_new(&other, None).await, Err(StoreError::AlreadyExists("a".into())));
             assert_eq!(store.get("a").await.unwrap().unwrap().expires_at, 1900);
         });
     }
@@ -164,7 +197,7 @@ max_ttl = "1h"
             let roles = Roles::from_toml(text).unwrap();
             let role = roles.get("ci").unwrap();
             let store = MemoryStore::default();
-            store.put_new(&lease("a", 1900)).await.unwrap();
+            store.put_new(&lease("a", 1900), None).await.unwrap();
 
             // Both read the active lease.
             let read_by_renewer = store.get("a").await.unwrap().unwrap();
@@ -190,7 +223,7 @@ max_ttl = "1h"
         block_on(async {
             let store = MemoryStore::default();
             for (id, exp) in [("a", 1500), ("b", 1200), ("c", 3000), ("d", 1100)] {
-                store.put_new(&lease(id, exp)).await.unwrap();
+                store.put_new(&lease(id, exp), None).await.unwrap();
             }
             let mut gone = store.get("d").await.unwrap().unwrap();
             let expected = Expected::of(&gone);
@@ -198,12 +231,47 @@ max_ttl = "1h"
             gone.version += 1;
             store.update(&gone, expected).await.unwrap();
 
-            let due: Vec<String> =
-                store.list_expired(1500, 10).await.unwrap().into_iter().map(|l| l.lease_id).collect();
+            let due: Vec<String> = store.list_due(1500, 10).await.unwrap().into_iter().map(|l| l.lease_id).collect();
             assert_eq!(due, ["b", "a"]);
-            assert_eq!(store.list_expired(1500, 1).await.unwrap().len(), 1);
+            assert_eq!(store.list_due(1500, 1).await.unwrap().len(), 1);
             assert_eq!(store.count_live("ci").await.unwrap(), 3);
             assert_eq!(store.count_live("other").await.unwrap(), 0);
+        });
+    }
+
+    #[test]
+    fn capacity_counts_live_leases_and_frees_on_revocation() {
+        block_on(async {
+            let store = MemoryStore::default();
+            store.put_new(&lease("a", 1500), Some(2)).await.unwrap();
+            store.put_new(&lease("b", 1500), Some(2)).await.unwrap();
+            assert_eq!(
+                store.put_new(&lease("c", 1500), Some(2)).await,
+                Err(StoreError::AtCapacity { role: "ci".into(), live: 2 })
+            );
+            assert_eq!(store.get("c").await.unwrap(), None, "a refused lease is not written");
+            let a = store.get("a").await.unwrap().unwrap();
+            let mut revoked = a.clone();
+            revoked.state = LeaseState::Revoked;
+            revoked.version += 1;
+            store.update(&revoked, Expected::of(&a)).await.unwrap();
+            store.put_new(&lease("c", 1500), Some(2)).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_failed_revocation_is_due_again_at_its_retry_time() {
+        block_on(async {
+            let store = MemoryStore::default();
+            store.put_new(&lease("a", 1000), None).await.unwrap();
+            let a = store.get("a").await.unwrap().unwrap();
+            let mut retrying = a.clone();
+            retrying.state = LeaseState::Revoking;
+            retrying.retry_at = Some(2000);
+            retrying.version += 1;
+            store.update(&retrying, Expected::of(&a)).await.unwrap();
+            assert!(store.list_due(1999, 10).await.unwrap().is_empty());
+            assert_eq!(store.list_due(2000, 10).await.unwrap().len(), 1);
         });
     }
 }

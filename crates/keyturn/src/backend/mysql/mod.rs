@@ -38,7 +38,8 @@ use tracing::{debug, instrument};
 use crate::backend::tls::{TlsSetupError, RDS_CA_BUNDLE};
 use crate::backend::{
     BackendError, Credentials, DatabaseBackend, DeleteOutcome, DeleteUser, DynamicUsers, Endpoint, Engine, Family,
-    ListUsers, NewUser, SetOwnPassword, Timeouts, TlsMode, UpdateUser, UpsertOutcome, UpsertUser, Username,
+    ListUsers, NewUser, NewUserOutcome, SetOwnPassword, Timeouts, TlsMode, UpdateUser, UpsertOutcome, UpsertUser,
+    Username,
 };
 
 /// MySQL's username limit, in characters.
@@ -536,7 +537,12 @@ impl DatabaseBackend for MysqlBackend {
 /// outlive, so the reaper enforces it (`VALID UNTIL` has no equivalent here).
 impl DynamicUsers for MysqlBackend {
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
-    async fn new_user(&self, endpoint: &Endpoint, admin: &Credentials, req: NewUser) -> Result<(), BackendError> {
+    async fn new_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: NewUser,
+    ) -> Result<NewUserOutcome, BackendError> {
         let mut session = self.connect(endpoint, admin).await?;
         let target = account(req.username.as_str(), "%");
         let auth = session.server.auth_clause("", &req.password)?;
@@ -549,7 +555,7 @@ impl DynamicUsers for MysqlBackend {
             session.run(&sql, "setting the default role").await?;
         }
         session.conn.disconnect().await.ok();
-        Ok(())
+        Ok(NewUserOutcome { server_expiry: false })
     }
 
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]

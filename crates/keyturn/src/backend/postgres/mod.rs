@@ -29,7 +29,8 @@ use cleartext::{CleartextRequested, NoCleartextPassword};
 
 use crate::backend::{
     BackendError, Credentials, DatabaseBackend, DeleteOutcome, DeleteUser, DynamicUsers, Endpoint, Engine, Family,
-    ListUsers, NewUser, SetOwnPassword, Timeouts, TlsMode, UpdateUser, UpsertOutcome, UpsertUser, Username,
+    ListUsers, NewUser, NewUserOutcome, SetOwnPassword, Timeouts, TlsMode, UpdateUser, UpsertOutcome, UpsertUser,
+    Username,
 };
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
@@ -338,7 +339,12 @@ impl DynamicUsers for PostgresBackend {
     /// refuses the login after it even if nothing revokes it), its groups, and, with one
     /// group, sessions that act as the group.
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
-    async fn new_user(&self, endpoint: &Endpoint, admin: &Credentials, req: NewUser) -> Result<(), BackendError> {
+    async fn new_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: NewUser,
+    ) -> Result<NewUserOutcome, BackendError> {
         let client = self.admin_session(endpoint, admin).await?;
         let name = ident(&req.username);
         let mut sql = format!(
@@ -353,7 +359,8 @@ impl DynamicUsers for PostgresBackend {
         if let [group] = req.groups.as_slice() {
             sql.push_str(&format!(";\nALTER ROLE {name} SET role = {}", escape_literal(group)));
         }
-        self.batch(&client, &sql, endpoint, admin, "creating the user").await
+        self.batch(&client, &sql, endpoint, admin, "creating the user").await?;
+        Ok(NewUserOutcome { server_expiry: true })
     }
 
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
