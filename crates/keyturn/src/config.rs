@@ -83,14 +83,7 @@ impl RotateDatabaseConfig {
         // An empty EXCLUDE_CHARACTERS means "exclude nothing", as with AWS's API.
         let exclude = vars.raw("EXCLUDE_CHARACTERS").unwrap_or(DEFAULT_EXCLUDE);
         let passwords = PasswordPolicy::new(length, exclude).map_err(|e| error("PASSWORD_LENGTH", e.to_string()))?;
-        let timeouts = Timeouts {
-            connect: vars.seconds("KEYTURN_CONNECT_TIMEOUT_SECS", TIMEOUT_RANGE_SECS, 5)?,
-            statement: vars.seconds("KEYTURN_STATEMENT_TIMEOUT_SECS", TIMEOUT_RANGE_SECS, 5)?,
-        };
-        let extra_ca_files = vars
-            .get("KEYTURN_EXTRA_CA_FILES")
-            .map(|v| v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect())
-            .unwrap_or_default();
+        let (timeouts, extra_ca_files) = vars.database_access()?;
         let secrets_manager_endpoint = vars.get("SECRETS_MANAGER_ENDPOINT").map(str::to_owned);
         let admin_secrets = match vars.get("KEYTURN_ADMIN_SECRET_ARNS") {
             None => AdminSecrets::any(),
@@ -107,6 +100,89 @@ impl RotateDatabaseConfig {
             }
         };
         Ok(Self { strategy, passwords, timeouts, extra_ca_files, secrets_manager_endpoint, admin_secrets })
+    }
+}
+
+#[cfg(feature = "database")]
+const LEASE_KNOWN: [&str; 9] = [
+    "KEYTURN_ROLES_FILE",
+    "KEYTURN_LEASE_TABLE",
+    "KEYTURN_EXTRA_CA_FILES",
+    "KEYTURN_CONNECT_TIMEOUT_SECS",
+    "KEYTURN_STATEMENT_TIMEOUT_SECS",
+    "KEYTURN_SCRAM_ITERATIONS",
+    "KEYTURN_REAP_BATCH",
+    "KEYTURN_REAP_CONCURRENCY",
+    // Set by the test harness only; never in a deployment (see `LeaseConfig::clock_offset`).
+    "KEYTURN_TEST_CLOCK_OFFSET_SECS",
+];
+
+#[cfg(feature = "database")]
+/// Accepted SCRAM iteration counts of generated passwords (PostgreSQL accepts any count
+/// from 1; over 100,000 would make each issue take most of a second).
+pub const SCRAM_ITERATIONS_RANGE: std::ops::RangeInclusive<u64> = 1..=100_000;
+#[cfg(feature = "database")]
+/// Accepted reaper batch sizes (due leases taken per run).
+pub const REAP_BATCH_RANGE: std::ops::RangeInclusive<u64> = 1..=10_000;
+#[cfg(feature = "database")]
+/// Accepted reaper concurrency.
+pub const REAP_CONCURRENCY_RANGE: std::ops::RangeInclusive<u64> = 1..=64;
+
+#[cfg(feature = "database")]
+/// Settings of the issue-credentials and reap-leases functions (one struct: they serve the
+/// same roles from the same table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// `KEYTURN_ROLES_FILE`: the roles file (required).
+    pub roles_file: PathBuf,
+    /// `KEYTURN_LEASE_TABLE`: the DynamoDB table of leases (required).
+    pub lease_table: String,
+    /// As for rotate-database.
+    pub timeouts: Timeouts,
+    pub extra_ca_files: Vec<PathBuf>,
+    pub secrets_manager_endpoint: Option<String>,
+    /// `KEYTURN_SCRAM_ITERATIONS`: SCRAM-SHA-256 iterations of generated PostgreSQL
+    /// passwords, default 16 (see `backend::postgres::scram`).
+    pub scram_iterations: u32,
+    /// `KEYTURN_REAP_BATCH`, default 1000: due leases one reaper run takes.
+    pub reap_batch: usize,
+    /// `KEYTURN_REAP_CONCURRENCY`, default 16: revocations in flight at once.
+    pub reap_concurrency: usize,
+    /// `KEYTURN_TEST_CLOCK_OFFSET_SECS`: seconds added to the clock, so the end-to-end
+    /// tests can expire leases without waiting for them. Zero in a deployment.
+    pub clock_offset: u64,
+}
+
+#[cfg(feature = "database")]
+impl LeaseConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the given variables (the process environment in production).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let vars = Vars::new(vars, &LEASE_KNOWN)?;
+        let required = |key: &str| vars.get(key).map(str::to_owned).ok_or_else(|| error(key, "is required".into()));
+        let roles_file = PathBuf::from(required("KEYTURN_ROLES_FILE")?);
+        let lease_table = required("KEYTURN_LEASE_TABLE")?;
+        let (timeouts, extra_ca_files) = vars.database_access()?;
+        let scram_iterations = vars.number(
+            "KEYTURN_SCRAM_ITERATIONS",
+            SCRAM_ITERATIONS_RANGE,
+            u64::from(crate::backend::postgres::scram::GENERATED_PASSWORD_ITERATIONS),
+        )? as u32;
+        Ok(Self {
+            roles_file,
+            lease_table,
+            timeouts,
+            extra_ca_files,
+            secrets_manager_endpoint: vars.get("SECRETS_MANAGER_ENDPOINT").map(str::to_owned),
+            scram_iterations,
+            reap_batch: vars.number("KEYTURN_REAP_BATCH", REAP_BATCH_RANGE, 1000)? as usize,
+            reap_concurrency: vars.number("KEYTURN_REAP_CONCURRENCY", REAP_CONCURRENCY_RANGE, 16)? as usize,
+            clock_offset: vars.number("KEYTURN_TEST_CLOCK_OFFSET_SECS", 0..=u64::from(u32::MAX), 0)?,
+        })
     }
 }
 
@@ -200,6 +276,29 @@ impl Vars {
         self.0.get(key).map(String::as_str)
     }
 
+    /// The database settings every database function shares: timeouts and extra CAs.
+    #[cfg(feature = "database")]
+    fn database_access(&self) -> Result<(Timeouts, Vec<PathBuf>), ConfigError> {
+        let timeouts = Timeouts {
+            connect: self.seconds("KEYTURN_CONNECT_TIMEOUT_SECS", TIMEOUT_RANGE_SECS, 5)?,
+            statement: self.seconds("KEYTURN_STATEMENT_TIMEOUT_SECS", TIMEOUT_RANGE_SECS, 5)?,
+        };
+        let extra_ca_files = self
+            .get("KEYTURN_EXTRA_CA_FILES")
+            .map(|v| v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect())
+            .unwrap_or_default();
+        Ok((timeouts, extra_ca_files))
+    }
+
+    #[cfg(feature = "database")]
+    fn number(&self, key: &str, range: std::ops::RangeInclusive<u64>, default: u64) -> Result<u64, ConfigError> {
+        let Some(v) = self.get(key) else { return Ok(default) };
+        match v.parse::<u64>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(error(key, format!("{v:?} is not a whole number from {} to {}", range.start(), range.end()))),
+        }
+    }
+
     fn seconds(&self, key: &str, range: std::ops::RangeInclusive<u64>, default: u64) -> Result<Duration, ConfigError> {
         let Some(v) = self.get(key) else { return Ok(Duration::from_secs(default)) };
         match v.parse::<u64>() {
@@ -271,6 +370,27 @@ mod tests {
         ] {
             let err = RotateDatabaseConfig::from_vars(vars(&pairs)).unwrap_err();
             assert_eq!(err.variable, variable, "{err}");
+        }
+    }
+
+    #[cfg(feature = "database")]
+    #[test]
+    fn lease_config_needs_the_roles_file_and_table_and_checks_ranges() {
+        let base = [("KEYTURN_ROLES_FILE", "/opt/roles.toml"), ("KEYTURN_LEASE_TABLE", "leases")];
+        let c = LeaseConfig::from_vars(vars(&base)).unwrap();
+        assert_eq!((c.scram_iterations, c.reap_batch, c.reap_concurrency, c.clock_offset), (16, 1000, 16, 0));
+        assert_eq!(LeaseConfig::from_vars(vars(&base[..1])).unwrap_err().variable, "KEYTURN_LEASE_TABLE");
+        assert_eq!(LeaseConfig::from_vars(vars(&base[1..])).unwrap_err().variable, "KEYTURN_ROLES_FILE");
+        for (key, value) in [
+            ("KEYTURN_SCRAM_ITERATIONS", "0"),
+            ("KEYTURN_SCRAM_ITERATIONS", "1000000"),
+            ("KEYTURN_REAP_BATCH", "0"),
+            ("KEYTURN_REAP_CONCURRENCY", "65"),
+            ("KEYTURN_STRATEGY", "single-user"),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push((key, value));
+            assert_eq!(LeaseConfig::from_vars(vars(&pairs)).unwrap_err().variable, key);
         }
     }
 

@@ -1,5 +1,5 @@
-//! The Lambda side every rotation function shares: events in, errors out as Lambda's
-//! `errorType` / `errorMessage`.
+//! The Lambda side the functions share: events in, and out either a response (the issuer's
+//! HTTP API, the reaper's report) or an error as Lambda's `errorType` / `errorMessage`.
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
@@ -24,4 +24,74 @@ pub async fn serve_rotation<S: SecretStore, T: RotationTarget>(
 /// a secret value, as `errorMessage`.
 fn diagnostic(error: RotationError) -> Diagnostic {
     Diagnostic { error_type: error.kind().to_owned(), error_message: error.to_string() }
+}
+
+/// Serves the issuer's HTTP API (API Gateway payload 2.0 events) with `service`. Every
+/// request gets an HTTP response, errors included: a Lambda error would reach the caller
+/// as a bare 500.
+#[cfg(feature = "database")]
+pub async fn serve_api<S, U, M, C>(
+    service: &crate::lease::service::LeaseService<S, U, M, C>,
+) -> Result<(), lambda_runtime::Error>
+where
+    S: crate::lease::store::LeaseStore,
+    U: crate::backend::DynamicUsers,
+    M: SecretStore,
+    C: crate::lease::service::Clock,
+{
+    use crate::lease::api::{self, ApiRequest};
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let response = match ApiRequest::from_event(event.payload) {
+            Ok(request) => api::handle(service, &request).await,
+            Err(refused) => {
+                tracing::warn!(request_id = %event.context.request_id, status = refused.status, "event refused");
+                refused
+            }
+        };
+        Ok::<Value, Diagnostic>(response.into_event())
+    }))
+    .await
+}
+
+/// How long before the invocation's deadline the reaper stops starting revocations: the
+/// ones in flight must still finish (their statements are bounded by the statement timeout)
+/// and their outcome be recorded.
+#[cfg(feature = "database")]
+pub const REAP_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Serves the reaper's scheduled events: one [`reap`](crate::lease::service::LeaseService::reap)
+/// per event, bounded by `batch`, `concurrency` and the invocation's deadline.
+#[cfg(feature = "database")]
+pub async fn serve_reaper<S, U, M, C>(
+    service: &crate::lease::service::LeaseService<S, U, M, C>,
+    batch: usize,
+    concurrency: usize,
+) -> Result<(), lambda_runtime::Error>
+where
+    S: crate::lease::store::LeaseStore,
+    U: crate::backend::DynamicUsers,
+    M: SecretStore,
+    C: crate::lease::service::Clock,
+{
+    use crate::lease::service::ReapLimits;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let left = std::time::Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+        let deadline = std::time::Instant::now() + left.saturating_sub(REAP_MARGIN);
+        let report = service
+            .reap(ReapLimits { batch, concurrency, deadline })
+            .await
+            .map_err(|e| Diagnostic { error_type: e.code().to_owned(), error_message: e.to_string() })?;
+        Ok::<Value, Diagnostic>(serde_json::json!({
+            "due": report.due,
+            "revoked": report.revoked,
+            "failed": report.failed,
+            "skipped": report.skipped,
+            "orphans_dropped": report.orphans_dropped,
+            "sweep_errors": report.sweep_errors,
+            "stopped_at_deadline": report.stopped_at_deadline,
+        }))
+    }))
+    .await
 }

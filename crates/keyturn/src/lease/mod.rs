@@ -5,14 +5,21 @@
 //! - [`decide`]: the decisions, as pure functions with the clock passed in: the TTL of an
 //!   issue, how far a renewal goes, who may act on a lease, the caller's IAM identity
 //!   against ARN patterns, the username.
+//! - `api` (feature `database`): the HTTP API over API Gateway's 2.0 events.
+//! - `service` (feature `database`): issue, renew, revoke and reap, over the store, the
+//!   database users and Secrets Manager, with the clock injected.
 //! - [`store`]: the [`store::LeaseStore`] trait the leases are kept behind (DynamoDB in
 //!   `aws::dynamodb`, an in-memory fake in unit tests).
 //!
 //! Times are whole seconds since the Unix epoch (`u64`), as DynamoDB's TTL attribute and
 //! the API's `issued_at`/`expires_at` use them. Nothing here does I/O.
 
+#[cfg(feature = "database")]
+pub mod api;
 pub mod decide;
 pub mod role;
+#[cfg(feature = "database")]
+pub mod service;
 pub mod store;
 
 /// Where a lease is in its life. Expiry is not a state: it follows from `expires_at` and
@@ -107,6 +114,9 @@ pub enum LeaseError {
     UnknownRole(String),
     #[error("no lease {0:?}")]
     UnknownLease(String),
+    /// No such endpoint.
+    #[error("{0}")]
+    NotFound(String),
     /// The lease is not in a state that allows the operation (expired, revoked, being
     /// revoked), or changed meanwhile.
     #[error("{0}")]
@@ -132,7 +142,7 @@ impl LeaseError {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::Forbidden(_) => "forbidden",
-            Self::UnknownRole(_) | Self::UnknownLease(_) => "not_found",
+            Self::UnknownRole(_) | Self::UnknownLease(_) | Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::NotExtended { .. } => "not_extended",
             Self::TooManyLeases { .. } => "too_many_leases",
@@ -146,7 +156,7 @@ impl LeaseError {
         match self {
             Self::BadRequest(_) => 400,
             Self::Forbidden(_) => 403,
-            Self::UnknownRole(_) | Self::UnknownLease(_) => 404,
+            Self::UnknownRole(_) | Self::UnknownLease(_) | Self::NotFound(_) => 404,
             Self::Conflict(_) | Self::NotExtended { .. } => 409,
             Self::TooManyLeases { .. } => 429,
             Self::Unavailable(_) => 503,
@@ -184,6 +194,7 @@ mod tests {
             (LeaseError::Forbidden("x".into()), "forbidden", 403),
             (LeaseError::UnknownRole("r".into()), "not_found", 404),
             (LeaseError::UnknownLease("l".into()), "not_found", 404),
+            (LeaseError::NotFound("/x".into()), "not_found", 404),
             (LeaseError::Conflict("x".into()), "conflict", 409),
             (LeaseError::NotExtended { lease_id: "l".into(), expires_at: 1, limit: 1 }, "not_extended", 409),
             (LeaseError::TooManyLeases { role: "r".into(), live: 3 }, "too_many_leases", 429),

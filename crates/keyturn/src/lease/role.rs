@@ -90,6 +90,10 @@ pub struct DatabaseRole {
     /// (acting as one would drop the others') and what it creates is given to the first
     /// when the lease ends. Either way nothing it made blocks revocation.
     pub groups: Vec<String>,
+    /// The database callers are told to connect to; the admin secret's `dbname` when
+    /// absent. Users are server-wide on both engines: this names where the group's grants
+    /// are, it does not confine the user.
+    pub dbname: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +112,7 @@ struct RawRole {
     kind: String,
     admin_secret: Option<String>,
     groups: Option<Vec<String>>,
+    dbname: Option<String>,
     creation_statements: Option<toml::Value>,
     default_ttl: String,
     max_ttl: String,
@@ -216,7 +221,18 @@ impl Role {
                         return Err(err(role, "groups", format!("{group:?} is listed twice")));
                     }
                 }
-                RoleKind::Database(DatabaseRole { admin_secret, groups })
+                if let Some(db) = &raw.dbname {
+                    if db.is_empty() || db.len() > GROUP_NAME_MAX || db.chars().any(char::is_control) {
+                        return Err(err(
+                            role,
+                            "dbname",
+                            format!(
+                                "{db:?} is not a database name (1 to {GROUP_NAME_MAX} bytes, no control characters)"
+                            ),
+                        ));
+                    }
+                }
+                RoleKind::Database(DatabaseRole { admin_secret, groups, dbname: raw.dbname })
             }
             other => return Err(err(role, "kind", format!("{other:?} is not supported (known: database)"))),
         };

@@ -1,0 +1,432 @@
+//! The issuer's HTTP API, as API Gateway HTTP API events (payload format 2.0, IAM
+//! authorization) in and responses out:
+//!
+//! | method and path | body | success |
+//! |---|---|---|
+//! | `POST /v1/credentials/{role}` | `{"ttl_seconds": N}`, optional | 201, the credentials and lease |
+//! | `POST /v1/leases/{lease_id}/renew` | `{"ttl_seconds": N}`, optional | 200, the new expiry |
+//! | `DELETE /v1/leases/{lease_id}` | none | 204, also for a lease already revoked |
+//! | `GET /v1/roles` | none | 200, the roles the caller may request |
+//!
+//! Errors are `{"code": ..., "message": ..., "retryable": ...}` with the status of
+//! [`LeaseError::status`]; bad input is always a 4xx and changes nothing.
+//!
+//! The event is read into [`ApiRequest`] here, at the edge, and refused unless it is a 2.0
+//! event carrying the IAM authorizer's caller ARN: the function trusts that ARN, so an
+//! event of another shape (a REST API, a function URL, a direct invoke without it) must
+//! not be served as anybody. Only the fields used are read (lambda_http would accept every
+//! event source and hide which one it got).
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::role::RoleKind;
+use super::service::{Clock, LeaseService};
+use super::store::LeaseStore;
+use super::LeaseError;
+use crate::backend::DynamicUsers;
+use crate::rotation::store::SecretStore;
+
+/// The largest request body read: the API takes at most one small number.
+const MAX_BODY: usize = 4096;
+
+/// An API request as the service needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiRequest {
+    pub method: String,
+    /// The path without the stage's prefix.
+    pub path: String,
+    pub body: Option<String>,
+    /// The caller's ARN, as the IAM authorizer verified it.
+    pub caller: String,
+    pub request_id: String,
+}
+
+/// A response: the status and a JSON body (none for 204).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Event {
+    version: String,
+    raw_path: String,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    is_base64_encoded: bool,
+    request_context: Context,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Context {
+    http: Http,
+    #[serde(default)]
+    stage: Option<String>,
+    #[serde(default)]
+    request_id: Option<String>,
+    #[serde(default)]
+    authorizer: Option<Authorizer>,
+}
+
+#[derive(Deserialize)]
+struct Http {
+    method: String,
+}
+
+#[derive(Deserialize)]
+struct Authorizer {
+    #[serde(default)]
+    iam: Option<Iam>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Iam {
+    #[serde(default)]
+    user_arn: Option<String>,
+}
+
+impl ApiRequest {
+    /// Reads an HTTP API payload 2.0 event. The error is the response to send.
+    pub fn from_event(event: Value) -> Result<Self, ApiResponse> {
+        let event: Event = serde_json::from_value(event)
+            .map_err(|e| error_response(&LeaseError::BadRequest(format!("not an API Gateway HTTP API event: {e}"))))?;
+        if event.version != "2.0" {
+            return Err(error_response(&LeaseError::BadRequest(format!(
+                "payload format {:?} is not served: configure the integration for format 2.0",
+                event.version
+            ))));
+        }
+        let caller = event
+            .request_context
+            .authorizer
+            .and_then(|a| a.iam)
+            .and_then(|i| i.user_arn)
+            .filter(|arn| !arn.is_empty())
+            .ok_or_else(|| {
+                error_response(&LeaseError::Forbidden(
+                    "the request carries no IAM identity: the route must use AWS_IAM authorization".into(),
+                ))
+            })?;
+        let mut path = event.raw_path;
+        if let Some(stage) = event.request_context.stage.filter(|s| s != "$default") {
+            if let Some(rest) = path.strip_prefix(&format!("/{stage}")) {
+                path = rest.to_owned();
+            }
+        }
+        let body = match event.body {
+            Some(b) if event.is_base64_encoded => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.as_bytes())
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .ok_or_else(|| error_response(&LeaseError::BadRequest("the body is not base64 UTF-8".into())))?,
+            ),
+            other => other,
+        };
+        Ok(Self {
+            method: event.request_context.http.method.to_ascii_uppercase(),
+            path,
+            body,
+            caller,
+            request_id: event.request_context.request_id.unwrap_or_default(),
+        })
+    }
+}
+
+impl ApiResponse {
+    /// The response as API Gateway takes it from a 2.0 integration.
+    pub fn into_event(self) -> Value {
+        let mut out = json!({
+            "statusCode": self.status,
+            "headers": {"content-type": "application/json", "cache-control": "no-store"},
+            "isBase64Encoded": false,
+        });
+        if let Some(body) = self.body {
+            out["body"] = Value::String(body.to_string());
+        }
+        out
+    }
+}
+
+/// The error as the API answers it.
+pub fn error_response(e: &LeaseError) -> ApiResponse {
+    let mut body = json!({"code": e.code(), "message": e.to_string(), "retryable": e.retryable()});
+    if let LeaseError::TooManyLeases { live, .. } = e {
+        body["live_leases"] = json!(live);
+    }
+    ApiResponse { status: e.status(), body: Some(body) }
+}
+
+/// The optional `{"ttl_seconds": N}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TtlBody {
+    ttl_seconds: Option<Value>,
+}
+
+fn ttl_of(body: Option<&str>) -> Result<Option<Duration>, LeaseError> {
+    let Some(text) = body.filter(|b| !b.trim().is_empty()) else { return Ok(None) };
+    if text.len() > MAX_BODY {
+        return Err(LeaseError::BadRequest(format!("the body is over {MAX_BODY} bytes")));
+    }
+    // serde's message quotes no more than a field name or a type here: the body is the
+    // caller's own and carries no secret. An object is required (serde would also read a
+    // struct from an array).
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| LeaseError::BadRequest(format!("the body is not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(LeaseError::BadRequest(format!("the body must be a JSON object, not {}", kind_of(&value))));
+    }
+    let parsed: TtlBody = serde_json::from_value(value).map_err(|e| {
+        LeaseError::BadRequest(format!("the body must be a JSON object with only \"ttl_seconds\": {e}"))
+    })?;
+    match parsed.ttl_seconds {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(secs) => Ok(Some(Duration::from_secs(secs))),
+            None => Err(LeaseError::BadRequest(format!("ttl_seconds {n} is not a positive whole number"))),
+        },
+        Some(other) => Err(LeaseError::BadRequest(format!("ttl_seconds must be a number, not {}", kind_of(&other)))),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn no_body(body: Option<&str>) -> Result<(), LeaseError> {
+    match body.filter(|b| !b.trim().is_empty()) {
+        None => Ok(()),
+        Some(_) => Err(LeaseError::BadRequest("this request takes no body".into())),
+    }
+}
+
+/// Which operation a request is.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Issue(&'a str),
+    Renew(&'a str),
+    Revoke(&'a str),
+    ListRoles,
+}
+
+fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, LeaseError> {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let not_allowed =
+        |allowed: &str| LeaseError::BadRequest(format!("{method} is not served on {path}: use {allowed}"));
+    match segments.as_slice() {
+        ["v1", "credentials", role] if !role.is_empty() => match method {
+            "POST" => Ok(Route::Issue(role)),
+            _ => Err(not_allowed("POST")),
+        },
+        ["v1", "leases", id, "renew"] if !id.is_empty() => match method {
+            "POST" => Ok(Route::Renew(id)),
+            _ => Err(not_allowed("POST")),
+        },
+        ["v1", "leases", id] if !id.is_empty() => match method {
+            "DELETE" => Ok(Route::Revoke(id)),
+            _ => Err(not_allowed("DELETE")),
+        },
+        ["v1", "roles"] => match method {
+            "GET" => Ok(Route::ListRoles),
+            _ => Err(not_allowed("GET")),
+        },
+        _ => Err(LeaseError::NotFound(format!("no such endpoint: {method} {path}"))),
+    }
+}
+
+/// Serves one request.
+pub async fn handle<S, U, M, C>(service: &LeaseService<S, U, M, C>, req: &ApiRequest) -> ApiResponse
+where
+    S: LeaseStore,
+    U: DynamicUsers,
+    M: SecretStore,
+    C: Clock,
+{
+    let result = serve(service, req).await;
+    match result {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::info!(
+                request_id = %req.request_id, caller = %req.caller, method = %req.method, path = %req.path,
+                status = e.status(), code = e.code(), error = %e, "request refused"
+            );
+            error_response(&e)
+        }
+    }
+}
+
+async fn serve<S, U, M, C>(service: &LeaseService<S, U, M, C>, req: &ApiRequest) -> Result<ApiResponse, LeaseError>
+where
+    S: LeaseStore,
+    U: DynamicUsers,
+    M: SecretStore,
+    C: Clock,
+{
+    let body = req.body.as_deref();
+    match route(&req.method, &req.path)? {
+        Route::Issue(role) => {
+            let ttl = ttl_of(body)?;
+            let issued = service.issue(&req.caller, role, ttl).await?;
+            let lease = &issued.lease;
+            Ok(ApiResponse {
+                status: 201,
+                body: Some(json!({
+                    "lease_id": lease.lease_id,
+                    "role": lease.role,
+                    "engine": issued.engine.as_str(),
+                    "host": issued.host,
+                    "port": issued.port,
+                    "dbname": issued.dbname,
+                    "username": lease.username,
+                    "password": issued.password.expose_secret(),
+                    "issued_at": lease.issued_at,
+                    "expires_at": lease.expires_at,
+                    "ttl_seconds": lease.expires_at - lease.issued_at,
+                    "server_expiry": lease.server_expiry,
+                })),
+            })
+        }
+        Route::Renew(id) => {
+            let ttl = ttl_of(body)?;
+            let renewed = service.renew(&req.caller, id, ttl).await?;
+            Ok(ApiResponse {
+                status: 200,
+                body: Some(json!({
+                    "lease_id": renewed.lease.lease_id,
+                    "expires_at": renewed.lease.expires_at,
+                    "capped": renewed.capped,
+                })),
+            })
+        }
+        Route::Revoke(id) => {
+            no_body(body)?;
+            service.revoke(&req.caller, id).await?;
+            Ok(ApiResponse { status: 204, body: None })
+        }
+        Route::ListRoles => {
+            no_body(body)?;
+            let roles: Vec<Value> = service
+                .roles_for(&req.caller)
+                .map(|r| {
+                    let RoleKind::Database(_) = &r.kind;
+                    json!({
+                        "name": r.name,
+                        "kind": "database",
+                        "default_ttl_seconds": r.default_ttl.as_secs(),
+                        "max_ttl_seconds": r.max_ttl.as_secs(),
+                    })
+                })
+                .collect();
+            Ok(ApiResponse { status: 200, body: Some(json!({ "roles": roles })) })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_methods() {
+        assert_eq!(route("POST", "/v1/credentials/ci"), Ok(Route::Issue("ci")));
+        assert_eq!(route("POST", "/v1/leases/abc/renew"), Ok(Route::Renew("abc")));
+        assert_eq!(route("DELETE", "/v1/leases/abc"), Ok(Route::Revoke("abc")));
+        assert_eq!(route("GET", "/v1/roles"), Ok(Route::ListRoles));
+        assert_eq!(route("GET", "/v1/credentials/ci").unwrap_err().status(), 400);
+        assert_eq!(route("POST", "/v1/credentials/").unwrap_err().status(), 404);
+        assert_eq!(route("POST", "/v1/credentials/ci/x").unwrap_err().status(), 404);
+        assert_eq!(route("GET", "/v2/roles").unwrap_err().status(), 404);
+    }
+
+    #[test]
+    fn ttl_bodies() {
+        assert_eq!(ttl_of(None), Ok(None));
+        assert_eq!(ttl_of(Some("")), Ok(None));
+        assert_eq!(ttl_of(Some("{}")), Ok(None));
+        assert_eq!(ttl_of(Some(r#"{"ttl_seconds": 60}"#)), Ok(Some(Duration::from_secs(60))));
+        for bad in [
+            r#"{"ttl_seconds": -1}"#,
+            r#"{"ttl_seconds": 1.5}"#,
+            r#"{"ttl_seconds": "60"}"#,
+            r#"{"ttl": 60}"#,
+            r#"[60]"#,
+            "not json",
+            r#"{"ttl_seconds": 99999999999999999999999}"#,
+        ] {
+            assert_eq!(ttl_of(Some(bad)).unwrap_err().status(), 400, "{bad}");
+        }
+        assert_eq!(ttl_of(Some(&" ".repeat(MAX_BODY + 1))), Ok(None));
+        let long = format!(r#"{{"ttl_seconds": 1{}}}"#, " ".repeat(MAX_BODY));
+        assert_eq!(ttl_of(Some(&long)).unwrap_err().status(), 400);
+    }
+
+    fn event(authorizer: Value) -> Value {
+        json!({
+            "version": "2.0",
+            "routeKey": "$default",
+            "rawPath": "/v1/roles",
+            "requestContext": {"http": {"method": "GET"}, "stage": "$default", "requestId": "r1", "authorizer": authorizer},
+        })
+    }
+
+    #[test]
+    fn an_event_without_an_iam_caller_is_refused() {
+        let caller = "arn:aws:sts::123456789012:assumed-role/ci/job";
+        let ok = ApiRequest::from_event(event(json!({"iam": {"userArn": caller}}))).unwrap();
+        assert_eq!((ok.method.as_str(), ok.path.as_str(), ok.caller.as_str()), ("GET", "/v1/roles", caller));
+        for authorizer in [
+            json!(null),
+            json!({}),
+            json!({"iam": {}}),
+            json!({"iam": {"userArn": ""}}),
+            json!({"jwt": {"claims": {"sub": caller}}}),
+        ] {
+            assert_eq!(ApiRequest::from_event(event(authorizer.clone())).unwrap_err().status, 403, "{authorizer}");
+        }
+        let mut v1 = event(json!({"iam": {"userArn": caller}}));
+        v1["version"] = json!("1.0");
+        assert_eq!(ApiRequest::from_event(v1).unwrap_err().status, 400);
+        assert_eq!(ApiRequest::from_event(json!({"Records": []})).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn a_named_stage_is_stripped_and_base64_bodies_decoded() {
+        let mut e = event(json!({"iam": {"userArn": "arn:aws:iam::123456789012:user/u"}}));
+        e["rawPath"] = json!("/prod/v1/credentials/ci");
+        e["requestContext"]["stage"] = json!("prod");
+        e["body"] = json!(base64::engine::general_purpose::STANDARD.encode(r#"{"ttl_seconds":5}"#));
+        e["isBase64Encoded"] = json!(true);
+        let req = ApiRequest::from_event(e).unwrap();
+        assert_eq!(req.path, "/v1/credentials/ci");
+        assert_eq!(req.body.as_deref(), Some(r#"{"ttl_seconds":5}"#));
+    }
+
+    #[test]
+    fn errors_are_json_with_a_code() {
+        let r = error_response(&LeaseError::TooManyLeases { role: "ci".into(), live: 3 });
+        assert_eq!(r.status, 429);
+        let body = r.body.unwrap();
+        assert_eq!((body["code"].as_str(), body["live_leases"].as_u64()), (Some("too_many_leases"), Some(3)));
+        let event = error_response(&LeaseError::Unavailable("x".into())).into_event();
+        assert_eq!(event["statusCode"], 503);
+        assert_eq!(serde_json::from_str::<Value>(event["body"].as_str().unwrap()).unwrap()["retryable"], true);
+    }
+}

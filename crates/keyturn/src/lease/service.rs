@@ -1,0 +1,1014 @@
+//! Issuing, renewing, revoking and reaping leases: the imperative shell around
+//! [`super::decide`]. One [`LeaseService`] per container serves both functions
+//! (issue-credentials and reap-leases); its I/O is behind traits (the lease table, the
+//! database users, Secrets Manager for admin secrets) and its clock is injected.
+//!
+//! Order of writes, chosen so that a crash at any point leaves nothing unaccounted for:
+//!
+//! - Issue: the lease is written first (which also takes a slot of the role's
+//!   `max_leases`, atomically), then the user is created. A crash in between leaves a
+//!   lease without a user, which expires and is revoked like any other (deleting a user
+//!   that does not exist succeeds). The reverse order would leave users no lease knows.
+//! - Revoke: the lease becomes `Revoking` first, then the user is deleted, then the lease
+//!   becomes `Revoked`. A failure is recorded on the lease (attempts, last error, next
+//!   retry with backoff) and every reaper run retries it until it succeeds.
+//! - Renew: the database's expiry moves first, then the lease (compare-and-set). A lost race
+//!   leaves the database expiry later than the lease's, which the reaper enforces.
+//!
+//! Because a user's lease exists before the user does, the reaper's orphan sweep can tell a
+//! user no lease accounts for (a name of keyturn's form without a live lease of that name)
+//! from one being issued right now.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::stream::{self, StreamExt};
+use rand::Rng;
+use secrecy::SecretString;
+
+use super::decide::{self, USERNAME_PREFIX};
+use super::role::{DatabaseRole, Role, RoleKind, Roles};
+use super::store::{Expected, LeaseStore, StoreError};
+use super::{Lease, LeaseError, LeaseState};
+use crate::backend::{
+    BackendError, Credentials, DatabaseSecret, DeleteUser, DynamicUsers, Endpoint, Engine, Family, ListUsers, NewUser,
+    UpdateUser, Username,
+};
+use crate::password::PasswordPolicy;
+use crate::rotation::store::{SecretStore, Selector, AWSCURRENT};
+
+/// Length of a lease id, which is also the random part of its username: 20 characters of
+/// `[a-z0-9]`, about 103 bits. Lowercase only, so the name needs no quoting anywhere and
+/// case-folding tools cannot merge two.
+pub const LEASE_ID_LEN: usize = 20;
+/// Who revoked a lease that expired.
+pub const REAPER: &str = "reaper";
+/// How long a failed revocation waits before the next attempt: doubling from a minute (the
+/// reaper's schedule), capped at an hour.
+const RETRY_FIRST: u64 = 60;
+const RETRY_MAX: u64 = 3600;
+
+/// The time, in Unix seconds.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> u64;
+}
+
+/// The system clock, plus an offset that only the end-to-end tests set (to expire leases
+/// in a real binary without waiting).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock {
+    pub offset: u64,
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) + self.offset
+    }
+}
+
+/// Credentials just issued: the lease and what the caller needs to log in.
+#[derive(Debug)]
+pub struct Issued {
+    pub lease: Lease,
+    pub password: SecretString,
+    pub engine: Engine,
+    pub host: String,
+    pub port: u16,
+    pub dbname: Option<String>,
+}
+
+/// A renewal's result.
+#[derive(Debug)]
+pub struct Renewed {
+    pub lease: Lease,
+    /// The role's max_ttl from issue time cut the renewal short.
+    pub capped: bool,
+}
+
+/// What one reaper run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Due leases found.
+    pub due: usize,
+    /// Leases revoked.
+    pub revoked: usize,
+    /// Revocations that failed (recorded on their lease, retried later).
+    pub failed: usize,
+    /// Due leases another reaper or the issuer took meanwhile.
+    pub skipped: usize,
+    /// Users of keyturn's form without a live lease, dropped.
+    pub orphans_dropped: Vec<String>,
+    /// Databases whose orphan sweep failed, with why.
+    pub sweep_errors: Vec<String>,
+    /// The run stopped starting revocations at its deadline.
+    pub stopped_at_deadline: bool,
+}
+
+/// The reaper's limits per run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReapLimits {
+    /// The most due leases taken in one run.
+    pub batch: usize,
+    /// Revocations in flight at once.
+    pub concurrency: usize,
+    /// No revocation starts after this.
+    pub deadline: Instant,
+}
+
+/// An admin secret, read and checked.
+#[derive(Debug)]
+struct AdminLogin {
+    endpoint: Endpoint,
+    credentials: Credentials,
+}
+
+/// The lease service. Admin secrets are read once and kept (re-read when the database
+/// refuses them: the secret may just have been rotated); the backend keeps the admin
+/// sessions.
+pub struct LeaseService<S, U, M, C> {
+    roles: Roles,
+    store: S,
+    users: U,
+    secrets: M,
+    clock: C,
+    passwords: PasswordPolicy,
+    admins: Mutex<HashMap<String, Arc<AdminLogin>>>,
+}
+
+impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U, M, C> {
+    pub fn new(roles: Roles, store: S, users: U, secrets: M, clock: C, passwords: PasswordPolicy) -> Self {
+        Self { roles, store, users, secrets, clock, passwords, admins: Mutex::default() }
+    }
+
+    pub fn roles(&self) -> &Roles {
+        &self.roles
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The roles `caller` may request.
+    pub fn roles_for<'a>(&'a self, caller: &'a str) -> impl Iterator<Item = &'a Role> + 'a {
+        self.roles.iter().filter(move |r| decide::principal_allowed(caller, &r.allowed_principals))
+    }
+
+    /// Issues credentials of `role_name` to `caller` for `ttl` (the role's default when
+    /// `None`). Nothing is written or created unless the caller may have the role, the TTL
+    /// is in range and the role has a free slot.
+    pub async fn issue(&self, caller: &str, role_name: &str, ttl: Option<Duration>) -> Result<Issued, LeaseError> {
+        let role = self.roles.get(role_name).ok_or_else(|| LeaseError::UnknownRole(role_name.to_owned()))?;
+        if !decide::principal_allowed(caller, &role.allowed_principals) {
+            return Err(LeaseError::Forbidden(format!("{caller} may not request role {role_name:?}")));
+        }
+        let ttl = decide::issue_ttl(role, ttl)?;
+        let RoleKind::Database(db) = &role.kind;
+        let admin = self.admin(&db.admin_secret, role_name, false).await?;
+        let now = self.clock.now();
+        let lease_id = new_lease_id();
+        let username = decide::username(&role.name, name_limit(admin.endpoint.engine), &lease_id)
+            .ok_or_else(|| LeaseError::Internal(format!("no username fits role {role_name:?}")))?;
+        let lease = Lease {
+            lease_id: lease_id.clone(),
+            role: role.name.clone(),
+            username: username.clone(),
+            admin_secret: db.admin_secret.clone(),
+            group: db.groups[0].clone(),
+            caller_arn: caller.to_owned(),
+            issued_at: now,
+            expires_at: decide::expires_at(now, ttl),
+            state: LeaseState::Active,
+            attempts: 0,
+            last_error: None,
+            version: 1,
+            retry_at: None,
+            revoked_at: None,
+            revoked_by: None,
+            // PostgreSQL always enforces VALID UNTIL; MySQL-family servers only with an
+            // event, which new_user reports.
+            server_expiry: admin.endpoint.engine.family() == Family::Postgres,
+        };
+        self.store.put_new(&lease, role.max_leases).await?;
+        let username = Username::parse(&username).map_err(LeaseError::Internal)?;
+        let password = self.passwords.generate();
+        let request = NewUser {
+            username,
+            groups: db.groups.clone(),
+            password: password.clone(),
+            expires_at: UNIX_EPOCH + Duration::from_secs(lease.expires_at),
+        };
+        let created = self
+            .as_admin(&db.admin_secret, role_name, |admin| {
+                let request = request.clone();
+                async move { self.users.new_user(&admin.endpoint, &admin.credentials, request).await }
+            })
+            .await;
+        let mut lease = lease;
+        match created {
+            Ok(outcome) if outcome.server_expiry != lease.server_expiry => {
+                let mut next = lease.clone();
+                next.server_expiry = outcome.server_expiry;
+                next.version += 1;
+                self.store.update(&next, Expected::of(&lease)).await?;
+                lease = next;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // The user may exist (a timeout after the server acted): revoke the lease now,
+                // which deletes the user if so and records the failure if not.
+                let failed = self.abandon(lease, &e.to_string()).await;
+                tracing::warn!(lease_id = %lease_id, role = role_name, error = %e, cleaned_up = failed.is_ok(), "issue failed");
+                return Err(e);
+            }
+        }
+        tracing::info!(
+            lease_id = %lease.lease_id, role = role_name, username = %lease.username, caller,
+            expires_at = lease.expires_at, server_expiry = lease.server_expiry, "credentials issued"
+        );
+        let dbname = db.dbname.clone().or_else(|| admin.endpoint.dbname.clone());
+        Ok(Issued {
+            engine: admin.endpoint.engine,
+            host: admin.endpoint.host.clone(),
+            port: admin.endpoint.port,
+            dbname,
+            password,
+            lease,
+        })
+    }
+
+    /// A lease whose user could not be created: revoked at once as if it had expired.
+    async fn abandon(&self, lease: Lease, why: &str) -> Result<(), LeaseError> {
+        let mut next = lease.clone();
+        next.state = LeaseState::Revoking;
+        next.retry_at = Some(self.clock.now());
+        next.last_error = Some(format!("creating the user failed: {why}"));
+        next.revoked_by = Some(lease.caller_arn.clone());
+        next.version += 1;
+        self.store.update(&next, Expected::of(&lease)).await?;
+        self.finish_revocation(next).await
+    }
+
+    /// Renews `lease_id` for `ttl` from now (the role's default when `None`), up to the
+    /// role's max_ttl from issue time. Only the lease's holder or an admin principal may;
+    /// the holder only while the role still allows it.
+    pub async fn renew(&self, caller: &str, lease_id: &str, ttl: Option<Duration>) -> Result<Renewed, LeaseError> {
+        let lease = self.lease_for(caller, lease_id).await?;
+        let role = self.roles.get(&lease.role).ok_or_else(|| {
+            LeaseError::Conflict(format!(
+                "lease {lease_id:?} is of role {:?}, which no longer exists: it can only be revoked",
+                lease.role
+            ))
+        })?;
+        let admin = decide::principal_allowed(caller, &self.roles.admin_principals);
+        if !admin && !decide::principal_allowed(caller, &role.allowed_principals) {
+            return Err(LeaseError::Forbidden(format!("{caller} may no longer use role {:?}", role.name)));
+        }
+        let renewal = decide::renew_until(&lease, role, ttl, self.clock.now())?;
+        let username = Username::parse(&lease.username).map_err(LeaseError::Internal)?;
+        let request = UpdateUser {
+            username,
+            password: None,
+            expires_at: Some(UNIX_EPOCH + Duration::from_secs(renewal.expires_at)),
+        };
+        let updated = self
+            .as_admin_raw(&lease.admin_secret, &lease.role, |admin| {
+                let request = request.clone();
+                async move { self.users.update_user(&admin.endpoint, &admin.credentials, request).await }
+            })
+            .await?;
+        match updated {
+            Ok(()) => {}
+            Err(BackendError::NoSuchUser { .. }) => {
+                return Err(LeaseError::Conflict(format!("lease {lease_id:?}'s user no longer exists")))
+            }
+            Err(e) => return Err(backend_error(e, &lease.role)),
+        }
+        let mut next = lease.clone();
+        next.expires_at = renewal.expires_at;
+        next.version += 1;
+        self.store.update(&next, Expected::of(&lease)).await?;
+        tracing::info!(lease_id, caller, expires_at = next.expires_at, capped = renewal.capped, "lease renewed");
+        Ok(Renewed { lease: next, capped: renewal.capped })
+    }
+
+    /// Revokes `lease_id` now. Revoking a revoked lease succeeds.
+    pub async fn revoke(&self, caller: &str, lease_id: &str) -> Result<Lease, LeaseError> {
+        let lease = self.lease_for(caller, lease_id).await?;
+        self.revoke_lease(lease, caller, false).await
+    }
+
+    /// The lease, if `caller` may act on it.
+    async fn lease_for(&self, caller: &str, lease_id: &str) -> Result<Lease, LeaseError> {
+        if !is_lease_id(lease_id) {
+            return Err(LeaseError::UnknownLease(lease_id.to_owned()));
+        }
+        let lease = self.store.get(lease_id).await?.ok_or_else(|| LeaseError::UnknownLease(lease_id.to_owned()))?;
+        if !decide::may_act(caller, &lease.caller_arn, &self.roles.admin_principals) {
+            return Err(LeaseError::Forbidden(format!("{caller} does not hold lease {lease_id:?}")));
+        }
+        Ok(lease)
+    }
+
+    /// Moves a lease to `Revoking` (recording who asked) and finishes its revocation. A
+    /// lease someone else moved meanwhile is read again and taken from where it is; with
+    /// `only_if_expired` (the reaper, which finds leases through an eventually consistent
+    /// index) an active lease is left alone unless it is still expired as read again.
+    async fn revoke_lease(&self, mut lease: Lease, by: &str, only_if_expired: bool) -> Result<Lease, LeaseError> {
+        for _ in 0..3 {
+            match lease.state {
+                LeaseState::Revoked => return Ok(lease),
+                LeaseState::Active if only_if_expired && !decide::is_expired(&lease, self.clock.now()) => {
+                    return Ok(lease)
+                }
+                LeaseState::Revoking => {
+                    self.finish_revocation(lease.clone()).await?;
+                    return self.store.get(&lease.lease_id).await?.ok_or_else(|| gone(&lease.lease_id));
+                }
+                LeaseState::Active => {
+                    let mut next = lease.clone();
+                    next.state = LeaseState::Revoking;
+                    next.retry_at = Some(self.clock.now());
+                    next.revoked_by = Some(by.to_owned());
+                    next.version += 1;
+                    match self.store.update(&next, Expected::of(&lease)).await {
+                        Ok(()) => lease = next,
+                        Err(StoreError::ConditionFailed(_)) => {
+                            lease = self.store.get(&lease.lease_id).await?.ok_or_else(|| gone(&lease.lease_id))?;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Err(LeaseError::Conflict(format!("lease {:?} kept changing; try again", lease.lease_id)))
+    }
+
+    /// Deletes a `Revoking` lease's user and records the outcome: `Revoked`, or the
+    /// failure with the next retry time. A record lost to a concurrent writer (another
+    /// reaper finishing the same lease) is not an error: the user is gone either way.
+    async fn finish_revocation(&self, lease: Lease) -> Result<(), LeaseError> {
+        debug_assert_eq!(lease.state, LeaseState::Revoking);
+        let now = self.clock.now();
+        let deleted = match Username::parse(&lease.username) {
+            Ok(username) => {
+                let request = DeleteUser { username, reassign_to: Some(lease.group.clone()) };
+                self.as_admin(&lease.admin_secret, &lease.role, |admin| {
+                    let request = request.clone();
+                    async move { self.users.delete_user(&admin.endpoint, &admin.credentials, request).await }
+                })
+                .await
+            }
+            Err(problem) => Err(LeaseError::Internal(format!("lease {:?}'s username: {problem}", lease.lease_id))),
+        };
+        let mut next = lease.clone();
+        next.version += 1;
+        next.attempts += 1;
+        let result = match deleted {
+            Ok(outcome) => {
+                next.state = LeaseState::Revoked;
+                next.revoked_at = Some(now);
+                next.retry_at = None;
+                tracing::info!(
+                    lease_id = %lease.lease_id, role = %lease.role, username = %lease.username,
+                    by = lease.revoked_by.as_deref().unwrap_or(""), existed = outcome.existed,
+                    sessions_ended = outcome.sessions_ended, "lease revoked"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                next.last_error = Some(e.to_string());
+                next.retry_at = Some(now + retry_delay(next.attempts));
+                tracing::warn!(
+                    lease_id = %lease.lease_id, attempts = next.attempts, retry_at = next.retry_at, error = %e,
+                    "revocation failed; retried later"
+                );
+                Err(LeaseError::Unavailable(format!(
+                    "lease {:?} is being revoked but its user could not be deleted yet ({e}); it is retried until it is",
+                    lease.lease_id
+                )))
+            }
+        };
+        match self.store.update(&next, Expected::of(&lease)).await {
+            Ok(()) | Err(StoreError::ConditionFailed(_)) => result,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One reaper run: revokes due leases (expired ones, and failed revocations whose retry
+    /// time came), then drops users of keyturn's form that no live lease accounts for.
+    pub async fn reap(&self, limits: ReapLimits) -> Result<ReapReport, LeaseError> {
+        let now = self.clock.now();
+        let due = self.store.list_due(now, limits.batch).await?;
+        let mut report = ReapReport { due: due.len(), ..ReapReport::default() };
+        let outcomes: Vec<Option<Result<bool, LeaseError>>> = stream::iter(due)
+            .map(|lease| async move {
+                if Instant::now() >= limits.deadline {
+                    return None;
+                }
+                Some(self.revoke_lease(lease, REAPER, true).await.map(|l| l.state == LeaseState::Revoked))
+            })
+            .buffer_unordered(limits.concurrency.max(1))
+            .collect()
+            .await;
+        for outcome in outcomes {
+            match outcome {
+                None => report.stopped_at_deadline = true,
+                Some(Ok(true)) => report.revoked += 1,
+                Some(Ok(false)) | Some(Err(LeaseError::Conflict(_))) => report.skipped += 1,
+                Some(Err(_)) => report.failed += 1,
+            }
+        }
+        if Instant::now() < limits.deadline {
+            self.sweep_orphans(&mut report).await;
+        }
+        tracing::info!(
+            due = report.due,
+            revoked = report.revoked,
+            failed = report.failed,
+            skipped = report.skipped,
+            orphans = report.orphans_dropped.len(),
+            "reaper run"
+        );
+        Ok(report)
+    }
+
+    /// On every database a role names: users whose name has keyturn's form
+    /// (`kt_<role>_<lease id>`) but no live lease of that name are dropped. Their lease is
+    /// read after the list, and leases are written before their user is created, so a user
+    /// being issued right now always has its lease.
+    async fn sweep_orphans(&self, report: &mut ReapReport) {
+        let mut databases: BTreeMap<&str, &DatabaseRole> = BTreeMap::new();
+        for role in self.roles.iter() {
+            let RoleKind::Database(db) = &role.kind;
+            databases.entry(db.admin_secret.as_str()).or_insert(db);
+        }
+        for (admin_secret, db) in databases {
+            if let Err(e) = self.sweep_database(admin_secret, db, report).await {
+                tracing::warn!(admin_secret, error = %e, "orphan sweep failed");
+                report.sweep_errors.push(format!("{admin_secret}: {e}"));
+            }
+        }
+    }
+
+    async fn sweep_database(
+        &self,
+        admin_secret: &str,
+        db: &DatabaseRole,
+        report: &mut ReapReport,
+    ) -> Result<(), LeaseError> {
+        let listed = self
+            .as_admin(admin_secret, "(orphan sweep)", |admin| async move {
+                let request = ListUsers { prefix: USERNAME_PREFIX.to_owned() };
+                self.users.list_users(&admin.endpoint, &admin.credentials, request).await
+            })
+            .await?;
+        let by_id: BTreeMap<String, Username> =
+            listed.into_iter().filter_map(|user| Some((lease_id_of(user.as_str())?.to_owned(), user))).collect();
+        if by_id.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = by_id.keys().cloned().collect();
+        let live: BTreeSet<(String, String)> = self
+            .store
+            .get_many(&ids)
+            .await?
+            .into_iter()
+            .filter(|l| l.state.is_live())
+            .map(|l| (l.lease_id, l.username))
+            .collect();
+        for (id, user) in by_id {
+            if live.contains(&(id, user.as_str().to_owned())) {
+                continue;
+            }
+            let name = user.to_string();
+            let request = DeleteUser { username: user, reassign_to: db.groups.first().cloned() };
+            self.as_admin(admin_secret, "(orphan sweep)", |admin| {
+                let request = request.clone();
+                async move { self.users.delete_user(&admin.endpoint, &admin.credentials, request).await }
+            })
+            .await?;
+            tracing::warn!(username = %name, admin_secret, "orphan user dropped: no live lease accounts for it");
+            report.orphans_dropped.push(name);
+        }
+        Ok(())
+    }
+
+    /// Runs `op` as the admin of `admin_secret`, with the database's failure as the API
+    /// reports it.
+    async fn as_admin<T, F, Fut>(&self, admin_secret: &str, role: &str, op: F) -> Result<T, LeaseError>
+    where
+        F: Fn(Arc<AdminLogin>) -> Fut,
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        self.as_admin_raw(admin_secret, role, op).await?.map_err(|e| backend_error(e, role))
+    }
+
+    /// Runs `op` as the admin of `admin_secret`; when the database refuses the admin's
+    /// login, reads the secret again (it may just have been rotated) and tries once more.
+    /// The outer error is the secret's, the inner the database's.
+    async fn as_admin_raw<T, F, Fut>(
+        &self,
+        admin_secret: &str,
+        role: &str,
+        op: F,
+    ) -> Result<Result<T, BackendError>, LeaseError>
+    where
+        F: Fn(Arc<AdminLogin>) -> Fut,
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        let admin = self.admin(admin_secret, role, false).await?;
+        match op(admin).await {
+            Err(BackendError::LoginRefused { .. }) => {
+                let admin = self.admin(admin_secret, role, true).await?;
+                Ok(op(admin).await)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// The admin secret, from the cache unless `reload`.
+    async fn admin(&self, arn: &str, role: &str, reload: bool) -> Result<Arc<AdminLogin>, LeaseError> {
+        let cached = || self.admins.lock().unwrap_or_else(|p| p.into_inner()).get(arn).cloned();
+        if !reload {
+            if let Some(admin) = cached() {
+                return Ok(admin);
+            }
+        }
+        let fail = |problem: String| LeaseError::Internal(format!("role {role:?}'s admin secret {arn}: {problem}"));
+        let value = self.secrets.get(arn, Selector::Stage(AWSCURRENT)).await.map_err(|e| {
+            if e.retryable {
+                LeaseError::Unavailable(format!("role {role:?}'s admin secret {arn}: {e}"))
+            } else {
+                fail(e.to_string())
+            }
+        })?;
+        let master = DatabaseSecret::parse_master(&value.ok_or_else(|| fail("it has no AWSCURRENT value".into()))?)
+            .map_err(fail)?;
+        let engine = master.engine.ok_or_else(|| fail("missing key \"engine\"".into()))?;
+        let host = master.host.filter(|h| !h.is_empty()).ok_or_else(|| fail("missing key \"host\"".into()))?;
+        let endpoint = Endpoint {
+            engine,
+            host,
+            port: master.port.unwrap_or(engine.default_port()),
+            dbname: master.dbname.or_else(|| engine.default_dbname().map(str::to_owned)),
+            tls: master.tls,
+        };
+        let admin = Arc::new(AdminLogin { endpoint, credentials: master.credentials });
+        self.admins.lock().unwrap_or_else(|p| p.into_inner()).insert(arn.to_owned(), admin.clone());
+        Ok(admin)
+    }
+}
+
+/// A backend failure as the API reports it: transient ones are worth a retry (503).
+fn backend_error(e: BackendError, role: &str) -> LeaseError {
+    if e.is_retryable() || matches!(e, BackendError::LoginRefused { .. }) {
+        LeaseError::Unavailable(format!("the database of role {role:?}: {e}"))
+    } else {
+        LeaseError::Internal(format!("the database of role {role:?}: {e}"))
+    }
+}
+
+fn gone(lease_id: &str) -> LeaseError {
+    LeaseError::Internal(format!("lease {lease_id:?} disappeared from the lease table"))
+}
+
+/// Backoff after `attempts` failed revocations.
+fn retry_delay(attempts: u32) -> u64 {
+    RETRY_FIRST.saturating_mul(1 << attempts.saturating_sub(1).min(12)).min(RETRY_MAX)
+}
+
+/// The longest username the engine accepts.
+fn name_limit(engine: Engine) -> usize {
+    match engine {
+        Engine::Postgres | Engine::AuroraPostgresql => decide::POSTGRES_NAME_LIMIT,
+        Engine::Mariadb => decide::MARIADB_NAME_LIMIT,
+        Engine::Mysql | Engine::AuroraMysql => decide::MYSQL_NAME_LIMIT,
+    }
+}
+
+/// A new lease id from the operating system's CSPRNG (see [`LEASE_ID_LEN`]).
+fn new_lease_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..LEASE_ID_LEN).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// Whether `id` could be a lease id (anything else is unknown without a lookup).
+pub fn is_lease_id(id: &str) -> bool {
+    id.len() == LEASE_ID_LEN && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// The lease id in a username of keyturn's form, `kt_<role part>_<lease id>`; `None` for
+/// any other name (left alone by the sweep).
+pub fn lease_id_of(username: &str) -> Option<&str> {
+    let rest = username.strip_prefix(USERNAME_PREFIX)?;
+    let (role_part, id) = rest.rsplit_once('_')?;
+    let role_ok = role_part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    (role_ok && is_lease_id(id)).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The service's decisions under faults, with in-memory fakes of the table, the
+    //! database and Secrets Manager (the real ones are exercised in tests/).
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    use secrecy::ExposeSecret;
+
+    use super::*;
+    use crate::backend::{DeleteOutcome, NewUserOutcome};
+    use crate::lease::store::fake::MemoryStore;
+    use crate::rotation::store::{SecretMetadata, StageMove, StoreError as SecretsError, VersionInfo};
+
+    const ADMIN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin";
+    const CI: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1";
+    const OTHER_CI: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-2";
+    const STRANGER: &str = "arn:aws:sts::123456789012:assumed-role/web/x";
+    const OPS: &str = "arn:aws:sts::123456789012:assumed-role/keyturn-admin/alice";
+
+    struct Clock0(AtomicU64);
+    impl Clock for Clock0 {
+        fn now(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// The database: users by name, the admin password it accepts, and failures to inject.
+    #[derive(Default)]
+    struct Db {
+        users: Mutex<BTreeMap<String, u64>>,
+        admin_password: Mutex<String>,
+        fail_deletes: Mutex<bool>,
+        fail_creates: Mutex<bool>,
+    }
+
+    impl Db {
+        fn check(&self, admin: &Credentials) -> Result<(), BackendError> {
+            if admin.password.expose_secret() == self.admin_password.lock().unwrap().as_str() {
+                Ok(())
+            } else {
+                Err(BackendError::LoginRefused { username: admin.username.to_string() })
+            }
+        }
+        fn unreachable() -> BackendError {
+            BackendError::Unreachable { host: "db".into(), port: 5432, message: "down".into() }
+        }
+        fn has(&self, user: &str) -> bool {
+            self.users.lock().unwrap().contains_key(user)
+        }
+    }
+
+    impl DynamicUsers for Db {
+        async fn new_user(
+            &self,
+            _: &Endpoint,
+            admin: &Credentials,
+            req: NewUser,
+        ) -> Result<NewUserOutcome, BackendError> {
+            self.check(admin)?;
+            if *self.fail_creates.lock().unwrap() {
+                return Err(Self::unreachable());
+            }
+            let at = req.expires_at.duration_since(UNIX_EPOCH).unwrap().as_secs();
+            self.users.lock().unwrap().insert(req.username.to_string(), at);
+            Ok(NewUserOutcome { server_expiry: true })
+        }
+        async fn update_user(&self, _: &Endpoint, admin: &Credentials, req: UpdateUser) -> Result<(), BackendError> {
+            self.check(admin)?;
+            match self.users.lock().unwrap().get_mut(req.username.as_str()) {
+                Some(at) => {
+                    *at = req.expires_at.unwrap().duration_since(UNIX_EPOCH).unwrap().as_secs();
+                    Ok(())
+                }
+                None => Err(BackendError::NoSuchUser { username: req.username.to_string() }),
+            }
+        }
+        async fn delete_user(
+            &self,
+            _: &Endpoint,
+            admin: &Credentials,
+            req: DeleteUser,
+        ) -> Result<DeleteOutcome, BackendError> {
+            self.check(admin)?;
+            if *self.fail_deletes.lock().unwrap() {
+                return Err(Self::unreachable());
+            }
+            let existed = self.users.lock().unwrap().remove(req.username.as_str()).is_some();
+            Ok(DeleteOutcome { existed, sessions_ended: 0 })
+        }
+        async fn list_users(
+            &self,
+            _: &Endpoint,
+            admin: &Credentials,
+            req: ListUsers,
+        ) -> Result<Vec<Username>, BackendError> {
+            self.check(admin)?;
+            let users = self.users.lock().unwrap();
+            Ok(users.keys().filter(|u| u.starts_with(&req.prefix)).map(|u| Username::parse(u).unwrap()).collect())
+        }
+    }
+
+    /// Secrets Manager holding the admin secret; counts reads.
+    #[derive(Default)]
+    struct Secrets {
+        values: Mutex<HashMap<String, String>>,
+        reads: AtomicUsize,
+    }
+
+    impl SecretStore for Secrets {
+        async fn describe(&self, _: &str) -> Result<SecretMetadata, SecretsError> {
+            unreachable!("the lease service never describes secrets")
+        }
+        async fn get(&self, id: &str, _: Selector<'_>) -> Result<Option<SecretString>, SecretsError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(self.values.lock().unwrap().get(id).map(|v| SecretString::from(v.clone())))
+        }
+        async fn put_pending(&self, _: &str, _: &str, _: &SecretString, _: Option<&str>) -> Result<(), SecretsError> {
+            unreachable!()
+        }
+        async fn move_stage(&self, _: &str, _: &StageMove) -> Result<(), SecretsError> {
+            unreachable!()
+        }
+        async fn list_versions(&self, _: &str) -> Result<Vec<VersionInfo>, SecretsError> {
+            unreachable!()
+        }
+    }
+
+    type Service = LeaseService<MemoryStore, Db, Secrets, Clock0>;
+
+    fn admin_secret(password: &str) -> String {
+        serde_json::json!({"engine": "postgres", "host": "db", "username": "admin", "password": password}).to_string()
+    }
+
+    fn service(max_leases: Option<u32>) -> Service {
+        let cap = max_leases.map(|n| format!("max_leases = {n}")).unwrap_or_default();
+        let roles = Roles::from_toml(&format!(
+            r#"admin_principals = ["arn:aws:iam::123456789012:role/keyturn-admin"]
+[[role]]
+name = "ci"
+kind = "database"
+admin_secret = "{ADMIN}"
+groups = ["app_read"]
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+{cap}
+"#
+        ))
+        .unwrap();
+        let db = Db::default();
+        *db.admin_password.lock().unwrap() = "p1".into();
+        let secrets = Secrets::default();
+        secrets.values.lock().unwrap().insert(ADMIN.into(), admin_secret("p1"));
+        LeaseService::new(
+            roles,
+            MemoryStore::default(),
+            db,
+            secrets,
+            Clock0(AtomicU64::new(1_000_000)),
+            PasswordPolicy::default(),
+        )
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    fn limits() -> ReapLimits {
+        ReapLimits { batch: 100, concurrency: 4, deadline: Instant::now() + Duration::from_secs(60) }
+    }
+
+    fn leases(s: &Service) -> Vec<Lease> {
+        s.store.leases.lock().unwrap().values().cloned().collect()
+    }
+
+    #[test]
+    fn a_caller_outside_allowed_principals_gets_403_and_nothing_is_created() {
+        block_on(async {
+            let s = service(None);
+            for caller in [STRANGER, OPS, "arn:aws:iam::123456789012:root", ""] {
+                assert_eq!(s.issue(caller, "ci", None).await.unwrap_err().status(), 403, "{caller}");
+            }
+            assert_eq!(s.issue(CI, "nope", None).await.unwrap_err().status(), 404);
+            assert_eq!(s.issue(CI, "ci", Some(Duration::from_secs(7200))).await.unwrap_err().status(), 400);
+            assert!(leases(&s).is_empty());
+            assert!(s.users.users.lock().unwrap().is_empty());
+            assert_eq!(s.secrets.reads.load(Ordering::SeqCst), 0, "a refused request reads no admin secret");
+        });
+    }
+
+    #[test]
+    fn issue_writes_the_lease_then_the_user_with_the_lease_expiry() {
+        block_on(async {
+            let s = service(None);
+            let issued = s.issue(CI, "ci", Some(Duration::from_secs(600))).await.unwrap();
+            let lease = &issued.lease;
+            assert_eq!(lease.expires_at, 1_000_600);
+            assert_eq!(lease_id_of(&lease.username), Some(lease.lease_id.as_str()));
+            assert_eq!(s.users.users.lock().unwrap().get(&lease.username), Some(&1_000_600));
+            assert_eq!(s.store.get(&lease.lease_id).await.unwrap().unwrap().caller_arn, CI);
+            assert_eq!(issued.password.expose_secret().len(), 32);
+        });
+    }
+
+    #[test]
+    fn max_leases_refuses_with_429_and_creates_nothing() {
+        block_on(async {
+            let s = service(Some(2));
+            let a = s.issue(CI, "ci", None).await.unwrap();
+            s.issue(CI, "ci", None).await.unwrap();
+            let e = s.issue(CI, "ci", None).await.unwrap_err();
+            assert_eq!((e.status(), e.to_string().contains("2 live leases")), (429, true), "{e}");
+            assert_eq!(s.users.users.lock().unwrap().len(), 2);
+            s.revoke(CI, &a.lease.lease_id).await.unwrap();
+            s.issue(CI, "ci", None).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn only_the_holder_or_an_admin_may_renew_or_revoke() {
+        block_on(async {
+            let s = service(None);
+            let id = s.issue(CI, "ci", None).await.unwrap().lease.lease_id;
+            for caller in [OTHER_CI, STRANGER] {
+                assert_eq!(s.renew(caller, &id, None).await.unwrap_err().status(), 403);
+                assert_eq!(s.revoke(caller, &id).await.unwrap_err().status(), 403);
+            }
+            assert_eq!(s.revoke(CI, "notaleaseid").await.unwrap_err().status(), 404);
+            assert_eq!(s.revoke(CI, "abcdefghij0123456789").await.unwrap_err().status(), 404);
+            s.renew(OPS, &id, Some(Duration::from_secs(1800))).await.unwrap();
+            s.revoke(OPS, &id).await.unwrap();
+            let lease = s.store.get(&id).await.unwrap().unwrap();
+            assert_eq!((lease.state, lease.revoked_by.as_deref()), (LeaseState::Revoked, Some(OPS)));
+            assert!(s.users.users.lock().unwrap().is_empty());
+            s.revoke(CI, &id).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn renewal_moves_the_database_expiry_and_stops_at_max_ttl() {
+        block_on(async {
+            let s = service(None);
+            let issued = s.issue(CI, "ci", Some(Duration::from_secs(600))).await.unwrap();
+            let (id, user) = (issued.lease.lease_id, issued.lease.username);
+            s.clock.0.store(1_000_300, Ordering::SeqCst);
+            let r = s.renew(CI, &id, Some(Duration::from_secs(900))).await.unwrap();
+            assert_eq!((r.lease.expires_at, r.capped), (1_001_200, false));
+            assert_eq!(s.users.users.lock().unwrap()[&user], 1_001_200);
+            s.clock.0.store(1_001_000, Ordering::SeqCst);
+            let r = s.renew(CI, &id, Some(Duration::from_secs(3600))).await.unwrap();
+            assert_eq!((r.lease.expires_at, r.capped), (1_003_600, true));
+            assert_eq!(s.renew(CI, &id, None).await.unwrap_err().code(), "not_extended");
+        });
+    }
+
+    #[test]
+    fn the_reaper_revokes_expired_leases_only() {
+        block_on(async {
+            let s = service(None);
+            let short = s.issue(CI, "ci", Some(Duration::from_secs(60))).await.unwrap().lease;
+            let long = s.issue(CI, "ci", Some(Duration::from_secs(3600))).await.unwrap().lease;
+            s.clock.0.store(1_000_060, Ordering::SeqCst);
+            let report = s.reap(limits()).await.unwrap();
+            assert_eq!((report.due, report.revoked), (1, 1));
+            assert!(!s.users.has(&short.username) && s.users.has(&long.username));
+            let short = s.store.get(&short.lease_id).await.unwrap().unwrap();
+            assert_eq!((short.state, short.revoked_by.as_deref()), (LeaseState::Revoked, Some(REAPER)));
+        });
+    }
+
+    #[test]
+    fn a_stale_read_of_a_renewed_lease_does_not_revoke_it() {
+        block_on(async {
+            let s = service(None);
+            let stale = s.issue(CI, "ci", Some(Duration::from_secs(60))).await.unwrap().lease;
+            s.renew(CI, &stale.lease_id, Some(Duration::from_secs(600))).await.unwrap();
+            s.clock.0.store(1_000_100, Ordering::SeqCst);
+            // What an eventually consistent index could still show the reaper.
+            let kept = s.revoke_lease(stale.clone(), REAPER, true).await.unwrap();
+            assert_eq!(kept.state, LeaseState::Active);
+            assert!(s.users.has(&stale.username));
+        });
+    }
+
+    #[test]
+    fn a_failed_revocation_is_recorded_and_retried_with_backoff_until_it_succeeds() {
+        block_on(async {
+            let s = service(None);
+            let lease = s.issue(CI, "ci", Some(Duration::from_secs(60))).await.unwrap().lease;
+            *s.users.fail_deletes.lock().unwrap() = true;
+            let e = s.revoke(CI, &lease.lease_id).await.unwrap_err();
+            assert_eq!(e.status(), 503);
+            let l = s.store.get(&lease.lease_id).await.unwrap().unwrap();
+            assert_eq!((l.state, l.attempts, l.retry_at), (LeaseState::Revoking, 1, Some(1_000_060)));
+            assert!(l.last_error.as_deref().unwrap().contains("cannot connect"), "{:?}", l.last_error);
+            s.clock.0.store(1_000_060, Ordering::SeqCst);
+            assert_eq!(s.reap(limits()).await.unwrap().failed, 1);
+            let l = s.store.get(&lease.lease_id).await.unwrap().unwrap();
+            assert_eq!((l.attempts, l.retry_at), (2, Some(1_000_180)), "the wait doubles");
+            s.clock.0.store(1_000_179, Ordering::SeqCst);
+            assert_eq!(s.reap(limits()).await.unwrap().due, 0, "not due before its retry time");
+            *s.users.fail_deletes.lock().unwrap() = false;
+            s.clock.0.store(1_000_180, Ordering::SeqCst);
+            assert_eq!(s.reap(limits()).await.unwrap().revoked, 1);
+            let l = s.store.get(&lease.lease_id).await.unwrap().unwrap();
+            assert_eq!((l.state, l.attempts), (LeaseState::Revoked, 3));
+            assert!(!s.users.has(&lease.username));
+            assert_eq!(retry_delay(40), RETRY_MAX);
+        });
+    }
+
+    #[test]
+    fn a_failed_creation_leaves_no_user_and_no_live_lease() {
+        block_on(async {
+            let s = service(Some(1));
+            *s.users.fail_creates.lock().unwrap() = true;
+            assert_eq!(s.issue(CI, "ci", None).await.unwrap_err().status(), 503);
+            let all = leases(&s);
+            assert_eq!((all.len(), all[0].state), (1, LeaseState::Revoked));
+            assert!(all[0].last_error.as_deref().unwrap().starts_with("creating the user failed"));
+            *s.users.fail_creates.lock().unwrap() = false;
+            s.issue(CI, "ci", None).await.expect("the failed issue holds no slot of max_leases");
+        });
+    }
+
+    #[test]
+    fn a_rotated_admin_secret_is_read_again_when_the_database_refuses_it() {
+        block_on(async {
+            let s = service(None);
+            s.issue(CI, "ci", None).await.unwrap();
+            assert_eq!(s.secrets.reads.load(Ordering::SeqCst), 1, "read once, then cached");
+            s.issue(CI, "ci", None).await.unwrap();
+            assert_eq!(s.secrets.reads.load(Ordering::SeqCst), 1);
+            *s.users.admin_password.lock().unwrap() = "p2".into();
+            s.secrets.values.lock().unwrap().insert(ADMIN.into(), admin_secret("p2"));
+            s.issue(CI, "ci", None).await.unwrap();
+            assert_eq!(s.secrets.reads.load(Ordering::SeqCst), 2);
+            *s.users.admin_password.lock().unwrap() = "p3".into();
+            assert_eq!(s.issue(CI, "ci", None).await.unwrap_err().status(), 503);
+        });
+    }
+
+    #[test]
+    fn the_sweep_drops_users_of_keyturn_form_without_a_live_lease_only() {
+        block_on(async {
+            let s = service(None);
+            let live = s.issue(CI, "ci", None).await.unwrap().lease;
+            let revoked = s.issue(CI, "ci", None).await.unwrap().lease;
+            s.revoke(CI, &revoked.lease_id).await.unwrap();
+            for name in [
+                "kt_ci_0123456789abcdefghij".to_owned(), // no lease: a crash before the write
+                revoked.username.clone(),                // its lease is revoked
+                format!("kt_other_{}", live.lease_id),   // a live lease id under another name
+                "kt_manual".to_owned(),                  // not keyturn's form: left alone
+                "kt_ci_0123456789ABCDEFGHIJ".to_owned(), // not keyturn's form
+            ] {
+                s.users.users.lock().unwrap().insert(name, 0);
+            }
+            let report = s.reap(limits()).await.unwrap();
+            let mut dropped = report.orphans_dropped.clone();
+            dropped.sort();
+            let mut expected = vec![
+                "kt_ci_0123456789abcdefghij".to_owned(),
+                revoked.username.clone(),
+                format!("kt_other_{}", live.lease_id),
+            ];
+            expected.sort();
+            assert_eq!(dropped, expected);
+            assert!(
+                s.users.has(&live.username) && s.users.has("kt_manual") && s.users.has("kt_ci_0123456789ABCDEFGHIJ")
+            );
+        });
+    }
+
+    #[test]
+    fn a_lease_of_a_removed_role_is_still_revocable() {
+        block_on(async {
+            let s = service(None);
+            let lease = s.issue(CI, "ci", None).await.unwrap().lease;
+            let s = LeaseService { roles: Roles::from_toml("").unwrap(), ..s };
+            assert_eq!(s.renew(CI, &lease.lease_id, None).await.unwrap_err().status(), 409);
+            s.revoke(CI, &lease.lease_id).await.unwrap();
+            assert!(!s.users.has(&lease.username));
+        });
+    }
+
+    #[test]
+    fn the_reaper_stops_starting_work_at_its_deadline() {
+        block_on(async {
+            let s = service(None);
+            s.issue(CI, "ci", Some(Duration::from_secs(1))).await.unwrap();
+            s.clock.0.store(1_000_001, Ordering::SeqCst);
+            let report = s.reap(ReapLimits { deadline: Instant::now(), ..limits() }).await.unwrap();
+            assert!(report.stopped_at_deadline && report.revoked == 0);
+            assert_eq!(s.reap(limits()).await.unwrap().revoked, 1);
+        });
+    }
+}
