@@ -1,5 +1,7 @@
-//! The sample events under events/ are what the functions accept, and the SAM template is
-//! valid CloudFormation (cfn-lint, from the project's venv).
+//! The sample events under events/ are what the functions accept (or, for the dynamic
+//! credentials, what API Gateway and EventBridge send to the routes and schedule the template
+//! declares), and the SAM template is valid CloudFormation (cfn-lint, from the project's
+//! venv) that grants each function only what it needs.
 
 use keyturn::rotation::{RotationEvent, Step};
 
@@ -115,12 +117,15 @@ fn sam_template_grants_least_privilege() {
         "every grant belongs to one function's own Policies"
     );
     let functions = of_type("AWS::Serverless::Function");
-    assert_eq!(functions.len(), 3);
+    assert_eq!(functions.len(), 5);
+    let rotation_functions = functions.iter().filter(|(_, f)| !is_lease_function(f)).count();
+    assert_eq!(rotation_functions, 3);
     for (name, function) in &functions {
         let own_name = function["Properties"]["FunctionName"]["Fn::Sub"].as_str().expect("FunctionName set with !Sub");
         let own_arn =
             format!("arn:${{AWS::Partition}}:lambda:${{AWS::Region}}:${{AWS::AccountId}}:function:{own_name}");
         let is_database = function["Metadata"]["BuildProperties"]["Binary"] == "rotate-database";
+        let is_lease = is_lease_function(function);
         let mut rotates = false;
         for statement in statements(function) {
             let actions = strings(&statement["Action"]);
@@ -129,7 +134,11 @@ fn sam_template_grants_least_privilege() {
                 actions.iter().copied().filter(|a| a.starts_with("secretsmanager:")).collect();
             if !secretsmanager.is_empty() {
                 let allowed = &condition["StringEquals"]["secretsmanager:resource/AllowRotationLambdaArn"];
-                if allowed.is_null() {
+                if allowed.is_null() && is_lease {
+                    // Only the admin secrets the roles name, listed, and only read.
+                    assert_eq!(statement["Resource"], serde_json::json!({"Ref": "LeaseAdminSecretArns"}), "{name}");
+                    assert_eq!(secretsmanager, ["secretsmanager:GetSecretValue"], "{name}: {statement}");
+                } else if allowed.is_null() {
                     // Only admin secrets, listed, read-only, and only for database functions.
                     assert!(is_database, "{name}: {statement}");
                     assert_eq!(statement["Resource"], serde_json::json!({"Ref": "MasterSecretArns"}), "{name}");
@@ -175,10 +184,12 @@ fn sam_template_grants_least_privilege() {
                 assert!(!actions.iter().any(|a| a.starts_with("rds:")), "{name}: {statement}");
             }
         }
-        assert!(rotates, "{name}: no statement to rotate its secrets");
+        assert!(rotates || is_lease, "{name}: no statement to rotate its secrets");
     }
+    // The lease functions' invoke permissions come from their events (SAM scopes them to the
+    // API's routes and to the schedule's rule).
     let permissions = of_type("AWS::Lambda::Permission");
-    assert_eq!(permissions.len(), functions.len(), "one invoke permission per function");
+    assert_eq!(permissions.len(), rotation_functions, "one invoke permission per rotation function");
     for (name, permission) in permissions {
         let p = &permission["Properties"];
         assert_eq!(p["Principal"], "secretsmanager.amazonaws.com", "{name}");
@@ -210,4 +221,282 @@ fn the_alternating_function_checks_its_admin_secrets_itself() {
     let pinned = &functions[0]["Properties"]["Environment"]["Variables"]["KEYTURN_ADMIN_SECRET_ARNS"]["Fn::If"];
     assert_eq!(pinned[0], "HasMasterSecrets", "{pinned}");
     assert_eq!(pinned[1]["Fn::Join"][1], serde_json::json!({"Ref": "MasterSecretArns"}), "{pinned}");
+}
+
+const LEASE_BINARIES: [&str; 2] = ["issue-credentials", "reap-leases"];
+
+fn is_lease_function(function: &serde_json::Value) -> bool {
+    LEASE_BINARIES.iter().any(|b| function["Metadata"]["BuildProperties"]["Binary"] == *b)
+}
+
+/// The function built from that binary.
+fn function_of<'a>(template: &'a serde_json::Value, binary: &str) -> &'a serde_json::Value {
+    let found: Vec<&serde_json::Value> = template["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::Serverless::Function" && r["Metadata"]["BuildProperties"]["Binary"] == binary)
+        .collect();
+    assert_eq!(found.len(), 1, "one function built from {binary}");
+    found[0]
+}
+
+/// The routes of the credentials API, as `METHOD /path` (API Gateway's route keys).
+fn api_routes(template: &serde_json::Value) -> Vec<String> {
+    let mut routes = Vec::new();
+    for (name, resource) in template["Resources"].as_object().unwrap() {
+        for (event_name, event) in resource["Properties"]["Events"].as_object().into_iter().flatten() {
+            assert_ne!(event["Type"], "Api", "{name}.{event_name}: the credentials API is an HttpApi");
+            if event["Type"] == "HttpApi" {
+                let p = &event["Properties"];
+                routes.push(format!("{} {}", p["Method"].as_str().unwrap(), p["Path"].as_str().unwrap()));
+            }
+        }
+    }
+    routes.sort();
+    routes
+}
+
+#[test]
+fn every_route_of_the_credentials_api_requires_iam_authorization() {
+    let template = template();
+    let resources = template["Resources"].as_object().unwrap();
+    let apis: Vec<_> = resources.iter().filter(|(_, r)| r["Type"] == "AWS::Serverless::HttpApi").collect();
+    assert_eq!(apis.len(), 1);
+    let (api_name, api) = apis[0];
+    let auth = &api["Properties"]["Auth"];
+    assert_eq!(auth["EnableIamAuthorizer"], true, "{api_name}");
+    assert_eq!(auth["DefaultAuthorizer"], "AWS_IAM", "{api_name}");
+    assert!(api["Properties"].get("DefinitionBody").is_none() && api["Properties"].get("DefinitionUri").is_none());
+    assert!(resources.values().all(|r| !r["Type"].as_str().unwrap().starts_with("AWS::ApiGateway")));
+
+    assert_eq!(
+        api_routes(&template),
+        [
+            "DELETE /v1/leases/{lease_id}",
+            "GET /v1/roles",
+            "POST /v1/credentials/{role}",
+            "POST /v1/leases/{lease_id}/renew"
+        ]
+    );
+    for resource in resources.values() {
+        for event in resource["Properties"]["Events"].as_object().into_iter().flatten().map(|(_, e)| e) {
+            if event["Type"] != "HttpApi" {
+                continue;
+            }
+            let p = &event["Properties"];
+            assert_eq!(resource["Metadata"]["BuildProperties"]["Binary"], "issue-credentials", "{p}");
+            assert_eq!(p["Auth"]["Authorizer"], "AWS_IAM", "every route names its authorizer: {p}");
+            assert_eq!(p["ApiId"], serde_json::json!({"Ref": api_name}), "{p}");
+            assert_eq!(p["PayloadFormatVersion"], "2.0", "{p}");
+        }
+    }
+}
+
+#[test]
+fn the_lease_functions_touch_only_the_lease_table_and_the_listed_admin_secrets() {
+    let template = template();
+    let table_arn = serde_json::json!({"Fn::GetAtt": ["LeaseTable", "Arn"]});
+    let due_index = serde_json::json!({"Fn::Sub": "${LeaseTable.Arn}/index/due"});
+    let item_actions = [
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:ConditionCheckItem",
+    ];
+    for (name, function) in template["Resources"].as_object().unwrap() {
+        if function["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let binary = function["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
+        let mut queries = false;
+        let mut writes = false;
+        for statement in statements(function) {
+            let actions = strings(&statement["Action"]);
+            assert!(statement.get("NotAction").is_none() && statement.get("NotResource").is_none(), "{name}");
+            for action in &actions {
+                assert!(!action.contains('*'), "{name}: a wildcard action {action}");
+                assert!(
+                    !["dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:PartiQLDelete"]
+                        .contains(action),
+                    "{name}: {action} (the lease table is the audit record, read by key or by the due index only)"
+                );
+            }
+            let touches = |service: &str| actions.iter().any(|a| a.starts_with(service));
+            if touches("dynamodb:") || touches("secretsmanager:") {
+                let resources: Vec<&serde_json::Value> = match &statement["Resource"] {
+                    serde_json::Value::Array(items) => items.iter().collect(),
+                    one => vec![one],
+                };
+                for resource in resources {
+                    assert_ne!(resource, "*", "{name}: {statement}");
+                    if touches("dynamodb:") {
+                        assert!(resource.as_str().is_none_or(|r| !r.contains('*')), "{name}: {statement}");
+                    }
+                }
+            }
+            if !touches("dynamodb:") {
+                continue;
+            }
+            assert!(LEASE_BINARIES.contains(&binary), "{name}: only the lease functions use DynamoDB");
+            if actions == ["dynamodb:Query"] {
+                assert_eq!(statement["Resource"], due_index, "{name}: Query on the due index only");
+                queries = true;
+            } else {
+                assert!(actions.iter().all(|a| item_actions.contains(a)), "{name}: {statement}");
+                assert_eq!(statement["Resource"], table_arn, "{name}: the lease table's items only");
+                writes |= actions.contains(&"dynamodb:UpdateItem");
+            }
+        }
+        if LEASE_BINARIES.contains(&binary) {
+            assert!(writes, "{name}: no statement to write leases");
+            assert_eq!(queries, binary == "reap-leases", "{name}: only the reaper looks leases up by due time");
+        }
+    }
+}
+
+#[test]
+fn the_lease_table_is_kept_as_the_audit_record() {
+    let template = template();
+    let table = &template["Resources"]["LeaseTable"];
+    assert_eq!(table["Type"], "AWS::DynamoDB::Table");
+    assert_eq!(table["DeletionPolicy"], "Retain");
+    assert_eq!(table["UpdateReplacePolicy"], "Retain");
+    let p = &table["Properties"];
+    assert_eq!(p["DeletionProtectionEnabled"], true);
+    assert_eq!(p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true);
+    assert_eq!(p["SSESpecification"]["SSEEnabled"], true);
+    assert_eq!(p["BillingMode"], "PAY_PER_REQUEST");
+    assert!(p.get("TimeToLiveSpecification").is_none(), "leases are never expired out of the table");
+    assert_eq!(p["KeySchema"], serde_json::json!([{"AttributeName": "lease_id", "KeyType": "HASH"}]));
+    let mut attributes: Vec<(&str, &str)> = p["AttributeDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["AttributeName"].as_str().unwrap(), a["AttributeType"].as_str().unwrap()))
+        .collect();
+    attributes.sort();
+    assert_eq!(attributes, [("due_at", "N"), ("due_shard", "S"), ("lease_id", "S")]);
+    assert_eq!(
+        p["GlobalSecondaryIndexes"],
+        serde_json::json!([{
+            "IndexName": "due",
+            "KeySchema": [
+                {"AttributeName": "due_shard", "KeyType": "HASH"},
+                {"AttributeName": "due_at", "KeyType": "RANGE"}
+            ],
+            "Projection": {"ProjectionType": "ALL"}
+        }])
+    );
+}
+
+#[test]
+fn the_lease_functions_read_the_roles_layer_and_the_lease_table() {
+    let template = template();
+    let known = [
+        "KEYTURN_ROLES_FILE",
+        "KEYTURN_LEASE_TABLE",
+        "KEYTURN_CONNECT_TIMEOUT_SECS",
+        "KEYTURN_STATEMENT_TIMEOUT_SECS",
+        "KEYTURN_EXTRA_CA_FILES",
+        "KEYTURN_SCRAM_ITERATIONS",
+        "SECRETS_MANAGER_ENDPOINT",
+    ];
+    let layer = &template["Resources"]["RolesLayer"];
+    assert_eq!(layer["Type"], "AWS::Serverless::LayerVersion");
+    assert_eq!(layer["Metadata"]["BuildMethod"], "makefile");
+    let makefile = std::fs::read_to_string(keyturn_tests::project_root().join("infra/Makefile")).unwrap();
+    assert!(makefile.contains("build-RolesLayer:") && makefile.contains("$(ARTIFACTS_DIR)/roles.toml"));
+    for binary in LEASE_BINARIES {
+        let p = &function_of(&template, binary)["Properties"];
+        let env = p["Environment"]["Variables"].as_object().unwrap();
+        assert_eq!(env["KEYTURN_ROLES_FILE"], "/opt/roles.toml", "{binary}");
+        assert_eq!(env["KEYTURN_LEASE_TABLE"], serde_json::json!({"Ref": "LeaseTable"}), "{binary}");
+        for key in env.keys() {
+            assert!(
+                known.contains(&key.as_str()) || (binary == "reap-leases" && key == "KEYTURN_REAP_BATCH"),
+                "{binary}: {key} is not a setting it reads"
+            );
+        }
+        assert_eq!(p["Layers"], serde_json::json!([{"Ref": "RolesLayer"}]), "{binary}");
+        assert_eq!(p["VpcConfig"]["SubnetIds"], serde_json::json!({"Ref": "SubnetIds"}), "{binary}");
+    }
+    let issue = &function_of(&template, "issue-credentials")["Properties"];
+    assert!(issue["Timeout"].as_u64().unwrap() < 30, "under API Gateway's 30 s integration timeout");
+    let reap = &function_of(&template, "reap-leases")["Properties"];
+    assert_eq!(reap["Timeout"], 60);
+    let schedules: Vec<&serde_json::Value> =
+        reap["Events"].as_object().unwrap().values().filter(|e| e["Type"] == "Schedule").collect();
+    assert_eq!(schedules.len(), 1);
+    assert_eq!(schedules[0]["Properties"]["Schedule"], "rate(1 minute)");
+    assert_eq!(reap["EventInvokeConfig"]["MaximumRetryAttempts"], 0, "the next run is the retry");
+}
+
+/// `/v1/leases/{lease_id}/renew` with its parameters filled in, as API Gateway's rawPath.
+fn fill(path: &str, parameters: &serde_json::Value) -> String {
+    path.split('/')
+        .map(|segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) => parameters[name].as_str().unwrap_or_else(|| panic!("no path parameter {name}")).to_owned(),
+            None => segment.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[test]
+fn sample_credential_events_are_what_api_gateway_sends_to_the_routes() {
+    use keyturn::lease::decide::principal_allowed;
+    use keyturn::lease::role::Roles;
+    let root = keyturn_tests::project_root();
+    let template = template();
+    let routes = api_routes(&template);
+    let roles = Roles::load(&root.join("infra/roles.example.toml")).unwrap();
+    let mut seen = Vec::new();
+    for file in ["issue.json", "renew.json", "revoke.json", "list-roles.json"] {
+        let text = std::fs::read_to_string(root.join("events/issue-credentials").join(file)).unwrap();
+        let event: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let context = &event["requestContext"];
+        assert_eq!(event["version"], "2.0", "{file}");
+        assert_eq!(context["stage"], "$default", "{file}");
+        let route_key = event["routeKey"].as_str().unwrap();
+        assert_eq!(context["routeKey"], route_key, "{file}");
+        assert!(routes.iter().any(|k| k == route_key), "{file}: {route_key} is not a route of the template");
+        let (method, path) = route_key.split_once(' ').unwrap();
+        assert_eq!(context["http"]["method"], method, "{file}");
+        let raw_path = fill(path, &event["pathParameters"]);
+        assert_eq!(event["rawPath"], raw_path.as_str(), "{file}");
+        assert_eq!(context["http"]["path"], raw_path.as_str(), "{file}");
+        let iam = &context["authorizer"]["iam"];
+        for key in ["accessKey", "accountId", "callerId", "userArn", "userId"] {
+            assert!(iam[key].as_str().is_some_and(|v| !v.is_empty()), "{file}: authorizer.iam.{key}");
+        }
+        assert_eq!(iam["accountId"], context["accountId"], "{file}: a caller of the API's own account");
+        assert!(iam.get("cognitoIdentity").is_some_and(serde_json::Value::is_null), "{file}");
+        assert!(event["headers"].as_object().unwrap().keys().all(|h| *h == h.to_lowercase()), "{file}");
+        assert_eq!(event["isBase64Encoded"], false, "{file}");
+        // API Gateway leaves the body out when there is none.
+        let body: Option<serde_json::Value> =
+            event.get("body").map(|b| serde_json::from_str(b.as_str().unwrap()).unwrap());
+        if let Some(body) = &body {
+            assert!(body["ttl_seconds"].is_u64(), "{file}: {body}");
+        }
+        if file == "issue.json" {
+            let role = roles.get(event["pathParameters"]["role"].as_str().unwrap()).expect("a role of the example");
+            let caller = iam["userArn"].as_str().unwrap();
+            assert!(principal_allowed(caller, &role.allowed_principals), "{file}: {caller} may request {}", role.name);
+            let ttl = body.expect("issue.json asks for a TTL")["ttl_seconds"].as_u64().unwrap();
+            assert!(ttl <= role.max_ttl.as_secs(), "{file}: within the role's max_ttl");
+        }
+        seen.push(route_key.to_owned());
+    }
+    seen.sort();
+    assert_eq!(seen, routes, "one sample per route");
+
+    let text = std::fs::read_to_string(root.join("events/reap-leases/scheduled.json")).unwrap();
+    let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(event["detail-type"], "Scheduled Event");
+    assert_eq!(event["source"], "aws.events");
+    let rule = event["resources"][0].as_str().unwrap();
+    assert!(rule.ends_with(":rule/keyturn-reap-leases"), "the rule the template names with the default prefix: {rule}");
 }
