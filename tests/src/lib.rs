@@ -20,14 +20,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
-use keyturn::aws::rds::RdsClient;
 use keyturn::aws::secretsmanager::SecretsManagerStore;
-use keyturn::backend::mysql::MysqlBackend;
 use keyturn::backend::postgres::PostgresBackend;
 use keyturn::backend::tls;
-use keyturn::backend::{Databases, Timeouts};
+use keyturn::backend::Timeouts;
+use keyturn::config::RotateDatabaseConfig;
 use keyturn::password::PasswordPolicy;
-use keyturn::rotation::database::{DatabaseRotation, Strategy};
+use keyturn::rotation::database::Strategy;
 use keyturn::rotation::{Outcome, RotationError, RotationEvent, RotationTarget, Rotator, Step};
 use rand::Rng;
 use serde_json::Value;
@@ -158,7 +157,7 @@ pub fn captured_logs() -> String {
 }
 
 /// The rotator the tests use, built as the function builds it.
-pub type TestRotator = Rotator<SecretsManagerStore, DatabaseRotation<Databases, RdsClient>>;
+pub type TestRotator = keyturn::rotation::database::DatabaseRotator;
 
 /// One test's view of the harness: SDK clients bound to the test's runtime, and names
 /// that no other test uses.
@@ -225,14 +224,12 @@ impl TestEnv {
         self.rotator_with(strategy, PasswordPolicy::default())
     }
 
-    /// [`TestEnv::rotator`] with another password policy.
+    /// [`TestEnv::rotator`] with another password policy: built by the function's own
+    /// builder from the environment a deployment would give it.
     pub fn rotator_with(&self, strategy: Strategy, passwords: PasswordPolicy) -> TestRotator {
-        let backend = Databases {
-            postgres: self.pg_backend(Timeouts::default()),
-            mysql: MysqlBackend::new(std::slice::from_ref(&self.h.ca_file), Timeouts::default()).expect("CA file"),
-        };
-        let target = DatabaseRotation::new(backend, RdsClient::new(&self.sdk), strategy, passwords);
-        Rotator::new(SecretsManagerStore::new(&self.sdk, None), target)
+        let mut config = RotateDatabaseConfig::from_vars(self.function_env(strategy)).expect("function env");
+        config.passwords = passwords;
+        keyturn::rotation::database::build(&config, &self.sdk).expect("rotator")
     }
 
     /// The PostgreSQL backend as the function builds it, trusting the harness CA.

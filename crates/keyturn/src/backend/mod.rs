@@ -251,6 +251,18 @@ pub struct Databases {
     pub mysql: mysql::MysqlBackend,
 }
 
+#[cfg(feature = "database")]
+impl Databases {
+    /// Both engines' backends, trusting the system's roots, Amazon RDS's CA bundle and
+    /// `extra_ca_files`: the one place a function sets up database TLS.
+    pub fn new(extra_ca_files: &[std::path::PathBuf], timeouts: Timeouts) -> Result<Self, tls::TlsSetupError> {
+        Ok(Self {
+            postgres: postgres::PostgresBackend::new(tls::client_config(extra_ca_files)?, timeouts),
+            mysql: mysql::MysqlBackend::new(extra_ca_files, timeouts)?,
+        })
+    }
+}
+
 /// Calls the same method on the backend of the engine's family.
 #[cfg(feature = "database")]
 macro_rules! dispatch {

@@ -1,0 +1,53 @@
+//! issue-credentials: the dynamic credentials API (API Gateway HTTP API, IAM
+//! authorization, payload format 2.0). See `keyturn::lease::api` for the routes.
+//!
+//! `main` builds the service once per container with `keyturn::lease::service::build`
+//! (which the tests and the bench also use): the roles file is validated here, at cold
+//! start, so a bad file fails the deployment's first invocation instead of a caller's.
+//!
+//! `issue-credentials check FILE...` validates roles files and exits, for CI.
+
+// The service's futures nest deep async calls; the default limit is too low to lay them out.
+#![recursion_limit = "256"]
+
+use std::process::ExitCode;
+
+use keyturn::config::LeaseConfig;
+use keyturn::lease::role::Roles;
+
+#[tokio::main]
+async fn main() -> Result<ExitCode, lambda_runtime::Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(("check", files)) = args.split_first().map(|(c, rest)| (c.as_str(), rest)) {
+        return Ok(check(files));
+    }
+    keyturn::telemetry::init();
+    let config = LeaseConfig::from_env()?;
+    let sdk = aws_config::load_from_env().await;
+    let service = &keyturn::lease::service::build(&config, &sdk)?;
+    keyturn::lambda::serve_api(service).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Validates each roles file; says what is wrong with each bad one.
+fn check(files: &[String]) -> ExitCode {
+    if files.is_empty() {
+        eprintln!("usage: issue-credentials check ROLES_FILE...");
+        return ExitCode::from(2);
+    }
+    let mut ok = true;
+    for file in files {
+        match Roles::load(std::path::Path::new(file)) {
+            Ok(roles) => println!("{file}: {} roles, valid", roles.iter().count()),
+            Err(e) => {
+                eprintln!("{file}: {e}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

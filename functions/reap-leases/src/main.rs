@@ -1,0 +1,20 @@
+//! reap-leases: revokes expired leases (and retries failed revocations) and drops users
+//! of keyturn's form that no live lease accounts for, on an EventBridge schedule. Safe to
+//! run concurrently with itself and with issue-credentials: every lease change is a
+//! compare-and-set.
+//!
+//! `main` builds the same service as issue-credentials, with the same builder.
+
+// The service's futures nest deep async calls; the default limit is too low to lay them out.
+#![recursion_limit = "256"]
+
+use keyturn::config::LeaseConfig;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    keyturn::telemetry::init();
+    let config = LeaseConfig::from_env()?;
+    let sdk = aws_config::load_from_env().await;
+    let service = &keyturn::lease::service::build(&config, &sdk)?;
+    keyturn::lambda::serve_reaper(service, config.reap_batch, config.reap_concurrency).await
+}
