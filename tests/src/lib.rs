@@ -4,6 +4,7 @@
 //! per process on free loopback ports, the first time a test asks for them, and die with
 //! the process. Tests share them and isolate themselves by name ([`TestEnv::unique`]).
 
+pub mod apigw;
 pub mod fake_postgres;
 pub mod lambda;
 pub mod mariadb;

@@ -33,8 +33,9 @@ use std::time::Duration;
 use super::role::Role;
 use super::{Lease, LeaseError, LeaseState};
 
-/// The prefix of every username keyturn creates (the reaper's orphan sweep looks for it).
-pub const USERNAME_PREFIX: &str = "kt_";
+/// The default prefix of every username keyturn creates (the roles file's
+/// `username_prefix`; the reaper's orphan sweep looks for it).
+pub const DEFAULT_USERNAME_PREFIX: &str = "kt_";
 /// PostgreSQL's identifier limit, in bytes (NAMEDATALEN - 1).
 pub const POSTGRES_NAME_LIMIT: usize = 63;
 /// MySQL's user name limit (characters; keyturn's names are ASCII, so bytes too).
@@ -287,14 +288,14 @@ pub fn renew_until(lease: &Lease, role: &Role, requested: Option<Duration>, now:
 /// `kt__<random>`). `None` when `random` is empty, not ASCII letters and digits, or does
 /// not fit the limit even so. Role names are ASCII (see [`Role`]), so bytes and characters
 /// count the same.
-pub fn username(role_name: &str, engine_limit_bytes: usize, random: &str) -> Option<String> {
+pub fn username(prefix: &str, role_name: &str, engine_limit_bytes: usize, random: &str) -> Option<String> {
     if random.is_empty() || !random.bytes().all(|b| b.is_ascii_alphanumeric()) || !role_name.is_ascii() {
         return None;
     }
-    let fixed = USERNAME_PREFIX.len() + 1 + random.len();
+    let fixed = prefix.len() + 1 + random.len();
     let room = engine_limit_bytes.checked_sub(fixed)?;
     let role_part = &role_name[..role_name.len().min(room)];
-    Some(format!("{USERNAME_PREFIX}{role_part}_{random}"))
+    Some(format!("{prefix}{role_part}_{random}"))
 }
 
 #[cfg(test)]
@@ -569,18 +570,21 @@ max_leases = 2
     #[test]
     fn usernames_keep_the_random_part_whole() {
         let random = "a1b2c3d4e5f6g7h8";
-        assert_eq!(username("ci-reader", POSTGRES_NAME_LIMIT, random).unwrap(), "kt_ci-reader_a1b2c3d4e5f6g7h8");
+        assert_eq!(username("kt_", "ci-reader", POSTGRES_NAME_LIMIT, random).unwrap(), "kt_ci-reader_a1b2c3d4e5f6g7h8");
         let long = "r".repeat(32);
         for limit in [POSTGRES_NAME_LIMIT, MYSQL_NAME_LIMIT, MARIADB_NAME_LIMIT] {
-            let name = username(&long, limit, random).unwrap();
+            let name = username("kt_", &long, limit, random).unwrap();
             assert!(name.len() <= limit, "{name}");
             assert!(name.starts_with("kt_r") && name.ends_with(&format!("_{random}")), "{name}");
         }
-        assert_eq!(username(&long, MYSQL_NAME_LIMIT, random).unwrap(), format!("kt_{}_{random}", "r".repeat(12)));
-        assert_eq!(username(&long, 20, random).unwrap(), format!("kt__{random}"));
-        assert_eq!(username("ci", 19, random), None);
-        assert_eq!(username("ci", 63, ""), None);
-        assert_eq!(username("ci", 63, "ab-c"), None);
-        assert_eq!(username("ci", 63, "abç"), None);
+        assert_eq!(
+            username("kt_", &long, MYSQL_NAME_LIMIT, random).unwrap(),
+            format!("kt_{}_{random}", "r".repeat(12))
+        );
+        assert_eq!(username("kt_", &long, 20, random).unwrap(), format!("kt__{random}"));
+        assert_eq!(username("kt_", "ci", 19, random), None);
+        assert_eq!(username("kt_", "ci", 63, ""), None);
+        assert_eq!(username("kt_", "ci", 63, "ab-c"), None);
+        assert_eq!(username("kt_", "ci", 63, "abç"), None);
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! admin_principals = ["arn:aws:iam::123456789012:role/keyturn-admin"]
+//! username_prefix = "kt_"   # the default
 //!
 //! [[role]]
 //! name = "ci-reader"
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::decide::ArnPattern;
+use super::decide::{ArnPattern, DEFAULT_USERNAME_PREFIX};
 
 /// The longest `max_ttl` a role may have: these are short-lived credentials, and a user
 /// that outlives a working day is what keyturn is there to prevent.
@@ -31,6 +32,8 @@ pub const MAX_TTL_LIMIT: Duration = Duration::from_secs(24 * 3600);
 /// The longest duration [`parse_ttl`] reads (about 31 years); roles are held to
 /// [`MAX_TTL_LIMIT`] on top of it.
 pub const TTL_PARSE_MAX: Duration = Duration::from_secs(1_000_000_000);
+/// The longest `username_prefix` without its `_`.
+pub const USERNAME_PREFIX_MAX: usize = 8;
 /// The longest role name: it goes into usernames (see [`super::decide::username`]).
 pub const ROLE_NAME_MAX: usize = 32;
 /// The longest group role name (PostgreSQL's identifier limit; MySQL's is lower and is
@@ -57,6 +60,10 @@ fn err(role: Option<&str>, field: &str, problem: impl Into<String>) -> RolesErro
 pub struct Roles {
     /// Principals allowed to renew and revoke any lease (not to request credentials).
     pub admin_principals: Vec<ArnPattern>,
+    /// What every username this deployment creates starts with (default `kt_`). The
+    /// reaper drops users of this form that no live lease of this deployment accounts for,
+    /// so two deployments sharing a database must use different prefixes.
+    pub username_prefix: String,
     roles: Vec<Role>,
 }
 
@@ -101,6 +108,7 @@ pub struct DatabaseRole {
 struct RawFile {
     #[serde(default)]
     admin_principals: Vec<String>,
+    username_prefix: Option<String>,
     #[serde(default)]
     role: Vec<toml::Table>,
 }
@@ -134,6 +142,22 @@ impl Roles {
         let raw: RawFile =
             toml::from_str(text).map_err(|e| err(None, "roles file", format!("is not valid: {}", e.message())))?;
         let admin_principals = patterns(None, "admin_principals", &raw.admin_principals)?;
+        let username_prefix = raw.username_prefix.unwrap_or_else(|| DEFAULT_USERNAME_PREFIX.to_owned());
+        let body = username_prefix.strip_suffix('_').unwrap_or("");
+        if body.is_empty()
+            || body.len() > USERNAME_PREFIX_MAX
+            || !body.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            || !body.as_bytes()[0].is_ascii_lowercase()
+        {
+            return Err(err(
+                None,
+                "username_prefix",
+                format!(
+                    "{username_prefix:?} must be a lowercase letter, up to {} more lowercase letters or digits, then _",
+                    USERNAME_PREFIX_MAX - 1
+                ),
+            ));
+        }
         let mut roles = Vec::with_capacity(raw.role.len());
         let mut names = BTreeSet::new();
         for (i, table) in raw.role.into_iter().enumerate() {
@@ -155,7 +179,7 @@ impl Roles {
             }
             roles.push(role);
         }
-        Ok(Self { admin_principals, roles })
+        Ok(Self { admin_principals, username_prefix, roles })
     }
 
     /// The role of that name.
@@ -358,6 +382,16 @@ allowed_principals = ["arn:aws:iam::{ACCOUNT}:role/ci-*"]
             .map(|l| if l.starts_with(&format!("{key} =")) { line.to_owned() } else { l.to_owned() })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn username_prefix_defaults_to_kt_and_is_checked() {
+        assert_eq!(Roles::from_toml("").unwrap().username_prefix, "kt_");
+        assert_eq!(Roles::from_toml("username_prefix = \"kt2_\"").unwrap().username_prefix, "kt2_");
+        for bad in ["", "_", "kt", "KT_", "k-t_", "2kt_", "abcdefghi_", "kt__", "k t_"] {
+            let e = Roles::from_toml(&format!("username_prefix = {bad:?}")).unwrap_err();
+            assert_eq!(e.field, "username_prefix", "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use futures_util::stream::{self, StreamExt};
 use rand::Rng;
 use secrecy::SecretString;
 
-use super::decide::{self, USERNAME_PREFIX};
+use super::decide;
 use super::role::{DatabaseRole, Role, RoleKind, Roles};
 use super::store::{Expected, LeaseStore, StoreError};
 use super::{Lease, LeaseError, LeaseState};
@@ -172,8 +172,9 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
         let admin = self.admin(&db.admin_secret, role_name, false).await?;
         let now = self.clock.now();
         let lease_id = new_lease_id();
-        let username = decide::username(&role.name, name_limit(admin.endpoint.engine), &lease_id)
-            .ok_or_else(|| LeaseError::Internal(format!("no username fits role {role_name:?}")))?;
+        let username =
+            decide::username(&self.roles.username_prefix, &role.name, name_limit(admin.endpoint.engine), &lease_id)
+                .ok_or_else(|| LeaseError::Internal(format!("no username fits role {role_name:?}")))?;
         let lease = Lease {
             lease_id: lease_id.clone(),
             role: role.name.clone(),
@@ -464,12 +465,14 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
     ) -> Result<(), LeaseError> {
         let listed = self
             .as_admin(admin_secret, "(orphan sweep)", |admin| async move {
-                let request = ListUsers { prefix: USERNAME_PREFIX.to_owned() };
+                let request = ListUsers { prefix: self.roles.username_prefix.clone() };
                 self.users.list_users(&admin.endpoint, &admin.credentials, request).await
             })
             .await?;
-        let by_id: BTreeMap<String, Username> =
-            listed.into_iter().filter_map(|user| Some((lease_id_of(user.as_str())?.to_owned(), user))).collect();
+        let by_id: BTreeMap<String, Username> = listed
+            .into_iter()
+            .filter_map(|user| Some((lease_id_of(&self.roles.username_prefix, user.as_str())?.to_owned(), user)))
+            .collect();
         if by_id.is_empty() {
             return Ok(());
         }
@@ -604,10 +607,10 @@ pub fn is_lease_id(id: &str) -> bool {
     id.len() == LEASE_ID_LEN && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
-/// The lease id in a username of keyturn's form, `kt_<role part>_<lease id>`; `None` for
-/// any other name (left alone by the sweep).
-pub fn lease_id_of(username: &str) -> Option<&str> {
-    let rest = username.strip_prefix(USERNAME_PREFIX)?;
+/// The lease id in a username of keyturn's form, `<prefix><role part>_<lease id>`; `None`
+/// for any other name (left alone by the sweep).
+pub fn lease_id_of<'a>(prefix: &str, username: &'a str) -> Option<&'a str> {
+    let rest = username.strip_prefix(prefix)?;
     let (role_part, id) = rest.rsplit_once('_')?;
     let role_ok = role_part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     (role_ok && is_lease_id(id)).then_some(id)
@@ -846,7 +849,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
             let issued = s.issue(CI, "ci", Some(Duration::from_secs(600))).await.unwrap();
             let lease = &issued.lease;
             assert_eq!(lease.expires_at, 1_000_600);
-            assert_eq!(lease_id_of(&lease.username), Some(lease.lease_id.as_str()));
+            assert_eq!(lease_id_of("kt_", &lease.username), Some(lease.lease_id.as_str()));
             assert_eq!(s.users.users.lock().unwrap().get(&lease.username), Some(&1_000_600));
             assert_eq!(s.store.get(&lease.lease_id).await.unwrap().unwrap().caller_arn, CI);
             assert_eq!(issued.password.expose_secret().len(), 32);
