@@ -263,6 +263,61 @@ impl TestEnv {
         keyturn::backend::Credentials { username, password: m.admin_password.clone().into() }
     }
 
+    /// A fresh lease table and a roles file holding `roles`: the environment the lease
+    /// functions get in a deployment, pointing at the harness.
+    pub async fn lease_env(&self, roles: &str) -> Vec<(String, String)> {
+        let table = self.create_lease_table().await;
+        let roles_file = self.h.work.join(format!("{}-roles.toml", self.prefix));
+        std::fs::write(&roles_file, roles).expect("write the roles file");
+        [
+            ("AWS_ENDPOINT_URL", self.h.moto.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("KEYTURN_ROLES_FILE", roles_file.to_str().expect("utf-8 path")),
+            ("KEYTURN_LEASE_TABLE", &table),
+            ("KEYTURN_EXTRA_CA_FILES", self.h.ca_file.to_str().expect("utf-8 path")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// The lease service as the functions build it from `env` ([`TestEnv::lease_env`]),
+    /// with its clock `clock_offset` seconds ahead.
+    pub fn lease_service(&self, env: &[(String, String)], clock_offset: u64) -> keyturn::lease::service::Issuer {
+        let mut config = keyturn::config::LeaseConfig::from_vars(env.to_vec()).expect("lease env");
+        config.clock_offset = clock_offset;
+        keyturn::lease::service::build(&config, &self.sdk).expect("lease service")
+    }
+
+    /// A group role with SELECT on a table of its own schema, where it may also create
+    /// tables. Returns (group, table).
+    pub async fn pg_group_with_table(&self, name: &str) -> (String, String) {
+        use postgres_protocol::escape::escape_identifier;
+        let group = self.unique(name);
+        let g = escape_identifier(&group);
+        let table = format!("{g}.items");
+        self.pg_admin()
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE {g} NOLOGIN; CREATE SCHEMA {g}; CREATE TABLE {table} (id int); INSERT INTO {table} VALUES (7);
+                 GRANT USAGE, CREATE ON SCHEMA {g} TO {g}; GRANT SELECT ON {table} TO {g}"
+            ))
+            .await
+            .expect("create the group and its table");
+        (group, table)
+    }
+
+    /// A session as `user` (plaintext over loopback), or the server's refusal.
+    pub async fn pg_login(&self, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut config = tokio_postgres::Config::new();
+        config.host("127.0.0.1").port(self.h.pg.port).user(user).password(password).dbname("postgres");
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
     /// A superuser session (plaintext over loopback) for setting up and inspecting.
     pub async fn pg_admin(&self) -> tokio_postgres::Client {
         let (client, connection) = self

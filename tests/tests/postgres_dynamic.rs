@@ -11,30 +11,6 @@ use keyturn::backend::{
 use keyturn_tests::{random_token, TestEnv};
 use postgres_protocol::escape::escape_identifier;
 
-/// A group role with SELECT on a table of its own schema. Returns (group, table).
-async fn group_with_table(env: &TestEnv, name: &str) -> (String, String) {
-    let group = env.unique(name);
-    let table = format!("{}.items", escape_identifier(&group));
-    let g = escape_identifier(&group);
-    env.pg_admin()
-        .await
-        .batch_execute(&format!(
-            "CREATE ROLE {g} NOLOGIN; CREATE SCHEMA {g}; CREATE TABLE {table} (id int); INSERT INTO {table} VALUES (7);
-             GRANT USAGE, CREATE ON SCHEMA {g} TO {g}; GRANT SELECT ON {table} TO {g}"
-        ))
-        .await
-        .unwrap();
-    (group, table)
-}
-
-async fn login(env: &TestEnv, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut config = tokio_postgres::Config::new();
-    config.host("127.0.0.1").port(env.h.pg.port).user(user).password(password).dbname("postgres");
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
 fn new_user(name: &str, group: &str, password: &str, ttl: Duration) -> NewUser {
     NewUser {
         username: Username::parse(name).unwrap(),
@@ -49,7 +25,7 @@ async fn a_new_user_works_through_its_group_and_its_objects_belong_to_the_group(
     let env = TestEnv::new("dynnew").await;
     let backend = env.pg_backend(Timeouts::default());
     let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
-    let (group, table) = group_with_table(&env, "grp").await;
+    let (group, table) = env.pg_group_with_table("grp").await;
     let user = env.unique("kt_u");
     let password = random_token();
     backend
@@ -57,7 +33,7 @@ async fn a_new_user_works_through_its_group_and_its_objects_belong_to_the_group(
         .await
         .unwrap();
 
-    let session = login(&env, &user, &password).await.expect("the new user logs in");
+    let session = env.pg_login(&user, &password).await.expect("the new user logs in");
     let row = session.query_one(&format!("SELECT id FROM {table}"), &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>("id"), 7, "the group's grant works");
     session.batch_execute(&format!("CREATE TABLE {}.made (x int)", escape_identifier(&group))).await.unwrap();
@@ -104,7 +80,7 @@ async fn the_server_refuses_an_expired_user_and_an_update_renews_it() {
     let env = TestEnv::new("dynexp").await;
     let backend = env.pg_backend(Timeouts::default());
     let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
-    let (group, _) = group_with_table(&env, "grp").await;
+    let (group, _) = env.pg_group_with_table("grp").await;
     let user = env.unique("kt_u");
     let password = random_token();
     backend
@@ -147,14 +123,14 @@ async fn deleting_ends_sessions_keeps_the_data_and_is_idempotent() {
     let env = TestEnv::new("dyndel").await;
     let backend = env.pg_backend(Timeouts::default());
     let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
-    let (group, _) = group_with_table(&env, "grp").await;
+    let (group, _) = env.pg_group_with_table("grp").await;
     let user = env.unique("kt_u");
     let password = random_token();
     backend
         .new_user(&endpoint, &env.pg_admin_credentials(), new_user(&user, &group, &password, Duration::from_secs(600)))
         .await
         .unwrap();
-    let session = login(&env, &user, &password).await.unwrap();
+    let session = env.pg_login(&user, &password).await.unwrap();
     let g = escape_identifier(&group);
     // One table as the group (the default), one as the user itself.
     session
@@ -194,7 +170,7 @@ async fn users_are_listed_by_a_literal_prefix() {
     let env = TestEnv::new("dynlist").await;
     let backend = env.pg_backend(Timeouts::default());
     let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
-    let (group, _) = group_with_table(&env, "grp").await;
+    let (group, _) = env.pg_group_with_table("grp").await;
     let prefix = format!("{}_k%t_", env.unique("p"));
     let mut made = Vec::new();
     for i in 0..3 {

@@ -1,0 +1,290 @@
+//! The dynamic credentials API against real PostgreSQL and moto's DynamoDB and Secrets
+//! Manager, served in process by the service the functions build (`lease::service::build`)
+//! with API Gateway 2.0 events: what a caller gets, what it can do with it, and what is
+//! refused. Time is moved by building a service whose clock runs ahead, never by sleeping.
+
+use std::collections::BTreeSet;
+
+use keyturn::lease::api::{self, ApiRequest};
+use keyturn::lease::service::{Issuer, ReapLimits};
+use keyturn::lease::store::LeaseStore;
+use keyturn_tests::{apigw, random_token, TestEnv};
+use postgres_protocol::escape::escape_identifier;
+use serde_json::Value;
+
+const CI: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1";
+const CI_OTHER_JOB: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-2";
+const STRANGER: &str = "arn:aws:sts::123456789012:assumed-role/web-frontend/i-0abc";
+const OPS: &str = "arn:aws:sts::123456789012:assumed-role/keyturn-admin/alice";
+
+/// One test's deployment: an admin secret for the harness PostgreSQL, a group with a
+/// table, a roles file with role `ci` (15m default, 1h max) and its own username prefix.
+struct Setup {
+    env: TestEnv,
+    vars: Vec<(String, String)>,
+    service: Issuer,
+    group: String,
+    table: String,
+    prefix: String,
+}
+
+async fn setup(test: &str, extra: &str) -> Setup {
+    let env = TestEnv::new(test).await;
+    let admin = env.create_secret("admin", &env.admin_secret()).await;
+    let (group, table) = env.pg_group_with_table("grp").await;
+    let prefix = format!("t{}_", &random_token()[..6]);
+    let roles = format!(
+        r#"admin_principals = ["arn:aws:iam::123456789012:role/keyturn-admin"]
+username_prefix = "{prefix}"
+
+[[role]]
+name = "ci"
+kind = "database"
+admin_secret = "{admin}"
+groups = ["{group}"]
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+{extra}
+"#
+    );
+    let vars = env.lease_env(&roles).await;
+    let service = env.lease_service(&vars, 0);
+    Setup { env, vars, service, group, table, prefix }
+}
+
+async fn call(service: &Issuer, method: &str, path: &str, body: Option<&str>, caller: &str) -> (u16, Value) {
+    let request = ApiRequest::from_event(apigw::request(method, path, body, caller)).expect("a valid event");
+    apigw::response(&api::handle(service, &request).await.into_event())
+}
+
+async fn issue(s: &Setup, body: Option<&str>) -> Value {
+    let (status, body) = call(&s.service, "POST", "/v1/credentials/ci", body, CI).await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+/// The database users of this test's deployment.
+async fn users(s: &Setup) -> BTreeSet<String> {
+    let rows = s
+        .env
+        .pg_admin()
+        .await
+        .query("SELECT rolname::text AS name FROM pg_roles WHERE starts_with(rolname::text, $1)", &[&s.prefix])
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get("name")).collect()
+}
+
+async fn valid_until(s: &Setup, user: &str) -> i64 {
+    let row = s
+        .env
+        .pg_admin()
+        .await
+        .query_one("SELECT extract(epoch FROM rolvaliduntil)::bigint AS at FROM pg_roles WHERE rolname = $1", &[&user])
+        .await
+        .unwrap();
+    row.get("at")
+}
+
+fn text<'a>(body: &'a Value, key: &str) -> &'a str {
+    body[key].as_str().unwrap_or_else(|| panic!("{key} in {body}"))
+}
+
+#[tokio::test]
+async fn issued_credentials_work_through_the_group_and_revocation_ends_them() {
+    let s = setup("leaseflow", "").await;
+    let body = issue(&s, Some(r#"{"ttl_seconds": 600}"#)).await;
+    let (user, password, lease) = (text(&body, "username"), text(&body, "password"), text(&body, "lease_id"));
+    assert!(user.starts_with(&format!("{}ci_", s.prefix)) && user.ends_with(lease), "{user}");
+    assert_eq!((body["host"].as_str(), body["port"].as_u64()), (Some("localhost"), Some(u64::from(s.env.h.pg.port))));
+    assert_eq!(body["expires_at"].as_u64().unwrap() - body["issued_at"].as_u64().unwrap(), 600);
+    assert_eq!(valid_until(&s, user).await, body["expires_at"].as_i64().unwrap(), "the server enforces the expiry");
+
+    let session = s.env.pg_login(user, password).await.expect("the issued user logs in");
+    let row = session.query_one(&format!("SELECT id FROM {}", s.table), &[]).await.expect("the group's grant");
+    assert_eq!(row.get::<_, i32>("id"), 7);
+    let made = format!("{}.made_by_lease", escape_identifier(&s.group));
+    session.batch_execute(&format!("CREATE TABLE {made} (x int)")).await.unwrap();
+
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!((status, body), (204, Value::Null));
+    assert!(session.simple_query("SELECT 1").await.is_err(), "the open session is ended");
+    assert!(s.env.pg_login(user, password).await.is_err(), "the login is refused");
+    assert!(users(&s).await.is_empty());
+    let owner: String = s
+        .env
+        .pg_admin()
+        .await
+        .query_one("SELECT tableowner::text AS owner FROM pg_tables WHERE tablename = 'made_by_lease' AND schemaname = $1", &[&s.group])
+        .await
+        .expect("the table the user made survives")
+        .get("owner");
+    assert_eq!(owner, s.group);
+
+    let stored = s.service.store().get(lease).await.unwrap().unwrap();
+    assert_eq!((stored.state.as_str(), stored.revoked_by.as_deref(), stored.caller_arn.as_str()), ("revoked", Some(CI), CI));
+    let (status, _) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "revoking again succeeds");
+}
+
+#[tokio::test]
+async fn renewal_extends_within_max_ttl_and_stops_there() {
+    let s = setup("leaserenew", "").await;
+    let body = issue(&s, Some(r#"{"ttl_seconds": 300}"#)).await;
+    let (user, lease) = (text(&body, "username").to_owned(), text(&body, "lease_id").to_owned());
+    let issued_at = body["issued_at"].as_u64().unwrap();
+    let renew = format!("/v1/leases/{lease}/renew");
+
+    let (status, r) = call(&s.service, "POST", &renew, Some(r#"{"ttl_seconds": 1200}"#), CI).await;
+    assert_eq!((status, r["capped"].as_bool()), (200, Some(false)), "{r}");
+    let extended = r["expires_at"].as_u64().unwrap();
+    assert!(extended >= issued_at + 1200, "{r}");
+    assert_eq!(valid_until(&s, &user).await, extended as i64);
+
+    // Half an hour later, an hour more would pass max_ttl from issue: capped there.
+    let later = s.env.lease_service(&s.vars, 1800);
+    let (status, r) = call(&later, "POST", &renew, Some(r#"{"ttl_seconds": 3600}"#), CI).await;
+    assert_eq!((status, r["capped"].as_bool(), r["expires_at"].as_u64()), (200, Some(true), Some(issued_at + 3600)), "{r}");
+    assert_eq!(valid_until(&s, &user).await, (issued_at + 3600) as i64);
+    let (status, r) = call(&later, "POST", &renew, None, CI).await;
+    assert_eq!((status, text(&r, "code")), (409, "not_extended"));
+    let (status, r) = call(&s.service, "POST", &renew, Some(r#"{"ttl_seconds": 3601}"#), CI).await;
+    assert_eq!((status, text(&r, "code")), (400, "bad_request"));
+}
+
+#[tokio::test]
+async fn a_caller_outside_allowed_principals_gets_403_and_nothing_is_created() {
+    let s = setup("lease403", "").await;
+    for caller in [STRANGER, OPS, "arn:aws:iam::123456789012:user/ci-runner", "arn:aws:sts::999999999999:assumed-role/ci-runner/x"] {
+        let (status, body) = call(&s.service, "POST", "/v1/credentials/ci", None, caller).await;
+        assert_eq!((status, text(&body, "code")), (403, "forbidden"), "{caller}");
+    }
+    let (status, body) = call(&s.service, "GET", "/v1/roles", None, STRANGER).await;
+    assert_eq!((status, body["roles"].as_array().map(Vec::len)), (200, Some(0)));
+    let (_, body) = call(&s.service, "GET", "/v1/roles", None, CI).await;
+    assert_eq!(body["roles"][0]["name"], "ci");
+    assert!(users(&s).await.is_empty());
+    assert_eq!(s.service.store().count_live("ci").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
+    let s = setup("leasebad", "max_leases = 1").await;
+    let held = issue(&s, None).await;
+    let lease = text(&held, "lease_id").to_owned();
+    let before = users(&s).await;
+    let cases: Vec<(&str, String, Option<&str>, &str, u16, &str)> = vec![
+        ("POST", "/v1/credentials/ci".into(), Some("{"), CI, 400, "bad_request"),
+        ("POST", "/v1/credentials/ci".into(), Some("[900]"), CI, 400, "bad_request"),
+        ("POST", "/v1/credentials/ci".into(), Some(r#"{"ttl_seconds": 0}"#), CI, 400, "bad_request"),
+        ("POST", "/v1/credentials/ci".into(), Some(r#"{"ttl_seconds": -5}"#), CI, 400, "bad_request"),
+        ("POST", "/v1/credentials/ci".into(), Some(r#"{"ttl_seconds": 3601}"#), CI, 400, "bad_request"),
+        ("POST", "/v1/credentials/ci".into(), Some(r#"{"ttl_seconds": "60"}"#), CI, 400, "bad_request"),
+        ("POST", "/v1/credentials/ci".into(), Some(r#"{"ttl_seconds": 60, "groups": ["postgres"]}"#), CI, 400, "bad_request"),
+        ("POST", "/v1/credentials/ci".into(), None, CI, 429, "too_many_leases"),
+        ("POST", "/v1/credentials/nope".into(), None, CI, 404, "not_found"),
+        ("POST", "/v1/credentials/ci%27--".into(), None, CI, 404, "not_found"),
+        ("GET", "/v1/credentials/ci".into(), None, CI, 400, "bad_request"),
+        ("PUT", "/v1/roles".into(), None, CI, 400, "bad_request"),
+        ("GET", "/v1/nothing".into(), None, CI, 404, "not_found"),
+        ("DELETE", format!("/v1/leases/{lease}"), Some(r#"{"x":1}"#), CI, 400, "bad_request"),
+        ("DELETE", format!("/v1/leases/{lease}"), None, CI_OTHER_JOB, 403, "forbidden"),
+        ("DELETE", format!("/v1/leases/{lease}"), None, STRANGER, 403, "forbidden"),
+        ("POST", format!("/v1/leases/{lease}/renew"), None, CI_OTHER_JOB, 403, "forbidden"),
+        ("POST", format!("/v1/leases/{lease}/renew"), Some("nope"), CI, 400, "bad_request"),
+        ("DELETE", "/v1/leases/abcdefghij0123456789".into(), None, CI, 404, "not_found"),
+        ("DELETE", "/v1/leases/..%2F..%2Fx".into(), None, CI, 404, "not_found"),
+        ("DELETE", format!("/v1/leases/{}", lease.to_uppercase()), None, CI, 404, "not_found"),
+    ];
+    for (method, path, body, caller, status, code) in &cases {
+        let (got, answer) = call(&s.service, method, path, *body, caller).await;
+        assert_eq!((got, text(&answer, "code")), (*status, *code), "{method} {path} {body:?} as {caller}: {answer}");
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(users(&s).await, before);
+    let stored = s.service.store().get(&lease).await.unwrap().unwrap();
+    assert_eq!((stored.state.as_str(), stored.version), ("active", 1), "the held lease is untouched");
+    assert_eq!(s.service.store().count_live("ci").await.unwrap(), 1);
+
+    let revoked = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, OPS).await;
+    assert_eq!(revoked.0, 204, "an admin principal may revoke any lease");
+    let (status, body) = call(&s.service, "POST", &format!("/v1/leases/{lease}/renew"), None, CI).await;
+    assert_eq!((status, text(&body, "code")), (409, "conflict"));
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_issuances_give_two_hundred_working_users() {
+    let s = setup("lease200", "").await;
+    let calls = (0..200).map(|_| call(&s.service, "POST", "/v1/credentials/ci", None, CI));
+    let answers = futures_join_all(calls).await;
+    let mut logins = Vec::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 201, "{body}");
+        logins.push((text(body, "username").to_owned(), text(body, "password").to_owned()));
+    }
+    let names: BTreeSet<&str> = logins.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(names.len(), 200);
+    assert_eq!(users(&s).await.len(), 200);
+    for (user, password) in &logins {
+        assert!(s.env.can_login(user, password).await, "{user} logs in");
+    }
+    assert_eq!(s.service.store().count_live("ci").await.unwrap(), 200);
+}
+
+/// Runs futures concurrently on this task and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    let mut pending: Vec<(usize, std::pin::Pin<Box<F>>)> = futures.into_iter().enumerate().collect();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => {
+                outputs[*i] = Some(out);
+                false
+            }
+            std::task::Poll::Pending => true,
+        });
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
+}
+
+#[tokio::test]
+async fn the_reaper_revokes_expired_leases_and_drops_orphans() {
+    let s = setup("leasereap", "").await;
+    let short = issue(&s, Some(r#"{"ttl_seconds": 60}"#)).await;
+    let long = issue(&s, Some(r#"{"ttl_seconds": 3600}"#)).await;
+    let session = s.env.pg_login(text(&short, "username"), text(&short, "password")).await.unwrap();
+    // A crash between the lease write and the user's creation cannot leave a user behind
+    // (the lease comes first), but a user of the deployment's form without a lease can
+    // still appear (restored backup, a lease item lost): the sweep drops it.
+    let orphan = format!("{}ci_{}", s.prefix, "0123456789abcdefghij");
+    let not_ours = format!("{}manual", s.prefix);
+    s.env.create_role(&orphan, "orphan-password").await;
+    s.env.create_role(&not_ours, "manual-password").await;
+
+    // Two minutes later, as the scheduled reaper sees it; two reapers at once.
+    let reaper = s.env.lease_service(&s.vars, 120);
+    let other = s.env.lease_service(&s.vars, 120);
+    let limits = || ReapLimits { batch: 100, concurrency: 4, deadline: std::time::Instant::now() + std::time::Duration::from_secs(60) };
+    let (a, b) = tokio::join!(reaper.reap(limits()), other.reap(limits()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.failed + b.failed, 0, "{a:?} {b:?}");
+    assert!(a.revoked + b.revoked >= 1, "{a:?} {b:?}");
+
+    assert!(session.simple_query("SELECT 1").await.is_err(), "the expired lease's session is ended");
+    let left = users(&s).await;
+    assert_eq!(left, BTreeSet::from([text(&long, "username").to_owned(), not_ours.clone()]), "{a:?} {b:?}");
+    let short_lease = s.service.store().get(text(&short, "lease_id")).await.unwrap().unwrap();
+    assert_eq!((short_lease.state.as_str(), short_lease.revoked_by.as_deref()), ("revoked", Some("reaper")));
+    assert!(s.env.can_login(text(&long, "username"), text(&long, "password")).await);
+
+    let again = reaper.reap(limits()).await.unwrap();
+    assert_eq!((again.due, again.orphans_dropped.len()), (0, 0), "nothing left to do");
+}
