@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use keyturn::aws::dynamodb::DynamoLeaseStore;
 use keyturn::aws::rds::RdsClient;
 use keyturn::aws::secretsmanager::SecretsManagerStore;
 use keyturn::backend::mysql::MysqlBackend;
@@ -199,6 +200,14 @@ impl TestEnv {
     /// A name unique to this test (for roles and secrets).
     pub fn unique(&self, name: &str) -> String {
         format!("{}_{name}", self.prefix)
+    }
+
+    /// A lease table of its own in moto, created from the store's schema
+    /// ([`DynamoLeaseStore::create_table_request`]), and the store on it.
+    pub async fn lease_store(&self, name: &str) -> DynamoLeaseStore {
+        let store = DynamoLeaseStore::new(&self.sdk, self.unique(name));
+        store.create_table_request().expect("CreateTable request").send().await.expect("CreateTable");
+        store
     }
 
     /// The environment a deployed function would get, pointing at the harness.
