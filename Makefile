@@ -24,6 +24,7 @@ lint:
 	# Each function's feature set on its own, as SAM builds them one at a time.
 	$(CARGO) check --quiet -p keyturn --no-default-features --features database --all-targets
 	$(CARGO) check --quiet -p keyturn --no-default-features --features iam --all-targets
+	$(CARGO) check --quiet -p keyturn --no-default-features --features lease --all-targets
 
 # The end-to-end tests run the function binaries, which `cargo test` alone does not build.
 test: setup lint

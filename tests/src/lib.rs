@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use keyturn::aws::dynamodb::DynamoLeaseStore;
 use keyturn::aws::secretsmanager::SecretsManagerStore;
 use keyturn::backend::postgres::PostgresBackend;
 use keyturn::backend::tls;
@@ -201,6 +202,14 @@ impl TestEnv {
         format!("{}_{name}", self.prefix)
     }
 
+    /// A lease table of its own in moto, created from the store's schema
+    /// ([`DynamoLeaseStore::create_table_request`]), and the store on it.
+    pub async fn lease_store(&self, name: &str) -> DynamoLeaseStore {
+        let store = DynamoLeaseStore::new(&self.sdk, self.unique(name));
+        store.create_table_request().expect("CreateTable request").send().await.expect("CreateTable");
+        store
+    }
+
     /// The environment a deployed function would get, pointing at the harness.
     pub fn function_env(&self, strategy: Strategy) -> Vec<(String, String)> {
         let strategy = match strategy {
@@ -266,7 +275,8 @@ impl TestEnv {
     /// A fresh lease table and a roles file holding `roles`: the environment the lease
     /// functions get in a deployment, pointing at the harness.
     pub async fn lease_env(&self, roles: &str) -> Vec<(String, String)> {
-        let table = self.create_lease_table().await;
+        self.lease_store("leases").await;
+        let table = self.unique("leases");
         let roles_file = self.h.work.join(format!("{}-roles.toml", self.prefix));
         std::fs::write(&roles_file, roles).expect("write the roles file");
         [

@@ -18,14 +18,24 @@ pub fn venv() -> std::path::PathBuf {
     std::env::var_os("KEYTURN_VENV").map(Into::into).unwrap_or_else(|| crate::project_root().join(".venv"))
 }
 
+/// Starts moto through `tests/moto_server.py`: `moto_server` with DynamoDB's requests served
+/// one at a time, as DynamoDB isolates them (moto's threaded server does not; see the script).
 pub fn start(dir: &Path) -> Moto {
-    let bin = venv().join("bin/moto_server");
-    assert!(bin.exists(), "{} is missing: run `make setup` first", bin.display());
+    let python = venv().join("bin/python");
+    assert!(
+        venv().join("bin/moto_server").exists(),
+        "moto is missing from {}: run `make setup` first",
+        venv().display()
+    );
     let port = free_port();
     let log = std::fs::File::create(dir.join("moto.log")).expect("create moto.log");
-    let mut command = Command::new(bin);
-    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(log.try_clone().unwrap()).stderr(log);
-    let server = spawn_tied(command, libc::SIGTERM).expect("start moto_server");
+    let mut command = Command::new(python);
+    command
+        .arg(crate::project_root().join("tests/moto_server.py"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let server = spawn_tied(command, libc::SIGTERM).expect("start moto_server.py");
     wait_for_port(port, 60, "moto_server");
     let endpoint = format!("http://127.0.0.1:{port}");
 

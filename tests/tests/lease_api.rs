@@ -116,14 +116,20 @@ async fn issued_credentials_work_through_the_group_and_revocation_ends_them() {
         .env
         .pg_admin()
         .await
-        .query_one("SELECT tableowner::text AS owner FROM pg_tables WHERE tablename = 'made_by_lease' AND schemaname = $1", &[&s.group])
+        .query_one(
+            "SELECT tableowner::text AS owner FROM pg_tables WHERE tablename = 'made_by_lease' AND schemaname = $1",
+            &[&s.group],
+        )
         .await
         .expect("the table the user made survives")
         .get("owner");
     assert_eq!(owner, s.group);
 
     let stored = s.service.store().get(lease).await.unwrap().unwrap();
-    assert_eq!((stored.state.as_str(), stored.revoked_by.as_deref(), stored.caller_arn.as_str()), ("revoked", Some(CI), CI));
+    assert_eq!(
+        (stored.state.as_str(), stored.revoked_by.as_deref(), stored.caller_arn.as_str()),
+        ("revoked", Some(CI), CI)
+    );
     let (status, _) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
     assert_eq!(status, 204, "revoking again succeeds");
 }
@@ -145,7 +151,11 @@ async fn renewal_extends_within_max_ttl_and_stops_there() {
     // Half an hour later, an hour more would pass max_ttl from issue: capped there.
     let later = s.env.lease_service(&s.vars, 1800);
     let (status, r) = call(&later, "POST", &renew, Some(r#"{"ttl_seconds": 3600}"#), CI).await;
-    assert_eq!((status, r["capped"].as_bool(), r["expires_at"].as_u64()), (200, Some(true), Some(issued_at + 3600)), "{r}");
+    assert_eq!(
+        (status, r["capped"].as_bool(), r["expires_at"].as_u64()),
+        (200, Some(true), Some(issued_at + 3600)),
+        "{r}"
+    );
     assert_eq!(valid_until(&s, &user).await, (issued_at + 3600) as i64);
     let (status, r) = call(&later, "POST", &renew, None, CI).await;
     assert_eq!((status, text(&r, "code")), (409, "not_extended"));
@@ -156,7 +166,12 @@ async fn renewal_extends_within_max_ttl_and_stops_there() {
 #[tokio::test]
 async fn a_caller_outside_allowed_principals_gets_403_and_nothing_is_created() {
     let s = setup("lease403", "").await;
-    for caller in [STRANGER, OPS, "arn:aws:iam::123456789012:user/ci-runner", "arn:aws:sts::999999999999:assumed-role/ci-runner/x"] {
+    for caller in [
+        STRANGER,
+        OPS,
+        "arn:aws:iam::123456789012:user/ci-runner",
+        "arn:aws:sts::999999999999:assumed-role/ci-runner/x",
+    ] {
         let (status, body) = call(&s.service, "POST", "/v1/credentials/ci", None, caller).await;
         assert_eq!((status, text(&body, "code")), (403, "forbidden"), "{caller}");
     }
@@ -181,7 +196,14 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
         ("POST", "/v1/credentials/ci".into(), Some(r#"{"ttl_seconds": -5}"#), CI, 400, "bad_request"),
         ("POST", "/v1/credentials/ci".into(), Some(r#"{"ttl_seconds": 3601}"#), CI, 400, "bad_request"),
         ("POST", "/v1/credentials/ci".into(), Some(r#"{"ttl_seconds": "60"}"#), CI, 400, "bad_request"),
-        ("POST", "/v1/credentials/ci".into(), Some(r#"{"ttl_seconds": 60, "groups": ["postgres"]}"#), CI, 400, "bad_request"),
+        (
+            "POST",
+            "/v1/credentials/ci".into(),
+            Some(r#"{"ttl_seconds": 60, "groups": ["postgres"]}"#),
+            CI,
+            400,
+            "bad_request",
+        ),
         ("POST", "/v1/credentials/ci".into(), None, CI, 429, "too_many_leases"),
         ("POST", "/v1/credentials/nope".into(), None, CI, 404, "not_found"),
         ("POST", "/v1/credentials/ci%27--".into(), None, CI, 404, "not_found"),
@@ -272,7 +294,11 @@ async fn the_reaper_revokes_expired_leases_and_drops_orphans() {
     // Two minutes later, as the scheduled reaper sees it; two reapers at once.
     let reaper = s.env.lease_service(&s.vars, 120);
     let other = s.env.lease_service(&s.vars, 120);
-    let limits = || ReapLimits { batch: 100, concurrency: 4, deadline: std::time::Instant::now() + std::time::Duration::from_secs(60) };
+    let limits = || ReapLimits {
+        batch: 100,
+        concurrency: 4,
+        deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
+    };
     let (a, b) = tokio::join!(reaper.reap(limits()), other.reap(limits()));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.failed + b.failed, 0, "{a:?} {b:?}");

@@ -10,10 +10,11 @@
 //! - [`lease`]: dynamic credentials with leases: the roles file and the pure decisions
 //!   (TTLs, renewal cap, who may act, principal patterns, usernames), clock injected, and
 //!   the `LeaseStore` trait.
-//! - [`aws`]: the Secrets Manager, RDS, IAM and STS adapters behind those traits.
+//! - [`aws`]: the Secrets Manager, RDS, IAM, STS and DynamoDB adapters behind those traits.
 //!
 //! Features: `database` (drivers, RDS) for rotate-database, `iam` (IAM, STS) for
-//! rotate-iam-key.
+//! rotate-iam-key, `lease` (DynamoDB, the lease store) with `database` for the
+//! credentials issuer and the reaper.
 //! - [`password`]: the local CSPRNG password generator.
 //! - [`config`]: typed configuration read once from the environment.
 //! - [`telemetry`]: JSON log lines that honour Lambda's logging controls.

@@ -1,6 +1,9 @@
 //! AWS adapters behind the library's traits: Secrets Manager as the rotation engine's
-//! [`crate::rotation::store::SecretStore`], RDS as its [`crate::rotation::database::RdsLookup`].
+//! [`crate::rotation::store::SecretStore`], RDS as its [`crate::rotation::database::RdsLookup`],
+//! DynamoDB as the leases' [`crate::lease::store::LeaseStore`] (feature `lease`).
 
+#[cfg(feature = "lease")]
+pub mod dynamodb;
 #[cfg(feature = "iam")]
 pub mod iam;
 #[cfg(feature = "database")]
@@ -15,7 +18,8 @@ use aws_sdk_secretsmanager::operation::RequestId;
 const MAX_MESSAGE_CHARS: usize = 300;
 
 /// Renders an SDK error for an error message, and says whether it is worth retrying
-/// (throttling, timeouts, transport failures and 5xx).
+/// (throttling, timeouts, transport failures and 5xx; DynamoDB's throttling and transaction
+/// conflicts, which come with HTTP 400).
 ///
 /// Only the HTTP status, the service's error code, the first line of its message, the
 /// request id and fixed descriptions are reported: never the raw response (its body may be
@@ -38,6 +42,10 @@ pub(crate) fn describe_sdk_error<E: ProvideErrorMetadata>(err: &SdkError<E, Http
                         | "InternalServiceError"
                         | "InternalFailure"
                         | "ServiceUnavailable"
+                        | "ProvisionedThroughputExceededException"
+                        | "RequestLimitExceeded"
+                        | "TransactionConflictException"
+                        | "TransactionInProgressException"
                 );
             let message = e.message().map(first_line).unwrap_or_else(|| "no message".into());
             (format!("{code}: {message} (HTTP {status}{request_id})"), retryable)
@@ -155,6 +163,11 @@ mod tests {
         let (message, retryable) = describe(&unknown);
         assert_eq!(message, "Unknown: no message (HTTP 503, request id req-1234)");
         assert!(retryable, "5xx is worth retrying");
+
+        for code in ["ProvisionedThroughputExceededException", "RequestLimitExceeded", "TransactionConflictException"] {
+            let throttled = GetSecretValueError::generic(ErrorMetadata::builder().code(code).build());
+            assert!(describe(&SdkError::service_error(throttled, raw(400))).1, "{code} is worth retrying");
+        }
 
         let long = "x".repeat(1000);
         let meta = ErrorMetadata::builder().code("ValidationException").message(long).build();
