@@ -23,6 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use keyturn::aws::dynamodb::DynamoLeaseStore;
 use keyturn::aws::secretsmanager::SecretsManagerStore;
+use keyturn::backend::mysql::MysqlBackend;
 use keyturn::backend::postgres::PostgresBackend;
 use keyturn::backend::tls;
 use keyturn::backend::Timeouts;
@@ -45,6 +46,15 @@ pub fn project_root() -> PathBuf {
         .find(|dir| dir.join("tests/moto_setup.py").is_file())
         .unwrap_or_else(|| panic!("no keyturn checkout at or above {}", start.display()))
         .to_path_buf()
+}
+
+/// An expiry event on the harness MariaDB: when it runs (seconds since the epoch), in
+/// which zone its time was written, and as whom it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryEvent {
+    pub execute_at: i64,
+    pub zone: String,
+    pub definer: String,
 }
 
 /// The services of one process.
@@ -257,6 +267,79 @@ impl TestEnv {
             dbname: Some("postgres".into()),
             tls,
         }
+    }
+
+    /// The MySQL-family backend as the function builds it, trusting the harness CA; each
+    /// one keeps its own admin sessions.
+    pub fn mariadb_backend(&self) -> MysqlBackend {
+        MysqlBackend::new(std::slice::from_ref(&self.h.ca_file), Timeouts::default()).expect("TLS config")
+    }
+
+    /// The harness MariaDB as a secret would name it, over verified TLS.
+    pub fn mariadb_endpoint(&self) -> keyturn::backend::Endpoint {
+        keyturn::backend::Endpoint {
+            engine: keyturn::backend::Engine::Mariadb,
+            host: "localhost".into(),
+            port: self.h.mariadb().port,
+            dbname: None,
+            tls: keyturn::backend::TlsMode::VerifyFull,
+        }
+    }
+
+    /// A MariaDB role that may read a table of its own database. Returns (role, table).
+    pub async fn mariadb_group_with_table(&self, name: &str) -> (String, String) {
+        use keyturn::backend::mysql::grants::identifier;
+        use mysql_async::prelude::Queryable;
+        let role = self.unique(name);
+        let table = format!("{}.items", identifier(&role));
+        let mut a = self.mariadb_admin().await;
+        for sql in [
+            format!("CREATE DATABASE {}", identifier(&role)),
+            format!("CREATE TABLE {table} (id INT)"),
+            format!("INSERT INTO {table} VALUES (7)"),
+            format!("CREATE ROLE {}", identifier(&role)),
+            format!("GRANT SELECT ON {table} TO {}", identifier(&role)),
+        ] {
+            a.query_drop(sql).await.expect("create a MariaDB group");
+        }
+        (role, table)
+    }
+
+    /// The event keyturn made to drop `user` at its expiry, as the server holds it.
+    pub async fn mariadb_expiry_event(&self, user: &str) -> Option<ExpiryEvent> {
+        use keyturn::backend::mysql::expiry::{event_name, EVENT_SCHEMA};
+        use mysql_async::prelude::Queryable;
+        let name = event_name(&keyturn::backend::Username::parse(user).expect("username"));
+        let mut a = self.mariadb_admin().await;
+        // EXECUTE_AT is a wall-clock time in the event's own zone: converted to UTC, then
+        // read as UTC by UNIX_TIMESTAMP in a UTC session, it is the instant the event runs.
+        a.query_drop("SET time_zone = '+00:00'").await.expect("set the time zone");
+        let row: Option<mysql_async::Row> = a
+            .exec_first(
+                "SELECT UNIX_TIMESTAMP(CONVERT_TZ(EXECUTE_AT, TIME_ZONE, '+00:00')) AS execute_at, \
+                 TIME_ZONE AS zone, DEFINER AS definer \
+                 FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? AND EVENT_NAME = ?",
+                (EVENT_SCHEMA, name),
+            )
+            .await
+            .expect("read the expiry event");
+        row.map(|row| ExpiryEvent {
+            execute_at: row.get("execute_at").expect("EXECUTE_AT"),
+            zone: row.get("zone").expect("TIME_ZONE"),
+            definer: row.get("definer").expect("DEFINER"),
+        })
+    }
+
+    /// Whether `user` has any account on the harness MariaDB.
+    pub async fn mariadb_user_exists(&self, user: &str) -> bool {
+        use mysql_async::prelude::Queryable;
+        let found: Option<String> = self
+            .mariadb_admin()
+            .await
+            .exec_first("SELECT User FROM mysql.user WHERE User = ?", (user,))
+            .await
+            .expect("look up a MariaDB user");
+        found.is_some()
     }
 
     /// The harness superuser as keyturn's backends take an admin.

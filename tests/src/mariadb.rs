@@ -1,6 +1,7 @@
 //! A throwaway MariaDB server from Debian's packages: its own data directory, a free
-//! loopback port, TLS with the harness's CA, and the general log on (so tests can prove no
-//! password reaches it). Started the first time a test asks for it.
+//! loopback port, TLS with the harness's CA, the general log on (so tests can prove no
+//! password reaches it), and the event scheduler on. Started the first time a test asks
+//! for it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -69,6 +70,9 @@ pub fn start(dir: &Path, pki: &Pki) -> Mariadb {
         .arg(format!("--general-log-file={}", general_log.display()))
         .arg(format!("--init-file={}", init.display()))
         .args(["--innodb-buffer-pool-size=32M", "--skip-log-bin", "--max-connections=300"])
+        // Expiry events run (keyturn makes them only where the scheduler is ON), in a zone
+        // that is not UTC, so an event scheduled in the server's zone would fire hours late.
+        .args(["--event-scheduler=ON", "--default-time-zone=-05:00"])
         .stdout(log.try_clone().unwrap())
         .stderr(log);
     let server = spawn_tied(command, libc::SIGTERM).expect("start mariadbd");

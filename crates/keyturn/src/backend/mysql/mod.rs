@@ -23,9 +23,13 @@
 //!   on the client ([`Timeouts::bound`]).
 //! - `mysql_clear_password` is never used: the driver refuses a server that asks for it.
 
+pub mod expiry;
 pub mod grants;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row, SslOpts};
@@ -37,9 +41,9 @@ use tracing::{debug, instrument};
 
 use crate::backend::tls::{TlsSetupError, RDS_CA_BUNDLE};
 use crate::backend::{
-    BackendError, Credentials, DatabaseBackend, DeleteOutcome, DeleteUser, DynamicUsers, Endpoint, Engine, Family,
-    ListUsers, NewUser, NewUserOutcome, SetOwnPassword, Timeouts, TlsMode, UpdateUser, UpsertOutcome, UpsertUser,
-    Username,
+    admin_key, AdminKey, BackendError, Credentials, DatabaseBackend, DeleteOutcome, DeleteUser, DynamicUsers, Endpoint,
+    Engine, Family, ListUsers, NewUser, NewUserOutcome, SetOwnPassword, Timeouts, TlsMode, UpdateUser, UpsertOutcome,
+    UpsertUser, Username,
 };
 
 /// MySQL's username limit, in characters.
@@ -133,14 +137,29 @@ struct Session {
     endpoint: Endpoint,
     user: Username,
     timeouts: Timeouts,
+    /// The schema of expiry events is known to exist ([`expiry`]).
+    event_schema_seen: bool,
 }
+
+/// One admin session of [`DynamicUsers`], shared by the callers of one process. Empty
+/// until the first call, and again after a call that failed or was cancelled midway.
+type AdminSlot = Arc<tokio::sync::Mutex<Option<Session>>>;
 
 /// The MySQL-family backend: TLS roots and timeouts, built once per container.
 #[derive(Clone)]
 pub struct MysqlBackend {
     ssl: SslOpts,
     timeouts: Timeouts,
+    /// Admin sessions of [`DynamicUsers`], kept open across warm invocations: one per
+    /// endpoint and admin ([`AdminKey`]). Rotation never uses them: it logs in per operation.
+    admin_sessions: Arc<Mutex<HashMap<AdminKey, AdminSlot>>>,
 }
+
+/// How long a kept admin session may take to answer a ping. A live one answers in
+/// milliseconds; one the network dropped silently (an idle timeout in a NAT or in
+/// Lambda's network while the container was frozen) never answers, and waiting for it
+/// longer than this only delays the new login that replaces it.
+const PING_DEADLINE: Duration = Duration::from_secs(1);
 
 impl MysqlBackend {
     /// `extra_ca_files` are PEM files trusted besides the public roots and the RDS bundle.
@@ -150,7 +169,42 @@ impl MysqlBackend {
             let pem = std::fs::read(path).map_err(|source| TlsSetupError::Read { path: path.clone(), source })?;
             roots.push(pem.into());
         }
-        Ok(Self { ssl: SslOpts::default().with_root_certs(roots), timeouts })
+        Ok(Self { ssl: SslOpts::default().with_root_certs(roots), timeouts, admin_sessions: Arc::default() })
+    }
+
+    /// Runs `work` on the kept admin session for `endpoint` and `admin`, opened when there
+    /// is none and replaced when it does not answer a ping (closed by the server, killed,
+    /// or dropped by the network). Callers with the same key take turns: `Conn` runs one
+    /// statement at a time. A login refused is [`BackendError::LoginRefused`] as with any
+    /// login, so the caller can read the admin secret again and retry.
+    ///
+    /// The session is taken out while `work` runs and put back only when it succeeded: a
+    /// failure (a timeout may leave the connection mid-answer) or a cancelled call closes
+    /// it, and the next call logs in again.
+    async fn with_admin_session<T>(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        work: impl AsyncFnOnce(&mut Session) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let slot = {
+            let mut sessions = self.admin_sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            sessions.entry(admin_key(endpoint, admin)).or_default().clone()
+        };
+        let mut kept = slot.lock().await;
+        let alive = match kept.take() {
+            Some(mut session) => session.answers().await.then_some(session),
+            None => None,
+        };
+        let mut session = match alive {
+            Some(session) => session,
+            None => self.connect(endpoint, admin).await?,
+        };
+        let result = work(&mut session).await;
+        if result.is_ok() {
+            *kept = Some(session);
+        }
+        result
     }
 
     /// Opens a session as `login`, learns the server's flavour and version, and sets the
@@ -183,6 +237,7 @@ impl MysqlBackend {
             endpoint: endpoint.clone(),
             user: login.username.clone(),
             timeouts: self.timeouts,
+            event_schema_seen: false,
         };
         let rows =
             session.rows("SELECT VERSION() AS version, CURRENT_USER() AS user", Vec::new(), "SELECT VERSION()").await?;
@@ -208,9 +263,12 @@ impl MysqlBackend {
         };
         // One statement, and a fixed sql_mode: whatever the server's default (ANSI, ORACLE,
         // NO_BACKSLASH_ESCAPES, ...), backslashes escape and `"` is no identifier quote, so
-        // `literal` and the grant parser read and write quotes as the server does.
-        let setup =
-            format!("SET {timeout}, SESSION lock_wait_timeout = {statement_secs}, SESSION sql_mode = '{SQL_MODE}'");
+        // `literal` and the grant parser read and write quotes as the server does. UTC,
+        // whatever the server's zone: expiry events are scheduled in the session's zone.
+        let setup = format!(
+            "SET {timeout}, SESSION lock_wait_timeout = {statement_secs}, SESSION sql_mode = '{SQL_MODE}', \
+             SESSION time_zone = '+00:00'"
+        );
         session.rows(&setup, Vec::new(), "session setup").await?;
         Ok(session)
     }
@@ -266,16 +324,44 @@ impl Session {
     async fn run(&mut self, sql: &str, operation: &'static str) -> Result<(), BackendError> {
         let (timeouts, endpoint, user) = (self.timeouts, &self.endpoint, &self.user);
         let conn = &mut self.conn;
-        let fail = |e| classify(e, endpoint, user, operation);
+        let run = async { prepared(conn, sql).await.map_err(|e| classify(e, endpoint, user, operation)) };
+        timeouts.bound(operation, run).await
+    }
+
+    /// [`Session::run`] for `CREATE`, `ALTER` and `DROP EVENT`, which older MariaDB
+    /// releases refuse to prepare (error 1295; 10.11 prepares them): there, and only
+    /// there, the statement goes as text. Text may hold several statements; these are
+    /// built only from names and values quoted by [`literal`] and [`grants::identifier`],
+    /// so they hold one.
+    async fn run_event_statement(&mut self, sql: &str, operation: &'static str) -> Result<(), BackendError> {
+        let (timeouts, endpoint, user) = (self.timeouts, &self.endpoint, &self.user);
+        let conn = &mut self.conn;
         let run = async {
-            let statement = conn.prep(sql).await.map_err(fail)?;
-            let result = conn.exec_drop(&statement, ()).await.map_err(fail);
-            // Closed at once: the statement text may hold a password (MySQL's IDENTIFIED BY).
-            conn.close(statement).await.ok();
-            result
+            match prepared(conn, sql).await {
+                Err(mysql_async::Error::Server(e)) if e.code == ER_UNSUPPORTED_PS => conn.query_drop(sql).await,
+                other => other,
+            }
+            .map_err(|e| classify(e, endpoint, user, operation))
         };
         timeouts.bound(operation, run).await
     }
+
+    /// Whether the session still answers, within [`PING_DEADLINE`].
+    async fn answers(&mut self) -> bool {
+        matches!(tokio::time::timeout(PING_DEADLINE, self.conn.ping()).await, Ok(Ok(())))
+    }
+}
+
+/// "This command is not supported in the prepared statement protocol yet".
+const ER_UNSUPPORTED_PS: u16 = 1295;
+
+/// Prepares, runs and closes one statement.
+async fn prepared(conn: &mut Conn, sql: &str) -> Result<(), mysql_async::Error> {
+    let statement = conn.prep(sql).await?;
+    let result = conn.exec_drop(&statement, ()).await;
+    // Closed at once: the statement text may hold a password (MySQL's IDENTIFIED BY).
+    conn.close(statement).await.ok();
+    result
 }
 
 /// Server errors whose message names only users, databases and limits, never a statement
@@ -533,9 +619,14 @@ impl DatabaseBackend for MysqlBackend {
 
 /// Short-lived MySQL-family users on the `%` host part. MariaDB activates one role per
 /// session by default, so a user with several groups has the first as its default role
-/// and may `SET ROLE` to the others. The server has no account expiry a user cannot
-/// outlive, so the reaper enforces it (`VALID UNTIL` has no equivalent here).
+/// and may `SET ROLE` to the others. MariaDB has no account expiry a user cannot outlive:
+/// where its event scheduler is ON, an event drops the user at its expiry ([`expiry`]);
+/// elsewhere (and on MySQL) the reaper alone enforces it. Every operation runs on the kept
+/// admin session ([`MysqlBackend::with_admin_session`]).
 impl DynamicUsers for MysqlBackend {
+    /// The user, its groups, its default role and, where the server enforces expiry, its
+    /// expiry event. A server error after the user exists drops it again, so a failed call
+    /// leaves nothing behind.
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
     async fn new_user(
         &self,
@@ -543,46 +634,78 @@ impl DynamicUsers for MysqlBackend {
         admin: &Credentials,
         req: NewUser,
     ) -> Result<NewUserOutcome, BackendError> {
-        let mut session = self.connect(endpoint, admin).await?;
-        let target = account(req.username.as_str(), "%");
-        let auth = session.server.auth_clause("", &req.password)?;
-        session.run(&format!("CREATE USER {target} {auth}"), "creating the user").await?;
-        for group in &req.groups {
-            session.run(&format!("GRANT {} TO {target}", grants::identifier(group)), "granting a group").await?;
-        }
-        if let Some(first) = req.groups.first() {
-            let sql = format!("SET DEFAULT ROLE {} FOR {target}", grants::identifier(first));
-            session.run(&sql, "setting the default role").await?;
-        }
-        session.conn.disconnect().await.ok();
-        Ok(NewUserOutcome { server_expiry: false })
+        self.with_admin_session(endpoint, admin, async |session| {
+            let target = account(req.username.as_str(), "%");
+            let auth = session.server.auth_clause("", &req.password)?;
+            let server_expiry = session.server_expiry().await?;
+            session.run(&format!("CREATE USER {target} {auth}"), "creating the user").await?;
+            let shape = async {
+                for group in &req.groups {
+                    let sql = format!("GRANT {} TO {target}", grants::identifier(group));
+                    session.run(&sql, "granting a group").await?;
+                }
+                if let Some(first) = req.groups.first() {
+                    let sql = format!("SET DEFAULT ROLE {} FOR {target}", grants::identifier(first));
+                    session.run(&sql, "setting the default role").await?;
+                }
+                if server_expiry {
+                    session.create_expiry_event(&req.username, req.expires_at).await?;
+                }
+                Ok(())
+            };
+            match shape.await {
+                Ok(()) => Ok(NewUserOutcome { server_expiry }),
+                // A refusal leaves the session usable, so the user goes again; after a
+                // timeout or a lost connection it may not be, and the reaper's orphan
+                // sweep finds the user instead.
+                Err(e @ BackendError::Database { .. }) => {
+                    session.run(&format!("DROP USER IF EXISTS {target}"), "undoing the new user").await.ok();
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
+    /// The password on every host part of the user, and its expiry event moved (a user
+    /// without one, made while the scheduler was off, keeps having none).
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
     async fn update_user(&self, endpoint: &Endpoint, admin: &Credentials, req: UpdateUser) -> Result<(), BackendError> {
-        let Some(password) = &req.password else { return Ok(()) };
-        let mut session = self.connect(endpoint, admin).await?;
-        let hosts = session
-            .rows(
-                "SELECT Host FROM mysql.user WHERE User = ?",
-                vec![req.username.as_str().into()],
-                "looking up the user",
-            )
-            .await?;
-        if hosts.is_empty() {
-            return Err(BackendError::NoSuchUser { username: req.username.to_string() });
+        if req.password.is_none() && req.expires_at.is_none() {
+            return Ok(());
         }
-        let auth = session.server.auth_clause("", password)?;
-        for row in &hosts {
-            let host = required(row, "Host").map_err(|m| unexpected("looking up the user", m))?;
-            let sql = format!("ALTER USER {} {auth}", account(req.username.as_str(), &host));
-            session.run(&sql, "updating the user").await?;
-        }
-        session.conn.disconnect().await.ok();
-        Ok(())
+        self.with_admin_session(endpoint, admin, async |session| {
+            let hosts = session
+                .rows(
+                    "SELECT Host FROM mysql.user WHERE User = ?",
+                    vec![req.username.as_str().into()],
+                    "looking up the user",
+                )
+                .await?;
+            if hosts.is_empty() {
+                return Err(BackendError::NoSuchUser { username: req.username.to_string() });
+            }
+            if let Some(password) = &req.password {
+                let auth = session.server.auth_clause("", password)?;
+                for row in &hosts {
+                    let host = required(row, "Host").map_err(|m| unexpected("looking up the user", m))?;
+                    let sql = format!("ALTER USER {} {auth}", account(req.username.as_str(), &host));
+                    session.run(&sql, "updating the user").await?;
+                }
+            }
+            if let Some(at) = req.expires_at {
+                let moved = session.move_expiry_event(&req.username, at).await?;
+                debug!(moved, "expiry event");
+            }
+            Ok(())
+        })
+        .await
     }
 
-    /// Every account of the user dropped first (no new logins), then its sessions killed.
+    /// Every account of the user dropped first (no new logins), then its sessions killed,
+    /// then its expiry event dropped (last: until the user is gone, the event still
+    /// guards it).
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
     async fn delete_user(
         &self,
@@ -590,34 +713,38 @@ impl DynamicUsers for MysqlBackend {
         admin: &Credentials,
         req: DeleteUser,
     ) -> Result<DeleteOutcome, BackendError> {
-        let mut session = self.connect(endpoint, admin).await?;
-        let name = req.username.as_str();
-        let hosts = session
-            .rows("SELECT Host FROM mysql.user WHERE User = ?", vec![name.into()], "looking up the user")
-            .await?;
-        for row in &hosts {
-            let host = required(row, "Host").map_err(|m| unexpected("looking up the user", m))?;
-            session.run(&format!("DROP USER IF EXISTS {}", account(name, &host)), "dropping the user").await?;
-        }
-        let sessions = session
-            .rows(
-                "SELECT CAST(ID AS CHAR) AS id FROM information_schema.PROCESSLIST WHERE USER = ?",
-                vec![name.into()],
-                "listing the user's sessions",
-            )
-            .await?;
-        let mut sessions_ended = 0;
-        for row in &sessions {
-            let id = required(row, "id").map_err(|m| unexpected("listing the user's sessions", m))?;
-            let id: u64 =
-                id.parse().map_err(|_| unexpected("listing the user's sessions", "an id is not a number".into()))?;
-            // A session that ended meanwhile is not an error.
-            if session.run(&format!("KILL CONNECTION {id}"), "ending a session").await.is_ok() {
-                sessions_ended += 1;
+        self.with_admin_session(endpoint, admin, async |session| {
+            let name = req.username.as_str();
+            let hosts = session
+                .rows("SELECT Host FROM mysql.user WHERE User = ?", vec![name.into()], "looking up the user")
+                .await?;
+            for row in &hosts {
+                let host = required(row, "Host").map_err(|m| unexpected("looking up the user", m))?;
+                session.run(&format!("DROP USER IF EXISTS {}", account(name, &host)), "dropping the user").await?;
             }
-        }
-        session.conn.disconnect().await.ok();
-        Ok(DeleteOutcome { existed: !hosts.is_empty(), sessions_ended })
+            let sessions = session
+                .rows(
+                    "SELECT CAST(ID AS CHAR) AS id FROM information_schema.PROCESSLIST WHERE USER = ?",
+                    vec![name.into()],
+                    "listing the user's sessions",
+                )
+                .await?;
+            let mut sessions_ended = 0;
+            for row in &sessions {
+                let id = required(row, "id").map_err(|m| unexpected("listing the user's sessions", m))?;
+                let id: u64 = id
+                    .parse()
+                    .map_err(|_| unexpected("listing the user's sessions", "an id is not a number".into()))?;
+                // A session that ended meanwhile is not an error.
+                if session.run(&format!("KILL CONNECTION {id}"), "ending a session").await.is_ok() {
+                    sessions_ended += 1;
+                }
+            }
+            let event_dropped = session.drop_expiry_event(&req.username).await?;
+            debug!(event_dropped, "expiry event");
+            Ok(DeleteOutcome { existed: !hosts.is_empty(), sessions_ended })
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(admin = %admin.username, prefix = %req.prefix))]
@@ -627,15 +754,17 @@ impl DynamicUsers for MysqlBackend {
         admin: &Credentials,
         req: ListUsers,
     ) -> Result<Vec<Username>, BackendError> {
-        let mut session = self.connect(endpoint, admin).await?;
-        let rows = session
-            .rows(
-                "SELECT DISTINCT User AS name FROM mysql.user WHERE LEFT(User, CHAR_LENGTH(?)) = ? ORDER BY User",
-                vec![req.prefix.as_str().into(), req.prefix.as_str().into()],
-                "listing users",
-            )
+        let rows = self
+            .with_admin_session(endpoint, admin, async |session| {
+                session
+                    .rows(
+                        "SELECT DISTINCT User AS name FROM mysql.user WHERE LEFT(User, CHAR_LENGTH(?)) = ? ORDER BY User",
+                        vec![req.prefix.as_str().into(), req.prefix.as_str().into()],
+                        "listing users",
+                    )
+                    .await
+            })
             .await?;
-        session.conn.disconnect().await.ok();
         rows.iter()
             .map(|row| {
                 let name = required(row, "name").map_err(|m| unexpected("listing users", m))?;

@@ -1,0 +1,217 @@
+//! Server-side expiry of MariaDB's dynamic users: MariaDB has no account expiry a user
+//! cannot outlive (`PASSWORD EXPIRE` still lets the user in to change its password), so
+//! where the event scheduler runs, [`DynamicUsers::new_user`](crate::backend::DynamicUsers)
+//! also creates a one-shot event that drops the user at its expiry, even if every Lambda
+//! is down.
+//!
+//! What the event does, as its definer (the admin, who holds CREATE USER and CONNECTION
+//! ADMIN): `DROP USER IF EXISTS 'user'@'%'`, so no new login succeeds, then `KILL
+//! CONNECTION USER 'user'@'%'`, because a session already open outlives `DROP USER` and
+//! keeps the privileges of its active role. It runs once and then removes itself (`ON
+//! COMPLETION NOT PRESERVE`). What it does not do: drop host parts other than `%` (the
+//! only one `new_user` creates; `delete_user` drops them all), or run at all when its
+//! definer has since been dropped or lost those privileges; the reaper still deletes the
+//! user then.
+//!
+//! Where the scheduler is OFF or DISABLED no event is made and the reaper alone enforces
+//! expiry. MySQL gets no event: it has no `KILL ... USER`, and keyturn's tests run
+//! MariaDB only.
+
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use super::grants::identifier;
+use super::{account, literal, required, text, unexpected, Session};
+use crate::backend::{utc_datetime, BackendError, Username};
+
+/// The schema that holds the expiry events, created by the admin when missing. Not the
+/// endpoint's database: an application role may hold EVENT there (`ALL PRIVILEGES ON
+/// app.*`), which lets its holder alter or drop any event of that schema, so a user could
+/// cancel its own expiry; and dropping the application's database would drop the events
+/// with it. Only the admin needs rights here: EVENT, and CREATE unless the schema is made
+/// beforehand.
+pub const EVENT_SCHEMA: &str = "keyturn";
+
+/// The event that drops `username`: `expire_` and 40 hex digits of the name's SHA-256.
+/// Not the name itself: event names are at most 64 characters (MariaDB usernames 80), and
+/// compared without case (usernames with), so `kt_A_x` and `kt_a_x` would share one.
+pub fn event_name(username: &Username) -> String {
+    let digest = Sha256::digest(username.as_str().as_bytes());
+    let hex: String = digest[..20].iter().map(|b| format!("{b:02x}")).collect();
+    format!("expire_{hex}")
+}
+
+/// Whether `@@event_scheduler` says events run: `ON`; `OFF` and `DISABLED` (or nothing)
+/// mean an event would never fire.
+fn scheduler_runs(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.eq_ignore_ascii_case("ON"))
+}
+
+/// `schema`.`event`, both quoted.
+fn qualified(username: &Username) -> String {
+    format!("{}.{}", identifier(EVENT_SCHEMA), identifier(&event_name(username)))
+}
+
+/// When the event fires: `at` in UTC (every session sets `time_zone = '+00:00'`, the zone
+/// the server reads `AT` in and stores with the event), rounded up to the second (the user
+/// keeps its login until its expiry, not less), and never in the past: an event due
+/// already is dropped at creation without running, which would leave the user alive.
+fn schedule(at: SystemTime) -> String {
+    let fraction = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let at = match fraction {
+        0 => at,
+        nanos => at + Duration::from_nanos(u64::from(1_000_000_000 - nanos)),
+    };
+    format!("AT GREATEST(TIMESTAMP {}, NOW() + INTERVAL 1 SECOND)", literal(&utc_datetime(at)))
+}
+
+/// The event's statement. Its body is parsed again when it runs, in the sql_mode stored
+/// with it (the session's fixed one), so [`literal`]'s backslash escapes read the same then.
+fn create_statement(username: &Username, at: SystemTime) -> String {
+    let target = account(username.as_str(), "%");
+    format!(
+        "CREATE DEFINER = CURRENT_USER EVENT {} ON SCHEDULE {} ON COMPLETION NOT PRESERVE \
+         DO BEGIN DROP USER IF EXISTS {target}; KILL CONNECTION USER {target}; END",
+        qualified(username),
+        schedule(at)
+    )
+}
+
+impl Session {
+    /// Whether this server would drop a user at its expiry: MariaDB with its event
+    /// scheduler ON. Read at every `new_user`: `SET GLOBAL event_scheduler` may change it
+    /// while the admin session stays open.
+    pub(super) async fn server_expiry(&mut self) -> Result<bool, BackendError> {
+        if !self.server.mariadb {
+            return Ok(false);
+        }
+        let operation = "reading @@event_scheduler";
+        let rows = self.rows("SELECT @@event_scheduler AS scheduler", Vec::new(), operation).await?;
+        let value = rows.first().map(|r| text(r, "scheduler")).transpose().map_err(|m| unexpected(operation, m))?;
+        Ok(scheduler_runs(value.flatten().as_deref()))
+    }
+
+    /// Creates the event that drops `username` at `at` (see the module's documentation).
+    pub(super) async fn create_expiry_event(
+        &mut self,
+        username: &Username,
+        at: SystemTime,
+    ) -> Result<(), BackendError> {
+        self.ensure_event_schema().await?;
+        self.run_event_statement(&create_statement(username, at), "creating the expiry event").await
+    }
+
+    /// Moves `username`'s event to `at`; `false` when it has none (the scheduler was off
+    /// when the user was made, or the event already ran).
+    pub(super) async fn move_expiry_event(
+        &mut self,
+        username: &Username,
+        at: SystemTime,
+    ) -> Result<bool, BackendError> {
+        if !self.expiry_event_exists(username).await? {
+            return Ok(false);
+        }
+        let sql = format!("ALTER EVENT {} ON SCHEDULE {}", qualified(username), schedule(at));
+        self.run_event_statement(&sql, "moving the expiry event").await?;
+        Ok(true)
+    }
+
+    /// Drops `username`'s event; `false` when it has none. Looked up first, so an admin
+    /// that never made events (scheduler off) needs no EVENT privilege to delete users.
+    pub(super) async fn drop_expiry_event(&mut self, username: &Username) -> Result<bool, BackendError> {
+        if !self.expiry_event_exists(username).await? {
+            return Ok(false);
+        }
+        let sql = format!("DROP EVENT IF EXISTS {}", qualified(username));
+        self.run_event_statement(&sql, "dropping the expiry event").await?;
+        Ok(true)
+    }
+
+    /// Whether the event exists; the admin sees the events of schemas where it holds EVENT.
+    async fn expiry_event_exists(&mut self, username: &Username) -> Result<bool, BackendError> {
+        let rows = self
+            .rows(
+                "SELECT EVENT_NAME AS name FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? AND EVENT_NAME = ?",
+                vec![EVENT_SCHEMA.into(), event_name(username).into()],
+                "looking up the expiry event",
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Creates [`EVENT_SCHEMA`] when the admin cannot see it, once per session. Looked up
+    /// first because `CREATE DATABASE IF NOT EXISTS` needs CREATE even when the schema
+    /// exists, and an operator may have made it and granted EVENT alone.
+    async fn ensure_event_schema(&mut self) -> Result<(), BackendError> {
+        if self.event_schema_seen {
+            return Ok(());
+        }
+        let operation = "looking up the event schema";
+        let rows = self
+            .rows(
+                "SELECT SCHEMA_NAME AS name FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                vec![EVENT_SCHEMA.into()],
+                operation,
+            )
+            .await?;
+        if let Some(row) = rows.first() {
+            required(row, "name").map_err(|m| unexpected(operation, m))?;
+        } else {
+            let sql = format!("CREATE DATABASE IF NOT EXISTS {}", identifier(EVENT_SCHEMA));
+            self.run(&sql, "creating the event schema").await?;
+        }
+        self.event_schema_seen = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> Username {
+        Username::parse(name).unwrap()
+    }
+
+    #[test]
+    fn events_run_only_where_the_scheduler_is_on() {
+        assert!(scheduler_runs(Some("ON")));
+        assert!(scheduler_runs(Some("on")));
+        for off in [Some("OFF"), Some("DISABLED"), Some(""), None] {
+            assert!(!scheduler_runs(off), "{off:?}");
+        }
+    }
+
+    #[test]
+    fn event_names_fit_and_tell_apart_names_that_differ_in_case_only() {
+        let long = user(&"k".repeat(80));
+        assert!(event_name(&long).len() <= 64);
+        assert_ne!(event_name(&user("kt_A_x")), event_name(&user("kt_a_x")));
+        assert_eq!(event_name(&user("kt_a_x")), event_name(&user("kt_a_x")));
+        assert!(event_name(&user("it's `me`")).chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    }
+
+    #[test]
+    fn the_event_runs_at_the_first_whole_second_not_before_the_expiry() {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_795_989_906);
+        assert!(schedule(at).contains("'2026-11-29 22:05:06'"), "{}", schedule(at));
+        let later = at + Duration::from_millis(1);
+        assert!(schedule(later).contains("'2026-11-29 22:05:07'"), "{}", schedule(later));
+    }
+
+    #[test]
+    fn the_event_drops_and_disconnects_the_quoted_user_at_a_utc_time() {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_795_989_906);
+        let sql = create_statement(&user("kt_r_it's\\"), at);
+        let name = event_name(&user("kt_r_it's\\"));
+        assert_eq!(
+            sql,
+            format!(
+                "CREATE DEFINER = CURRENT_USER EVENT `keyturn`.`{name}` ON SCHEDULE \
+                 AT GREATEST(TIMESTAMP '2026-11-29 22:05:06', NOW() + INTERVAL 1 SECOND) ON COMPLETION NOT PRESERVE \
+                 DO BEGIN DROP USER IF EXISTS 'kt_r_it\\'s\\\\'@'%'; KILL CONNECTION USER 'kt_r_it\\'s\\\\'@'%'; END"
+            )
+        );
+    }
+}
