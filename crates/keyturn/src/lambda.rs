@@ -53,11 +53,15 @@ where
     .await
 }
 
-/// How long before the invocation's deadline the reaper stops starting revocations: the
-/// ones in flight must still finish (their statements are bounded by the statement timeout)
-/// and their outcome be recorded.
+/// How long before the invocation's deadline the reaper stops starting revocations (at
+/// most a third of the time it has): the ones in flight must still finish (their
+/// statements are bounded by the statement timeout) and their outcome be recorded.
 #[cfg(feature = "database")]
 pub const REAP_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The reaper's time when the runtime gives no usable deadline: its schedule's period.
+#[cfg(feature = "database")]
+pub const REAP_FALLBACK_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serves the reaper's scheduled events: one [`reap`](crate::lease::service::LeaseService::reap)
 /// per event, bounded by `batch`, `concurrency` and the invocation's deadline.
@@ -75,10 +79,18 @@ where
 {
     use crate::lease::service::ReapLimits;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let now_ms =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let left = std::time::Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
-        let deadline = std::time::Instant::now() + left.saturating_sub(REAP_MARGIN);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        // Lambda gives the deadline in Unix milliseconds; cargo-lambda's emulator sends the
+        // timeout instead (600000), which is in the past read so: then the schedule's own
+        // period is the budget.
+        let left = match event.context.deadline.checked_sub(now_ms) {
+            Some(ms) if ms > 0 => std::time::Duration::from_millis(ms),
+            _ => REAP_FALLBACK_BUDGET,
+        };
+        let deadline = std::time::Instant::now() + left.saturating_sub(REAP_MARGIN.min(left / 3));
+        tracing::debug!(request_id = %event.context.request_id, budget_ms = left.as_millis() as u64, "reaper event received");
         let report = service
             .reap(ReapLimits { batch, concurrency, deadline })
             .await
