@@ -9,6 +9,11 @@
 //! - dynamic PostgreSQL users (issue 8's database work, in-process on a warm admin
 //!   session): one issuance (`new_user`) p50 and p99, issuances per second with 8
 //!   concurrent callers, one deletion;
+//! - dynamic credentials at the issuer's handler (issue 8), in-process, an API Gateway
+//!   event in and a response out: with an in-memory lease store (the handler and the
+//!   database work) and with moto's DynamoDB (whose every request is served one at a time
+//!   by the harness, so its figures are this machine's moto, not DynamoDB); the reaper
+//!   revoking 10,000 expired leases (in-memory store) and 1,000 (moto);
 //! - the release binaries' sizes.
 
 use std::io::{BufRead, BufReader};
@@ -211,6 +216,117 @@ async fn dynamic_users(env: &TestEnv) -> (Duration, Duration, f64, Duration) {
     (p50, p99, per_second, median(deletions))
 }
 
+/// A lease deployment on the harness PostgreSQL: one role `b` (default 15m, max 1h) any
+/// caller of role `bench` may request. Returns its environment.
+async fn lease_deployment(env: &TestEnv) -> Vec<(String, String)> {
+    let admin = env.create_secret("lease-admin", &env.admin_secret()).await;
+    let (group, _) = env.pg_group_with_table("lease_grp").await;
+    let prefix = format!("b{}_", &random_token()[..6]);
+    let roles = format!(
+        r#"username_prefix = "{prefix}"
+[[role]]
+name = "b"
+kind = "database"
+admin_secret = "{admin}"
+groups = ["{group}"]
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/bench"]
+"#
+    );
+    env.lease_env(&roles).await
+}
+
+const BENCH_CALLER: &str = "arn:aws:sts::123456789012:assumed-role/bench/run";
+
+/// One issuance through the handler; panics unless it is a 201.
+async fn issue_at_handler<S: keyturn::lease::store::LeaseStore>(service: &LeaseServiceOf<S>, ttl: u64) {
+    use keyturn::lease::api::{self, ApiRequest};
+    let body = format!(r#"{{"ttl_seconds": {ttl}}}"#);
+    let event = keyturn_tests::apigw::request("POST", "/v1/credentials/b", Some(&body), BENCH_CALLER);
+    let request = ApiRequest::from_event(event).expect("event");
+    let response = api::handle(service, &request).await;
+    assert_eq!(response.status, 201, "{:?}", response.body);
+}
+
+type LeaseServiceOf<S> = keyturn::lease::service::LeaseService<
+    S,
+    keyturn::backend::Databases,
+    keyturn::aws::secretsmanager::SecretsManagerStore,
+    keyturn::lease::service::SystemClock,
+>;
+
+/// p50 and p99 of one issuance at the handler (200, one at a time, after one that warms
+/// the admin session), and issuances per second with 8 callers (`per_caller` each).
+async fn issuance<S: keyturn::lease::store::LeaseStore + 'static>(
+    service: std::sync::Arc<LeaseServiceOf<S>>,
+    per_caller: usize,
+) -> (Duration, Duration, f64) {
+    let mut samples = Vec::new();
+    for i in 0..=200 {
+        let started = Instant::now();
+        issue_at_handler(&service, 900).await;
+        if i > 0 {
+            samples.push(started.elapsed());
+        }
+    }
+    samples.sort();
+    let (p50, p99) = (samples[samples.len() / 2], samples[samples.len() * 99 / 100]);
+    let started = Instant::now();
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_caller {
+                    issue_at_handler(&service, 900).await;
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    (p50, p99, (8 * per_caller) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `count` leases of one second issued (8 callers), then, once expired, reaper runs (batch
+/// 1000, 16 at once) until none is due: how long the runs took, and how many were revoked.
+async fn reaper<S: keyturn::lease::store::LeaseStore + 'static>(
+    service: std::sync::Arc<LeaseServiceOf<S>>,
+    count: usize,
+) -> (Duration, usize) {
+    let callers: Vec<_> = (0..8)
+        .map(|c| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                for _ in (c..count).step_by(8) {
+                    issue_at_handler(&service, 1).await;
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let mut revoked = 0;
+    loop {
+        let limits = keyturn::lease::service::ReapLimits {
+            batch: 1000,
+            concurrency: 16,
+            deadline: Instant::now() + Duration::from_secs(45),
+        };
+        let report = service.reap(limits).await.expect("reaper run");
+        assert_eq!(report.failed, 0, "{report:?}");
+        revoked += report.revoked;
+        if report.due == 0 {
+            break;
+        }
+    }
+    (started.elapsed(), revoked)
+}
+
 /// Median of one Secrets Manager call (DescribeSecret) against moto.
 async fn store_round_trip(env: &TestEnv) -> Duration {
     let arn = env.create_secret("rtt", &json!({"k": "v"})).await;
@@ -283,7 +399,51 @@ async fn main() {
         verdict(per_second >= 1000.0)
     );
     println!("dynamic PostgreSQL user, delete_user: p50 {}", ms(delete));
-    for function in ["rotate-database", "rotate-iam-key"] {
+    let vars = lease_deployment(&env).await;
+    let config = keyturn::config::LeaseConfig::from_vars(vars).expect("lease config");
+    let memory = std::sync::Arc::new(
+        keyturn::lease::service::build_with_store(
+            &config,
+            &env.sdk,
+            keyturn::lease::store::memory::MemoryStore::default(),
+        )
+        .expect("lease service"),
+    );
+    let (p50, p99, per_second) = issuance(memory.clone(), 125).await;
+    println!(
+        "issue at the handler, in-memory store: p50 {}  p99 {}  target p50 < 2 ms, p99 < 8 ms   {}",
+        ms(p50),
+        ms(p99),
+        verdict(p50 < Duration::from_millis(2) && p99 < Duration::from_millis(8))
+    );
+    println!(
+        "issue at the handler, in-memory store, 8 callers: {per_second:.0}/s  target >= 1000/s   {}",
+        verdict(per_second >= 1000.0)
+    );
+    // Its own deployment (prefix, table): each reaper's sweep would take the other's users
+    // for orphans.
+    let vars = lease_deployment(&env).await;
+    let config = keyturn::config::LeaseConfig::from_vars(vars).expect("lease config");
+    let dynamo = std::sync::Arc::new(keyturn::lease::service::build(&config, &env.sdk).expect("lease service"));
+    let (p50, p99, per_second) = issuance(dynamo.clone(), 25).await;
+    println!(
+        "issue at the handler, moto DynamoDB:   p50 {}  p99 {}  8 callers {per_second:.0}/s (moto-bound)",
+        ms(p50),
+        ms(p99)
+    );
+    let (took, revoked) = reaper(memory, 10_000).await;
+    println!(
+        "reaper, 10,000 expired leases, in-memory store: {:.1} s ({revoked} revoked)  target < 60 s   {}",
+        took.as_secs_f64(),
+        verdict(took < Duration::from_secs(60) && revoked == 10_000)
+    );
+    let (took, revoked) = reaper(dynamo, 1_000).await;
+    println!(
+        "reaper, 1,000 expired leases, moto DynamoDB:    {:.1} s ({revoked} revoked; {:.1} ms a lease)",
+        took.as_secs_f64(),
+        took.as_secs_f64() * 1000.0 / 1000.0
+    );
+    for function in ["rotate-database", "rotate-iam-key", "issue-credentials", "reap-leases"] {
         let size = std::fs::metadata(function_binary(function)).unwrap().len();
         println!(
             "binary size, {function:<16}                {:>7.2} MB  target < 12 MB   {}",

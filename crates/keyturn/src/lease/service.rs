@@ -638,12 +638,26 @@ pub enum BuildError {
 /// tests and the bench share.
 #[cfg(feature = "lease")]
 pub fn build(config: &crate::config::LeaseConfig, sdk: &aws_config::SdkConfig) -> Result<Issuer, BuildError> {
+    build_with_store(config, sdk, crate::aws::dynamodb::DynamoLeaseStore::new(sdk, config.lease_table.clone()))
+}
+
+/// [`build`] with another lease store (the bench's in-memory one, to measure the database
+/// work alone).
+#[cfg(feature = "lease")]
+pub fn build_with_store<S: LeaseStore>(
+    config: &crate::config::LeaseConfig,
+    sdk: &aws_config::SdkConfig,
+    store: S,
+) -> Result<
+    LeaseService<S, crate::backend::Databases, crate::aws::secretsmanager::SecretsManagerStore, SystemClock>,
+    BuildError,
+> {
     let roles = Roles::load(&config.roles_file)?;
     let mut users = crate::backend::Databases::new(&config.extra_ca_files, config.timeouts)?;
     users.postgres = users.postgres.with_generated_password_iterations(config.scram_iterations);
     Ok(LeaseService::new(
         roles,
-        crate::aws::dynamodb::DynamoLeaseStore::new(sdk, config.lease_table.clone()),
+        store,
         users,
         crate::aws::secretsmanager::SecretsManagerStore::new(sdk, config.secrets_manager_endpoint.as_deref()),
         SystemClock { offset: config.clock_offset },
@@ -662,7 +676,7 @@ mod tests {
 
     use super::*;
     use crate::backend::{DeleteOutcome, NewUserOutcome};
-    use crate::lease::store::fake::MemoryStore;
+    use crate::lease::store::memory::MemoryStore;
     use crate::rotation::store::{SecretMetadata, StageMove, StoreError as SecretsError, VersionInfo};
 
     const ADMIN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin";

@@ -68,16 +68,17 @@ pub trait LeaseStore: Send + Sync {
     fn count_live(&self, role: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
-/// An in-memory [`LeaseStore`] with the same conditions, for unit tests.
-#[cfg(test)]
-pub(crate) mod fake {
+/// An in-memory [`LeaseStore`] with the same conditions as the DynamoDB one: for unit tests,
+/// and for the bench to measure the database work without the table's round trips. Not
+/// durable; never a deployment's store.
+pub mod memory {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
 
     use super::*;
 
     #[derive(Default)]
-    pub(crate) struct MemoryStore {
+    pub struct MemoryStore {
         pub(crate) leases: Mutex<BTreeMap<String, Lease>>,
         /// Live leases per role, kept as the DynamoDB adapter keeps its counter items.
         live: Mutex<BTreeMap<String, u64>>,
@@ -109,7 +110,13 @@ pub(crate) mod fake {
         }
 
         async fn update(&self, next: &Lease, expected: Expected) -> Result<(), StoreError> {
-            assert_eq!(next.version, expected.version + 1, "an update must bump the version");
+            if next.version != expected.version + 1 {
+                return Err(StoreError::Backend {
+                    operation: "update",
+                    message: format!("lease {:?}: an update must bump the version by one", next.lease_id),
+                    retryable: false,
+                });
+            }
             let mut map = self.leases.lock().unwrap();
             match map.get_mut(&next.lease_id) {
                 Some(current) if Expected::of(current) == expected => {
@@ -140,7 +147,7 @@ pub(crate) mod fake {
 
 #[cfg(test)]
 mod tests {
-    use super::fake::MemoryStore;
+    use super::memory::MemoryStore;
     use super::*;
     use crate::lease::decide;
     use crate::lease::role::Roles;
