@@ -358,9 +358,11 @@ impl TestEnv {
     /// A fresh lease table and a roles file holding `roles`: the environment the lease
     /// functions get in a deployment, pointing at the harness.
     pub async fn lease_env(&self, roles: &str) -> Vec<(String, String)> {
-        self.lease_store("leases").await;
-        let table = self.unique("leases");
-        let roles_file = self.h.work.join(format!("{}-roles.toml", self.prefix));
+        // A deployment of its own each call: a test may run two.
+        let name = format!("leases_{}", &random_token()[..8]);
+        self.lease_store(&name).await;
+        let table = self.unique(&name);
+        let roles_file = self.h.work.join(format!("{table}-roles.toml"));
         std::fs::write(&roles_file, roles).expect("write the roles file");
         [
             ("AWS_ENDPOINT_URL", self.h.moto.endpoint.as_str()),

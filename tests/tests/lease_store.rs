@@ -15,24 +15,7 @@ use keyturn_tests::TestEnv;
 const NOW: u64 = 10_000;
 
 fn lease(id: &str, role: &str, expires_at: u64) -> Lease {
-    Lease {
-        lease_id: id.into(),
-        role: role.into(),
-        username: format!("kt_{role}_{id}"),
-        admin_secret: "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin-AbCdEf".into(),
-        group: "readers".into(),
-        caller_arn: "arn:aws:sts::123456789012:assumed-role/ci/job-17".into(),
-        issued_at: 1000,
-        expires_at,
-        state: LeaseState::Active,
-        attempts: 0,
-        last_error: None,
-        version: 1,
-        retry_at: None,
-        revoked_at: None,
-        revoked_by: None,
-        server_expiry: true,
-    }
+    Lease { role: role.into(), username: format!("kt_{role}_{id}"), ..Lease::example(id, expires_at) }
 }
 
 /// `current` changed by `change`, one version on, written with compare-and-set.

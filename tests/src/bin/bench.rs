@@ -219,9 +219,10 @@ async fn dynamic_users(env: &TestEnv) -> (Duration, Duration, f64, Duration) {
 /// A lease deployment on the harness PostgreSQL: one role `b` (default 15m, max 1h) any
 /// caller of role `bench` may request. Returns its environment.
 async fn lease_deployment(env: &TestEnv) -> Vec<(String, String)> {
-    let admin = env.create_secret("lease-admin", &env.admin_secret()).await;
-    let (group, _) = env.pg_group_with_table("lease_grp").await;
-    let prefix = format!("b{}_", &random_token()[..6]);
+    let tag = &random_token()[..6];
+    let admin = env.create_secret(&format!("lease-admin-{tag}"), &env.admin_secret()).await;
+    let (group, _) = env.pg_group_with_table(&format!("lease_grp_{tag}")).await;
+    let prefix = format!("b{tag}_");
     let roles = format!(
         r#"username_prefix = "{prefix}"
 [[role]]

@@ -672,24 +672,7 @@ mod tests {
     use super::*;
 
     fn lease() -> Lease {
-        Lease {
-            lease_id: "a1".into(),
-            role: "ci".into(),
-            username: "kt_ci_a1".into(),
-            admin_secret: "arn:aws:secretsmanager:us-east-1:123456789012:secret:a".into(),
-            group: "readers".into(),
-            caller_arn: "arn:aws:sts::123456789012:assumed-role/ci/job".into(),
-            issued_at: 1000,
-            expires_at: 1900,
-            state: LeaseState::Active,
-            attempts: 0,
-            last_error: None,
-            version: 1,
-            retry_at: None,
-            revoked_at: None,
-            revoked_by: None,
-            server_expiry: true,
-        }
+        Lease::example("a1", 1900)
     }
 
     fn error_of(item: &HashMap<String, AttributeValue>) -> String {

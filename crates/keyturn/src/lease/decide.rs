@@ -329,24 +329,7 @@ max_leases = 2
     }
 
     fn lease(issued_at: u64, expires_at: u64, state: LeaseState) -> Lease {
-        Lease {
-            lease_id: "l1".into(),
-            role: "ci".into(),
-            username: "kt_ci_abc".into(),
-            admin_secret: format!("arn:aws:secretsmanager:us-east-1:{A}:secret:a"),
-            group: "g".into(),
-            caller_arn: format!("arn:aws:sts::{A}:assumed-role/ci-runner/job-1"),
-            issued_at,
-            expires_at,
-            state,
-            attempts: 0,
-            last_error: None,
-            version: 1,
-            retry_at: None,
-            revoked_at: None,
-            revoked_by: None,
-            server_expiry: true,
-        }
+        Lease { issued_at, state, ..Lease::example("l1", expires_at) }
     }
 
     #[test]

@@ -89,6 +89,29 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// A new active lease of role `ci` issued at 1000, for tests and examples: every field
+    /// set, the username of keyturn's form.
+    pub fn example(lease_id: &str, expires_at: u64) -> Self {
+        Self {
+            lease_id: lease_id.into(),
+            role: "ci".into(),
+            username: format!("kt_ci_{lease_id}"),
+            admin_secret: "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin-AbCdEf".into(),
+            group: "readers".into(),
+            caller_arn: "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1".into(),
+            issued_at: 1000,
+            expires_at,
+            state: LeaseState::Active,
+            attempts: 0,
+            last_error: None,
+            version: 1,
+            retry_at: None,
+            revoked_at: None,
+            revoked_by: None,
+            server_expiry: true,
+        }
+    }
+
     /// When the reaper should next act on the lease: its retry time while being revoked,
     /// its expiry while active. `None` once revoked.
     pub fn due_at(&self) -> Option<u64> {

@@ -154,24 +154,7 @@ mod tests {
     use std::time::Duration;
 
     fn lease(id: &str, expires_at: u64) -> Lease {
-        Lease {
-            lease_id: id.into(),
-            role: "ci".into(),
-            username: format!("kt_ci_{id}"),
-            admin_secret: "arn:aws:secretsmanager:us-east-1:123456789012:secret:a".into(),
-            group: "g".into(),
-            caller_arn: "arn:aws:sts::123456789012:assumed-role/ci/job".into(),
-            issued_at: 1000,
-            expires_at,
-            state: LeaseState::Active,
-            attempts: 0,
-            last_error: None,
-            version: 1,
-            retry_at: None,
-            revoked_at: None,
-            revoked_by: None,
-            server_expiry: true,
-        }
+        Lease::example(id, expires_at)
     }
 
     fn block_on<F: Future>(f: F) -> F::Output {
