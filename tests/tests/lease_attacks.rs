@@ -1,0 +1,290 @@
+//! The dynamic credentials API attacked: what a caller of the API, a caller matching no
+//! role, a direct invoker and a database user holding a lease can do, against real
+//! PostgreSQL and moto (the same deployment shape as `lease_api.rs`). Each test plays one
+//! attack and asserts the outcome the attack must not change.
+
+use std::time::{Duration, Instant};
+
+use keyturn::lease::api::{self, ApiRequest};
+use keyturn::lease::service::{Issuer, ReapLimits};
+use keyturn::lease::store::LeaseStore;
+use keyturn_tests::{apigw, random_token, TestEnv};
+use postgres_protocol::escape::escape_identifier;
+use serde_json::{json, Value};
+
+const CI: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1";
+const STRANGER: &str = "arn:aws:sts::123456789012:assumed-role/web-frontend/i-0abc";
+
+/// One test's deployment, as in `lease_api.rs`: an admin secret for the harness
+/// PostgreSQL, a group with a schema and table of its own, role `ci` for `ci-runner`
+/// sessions, and a username prefix of its own.
+struct Setup {
+    env: TestEnv,
+    vars: Vec<(String, String)>,
+    service: Issuer,
+    group: String,
+    prefix: String,
+}
+
+async fn setup(test: &str, extra: &str) -> Setup {
+    let env = TestEnv::new(test).await;
+    let admin = env.create_secret("admin", &env.admin_secret()).await;
+    let (group, _table) = env.pg_group_with_table("grp").await;
+    let prefix = format!("t{}_", &random_token()[..6]);
+    let roles = format!(
+        r#"admin_principals = ["arn:aws:iam::123456789012:role/keyturn-admin"]
+username_prefix = "{prefix}"
+
+[[role]]
+name = "ci"
+kind = "database"
+admin_secret = "{admin}"
+groups = ["{group}"]
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+{extra}
+"#
+    );
+    let vars = env.lease_env(&roles).await;
+    let service = env.lease_service(&vars, 0);
+    Setup { env, vars, service, group, prefix }
+}
+
+async fn call(service: &Issuer, method: &str, path: &str, body: Option<&str>, caller: &str) -> (u16, Value) {
+    let request = ApiRequest::from_event(apigw::request(method, path, body, caller)).expect("a valid event");
+    apigw::response(&api::handle(service, &request).await.into_event())
+}
+
+/// Issues credentials of role `ci` to `CI`: (username, password, lease id).
+async fn issue(service: &Issuer, ttl: u64) -> (String, String, String) {
+    let body = format!(r#"{{"ttl_seconds": {ttl}}}"#);
+    let (status, answer) = call(service, "POST", "/v1/credentials/ci", Some(&body), CI).await;
+    assert_eq!(status, 201, "{answer}");
+    let text = |k: &str| answer[k].as_str().unwrap_or_else(|| panic!("{k} in {answer}")).to_owned();
+    (text("username"), text("password"), text("lease_id"))
+}
+
+/// A session as `user` on database `db` of the harness PostgreSQL.
+async fn login_to(env: &TestEnv, db: &str, user: &str, password: &str) -> tokio_postgres::Client {
+    let mut config = tokio_postgres::Config::new();
+    config.host("127.0.0.1").port(env.h.pg.port).user(user).password(password).dbname(db);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("login");
+    tokio::spawn(connection);
+    client
+}
+
+async fn role_exists(env: &TestEnv, user: &str) -> bool {
+    env.pg_admin().await.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user]).await.unwrap().is_some()
+}
+
+fn limits() -> ReapLimits {
+    ReapLimits { batch: 100, concurrency: 4, deadline: Instant::now() + Duration::from_secs(60) }
+}
+
+/// Waits until `n` of keyturn's sessions (application_name `keyturn`) wait on a lock.
+async fn wait_for_keyturn_lock_waiters(env: &TestEnv, n: i64) {
+    let admin = env.pg_admin().await;
+    let until = Instant::now() + Duration::from_secs(4);
+    loop {
+        let row = admin
+            .query_one(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'keyturn' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, i64>("n") >= n {
+            return;
+        }
+        assert!(Instant::now() < until, "{n} keyturn sessions never waited on the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A lease holder connects to another database of the server (every database grants
+/// CONNECT to PUBLIC unless its owner revoked it: `postgres` and `template1` on a stock
+/// server) and records default privileges for itself there, which needs no privilege at
+/// all. `DROP OWNED` and `REASSIGN OWNED` act on the current database only, so `DROP
+/// ROLE` refused the user for as long as that entry existed: the lease stayed `revoking`
+/// for ever, its slot of `max_leases` taken, the user left behind.
+#[tokio::test]
+async fn a_default_privilege_in_another_database_does_not_block_revocation() {
+    let s = setup("atkdefacl", "max_leases = 1").await;
+    let (user, password, lease) = issue(&s.service, 600).await;
+    let other = s.env.unique("otherdb");
+    s.env.pg_admin().await.batch_execute(&format!("CREATE DATABASE {}", escape_identifier(&other))).await.unwrap();
+
+    let session = login_to(&s.env, &other, &user, &password).await;
+    session
+        .batch_execute(&format!(
+            "SET ROLE NONE; ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT SELECT ON TABLES TO PUBLIC",
+            escape_identifier(&user)
+        ))
+        .await
+        .expect("any role may set default privileges for itself");
+
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "{body}");
+    assert!(!role_exists(&s.env, &user).await, "the user is dropped");
+    let stored = s.service.store().get(&lease).await.unwrap().unwrap();
+    assert_eq!(stored.state.as_str(), "revoked", "{stored:?}");
+    assert_eq!(s.service.store().count_live("ci").await.unwrap(), 0, "the slot of max_leases is free again");
+    issue(&s.service, 60).await;
+}
+
+/// Another database user (here the attacker's second lease) holds a lock on a table the
+/// first lease's user owns, so that user's revocation fails at the server's statement
+/// timeout. That one failure must stay that lease's: the admin session the function keeps
+/// across invocations must not be left inside an aborted transaction, where every later
+/// statement (other callers' issues, revocations, the sweep) fails until the container
+/// is recycled, and other leases' open sessions outlive their revocation.
+#[tokio::test]
+async fn a_revocation_blocked_by_a_lock_leaves_the_admin_session_usable() {
+    let s = setup("atklock", "").await;
+    let (a_user, a_password, a_lease) = issue(&s.service, 600).await;
+    let (b_user, b_password, _) = issue(&s.service, 600).await;
+    let (c_user, c_password, c_lease) = issue(&s.service, 600).await;
+
+    // A, as itself rather than as the group, makes a table in the group's schema and lets
+    // everyone read it; B locks it in a transaction it leaves open.
+    let owned = format!("{}.{}", escape_identifier(&s.group), escape_identifier(&format!("{a_user}_t")));
+    let a = s.env.pg_login(&a_user, &a_password).await.unwrap();
+    a.batch_execute(&format!("SET ROLE NONE; CREATE TABLE {owned} (x int); GRANT SELECT ON {owned} TO PUBLIC"))
+        .await
+        .unwrap();
+    let b = s.env.pg_login(&b_user, &b_password).await.unwrap();
+    b.batch_execute(&format!("BEGIN; LOCK TABLE {owned} IN ACCESS SHARE MODE")).await.unwrap();
+    let c = s.env.pg_login(&c_user, &c_password).await.unwrap();
+
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{a_lease}"), None, CI).await;
+    assert_eq!((status, body["retryable"].as_bool()), (503, Some(true)), "blocked, and worth retrying: {body}");
+
+    // The holder of C revokes it, and another caller gets credentials, in the same
+    // container.
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{c_lease}"), None, CI).await;
+    assert_eq!(status, 204, "C's revocation is not A's failure: {body}");
+    assert!(c.simple_query("SELECT 1").await.is_err(), "C's open session is ended");
+    assert!(!role_exists(&s.env, &c_user).await);
+    issue(&s.service, 60).await;
+
+    // Once the lock is gone, A's revocation goes through.
+    b.batch_execute("ROLLBACK").await.unwrap();
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{a_lease}"), None, CI).await;
+    assert_eq!(status, 204, "{body}");
+    assert!(!role_exists(&s.env, &a_user).await);
+}
+
+/// The reaper and the holder revoke the same lease at once (two containers, two admin
+/// sessions): both delete the user, and whichever comes second finds it gone. That is
+/// success, not a 500 for the holder nor a failure the reaper records.
+#[tokio::test]
+async fn concurrent_revocations_of_one_lease_both_succeed() {
+    let s = setup("atkrace", "").await;
+    let (user, password, lease) = issue(&s.service, 60).await;
+    let owned = format!("{}.{}", escape_identifier(&s.group), escape_identifier(&format!("{user}_t")));
+    let session = s.env.pg_login(&user, &password).await.unwrap();
+    session.batch_execute(&format!("SET ROLE NONE; CREATE TABLE {owned} (x int)")).await.unwrap();
+    drop(session);
+
+    // A lock held by the test makes each revocation wait at REASSIGN OWNED, so that both
+    // are inside their delete when the first completes.
+    let holder = s.env.pg_admin().await;
+    holder.batch_execute(&format!("BEGIN; LOCK TABLE {owned} IN ACCESS EXCLUSIVE MODE")).await.unwrap();
+    let reaper = s.env.lease_service(&s.vars, 120);
+    let reaping = tokio::spawn(async move { reaper.reap(limits()).await });
+    wait_for_keyturn_lock_waiters(&s.env, 1).await;
+    let api = s.env.lease_service(&s.vars, 0);
+    let path = format!("/v1/leases/{lease}");
+    let deleting = tokio::spawn(async move { call(&api, "DELETE", &path, None, CI).await });
+    wait_for_keyturn_lock_waiters(&s.env, 2).await;
+    holder.batch_execute("ROLLBACK").await.unwrap();
+
+    let report = reaping.await.unwrap().unwrap();
+    let (status, body) = deleting.await.unwrap();
+    // Whichever record landed last, the lease ends revoked (a failure recorded after the
+    // success would leave it `revoking` until the next run).
+    let stored = s.service.store().get(&lease).await.unwrap().unwrap();
+    assert_eq!(status, 204, "{body} {stored:?}");
+    assert_eq!((report.revoked + report.skipped, report.failed), (1, 0), "{report:?} {stored:?}");
+    assert!(report.sweep_errors.is_empty(), "{report:?}");
+    assert!(!role_exists(&s.env, &user).await);
+    assert_eq!(stored.state.as_str(), "revoked", "{stored:?}");
+}
+
+/// A caller that matches no role asks for roles that exist and roles that do not: the
+/// answers must be the same, or it lists the deployment's role names by trying.
+#[tokio::test]
+async fn a_caller_matching_no_role_cannot_tell_which_roles_exist() {
+    let s = setup("atkenum", "").await;
+    let (status_real, real) = call(&s.service, "POST", "/v1/credentials/ci", None, STRANGER).await;
+    let (status_none, none) = call(&s.service, "POST", "/v1/credentials/no-such-role", None, STRANGER).await;
+    assert_eq!(status_real, status_none, "{real} / {none}");
+    assert_eq!(real["code"], none["code"]);
+    assert_eq!(
+        real["message"].as_str().unwrap().replace("\"ci\"", "\"R\""),
+        none["message"].as_str().unwrap().replace("\"no-such-role\"", "\"R\"")
+    );
+    // A caller that may request role ci learns nothing more about other names either.
+    let (status, body) = call(&s.service, "POST", "/v1/credentials/no-such-role", None, CI).await;
+    assert_eq!(status, status_none, "{body}");
+}
+
+/// Events that did not come through the HTTP API's IAM authorizer, as a direct invoker
+/// or another integration would send them: none is served as anybody, none changes
+/// anything, each answers a 4xx.
+#[tokio::test]
+async fn events_of_other_shapes_are_refused() {
+    let s = setup("atkshape", "").await;
+    let sample = apigw::request("POST", "/v1/credentials/ci", None, CI);
+    let mut v1 = sample.clone();
+    v1["version"] = json!("1.0");
+    let mut no_iam = sample.clone();
+    no_iam["requestContext"]["authorizer"] = json!({"lambda": {"userArn": CI}});
+    let mut jwt = sample.clone();
+    jwt["requestContext"]["authorizer"] = json!({"jwt": {"claims": {"sub": CI}}, "iam": null});
+    let mut url_none = sample.clone();
+    url_none["requestContext"].as_object_mut().unwrap().remove("authorizer");
+    url_none["requestContext"]["domainName"] = json!("abc.lambda-url.us-east-1.on.aws");
+    let mut empty_arn = sample.clone();
+    empty_arn["requestContext"]["authorizer"]["iam"]["userArn"] = json!("");
+    let mut arn_elsewhere = sample.clone();
+    arn_elsewhere["requestContext"]["authorizer"]["iam"].as_object_mut().unwrap().remove("userArn");
+    arn_elsewhere["requestContext"]["identity"] = json!({"userArn": CI});
+    let rest_v1 = json!({
+        "resource": "/v1/credentials/{role}", "path": "/v1/credentials/ci", "httpMethod": "POST",
+        "requestContext": {"identity": {"userArn": CI}, "httpMethod": "POST", "stage": "prod"},
+        "body": null, "isBase64Encoded": false
+    });
+    let alb = json!({
+        "requestContext": {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/x/y"}},
+        "httpMethod": "POST", "path": "/v1/credentials/ci", "headers": {}, "body": "", "isBase64Encoded": false
+    });
+    let scheduled = json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    for (name, event) in [
+        ("payload 1.0", v1),
+        ("a Lambda authorizer's context", no_iam),
+        ("a JWT authorizer's context", jwt),
+        ("a function URL without auth", url_none),
+        ("an empty userArn", empty_arn),
+        ("a userArn outside the IAM authorizer's context", arn_elsewhere),
+        ("a REST API event", rest_v1),
+        ("an ALB event", alb),
+        ("an EventBridge event", scheduled),
+        ("null", Value::Null),
+    ] {
+        let refused = ApiRequest::from_event(event).expect_err(name);
+        assert!((400..500).contains(&refused.status), "{name}: {}", refused.status);
+        let out = refused.into_event();
+        assert!(out["body"].as_str().unwrap().contains("\"code\""), "{name}: {out}");
+    }
+    assert_eq!(s.service.store().count_live("ci").await.unwrap(), 0);
+    let rows = s
+        .env
+        .pg_admin()
+        .await
+        .query("SELECT 1 FROM pg_roles WHERE starts_with(rolname::text, $1)", &[&s.prefix])
+        .await
+        .unwrap();
+    assert!(rows.is_empty());
+}
