@@ -407,3 +407,39 @@ async fn a_mariadb_group_with_event_lets_a_lease_leave_code_running_after_revoca
     assert!(threads.is_empty(), "no session or thread runs as the user: {threads:?}");
     assert!(later > after_revocation, "the group's event still writes after the lease is revoked");
 }
+
+/// A PostgreSQL lease user tries to outlive its lease from inside: push its own expiry,
+/// rename itself (out of keyturn's form, so neither revocation nor the sweep finds it),
+/// give itself attributes, make a role of keyturn's form or another login. All refused
+/// (its group has no CREATEROLE); changing its own password, which it may, stops nothing:
+/// revocation logs in as the admin.
+#[tokio::test]
+async fn a_postgres_lease_user_cannot_extend_rename_or_multiply_itself() {
+    let s = setup("atkpgself", "").await;
+    let (user, password, lease) = issue(&s.service, 600).await;
+    let me = escape_identifier(&user);
+    let session = s.env.pg_login(&user, &password).await.unwrap();
+    for sql in [
+        format!("ALTER ROLE {me} VALID UNTIL 'infinity'"),
+        format!("ALTER ROLE {me} RENAME TO {}", escape_identifier(&format!("{user}x"))),
+        format!("ALTER ROLE {me} CREATEROLE"),
+        format!("ALTER ROLE {me} CONNECTION LIMIT 100"),
+        format!("CREATE ROLE {} LOGIN", escape_identifier(&format!("{}ci_0123456789abcdefghij", s.prefix))),
+        format!("GRANT {me} TO {}", escape_identifier(&s.group)),
+        format!("SET ROLE NONE; ALTER ROLE {me} VALID UNTIL 'infinity'"),
+    ] {
+        assert!(session.batch_execute(&sql).await.is_err(), "{sql} was allowed");
+    }
+    let verifier = postgres_protocol::password::scram_sha_256(b"mine now");
+    session
+        .batch_execute(&format!(
+            "SET ROLE NONE; ALTER ROLE {me} PASSWORD {}",
+            postgres_protocol::escape::escape_literal(&verifier)
+        ))
+        .await
+        .expect("a role may change its own password");
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "{body}");
+    assert!(!role_exists(&s.env, &user).await);
+    assert!(session.simple_query("SELECT 1").await.is_err());
+}
