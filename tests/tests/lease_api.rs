@@ -189,7 +189,9 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
     let held = issue(&s, None).await;
     let lease = text(&held, "lease_id").to_owned();
     let before = users(&s).await;
-    let cases: Vec<(&str, String, Option<&str>, &str, u16, &str)> = vec![
+    // method, path, body, caller, status, code
+    type Case<'a> = (&'a str, String, Option<&'a str>, &'a str, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("POST", "/v1/credentials/ci".into(), Some("{"), CI, 400, "bad_request"),
         ("POST", "/v1/credentials/ci".into(), Some("[900]"), CI, 400, "bad_request"),
         ("POST", "/v1/credentials/ci".into(), Some(r#"{"ttl_seconds": 0}"#), CI, 400, "bad_request"),
