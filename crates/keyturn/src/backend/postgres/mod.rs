@@ -46,6 +46,9 @@ pub struct PostgresBackend {
     /// Admin sessions of [`DynamicUsers`], kept open across warm invocations: one per
     /// endpoint and admin, checked before each use and opened again once closed.
     admin_sessions: Arc<Mutex<HashMap<AdminKey, Arc<Client>>>>,
+    /// Held while an admin session is opened, so that callers arriving together wait for
+    /// the one login instead of each opening (and then dropping) a session of its own.
+    connecting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PostgresBackend {
@@ -55,6 +58,7 @@ impl PostgresBackend {
             timeouts,
             generated_password_iterations: scram::GENERATED_PASSWORD_ITERATIONS,
             admin_sessions: Arc::default(),
+            connecting: Arc::default(),
         }
     }
 
@@ -64,6 +68,10 @@ impl PostgresBackend {
     async fn admin_session(&self, endpoint: &Endpoint, admin: &Credentials) -> Result<Arc<Client>, BackendError> {
         let key = admin_key(endpoint, admin);
         let sessions = || self.admin_sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = sessions().get(&key).filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        let _connecting = self.connecting.lock().await;
         if let Some(client) = sessions().get(&key).filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
