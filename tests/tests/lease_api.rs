@@ -189,7 +189,9 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
     let held = issue(&s, None).await;
     let lease = text(&held, "lease_id").to_owned();
     let before = users(&s).await;
-    let cases: Vec<(&str, String, Option<&str>, &str, u16, &str)> = vec![
+    // method, path, body, caller, status, code
+    type Case<'a> = (&'a str, String, Option<&'a str>, &'a str, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("POST", "/v1/credentials/ci".into(), Some("{"), CI, 400, "bad_request"),
         ("POST", "/v1/credentials/ci".into(), Some("[900]"), CI, 400, "bad_request"),
         ("POST", "/v1/credentials/ci".into(), Some(r#"{"ttl_seconds": 0}"#), CI, 400, "bad_request"),
@@ -205,8 +207,8 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
             "bad_request",
         ),
         ("POST", "/v1/credentials/ci".into(), None, CI, 429, "too_many_leases"),
-        ("POST", "/v1/credentials/nope".into(), None, CI, 404, "not_found"),
-        ("POST", "/v1/credentials/ci%27--".into(), None, CI, 404, "not_found"),
+        ("POST", "/v1/credentials/nope".into(), None, CI, 403, "forbidden"),
+        ("POST", "/v1/credentials/ci%27--".into(), None, CI, 403, "forbidden"),
         ("GET", "/v1/credentials/ci".into(), None, CI, 400, "bad_request"),
         ("PUT", "/v1/roles".into(), None, CI, 400, "bad_request"),
         ("GET", "/v1/nothing".into(), None, CI, 404, "not_found"),

@@ -18,7 +18,7 @@ use tracing_subscriber::{filter, EnvFilter, Layer};
 /// keyturn's own crates, as `tracing` names them (a crate's name with `_` for `-`): the
 /// library and every function binary. A function missing here is capped like a
 /// third-party crate (a unit test checks `functions/` against this list).
-pub const OWN_CRATES: [&str; 3] = ["keyturn", "rotate_database", "rotate_iam_key"];
+pub const OWN_CRATES: [&str; 5] = ["keyturn", "rotate_database", "rotate_iam_key", "issue_credentials", "reap_leases"];
 
 /// The most any other crate may log, whatever level is asked for. WARN, not INFO: their
 /// INFO lines (credential providers, connection notices) tell an operator nothing about a

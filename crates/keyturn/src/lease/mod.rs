@@ -133,8 +133,6 @@ pub enum LeaseError {
     /// The caller may not request this role or act on this lease.
     #[error("{0}")]
     Forbidden(String),
-    #[error("no role {0:?}")]
-    UnknownRole(String),
     #[error("no lease {0:?}")]
     UnknownLease(String),
     /// No such endpoint.
@@ -165,7 +163,7 @@ impl LeaseError {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::Forbidden(_) => "forbidden",
-            Self::UnknownRole(_) | Self::UnknownLease(_) | Self::NotFound(_) => "not_found",
+            Self::UnknownLease(_) | Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::NotExtended { .. } => "not_extended",
             Self::TooManyLeases { .. } => "too_many_leases",
@@ -179,7 +177,7 @@ impl LeaseError {
         match self {
             Self::BadRequest(_) => 400,
             Self::Forbidden(_) => 403,
-            Self::UnknownRole(_) | Self::UnknownLease(_) | Self::NotFound(_) => 404,
+            Self::UnknownLease(_) | Self::NotFound(_) => 404,
             Self::Conflict(_) | Self::NotExtended { .. } => 409,
             Self::TooManyLeases { .. } => 429,
             Self::Unavailable(_) => 503,
@@ -215,7 +213,6 @@ mod tests {
         let cases = [
             (LeaseError::BadRequest("x".into()), "bad_request", 400),
             (LeaseError::Forbidden("x".into()), "forbidden", 403),
-            (LeaseError::UnknownRole("r".into()), "not_found", 404),
             (LeaseError::UnknownLease("l".into()), "not_found", 404),
             (LeaseError::NotFound("/x".into()), "not_found", 404),
             (LeaseError::Conflict("x".into()), "conflict", 409),

@@ -163,10 +163,13 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
     /// `None`). Nothing is written or created unless the caller may have the role, the TTL
     /// is in range and the role has a free slot.
     pub async fn issue(&self, caller: &str, role_name: &str, ttl: Option<Duration>) -> Result<Issued, LeaseError> {
-        let role = self.roles.get(role_name).ok_or_else(|| LeaseError::UnknownRole(role_name.to_owned()))?;
-        if !decide::principal_allowed(caller, &role.allowed_principals) {
-            return Err(LeaseError::Forbidden(format!("{caller} may not request role {role_name:?}")));
-        }
+        // A role that does not exist and one the caller may not have get the same answer:
+        // a caller that matches no role must not learn the roles' names by trying them.
+        let role = self
+            .roles
+            .get(role_name)
+            .filter(|role| decide::principal_allowed(caller, &role.allowed_principals))
+            .ok_or_else(|| LeaseError::Forbidden(format!("{caller} may not request role {role_name:?}")))?;
         let ttl = decide::issue_ttl(role, ttl)?;
         let RoleKind::Database(db) = &role.kind;
         let admin = self.admin(&db.admin_secret, role_name, false).await?;
@@ -848,7 +851,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
             for caller in [STRANGER, OPS, "arn:aws:iam::123456789012:root", ""] {
                 assert_eq!(s.issue(caller, "ci", None).await.unwrap_err().status(), 403, "{caller}");
             }
-            assert_eq!(s.issue(CI, "nope", None).await.unwrap_err().status(), 404);
+            assert_eq!(s.issue(CI, "nope", None).await.unwrap_err().status(), 403, "as for a role it may not have");
             assert_eq!(s.issue(CI, "ci", Some(Duration::from_secs(7200))).await.unwrap_err().status(), 400);
             assert!(leases(&s).is_empty());
             assert!(s.users.users.lock().unwrap().is_empty());

@@ -46,6 +46,9 @@ pub struct PostgresBackend {
     /// Admin sessions of [`DynamicUsers`], kept open across warm invocations: one per
     /// endpoint and admin, checked before each use and opened again once closed.
     admin_sessions: Arc<Mutex<HashMap<AdminKey, Arc<Client>>>>,
+    /// Held while an admin session is opened, so that callers arriving together wait for
+    /// the one login instead of each opening (and then dropping) a session of its own.
+    connecting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PostgresBackend {
@@ -55,6 +58,7 @@ impl PostgresBackend {
             timeouts,
             generated_password_iterations: scram::GENERATED_PASSWORD_ITERATIONS,
             admin_sessions: Arc::default(),
+            connecting: Arc::default(),
         }
     }
 
@@ -64,6 +68,10 @@ impl PostgresBackend {
     async fn admin_session(&self, endpoint: &Endpoint, admin: &Credentials) -> Result<Arc<Client>, BackendError> {
         let key = admin_key(endpoint, admin);
         let sessions = || self.admin_sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = sessions().get(&key).filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        let _connecting = self.connecting.lock().await;
         if let Some(client) = sessions().get(&key).filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
@@ -380,9 +388,13 @@ impl DynamicUsers for PostgresBackend {
         self.timeouts.bound("updating the user", run).await
     }
 
-    /// NOLOGIN first (no new sessions), then its sessions ended, then in one transaction
-    /// what it owns given to `reassign_to` (or dropped), its privileges revoked and the
-    /// role dropped. A user already gone is success.
+    /// NOLOGIN first (no new sessions), then its sessions ended, then in every other
+    /// database where it owns something or holds default privileges (which `DROP OWNED`
+    /// reaches only in the database it runs in, and which any user can make for itself in
+    /// any database it may connect to), then here, each in one transaction: what it owns
+    /// given to `reassign_to` (or dropped), its privileges revoked and, last, the role
+    /// dropped. A user already gone is success, also when another deletion of the same
+    /// user (a second reaper, a holder's revocation racing the reaper) drops it meanwhile.
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
     async fn delete_user(
         &self,
@@ -393,34 +405,63 @@ impl DynamicUsers for PostgresBackend {
         let client = self.admin_session(endpoint, admin).await?;
         let name = ident(&req.username);
         let err = |op| move |e: tokio_postgres::Error| classify(&e, endpoint, admin, op);
-        let run = async {
-            let exists = client
+        let exists = || async {
+            client
                 .query_opt("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&req.username.as_str()])
                 .await
-                .map_err(err("looking up the user"))?
-                .is_some();
-            if !exists {
+                .map(|row| row.is_some())
+                .map_err(err("looking up the user"))
+        };
+        // No BEGIN/COMMIT: a simple query of several statements is one implicit transaction,
+        // rolled back whole when one fails. An explicit block would stay open and aborted
+        // after a failure (the COMMIT is skipped), and the admin session is kept: every later
+        // statement on it, other users' included, would fail until the container is recycled.
+        let mut owned = Vec::new();
+        if let Some(to) = &req.reassign_to {
+            owned.push(format!("REASSIGN OWNED BY {name} TO {}", escape_identifier(to)));
+        }
+        owned.push(format!("DROP OWNED BY {name}"));
+        let owned = owned.join(";\n");
+        let run = async {
+            if !exists().await? {
                 return Ok(DeleteOutcome { existed: false, sessions_ended: 0 });
             }
-            client.batch_execute(&format!("ALTER ROLE {name} NOLOGIN")).await.map_err(err("ALTER ROLE NOLOGIN"))?;
-            let ended = client
-                .query(
-                    "SELECT pg_catalog.pg_terminate_backend(pid) AS ended FROM pg_catalog.pg_stat_activity \
-                     WHERE usename = $1",
-                    &[&req.username.as_str()],
-                )
-                .await
-                .map_err(err("ending the user's sessions"))?;
-            let sessions_ended = ended.iter().filter(|r| r.try_get::<_, bool>("ended").unwrap_or(false)).count() as u64;
-            let mut sql = vec!["BEGIN".to_owned()];
-            if let Some(to) = &req.reassign_to {
-                sql.push(format!("REASSIGN OWNED BY {name} TO {}", escape_identifier(to)));
+            let deleted = async {
+                client.batch_execute(&format!("ALTER ROLE {name} NOLOGIN")).await.map_err(err("ALTER ROLE NOLOGIN"))?;
+                let ended = client
+                    .query(
+                        "SELECT pg_catalog.pg_terminate_backend(pid) AS ended FROM pg_catalog.pg_stat_activity \
+                         WHERE usename = $1",
+                        &[&req.username.as_str()],
+                    )
+                    .await
+                    .map_err(err("ending the user's sessions"))?;
+                let others = client
+                    .query(OTHER_DATABASES_QUERY, &[&req.username.as_str()])
+                    .await
+                    .map_err(err("finding the user's objects in other databases"))?;
+                for row in &others {
+                    let db: String = row.try_get("datname").map_err(|e| BackendError::Database {
+                        operation: "finding the user's objects in other databases",
+                        message: format!("column datname: {e}"),
+                        retryable: false,
+                    })?;
+                    let there = Endpoint { dbname: Some(db), ..endpoint.clone() };
+                    let other = self.connect(&there, admin).await?;
+                    self.batch(&other, &owned, &there, admin, "dropping the user's objects in another database")
+                        .await?;
+                }
+                let sql = format!("{owned};\nDROP ROLE IF EXISTS {name}");
+                client.batch_execute(&sql).await.map_err(err("dropping the user"))?;
+                Ok(ended.iter().filter(|r| r.try_get::<_, bool>("ended").unwrap_or(false)).count() as u64)
+            };
+            match deleted.await {
+                Ok(sessions_ended) => Ok(DeleteOutcome { existed: true, sessions_ended }),
+                Err(e) => match exists().await {
+                    Ok(false) => Ok(DeleteOutcome { existed: false, sessions_ended: 0 }),
+                    _ => Err(e),
+                },
             }
-            sql.push(format!("DROP OWNED BY {name}"));
-            sql.push(format!("DROP ROLE IF EXISTS {name}"));
-            sql.push("COMMIT".to_owned());
-            client.batch_execute(&sql.join(";\n")).await.map_err(err("dropping the user"))?;
-            Ok(DeleteOutcome { existed: true, sessions_ended })
         };
         self.timeouts.bound("deleting the user", run).await
     }
@@ -460,6 +501,16 @@ impl DynamicUsers for PostgresBackend {
         Ok(users)
     }
 }
+
+/// The databases other than the session's where the role ($1) owns objects, holds
+/// privileges or has default privileges: what blocks `DROP ROLE` after `DROP OWNED` here.
+const OTHER_DATABASES_QUERY: &str = "\
+    SELECT DISTINCT d.datname::text AS datname \
+    FROM pg_catalog.pg_shdepend s JOIN pg_catalog.pg_database d ON d.oid = s.dbid \
+    WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass \
+      AND s.refobjid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $1) \
+      AND d.datname <> pg_catalog.current_database() \
+    ORDER BY 1";
 
 /// A `VALID UNTIL` value: the time in UTC, to the second.
 fn valid_until(at: std::time::SystemTime) -> String {
