@@ -1,14 +1,11 @@
 //! IAM access key rotation against moto with IAM authentication on: a key that keyturn
 //! created really signs requests, and a key it revoked really is refused.
 
-use std::time::Duration;
-
 use aws_sdk_sts::config::Credentials;
-use keyturn::aws::iam::IamClient;
-use keyturn::aws::secretsmanager::SecretsManagerStore;
-use keyturn::rotation::iam_key::{IamKeyRotation, Marks, Scope, CREATING_TAG};
+use keyturn::config::RotateIamKeyConfig;
+use keyturn::rotation::iam_key::{IamRotator, Marks, CREATING_TAG};
 use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
-use keyturn::rotation::{Rotator, Step};
+use keyturn::rotation::Step;
 use keyturn_tests::lambda::{function_binary, Emulator};
 use keyturn_tests::{random_token, TestEnv};
 use serde_json::{json, Value};
@@ -16,12 +13,17 @@ use serde_json::{json, Value};
 const STEPS: [Step; 4] = [Step::Create, Step::Set, Step::Test, Step::Finish];
 const PATH: &str = "/keyturn/";
 
-type IamRotator = Rotator<SecretsManagerStore, IamKeyRotation<IamClient>>;
+/// The rotator as the function builds it, from the settings a deployment would give it.
+fn built(sdk: &aws_config::SdkConfig, settings: &[(&str, &str)]) -> IamRotator {
+    let mut vars = vec![("KEYTURN_IAM_PATH_PREFIX", PATH), ("KEYTURN_IAM_TEST_TIMEOUT_SECS", "5")];
+    vars.extend_from_slice(settings);
+    let config = RotateIamKeyConfig::from_vars(vars.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .expect("rotate-iam-key settings");
+    keyturn::rotation::iam_key::build(&config, sdk)
+}
 
 fn rotator(env: &TestEnv) -> IamRotator {
-    let scope = Scope { path_prefix: Some(PATH.into()), tag: Some(("keyturn-rotate".into(), Some("yes".into()))) };
-    let target = IamKeyRotation::new(IamClient::new(&env.sdk), scope, Duration::from_secs(5));
-    Rotator::new(SecretsManagerStore::new(&env.sdk, None), target)
+    built(&env.sdk, &[("KEYTURN_IAM_TAG", "keyturn-rotate=yes")])
 }
 
 /// A user at `path` with one key, and its secret. Returns (arn, username).
@@ -218,10 +220,7 @@ async fn rotate_iam_key_binary_rotates_through_the_runtime_api() {
 #[tokio::test]
 async fn the_previous_key_can_be_deactivated_at_finish() {
     let env = TestEnv::authenticated("iamdeact").await;
-    let scope = Scope { path_prefix: Some(PATH.into()), tag: None };
-    let target =
-        IamKeyRotation::new(IamClient::new(&env.sdk), scope, Duration::from_secs(5)).deactivating_previous(true);
-    let rotator = Rotator::new(SecretsManagerStore::new(&env.sdk, None), target);
+    let rotator = built(&env.sdk, &[("KEYTURN_IAM_DEACTIVATE_PREVIOUS", "true")]);
     let (arn, user) = user_with_secret(&env, "ci", PATH).await;
     let token = env.rotate(&rotator, &arn).await;
     env.step(&rotator, &arn, &token, Step::Finish).await.unwrap(); // a rerun is harmless
@@ -553,11 +552,7 @@ async fn a_marker_that_cannot_be_removed_fails_the_step_and_a_retry_converges() 
         .credentials_provider(credentials)
         .load()
         .await;
-    let scope = Scope { path_prefix: Some(PATH.into()), tag: None };
-    let denied = Rotator::new(
-        SecretsManagerStore::new(&sdk, None),
-        IamKeyRotation::new(IamClient::new(&sdk), scope, Duration::from_secs(5)),
-    );
+    let denied = built(&sdk, &[]);
 
     let (arn, user) = user_with_secret(&env, "ci", PATH).await;
     let token = env.start_rotation(&arn).await;
