@@ -13,7 +13,7 @@
 //!   event in and a response out: with an in-memory lease store (the handler and the
 //!   database work) and with moto's DynamoDB (whose every request is served one at a time
 //!   by the harness, so its figures are this machine's moto, not DynamoDB); the reaper
-//!   revoking 10,000 expired leases (in-memory store) and 1,000 (moto);
+//!   revoking 10,000 expired leases (in-memory store) and 200 (moto);
 //! - the release binaries' sizes.
 
 use std::io::{BufRead, BufReader};
@@ -438,11 +438,13 @@ async fn main() {
         took.as_secs_f64(),
         verdict(took < Duration::from_secs(60) && revoked == 10_000)
     );
-    let (took, revoked) = reaper(dynamo, 1_000).await;
+    // moto copies the whole table for every transaction (its rollback), so its cost grows
+    // with the table: a few hundred leases say what the path costs there.
+    let (took, revoked) = reaper(dynamo, 200).await;
     println!(
-        "reaper, 1,000 expired leases, moto DynamoDB:    {:.1} s ({revoked} revoked; {:.1} ms a lease)",
+        "reaper, 200 expired leases, moto DynamoDB:      {:.1} s ({revoked} revoked; {:.1} ms a lease)",
         took.as_secs_f64(),
-        took.as_secs_f64() * 1000.0 / 1000.0
+        took.as_secs_f64() * 1000.0 / 200.0
     );
     for function in ["rotate-database", "rotate-iam-key", "issue-credentials", "reap-leases"] {
         let size = std::fs::metadata(function_binary(function)).unwrap().len();
