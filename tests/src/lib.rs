@@ -7,6 +7,7 @@
 pub mod apigw;
 pub mod fake_postgres;
 pub mod lambda;
+pub mod lease;
 pub mod mariadb;
 pub mod moto;
 pub mod pki;
@@ -406,8 +407,18 @@ impl TestEnv {
 
     /// A session as `user` (plaintext over loopback), or the server's refusal.
     pub async fn pg_login(&self, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        self.pg_login_to("postgres", user, password).await
+    }
+
+    /// [`TestEnv::pg_login`] to database `db`.
+    pub async fn pg_login_to(
+        &self,
+        db: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let mut config = tokio_postgres::Config::new();
-        config.host("127.0.0.1").port(self.h.pg.port).user(user).password(password).dbname("postgres");
+        config.host("127.0.0.1").port(self.h.pg.port).user(user).password(password).dbname(db);
         let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
         Ok(client)

@@ -5,67 +5,26 @@
 
 use std::collections::BTreeSet;
 
-use keyturn::lease::api::{self, ApiRequest};
-use keyturn::lease::service::{Issuer, ReapLimits};
+use keyturn::lease::service::ReapLimits;
 use keyturn::lease::store::LeaseStore;
-use keyturn_tests::{apigw, random_token, TestEnv};
+use keyturn_tests::lease::{call, deploy, Deployment, Engine, CI, OPS, STRANGER};
 use postgres_protocol::escape::escape_identifier;
 use serde_json::Value;
 
-const CI: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1";
 const CI_OTHER_JOB: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-2";
-const STRANGER: &str = "arn:aws:sts::123456789012:assumed-role/web-frontend/i-0abc";
-const OPS: &str = "arn:aws:sts::123456789012:assumed-role/keyturn-admin/alice";
 
-/// One test's deployment: an admin secret for the harness PostgreSQL, a group with a
-/// table, a roles file with role `ci` (15m default, 1h max) and its own username prefix.
-struct Setup {
-    env: TestEnv,
-    vars: Vec<(String, String)>,
-    service: Issuer,
-    group: String,
-    table: String,
-    prefix: String,
+async fn setup(test: &str, extra: &str) -> Deployment {
+    deploy(test, Engine::Postgres, extra).await
 }
 
-async fn setup(test: &str, extra: &str) -> Setup {
-    let env = TestEnv::new(test).await;
-    let admin = env.create_secret("admin", &env.admin_secret()).await;
-    let (group, table) = env.pg_group_with_table("grp").await;
-    let prefix = format!("t{}_", &random_token()[..6]);
-    let roles = format!(
-        r#"admin_principals = ["arn:aws:iam::123456789012:role/keyturn-admin"]
-username_prefix = "{prefix}"
-
-[[role]]
-name = "ci"
-kind = "database"
-admin_secret = "{admin}"
-groups = ["{group}"]
-default_ttl = "15m"
-max_ttl = "1h"
-allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
-{extra}
-"#
-    );
-    let vars = env.lease_env(&roles).await;
-    let service = env.lease_service(&vars, 0);
-    Setup { env, vars, service, group, table, prefix }
-}
-
-async fn call(service: &Issuer, method: &str, path: &str, body: Option<&str>, caller: &str) -> (u16, Value) {
-    let request = ApiRequest::from_event(apigw::request(method, path, body, caller)).expect("a valid event");
-    apigw::response(&api::handle(service, &request).await.into_event())
-}
-
-async fn issue(s: &Setup, body: Option<&str>) -> Value {
+async fn issue(s: &Deployment, body: Option<&str>) -> Value {
     let (status, body) = call(&s.service, "POST", "/v1/credentials/ci", body, CI).await;
     assert_eq!(status, 201, "{body}");
     body
 }
 
 /// The database users of this test's deployment.
-async fn users(s: &Setup) -> BTreeSet<String> {
+async fn users(s: &Deployment) -> BTreeSet<String> {
     let rows = s
         .env
         .pg_admin()
@@ -76,7 +35,7 @@ async fn users(s: &Setup) -> BTreeSet<String> {
     rows.iter().map(|r| r.get("name")).collect()
 }
 
-async fn valid_until(s: &Setup, user: &str) -> i64 {
+async fn valid_until(s: &Deployment, user: &str) -> i64 {
     let row = s
         .env
         .pg_admin()

@@ -5,55 +5,16 @@
 
 use std::time::{Duration, Instant};
 
-use keyturn::lease::api::{self, ApiRequest};
+use keyturn::lease::api::ApiRequest;
 use keyturn::lease::service::{Issuer, ReapLimits};
 use keyturn::lease::store::LeaseStore;
-use keyturn_tests::{apigw, random_token, TestEnv};
+use keyturn_tests::lease::{call, deploy, Deployment, Engine, CI, STRANGER};
+use keyturn_tests::{apigw, TestEnv};
 use postgres_protocol::escape::escape_identifier;
 use serde_json::{json, Value};
 
-const CI: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1";
-const STRANGER: &str = "arn:aws:sts::123456789012:assumed-role/web-frontend/i-0abc";
-
-/// One test's deployment, as in `lease_api.rs`: an admin secret for the harness
-/// PostgreSQL, a group with a schema and table of its own, role `ci` for `ci-runner`
-/// sessions, and a username prefix of its own.
-struct Setup {
-    env: TestEnv,
-    vars: Vec<(String, String)>,
-    service: Issuer,
-    group: String,
-    prefix: String,
-}
-
-async fn setup(test: &str, extra: &str) -> Setup {
-    let env = TestEnv::new(test).await;
-    let admin = env.create_secret("admin", &env.admin_secret()).await;
-    let (group, _table) = env.pg_group_with_table("grp").await;
-    let prefix = format!("t{}_", &random_token()[..6]);
-    let roles = format!(
-        r#"admin_principals = ["arn:aws:iam::123456789012:role/keyturn-admin"]
-username_prefix = "{prefix}"
-
-[[role]]
-name = "ci"
-kind = "database"
-admin_secret = "{admin}"
-groups = ["{group}"]
-default_ttl = "15m"
-max_ttl = "1h"
-allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
-{extra}
-"#
-    );
-    let vars = env.lease_env(&roles).await;
-    let service = env.lease_service(&vars, 0);
-    Setup { env, vars, service, group, prefix }
-}
-
-async fn call(service: &Issuer, method: &str, path: &str, body: Option<&str>, caller: &str) -> (u16, Value) {
-    let request = ApiRequest::from_event(apigw::request(method, path, body, caller)).expect("a valid event");
-    apigw::response(&api::handle(service, &request).await.into_event())
+async fn setup(test: &str, extra: &str) -> Deployment {
+    deploy(test, Engine::Postgres, extra).await
 }
 
 /// Issues credentials of role `ci` to `CI`: (username, password, lease id).
@@ -63,15 +24,6 @@ async fn issue(service: &Issuer, ttl: u64) -> (String, String, String) {
     assert_eq!(status, 201, "{answer}");
     let text = |k: &str| answer[k].as_str().unwrap_or_else(|| panic!("{k} in {answer}")).to_owned();
     (text("username"), text("password"), text("lease_id"))
-}
-
-/// A session as `user` on database `db` of the harness PostgreSQL.
-async fn login_to(env: &TestEnv, db: &str, user: &str, password: &str) -> tokio_postgres::Client {
-    let mut config = tokio_postgres::Config::new();
-    config.host("127.0.0.1").port(env.h.pg.port).user(user).password(password).dbname(db);
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("login");
-    tokio::spawn(connection);
-    client
 }
 
 async fn role_exists(env: &TestEnv, user: &str) -> bool {
@@ -115,7 +67,7 @@ async fn a_default_privilege_in_another_database_does_not_block_revocation() {
     let other = s.env.unique("otherdb");
     s.env.pg_admin().await.batch_execute(&format!("CREATE DATABASE {}", escape_identifier(&other))).await.unwrap();
 
-    let session = login_to(&s.env, &other, &user, &password).await;
+    let session = s.env.pg_login_to(&other, &user, &password).await.expect("login");
     session
         .batch_execute(&format!(
             "SET ROLE NONE; ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT SELECT ON TABLES TO PUBLIC",
@@ -292,34 +244,19 @@ async fn events_of_other_shapes_are_refused() {
 /// MariaDB: role `ci` whose group holds every privilege on an application database
 /// (`ALL PRIVILEGES ON app.*`, EVENT included), as applications' roles often do. Returns
 /// the setup, the application database and its table.
+/// A MariaDB deployment whose group holds every privilege on its own database (EVENT
+/// included).
 async fn mariadb_setup(test: &str) -> (TestEnv, Issuer, String, String) {
     use keyturn::backend::mysql::grants::identifier;
     use mysql_async::prelude::Queryable;
-    let env = TestEnv::new(test).await;
-    let admin = env.create_secret("admin", &env.mariadb_admin_secret()).await;
-    let (group, table) = env.mariadb_group_with_table("grp").await;
-    env.mariadb_admin()
+    let d = deploy(test, Engine::Mariadb, "").await;
+    d.env
+        .mariadb_admin()
         .await
-        .query_drop(format!("GRANT ALL PRIVILEGES ON {}.* TO {}", identifier(&group), identifier(&group)))
+        .query_drop(format!("GRANT ALL PRIVILEGES ON {}.* TO {}", identifier(&d.group), identifier(&d.group)))
         .await
         .unwrap();
-    let prefix = format!("t{}_", &random_token()[..6]);
-    let roles = format!(
-        r#"username_prefix = "{prefix}"
-
-[[role]]
-name = "ci"
-kind = "database"
-admin_secret = "{admin}"
-groups = ["{group}"]
-default_ttl = "15m"
-max_ttl = "1h"
-allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
-"#
-    );
-    let vars = env.lease_env(&roles).await;
-    let service = env.lease_service(&vars, 0);
-    (env, service, group, table)
+    (d.env, d.service, d.group, d.table)
 }
 
 /// A MariaDB lease user whose group may create events in its application database tries

@@ -5,10 +5,10 @@
 //! searched for in both functions' output and in PostgreSQL's statement log.
 
 use keyturn_tests::lambda::{function_binary, Emulator};
+use keyturn_tests::lease::CI;
 use keyturn_tests::{apigw, random_token, TestEnv};
 use serde_json::{json, Value};
 
-const CI: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1";
 const ISSUER: &str = "issue-credentials";
 const REAPER: &str = "reap-leases";
 
@@ -29,15 +29,7 @@ async fn the_issuer_and_reaper_binaries_serve_leases_and_print_no_password() {
     let pg_admin = env.create_secret("pg-admin", &env.admin_secret()).await;
     let maria_admin = env.create_secret("maria-admin", &env.mariadb_admin_secret()).await;
     let (pg_group, pg_table) = env.pg_group_with_table("grp").await;
-    let maria_group = format!("g{}", &random_token()[..8]);
-    let mut m = env.mariadb_admin().await;
-    use mysql_async::prelude::Queryable;
-    m.query_drop(format!(
-        "CREATE ROLE {maria_group}; CREATE DATABASE {maria_group}; CREATE TABLE {maria_group}.items (id int); \
-         INSERT INTO {maria_group}.items VALUES (7); GRANT SELECT ON {maria_group}.* TO {maria_group}"
-    ))
-    .await
-    .unwrap();
+    let (maria_group, _) = env.mariadb_group_with_table("mgrp").await;
     let prefix = format!("e{}_", &random_token()[..6]);
     let roles = format!(
         r#"username_prefix = "{prefix}"

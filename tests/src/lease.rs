@@ -1,0 +1,74 @@
+//! One lease deployment per test: an admin secret, a group with a table, a roles file with
+//! role `ci` (default 15m, max 1h) for sessions of the `ci-runner` role, a username prefix
+//! and a lease table of its own, and the service the functions build from it. Requests go
+//! through the handler as API Gateway 2.0 events.
+
+use keyturn::lease::api::{self, ApiRequest};
+use keyturn::lease::service::Issuer;
+use serde_json::Value;
+
+use crate::{apigw, random_token, TestEnv};
+
+/// A session of the role that role `ci` allows.
+pub const CI: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1";
+/// A caller no role allows.
+pub const STRANGER: &str = "arn:aws:sts::123456789012:assumed-role/web-frontend/i-0abc";
+/// An admin principal (may renew and revoke any lease, request none).
+pub const OPS: &str = "arn:aws:sts::123456789012:assumed-role/keyturn-admin/alice";
+
+/// One test's deployment.
+pub struct Deployment {
+    pub env: TestEnv,
+    /// The functions' environment.
+    pub vars: Vec<(String, String)>,
+    pub service: Issuer,
+    pub group: String,
+    pub table: String,
+    pub prefix: String,
+}
+
+/// Which database the deployment's role creates users in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Mariadb,
+}
+
+/// A deployment on the harness PostgreSQL or MariaDB; `extra` is added to role `ci`
+/// (e.g. `max_leases = 1`).
+pub async fn deploy(test: &str, engine: Engine, extra: &str) -> Deployment {
+    let env = TestEnv::new(test).await;
+    let (admin, (group, table)) = match engine {
+        Engine::Postgres => {
+            (env.create_secret("admin", &env.admin_secret()).await, env.pg_group_with_table("grp").await)
+        }
+        Engine::Mariadb => {
+            (env.create_secret("admin", &env.mariadb_admin_secret()).await, env.mariadb_group_with_table("grp").await)
+        }
+    };
+    let prefix = format!("t{}_", &random_token()[..6]);
+    let roles = format!(
+        r#"admin_principals = ["arn:aws:iam::123456789012:role/keyturn-admin"]
+username_prefix = "{prefix}"
+
+[[role]]
+name = "ci"
+kind = "database"
+admin_secret = "{admin}"
+groups = ["{group}"]
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+{extra}
+"#
+    );
+    let vars = env.lease_env(&roles).await;
+    let service = env.lease_service(&vars, 0);
+    Deployment { env, vars, service, group, table, prefix }
+}
+
+/// One request through the handler: its status and JSON body (Null for none).
+pub async fn call(service: &Issuer, method: &str, path: &str, body: Option<&str>, caller: &str) -> (u16, Value) {
+    let request = ApiRequest::from_event(apigw::request(method, path, body, caller)).expect("a valid event");
+    apigw::response(&api::handle(service, &request).await.into_event())
+}
