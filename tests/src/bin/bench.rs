@@ -216,35 +216,11 @@ async fn dynamic_users(env: &TestEnv) -> (Duration, Duration, f64, Duration) {
     (p50, p99, per_second, median(deletions))
 }
 
-/// A lease deployment on the harness PostgreSQL: one role `b` (default 15m, max 1h) any
-/// caller of role `bench` may request. Returns its environment.
-async fn lease_deployment(env: &TestEnv) -> Vec<(String, String)> {
-    let tag = &random_token()[..6];
-    let admin = env.create_secret(&format!("lease-admin-{tag}"), &env.admin_secret()).await;
-    let (group, _) = env.pg_group_with_table(&format!("lease_grp_{tag}")).await;
-    let prefix = format!("b{tag}_");
-    let roles = format!(
-        r#"username_prefix = "{prefix}"
-[[role]]
-name = "b"
-kind = "database"
-admin_secret = "{admin}"
-groups = ["{group}"]
-default_ttl = "15m"
-max_ttl = "1h"
-allowed_principals = ["arn:aws:iam::123456789012:role/bench"]
-"#
-    );
-    env.lease_env(&roles).await
-}
-
-const BENCH_CALLER: &str = "arn:aws:sts::123456789012:assumed-role/bench/run";
-
 /// One issuance through the handler; panics unless it is a 201.
 async fn issue_at_handler<S: keyturn::lease::store::LeaseStore>(service: &LeaseServiceOf<S>, ttl: u64) {
     use keyturn::lease::api::{self, ApiRequest};
     let body = format!(r#"{{"ttl_seconds": {ttl}}}"#);
-    let event = keyturn_tests::apigw::request("POST", "/v1/credentials/b", Some(&body), BENCH_CALLER);
+    let event = keyturn_tests::apigw::request("POST", "/v1/credentials/ci", Some(&body), keyturn_tests::lease::CI);
     let request = ApiRequest::from_event(event).expect("event");
     let response = api::handle(service, &request).await;
     assert_eq!(response.status, 201, "{:?}", response.body);
@@ -400,8 +376,9 @@ async fn main() {
         verdict(per_second >= 1000.0)
     );
     println!("dynamic PostgreSQL user, delete_user: p50 {}", ms(delete));
-    let vars = lease_deployment(&env).await;
-    let config = keyturn::config::LeaseConfig::from_vars(vars).expect("lease config");
+    use keyturn_tests::lease::{deploy, Engine};
+    let deployment = deploy("bench_memory", Engine::Postgres, "").await;
+    let config = keyturn::config::LeaseConfig::from_vars(deployment.vars).expect("lease config");
     let memory = std::sync::Arc::new(
         keyturn::lease::service::build_with_store(
             &config,
@@ -423,9 +400,7 @@ async fn main() {
     );
     // Its own deployment (prefix, table): each reaper's sweep would take the other's users
     // for orphans.
-    let vars = lease_deployment(&env).await;
-    let config = keyturn::config::LeaseConfig::from_vars(vars).expect("lease config");
-    let dynamo = std::sync::Arc::new(keyturn::lease::service::build(&config, &env.sdk).expect("lease service"));
+    let dynamo = std::sync::Arc::new(deploy("bench_dynamo", Engine::Postgres, "").await.service);
     let (p50, p99, per_second) = issuance(dynamo.clone(), 25).await;
     println!(
         "issue at the handler, moto DynamoDB:   p50 {}  p99 {}  8 callers {per_second:.0}/s (moto-bound)",
