@@ -488,6 +488,14 @@ fn sample_credential_events_are_what_api_gateway_sends_to_the_routes() {
             let ttl = body.expect("issue.json asks for a TTL")["ttl_seconds"].as_u64().unwrap();
             assert!(ttl <= role.max_ttl.as_secs(), "{file}: within the role's max_ttl");
         }
+        // The function reads it as this request, from this caller.
+        let request = keyturn::lease::api::ApiRequest::from_event(event.clone())
+            .unwrap_or_else(|r| panic!("{file}: refused with {}", r.status));
+        assert_eq!((request.method.as_str(), request.path.as_str()), (method, raw_path.as_str()), "{file}");
+        assert_eq!(request.caller, iam["userArn"].as_str().unwrap(), "{file}");
+        if let Some(id) = event["pathParameters"]["lease_id"].as_str() {
+            assert!(keyturn::lease::service::is_lease_id(id), "{file}: {id} is not a lease id keyturn issues");
+        }
         seen.push(route_key.to_owned());
     }
     seen.sort();
