@@ -64,6 +64,17 @@ impl Engine {
             Family::Mysql => None,
         }
     }
+
+    /// The longest username the engine takes: PostgreSQL's identifier limit in bytes
+    /// (NAMEDATALEN - 1), MySQL's and MariaDB's in characters (MariaDB's real column width
+    /// is checked on the server).
+    pub fn max_username_len(self) -> usize {
+        match self {
+            Engine::Postgres | Engine::AuroraPostgresql => 63,
+            Engine::Mysql | Engine::AuroraMysql => 32,
+            Engine::Mariadb => 80,
+        }
+    }
 }
 
 /// How to protect the connection. There is no "prefer": keyturn never falls back.

@@ -36,12 +36,6 @@ use super::{Lease, LeaseError, LeaseState};
 /// The default prefix of every username keyturn creates (the roles file's
 /// `username_prefix`; the reaper's orphan sweep looks for it).
 pub const DEFAULT_USERNAME_PREFIX: &str = "kt_";
-/// PostgreSQL's identifier limit, in bytes (NAMEDATALEN - 1).
-pub const POSTGRES_NAME_LIMIT: usize = 63;
-/// MySQL's user name limit (characters; keyturn's names are ASCII, so bytes too).
-pub const MYSQL_NAME_LIMIT: usize = 32;
-/// MariaDB's user name limit.
-pub const MARIADB_NAME_LIMIT: usize = 80;
 /// The longest pattern or caller ARN considered.
 const ARN_MAX: usize = 2048;
 
@@ -301,6 +295,7 @@ pub fn username(prefix: &str, role_name: &str, engine_limit_bytes: usize, random
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Engine;
     use crate::lease::role::Roles;
 
     const A: &str = "123456789012";
@@ -553,15 +548,20 @@ max_leases = 2
     #[test]
     fn usernames_keep_the_random_part_whole() {
         let random = "a1b2c3d4e5f6g7h8";
-        assert_eq!(username("kt_", "ci-reader", POSTGRES_NAME_LIMIT, random).unwrap(), "kt_ci-reader_a1b2c3d4e5f6g7h8");
+        assert_eq!(
+            username("kt_", "ci-reader", Engine::Postgres.max_username_len(), random).unwrap(),
+            "kt_ci-reader_a1b2c3d4e5f6g7h8"
+        );
         let long = "r".repeat(32);
-        for limit in [POSTGRES_NAME_LIMIT, MYSQL_NAME_LIMIT, MARIADB_NAME_LIMIT] {
+        for limit in
+            [Engine::Postgres.max_username_len(), Engine::Mysql.max_username_len(), Engine::Mariadb.max_username_len()]
+        {
             let name = username("kt_", &long, limit, random).unwrap();
             assert!(name.len() <= limit, "{name}");
             assert!(name.starts_with("kt_r") && name.ends_with(&format!("_{random}")), "{name}");
         }
         assert_eq!(
-            username("kt_", &long, MYSQL_NAME_LIMIT, random).unwrap(),
+            username("kt_", &long, Engine::Mysql.max_username_len(), random).unwrap(),
             format!("kt_{}_{random}", "r".repeat(12))
         );
         assert_eq!(username("kt_", &long, 20, random).unwrap(), format!("kt__{random}"));

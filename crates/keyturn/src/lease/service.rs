@@ -175,9 +175,13 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
         let admin = self.admin(&db.admin_secret, role_name, false).await?;
         let now = self.clock.now();
         let lease_id = new_lease_id();
-        let username =
-            decide::username(&self.roles.username_prefix, &role.name, name_limit(admin.endpoint.engine), &lease_id)
-                .ok_or_else(|| LeaseError::Internal(format!("no username fits role {role_name:?}")))?;
+        let username = decide::username(
+            &self.roles.username_prefix,
+            &role.name,
+            admin.endpoint.engine.max_username_len(),
+            &lease_id,
+        )
+        .ok_or_else(|| LeaseError::Internal(format!("no username fits role {role_name:?}")))?;
         let lease = Lease {
             lease_id: lease_id.clone(),
             role: role.name.clone(),
@@ -587,15 +591,6 @@ fn gone(lease_id: &str) -> LeaseError {
 /// Backoff after `attempts` failed revocations.
 fn retry_delay(attempts: u32) -> u64 {
     RETRY_FIRST.saturating_mul(1 << attempts.saturating_sub(1).min(12)).min(RETRY_MAX)
-}
-
-/// The longest username the engine accepts.
-fn name_limit(engine: Engine) -> usize {
-    match engine {
-        Engine::Postgres | Engine::AuroraPostgresql => decide::POSTGRES_NAME_LIMIT,
-        Engine::Mariadb => decide::MARIADB_NAME_LIMIT,
-        Engine::Mysql | Engine::AuroraMysql => decide::MYSQL_NAME_LIMIT,
-    }
 }
 
 /// A new lease id from the operating system's CSPRNG (see [`LEASE_ID_LEN`]).

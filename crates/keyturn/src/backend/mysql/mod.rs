@@ -46,11 +46,6 @@ use crate::backend::{
     UpsertUser, Username,
 };
 
-/// MySQL's username limit, in characters.
-pub const MYSQL_MAX_USERNAME: usize = 32;
-/// MariaDB's username limit, in characters (the real column width is checked on the server).
-pub const MARIADB_MAX_USERNAME: usize = 80;
-
 /// `mysql_native_password`'s stored form: `*` and the upper-case hex of SHA1(SHA1(password)).
 pub fn native_password_hash(password: &SecretString) -> String {
     let inner = Sha1::digest(password.expose_secret().as_bytes());
@@ -422,10 +417,7 @@ impl DatabaseBackend for MysqlBackend {
         if username.as_str().ends_with(' ') {
             return Err(format!("ends with a space, which {} ignores when it compares names", engine.as_str()));
         }
-        let max = match engine {
-            Engine::Mariadb => MARIADB_MAX_USERNAME,
-            _ => MYSQL_MAX_USERNAME,
-        };
+        let max = engine.max_username_len();
         let len = username.as_str().chars().count();
         match len > max {
             true => Err(format!("is {len} characters, over the {max}-character limit of {}", engine.as_str())),

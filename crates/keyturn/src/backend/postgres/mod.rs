@@ -33,9 +33,6 @@ use crate::backend::{
     UpdateUser, UpsertOutcome, UpsertUser, Username,
 };
 
-/// PostgreSQL's identifier limit (NAMEDATALEN - 1).
-pub const MAX_USERNAME_BYTES: usize = 63;
-
 /// The PostgreSQL backend: TLS configuration and timeouts, built once per container.
 #[derive(Clone)]
 pub struct PostgresBackend {
@@ -258,9 +255,9 @@ impl DatabaseBackend for PostgresBackend {
     }
 
     fn check_username(&self, engine: Engine, username: &Username) -> Result<(), String> {
-        let len = username.as_str().len();
-        match len > MAX_USERNAME_BYTES {
-            true => Err(format!("is {len} bytes, over the {MAX_USERNAME_BYTES}-byte limit of {}", engine.as_str())),
+        let (len, max) = (username.as_str().len(), engine.max_username_len());
+        match len > max {
+            true => Err(format!("is {len} bytes, over the {max}-byte limit of {}", engine.as_str())),
             false => Ok(()),
         }
     }
