@@ -95,15 +95,10 @@ where
             .reap(ReapLimits { batch, concurrency, deadline })
             .await
             .map_err(|e| Diagnostic { error_type: e.code().to_owned(), error_message: e.to_string() })?;
-        Ok::<Value, Diagnostic>(serde_json::json!({
-            "due": report.due,
-            "revoked": report.revoked,
-            "failed": report.failed,
-            "skipped": report.skipped,
-            "orphans_dropped": report.orphans_dropped,
-            "sweep_errors": report.sweep_errors,
-            "stopped_at_deadline": report.stopped_at_deadline,
-        }))
+        serde_json::to_value(&report).map_err(|e| Diagnostic {
+            error_type: "internal".to_owned(),
+            error_message: format!("the reaper's report: {e}"),
+        })
     }))
     .await
 }

@@ -87,8 +87,8 @@ pub struct Renewed {
     pub capped: bool,
 }
 
-/// What one reaper run did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// What one reaper run did (also the reaper function's answer, as JSON).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReapReport {
     /// Due leases found.
     pub due: usize,
