@@ -227,16 +227,22 @@ impl TestEnv {
             Strategy::SingleUser => "single-user",
             Strategy::AlternatingUsers => "alternating-users",
         };
+        self.deployed_env(&[("KEYTURN_STRATEGY", strategy)])
+    }
+
+    /// What every function gets pointing at the harness (moto, trusting the harness CA),
+    /// plus `settings`.
+    fn deployed_env(&self, settings: &[(&str, &str)]) -> Vec<(String, String)> {
         [
             ("AWS_ENDPOINT_URL", self.h.moto.endpoint.as_str()),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "testing"),
             ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("KEYTURN_STRATEGY", strategy),
-            ("KEYTURN_EXTRA_CA_FILES", self.h.ca_file.to_str().unwrap()),
+            ("KEYTURN_EXTRA_CA_FILES", self.h.ca_file.to_str().expect("utf-8 path")),
         ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .iter()
+        .chain(settings)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
     }
 
@@ -365,18 +371,10 @@ impl TestEnv {
         let table = self.unique(&name);
         let roles_file = self.h.work.join(format!("{table}-roles.toml"));
         std::fs::write(&roles_file, roles).expect("write the roles file");
-        [
-            ("AWS_ENDPOINT_URL", self.h.moto.endpoint.as_str()),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        self.deployed_env(&[
             ("KEYTURN_ROLES_FILE", roles_file.to_str().expect("utf-8 path")),
             ("KEYTURN_LEASE_TABLE", &table),
-            ("KEYTURN_EXTRA_CA_FILES", self.h.ca_file.to_str().expect("utf-8 path")),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        ])
     }
 
     /// The lease service as the functions build it from `env` ([`TestEnv::lease_env`]),
