@@ -5,11 +5,22 @@
 
 use std::time::{Duration, SystemTime};
 
+use keyturn::backend::postgres::PostgresBackend;
 use keyturn::backend::{
-    BackendError, DeleteUser, DynamicUsers, ListUsers, NewUser, Timeouts, TlsMode, UpdateUser, Username,
+    BackendError, DeleteUser, DynamicUsers, Endpoint, ListUsers, NewUser, Timeouts, TlsMode, UpdateUser, Username,
 };
 use keyturn_tests::{random_token, TestEnv};
 use postgres_protocol::escape::escape_identifier;
+
+/// A test's environment, the backend as the functions build it, the harness endpoint over
+/// verify-full TLS, and a group with a table: (env, backend, endpoint, group, table).
+async fn setup(test: &str) -> (TestEnv, PostgresBackend, Endpoint, String, String) {
+    let env = TestEnv::new(test).await;
+    let backend = env.pg_backend(Timeouts::default());
+    let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
+    let (group, table) = env.pg_group_with_table("grp").await;
+    (env, backend, endpoint, group, table)
+}
 
 fn new_user(name: &str, group: &str, password: &str, ttl: Duration) -> NewUser {
     NewUser {
@@ -22,10 +33,7 @@ fn new_user(name: &str, group: &str, password: &str, ttl: Duration) -> NewUser {
 
 #[tokio::test]
 async fn a_new_user_works_through_its_group_and_its_objects_belong_to_the_group() {
-    let env = TestEnv::new("dynnew").await;
-    let backend = env.pg_backend(Timeouts::default());
-    let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
-    let (group, table) = env.pg_group_with_table("grp").await;
+    let (env, backend, endpoint, group, table) = setup("dynnew").await;
     let user = env.unique("kt_u");
     let password = random_token();
     backend
@@ -77,10 +85,7 @@ async fn a_new_user_works_through_its_group_and_its_objects_belong_to_the_group(
 
 #[tokio::test]
 async fn the_server_refuses_an_expired_user_and_an_update_renews_it() {
-    let env = TestEnv::new("dynexp").await;
-    let backend = env.pg_backend(Timeouts::default());
-    let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
-    let (group, _) = env.pg_group_with_table("grp").await;
+    let (env, backend, endpoint, group, _) = setup("dynexp").await;
     let user = env.unique("kt_u");
     let password = random_token();
     backend
@@ -120,10 +125,7 @@ async fn the_server_refuses_an_expired_user_and_an_update_renews_it() {
 
 #[tokio::test]
 async fn deleting_ends_sessions_keeps_the_data_and_is_idempotent() {
-    let env = TestEnv::new("dyndel").await;
-    let backend = env.pg_backend(Timeouts::default());
-    let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
-    let (group, _) = env.pg_group_with_table("grp").await;
+    let (env, backend, endpoint, group, _) = setup("dyndel").await;
     let user = env.unique("kt_u");
     let password = random_token();
     backend
@@ -167,10 +169,7 @@ async fn deleting_ends_sessions_keeps_the_data_and_is_idempotent() {
 
 #[tokio::test]
 async fn users_are_listed_by_a_literal_prefix() {
-    let env = TestEnv::new("dynlist").await;
-    let backend = env.pg_backend(Timeouts::default());
-    let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
-    let (group, _) = env.pg_group_with_table("grp").await;
+    let (env, backend, endpoint, group, _) = setup("dynlist").await;
     let prefix = format!("{}_k%t_", env.unique("p"));
     let mut made = Vec::new();
     for i in 0..3 {
