@@ -259,7 +259,7 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
         next.revoked_by = Some(lease.caller_arn.clone());
         next.version += 1;
         self.store.update(&next, Expected::of(&lease)).await?;
-        self.finish_revocation(next).await
+        self.finish_revocation(next).await.map(drop)
     }
 
     /// Renews `lease_id` for `ttl` from now (the role's default when `None`), up to the
@@ -335,8 +335,7 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
                     return Ok(lease)
                 }
                 LeaseState::Revoking => {
-                    self.finish_revocation(lease.clone()).await?;
-                    return self.store.get(&lease.lease_id).await?.ok_or_else(|| gone(&lease.lease_id));
+                    return self.finish_revocation(lease).await;
                 }
                 LeaseState::Active => {
                     let mut next = lease.clone();
@@ -360,7 +359,8 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
     /// Deletes a `Revoking` lease's user and records the outcome: `Revoked`, or the
     /// failure with the next retry time. A record lost to a concurrent writer (another
     /// reaper finishing the same lease) is not an error: the user is gone either way.
-    async fn finish_revocation(&self, lease: Lease) -> Result<(), LeaseError> {
+    /// Returns the lease as revoked (what was written, so no read follows).
+    async fn finish_revocation(&self, lease: Lease) -> Result<Lease, LeaseError> {
         debug_assert_eq!(lease.state, LeaseState::Revoking);
         let now = self.clock.now();
         let deleted = match Username::parse(&lease.username) {
@@ -403,7 +403,7 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
             }
         };
         match self.store.update(&next, Expected::of(&lease)).await {
-            Ok(()) | Err(StoreError::ConditionFailed(_)) => result,
+            Ok(()) | Err(StoreError::ConditionFailed(_)) => result.map(|()| next),
             Err(e) => Err(e.into()),
         }
     }
