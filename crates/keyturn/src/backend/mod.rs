@@ -9,6 +9,8 @@
 //! re-keyed by one update, deleted with every access it had (succeeding when it is already
 //! gone), listed by prefix; both engines implement it, and [`Databases`] dispatches it.
 
+#[cfg(feature = "lease")]
+pub mod aws;
 #[cfg(feature = "database")]
 pub mod mysql;
 #[cfg(feature = "database")]
