@@ -23,7 +23,8 @@ impl IamClient {
     }
 }
 
-fn iam_error<E>(operation: &'static str, err: aws_sdk_iam::error::SdkError<E, HttpResponse>) -> IamError
+/// An IAM or STS SDK error as keyturn reports it; `not_found` for NoSuchEntity.
+pub(super) fn iam_error<E>(operation: &'static str, err: aws_sdk_iam::error::SdkError<E, HttpResponse>) -> IamError
 where
     E: ProvideErrorMetadata + std::error::Error,
 {

@@ -1,7 +1,10 @@
 //! AWS adapters behind the library's traits: Secrets Manager as the rotation engine's
 //! [`crate::rotation::store::SecretStore`], RDS as its [`crate::rotation::database::RdsLookup`],
-//! DynamoDB as the leases' [`crate::lease::store::LeaseStore`] (feature `lease`).
+//! DynamoDB as the leases' [`crate::lease::store::LeaseStore`], IAM, STS and the RDS token
+//! signer as the leases' [`crate::backend::aws::AwsCredentials`] (feature `lease`).
 
+#[cfg(feature = "lease")]
+pub mod credentials;
 #[cfg(feature = "lease")]
 pub mod dynamodb;
 #[cfg(feature = "iam")]
