@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::types::AttributeValue;
 use keyturn::aws::dynamodb::{attr, counter_key, DynamoLeaseStore, DUE_INDEX, LIVE_SHARD};
 use keyturn::lease::store::{Expected, LeaseStore, StoreError};
-use keyturn::lease::{Lease, LeaseState};
+use keyturn::lease::{Grant, Lease, LeaseState};
 use keyturn_tests::TestEnv;
 
 const NOW: u64 = 10_000;
@@ -316,7 +316,10 @@ async fn every_field_round_trips() {
     // Every optional field set, numbers at their extremes, text beyond ASCII.
     let mut full = lease("full", "ci-reader", u64::MAX - 1);
     full.username = "kt_ci-reader_full".into();
-    full.group = "grüppe \"quoted\"".into();
+    full.grant = Grant::DatabaseUser {
+        admin_secret: "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin-AbCdEf".into(),
+        group: "grüppe \"quoted\"".into(),
+    };
     full.issued_at = 0;
     full.server_expiry = false;
     store.put_new(&full, None).await.unwrap();
@@ -334,6 +337,17 @@ async fn every_field_round_trips() {
     let item = raw_item(&store, "full").await.unwrap();
     assert_eq!(item.get(attr::STATE), Some(&AttributeValue::S("revoked".into())));
     assert_eq!(item.get(attr::RETRY_AT), Some(&AttributeValue::N(u64::MAX.to_string())));
+
+    // Every kind of grant comes back as written.
+    for (id, grant) in [
+        ("iamuser", Grant::IamUser),
+        ("sts", Grant::StsSession { role_arn: "arn:aws:iam::123456789012:role/deploy".into() }),
+        ("rds", Grant::RdsToken { host: "db.example.internal".into(), port: 65535 }),
+    ] {
+        let lease = Lease { grant, ..lease(id, "aws", 5000) };
+        store.put_new(&lease, None).await.unwrap();
+        assert_eq!(store.get(id).await.unwrap(), Some(lease));
+    }
 
     // A live lease comes back whole from the index too.
     let mut due = lease("due", "ci", 100);

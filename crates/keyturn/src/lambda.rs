@@ -29,13 +29,14 @@ fn diagnostic(error: RotationError) -> Diagnostic {
 /// Serves the issuer's HTTP API (API Gateway payload 2.0 events) with `service`. Every
 /// request gets an HTTP response, errors included: a Lambda error would reach the caller
 /// as a bare 500.
-#[cfg(feature = "database")]
-pub async fn serve_api<S, U, M, C>(
-    service: &crate::lease::service::LeaseService<S, U, M, C>,
+#[cfg(feature = "lease")]
+pub async fn serve_api<S, U, A, M, C>(
+    service: &crate::lease::service::LeaseService<S, U, A, M, C>,
 ) -> Result<(), lambda_runtime::Error>
 where
     S: crate::lease::store::LeaseStore,
     U: crate::backend::DynamicUsers,
+    A: crate::backend::aws::AwsCredentials,
     M: SecretStore,
     C: crate::lease::service::Clock,
 {
@@ -56,24 +57,25 @@ where
 /// How long before the invocation's deadline the reaper stops starting revocations (at
 /// most a third of the time it has): the ones in flight must still finish (their
 /// statements are bounded by the statement timeout) and their outcome be recorded.
-#[cfg(feature = "database")]
+#[cfg(feature = "lease")]
 pub const REAP_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The reaper's time when the runtime gives no usable deadline: its schedule's period.
-#[cfg(feature = "database")]
+#[cfg(feature = "lease")]
 pub const REAP_FALLBACK_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serves the reaper's scheduled events: one [`reap`](crate::lease::service::LeaseService::reap)
 /// per event, bounded by `batch`, `concurrency` and the invocation's deadline.
-#[cfg(feature = "database")]
-pub async fn serve_reaper<S, U, M, C>(
-    service: &crate::lease::service::LeaseService<S, U, M, C>,
+#[cfg(feature = "lease")]
+pub async fn serve_reaper<S, U, A, M, C>(
+    service: &crate::lease::service::LeaseService<S, U, A, M, C>,
     batch: usize,
     concurrency: usize,
 ) -> Result<(), lambda_runtime::Error>
 where
     S: crate::lease::store::LeaseStore,
     U: crate::backend::DynamicUsers,
+    A: crate::backend::aws::AwsCredentials,
     M: SecretStore,
     C: crate::lease::service::Clock,
 {

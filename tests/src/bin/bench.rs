@@ -229,6 +229,7 @@ async fn issue_at_handler<S: keyturn::lease::store::LeaseStore>(service: &LeaseS
 type LeaseServiceOf<S> = keyturn::lease::service::LeaseService<
     S,
     keyturn::backend::Databases,
+    keyturn::aws::credentials::AwsIssuer,
     keyturn::aws::secretsmanager::SecretsManagerStore,
     keyturn::lease::service::SystemClock,
 >;

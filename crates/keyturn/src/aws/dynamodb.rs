@@ -9,10 +9,12 @@
 //! - Table: partition key `lease_id` (S), no sort key, billing `PAY_PER_REQUEST`.
 //! - Lease items (`kind` = `"lease"`): every [`Lease`] field as an attribute of its own, so
 //!   an operator reads a lease in the console: `lease_id`, `role`, `username`,
-//!   `admin_secret`, `group_role`, `caller_arn` (S); `issued_at`, `expires_at`, `attempts`,
-//!   `version` (N); `state` (S: `active`, `revoking`, `revoked`); `server_expiry` (BOOL);
-//!   `last_error`, `revoked_by` (S) and `retry_at`, `revoked_at` (N), each absent when
-//!   `None`.
+//!   `caller_arn` (S); `issued_at`, `expires_at`, `attempts`, `version` (N); `state` (S:
+//!   `active`, `revoking`, `revoked`); `server_expiry` (BOOL); `last_error`, `revoked_by`
+//!   (S) and `retry_at`, `revoked_at` (N), each absent when `None`. The [`Grant`]: `grant`
+//!   (S, the role kind: `database`, `aws-iam-user`, `aws-sts`, `rds-iam-token`; absent on
+//!   items written before there were other kinds, which are `database`), then per kind
+//!   `admin_secret` and `group_role` (S), `role_arn` (S), or `host` (S) and `port` (N).
 //! - While a lease is live, also `due_shard` = `"live"` (S) and `due_at` =
 //!   [`Lease::due_at`] (N): the keys of the global secondary index `due` (partition
 //!   `due_shard`, sort `due_at`, projection ALL). A revoked lease has neither, so the index
@@ -64,8 +66,9 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::describe_sdk_error;
+use crate::lease::role::{KIND_AWS_IAM_USER, KIND_AWS_STS, KIND_DATABASE, KIND_RDS_IAM_TOKEN};
 use crate::lease::store::{Expected, LeaseStore, StoreError};
-use crate::lease::{Lease, LeaseState};
+use crate::lease::{Grant, Lease, LeaseState};
 
 /// Attribute names of the table's items.
 pub mod attr {
@@ -76,8 +79,13 @@ pub mod attr {
     pub const ROLE: &str = "role";
     pub const USERNAME: &str = "username";
     pub const ADMIN_SECRET: &str = "admin_secret";
-    /// [`crate::lease::Lease::group`].
+    /// [`crate::lease::Grant::DatabaseUser`]'s `group`.
     pub const GROUP_ROLE: &str = "group_role";
+    /// [`crate::lease::Grant::kind`].
+    pub const GRANT: &str = "grant";
+    pub const ROLE_ARN: &str = "role_arn";
+    pub const HOST: &str = "host";
+    pub const PORT: &str = "port";
     pub const CALLER_ARN: &str = "caller_arn";
     pub const ISSUED_AT: &str = "issued_at";
     pub const EXPIRES_AT: &str = "expires_at";
@@ -111,6 +119,7 @@ pub const COUNTER_PREFIX: &str = "role#";
 /// What the numbers of a lease read into.
 const U64: &str = "a whole number from 0 to 2^64-1";
 const U32: &str = "a whole number from 0 to 2^32-1";
+const U16: &str = "a whole number from 0 to 65535";
 
 /// BatchGetItem's limit of keys per request.
 const BATCH_KEYS: usize = 100;
@@ -225,12 +234,18 @@ pub fn lease_of(item: &HashMap<String, AttributeValue>) -> Result<Option<Lease>,
         "revoked" => LeaseState::Revoked,
         other => return Err(r.bad_value(attr::STATE, "active, revoking or revoked", other)),
     };
+    let grant = match r.opt_s(attr::GRANT)?.as_deref().unwrap_or(KIND_DATABASE) {
+        KIND_DATABASE => Grant::DatabaseUser { admin_secret: r.s(attr::ADMIN_SECRET)?, group: r.s(attr::GROUP_ROLE)? },
+        KIND_AWS_IAM_USER => Grant::IamUser,
+        KIND_AWS_STS => Grant::StsSession { role_arn: r.s(attr::ROLE_ARN)? },
+        KIND_RDS_IAM_TOKEN => Grant::RdsToken { host: r.s(attr::HOST)?, port: r.n(attr::PORT, U16)? },
+        other => return Err(r.bad_value(attr::GRANT, "a role kind", other)),
+    };
     Ok(Some(Lease {
         lease_id: r.s(attr::LEASE_ID)?,
         role: r.s(attr::ROLE)?,
         username: r.s(attr::USERNAME)?,
-        admin_secret: r.s(attr::ADMIN_SECRET)?,
-        group: r.s(attr::GROUP_ROLE)?,
+        grant,
         caller_arn: r.s(attr::CALLER_ARN)?,
         issued_at: r.n(attr::ISSUED_AT, U64)?,
         expires_at: r.n(attr::EXPIRES_AT, U64)?,
@@ -254,8 +269,7 @@ pub fn lease_item(lease: &Lease) -> HashMap<String, AttributeValue> {
         (attr::KIND.to_owned(), s(KIND_LEASE)),
         (attr::ROLE.to_owned(), s(&lease.role)),
         (attr::USERNAME.to_owned(), s(&lease.username)),
-        (attr::ADMIN_SECRET.to_owned(), s(&lease.admin_secret)),
-        (attr::GROUP_ROLE.to_owned(), s(&lease.group)),
+        (attr::GRANT.to_owned(), s(lease.grant.kind())),
         (attr::CALLER_ARN.to_owned(), s(&lease.caller_arn)),
         (attr::ISSUED_AT.to_owned(), n(lease.issued_at)),
         (attr::EXPIRES_AT.to_owned(), n(lease.expires_at)),
@@ -271,6 +285,20 @@ pub fn lease_item(lease: &Lease) -> HashMap<String, AttributeValue> {
         (attr::REVOKED_BY, lease.revoked_by.as_deref().map(s)),
     ];
     item.extend(optional.into_iter().filter_map(|(name, value)| Some((name.to_owned(), value?))));
+    match &lease.grant {
+        Grant::DatabaseUser { admin_secret, group } => {
+            item.insert(attr::ADMIN_SECRET.to_owned(), s(admin_secret));
+            item.insert(attr::GROUP_ROLE.to_owned(), s(group));
+        }
+        Grant::IamUser => {}
+        Grant::StsSession { role_arn } => {
+            item.insert(attr::ROLE_ARN.to_owned(), s(role_arn));
+        }
+        Grant::RdsToken { host, port } => {
+            item.insert(attr::HOST.to_owned(), s(host));
+            item.insert(attr::PORT.to_owned(), n((*port).into()));
+        }
+    }
     if let Some(due_at) = lease.due_at() {
         item.insert(attr::DUE_SHARD.to_owned(), s(LIVE_SHARD));
         item.insert(attr::DUE_AT.to_owned(), n(due_at));

@@ -24,10 +24,10 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::role::RoleKind;
-use super::service::{Clock, LeaseService};
+use super::service::{Clock, IssuedSecret, LeaseService};
 use super::store::LeaseStore;
 use super::LeaseError;
+use crate::backend::aws::AwsCredentials;
 use crate::backend::DynamicUsers;
 use crate::rotation::store::SecretStore;
 
@@ -253,10 +253,11 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, LeaseError> {
 }
 
 /// Serves one request.
-pub async fn handle<S, U, M, C>(service: &LeaseService<S, U, M, C>, req: &ApiRequest) -> ApiResponse
+pub async fn handle<S, U, A, M, C>(service: &LeaseService<S, U, A, M, C>, req: &ApiRequest) -> ApiResponse
 where
     S: LeaseStore,
     U: DynamicUsers,
+    A: AwsCredentials,
     M: SecretStore,
     C: Clock,
 {
@@ -273,10 +274,14 @@ where
     }
 }
 
-async fn serve<S, U, M, C>(service: &LeaseService<S, U, M, C>, req: &ApiRequest) -> Result<ApiResponse, LeaseError>
+async fn serve<S, U, A, M, C>(
+    service: &LeaseService<S, U, A, M, C>,
+    req: &ApiRequest,
+) -> Result<ApiResponse, LeaseError>
 where
     S: LeaseStore,
     U: DynamicUsers,
+    A: AwsCredentials,
     M: SecretStore,
     C: Clock,
 {
@@ -285,24 +290,7 @@ where
         Route::Issue(role) => {
             let ttl = ttl_of(body)?;
             let issued = service.issue(&req.caller, role, ttl).await?;
-            let lease = &issued.lease;
-            Ok(ApiResponse {
-                status: 201,
-                body: Some(json!({
-                    "lease_id": lease.lease_id,
-                    "role": lease.role,
-                    "engine": issued.engine.as_str(),
-                    "host": issued.host,
-                    "port": issued.port,
-                    "dbname": issued.dbname,
-                    "username": lease.username,
-                    "password": issued.password.expose_secret(),
-                    "issued_at": lease.issued_at,
-                    "expires_at": lease.expires_at,
-                    "ttl_seconds": lease.expires_at - lease.issued_at,
-                    "server_expiry": lease.server_expiry,
-                })),
-            })
+            Ok(ApiResponse { status: 201, body: Some(issued_body(&issued)) })
         }
         Route::Renew(id) => {
             let ttl = ttl_of(body)?;
@@ -326,10 +314,9 @@ where
             let roles: Vec<Value> = service
                 .roles_for(&req.caller)
                 .map(|r| {
-                    let RoleKind::Database(_) = &r.kind;
                     json!({
                         "name": r.name,
-                        "kind": "database",
+                        "kind": r.kind.as_str(),
                         "default_ttl_seconds": r.default_ttl.as_secs(),
                         "max_ttl_seconds": r.max_ttl.as_secs(),
                     })
@@ -338,6 +325,68 @@ where
             Ok(ApiResponse { status: 200, body: Some(json!({ "roles": roles })) })
         }
     }
+}
+
+/// The body of a 201: the lease, then the credential, by kind. `renewable` and
+/// `revocable` tell a client (the CLI) what it may do with the lease: an STS session or an
+/// RDS token can be neither extended nor ended early.
+fn issued_body(issued: &super::service::Issued) -> Value {
+    let lease = &issued.lease;
+    let revocable = lease.grant.is_revocable();
+    let mut body = json!({
+        "lease_id": lease.lease_id,
+        "role": lease.role,
+        "kind": lease.grant.kind(),
+        "issued_at": lease.issued_at,
+        "expires_at": lease.expires_at,
+        "ttl_seconds": lease.expires_at - lease.issued_at,
+        "server_expiry": lease.server_expiry,
+        "renewable": revocable,
+        "revocable": revocable,
+    });
+    let credential = match &issued.secret {
+        IssuedSecret::Database { password, engine, host, port, dbname } => json!({
+            "engine": engine.as_str(),
+            "host": host,
+            "port": port,
+            "dbname": dbname,
+            "username": lease.username,
+            "password": password.expose_secret(),
+        }),
+        IssuedSecret::Aws { keys, propagation } => {
+            let mut aws = json!({
+                "access_key_id": keys.access_key_id,
+                "secret_access_key": keys.secret_access_key.expose_secret(),
+            });
+            if let Some(token) = &keys.session_token {
+                aws["session_token"] = json!(token.expose_secret());
+                aws["session_name"] = json!(lease.username);
+                if let super::Grant::StsSession { role_arn } = &lease.grant {
+                    aws["role_arn"] = json!(role_arn);
+                }
+            } else {
+                aws["username"] = json!(lease.username);
+            }
+            if let Some(expiration) = keys.expiration {
+                aws["expiration"] = json!(expiration);
+            }
+            if let Some(delay) = propagation {
+                aws["propagation_delay_seconds"] = json!(delay.as_secs());
+            }
+            aws
+        }
+        IssuedSecret::RdsToken { token, host, port, region } => json!({
+            "host": host,
+            "port": port,
+            "region": region,
+            "username": lease.username,
+            "password": token.expose_secret(),
+        }),
+    };
+    if let (Value::Object(body), Value::Object(credential)) = (&mut body, credential) {
+        body.extend(credential);
+    }
+    body
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@
 
 use std::time::Duration;
 
-use super::role::Role;
+use super::role::{Role, RoleKind};
 use super::{Lease, LeaseError, LeaseState};
 
 /// The default prefix of every username keyturn creates (the roles file's
@@ -192,13 +192,15 @@ pub fn may_act(caller_arn: &str, lease_owner_arn: &str, admin_principals: &[ArnP
     owner || principal_allowed(caller_arn, admin_principals)
 }
 
-/// The TTL of a new lease: the role's default when none is asked for. A TTL of zero, below
-/// a second, with a fraction of a second, or over the role's max_ttl is refused, never
-/// clamped (the caller would get less than it asked for without knowing).
+/// The TTL of a new lease: the role's default when none is asked for. A TTL of zero, with a
+/// fraction of a second, or over the role's max_ttl is refused, never cut (the caller
+/// would get less than it asked for without knowing). One under what the kind can issue
+/// (15 minutes for an STS session or an RDS token) is raised to it: AWS issues nothing
+/// shorter, and the answer says how long the credential lives.
 pub fn issue_ttl(role: &Role, requested: Option<Duration>) -> Result<Duration, LeaseError> {
     let Some(ttl) = requested else { return Ok(role.default_ttl) };
     check_requested(role, ttl)?;
-    Ok(ttl)
+    Ok(ttl.max(role.kind.min_ttl()))
 }
 
 fn check_requested(role: &Role, ttl: Duration) -> Result<(), LeaseError> {
@@ -210,14 +212,49 @@ fn check_requested(role: &Role, ttl: Duration) -> Result<(), LeaseError> {
         )));
     }
     if ttl > role.max_ttl {
+        let why = match role.kind {
+            RoleKind::RdsIamToken(_) => " (an RDS IAM token is valid for 15 minutes, no longer)",
+            _ => "",
+        };
         return Err(LeaseError::BadRequest(format!(
-            "ttl_seconds {} is over role {:?}'s max_ttl of {} seconds",
+            "ttl_seconds {} is over role {:?}'s max_ttl of {} seconds{why}",
             ttl.as_secs(),
             role.name,
             role.max_ttl.as_secs()
         )));
     }
     Ok(())
+}
+
+/// The longest STS session name.
+const SESSION_NAME_MAX: usize = 64;
+
+/// The STS session name of a lease: who asked, then the lease id (`<who>.<lease id>`), so
+/// CloudTrail shows both. `<who>` is the caller's role and session (`ROLE.SESSION`) or user
+/// name, with characters STS does not allow in a name replaced by `-` and cut to fit.
+pub fn session_name(caller_arn: &str, lease_id: &str) -> String {
+    let who = match Caller::parse(caller_arn).map(|c| c.kind) {
+        Some(CallerKind::AssumedRole { role, session }) => format!("{role}.{session}"),
+        Some(CallerKind::User(path_and_name)) => path_and_name.rsplit('/').next().unwrap_or(path_and_name).to_owned(),
+        None => "caller".to_owned(),
+    };
+    let room = SESSION_NAME_MAX.saturating_sub(lease_id.len() + 1);
+    let who: String = who
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) { c } else { '-' })
+        .take(room)
+        .collect();
+    format!("{who}.{lease_id}")
+}
+
+/// The caller's ARN as an AWS tag value, which policies and CloudTrail can key on: `None`
+/// when it cannot be one exactly (over 256 characters, or a character tags refuse, such as
+/// the `,` IAM names allow). A tag that a policy matches must never be a cut or altered
+/// ARN that could equal another principal's.
+pub fn caller_tag(caller_arn: &str) -> Option<&str> {
+    let ok =
+        caller_arn.len() <= 256 && caller_arn.bytes().all(|b| b.is_ascii_alphanumeric() || b" _.:/=+-@".contains(&b));
+    ok.then_some(caller_arn)
 }
 
 /// The expiry of a lease issued at `now` for `ttl`.
@@ -569,5 +606,54 @@ max_leases = 2
         assert_eq!(username("kt_", "ci", 63, ""), None);
         assert_eq!(username("kt_", "ci", 63, "ab-c"), None);
         assert_eq!(username("kt_", "ci", 63, "abç"), None);
+    }
+
+    fn sts_role() -> Role {
+        let text = format!(
+            r#"[[role]]
+name = "deploy"
+kind = "aws-sts"
+role_arn = "arn:aws:iam::{A}:role/deploy"
+default_ttl = "15m"
+max_ttl = "1h"
+"#
+        );
+        Roles::from_toml(&text).unwrap().get("deploy").unwrap().clone()
+    }
+
+    #[test]
+    fn sts_ttls_are_raised_to_fifteen_minutes_and_capped_at_max_ttl() {
+        let role = sts_role();
+        assert_eq!(issue_ttl(&role, Some(Duration::from_secs(60))).unwrap().as_secs(), 900);
+        assert_eq!(issue_ttl(&role, Some(Duration::from_secs(1800))).unwrap().as_secs(), 1800);
+        assert_eq!(issue_ttl(&role, None).unwrap().as_secs(), 900);
+        assert_eq!(issue_ttl(&role, Some(Duration::from_secs(3601))).unwrap_err().status(), 400);
+        assert_eq!(issue_ttl(&role, Some(Duration::ZERO)).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn session_names_say_who_and_which_lease_within_stss_rules() {
+        let id = "abcdefghij0123456789";
+        assert_eq!(
+            session_name(&format!("arn:aws:sts::{A}:assumed-role/ci-runner/job-1"), id),
+            format!("ci-runner.job-1.{id}")
+        );
+        assert_eq!(session_name(&format!("arn:aws:iam::{A}:user/ops/alice"), id), format!("alice.{id}"));
+        let long = session_name(&format!("arn:aws:sts::{A}:assumed-role/{}/s", "r".repeat(64)), id);
+        assert_eq!(long.len(), 64);
+        assert!(long.ends_with(&format!(".{id}")));
+        let odd = session_name(&format!("arn:aws:iam::{A}:user/a!b#c"), id);
+        assert_eq!(odd, format!("a-b-c.{id}"));
+        for name in [long, odd] {
+            assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b)), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_caller_tag_is_the_exact_arn_or_nothing() {
+        let arn = format!("arn:aws:sts::{A}:assumed-role/ci-runner/job-1@x=y");
+        assert_eq!(caller_tag(&arn), Some(arn.as_str()));
+        assert_eq!(caller_tag(&format!("arn:aws:iam::{A}:user/a,b")), None, "IAM names allow a comma, tags do not");
+        assert_eq!(caller_tag(&format!("arn:aws:iam::{A}:user/{}", "p/".repeat(200))), None, "over 256");
     }
 }

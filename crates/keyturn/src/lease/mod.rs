@@ -1,12 +1,12 @@
-//! Dynamic credentials with leases (issue 8): the pure part.
+//! Dynamic credentials with leases: database users, IAM users, STS sessions and RDS tokens.
 //!
 //! - [`role`]: the roles file (TOML), parsed into typed, validated roles; unknown keys
 //!   refused, every error naming the role and the field.
 //! - [`decide`]: the decisions, as pure functions with the clock passed in: the TTL of an
 //!   issue, how far a renewal goes, who may act on a lease, the caller's IAM identity
 //!   against ARN patterns, the username.
-//! - `api` (feature `database`): the HTTP API over API Gateway's 2.0 events.
-//! - `service` (feature `database`): issue, renew, revoke and reap, over the store, the
+//! - `api` (feature `lease`): the HTTP API over API Gateway's 2.0 events.
+//! - `service` (feature `lease`): issue, renew, revoke and reap, over the store, the
 //!   database users and Secrets Manager, with the clock injected.
 //! - [`store`]: the [`store::LeaseStore`] trait the leases are kept behind (DynamoDB in
 //!   `aws::dynamodb`, an in-memory fake in unit tests).
@@ -14,11 +14,11 @@
 //! Times are whole seconds since the Unix epoch (`u64`), as DynamoDB's TTL attribute and
 //! the API's `issued_at`/`expires_at` use them. Nothing here does I/O.
 
-#[cfg(feature = "database")]
+#[cfg(feature = "lease")]
 pub mod api;
 pub mod decide;
 pub mod role;
-#[cfg(feature = "database")]
+#[cfg(feature = "lease")]
 pub mod service;
 pub mod store;
 
@@ -59,12 +59,11 @@ pub struct Lease {
     pub lease_id: String,
     /// The role's name at issue time.
     pub role: String,
-    /// The database user created for the lease.
+    /// The name the credential authenticates as: the database user or IAM user created for
+    /// the lease, the STS session's name, or the database user an RDS token logs in as.
     pub username: String,
-    /// The Secrets Manager ARN of the admin secret that created the user (and drops it).
-    pub admin_secret: String,
-    /// The group role the user acts as; what it owns is reassigned to it at revocation.
-    pub group: String,
+    /// What was issued, with what revocation needs to know about it.
+    pub grant: Grant,
     /// The caller's ARN as API Gateway's IAM authorizer gave it (the lease's holder).
     pub caller_arn: String,
     pub issued_at: u64,
@@ -83,9 +82,47 @@ pub struct Lease {
     /// expiry): the audit record.
     pub revoked_at: Option<u64>,
     pub revoked_by: Option<String>,
-    /// Whether the database itself refuses the login after `expires_at` (PostgreSQL's
-    /// `VALID UNTIL`, a MariaDB event), or only the reaper enforces expiry.
+    /// Whether the server itself refuses the credential after `expires_at` (PostgreSQL's
+    /// `VALID UNTIL`, a MariaDB event, an IAM user's expiry policy, an STS session or RDS
+    /// token's own lifetime), or only the reaper enforces expiry.
     pub server_expiry: bool,
+}
+
+/// What a lease issued, by the kind of its role, with everything its revocation needs (so
+/// a lease whose role was since removed is still revocable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// A database user, created and dropped as the admin of `admin_secret`.
+    DatabaseUser {
+        /// The Secrets Manager ARN of the admin secret that created the user (and drops it).
+        admin_secret: String,
+        /// The group role the user acts as; what it owns is reassigned to it at revocation.
+        group: String,
+    },
+    /// An IAM user with one access key, deleted with everything attached at revocation.
+    IamUser,
+    /// An STS session of `role_arn`: AWS cannot end it early, it expires by itself.
+    StsSession { role_arn: String },
+    /// An RDS IAM authentication token for `host`:`port`: it expires by itself.
+    RdsToken { host: String, port: u16 },
+}
+
+impl Grant {
+    /// The role kind that issues it, as the roles file and the lease table name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::DatabaseUser { .. } => role::KIND_DATABASE,
+            Self::IamUser => role::KIND_AWS_IAM_USER,
+            Self::StsSession { .. } => role::KIND_AWS_STS,
+            Self::RdsToken { .. } => role::KIND_RDS_IAM_TOKEN,
+        }
+    }
+
+    /// Whether revoking it removes something (a user); an STS session and an RDS token
+    /// stay valid until they expire whatever keyturn does.
+    pub fn is_revocable(&self) -> bool {
+        matches!(self, Self::DatabaseUser { .. } | Self::IamUser)
+    }
 }
 
 impl Lease {
@@ -96,8 +133,10 @@ impl Lease {
             lease_id: lease_id.into(),
             role: "ci".into(),
             username: format!("kt_ci_{lease_id}"),
-            admin_secret: "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin-AbCdEf".into(),
-            group: "readers".into(),
+            grant: Grant::DatabaseUser {
+                admin_secret: "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin-AbCdEf".into(),
+                group: "readers".into(),
+            },
             caller_arn: "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1".into(),
             issued_at: 1000,
             expires_at,

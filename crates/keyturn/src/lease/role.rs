@@ -80,10 +80,54 @@ pub struct Role {
     pub max_leases: Option<u32>,
 }
 
+/// The role kinds, as the roles file's `kind` and the lease table name them.
+pub const KIND_DATABASE: &str = "database";
+pub const KIND_AWS_STS: &str = "aws-sts";
+pub const KIND_AWS_IAM_USER: &str = "aws-iam-user";
+pub const KIND_RDS_IAM_TOKEN: &str = "rds-iam-token";
+const KINDS: [&str; 4] = [KIND_DATABASE, KIND_AWS_STS, KIND_AWS_IAM_USER, KIND_RDS_IAM_TOKEN];
+
+/// The shortest STS session and the life of an RDS IAM token: AWS's fixed 15 minutes.
+pub const AWS_MIN_TTL: Duration = Duration::from_secs(900);
+/// The longest STS session keyturn asks for. The issuer runs with a role's session (a
+/// Lambda execution role), and AWS caps a session assumed from a session (role chaining)
+/// at one hour whatever the target role's maximum.
+pub const STS_MAX_TTL: Duration = Duration::from_secs(3600);
+/// The default IAM path of the users an `aws-iam-user` role creates.
+pub const DEFAULT_IAM_PATH: &str = "/keyturn/";
+/// IAM's limit on an inline policy's or session policy's text, in characters.
+const POLICY_MAX: usize = 2048;
+/// IAM's limit on managed policies attached to a user and on managed session policies.
+const POLICY_ARNS_MAX: usize = 10;
+
 /// What kind of credential a role issues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoleKind {
     Database(DatabaseRole),
+    AwsSts(StsRole),
+    AwsIamUser(IamUserRole),
+    RdsIamToken(RdsTokenRole),
+}
+
+impl RoleKind {
+    /// The name of the kind in the roles file.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Database(_) => KIND_DATABASE,
+            Self::AwsSts(_) => KIND_AWS_STS,
+            Self::AwsIamUser(_) => KIND_AWS_IAM_USER,
+            Self::RdsIamToken(_) => KIND_RDS_IAM_TOKEN,
+        }
+    }
+
+    /// The shortest credential the kind can issue: a shorter request gets this much (and
+    /// is told so), as AWS issues nothing shorter.
+    pub fn min_ttl(&self) -> Duration {
+        match self {
+            Self::AwsSts(_) | Self::RdsIamToken(_) => AWS_MIN_TTL,
+            Self::Database(_) | Self::AwsIamUser(_) => Duration::from_secs(1),
+        }
+    }
 }
 
 /// A database user created per lease.
@@ -101,6 +145,51 @@ pub struct DatabaseRole {
     /// absent. Users are server-wide on both engines: this names where the group's grants
     /// are, it does not confine the user.
     pub dbname: Option<String>,
+}
+
+/// An STS session of an IAM role per lease (`sts:AssumeRole`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StsRole {
+    /// The role assumed. Its trust policy must let the issuer's role `sts:AssumeRole` and
+    /// `sts:TagSession`.
+    pub role_arn: String,
+    /// An inline session policy: the session gets what both it and the role allow.
+    pub session_policy: Option<String>,
+    /// Managed session policies, likewise narrowing the session.
+    pub policy_arns: Vec<String>,
+    /// Sent as `ExternalId`, for a trust policy that requires one.
+    pub external_id: Option<String>,
+}
+
+/// An IAM user with an access key per lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IamUserRole {
+    /// The IAM path users are created under (`/keyturn/` by default); the issuer's IAM
+    /// permissions should cover users under this path only, and the reaper's orphan sweep
+    /// looks there.
+    pub path: String,
+    /// The managed policy every user gets as its permissions boundary (required: whatever
+    /// else is attached, the user can never do more).
+    pub permissions_boundary: String,
+    /// Managed policies attached to the user.
+    pub policy_arns: Vec<String>,
+    /// An inline policy put on the user.
+    pub inline_policy: Option<String>,
+    /// IAM groups the user is added to.
+    pub groups: Vec<String>,
+}
+
+/// An RDS IAM authentication token per lease: signed by the issuer, no network call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RdsTokenRole {
+    /// The DB instance's or cluster's endpoint (the token is valid for this host only).
+    pub host: String,
+    pub port: u16,
+    /// The region the token is signed for: the database's.
+    pub region: String,
+    /// The database user the token logs in as (granted `rds_iam` or using
+    /// `AWSAuthenticationPlugin`).
+    pub db_user: String,
 }
 
 #[derive(Deserialize)]
@@ -122,8 +211,19 @@ struct RawRole {
     groups: Option<Vec<String>>,
     dbname: Option<String>,
     creation_statements: Option<toml::Value>,
-    default_ttl: String,
-    max_ttl: String,
+    default_ttl: Option<String>,
+    max_ttl: Option<String>,
+    role_arn: Option<String>,
+    session_policy: Option<String>,
+    policy_arns: Option<Vec<String>>,
+    external_id: Option<String>,
+    path: Option<String>,
+    permissions_boundary: Option<String>,
+    inline_policy: Option<String>,
+    host: Option<String>,
+    port: Option<i64>,
+    region: Option<String>,
+    db_user: Option<String>,
     #[serde(default)]
     allowed_principals: Vec<String>,
     max_leases: Option<i64>,
@@ -195,7 +295,7 @@ impl Roles {
 
 impl Role {
     fn from_raw(raw: RawRole) -> Result<Self, RolesError> {
-        let name = raw.name;
+        let name = raw.name.clone();
         if name.is_empty()
             || name.len() > ROLE_NAME_MAX
             || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -214,66 +314,94 @@ impl Role {
                 "is not supported yet: give the role's privileges to a group role and list it in groups",
             ));
         }
-        let kind = match raw.kind.as_str() {
-            "database" => {
-                let admin_secret = raw.admin_secret.ok_or_else(|| err(role, "admin_secret", "is required"))?;
-                if !is_secret_arn(&admin_secret) {
-                    return Err(err(
-                        role,
-                        "admin_secret",
-                        format!("{admin_secret:?} is not a Secrets Manager secret ARN"),
-                    ));
-                }
-                let groups = raw.groups.unwrap_or_default();
-                if groups.is_empty() {
-                    return Err(err(role, "groups", "must name at least one group role for the user to join"));
-                }
-                let mut seen = BTreeSet::new();
-                for group in &groups {
-                    if group.is_empty()
-                        || group.len() > GROUP_NAME_MAX
-                        || group.chars().any(char::is_control)
-                        || group.trim() != group
-                    {
-                        return Err(err(
-                            role,
-                            "groups",
-                            format!("{group:?} is not a role name (1 to {GROUP_NAME_MAX} bytes, no control characters, no leading or trailing space)"),
-                        ));
-                    }
-                    if !seen.insert(group) {
-                        return Err(err(role, "groups", format!("{group:?} is listed twice")));
-                    }
-                }
-                if let Some(db) = &raw.dbname {
-                    if db.is_empty() || db.len() > GROUP_NAME_MAX || db.chars().any(char::is_control) {
-                        return Err(err(
-                            role,
-                            "dbname",
-                            format!(
-                                "{db:?} is not a database name (1 to {GROUP_NAME_MAX} bytes, no control characters)"
-                            ),
-                        ));
-                    }
-                }
-                RoleKind::Database(DatabaseRole { admin_secret, groups, dbname: raw.dbname })
+        // Each kind's own keys; another kind's key is refused rather than ignored (a
+        // `session_policy` on an IAM-user role would otherwise narrow nothing, unseen).
+        let given: [(&str, bool); 13] = [
+            ("admin_secret", raw.admin_secret.is_some()),
+            ("groups", raw.groups.is_some()),
+            ("dbname", raw.dbname.is_some()),
+            ("role_arn", raw.role_arn.is_some()),
+            ("session_policy", raw.session_policy.is_some()),
+            ("policy_arns", raw.policy_arns.is_some()),
+            ("external_id", raw.external_id.is_some()),
+            ("path", raw.path.is_some()),
+            ("permissions_boundary", raw.permissions_boundary.is_some()),
+            ("inline_policy", raw.inline_policy.is_some()),
+            ("host", raw.host.is_some()),
+            ("port", raw.port.is_some()),
+            ("region", raw.region.is_some()),
+        ];
+        let own: &[&str] = match raw.kind.as_str() {
+            KIND_DATABASE => &["admin_secret", "groups", "dbname"],
+            KIND_AWS_STS => &["role_arn", "session_policy", "policy_arns", "external_id"],
+            KIND_AWS_IAM_USER => &["path", "permissions_boundary", "policy_arns", "inline_policy", "groups"],
+            KIND_RDS_IAM_TOKEN => &["host", "port", "region", "db_user"],
+            other => {
+                return Err(err(role, "kind", format!("{other:?} is not supported (known: {})", KINDS.join(", "))))
             }
-            other => return Err(err(role, "kind", format!("{other:?} is not supported (known: database)"))),
         };
-        let ttl = |field: &str, text: &str| -> Result<Duration, RolesError> {
+        let kind_name = raw.kind.as_str();
+        for (key, present) in given.into_iter().chain([("db_user", raw.db_user.is_some())]) {
+            if present && !own.contains(&key) {
+                return Err(err(role, key, format!("is not a key of kind {kind_name:?}")));
+            }
+        }
+        let kind = match kind_name {
+            KIND_DATABASE => RoleKind::Database(database_role(role, &raw)?),
+            KIND_AWS_STS => RoleKind::AwsSts(sts_role(role, &raw)?),
+            KIND_AWS_IAM_USER => RoleKind::AwsIamUser(iam_user_role(role, &raw)?),
+            _ => RoleKind::RdsIamToken(rds_token_role(role, &raw)?),
+        };
+        let ttl = |field: &str, text: Option<&str>| -> Result<Duration, RolesError> {
+            let fixed = matches!(kind, RoleKind::RdsIamToken(_));
+            let text = match text {
+                Some(text) => text,
+                None if fixed => return Ok(AWS_MIN_TTL),
+                None => return Err(err(role, field, "is required")),
+            };
             let d = parse_ttl(text).map_err(|p| err(role, field, format!("{text:?} {p}")))?;
+            if fixed && d != AWS_MIN_TTL {
+                return Err(err(
+                    role,
+                    field,
+                    format!("{text:?} is not 15m: an RDS IAM token is valid for 15 minutes, no more, no less"),
+                ));
+            }
             if d.is_zero() {
                 return Err(err(role, field, format!("{text:?} is zero")));
             }
             if d > MAX_TTL_LIMIT {
                 return Err(err(role, field, format!("{text:?} is over the 24h limit")));
             }
+            if matches!(kind, RoleKind::AwsSts(_)) {
+                if d < AWS_MIN_TTL {
+                    return Err(err(role, field, format!("{text:?} is under 15m, the shortest STS session")));
+                }
+                if d > STS_MAX_TTL {
+                    return Err(err(
+                        role,
+                        field,
+                        format!(
+                            "{text:?} is over 1h: the issuer's own credentials are a role session, and AWS \
+                             limits a session assumed from one (role chaining) to an hour"
+                        ),
+                    ));
+                }
+            }
             Ok(d)
         };
-        let default_ttl = ttl("default_ttl", &raw.default_ttl)?;
-        let max_ttl = ttl("max_ttl", &raw.max_ttl)?;
+        let default_ttl = ttl("default_ttl", raw.default_ttl.as_deref())?;
+        let max_ttl = ttl("max_ttl", raw.max_ttl.as_deref())?;
         if default_ttl > max_ttl {
-            return Err(err(role, "default_ttl", format!("{:?} is over max_ttl {:?}", raw.default_ttl, raw.max_ttl)));
+            return Err(err(
+                role,
+                "default_ttl",
+                format!(
+                    "{:?} is over max_ttl {:?}",
+                    raw.default_ttl.unwrap_or_default(),
+                    raw.max_ttl.unwrap_or_default()
+                ),
+            ));
         }
         let allowed_principals = patterns(role, "allowed_principals", &raw.allowed_principals)?;
         let max_leases = match raw.max_leases {
@@ -285,6 +413,196 @@ impl Role {
         };
         Ok(Self { name, kind, default_ttl, max_ttl, allowed_principals, max_leases })
     }
+}
+
+fn database_role(role: Option<&str>, raw: &RawRole) -> Result<DatabaseRole, RolesError> {
+    let admin_secret = raw.admin_secret.clone().ok_or_else(|| err(role, "admin_secret", "is required"))?;
+    if !is_secret_arn(&admin_secret) {
+        return Err(err(role, "admin_secret", format!("{admin_secret:?} is not a Secrets Manager secret ARN")));
+    }
+    let groups = names(role, "groups", raw.groups.as_deref().unwrap_or_default(), GROUP_NAME_MAX, "a role name")?;
+    if groups.is_empty() {
+        return Err(err(role, "groups", "must name at least one group role for the user to join"));
+    }
+    if let Some(db) = &raw.dbname {
+        if db.is_empty() || db.len() > GROUP_NAME_MAX || db.chars().any(char::is_control) {
+            return Err(err(
+                role,
+                "dbname",
+                format!("{db:?} is not a database name (1 to {GROUP_NAME_MAX} bytes, no control characters)"),
+            ));
+        }
+    }
+    Ok(DatabaseRole { admin_secret, groups, dbname: raw.dbname.clone() })
+}
+
+fn sts_role(role: Option<&str>, raw: &RawRole) -> Result<StsRole, RolesError> {
+    let role_arn = raw.role_arn.clone().ok_or_else(|| err(role, "role_arn", "is required"))?;
+    if !is_iam_arn(&role_arn, "role/") {
+        return Err(err(
+            role,
+            "role_arn",
+            format!("{role_arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+        ));
+    }
+    let external_id = match &raw.external_id {
+        // STS's own limits: 2 to 1224 characters of [\w+=,.@:/-].
+        Some(id)
+            if !(2..=1224).contains(&id.len())
+                || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b)) =>
+        {
+            return Err(err(role, "external_id", "must be 2 to 1224 letters, digits or _+=,.@:/- characters"));
+        }
+        other => other.clone(),
+    };
+    Ok(StsRole {
+        role_arn,
+        session_policy: policy(role, "session_policy", raw.session_policy.as_deref())?,
+        policy_arns: policy_arns(role, raw)?,
+        external_id,
+    })
+}
+
+fn iam_user_role(role: Option<&str>, raw: &RawRole) -> Result<IamUserRole, RolesError> {
+    let path = raw.path.clone().unwrap_or_else(|| DEFAULT_IAM_PATH.to_owned());
+    // IAM's path syntax, minus the root: users under `/` could not be told from anyone's.
+    let path_ok = path.len() <= 512
+        && path.len() > 2
+        && path.starts_with('/')
+        && path.ends_with('/')
+        && !path.contains("//")
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+=,.@-".contains(&b));
+    if !path_ok {
+        return Err(err(
+            role,
+            "path",
+            format!("{path:?} is not an IAM path of keyturn's own (such as /keyturn/: slashes around letters, digits and _+=,.@-)"),
+        ));
+    }
+    let boundary = raw
+        .permissions_boundary
+        .clone()
+        .ok_or_else(|| err(role, "permissions_boundary", "is required: every IAM user keyturn creates has one"))?;
+    if !is_iam_arn(&boundary, "policy/") {
+        return Err(err(role, "permissions_boundary", format!("{boundary:?} is not a managed policy ARN")));
+    }
+    let groups = names(role, "groups", raw.groups.as_deref().unwrap_or_default(), 128, "an IAM group name")?;
+    for group in &groups {
+        if !group.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b)) {
+            return Err(err(role, "groups", format!("{group:?} is not an IAM group name")));
+        }
+    }
+    let policy_arns = policy_arns(role, raw)?;
+    let inline_policy = policy(role, "inline_policy", raw.inline_policy.as_deref())?;
+    if policy_arns.is_empty() && inline_policy.is_none() && groups.is_empty() {
+        return Err(err(role, "policy_arns", "inline_policy or groups must give the user something to do"));
+    }
+    Ok(IamUserRole { path, permissions_boundary: boundary, policy_arns, inline_policy, groups })
+}
+
+fn rds_token_role(role: Option<&str>, raw: &RawRole) -> Result<RdsTokenRole, RolesError> {
+    let host = raw.host.clone().ok_or_else(|| err(role, "host", "is required"))?;
+    // A DNS name or an address: the token is a URL, and a host is all this part may hold.
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && !host.starts_with(['.', '-']);
+    if !host_ok {
+        return Err(err(role, "host", format!("{host:?} is not a host name")));
+    }
+    let port = match raw.port {
+        None => return Err(err(role, "port", "is required")),
+        Some(p) => {
+            u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| err(role, "port", format!("{p} is not a port")))?
+        }
+    };
+    let region = raw.region.clone().ok_or_else(|| err(role, "region", "is required"))?;
+    if region.is_empty()
+        || region.len() > 32
+        || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(err(role, "region", format!("{region:?} is not an AWS region")));
+    }
+    let db_user = raw.db_user.clone().ok_or_else(|| err(role, "db_user", "is required"))?;
+    // The generator puts the name in the URL unencoded: only characters that need no
+    // encoding get through, so the name cannot add query parameters to the token.
+    if db_user.is_empty()
+        || db_user.len() > GROUP_NAME_MAX
+        || !db_user.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(err(
+            role,
+            "db_user",
+            format!("{db_user:?} is not a database user name keyturn signs for (1 to {GROUP_NAME_MAX} letters, digits, _ . or -)"),
+        ));
+    }
+    Ok(RdsTokenRole { host, port, region, db_user })
+}
+
+/// A list of names: each non-empty, at most `max` bytes, no control characters or outer
+/// space, none twice.
+fn names(role: Option<&str>, field: &str, list: &[String], max: usize, what: &str) -> Result<Vec<String>, RolesError> {
+    let mut seen = BTreeSet::new();
+    for name in list {
+        if name.is_empty() || name.len() > max || name.chars().any(char::is_control) || name.trim() != name {
+            return Err(err(
+                role,
+                field,
+                format!(
+                    "{name:?} is not {what} (1 to {max} bytes, no control characters, no leading or trailing space)"
+                ),
+            ));
+        }
+        if !seen.insert(name) {
+            return Err(err(role, field, format!("{name:?} is listed twice")));
+        }
+    }
+    Ok(list.to_vec())
+}
+
+/// A policy document: a JSON object with a `Statement`, within IAM's size limit. IAM
+/// checks the grammar; this catches what would otherwise fail at the first issue.
+fn policy(role: Option<&str>, field: &str, text: Option<&str>) -> Result<Option<String>, RolesError> {
+    let Some(text) = text else { return Ok(None) };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| err(role, field, format!("is not JSON: {e}")))?;
+    if value.get("Statement").is_none() {
+        return Err(err(role, field, "is not a policy document (a JSON object with a Statement)"));
+    }
+    // IAM counts the policy without its whitespace.
+    let packed = value.to_string();
+    if packed.chars().count() > POLICY_MAX {
+        return Err(err(role, field, format!("is over IAM's {POLICY_MAX} characters")));
+    }
+    Ok(Some(packed))
+}
+
+fn policy_arns(role: Option<&str>, raw: &RawRole) -> Result<Vec<String>, RolesError> {
+    let list = names(role, "policy_arns", raw.policy_arns.as_deref().unwrap_or_default(), 2048, "a policy ARN")?;
+    if list.len() > POLICY_ARNS_MAX {
+        return Err(err(role, "policy_arns", format!("lists {} policies; IAM allows {POLICY_ARNS_MAX}", list.len())));
+    }
+    for arn in &list {
+        if !is_iam_arn(arn, "policy/") {
+            return Err(err(role, "policy_arns", format!("{arn:?} is not a managed policy ARN")));
+        }
+    }
+    Ok(list)
+}
+
+/// `arn:<partition>:iam::<account>:<resource_type><name>`, where the account is 12 digits,
+/// or `aws` for AWS managed policies; no wildcards.
+fn is_iam_arn(arn: &str, resource_type: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && ((parts[4].len() == 12 && parts[4].bytes().all(|b| b.is_ascii_digit()))
+            || (parts[4] == "aws" && resource_type == "policy/"))
+        && parts[5].strip_prefix(resource_type).is_some_and(|name| !name.is_empty() && !name.ends_with('/'))
+        && arn.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'?')
 }
 
 fn patterns(role: Option<&str>, field: &str, list: &[String]) -> Result<Vec<ArnPattern>, RolesError> {
@@ -402,7 +720,7 @@ allowed_principals = ["arn:aws:iam::{ACCOUNT}:role/ci-*"]
         assert_eq!(role.max_ttl, Duration::from_secs(3600));
         assert_eq!(role.max_leases, Some(5));
         assert_eq!(role.allowed_principals.len(), 1);
-        let RoleKind::Database(db) = &role.kind;
+        let RoleKind::Database(db) = &role.kind else { panic!("{:?}", role.kind) };
         assert_eq!(db.groups, ["app_read"]);
         assert!(roles.admin_principals.is_empty());
         assert!(roles.get("nope").is_none());
@@ -524,5 +842,101 @@ allowed_principals = ["arn:aws:iam::{ACCOUNT}:role/ci-*"]
         ] {
             assert!(parse_ttl(bad).is_err(), "{bad:?} parsed as {:?}", parse_ttl(bad));
         }
+    }
+
+    const STS: &str = r#"
+[[role]]
+name = "deploy"
+kind = "aws-sts"
+role_arn = "arn:aws:iam::123456789012:role/deploy"
+default_ttl = "15m"
+max_ttl = "1h"
+"#;
+    const IAM_USER: &str = r#"
+[[role]]
+name = "legacy"
+kind = "aws-iam-user"
+permissions_boundary = "arn:aws:iam::123456789012:policy/boundary"
+policy_arns = ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
+default_ttl = "1h"
+max_ttl = "4h"
+"#;
+    const RDS: &str = r#"
+[[role]]
+name = "pg-iam"
+kind = "rds-iam-token"
+host = "db.example.us-east-1.rds.amazonaws.com"
+port = 5432
+region = "us-east-1"
+db_user = "app_iam"
+"#;
+
+    /// `base` with `key = value` set (replacing the key's line, or added).
+    fn set(base: &str, key: &str, line: &str) -> String {
+        let mut out: Vec<String> =
+            base.lines().filter(|l| !l.starts_with(&format!("{key} ="))).map(str::to_owned).collect();
+        if !line.is_empty() {
+            out.push(line.to_owned());
+        }
+        out.join("\n")
+    }
+
+    #[test]
+    fn the_aws_kinds_parse_with_their_defaults() {
+        let roles = Roles::from_toml(&format!("{STS}{IAM_USER}{RDS}")).unwrap();
+        let RoleKind::AwsSts(sts) = &roles.get("deploy").unwrap().kind else { panic!() };
+        assert_eq!((sts.external_id.as_deref(), sts.session_policy.as_deref()), (None, None));
+        let legacy = roles.get("legacy").unwrap();
+        let RoleKind::AwsIamUser(iam) = &legacy.kind else { panic!() };
+        assert_eq!(iam.path, "/keyturn/");
+        let rds = roles.get("pg-iam").unwrap();
+        assert_eq!((rds.default_ttl.as_secs(), rds.max_ttl.as_secs()), (900, 900), "fixed at 15 minutes");
+        assert_eq!(rds.kind.min_ttl().as_secs(), 900);
+    }
+
+    #[test]
+    fn each_kind_refuses_the_keys_of_another() {
+        for (base, line, key) in [
+            (STS, r#"admin_secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:a""#, "admin_secret"),
+            (STS, r#"groups = ["g"]"#, "groups"),
+            (IAM_USER, r#"session_policy = "{}""#, "session_policy"),
+            (RDS, r#"role_arn = "arn:aws:iam::123456789012:role/x""#, "role_arn"),
+            (&role_toml(""), r#"db_user = "x""#, "db_user"),
+        ] {
+            let e = Roles::from_toml(&set(base, key, line)).unwrap_err();
+            assert_eq!(e.field, key, "{e}");
+            assert!(e.problem.starts_with("is not a key of kind"), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_aws_roles_are_refused_naming_the_field() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (STS, "role_arn", "", "is required"),
+            (STS, "role_arn", r#"role_arn = "arn:aws:iam::123456789012:role/*""#, "is not an IAM role ARN"),
+            (STS, "role_arn", r#"role_arn = "arn:aws:iam::123456789012:user/bob""#, "is not an IAM role ARN"),
+            (STS, "max_ttl", r#"max_ttl = "2h""#, "role chaining"),
+            (STS, "default_ttl", r#"default_ttl = "5m""#, "under 15m"),
+            (STS, "external_id", r#"external_id = "a b""#, "must be 2 to 1224"),
+            (STS, "session_policy", r#"session_policy = "not json""#, "is not JSON"),
+            (STS, "session_policy", r#"session_policy = "{}""#, "is not a policy document"),
+            (IAM_USER, "permissions_boundary", "", "is required"),
+            (IAM_USER, "path", r#"path = "/""#, "is not an IAM path"),
+            (IAM_USER, "path", r#"path = "keyturn""#, "is not an IAM path"),
+            (IAM_USER, "policy_arns", r#"policy_arns = ["arn:aws:iam::aws:policy/*"]"#, "not a managed policy ARN"),
+            (IAM_USER, "policy_arns", "", "must give the user something to do"),
+            (RDS, "host", r#"host = "db/x?y""#, "is not a host name"),
+            (RDS, "port", "port = 70000", "is not a port"),
+            (RDS, "db_user", r#"db_user = "a&DBUser=admin""#, "is not a database user name"),
+            (RDS, "max_ttl", r#"max_ttl = "1h""#, "is not 15m"),
+            (RDS, "region", "", "is required"),
+        ];
+        for (base, field, line, problem) in cases {
+            let e = Roles::from_toml(&set(base, field, line)).unwrap_err();
+            assert_eq!(e.field, *field, "{line}: {e}");
+            assert!(e.problem.contains(problem), "{line}: {e}");
+        }
+        let big = format!("session_policy = '{{\"Statement\": [{{\"Sid\": \"{}\"}}]}}'", "x".repeat(2100));
+        assert!(Roles::from_toml(&set(STS, "session_policy", &big)).unwrap_err().problem.contains("2048"));
     }
 }

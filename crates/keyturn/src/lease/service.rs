@@ -29,9 +29,13 @@ use rand::Rng;
 use secrecy::SecretString;
 
 use super::decide;
-use super::role::{DatabaseRole, Role, RoleKind, Roles};
+use super::role::{DatabaseRole, IamUserRole, RdsTokenRole, Role, RoleKind, Roles, StsRole};
 use super::store::{Expected, LeaseStore, StoreError};
-use super::{Lease, LeaseError, LeaseState};
+use super::{Grant, Lease, LeaseError, LeaseState};
+use crate::backend::aws::{
+    self as aws, AssumeRole, AwsCredentials, AwsError, AwsKeys, DeleteIamUser, ListIamUsers, NewIamUser, RdsToken,
+    UpdateIamUser,
+};
 use crate::backend::{
     BackendError, Credentials, DatabaseSecret, DeleteUser, DynamicUsers, Endpoint, Engine, Family, ListUsers, NewUser,
     UpdateUser, Username,
@@ -39,6 +43,8 @@ use crate::backend::{
 use crate::password::PasswordPolicy;
 use crate::rotation::store::{SecretStore, Selector, AWSCURRENT};
 
+/// IAM's limit on a user name.
+const IAM_USERNAME_MAX: usize = 64;
 /// Length of a lease id, which is also the random part of its username: 20 characters of
 /// `[a-z0-9]`, about 103 bits. Lowercase only, so the name needs no quoting anywhere and
 /// case-folding tools cannot merge two.
@@ -68,15 +74,31 @@ impl Clock for SystemClock {
     }
 }
 
-/// Credentials just issued: the lease and what the caller needs to log in.
+/// How long IAM usually takes to accept a new user's access key everywhere (IAM is
+/// eventually consistent); the answer tells the caller, who should retry an authentication
+/// failure within it.
+pub const IAM_PROPAGATION: Duration = Duration::from_secs(10);
+
+/// Credentials just issued: the lease and what the caller needs to use them.
 #[derive(Debug)]
 pub struct Issued {
     pub lease: Lease,
-    pub password: SecretString,
-    pub engine: Engine,
-    pub host: String,
-    pub port: u16,
-    pub dbname: Option<String>,
+    pub secret: IssuedSecret,
+}
+
+/// The credential itself, by kind.
+#[derive(Debug)]
+pub enum IssuedSecret {
+    /// A database login (the lease's `username`).
+    Database { password: SecretString, engine: Engine, host: String, port: u16, dbname: Option<String> },
+    /// An access key: an STS session's (with its token) or an IAM user's.
+    Aws {
+        keys: AwsKeys,
+        /// How long until the key works everywhere (an IAM user's; none for a session).
+        propagation: Option<Duration>,
+    },
+    /// An RDS IAM authentication token: the password of the lease's `username`.
+    RdsToken { token: SecretString, host: String, port: u16, region: String },
 }
 
 /// A renewal's result.
@@ -127,19 +149,20 @@ struct AdminLogin {
 /// The lease service. Admin secrets are read once and kept (re-read when the database
 /// refuses them: the secret may just have been rotated); the backend keeps the admin
 /// sessions.
-pub struct LeaseService<S, U, M, C> {
+pub struct LeaseService<S, U, A, M, C> {
     roles: Roles,
     store: S,
     users: U,
+    aws: A,
     secrets: M,
     clock: C,
     passwords: PasswordPolicy,
     admins: Mutex<HashMap<String, Arc<AdminLogin>>>,
 }
 
-impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U, M, C> {
-    pub fn new(roles: Roles, store: S, users: U, secrets: M, clock: C, passwords: PasswordPolicy) -> Self {
-        Self { roles, store, users, secrets, clock, passwords, admins: Mutex::default() }
+impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock> LeaseService<S, U, A, M, C> {
+    pub fn new(roles: Roles, store: S, users: U, aws: A, secrets: M, clock: C, passwords: PasswordPolicy) -> Self {
+        Self { roles, store, users, aws, secrets, clock, passwords, admins: Mutex::default() }
     }
 
     /// The lease table (the tests read leases back through it).
@@ -164,23 +187,13 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
             .filter(|role| decide::principal_allowed(caller, &role.allowed_principals))
             .ok_or_else(|| LeaseError::Forbidden(format!("{caller} may not request role {role_name:?}")))?;
         let ttl = decide::issue_ttl(role, ttl)?;
-        let RoleKind::Database(db) = &role.kind;
-        let admin = self.admin(&db.admin_secret, role_name, false).await?;
-        let now = self.clock.now();
         let lease_id = new_lease_id();
-        let username = decide::username(
-            &self.roles.username_prefix,
-            &role.name,
-            admin.endpoint.engine.max_username_len(),
-            &lease_id,
-        )
-        .ok_or_else(|| LeaseError::Internal(format!("no username fits role {role_name:?}")))?;
-        let lease = Lease {
+        let now = self.clock.now();
+        let lease = |username: String, grant: Grant, server_expiry: bool| Lease {
             lease_id: lease_id.clone(),
             role: role.name.clone(),
-            username: username.clone(),
-            admin_secret: db.admin_secret.clone(),
-            group: db.groups[0].clone(),
+            username,
+            grant,
             caller_arn: caller.to_owned(),
             issued_at: now,
             expires_at: decide::expires_at(now, ttl),
@@ -191,12 +204,81 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
             retry_at: None,
             revoked_at: None,
             revoked_by: None,
-            // PostgreSQL always enforces VALID UNTIL; MySQL-family servers only with an
-            // event, which new_user reports.
-            server_expiry: admin.endpoint.engine.family() == Family::Postgres,
+            server_expiry,
         };
-        self.store.put_new(&lease, role.max_leases).await?;
-        let username = Username::parse(&username).map_err(LeaseError::Internal)?;
+        // Each kind's future is boxed: nested in the API handler unboxed, their layout runs
+        // past the compiler's default recursion limit in every crate that awaits it.
+        let issued = match &role.kind {
+            RoleKind::Database(db) => {
+                let admin = self.admin(&db.admin_secret, role_name, false).await?;
+                let username = self.username(role, admin.endpoint.engine.max_username_len(), &lease_id)?;
+                let grant = Grant::DatabaseUser { admin_secret: db.admin_secret.clone(), group: db.groups[0].clone() };
+                // PostgreSQL always enforces VALID UNTIL; MySQL-family servers only with an
+                // event, which new_user reports.
+                let server_expiry = admin.endpoint.engine.family() == Family::Postgres;
+                Box::pin(self.issue_database_user(lease(username, grant, server_expiry), db, &admin)).await
+            }
+            RoleKind::AwsIamUser(iam) => {
+                let tag = caller_tag(caller)?;
+                let username = self.username(role, IAM_USERNAME_MAX, &lease_id)?;
+                Box::pin(self.issue_iam_user(lease(username, Grant::IamUser, true), iam, tag)).await
+            }
+            RoleKind::AwsSts(sts) => {
+                let tag = caller_tag(caller)?;
+                let grant = Grant::StsSession { role_arn: sts.role_arn.clone() };
+                let lease = lease(decide::session_name(caller, &lease_id), grant, true);
+                Box::pin(self.issue_sts_session(lease, sts, ttl, tag)).await
+            }
+            RoleKind::RdsIamToken(rds) => {
+                let grant = Grant::RdsToken { host: rds.host.clone(), port: rds.port };
+                Box::pin(self.issue_rds_token(lease(rds.db_user.clone(), grant, true), rds)).await
+            }
+        }?;
+        let lease = &issued.lease;
+        tracing::info!(
+            lease_id = %lease.lease_id, role = role_name, kind = lease.grant.kind(), username = %lease.username,
+            caller, expires_at = lease.expires_at, server_expiry = lease.server_expiry, "credentials issued"
+        );
+        Ok(issued)
+    }
+
+    /// The username of a new lease of `role` (see [`decide::username`]).
+    fn username(&self, role: &Role, limit: usize, lease_id: &str) -> Result<String, LeaseError> {
+        decide::username(&self.roles.username_prefix, &role.name, limit, lease_id)
+            .ok_or_else(|| LeaseError::Internal(format!("no username fits role {:?}", role.name)))
+    }
+
+    /// Writes the lease (taking a slot of the role's `max_leases`), then makes the
+    /// credential with `make`. When that fails the lease is revoked at once: whatever part
+    /// of the credential exists is removed, or the failure recorded for the reaper.
+    async fn issue_with<T, Fut>(&self, lease: Lease, make: Fut) -> Result<(Lease, T), LeaseError>
+    where
+        Fut: Future<Output = Result<T, LeaseError>>,
+    {
+        let max_leases = self.roles.get(&lease.role).and_then(|r| r.max_leases);
+        self.store.put_new(&lease, max_leases).await?;
+        match make.await {
+            Ok(made) => Ok((lease, made)),
+            Err(e) => {
+                let lease_id = lease.lease_id.clone();
+                let cleaned = self.abandon(lease, &e.to_string()).await;
+                tracing::warn!(%lease_id, error = %e, cleaned_up = cleaned.is_ok(), "issue failed");
+                Err(e)
+            }
+        }
+    }
+
+    async fn issue_database_user(
+        &self,
+        lease: Lease,
+        db: &DatabaseRole,
+        admin: &AdminLogin,
+    ) -> Result<Issued, LeaseError> {
+        let admin_secret = match &lease.grant {
+            Grant::DatabaseUser { admin_secret, .. } => admin_secret.clone(),
+            other => return Err(LeaseError::Internal(format!("a {} lease is not a database user's", other.kind()))),
+        };
+        let username = Username::parse(&lease.username).map_err(LeaseError::Internal)?;
         let password = self.passwords.generate();
         let request = NewUser {
             username,
@@ -204,42 +286,96 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
             password: password.clone(),
             expires_at: UNIX_EPOCH + Duration::from_secs(lease.expires_at),
         };
-        let created = self
-            .as_admin(&db.admin_secret, role_name, |admin| {
-                let request = request.clone();
-                async move { self.users.new_user(&admin.endpoint, &admin.credentials, request).await }
-            })
-            .await;
-        let mut lease = lease;
-        match created {
-            Ok(outcome) if outcome.server_expiry != lease.server_expiry => {
-                let mut next = lease.clone();
-                next.server_expiry = outcome.server_expiry;
-                next.version += 1;
-                self.store.update(&next, Expected::of(&lease)).await?;
-                lease = next;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                // The user may exist (a timeout after the server acted): revoke the lease now,
-                // which deletes the user if so and records the failure if not.
-                let failed = self.abandon(lease, &e.to_string()).await;
-                tracing::warn!(lease_id = %lease_id, role = role_name, error = %e, cleaned_up = failed.is_ok(), "issue failed");
-                return Err(e);
-            }
+        let role = lease.role.clone();
+        let create = self.as_admin(&admin_secret, &role, |admin| {
+            let request = request.clone();
+            async move { self.users.new_user(&admin.endpoint, &admin.credentials, request).await }
+        });
+        let (mut lease, outcome) = self.issue_with(lease, create).await?;
+        if outcome.server_expiry != lease.server_expiry {
+            let mut next = lease.clone();
+            next.server_expiry = outcome.server_expiry;
+            next.version += 1;
+            self.store.update(&next, Expected::of(&lease)).await?;
+            lease = next;
         }
-        tracing::info!(
-            lease_id = %lease.lease_id, role = role_name, username = %lease.username, caller,
-            expires_at = lease.expires_at, server_expiry = lease.server_expiry, "credentials issued"
-        );
-        let dbname = db.dbname.clone().or_else(|| admin.endpoint.dbname.clone());
         Ok(Issued {
-            engine: admin.endpoint.engine,
-            host: admin.endpoint.host.clone(),
-            port: admin.endpoint.port,
-            dbname,
-            password,
+            secret: IssuedSecret::Database {
+                password,
+                engine: admin.endpoint.engine,
+                host: admin.endpoint.host.clone(),
+                port: admin.endpoint.port,
+                dbname: db.dbname.clone().or_else(|| admin.endpoint.dbname.clone()),
+            },
             lease,
+        })
+    }
+
+    async fn issue_iam_user(&self, lease: Lease, iam: &IamUserRole, caller: &str) -> Result<Issued, LeaseError> {
+        let expires_at = UNIX_EPOCH + Duration::from_secs(lease.expires_at);
+        let request = NewIamUser {
+            user_name: lease.username.clone(),
+            path: iam.path.clone(),
+            permissions_boundary: iam.permissions_boundary.clone(),
+            policy_arns: iam.policy_arns.clone(),
+            inline_policy: iam.inline_policy.clone(),
+            groups: iam.groups.clone(),
+            tags: vec![
+                (aws::tag::LEASE_ID.to_owned(), lease.lease_id.clone()),
+                (aws::tag::CALLER.to_owned(), caller.to_owned()),
+                (aws::tag::EXPIRES_AT.to_owned(), aws::iso8601(expires_at)),
+            ],
+            expires_at,
+        };
+        let role = lease.role.clone();
+        let create = async { self.aws.new_iam_user(request).await.map_err(|e| aws_error(e, &role)) };
+        let (lease, keys) = self.issue_with(lease, create).await?;
+        Ok(Issued { lease, secret: IssuedSecret::Aws { keys, propagation: Some(IAM_PROPAGATION) } })
+    }
+
+    async fn issue_sts_session(
+        &self,
+        lease: Lease,
+        sts: &StsRole,
+        ttl: Duration,
+        caller: &str,
+    ) -> Result<Issued, LeaseError> {
+        let request = AssumeRole {
+            role_arn: sts.role_arn.clone(),
+            session_name: lease.username.clone(),
+            duration: ttl,
+            session_policy: sts.session_policy.clone(),
+            policy_arns: sts.policy_arns.clone(),
+            external_id: sts.external_id.clone(),
+            tags: vec![
+                (aws::tag::LEASE_ID.to_owned(), lease.lease_id.clone()),
+                (aws::tag::CALLER.to_owned(), caller.to_owned()),
+            ],
+        };
+        let role = lease.role.clone();
+        let assume = async { self.aws.assume_role(request).await.map_err(|e| aws_error(e, &role)) };
+        let (lease, keys) = self.issue_with(lease, assume).await?;
+        Ok(Issued { lease, secret: IssuedSecret::Aws { keys, propagation: None } })
+    }
+
+    async fn issue_rds_token(&self, lease: Lease, rds: &RdsTokenRole) -> Result<Issued, LeaseError> {
+        let request = RdsToken {
+            host: rds.host.clone(),
+            port: rds.port,
+            region: rds.region.clone(),
+            db_user: rds.db_user.clone(),
+        };
+        let role = lease.role.clone();
+        let sign = async { self.aws.rds_token(request).await.map_err(|e| aws_error(e, &role)) };
+        let (lease, token) = self.issue_with(lease, sign).await?;
+        Ok(Issued {
+            lease,
+            secret: IssuedSecret::RdsToken {
+                token,
+                host: rds.host.clone(),
+                port: rds.port,
+                region: rds.region.clone(),
+            },
         })
     }
 
@@ -248,7 +384,7 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
         let mut next = lease.clone();
         next.state = LeaseState::Revoking;
         next.retry_at = Some(self.clock.now());
-        next.last_error = Some(format!("creating the user failed: {why}"));
+        next.last_error = Some(format!("issuing failed: {why}"));
         next.revoked_by = Some(lease.caller_arn.clone());
         next.version += 1;
         self.store.update(&next, Expected::of(&lease)).await?;
@@ -271,24 +407,38 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
             return Err(LeaseError::Forbidden(format!("{caller} may no longer use role {:?}", role.name)));
         }
         let renewal = decide::renew_until(&lease, role, ttl, self.clock.now())?;
-        let username = Username::parse(&lease.username).map_err(LeaseError::Internal)?;
-        let request = UpdateUser {
-            username,
-            password: None,
-            expires_at: Some(UNIX_EPOCH + Duration::from_secs(renewal.expires_at)),
-        };
-        let updated = self
-            .as_admin_raw(&lease.admin_secret, &lease.role, |admin| {
-                let request = request.clone();
-                async move { self.users.update_user(&admin.endpoint, &admin.credentials, request).await }
-            })
-            .await?;
-        match updated {
-            Ok(()) => {}
-            Err(BackendError::NoSuchUser { .. }) => {
-                return Err(LeaseError::Conflict(format!("lease {lease_id:?}'s user no longer exists")))
+        let expires_at = UNIX_EPOCH + Duration::from_secs(renewal.expires_at);
+        let gone = || LeaseError::Conflict(format!("lease {lease_id:?}'s user no longer exists"));
+        match &lease.grant {
+            Grant::DatabaseUser { admin_secret, .. } => {
+                let username = Username::parse(&lease.username).map_err(LeaseError::Internal)?;
+                let request = UpdateUser { username, password: None, expires_at: Some(expires_at) };
+                let updated = self
+                    .as_admin_raw(admin_secret, &lease.role, |admin| {
+                        let request = request.clone();
+                        async move { self.users.update_user(&admin.endpoint, &admin.credentials, request).await }
+                    })
+                    .await?;
+                match updated {
+                    Ok(()) => {}
+                    Err(BackendError::NoSuchUser { .. }) => return Err(gone()),
+                    Err(e) => return Err(backend_error(e, &lease.role)),
+                }
             }
-            Err(e) => return Err(backend_error(e, &lease.role)),
+            Grant::IamUser => {
+                let request = UpdateIamUser { user_name: lease.username.clone(), expires_at };
+                match self.aws.update_iam_user(request).await {
+                    Ok(()) => {}
+                    Err(e) if e.not_found => return Err(gone()),
+                    Err(e) => return Err(aws_error(e, &lease.role)),
+                }
+            }
+            Grant::StsSession { .. } | Grant::RdsToken { .. } => {
+                return Err(LeaseError::Conflict(format!(
+                    "lease {lease_id:?} is an {} credential, which AWS cannot extend: request a new one",
+                    lease.grant.kind()
+                )))
+            }
         }
         let mut next = lease.clone();
         next.expires_at = renewal.expires_at;
@@ -301,6 +451,14 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
     /// Revokes `lease_id` now. Revoking a revoked lease succeeds.
     pub async fn revoke(&self, caller: &str, lease_id: &str) -> Result<Lease, LeaseError> {
         let lease = self.lease_for(caller, lease_id).await?;
+        if !lease.grant.is_revocable() && lease.state == LeaseState::Active {
+            return Err(LeaseError::Conflict(format!(
+                "lease {lease_id:?} is an {} credential, which AWS cannot end early: it stays valid until it \
+                 expires at {}",
+                lease.grant.kind(),
+                lease.expires_at
+            )));
+        }
         self.revoke_lease(lease, caller, false).await
     }
 
@@ -356,17 +514,7 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
     async fn finish_revocation(&self, lease: Lease) -> Result<Lease, LeaseError> {
         debug_assert_eq!(lease.state, LeaseState::Revoking);
         let now = self.clock.now();
-        let deleted = match Username::parse(&lease.username) {
-            Ok(username) => {
-                let request = DeleteUser { username, reassign_to: Some(lease.group.clone()) };
-                self.as_admin(&lease.admin_secret, &lease.role, |admin| {
-                    let request = request.clone();
-                    async move { self.users.delete_user(&admin.endpoint, &admin.credentials, request).await }
-                })
-                .await
-            }
-            Err(problem) => Err(LeaseError::Internal(format!("lease {:?}'s username: {problem}", lease.lease_id))),
-        };
+        let deleted = self.delete_grant(&lease).await;
         let mut next = lease.clone();
         next.version += 1;
         next.attempts += 1;
@@ -376,9 +524,9 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
                 next.revoked_at = Some(now);
                 next.retry_at = None;
                 tracing::info!(
-                    lease_id = %lease.lease_id, role = %lease.role, username = %lease.username,
-                    by = lease.revoked_by.as_deref().unwrap_or(""), existed = outcome.existed,
-                    sessions_ended = outcome.sessions_ended, "lease revoked"
+                    lease_id = %lease.lease_id, role = %lease.role, kind = lease.grant.kind(),
+                    username = %lease.username, by = lease.revoked_by.as_deref().unwrap_or(""),
+                    existed = outcome.existed, sessions_ended = outcome.sessions_ended, "lease revoked"
                 );
                 Ok(())
             }
@@ -398,6 +546,36 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
         match self.store.update(&next, Expected::of(&lease)).await {
             Ok(()) | Err(StoreError::ConditionFailed(_)) => result.map(|()| next),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes what a lease issued: its database user or IAM user with all their access.
+    /// An STS session or RDS token cannot be removed: it expires by itself, so there is
+    /// nothing to do (the reaper reaches these only once they expired).
+    async fn delete_grant(&self, lease: &Lease) -> Result<crate::backend::DeleteOutcome, LeaseError> {
+        match &lease.grant {
+            Grant::DatabaseUser { admin_secret, group } => {
+                let username = Username::parse(&lease.username).map_err(|problem| {
+                    LeaseError::Internal(format!("lease {:?}'s username: {problem}", lease.lease_id))
+                })?;
+                let request = DeleteUser { username, reassign_to: Some(group.clone()) };
+                self.as_admin(admin_secret, &lease.role, |admin| {
+                    let request = request.clone();
+                    async move { self.users.delete_user(&admin.endpoint, &admin.credentials, request).await }
+                })
+                .await
+            }
+            Grant::IamUser => {
+                let deleted = self
+                    .aws
+                    .delete_iam_user(DeleteIamUser { user_name: lease.username.clone() })
+                    .await
+                    .map_err(|e| aws_error(e, &lease.role))?;
+                Ok(crate::backend::DeleteOutcome { existed: deleted.existed, sessions_ended: 0 })
+            }
+            Grant::StsSession { .. } | Grant::RdsToken { .. } => {
+                Ok(crate::backend::DeleteOutcome { existed: false, sessions_ended: 0 })
+            }
         }
     }
 
@@ -439,20 +617,34 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
         Ok(report)
     }
 
-    /// On every database a role names: users whose name has keyturn's form
+    /// On every database and IAM path a role names: users whose name has keyturn's form
     /// (`kt_<role>_<lease id>`) but no live lease of that name are dropped. Their lease is
     /// read after the list, and leases are written before their user is created, so a user
     /// being issued right now always has its lease.
     async fn sweep_orphans(&self, report: &mut ReapReport) {
         let mut databases: BTreeMap<&str, &DatabaseRole> = BTreeMap::new();
+        let mut iam_paths: BTreeSet<&str> = BTreeSet::new();
         for role in self.roles.iter() {
-            let RoleKind::Database(db) = &role.kind;
-            databases.entry(db.admin_secret.as_str()).or_insert(db);
+            match &role.kind {
+                RoleKind::Database(db) => {
+                    databases.entry(db.admin_secret.as_str()).or_insert(db);
+                }
+                RoleKind::AwsIamUser(iam) => {
+                    iam_paths.insert(iam.path.as_str());
+                }
+                RoleKind::AwsSts(_) | RoleKind::RdsIamToken(_) => {}
+            }
         }
         for (admin_secret, db) in databases {
             if let Err(e) = self.sweep_database(admin_secret, db, report).await {
                 tracing::warn!(admin_secret, error = %e, "orphan sweep failed");
                 report.sweep_errors.push(format!("{admin_secret}: {e}"));
+            }
+        }
+        for path in iam_paths {
+            if let Err(e) = self.sweep_iam_path(path, report).await {
+                tracing::warn!(iam_path = path, error = %e, "orphan sweep failed");
+                report.sweep_errors.push(format!("IAM users under {path}: {e}"));
             }
         }
     }
@@ -469,28 +661,10 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
                 self.users.list_users(&admin.endpoint, &admin.credentials, request).await
             })
             .await?;
-        let by_id: BTreeMap<String, Username> = listed
-            .into_iter()
-            .filter_map(|user| Some((lease_id_of(&self.roles.username_prefix, user.as_str())?.to_owned(), user)))
-            .collect();
-        if by_id.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<String> = by_id.keys().cloned().collect();
-        let live: BTreeSet<(String, String)> = self
-            .store
-            .get_many(&ids)
-            .await?
-            .into_iter()
-            .filter(|l| l.state.is_live())
-            .map(|l| (l.lease_id, l.username))
-            .collect();
-        for (id, user) in by_id {
-            if live.contains(&(id, user.as_str().to_owned())) {
-                continue;
-            }
-            let name = user.to_string();
-            let request = DeleteUser { username: user, reassign_to: db.groups.first().cloned() };
+        for user in self.orphans(listed.iter().map(Username::as_str)).await? {
+            let name = user.to_owned();
+            let username = Username::parse(user).map_err(LeaseError::Internal)?;
+            let request = DeleteUser { username, reassign_to: db.groups.first().cloned() };
             self.as_admin(admin_secret, "(orphan sweep)", |admin| {
                 let request = request.clone();
                 async move { self.users.delete_user(&admin.endpoint, &admin.credentials, request).await }
@@ -500,6 +674,41 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
             report.orphans_dropped.push(name);
         }
         Ok(())
+    }
+
+    async fn sweep_iam_path(&self, path: &str, report: &mut ReapReport) -> Result<(), LeaseError> {
+        let request = ListIamUsers { path: path.to_owned(), prefix: self.roles.username_prefix.clone() };
+        let listed = self.aws.list_iam_users(request).await.map_err(|e| aws_error(e, "(orphan sweep)"))?;
+        for user in self.orphans(listed.iter().map(String::as_str)).await? {
+            let request = DeleteIamUser { user_name: user.to_owned() };
+            self.aws.delete_iam_user(request).await.map_err(|e| aws_error(e, "(orphan sweep)"))?;
+            tracing::warn!(username = user, iam_path = path, "orphan IAM user deleted: no live lease accounts for it");
+            report.orphans_dropped.push(user.to_owned());
+        }
+        Ok(())
+    }
+
+    /// The names, of those listed, that have keyturn's form but no live lease of that name.
+    async fn orphans<'n>(&self, listed: impl Iterator<Item = &'n str>) -> Result<Vec<&'n str>, LeaseError> {
+        let by_id: BTreeMap<&str, &str> =
+            listed.filter_map(|user| Some((lease_id_of(&self.roles.username_prefix, user)?, user))).collect();
+        if by_id.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = by_id.keys().map(|id| (*id).to_owned()).collect();
+        let live: BTreeSet<(String, String)> = self
+            .store
+            .get_many(&ids)
+            .await?
+            .into_iter()
+            .filter(|l| l.state.is_live())
+            .map(|l| (l.lease_id, l.username))
+            .collect();
+        Ok(by_id
+            .into_iter()
+            .filter(|(id, user)| !live.contains(&((*id).to_owned(), (*user).to_owned())))
+            .map(|(_, user)| user)
+            .collect())
     }
 
     /// Runs `op` as the admin of `admin_secret`, with the database's failure as the API
@@ -568,6 +777,27 @@ impl<S: LeaseStore, U: DynamicUsers, M: SecretStore, C: Clock> LeaseService<S, U
     }
 }
 
+/// An AWS failure as the API reports it: transient ones are worth a retry (503); a refusal
+/// (a trust policy, a missing permission) is the deployment's to fix (500), named.
+fn aws_error(e: AwsError, role: &str) -> LeaseError {
+    if e.retryable {
+        LeaseError::Unavailable(format!("AWS, for role {role:?}: {e}"))
+    } else {
+        LeaseError::Internal(format!("AWS, for role {role:?}: {e}"))
+    }
+}
+
+/// The caller's ARN as the tag that records it on an AWS credential, or a 400 saying why
+/// it cannot be one.
+fn caller_tag(caller: &str) -> Result<&str, LeaseError> {
+    decide::caller_tag(caller).ok_or_else(|| {
+        LeaseError::BadRequest(format!(
+            "{caller} cannot be recorded in an AWS tag (over 256 characters, or a character tags refuse, \
+             such as a comma), and this role's credentials carry their holder's ARN in one"
+        ))
+    })
+}
+
 /// A backend failure as the API reports it: transient ones are worth a retry (503).
 fn backend_error(e: BackendError, role: &str) -> LeaseError {
     if e.is_retryable() || matches!(e, BackendError::LoginRefused { .. }) {
@@ -612,6 +842,7 @@ pub fn lease_id_of<'a>(prefix: &str, username: &'a str) -> Option<&'a str> {
 pub type Issuer = LeaseService<
     crate::aws::dynamodb::DynamoLeaseStore,
     crate::backend::Databases,
+    crate::aws::credentials::AwsIssuer,
     crate::aws::secretsmanager::SecretsManagerStore,
     SystemClock,
 >;
@@ -640,7 +871,13 @@ pub fn build_with_store<S: LeaseStore>(
     sdk: &aws_config::SdkConfig,
     store: S,
 ) -> Result<
-    LeaseService<S, crate::backend::Databases, crate::aws::secretsmanager::SecretsManagerStore, SystemClock>,
+    LeaseService<
+        S,
+        crate::backend::Databases,
+        crate::aws::credentials::AwsIssuer,
+        crate::aws::secretsmanager::SecretsManagerStore,
+        SystemClock,
+    >,
     BuildError,
 > {
     let roles = Roles::load(&config.roles_file)?;
@@ -650,6 +887,7 @@ pub fn build_with_store<S: LeaseStore>(
         roles,
         store,
         users,
+        crate::aws::credentials::AwsIssuer::new(sdk),
         crate::aws::secretsmanager::SecretsManagerStore::new(sdk, config.secrets_manager_endpoint.as_deref()),
         SystemClock { offset: config.clock_offset },
         PasswordPolicy::default(),
@@ -784,7 +1022,111 @@ mod tests {
         }
     }
 
-    type Service = LeaseService<MemoryStore, Db, Secrets, Clock0>;
+    /// IAM, STS and the RDS signer: users by name with their expiry, what was asked, and
+    /// failures to inject.
+    #[derive(Default)]
+    struct Aws {
+        users: Mutex<BTreeMap<String, u64>>,
+        assumed: Mutex<Vec<AssumeRole>>,
+        /// new_iam_user creates the user, then fails (as a policy attachment could).
+        fail_after_create: Mutex<bool>,
+        fail_assume: Mutex<bool>,
+        calls: AtomicUsize,
+    }
+
+    impl Aws {
+        fn refused(operation: &'static str) -> AwsError {
+            AwsError { operation, message: "AccessDenied".into(), not_found: false, retryable: false }
+        }
+        fn has(&self, user: &str) -> bool {
+            self.users.lock().unwrap().contains_key(user)
+        }
+    }
+
+    impl AwsCredentials for Aws {
+        async fn assume_role(&self, req: AssumeRole) -> Result<AwsKeys, AwsError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if *self.fail_assume.lock().unwrap() {
+                return Err(Self::refused("AssumeRole"));
+            }
+            self.assumed.lock().unwrap().push(req);
+            Ok(AwsKeys {
+                access_key_id: "ASIAEXAMPLE".into(),
+                secret_access_key: "s".to_owned().into(),
+                session_token: Some("t".to_owned().into()),
+                expiration: Some(1),
+            })
+        }
+        async fn new_iam_user(&self, req: NewIamUser) -> Result<AwsKeys, AwsError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let at = req.expires_at.duration_since(UNIX_EPOCH).unwrap().as_secs();
+            self.users.lock().unwrap().insert(req.user_name, at);
+            if *self.fail_after_create.lock().unwrap() {
+                return Err(Self::refused("AttachUserPolicy"));
+            }
+            Ok(AwsKeys {
+                access_key_id: "AKIAEXAMPLE".into(),
+                secret_access_key: "s".to_owned().into(),
+                session_token: None,
+                expiration: None,
+            })
+        }
+        async fn update_iam_user(&self, req: UpdateIamUser) -> Result<(), AwsError> {
+            match self.users.lock().unwrap().get_mut(&req.user_name) {
+                Some(at) => {
+                    *at = req.expires_at.duration_since(UNIX_EPOCH).unwrap().as_secs();
+                    Ok(())
+                }
+                None => Err(AwsError { not_found: true, ..Self::refused("PutUserPolicy") }),
+            }
+        }
+        async fn delete_iam_user(&self, req: DeleteIamUser) -> Result<aws::IamUserDeleted, AwsError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(aws::IamUserDeleted { existed: self.users.lock().unwrap().remove(&req.user_name).is_some() })
+        }
+        async fn list_iam_users(&self, req: ListIamUsers) -> Result<Vec<String>, AwsError> {
+            assert_eq!(req.path, "/keyturn/");
+            Ok(self.users.lock().unwrap().keys().filter(|u| u.starts_with(&req.prefix)).cloned().collect())
+        }
+        async fn rds_token(&self, req: RdsToken) -> Result<SecretString, AwsError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(format!("{}:{}/?Action=connect&DBUser={}", req.host, req.port, req.db_user).into())
+        }
+    }
+
+    type Service = LeaseService<MemoryStore, Db, Aws, Secrets, Clock0>;
+
+    /// The AWS roles of [`service`]: one of each kind, for the same callers.
+    const AWS_ROLES: &str = r#"
+[[role]]
+name = "deploy"
+kind = "aws-sts"
+role_arn = "arn:aws:iam::123456789012:role/deploy"
+external_id = "ext-1"
+session_policy = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}'
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+max_leases = 1
+
+[[role]]
+name = "legacy"
+kind = "aws-iam-user"
+permissions_boundary = "arn:aws:iam::123456789012:policy/keyturn-boundary"
+policy_arns = ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
+default_ttl = "1h"
+max_ttl = "4h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+
+[[role]]
+name = "pg-iam"
+kind = "rds-iam-token"
+host = "db.cluster-x.us-east-1.rds.amazonaws.com"
+port = 5432
+region = "us-east-1"
+db_user = "app_iam"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+"#;
 
     fn admin_secret(password: &str) -> String {
         serde_json::json!({"engine": "postgres", "host": "db", "username": "admin", "password": password}).to_string()
@@ -803,7 +1145,7 @@ default_ttl = "15m"
 max_ttl = "1h"
 allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 {cap}
-"#
+{AWS_ROLES}"#
         ))
         .unwrap();
         let db = Db::default();
@@ -814,6 +1156,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
             roles,
             MemoryStore::default(),
             db,
+            Aws::default(),
             secrets,
             Clock0(AtomicU64::new(1_000_000)),
             PasswordPolicy::default(),
@@ -857,7 +1200,8 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
             assert_eq!(lease_id_of("kt_", &lease.username), Some(lease.lease_id.as_str()));
             assert_eq!(s.users.users.lock().unwrap().get(&lease.username), Some(&1_000_600));
             assert_eq!(s.store.get(&lease.lease_id).await.unwrap().unwrap().caller_arn, CI);
-            assert_eq!(issued.password.expose_secret().len(), 32);
+            let IssuedSecret::Database { password, .. } = &issued.secret else { panic!("{:?}", issued.secret) };
+            assert_eq!(password.expose_secret().len(), 32);
         });
     }
 
@@ -976,7 +1320,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
             assert_eq!(s.issue(CI, "ci", None).await.unwrap_err().status(), 503);
             let all = leases(&s);
             assert_eq!((all.len(), all[0].state), (1, LeaseState::Revoked));
-            assert!(all[0].last_error.as_deref().unwrap().starts_with("creating the user failed"));
+            assert!(all[0].last_error.as_deref().unwrap().starts_with("issuing failed"));
             *s.users.fail_creates.lock().unwrap() = false;
             s.issue(CI, "ci", None).await.expect("the failed issue holds no slot of max_leases");
         });
@@ -1052,6 +1396,120 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
             let report = s.reap(ReapLimits { deadline: Instant::now(), ..limits() }).await.unwrap();
             assert!(report.stopped_at_deadline && report.revoked == 0);
             assert_eq!(s.reap(limits()).await.unwrap().revoked, 1);
+        });
+    }
+
+    #[test]
+    fn an_sts_session_is_tagged_with_its_lease_and_caller_and_cannot_be_ended_or_extended() {
+        block_on(async {
+            let s = service(None);
+            let issued = s.issue(CI, "deploy", Some(Duration::from_secs(60))).await.unwrap();
+            let lease = issued.lease.clone();
+            assert_eq!(lease.expires_at - lease.issued_at, 900, "raised to STS's 15 minutes, and said so");
+            assert_eq!(lease.grant, Grant::StsSession { role_arn: "arn:aws:iam::123456789012:role/deploy".into() });
+            let asked = s.aws.assumed.lock().unwrap()[0].clone();
+            assert_eq!(asked.session_name, format!("ci-runner.job-1.{}", lease.lease_id));
+            assert_eq!(asked.duration, Duration::from_secs(900));
+            assert_eq!(asked.external_id.as_deref(), Some("ext-1"));
+            assert!(asked.session_policy.as_deref().unwrap().contains("s3:GetObject"));
+            assert!(asked.tags.contains(&(aws::tag::LEASE_ID.into(), lease.lease_id.clone())));
+            assert!(asked.tags.contains(&(aws::tag::CALLER.into(), CI.into())));
+            assert_eq!(s.renew(CI, &lease.lease_id, None).await.unwrap_err().status(), 409);
+            let e = s.revoke(CI, &lease.lease_id).await.unwrap_err();
+            assert_eq!(e.status(), 409);
+            assert!(e.to_string().contains("cannot end early"), "{e}");
+            assert_eq!(s.issue(CI, "deploy", None).await.unwrap_err().status(), 429, "the session holds its slot");
+            s.clock.0.store(lease.expires_at, Ordering::SeqCst);
+            let report = s.reap(limits()).await.unwrap();
+            assert_eq!(report.revoked, 1, "expired: recorded as over, which frees the slot");
+            assert_eq!(s.store.get(&lease.lease_id).await.unwrap().unwrap().state, LeaseState::Revoked);
+            s.issue(CI, "deploy", None).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_refused_assume_role_leaves_no_live_lease() {
+        block_on(async {
+            let s = service(None);
+            *s.aws.fail_assume.lock().unwrap() = true;
+            let e = s.issue(CI, "deploy", None).await.unwrap_err();
+            assert_eq!(e.status(), 500, "a trust policy is the deployment's to fix: {e}");
+            assert!(e.to_string().contains("AssumeRole"), "{e}");
+            let all = leases(&s);
+            assert_eq!((all.len(), all[0].state), (1, LeaseState::Revoked));
+            *s.aws.fail_assume.lock().unwrap() = false;
+            s.issue(CI, "deploy", None).await.expect("the failed issue holds no slot");
+        });
+    }
+
+    #[test]
+    fn callers_outside_allowed_principals_reach_no_aws_api() {
+        block_on(async {
+            let s = service(None);
+            for role in ["deploy", "legacy", "pg-iam"] {
+                assert_eq!(s.issue(STRANGER, role, None).await.unwrap_err().status(), 403);
+                assert_eq!(s.issue(OPS, role, None).await.unwrap_err().status(), 403, "admins renew and revoke only");
+            }
+            assert_eq!(s.aws.calls.load(Ordering::SeqCst), 0);
+            assert!(leases(&s).is_empty());
+        });
+    }
+
+    #[test]
+    fn an_iam_user_lives_until_revoked_or_expired_and_renewal_moves_its_expiry() {
+        block_on(async {
+            let s = service(None);
+            let issued = s.issue(CI, "legacy", None).await.unwrap();
+            let lease = issued.lease.clone();
+            assert_eq!(lease_id_of("kt_", &lease.username), Some(lease.lease_id.as_str()));
+            assert!(matches!(issued.secret, IssuedSecret::Aws { propagation: Some(_), .. }));
+            assert_eq!(s.aws.users.lock().unwrap()[&lease.username], lease.expires_at);
+            s.clock.0.store(1_000_600, Ordering::SeqCst);
+            let renewed = s.renew(CI, &lease.lease_id, Some(Duration::from_secs(7200))).await.unwrap();
+            assert_eq!(s.aws.users.lock().unwrap()[&lease.username], renewed.lease.expires_at);
+            s.revoke(CI, &lease.lease_id).await.unwrap();
+            assert!(!s.aws.has(&lease.username));
+
+            let short = s.issue(CI, "legacy", Some(Duration::from_secs(60))).await.unwrap().lease;
+            s.clock.0.store(short.expires_at, Ordering::SeqCst);
+            assert_eq!(s.reap(limits()).await.unwrap().revoked, 1);
+            assert!(!s.aws.has(&short.username));
+        });
+    }
+
+    #[test]
+    fn a_half_created_iam_user_is_deleted_at_once_and_an_orphan_by_the_reaper() {
+        block_on(async {
+            let s = service(None);
+            *s.aws.fail_after_create.lock().unwrap() = true;
+            assert_eq!(s.issue(CI, "legacy", None).await.unwrap_err().status(), 500);
+            assert!(s.aws.users.lock().unwrap().is_empty(), "the half-made user was deleted");
+            assert_eq!(leases(&s)[0].state, LeaseState::Revoked);
+            *s.aws.fail_after_create.lock().unwrap() = false;
+            // A user left by a crash between CreateUser and the lease's revocation.
+            let live = s.issue(CI, "legacy", None).await.unwrap().lease;
+            s.aws.users.lock().unwrap().insert("kt_legacy_0123456789abcdefghij".into(), 0);
+            s.aws.users.lock().unwrap().insert("kt_someone_else".into(), 0);
+            let report = s.reap(limits()).await.unwrap();
+            assert_eq!(report.orphans_dropped, ["kt_legacy_0123456789abcdefghij"]);
+            assert!(s.aws.has(&live.username) && s.aws.has("kt_someone_else"));
+        });
+    }
+
+    #[test]
+    fn an_rds_token_lives_fifteen_minutes_and_longer_is_refused_by_name() {
+        block_on(async {
+            let s = service(None);
+            let issued = s.issue(CI, "pg-iam", Some(Duration::from_secs(60))).await.unwrap();
+            assert_eq!(issued.lease.expires_at - issued.lease.issued_at, 900);
+            assert_eq!(issued.lease.username, "app_iam");
+            let IssuedSecret::RdsToken { token, .. } = &issued.secret else { panic!("{:?}", issued.secret) };
+            assert!(token.expose_secret().contains("DBUser=app_iam"));
+            let e = s.issue(CI, "pg-iam", Some(Duration::from_secs(3600))).await.unwrap_err();
+            assert_eq!(e.status(), 400);
+            assert!(e.to_string().contains("valid for 15 minutes"), "{e}");
+            assert_eq!(s.renew(CI, &issued.lease.lease_id, None).await.unwrap_err().status(), 409);
+            assert_eq!(s.revoke(CI, &issued.lease.lease_id).await.unwrap_err().status(), 409);
         });
     }
 }

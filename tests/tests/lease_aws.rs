@@ -1,0 +1,349 @@
+//! AWS credentials as leases (STS sessions, IAM users, RDS IAM tokens) through the
+//! issuer's API, against moto with IAM authentication on: the keys handed out really sign
+//! requests, a revoked IAM user's key is really refused, a half-created user is cleaned up
+//! by revocation and by the reaper, callers outside `allowed_principals` create nothing.
+//! The last test runs the real issue-credentials and reap-leases binaries under
+//! cargo-lambda's runtime emulator.
+
+use std::time::Duration;
+
+use aws_sdk_sts::config::{Credentials, SharedCredentialsProvider};
+use keyturn::lease::service::Issuer;
+use keyturn::lease::store::LeaseStore;
+use keyturn::lease::LeaseState;
+use keyturn_tests::lambda::{function_binary, Emulator};
+use keyturn_tests::lease::{call, CI, STRANGER};
+use keyturn_tests::{apigw, harness, random_token, TestEnv};
+use serde_json::{json, Value};
+
+/// The harness administrator moto authenticates the issuer as (tests/moto_auth.py).
+const ISSUER_ARN: &str = "arn:aws:iam::123456789012:user/keyturn-test-admin";
+
+/// One deployment: the roles `deploy` (aws-sts), `legacy` (aws-iam-user under a path of
+/// its own), `broken` (an IAM user whose policy does not exist: its creation stops
+/// halfway) and `pg-iam` (rds-iam-token), all for the `ci-runner` role's sessions.
+struct Setup {
+    env: TestEnv,
+    vars: Vec<(String, String)>,
+    service: Issuer,
+    path: String,
+    prefix: String,
+    target_role: String,
+}
+
+fn allow(actions: &[&str]) -> String {
+    json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}).to_string()
+}
+
+async fn setup(test: &str) -> Setup {
+    let env = TestEnv::authenticated(test).await;
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let boundary = iam
+        .create_policy()
+        .policy_name(env.unique("boundary"))
+        .policy_document(allow(&["iam:*", "sts:*"]))
+        .send()
+        .await
+        .expect("CreatePolicy")
+        .policy()
+        .and_then(|p| p.arn())
+        .expect("policy ARN")
+        .to_owned();
+    let target_role = env.unique("deploy");
+    // moto compares Principal.AWS as a plain string (shared/notes/moto.md).
+    let trust = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": ISSUER_ARN}, "Action": ["sts:AssumeRole", "sts:TagSession"],
+        "Condition": {"StringEquals": {"sts:ExternalId": "ext-42"}}
+    }]});
+    iam.create_role()
+        .role_name(&target_role)
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .expect("CreateRole");
+    iam.put_role_policy()
+        .role_name(&target_role)
+        .policy_name("work")
+        .policy_document(allow(&["iam:ListUsers"]))
+        .send()
+        .await
+        .expect("PutRolePolicy");
+    let path = format!("/{}/", env.unique("kt"));
+    let prefix = format!("a{}_", &random_token()[..6]);
+    let roles = format!(
+        r#"admin_principals = ["arn:aws:iam::123456789012:role/keyturn-admin"]
+username_prefix = "{prefix}"
+
+[[role]]
+name = "deploy"
+kind = "aws-sts"
+role_arn = "arn:aws:iam::123456789012:role/{target_role}"
+external_id = "ext-42"
+session_policy = '{session_policy}'
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+
+[[role]]
+name = "legacy"
+kind = "aws-iam-user"
+path = "{path}"
+permissions_boundary = "{boundary}"
+inline_policy = '{inline}'
+default_ttl = "1h"
+max_ttl = "2h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+
+[[role]]
+name = "broken"
+kind = "aws-iam-user"
+path = "{path}"
+permissions_boundary = "{boundary}"
+policy_arns = ["arn:aws:iam::123456789012:policy/{missing}"]
+default_ttl = "1h"
+max_ttl = "2h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+
+[[role]]
+name = "pg-iam"
+kind = "rds-iam-token"
+host = "orders.cluster-abc.us-east-1.rds.amazonaws.com"
+port = 5432
+region = "eu-west-1"
+db_user = "orders_app"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+"#,
+        session_policy = allow(&["iam:ListUsers"]),
+        inline = allow(&["iam:ListUsers", "iam:GetUser"]),
+        missing = env.unique("no-such-policy"),
+    );
+    let mut vars = env.lease_env(&roles).await;
+    // The functions sign as the administrator moto now authenticates.
+    let (key_id, secret) = harness().moto_auth();
+    for (name, value) in &mut vars {
+        match name.as_str() {
+            "AWS_ACCESS_KEY_ID" => *value = key_id.clone(),
+            "AWS_SECRET_ACCESS_KEY" => *value = secret.clone(),
+            _ => {}
+        }
+    }
+    let service = env.lease_service(&vars, 0);
+    Setup { env, vars, service, path, prefix, target_role }
+}
+
+/// The harness's configuration signing with the issued keys of a 201's body.
+fn signing_with(env: &TestEnv, body: &Value) -> aws_config::SdkConfig {
+    let credentials = Credentials::new(
+        body["access_key_id"].as_str().expect("access_key_id"),
+        body["secret_access_key"].as_str().expect("secret_access_key"),
+        body["session_token"].as_str().map(str::to_owned),
+        None,
+        "lease",
+    );
+    env.sdk.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build()
+}
+
+/// The ARN the keys sign as, once IAM lets them in (within the answer's propagation
+/// delay on AWS); `None` when they are refused for as long.
+async fn identity(sdk: &aws_config::SdkConfig, tries: u32) -> Option<String> {
+    for _ in 0..tries {
+        if let Ok(out) = aws_sdk_sts::Client::new(sdk).get_caller_identity().send().await {
+            return out.arn().map(str::to_owned);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+async fn iam_users_under(s: &Setup) -> Vec<String> {
+    let out = aws_sdk_iam::Client::new(&s.env.sdk).list_users().path_prefix(&s.path).send().await.expect("ListUsers");
+    out.users().iter().map(|u| u.user_name().to_owned()).collect()
+}
+
+async fn issue(s: &Setup, role: &str, body: Option<&str>) -> (u16, Value) {
+    call(&s.service, "POST", &format!("/v1/credentials/{role}"), body, CI).await
+}
+
+#[tokio::test]
+async fn an_sts_session_signs_as_the_role_for_15_minutes_and_says_it_cannot_be_revoked() {
+    let s = setup("lease_sts").await;
+    let (status, body) = issue(&s, "deploy", Some(r#"{"ttl_seconds": 60}"#)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["kind"], "aws-sts");
+    assert_eq!(body["ttl_seconds"], 900, "raised to STS's shortest session, and said so");
+    assert_eq!((body["revocable"].as_bool(), body["renewable"].as_bool()), (Some(false), Some(false)));
+    let lease_id = body["lease_id"].as_str().unwrap();
+    let session = body["session_name"].as_str().unwrap();
+    assert_eq!(session, format!("ci-runner.job-1.{lease_id}"), "CloudTrail shows who and which lease");
+    let arn = identity(&signing_with(&s.env, &body), 8).await.expect("the session's keys authenticate");
+    assert_eq!(arn, format!("arn:aws:sts::123456789012:assumed-role/{}/{session}", s.target_role));
+
+    let (status, refused) = call(&s.service, "DELETE", &format!("/v1/leases/{lease_id}"), None, CI).await;
+    assert_eq!((status, refused["code"].as_str()), (409, Some("conflict")), "{refused}");
+    let (status, _) = call(&s.service, "POST", &format!("/v1/leases/{lease_id}/renew"), None, CI).await;
+    assert_eq!(status, 409);
+    let lease = s.service.store().get(lease_id).await.unwrap().expect("the audit record");
+    assert_eq!((lease.caller_arn.as_str(), lease.state), (CI, LeaseState::Active));
+
+    let (status, body) = issue(&s, "deploy", Some(r#"{"ttl_seconds": 3601}"#)).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn an_iam_users_key_works_until_revoked_then_is_refused_and_the_user_is_gone() {
+    let s = setup("lease_iam_user").await;
+    let (status, body) = issue(&s, "legacy", Some(r#"{"ttl_seconds": 600}"#)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!((body["kind"].as_str(), body["revocable"].as_bool()), (Some("aws-iam-user"), Some(true)));
+    assert!(body["propagation_delay_seconds"].as_u64().is_some(), "{body}");
+    let user = body["username"].as_str().unwrap().to_owned();
+    let lease_id = body["lease_id"].as_str().unwrap();
+    assert_eq!(user, format!("{}legacy_{lease_id}", s.prefix));
+    let keys = signing_with(&s.env, &body);
+    assert_eq!(
+        identity(&keys, 20).await.as_deref(),
+        Some(format!("arn:aws:iam::123456789012:user{}{user}", s.path).as_str())
+    );
+    aws_sdk_iam::Client::new(&keys).list_users().send().await.expect("the role's inline policy allows it");
+    let got = aws_sdk_iam::Client::new(&s.env.sdk).get_user().user_name(&user).send().await.expect("GetUser");
+    let tags: Vec<(String, String)> =
+        got.user().unwrap().tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect();
+    assert!(tags.contains(&("keyturn:lease-id".into(), lease_id.into())), "{tags:?}");
+    assert!(tags.contains(&("keyturn:caller".into(), CI.into())), "{tags:?}");
+
+    let (status, renewed) =
+        call(&s.service, "POST", &format!("/v1/leases/{lease_id}/renew"), Some(r#"{"ttl_seconds": 3600}"#), CI).await;
+    assert_eq!(status, 200, "{renewed}");
+    let (status, _) = call(&s.service, "DELETE", &format!("/v1/leases/{lease_id}"), None, CI).await;
+    assert_eq!(status, 204);
+    assert_eq!(identity(&keys, 4).await, None, "the revoked user's key is refused");
+    assert!(!iam_users_under(&s).await.contains(&user), "the user is gone");
+    let (status, _) = call(&s.service, "DELETE", &format!("/v1/leases/{lease_id}"), None, CI).await;
+    assert_eq!(status, 204, "revoking again succeeds");
+
+    let (status, _) = issue(&s, "legacy", Some(r#"{"ttl_seconds": 7201}"#)).await;
+    assert_eq!(status, 400, "over max_ttl");
+    assert!(iam_users_under(&s).await.is_empty(), "a refused request creates nothing");
+}
+
+#[tokio::test]
+async fn a_half_created_iam_user_is_deleted_by_the_failed_issue_and_an_orphan_by_the_reaper() {
+    let s = setup("lease_iam_half").await;
+    let (status, body) = issue(&s, "broken", None).await;
+    assert_eq!(status, 500, "AttachUserPolicy failed: the deployment's to fix: {body}");
+    assert!(body["message"].as_str().unwrap().contains("AttachUserPolicy"), "{body}");
+    assert!(iam_users_under(&s).await.is_empty(), "the half-created user was deleted");
+
+    // A user a crash left between CreateUser and its lease: the reaper's sweep finds it.
+    let iam = aws_sdk_iam::Client::new(&s.env.sdk);
+    let orphan = format!("{}legacy_{}", s.prefix, &random_token().replace('-', "")[..20]);
+    iam.create_user().user_name(&orphan).path(&s.path).send().await.expect("CreateUser");
+    iam.put_user_policy()
+        .user_name(&orphan)
+        .policy_name("keyturn-expiry")
+        .policy_document(allow(&["iam:ListUsers"]))
+        .send()
+        .await
+        .expect("PutUserPolicy");
+    iam.create_access_key().user_name(&orphan).send().await.expect("CreateAccessKey");
+    let (status, live) = issue(&s, "legacy", None).await;
+    assert_eq!(status, 201, "{live}");
+    let report = s.env.lease_service(&s.vars, 0).reap(limits()).await.unwrap();
+    assert_eq!(report.orphans_dropped, [orphan.clone()], "{report:?}");
+    assert_eq!(iam_users_under(&s).await, [live["username"].as_str().unwrap().to_owned()]);
+
+    // Expired, the live one goes too.
+    let report = s.env.lease_service(&s.vars, 7200).reap(limits()).await.unwrap();
+    assert_eq!((report.revoked, report.failed), (1, 0), "{report:?}");
+    assert!(iam_users_under(&s).await.is_empty());
+}
+
+fn limits() -> keyturn::lease::service::ReapLimits {
+    keyturn::lease::service::ReapLimits {
+        batch: 100,
+        concurrency: 4,
+        deadline: std::time::Instant::now() + Duration::from_secs(60),
+    }
+}
+
+#[tokio::test]
+async fn an_rds_token_is_signed_for_the_roles_host_user_and_region_and_lives_15_minutes() {
+    let s = setup("lease_rds").await;
+    let (status, body) = issue(&s, "pg-iam", None).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!((body["ttl_seconds"].as_u64(), body["username"].as_str()), (Some(900), Some("orders_app")));
+    let token = body["password"].as_str().unwrap();
+    assert!(token.starts_with("orders.cluster-abc.us-east-1.rds.amazonaws.com:5432/?Action=connect&DBUser=orders_app&"));
+    let (key_id, _) = harness().moto_auth();
+    assert!(token.contains("X-Amz-Expires=900"), "{token}");
+    assert!(token.contains(&format!("X-Amz-Credential={key_id}%2F")), "signed with the issuer's own key: {token}");
+    assert!(token.contains("%2Feu-west-1%2Frds-db%2Faws4_request"), "for the role's region: {token}");
+    let (status, refused) = issue(&s, "pg-iam", Some(r#"{"ttl_seconds": 901}"#)).await;
+    assert_eq!(status, 400);
+    assert!(refused["message"].as_str().unwrap().contains("valid for 15 minutes"), "{refused}");
+}
+
+#[tokio::test]
+async fn callers_outside_allowed_principals_get_403_and_nothing_is_created() {
+    let s = setup("lease_aws_403").await;
+    for role in ["deploy", "legacy", "pg-iam"] {
+        let (status, body) = call(&s.service, "POST", &format!("/v1/credentials/{role}"), None, STRANGER).await;
+        assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{role}: {body}");
+    }
+    assert!(iam_users_under(&s).await.is_empty());
+    let report = s.env.lease_service(&s.vars, 100_000).reap(limits()).await.unwrap();
+    assert_eq!(report.due, 0, "no lease was written");
+}
+
+const ISSUER: &str = "issue-credentials";
+const REAPER: &str = "reap-leases";
+
+fn invoke(s: &Setup, emulator: &Emulator, function: &str, event: &Value) -> Value {
+    let file = s.env.h.work.join(format!("{}.json", random_token()));
+    std::fs::write(&file, event.to_string()).unwrap();
+    let out = emulator.invoke(function, &file).unwrap_or_else(|e| panic!("{function}: {e}"));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{function} answered {out:?}: {e}"))
+}
+
+#[tokio::test]
+async fn the_real_binaries_issue_each_aws_kind_and_reap_the_iam_user() {
+    let s = setup("lease_aws_e2e").await;
+    let mut vars = s.vars.clone();
+    vars.push(("AWS_LAMBDA_LOG_LEVEL".into(), "TRACE".into()));
+    let mut emulator = Emulator::start(&s.env.h.work.join("emulator-lease-aws.log"));
+    let issuer_log = s.env.h.work.join("function-issue-credentials-aws.log");
+    let reaper_log = s.env.h.work.join("function-reap-leases-aws.log");
+    emulator.run_function(&function_binary(ISSUER), ISSUER, &vars, &issuer_log);
+    let mut reaper_vars = vars.clone();
+    reaper_vars.push(("KEYTURN_TEST_CLOCK_OFFSET_SECS".into(), "7200".into()));
+    emulator.run_function(&function_binary(REAPER), REAPER, &reaper_vars, &reaper_log);
+
+    let mut secrets = Vec::new();
+    let mut issued = Vec::new();
+    for role in ["deploy", "legacy", "pg-iam"] {
+        let event = apigw::request("POST", &format!("/v1/credentials/{role}"), None, CI);
+        let (status, body) = apigw::response(&invoke(&s, &emulator, ISSUER, &event));
+        assert_eq!(status, 201, "{role}: {body}");
+        for key in ["secret_access_key", "session_token", "password"] {
+            if let Some(secret) = body[key].as_str() {
+                secrets.push(secret.to_owned());
+            }
+        }
+        issued.push(body);
+    }
+    assert!(identity(&signing_with(&s.env, &issued[0]), 8).await.is_some(), "the STS session works");
+    let user_keys = signing_with(&s.env, &issued[1]);
+    assert!(identity(&user_keys, 20).await.is_some(), "the IAM user's key works");
+
+    let report = invoke(&s, &emulator, REAPER, &json!({"source": "aws.events", "detail-type": "Scheduled Event"}));
+    assert_eq!((report["revoked"].as_u64(), report["failed"].as_u64()), (Some(3), Some(0)), "{report}");
+    assert_eq!(identity(&user_keys, 4).await, None, "expired and reaped: the key is refused");
+    assert!(iam_users_under(&s).await.is_empty());
+
+    for log in [&issuer_log, &reaper_log] {
+        let output = std::fs::read_to_string(log).unwrap();
+        for secret in &secrets {
+            assert!(!output.contains(secret.as_str()), "{} shows an issued secret", log.display());
+        }
+    }
+}
