@@ -249,7 +249,7 @@ async fn a_half_created_iam_user_is_deleted_by_the_failed_issue_and_an_orphan_by
     let (status, live) = issue(&s, "legacy", None).await;
     assert_eq!(status, 201, "{live}");
     let report = s.env.lease_service(&s.vars, 0).reap(limits()).await.unwrap();
-    assert_eq!(report.orphans_dropped, [orphan.clone()], "{report:?}");
+    assert_eq!(report.orphans_dropped, [orphan], "{report:?}");
     assert_eq!(iam_users_under(&s).await, [live["username"].as_str().unwrap().to_owned()]);
 
     // Expired, the live one goes too.
