@@ -166,7 +166,7 @@ fn sam_template_grants_least_privilege() {
                     .find_map(|op| condition[op].get("kms:EncryptionContext:SecretARN"));
                 assert!(context.is_some(), "{name}: KMS for named secrets only: {statement}");
             }
-            if actions.iter().any(|a| *a == "iam:TagUser" || *a == "iam:UntagUser") {
+            if actions.iter().any(|a| *a == "iam:TagUser" || *a == "iam:UntagUser") && !is_lease {
                 assert!(actions.iter().all(|a| *a == "iam:TagUser" || *a == "iam:UntagUser"), "{name}: {statement}");
                 assert_eq!(
                     strings(&condition["ForAllValues:StringLike"]["aws:TagKeys"]),
@@ -507,4 +507,56 @@ fn sample_credential_events_are_what_api_gateway_sends_to_the_routes() {
     assert_eq!(event["source"], "aws.events");
     let rule = event["resources"][0].as_str().unwrap();
     assert!(rule.ends_with(":rule/keyturn-reap-leases"), "the rule the template names with the default prefix: {rule}");
+}
+
+#[test]
+fn the_lease_functions_reach_only_users_under_the_lease_path_and_the_listed_roles() {
+    use keyturn::backend::aws::tag;
+    let template = template();
+    let user_path =
+        serde_json::json!({"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:user${LeaseIamUserPath}*"});
+    let boundary = serde_json::json!({"Ref": "LeaseIamUserBoundaryArn"});
+    let mut creates = false;
+    for name in ["IssueCredentials", "ReapLeases"] {
+        let function = &template["Resources"][name];
+        for statement in statements(function) {
+            let actions = strings(&statement["Action"]);
+            for action in &actions {
+                match action.split_once(':').map(|(service, _)| service) {
+                    Some("iam") if *action == "iam:AddUserToGroup" => {
+                        assert_eq!(statement["Resource"], serde_json::json!({"Ref": "LeaseIamGroupArns"}), "{name}");
+                    }
+                    Some("iam") => assert_eq!(statement["Resource"], user_path, "{name}: {action}"),
+                    Some("sts") => {
+                        assert_eq!(name, "IssueCredentials", "the reaper assumes no role");
+                        assert_eq!(statement["Resource"], serde_json::json!({"Ref": "LeaseAssumableRoleArns"}));
+                    }
+                    Some("rds-db") => {
+                        assert_eq!(name, "IssueCredentials", "the reaper signs no token");
+                        assert_eq!(statement["Resource"], serde_json::json!({"Ref": "LeaseRdsDbUserArns"}));
+                    }
+                    _ => {}
+                }
+                // What makes a user or gives it rights carries the boundary, checked by IAM.
+                if ["iam:CreateUser", "iam:AttachUserPolicy", "iam:PutUserPolicy"].contains(action) {
+                    assert_eq!(name, "IssueCredentials", "the reaper creates and grants nothing");
+                    assert_eq!(statement["Condition"]["StringEquals"]["iam:PermissionsBoundary"], boundary);
+                    creates = true;
+                }
+                if *action == "iam:TagUser" {
+                    // Only keyturn's own tags: a compromised issuer cannot retag users for
+                    // another tool's policies.
+                    let keys = strings(&statement["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]);
+                    assert_eq!(keys, [tag::LEASE_ID, tag::CALLER, tag::EXPIRES_AT], "{name}");
+                    assert_eq!(statement["Condition"]["Null"]["aws:TagKeys"], "false", "{name}");
+                }
+                assert!(
+                    !["iam:PutUserPermissionsBoundary", "iam:DeleteUserPermissionsBoundary", "iam:CreateLoginProfile"]
+                        .contains(action),
+                    "{name}: {action}"
+                );
+            }
+        }
+    }
+    assert!(creates, "issue-credentials can create IAM users once a boundary is given");
 }

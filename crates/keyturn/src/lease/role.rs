@@ -94,7 +94,7 @@ pub const AWS_MIN_TTL: Duration = Duration::from_secs(900);
 /// at one hour whatever the target role's maximum.
 pub const STS_MAX_TTL: Duration = Duration::from_secs(3600);
 /// The default IAM path of the users an `aws-iam-user` role creates.
-pub const DEFAULT_IAM_PATH: &str = "/keyturn/";
+pub const DEFAULT_IAM_PATH: &str = "/keyturn-leases/";
 /// IAM's limit on an inline policy's or session policy's text, in characters.
 const POLICY_MAX: usize = 2048;
 /// IAM's limit on managed policies attached to a user and on managed session policies.
@@ -888,7 +888,7 @@ db_user = "app_iam"
         assert_eq!((sts.external_id.as_deref(), sts.session_policy.as_deref()), (None, None));
         let legacy = roles.get("legacy").unwrap();
         let RoleKind::AwsIamUser(iam) = &legacy.kind else { panic!() };
-        assert_eq!(iam.path, "/keyturn/");
+        assert_eq!(iam.path, "/keyturn-leases/");
         let rds = roles.get("pg-iam").unwrap();
         assert_eq!((rds.default_ttl.as_secs(), rds.max_ttl.as_secs()), (900, 900), "fixed at 15 minutes");
         assert_eq!(rds.kind.min_ttl().as_secs(), 900);

@@ -1085,7 +1085,7 @@ mod tests {
             Ok(aws::IamUserDeleted { existed: self.users.lock().unwrap().remove(&req.user_name).is_some() })
         }
         async fn list_iam_users(&self, req: ListIamUsers) -> Result<Vec<String>, AwsError> {
-            assert_eq!(req.path, "/keyturn/");
+            assert_eq!(req.path, "/keyturn-leases/");
             Ok(self.users.lock().unwrap().keys().filter(|u| u.starts_with(&req.prefix)).cloned().collect())
         }
         async fn rds_token(&self, req: RdsToken) -> Result<SecretString, AwsError> {
