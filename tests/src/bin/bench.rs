@@ -14,6 +14,9 @@
 //!   database work) and with moto's DynamoDB (whose every request is served one at a time
 //!   by the harness, so its figures are this machine's moto, not DynamoDB); the reaper
 //!   revoking 10,000 expired leases (in-memory store) and 200 (moto);
+//! - AWS credentials at the handler (issue 9), in-memory lease store: an RDS IAM token
+//!   (signed locally, no network), an STS session and an IAM user against moto (moto's
+//!   figures), and an IAM user's revocation;
 //! - the release binaries' sizes.
 
 use std::io::{BufRead, BufReader};
@@ -216,14 +219,127 @@ async fn dynamic_users(env: &TestEnv) -> (Duration, Duration, f64, Duration) {
     (p50, p99, per_second, median(deletions))
 }
 
-/// One issuance through the handler; panics unless it is a 201.
+/// One issuance of role `ci` through the handler; panics unless it is a 201.
 async fn issue_at_handler<S: keyturn::lease::store::LeaseStore>(service: &LeaseServiceOf<S>, ttl: u64) {
+    issue_role(service, "ci", ttl).await;
+}
+
+/// One issuance of `role` through the handler: the 201's body; panics on anything else.
+async fn issue_role<S: keyturn::lease::store::LeaseStore>(
+    service: &LeaseServiceOf<S>,
+    role: &str,
+    ttl: u64,
+) -> serde_json::Value {
     use keyturn::lease::api::{self, ApiRequest};
     let body = format!(r#"{{"ttl_seconds": {ttl}}}"#);
-    let event = keyturn_tests::apigw::request("POST", "/v1/credentials/ci", Some(&body), keyturn_tests::lease::CI);
+    let path = format!("/v1/credentials/{role}");
+    let event = keyturn_tests::apigw::request("POST", &path, Some(&body), keyturn_tests::lease::CI);
     let request = ApiRequest::from_event(event).expect("event");
     let response = api::handle(service, &request).await;
     assert_eq!(response.status, 201, "{:?}", response.body);
+    response.body.expect("a 201 has a body")
+}
+
+/// p50 and p99 of `n` issuances of `role`, one at a time, in-memory lease store.
+async fn issue_times(
+    service: &LeaseServiceOf<keyturn::lease::store::memory::MemoryStore>,
+    role: &str,
+    n: usize,
+) -> (Duration, Duration) {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        issue_role(service, role, 900).await;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
+}
+
+/// Issue 9's kinds, in-process with an in-memory lease store: an RDS IAM token (local
+/// signing only), an STS session and an IAM user (both against moto: moto's figures), and
+/// an IAM user's revocation.
+async fn aws_kinds(env: &TestEnv) {
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let allow =
+        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]});
+    let boundary = iam
+        .create_policy()
+        .policy_name(env.unique("boundary"))
+        .policy_document(allow.to_string())
+        .send()
+        .await
+        .expect("CreatePolicy");
+    let boundary = boundary.policy().and_then(|p| p.arn()).expect("policy ARN").to_owned();
+    let role = env.unique("deploy");
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]});
+    iam.create_role().role_name(&role).assume_role_policy_document(trust.to_string()).send().await.expect("CreateRole");
+    let roles = format!(
+        r#"[[role]]
+name = "pg-iam"
+kind = "rds-iam-token"
+host = "orders.cluster-abc.us-east-1.rds.amazonaws.com"
+port = 5432
+region = "us-east-1"
+db_user = "orders_app"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+
+[[role]]
+name = "deploy"
+kind = "aws-sts"
+role_arn = "arn:aws:iam::123456789012:role/{role}"
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+
+[[role]]
+name = "legacy"
+kind = "aws-iam-user"
+path = "/{path}/"
+permissions_boundary = "{boundary}"
+inline_policy = '{allow}'
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+"#,
+        path = env.unique("bench"),
+    );
+    let vars = env.lease_env(&roles).await;
+    let config = keyturn::config::LeaseConfig::from_vars(vars).expect("lease config");
+    let service = keyturn::lease::service::build_with_store(
+        &config,
+        &env.sdk,
+        keyturn::lease::store::memory::MemoryStore::default(),
+    )
+    .expect("lease service");
+    issue_role(&service, "pg-iam", 900).await;
+    let (p50, p99) = issue_times(&service, "pg-iam", 1000).await;
+    println!(
+        "issue an RDS IAM token at the handler: p50 {}  p99 {}  target p50 < 1 ms   {}",
+        ms(p50),
+        ms(p99),
+        verdict(p50 < Duration::from_millis(1))
+    );
+    let (p50, p99) = issue_times(&service, "deploy", 50).await;
+    println!("issue an STS session, moto STS:        p50 {}  p99 {} (moto-bound)", ms(p50), ms(p99));
+    let mut issued = Vec::new();
+    let mut samples = Vec::new();
+    for _ in 0..30 {
+        let started = Instant::now();
+        issued.push(issue_role(&service, "legacy", 900).await);
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    println!("issue an IAM user, moto IAM:           p50 {} (moto-bound; 6 IAM calls)", ms(samples[15]));
+    let mut samples = Vec::new();
+    for body in &issued {
+        let lease = body["lease_id"].as_str().expect("lease id");
+        let started = Instant::now();
+        service.revoke(keyturn_tests::lease::CI, lease).await.expect("revoke");
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    println!("revoke an IAM user, moto IAM:          p50 {} (moto-bound)", ms(samples[15]));
 }
 
 type LeaseServiceOf<S> = keyturn::lease::service::LeaseService<
@@ -422,6 +538,7 @@ async fn main() {
         took.as_secs_f64(),
         took.as_secs_f64() * 1000.0 / 200.0
     );
+    aws_kinds(&env).await;
     for function in ["rotate-database", "rotate-iam-key", "issue-credentials", "reap-leases"] {
         let size = std::fs::metadata(function_binary(function)).unwrap().len();
         println!(
