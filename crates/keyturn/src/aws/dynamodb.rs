@@ -723,6 +723,27 @@ mod tests {
     }
 
     #[test]
+    fn every_grant_reads_back_and_an_item_from_before_the_aws_kinds_is_a_database_lease() {
+        for grant in [
+            Grant::IamUser,
+            Grant::StsSession { role_arn: "arn:aws:iam::123456789012:role/deploy".into() },
+            Grant::RdsToken { host: "db.internal".into(), port: 5432 },
+        ] {
+            let l = Lease { grant, ..lease() };
+            assert_eq!(lease_of(&lease_item(&l)).unwrap(), Some(l));
+        }
+        let mut old = lease_item(&lease());
+        old.remove(attr::GRANT);
+        assert_eq!(lease_of(&old).unwrap(), Some(lease()), "issue 8's items had no grant attribute");
+        let mut odd = lease_item(&lease());
+        odd.insert(attr::GRANT.into(), AttributeValue::S("ldap".into()));
+        assert!(error_of(&odd).contains("grant"), "{}", error_of(&odd));
+        let mut sts = lease_item(&Lease { grant: Grant::StsSession { role_arn: "r".into() }, ..lease() });
+        sts.remove(attr::ROLE_ARN);
+        assert!(error_of(&sts).contains("role_arn"), "{}", error_of(&sts));
+    }
+
+    #[test]
     fn only_live_leases_carry_the_due_index_keys() {
         let mut l = lease();
         let item = lease_item(&l);
