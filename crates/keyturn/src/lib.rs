@@ -6,15 +6,16 @@
 //! - [`rotation`]: Secrets Manager's four-step rotation protocol, as pure decisions over a
 //!   secret's metadata plus small I/O traits, and the database and IAM key rotations built
 //!   on it.
-//! - [`backend`]: the database interface (PostgreSQL; MySQL and MariaDB), with TLS.
+//! - [`backend`]: one interface per credential kind: databases (PostgreSQL; MySQL and
+//!   MariaDB, with TLS) and, with `lease`, AWS credentials (STS sessions, IAM users, RDS
+//!   tokens).
 //! - [`lease`]: dynamic credentials with leases: the roles file and the pure decisions
-//!   (TTLs, renewal cap, who may act, principal patterns, usernames), clock injected, and
-//!   the `LeaseStore` trait.
+//!   (TTLs, renewal cap, who may act, principal patterns, usernames, session names), clock
+//!   injected, the `LeaseStore` trait, and with `lease` the service and its HTTP API.
 //! - [`aws`]: the Secrets Manager, RDS, IAM, STS and DynamoDB adapters behind those traits.
 //!
 //! Features: `database` (drivers, RDS) for rotate-database, `iam` (IAM, STS) for
-//! rotate-iam-key, `lease` (DynamoDB, the lease store) with `database` for the
-//! credentials issuer and the reaper.
+//! rotate-iam-key, `lease` (both, and DynamoDB) for the credentials issuer and the reaper.
 //! - [`password`]: the local CSPRNG password generator.
 //! - [`config`]: typed configuration read once from the environment.
 //! - [`telemetry`]: JSON log lines that honour Lambda's logging controls.
