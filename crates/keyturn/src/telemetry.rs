@@ -73,6 +73,32 @@ pub fn init() {
     tracing::debug!(third_party_cap = %THIRD_PARTY_CAP, "log level applies to keyturn; other crates capped");
 }
 
+/// Why a function could not start (its configuration, its roles file), as `main` returns
+/// it: logged once as an error line, and printed by Rust's `Error: ...` as its message,
+/// not as the error's structure (which `main`'s `Debug` printing would show).
+pub struct CannotStart(String);
+
+impl std::fmt::Debug for CannotStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for CannotStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CannotStart {}
+
+/// Logs why the function cannot start and returns it for `main` to end with:
+/// `Config::from_env().map_err(cannot_start)?`.
+pub fn cannot_start(error: impl std::fmt::Display) -> CannotStart {
+    tracing::error!(error = %error, "cannot start");
+    CannotStart(error.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use keyturn::config::LeaseConfig;
 use keyturn::lease::role::Roles;
+use keyturn::telemetry::cannot_start;
 
 #[tokio::main]
 async fn main() -> Result<ExitCode, lambda_runtime::Error> {
@@ -22,9 +23,9 @@ async fn main() -> Result<ExitCode, lambda_runtime::Error> {
         return Ok(check(files));
     }
     keyturn::telemetry::init();
-    let config = LeaseConfig::from_env()?;
+    let config = LeaseConfig::from_env().map_err(cannot_start)?;
     let sdk = aws_config::load_from_env().await;
-    let service = &keyturn::lease::service::build(&config, &sdk)?;
+    let service = &keyturn::lease::service::build(&config, &sdk).map_err(cannot_start)?;
     keyturn::lambda::serve_api(service).await?;
     Ok(ExitCode::SUCCESS)
 }

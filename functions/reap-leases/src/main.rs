@@ -9,12 +9,13 @@
 #![recursion_limit = "256"]
 
 use keyturn::config::LeaseConfig;
+use keyturn::telemetry::cannot_start;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     keyturn::telemetry::init();
-    let config = LeaseConfig::from_env()?;
+    let config = LeaseConfig::from_env().map_err(cannot_start)?;
     let sdk = aws_config::load_from_env().await;
-    let service = &keyturn::lease::service::build(&config, &sdk)?;
+    let service = &keyturn::lease::service::build(&config, &sdk).map_err(cannot_start)?;
     keyturn::lambda::serve_reaper(service, config.reap_batch, config.reap_concurrency).await
 }

@@ -9,12 +9,13 @@
 #![recursion_limit = "256"]
 
 use keyturn::config::RotateDatabaseConfig;
+use keyturn::telemetry::cannot_start;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     keyturn::telemetry::init();
-    let config = RotateDatabaseConfig::from_env()?;
+    let config = RotateDatabaseConfig::from_env().map_err(cannot_start)?;
     let sdk = aws_config::load_from_env().await;
-    let rotator = &keyturn::rotation::database::build(&config, &sdk)?;
+    let rotator = &keyturn::rotation::database::build(&config, &sdk).map_err(cannot_start)?;
     keyturn::lambda::serve_rotation(rotator).await
 }

@@ -8,11 +8,12 @@
 #![recursion_limit = "256"]
 
 use keyturn::config::RotateIamKeyConfig;
+use keyturn::telemetry::cannot_start;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     keyturn::telemetry::init();
-    let config = RotateIamKeyConfig::from_env()?;
+    let config = RotateIamKeyConfig::from_env().map_err(cannot_start)?;
     let sdk = aws_config::load_from_env().await;
     let rotator = &keyturn::rotation::iam_key::build(&config, &sdk);
     keyturn::lambda::serve_rotation(rotator).await
