@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use aws_sdk_iam::config::http::HttpResponse;
+use aws_sdk_iam::error::SdkError;
 use aws_sdk_sts::config::{Credentials, SharedCredentialsProvider};
 use keyturn::lease::service::Issuer;
 use keyturn::lease::store::LeaseStore;
@@ -21,7 +23,8 @@ const ISSUER_ARN: &str = "arn:aws:iam::123456789012:user/keyturn-test-admin";
 
 /// One deployment: the roles `deploy` (aws-sts), `legacy` (aws-iam-user under a path of
 /// its own), `broken` (an IAM user whose policy does not exist: its creation stops
-/// halfway) and `pg-iam` (rds-iam-token), all for the `ci-runner` role's sessions.
+/// halfway), `iam-admin` (an IAM user whose own policy allows every IAM action) and
+/// `pg-iam` (rds-iam-token), all for the `ci-runner` role's sessions.
 struct Setup {
     env: TestEnv,
     vars: Vec<(String, String)>,
@@ -105,6 +108,16 @@ max_ttl = "2h"
 allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 
 [[role]]
+name = "iam-admin"
+kind = "aws-iam-user"
+path = "{path}"
+permissions_boundary = "{boundary}"
+inline_policy = '{iam_admin}'
+default_ttl = "1h"
+max_ttl = "2h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+
+[[role]]
 name = "pg-iam"
 kind = "rds-iam-token"
 host = "orders.cluster-abc.us-east-1.rds.amazonaws.com"
@@ -115,6 +128,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 "#,
         session_policy = allow(&["iam:ListUsers"]),
         inline = allow(&["iam:ListUsers", "iam:GetUser"]),
+        iam_admin = allow(&["iam:*"]),
         missing = env.unique("no-such-policy"),
     );
     let mut vars = env.lease_env(&roles).await;
@@ -256,6 +270,61 @@ async fn a_half_created_iam_user_is_deleted_by_the_failed_issue_and_an_orphan_by
     let report = s.env.lease_service(&s.vars, 7200).reap(limits()).await.unwrap();
     assert_eq!((report.revoked, report.failed), (1, 0), "{report:?}");
     assert!(iam_users_under(&s).await.is_empty());
+}
+
+/// `result` is IAM's refusal (not another error, not a success). moto's AccessDenied body
+/// is not in IAM's error format, so the SDK reads no code from it: the raw answer is read.
+fn denied<T: std::fmt::Debug, E: std::fmt::Debug>(what: &str, result: Result<T, SdkError<E, HttpResponse>>) {
+    match result {
+        Err(e) => {
+            let raw = e.raw_response().unwrap_or_else(|| panic!("{what}: no answer: {e:?}"));
+            let body = String::from_utf8_lossy(raw.body().bytes().unwrap_or_default());
+            assert!(raw.status().as_u16() == 403 && body.contains("AccessDenied"), "{what}: {e:?}");
+        }
+        Ok(out) => panic!("the user may {what} itself: {out:?}"),
+    }
+}
+
+/// A user whose own policy allows IAM (a role for IAM administration) still cannot undo
+/// what holds it to its lease: remove or replace its expiry policy or its boundary, move
+/// or rename itself out of what revocation and the sweep look for, change the
+/// `keyturn:caller` tag policies key on, or give itself a credential revocation would
+/// not know of.
+#[tokio::test]
+async fn an_iam_user_allowed_iam_cannot_undo_its_lease() {
+    let s = setup("lease_iam_self").await;
+    let (status, body) = issue(&s, "iam-admin", None).await;
+    assert_eq!(status, 201, "{body}");
+    let user = body["username"].as_str().unwrap().to_owned();
+    let keys = signing_with(&s.env, &body);
+    identity(&keys, 20).await.expect("the key authenticates");
+    let own = aws_sdk_iam::Client::new(&keys);
+    own.list_users().send().await.expect("its policy lets it use IAM");
+    own.get_user().user_name(&user).send().await.expect("it may still read itself");
+
+    let expiry = "keyturn-expiry";
+    denied("delete the expiry policy of", own.delete_user_policy().user_name(&user).policy_name(expiry).send().await);
+    let lax = allow(&["iam:ListUsers"]);
+    denied(
+        "replace the expiry policy of",
+        own.put_user_policy().user_name(&user).policy_name(expiry).policy_document(&lax).send().await,
+    );
+    denied("drop the boundary of", own.delete_user_permissions_boundary().user_name(&user).send().await);
+    denied("move", own.update_user().user_name(&user).new_path("/elsewhere/").send().await);
+    denied("rename", own.update_user().user_name(&user).new_user_name("someone-else").send().await);
+    let tag = aws_sdk_iam::types::Tag::builder().key("keyturn:caller").value(STRANGER).build().unwrap();
+    denied("retag", own.tag_user().user_name(&user).tags(tag).send().await);
+    denied("untag", own.untag_user().user_name(&user).tag_keys("keyturn:caller").send().await);
+    denied("add a key to", own.create_access_key().user_name(&user).send().await);
+    let login = own.create_login_profile().user_name(&user).password("Self-made-pw-1").send().await;
+    denied("add a console password to", login);
+    let admin = "arn:aws:iam::aws:policy/AdministratorAccess";
+    denied("attach a policy to", own.attach_user_policy().user_name(&user).policy_arn(admin).send().await);
+
+    let lease_id = body["lease_id"].as_str().unwrap();
+    let (status, _) = call(&s.service, "DELETE", &format!("/v1/leases/{lease_id}"), None, CI).await;
+    assert_eq!(status, 204);
+    assert!(iam_users_under(&s).await.is_empty(), "the user is gone");
 }
 
 fn limits() -> keyturn::lease::service::ReapLimits {
