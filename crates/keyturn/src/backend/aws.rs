@@ -175,3 +175,18 @@ fn self_arns(user_name: &str) -> [String; 2] {
     [format!("arn:*:iam::*:user/{user_name}"), format!("arn:*:iam::*:user/*/{user_name}")]
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_policy_fits_the_room_roles_leave_it() {
+        let name = "k".repeat(64);
+        let latest = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799); // 9999-12-31T23:59:59Z
+        let policy = expiry_policy(&name, latest);
+        assert_eq!(policy.split_whitespace().count(), 1, "IAM counts no whitespace: {policy}");
+        assert!(policy.chars().count() <= crate::lease::role::EXPIRY_POLICY_RESERVE, "{}", policy.len());
+        let value: serde_json::Value = serde_json::from_str(&policy).unwrap();
+        assert_eq!(value["Statement"][1]["Resource"][1], format!("arn:*:iam::*:user/*/{name}"));
+    }
+}
