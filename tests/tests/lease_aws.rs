@@ -14,14 +14,15 @@ use keyturn::lease::service::Issuer;
 use keyturn::lease::store::LeaseStore;
 use keyturn::lease::LeaseState;
 use keyturn_tests::lambda::{function_binary, Emulator};
-use keyturn_tests::lease::{call, CI, STRANGER};
+use keyturn_tests::lease::{call, CI, OPS, STRANGER};
 use keyturn_tests::{apigw, harness, random_token, TestEnv};
 use serde_json::{json, Value};
 
 /// The harness administrator moto authenticates the issuer as (tests/moto_auth.py).
 const ISSUER_ARN: &str = "arn:aws:iam::123456789012:user/keyturn-test-admin";
 
-/// One deployment: the roles `deploy` (aws-sts), `legacy` (aws-iam-user under a path of
+/// One deployment: the roles `deploy` (aws-sts; `deploy-once` the same with one lease at a
+/// time), `legacy` (aws-iam-user under a path of
 /// its own), `broken` (an IAM user whose policy does not exist: its creation stops
 /// halfway), `iam-admin` (an IAM user whose own policy allows every IAM action) and
 /// `pg-iam` (rds-iam-token), all for the `ci-runner` role's sessions.
@@ -85,6 +86,16 @@ external_id = "ext-42"
 session_policy = '{session_policy}'
 default_ttl = "15m"
 max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+
+[[role]]
+name = "deploy-once"
+kind = "aws-sts"
+role_arn = "arn:aws:iam::123456789012:role/{target_role}"
+external_id = "ext-42"
+default_ttl = "15m"
+max_ttl = "1h"
+max_leases = 1
 allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 
 [[role]]
@@ -325,6 +336,38 @@ async fn an_iam_user_allowed_iam_cannot_undo_its_lease() {
     let (status, _) = call(&s.service, "DELETE", &format!("/v1/leases/{lease_id}"), None, CI).await;
     assert_eq!(status, 204);
     assert!(iam_users_under(&s).await.is_empty(), "the user is gone");
+}
+
+/// An STS session cannot be ended early, so its lease keeps its `max_leases` slot until it
+/// expires: neither its holder nor an admin can revoke it to free the slot while the
+/// session still works. And a stranger can neither revoke nor renew someone's IAM user.
+#[tokio::test]
+async fn an_unrevocable_lease_holds_its_slot_until_it_expires_and_strangers_act_on_no_lease() {
+    let s = setup("lease_aws_slots").await;
+    let (status, body) = issue(&s, "deploy-once", None).await;
+    assert_eq!(status, 201, "{body}");
+    let lease = format!("/v1/leases/{}", body["lease_id"].as_str().unwrap());
+    assert_eq!(issue(&s, "deploy-once", None).await.0, 429, "the role's one slot is taken");
+    for who in [CI, OPS] {
+        let (status, refused) = call(&s.service, "DELETE", &lease, None, who).await;
+        assert_eq!(status, 409, "{who}: {refused}");
+    }
+    assert_eq!(call(&s.service, "DELETE", &lease, None, STRANGER).await.0, 403);
+    let report = s.env.lease_service(&s.vars, 0).reap(limits()).await.unwrap();
+    assert_eq!(report.revoked, 0, "not expired yet: {report:?}");
+    assert_eq!(issue(&s, "deploy-once", None).await.0, 429, "still taken");
+    let report = s.env.lease_service(&s.vars, 901).reap(limits()).await.unwrap();
+    assert_eq!((report.revoked, report.failed), (1, 0), "expired: {report:?}");
+    assert_eq!(issue(&s, "deploy-once", None).await.0, 201, "freed once the session expired");
+
+    let (status, body) = issue(&s, "legacy", None).await;
+    assert_eq!(status, 201, "{body}");
+    let lease = format!("/v1/leases/{}", body["lease_id"].as_str().unwrap());
+    assert_eq!(call(&s.service, "DELETE", &lease, None, STRANGER).await.0, 403);
+    let renew = format!("{lease}/renew");
+    assert_eq!(call(&s.service, "POST", &renew, Some(r#"{"ttl_seconds": 7200}"#), STRANGER).await.0, 403);
+    assert!(identity(&signing_with(&s.env, &body), 20).await.is_some(), "the holder's key still works");
+    assert_eq!(iam_users_under(&s).await, [body["username"].as_str().unwrap().to_owned()]);
 }
 
 fn limits() -> keyturn::lease::service::ReapLimits {
