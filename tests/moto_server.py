@@ -1,4 +1,4 @@
-"""Runs moto in server mode as `moto_server` does (same arguments), with three bridges.
+"""Runs moto in server mode as `moto_server` does (same arguments), with four bridges.
 
 DynamoDB runs each request, transactions included, in isolation: a conditional write and a
 TransactWriteItems either see another write's result or conflict with it. moto's threaded
@@ -20,6 +20,12 @@ unchanged.
 CreateUser with a PermissionsBoundary gives the user that boundary, and GetUser reports it;
 moto 5.2.5 drops a user's boundary (roles keep theirs). Here the boundary is kept and
 reported, so that a test can see it was asked for (moto still does not enforce it).
+
+IAM authorizes an action on a user (PutUserPolicy, UpdateUser, CreateAccessKey, ...)
+against that user's ARN; moto 5.2.5 does so for roles only and checks every user action
+against `*`, so a statement whose Resource names a user would never apply. Here an action
+naming an existing user (`UserName`) is checked against its ARN, except the group
+membership actions, whose resource is the group.
 """
 import sys
 import threading
@@ -81,6 +87,26 @@ def keep_user_boundaries():
     IamResponse.create_user = create_user
 
 
+# Actions with a UserName whose resource is not the user.
+NOT_USER_RESOURCES = {"AddUserToGroup", "RemoveUserFromGroup"}
+
+
+def user_resources():
+    original = IamResponse._determine_resource
+
+    def _determine_resource(self):
+        resource = original(self)
+        names = self.data.get("UserName")
+        if resource != "*" or not names or self._get_action() in NOT_USER_RESOURCES:
+            return resource
+        try:
+            return self.backend.get_user(names[0]).arn
+        except Exception:  # no such user: the action answers NoSuchEntity itself
+            return "*"
+
+    IamResponse._determine_resource = _determine_resource
+
+
 class DynamoDBOneAtATime:
     """WSGI middleware: requests whose X-Amz-Target names DynamoDB hold one lock while the
     application runs and while its response body is produced."""
@@ -105,6 +131,7 @@ class DynamoDBOneAtATime:
 def main(argv):
     evaluate_current_time()
     keep_user_boundaries()
+    user_resources()
 
     # moto_server's own argument parsing and signal handling, then its app behind the lock.
     def run(host, port, app, **kwargs):

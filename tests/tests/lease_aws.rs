@@ -7,21 +7,25 @@
 
 use std::time::Duration;
 
+use aws_sdk_iam::config::http::HttpResponse;
+use aws_sdk_iam::error::SdkError;
 use aws_sdk_sts::config::{Credentials, SharedCredentialsProvider};
 use keyturn::lease::service::Issuer;
 use keyturn::lease::store::LeaseStore;
 use keyturn::lease::LeaseState;
 use keyturn_tests::lambda::{function_binary, Emulator};
-use keyturn_tests::lease::{call, CI, STRANGER};
+use keyturn_tests::lease::{call, CI, OPS, STRANGER};
 use keyturn_tests::{apigw, harness, random_token, TestEnv};
 use serde_json::{json, Value};
 
 /// The harness administrator moto authenticates the issuer as (tests/moto_auth.py).
 const ISSUER_ARN: &str = "arn:aws:iam::123456789012:user/keyturn-test-admin";
 
-/// One deployment: the roles `deploy` (aws-sts), `legacy` (aws-iam-user under a path of
+/// One deployment: the roles `deploy` (aws-sts; `deploy-once` the same with one lease at a
+/// time), `legacy` (aws-iam-user under a path of
 /// its own), `broken` (an IAM user whose policy does not exist: its creation stops
-/// halfway) and `pg-iam` (rds-iam-token), all for the `ci-runner` role's sessions.
+/// halfway), `iam-admin` (an IAM user whose own policy allows every IAM action) and
+/// `pg-iam` (rds-iam-token), all for the `ci-runner` role's sessions.
 struct Setup {
     env: TestEnv,
     vars: Vec<(String, String)>,
@@ -85,6 +89,16 @@ max_ttl = "1h"
 allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 
 [[role]]
+name = "deploy-once"
+kind = "aws-sts"
+role_arn = "arn:aws:iam::123456789012:role/{target_role}"
+external_id = "ext-42"
+default_ttl = "15m"
+max_ttl = "1h"
+max_leases = 1
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+
+[[role]]
 name = "legacy"
 kind = "aws-iam-user"
 path = "{path}"
@@ -105,6 +119,16 @@ max_ttl = "2h"
 allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 
 [[role]]
+name = "iam-admin"
+kind = "aws-iam-user"
+path = "{path}"
+permissions_boundary = "{boundary}"
+inline_policy = '{iam_admin}'
+default_ttl = "1h"
+max_ttl = "2h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+
+[[role]]
 name = "pg-iam"
 kind = "rds-iam-token"
 host = "orders.cluster-abc.us-east-1.rds.amazonaws.com"
@@ -115,6 +139,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 "#,
         session_policy = allow(&["iam:ListUsers"]),
         inline = allow(&["iam:ListUsers", "iam:GetUser"]),
+        iam_admin = allow(&["iam:*"]),
         missing = env.unique("no-such-policy"),
     );
     let mut vars = env.lease_env(&roles).await;
@@ -256,6 +281,93 @@ async fn a_half_created_iam_user_is_deleted_by_the_failed_issue_and_an_orphan_by
     let report = s.env.lease_service(&s.vars, 7200).reap(limits()).await.unwrap();
     assert_eq!((report.revoked, report.failed), (1, 0), "{report:?}");
     assert!(iam_users_under(&s).await.is_empty());
+}
+
+/// `result` is IAM's refusal (not another error, not a success). moto's AccessDenied body
+/// is not in IAM's error format, so the SDK reads no code from it: the raw answer is read.
+fn denied<T: std::fmt::Debug, E: std::fmt::Debug>(what: &str, result: Result<T, SdkError<E, HttpResponse>>) {
+    match result {
+        Err(e) => {
+            let raw = e.raw_response().unwrap_or_else(|| panic!("{what}: no answer: {e:?}"));
+            let body = String::from_utf8_lossy(raw.body().bytes().unwrap_or_default());
+            assert!(raw.status().as_u16() == 403 && body.contains("AccessDenied"), "{what}: {e:?}");
+        }
+        Ok(out) => panic!("the user may {what} itself: {out:?}"),
+    }
+}
+
+/// A user whose own policy allows IAM (a role for IAM administration) still cannot undo
+/// what holds it to its lease: remove or replace its expiry policy or its boundary, move
+/// or rename itself out of what revocation and the sweep look for, change the
+/// `keyturn:caller` tag policies key on, or give itself a credential revocation would
+/// not know of.
+#[tokio::test]
+async fn an_iam_user_allowed_iam_cannot_undo_its_lease() {
+    let s = setup("lease_iam_self").await;
+    let (status, body) = issue(&s, "iam-admin", None).await;
+    assert_eq!(status, 201, "{body}");
+    let user = body["username"].as_str().unwrap().to_owned();
+    let keys = signing_with(&s.env, &body);
+    identity(&keys, 20).await.expect("the key authenticates");
+    let own = aws_sdk_iam::Client::new(&keys);
+    own.list_users().send().await.expect("its policy lets it use IAM");
+    own.get_user().user_name(&user).send().await.expect("it may still read itself");
+
+    let expiry = "keyturn-expiry";
+    denied("delete the expiry policy of", own.delete_user_policy().user_name(&user).policy_name(expiry).send().await);
+    let lax = allow(&["iam:ListUsers"]);
+    denied(
+        "replace the expiry policy of",
+        own.put_user_policy().user_name(&user).policy_name(expiry).policy_document(&lax).send().await,
+    );
+    denied("drop the boundary of", own.delete_user_permissions_boundary().user_name(&user).send().await);
+    denied("move", own.update_user().user_name(&user).new_path("/elsewhere/").send().await);
+    denied("rename", own.update_user().user_name(&user).new_user_name("someone-else").send().await);
+    let tag = aws_sdk_iam::types::Tag::builder().key("keyturn:caller").value(STRANGER).build().unwrap();
+    denied("retag", own.tag_user().user_name(&user).tags(tag).send().await);
+    denied("untag", own.untag_user().user_name(&user).tag_keys("keyturn:caller").send().await);
+    denied("add a key to", own.create_access_key().user_name(&user).send().await);
+    let login = own.create_login_profile().user_name(&user).password("Self-made-pw-1").send().await;
+    denied("add a console password to", login);
+    let admin = "arn:aws:iam::aws:policy/AdministratorAccess";
+    denied("attach a policy to", own.attach_user_policy().user_name(&user).policy_arn(admin).send().await);
+
+    let lease_id = body["lease_id"].as_str().unwrap();
+    let (status, _) = call(&s.service, "DELETE", &format!("/v1/leases/{lease_id}"), None, CI).await;
+    assert_eq!(status, 204);
+    assert!(iam_users_under(&s).await.is_empty(), "the user is gone");
+}
+
+/// An STS session cannot be ended early, so its lease keeps its `max_leases` slot until it
+/// expires: neither its holder nor an admin can revoke it to free the slot while the
+/// session still works. And a stranger can neither revoke nor renew someone's IAM user.
+#[tokio::test]
+async fn an_unrevocable_lease_holds_its_slot_until_it_expires_and_strangers_act_on_no_lease() {
+    let s = setup("lease_aws_slots").await;
+    let (status, body) = issue(&s, "deploy-once", None).await;
+    assert_eq!(status, 201, "{body}");
+    let lease = format!("/v1/leases/{}", body["lease_id"].as_str().unwrap());
+    assert_eq!(issue(&s, "deploy-once", None).await.0, 429, "the role's one slot is taken");
+    for who in [CI, OPS] {
+        let (status, refused) = call(&s.service, "DELETE", &lease, None, who).await;
+        assert_eq!(status, 409, "{who}: {refused}");
+    }
+    assert_eq!(call(&s.service, "DELETE", &lease, None, STRANGER).await.0, 403);
+    let report = s.env.lease_service(&s.vars, 0).reap(limits()).await.unwrap();
+    assert_eq!(report.revoked, 0, "not expired yet: {report:?}");
+    assert_eq!(issue(&s, "deploy-once", None).await.0, 429, "still taken");
+    let report = s.env.lease_service(&s.vars, 901).reap(limits()).await.unwrap();
+    assert_eq!((report.revoked, report.failed), (1, 0), "expired: {report:?}");
+    assert_eq!(issue(&s, "deploy-once", None).await.0, 201, "freed once the session expired");
+
+    let (status, body) = issue(&s, "legacy", None).await;
+    assert_eq!(status, 201, "{body}");
+    let lease = format!("/v1/leases/{}", body["lease_id"].as_str().unwrap());
+    assert_eq!(call(&s.service, "DELETE", &lease, None, STRANGER).await.0, 403);
+    let renew = format!("{lease}/renew");
+    assert_eq!(call(&s.service, "POST", &renew, Some(r#"{"ttl_seconds": 7200}"#), STRANGER).await.0, 403);
+    assert!(identity(&signing_with(&s.env, &body), 20).await.is_some(), "the holder's key still works");
+    assert_eq!(iam_users_under(&s).await, [body["username"].as_str().unwrap().to_owned()]);
 }
 
 fn limits() -> keyturn::lease::service::ReapLimits {

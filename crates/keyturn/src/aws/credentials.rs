@@ -3,12 +3,13 @@
 //!
 //! An IAM user is built so that no credential of it can outlive its lease: CreateUser sets
 //! its permissions boundary (nothing attached later can exceed it), then its expiry policy
-//! (an explicit Deny of everything after the lease's end) is put before it is given any
-//! permission, and its access key comes last. So whichever step fails, and even if the
-//! caller's cleanup never runs, the user has either no key yet or a key that stops working
-//! when the lease ends. Deletion takes everything away in the other order and tolerates
-//! every half-built state: it is also the cleanup of a creation that stopped midway, and
-//! another reaper may be deleting the same user at the same time.
+//! (an explicit Deny of everything after the lease's end, and from the start of every IAM
+//! change to the user itself) is put before it is given any permission, and its access key
+//! comes last. So whichever step fails, and even if the caller's cleanup never runs, the
+//! user has either no key yet or a key that stops working when the lease ends. Deletion
+//! takes everything away in the other order and tolerates every half-built state: it is
+//! also the cleanup of a creation that stopped midway, and another reaper may be deleting
+//! the same user at the same time.
 //!
 //! Errors go through `describe_sdk_error` (via `iam_error`): a service's code and message,
 //! never a response body, since CreateAccessKey's and AssumeRole's bodies hold secret keys.
@@ -86,7 +87,7 @@ impl AwsIssuer {
             .put_user_policy()
             .user_name(user)
             .policy_name(EXPIRY_POLICY)
-            .policy_document(expiry_policy(expires_at))
+            .policy_document(expiry_policy(user, expires_at))
             .send()
             .await
             .map_err(|e| iam_error("PutUserPolicy", e))?;

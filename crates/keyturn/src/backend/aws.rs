@@ -139,9 +139,18 @@ pub fn iso8601(at: SystemTime) -> String {
     super::utc_datetime(at).replacen(' ', "T", 1) + "Z"
 }
 
-/// The [`EXPIRY_POLICY`] document for an expiry: deny everything from then on. An explicit
-/// deny wins over every allow, so it holds whatever else the user is given.
-pub fn expiry_policy(expires_at: SystemTime) -> String {
+/// The [`EXPIRY_POLICY`] document of user `user_name` for an expiry: deny everything from
+/// then on. An explicit deny wins over every allow, so it holds whatever else the user is
+/// given.
+///
+/// From the start it also denies the user every IAM action on itself but reading
+/// (`iam:Get*`, `iam:List*`): a user whose policies allow IAM (an administration role)
+/// could otherwise delete or replace this policy or its boundary (its key would then
+/// outlive the lease), rename or move itself out of what revocation and the reaper look
+/// for, rewrite the `keyturn:caller` tag policies key on, or give itself a key or password
+/// of its own. The resource names the user by name under any path (names are unique in an
+/// account) in any account and partition.
+pub fn expiry_policy(user_name: &str, expires_at: SystemTime) -> String {
     serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -150,7 +159,34 @@ pub fn expiry_policy(expires_at: SystemTime) -> String {
             "Action": "*",
             "Resource": "*",
             "Condition": {"DateGreaterThan": {"aws:CurrentTime": iso8601(expires_at)}}
+        }, {
+            "Sid": "KeyturnLeaseHeld",
+            "Effect": "Deny",
+            "NotAction": ["iam:Get*", "iam:List*"],
+            "Resource": self_arns(user_name)
         }]
     })
     .to_string()
+}
+
+/// The ARNs of IAM user `user_name`, whatever its path, account and partition (a `*` in a
+/// resource spans `/`; IAM wants `user/` whole).
+fn self_arns(user_name: &str) -> [String; 2] {
+    [format!("arn:*:iam::*:user/{user_name}"), format!("arn:*:iam::*:user/*/{user_name}")]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_policy_fits_the_room_roles_leave_it() {
+        let name = "k".repeat(64);
+        let latest = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799); // 9999-12-31T23:59:59Z
+        let policy = expiry_policy(&name, latest);
+        assert_eq!(policy.split_whitespace().count(), 1, "IAM counts no whitespace: {policy}");
+        assert!(policy.chars().count() <= crate::lease::role::EXPIRY_POLICY_RESERVE, "{}", policy.len());
+        let value: serde_json::Value = serde_json::from_str(&policy).unwrap();
+        assert_eq!(value["Statement"][1]["Resource"][1], format!("arn:*:iam::*:user/*/{name}"));
+    }
 }

@@ -95,8 +95,13 @@ pub const AWS_MIN_TTL: Duration = Duration::from_secs(900);
 pub const STS_MAX_TTL: Duration = Duration::from_secs(3600);
 /// The default IAM path of the users an `aws-iam-user` role creates.
 pub const DEFAULT_IAM_PATH: &str = "/keyturn-leases/";
-/// IAM's limit on an inline policy's or session policy's text, in characters.
+/// IAM's limit on an inline session policy's text, and on all of a user's inline policies
+/// together, in characters.
 const POLICY_MAX: usize = 2048;
+/// How much of a user's [`POLICY_MAX`] keyturn's own expiry policy may take (its document
+/// for the longest user name; `backend::aws` holds it to this), so an IAM-user role's
+/// `inline_policy` has the rest.
+pub const EXPIRY_POLICY_RESERVE: usize = 460;
 /// IAM's limit on managed policies attached to a user and on managed session policies.
 const POLICY_ARNS_MAX: usize = 10;
 
@@ -457,7 +462,7 @@ fn sts_role(role: Option<&str>, raw: &RawRole) -> Result<StsRole, RolesError> {
     };
     Ok(StsRole {
         role_arn,
-        session_policy: policy(role, "session_policy", raw.session_policy.as_deref())?,
+        session_policy: policy(role, "session_policy", raw.session_policy.as_deref(), POLICY_MAX, "")?,
         policy_arns: policy_arns(role, raw)?,
         external_id,
     })
@@ -493,7 +498,13 @@ fn iam_user_role(role: Option<&str>, raw: &RawRole) -> Result<IamUserRole, Roles
         }
     }
     let policy_arns = policy_arns(role, raw)?;
-    let inline_policy = policy(role, "inline_policy", raw.inline_policy.as_deref())?;
+    let inline_policy = policy(
+        role,
+        "inline_policy",
+        raw.inline_policy.as_deref(),
+        POLICY_MAX - EXPIRY_POLICY_RESERVE,
+        ": IAM allows 2048 for all of a user's inline policies together, and keyturn's expiry policy is one of them",
+    )?;
     if policy_arns.is_empty() && inline_policy.is_none() && groups.is_empty() {
         return Err(err(role, "policy_arns", "inline_policy or groups must give the user something to do"));
     }
@@ -560,9 +571,16 @@ fn names(role: Option<&str>, field: &str, list: &[String], max: usize, what: &st
     Ok(list.to_vec())
 }
 
-/// A policy document: a JSON object with a `Statement`, within IAM's size limit. IAM
-/// checks the grammar; this catches what would otherwise fail at the first issue.
-fn policy(role: Option<&str>, field: &str, text: Option<&str>) -> Result<Option<String>, RolesError> {
+/// A policy document: a JSON object with a `Statement`, of characters IAM and STS take, at
+/// most `max` characters (`why` explains a `max` under IAM's own 2048). IAM checks the
+/// grammar; this catches what would otherwise fail at the first issue.
+fn policy(
+    role: Option<&str>,
+    field: &str,
+    text: Option<&str>,
+    max: usize,
+    why: &str,
+) -> Result<Option<String>, RolesError> {
     let Some(text) = text else { return Ok(None) };
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| err(role, field, format!("is not JSON: {e}")))?;
@@ -571,8 +589,12 @@ fn policy(role: Option<&str>, field: &str, text: Option<&str>) -> Result<Option<
     }
     // IAM counts the policy without its whitespace.
     let packed = value.to_string();
-    if packed.chars().count() > POLICY_MAX {
-        return Err(err(role, field, format!("is over IAM's {POLICY_MAX} characters")));
+    // Control characters come out escaped; anything above U+00FF would be refused.
+    if let Some(c) = packed.chars().find(|c| u32::from(*c) > 0xFF) {
+        return Err(err(role, field, format!("has {c:?}: IAM takes policy text of Latin-1 characters only")));
+    }
+    if packed.chars().count() > max {
+        return Err(err(role, field, format!("is over {max} characters{why}")));
     }
     Ok(Some(packed))
 }
@@ -892,6 +914,39 @@ db_user = "app_iam"
         let rds = roles.get("pg-iam").unwrap();
         assert_eq!((rds.default_ttl.as_secs(), rds.max_ttl.as_secs()), (900, 900), "fixed at 15 minutes");
         assert_eq!(rds.kind.min_ttl().as_secs(), 900);
+    }
+
+    /// IAM's 2048 characters are for all of a user's inline policies together, and
+    /// keyturn's expiry policy is one of them: an inline policy that leaves it no room
+    /// would fail every issue at PutUserPolicy.
+    #[test]
+    fn an_iam_users_inline_policy_leaves_room_for_the_expiry_policy() {
+        let sized = |chars: usize| {
+            let base = r#"{"Statement":[{"Sid":"","Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#;
+            let sid = "x".repeat(chars - base.len());
+            format!("inline_policy = '{}'", base.replace(r#""Sid":"""#, &format!(r#""Sid":"{sid}""#)))
+        };
+        let e = Roles::from_toml(&set(IAM_USER, "inline_policy", &sized(2000))).unwrap_err();
+        assert_eq!(e.field, "inline_policy", "{e}");
+        assert!(e.problem.contains("expiry policy"), "{e}");
+        assert!(Roles::from_toml(&set(IAM_USER, "inline_policy", &sized(1500))).is_ok());
+        // A session policy has the 2048 characters to itself.
+        assert!(Roles::from_toml(&set(STS, "session_policy", &sized(2000).replace("inline_policy", "session_policy")))
+            .is_ok());
+    }
+
+    #[test]
+    fn policies_with_characters_iam_refuses_are_refused() {
+        let with = |sid: &str| {
+            format!(
+                r#"inline_policy = '{{"Statement":[{{"Sid":"{sid}","Effect":"Allow","Action":"s3:GetObject","Resource":"*"}}]}}'"#
+            )
+        };
+        assert!(Roles::from_toml(&set(IAM_USER, "inline_policy", &with(r"caf\u00e9"))).is_ok(), "Latin-1 is fine");
+        for bad in [r"\u20ac", r"\u65e5", r"\ud83d\ude00"] {
+            let e = Roles::from_toml(&set(IAM_USER, "inline_policy", &with(bad))).unwrap_err();
+            assert!(e.problem.contains("Latin-1"), "{bad}: {e}");
+        }
     }
 
     #[test]
