@@ -208,6 +208,9 @@ impl AwsCredentials for AwsIssuer {
             .set_policy_arns(non_empty(policy_arns))
             .set_external_id(req.external_id)
             .set_tags(non_empty(tags))
+            // Transitive: a session this one assumes carries the same keyturn tags, and no
+            // session in the chain can set them to other values (IAM refuses it).
+            .set_transitive_tag_keys(non_empty(req.tags.iter().map(|(key, _)| key.clone()).collect()))
             .send()
             .await
             .map_err(|e| iam_error("AssumeRole", e))?;

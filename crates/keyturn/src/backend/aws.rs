@@ -149,7 +149,9 @@ pub fn iso8601(at: SystemTime) -> String {
 /// outlive the lease), rename or move itself out of what revocation and the reaper look
 /// for, rewrite the `keyturn:caller` tag policies key on, or give itself a key or password
 /// of its own. The resource names the user by name under any path (names are unique in an
-/// account) in any account and partition.
+/// account) in any account and partition. And it may not tag a session it makes (an
+/// `AssumeRole` or federation token of its own) with keyturn's tag keys: session tags
+/// override principal tags, so such a session could claim another lease's caller.
 pub fn expiry_policy(user_name: &str, expires_at: SystemTime) -> String {
     serde_json::json!({
         "Version": "2012-10-17",
@@ -164,6 +166,12 @@ pub fn expiry_policy(user_name: &str, expires_at: SystemTime) -> String {
             "Effect": "Deny",
             "NotAction": ["iam:Get*", "iam:List*"],
             "Resource": self_arns(user_name)
+        }, {
+            "Sid": "KeyturnTagsAreKeyturns",
+            "Effect": "Deny",
+            "Action": "sts:TagSession",
+            "Resource": "*",
+            "Condition": {"ForAnyValue:StringLike": {"aws:TagKeys": "keyturn:*"}}
         }]
     })
     .to_string()
@@ -188,5 +196,7 @@ mod tests {
         assert!(policy.chars().count() <= crate::lease::role::EXPIRY_POLICY_RESERVE, "{}", policy.len());
         let value: serde_json::Value = serde_json::from_str(&policy).unwrap();
         assert_eq!(value["Statement"][1]["Resource"][1], format!("arn:*:iam::*:user/*/{name}"));
+        assert_eq!(value["Statement"][2]["Action"], "sts:TagSession");
+        assert_eq!(value["Statement"][2]["Condition"]["ForAnyValue:StringLike"]["aws:TagKeys"], "keyturn:*");
     }
 }

@@ -101,7 +101,7 @@ const POLICY_MAX: usize = 2048;
 /// How much of a user's [`POLICY_MAX`] keyturn's own expiry policy may take (its document
 /// for the longest user name; `backend::aws` holds it to this), so an IAM-user role's
 /// `inline_policy` has the rest.
-pub const EXPIRY_POLICY_RESERVE: usize = 460;
+pub const EXPIRY_POLICY_RESERVE: usize = 620;
 /// IAM's limit on managed policies attached to a user and on managed session policies.
 const POLICY_ARNS_MAX: usize = 10;
 
@@ -929,7 +929,8 @@ db_user = "app_iam"
         let e = Roles::from_toml(&set(IAM_USER, "inline_policy", &sized(2000))).unwrap_err();
         assert_eq!(e.field, "inline_policy", "{e}");
         assert!(e.problem.contains("expiry policy"), "{e}");
-        assert!(Roles::from_toml(&set(IAM_USER, "inline_policy", &sized(1500))).is_ok());
+        assert!(Roles::from_toml(&set(IAM_USER, "inline_policy", &sized(2048 - EXPIRY_POLICY_RESERVE))).is_ok());
+        assert!(Roles::from_toml(&set(IAM_USER, "inline_policy", &sized(2049 - EXPIRY_POLICY_RESERVE))).is_err());
         // A session policy has the 2048 characters to itself.
         assert!(Roles::from_toml(&set(STS, "session_policy", &sized(2000).replace("inline_policy", "session_policy")))
             .is_ok());
