@@ -95,6 +95,12 @@ impl Harness {
 }
 
 /// A random 36-character token shaped like a UUID (Secrets Manager wants 32 to 64).
+/// A policy document allowing `actions` on every resource.
+pub fn allow_policy(actions: &[&str]) -> String {
+    serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]})
+        .to_string()
+}
+
 pub fn random_token() -> String {
     let bytes: [u8; 16] = rand::rng().random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -206,6 +212,18 @@ impl TestEnv {
         let sm = aws_sdk_secretsmanager::Client::new(&sdk);
         let prefix = format!("{test}_{}", COUNTER.fetch_add(1, Ordering::Relaxed));
         TestEnv { h, sdk, sm, prefix }
+    }
+
+    /// A customer managed policy named `name` (made unique) with `document`; its ARN.
+    pub async fn create_policy(&self, name: &str, document: &str) -> String {
+        let out = aws_sdk_iam::Client::new(&self.sdk)
+            .create_policy()
+            .policy_name(self.unique(name))
+            .policy_document(document)
+            .send()
+            .await
+            .expect("CreatePolicy");
+        out.policy().and_then(|p| p.arn()).expect("policy ARN").to_owned()
     }
 
     /// A name unique to this test (for roles and secrets).

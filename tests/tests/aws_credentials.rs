@@ -15,14 +15,10 @@ use keyturn::backend::aws::{
     iso8601, tag, AssumeRole, AwsCredentials, AwsKeys, DeleteIamUser, ListIamUsers, NewIamUser, RdsToken,
     UpdateIamUser, EXPIRY_POLICY, ROLE_POLICY,
 };
-use keyturn_tests::TestEnv;
+use keyturn_tests::{allow_policy, TestEnv};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-
-fn allow(actions: &[&str]) -> String {
-    json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}).to_string()
-}
 
 /// A path of the test's own, so that listings see only its users.
 fn path_of(env: &TestEnv) -> String {
@@ -80,16 +76,8 @@ struct Fixtures {
 
 async fn fixtures(env: &TestEnv) -> Fixtures {
     let iam = iam(env);
-    let create = |name: String, document: String| {
-        let iam = iam.clone();
-        async move {
-            let out =
-                iam.create_policy().policy_name(name).policy_document(document).send().await.expect("CreatePolicy");
-            out.policy().and_then(|p| p.arn()).expect("policy ARN").to_owned()
-        }
-    };
-    let policy_arn = create(env.unique("get-user"), allow(&["iam:GetUser"])).await;
-    let boundary_arn = create(env.unique("boundary"), allow(&["iam:*", "sts:*"])).await;
+    let policy_arn = env.create_policy("get-user", &allow_policy(&["iam:GetUser"])).await;
+    let boundary_arn = env.create_policy("boundary", &allow_policy(&["iam:*", "sts:*"])).await;
     let group = env.unique("group");
     iam.create_group().group_name(&group).send().await.expect("CreateGroup");
     Fixtures { policy_arn, boundary_arn, group }
@@ -101,7 +89,7 @@ fn new_user(env: &TestEnv, f: &Fixtures, name: &str, expires_at: SystemTime) -> 
         path: path_of(env),
         permissions_boundary: f.boundary_arn.clone(),
         policy_arns: vec![f.policy_arn.clone()],
-        inline_policy: Some(allow(&["iam:ListUsers"])),
+        inline_policy: Some(allow_policy(&["iam:ListUsers"])),
         groups: vec![f.group.clone()],
         tags: vec![
             (tag::LEASE_ID.into(), format!("lease-{name}")),
@@ -221,7 +209,7 @@ async fn delete_cleans_up_a_user_built_by_hand_halfway() {
     iam.put_user_policy()
         .user_name(&user)
         .policy_name("by-hand")
-        .policy_document(allow(&["iam:ListUsers"]))
+        .policy_document(allow_policy(&["iam:ListUsers"]))
         .send()
         .await
         .expect("PutUserPolicy");
@@ -312,7 +300,7 @@ async fn an_assumed_role_session_signs_as_the_role_and_a_wrong_external_id_is_re
         role_arn: role_arn.clone(),
         session_name: "lease-42@ci".into(),
         duration: Duration::from_secs(900),
-        session_policy: Some(allow(&["iam:ListUsers"])),
+        session_policy: Some(allow_policy(&["iam:ListUsers"])),
         policy_arns: vec![],
         external_id: Some(external_id.into()),
         tags: vec![(tag::LEASE_ID.into(), "lease-42".into())],

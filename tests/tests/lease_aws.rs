@@ -15,7 +15,7 @@ use keyturn::lease::store::LeaseStore;
 use keyturn::lease::LeaseState;
 use keyturn_tests::lambda::{function_binary, Emulator};
 use keyturn_tests::lease::{call, CI, OPS, STRANGER};
-use keyturn_tests::{apigw, harness, random_token, TestEnv};
+use keyturn_tests::{allow_policy, apigw, harness, random_token, TestEnv};
 use serde_json::{json, Value};
 
 /// The harness administrator moto authenticates the issuer as (tests/moto_auth.py).
@@ -35,24 +35,10 @@ struct Setup {
     target_role: String,
 }
 
-fn allow(actions: &[&str]) -> String {
-    json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}).to_string()
-}
-
 async fn setup(test: &str) -> Setup {
     let env = TestEnv::authenticated(test).await;
     let iam = aws_sdk_iam::Client::new(&env.sdk);
-    let boundary = iam
-        .create_policy()
-        .policy_name(env.unique("boundary"))
-        .policy_document(allow(&["iam:*", "sts:*"]))
-        .send()
-        .await
-        .expect("CreatePolicy")
-        .policy()
-        .and_then(|p| p.arn())
-        .expect("policy ARN")
-        .to_owned();
+    let boundary = env.create_policy("boundary", &allow_policy(&["iam:*", "sts:*"])).await;
     let target_role = env.unique("deploy");
     // moto compares Principal.AWS as a plain string (shared/notes/moto.md).
     let trust = json!({"Version": "2012-10-17", "Statement": [{
@@ -68,7 +54,7 @@ async fn setup(test: &str) -> Setup {
     iam.put_role_policy()
         .role_name(&target_role)
         .policy_name("work")
-        .policy_document(allow(&["iam:ListUsers"]))
+        .policy_document(allow_policy(&["iam:ListUsers"]))
         .send()
         .await
         .expect("PutRolePolicy");
@@ -137,9 +123,9 @@ region = "eu-west-1"
 db_user = "orders_app"
 allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 "#,
-        session_policy = allow(&["iam:ListUsers"]),
-        inline = allow(&["iam:ListUsers", "iam:GetUser"]),
-        iam_admin = allow(&["iam:*"]),
+        session_policy = allow_policy(&["iam:ListUsers"]),
+        inline = allow_policy(&["iam:ListUsers", "iam:GetUser"]),
+        iam_admin = allow_policy(&["iam:*"]),
         missing = env.unique("no-such-policy"),
     );
     let mut vars = env.lease_env(&roles).await;
@@ -266,7 +252,7 @@ async fn a_half_created_iam_user_is_deleted_by_the_failed_issue_and_an_orphan_by
     iam.put_user_policy()
         .user_name(&orphan)
         .policy_name("keyturn-expiry")
-        .policy_document(allow(&["iam:ListUsers"]))
+        .policy_document(allow_policy(&["iam:ListUsers"]))
         .send()
         .await
         .expect("PutUserPolicy");
@@ -315,7 +301,7 @@ async fn an_iam_user_allowed_iam_cannot_undo_its_lease() {
 
     let expiry = "keyturn-expiry";
     denied("delete the expiry policy of", own.delete_user_policy().user_name(&user).policy_name(expiry).send().await);
-    let lax = allow(&["iam:ListUsers"]);
+    let lax = allow_policy(&["iam:ListUsers"]);
     denied(
         "replace the expiry policy of",
         own.put_user_policy().user_name(&user).policy_name(expiry).policy_document(&lax).send().await,

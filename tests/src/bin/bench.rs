@@ -261,16 +261,8 @@ async fn issue_times(
 /// an IAM user's revocation.
 async fn aws_kinds(env: &TestEnv) {
     let iam = aws_sdk_iam::Client::new(&env.sdk);
-    let allow =
-        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]});
-    let boundary = iam
-        .create_policy()
-        .policy_name(env.unique("boundary"))
-        .policy_document(allow.to_string())
-        .send()
-        .await
-        .expect("CreatePolicy");
-    let boundary = boundary.policy().and_then(|p| p.arn()).expect("policy ARN").to_owned();
+    let allow = keyturn_tests::allow_policy(&["s3:GetObject"]);
+    let boundary = env.create_policy("boundary", &allow).await;
     let role = env.unique("deploy");
     let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]});
     iam.create_role().role_name(&role).assume_role_policy_document(trust.to_string()).send().await.expect("CreateRole");
