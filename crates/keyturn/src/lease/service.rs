@@ -1,19 +1,24 @@
 //! Issuing, renewing, revoking and reaping leases: the imperative shell around
 //! [`super::decide`]. One [`LeaseService`] per container serves both functions
 //! (issue-credentials and reap-leases); its I/O is behind traits (the lease table, the
-//! database users, Secrets Manager for admin secrets) and its clock is injected.
+//! database users, AWS for IAM users, STS sessions and RDS tokens, Secrets Manager for
+//! admin secrets) and its clock is injected.
 //!
 //! Order of writes, chosen so that a crash at any point leaves nothing unaccounted for:
 //!
 //! - Issue: the lease is written first (which also takes a slot of the role's
-//!   `max_leases`, atomically), then the user is created. A crash in between leaves a
-//!   lease without a user, which expires and is revoked like any other (deleting a user
-//!   that does not exist succeeds). The reverse order would leave users no lease knows.
+//!   `max_leases`, atomically), then the credential is made (a database or IAM user, an STS
+//!   session, an RDS token). A crash in between leaves a lease without a user, which
+//!   expires and is revoked like any other (deleting a user that does not exist succeeds).
+//!   The reverse order would leave users no lease knows.
 //! - Revoke: the lease becomes `Revoking` first, then the user is deleted, then the lease
 //!   becomes `Revoked`. A failure is recorded on the lease (attempts, last error, next
-//!   retry with backoff) and every reaper run retries it until it succeeds.
-//! - Renew: the database's expiry moves first, then the lease (compare-and-set). A lost race
-//!   leaves the database expiry later than the lease's, which the reaper enforces.
+//!   retry with backoff) and every reaper run retries it until it succeeds. An STS session
+//!   or RDS token cannot be revoked (AWS has no call for it): its lease is closed by the
+//!   reaper once it expired, with nothing to delete.
+//! - Renew: the server's expiry moves first (the database's, the IAM user's expiry
+//!   policy), then the lease (compare-and-set). A lost race leaves the server's expiry
+//!   later than the lease's, which the reaper enforces.
 //!
 //! Because a user's lease exists before the user does, the reaper's orphan sweep can tell a
 //! user no lease accounts for (a name of keyturn's form without a live lease of that name)
