@@ -32,9 +32,6 @@ use crate::backend::aws::{
     ListIamUsers, NewIamUser, RdsToken, UpdateIamUser, EXPIRY_POLICY, ROLE_POLICY,
 };
 
-/// How long an RDS token is valid: RDS's maximum, 15 minutes.
-const RDS_TOKEN_SECS: u64 = 900;
-
 /// IAM and STS clients, and the SDK configuration whose credentials sign RDS tokens.
 #[derive(Clone, Debug)]
 pub struct AwsIssuer {
@@ -360,7 +357,7 @@ impl AwsCredentials for AwsIssuer {
             .port(u64::from(req.port))
             .region(Region::new(req.region))
             .username(&req.db_user)
-            .expires_in(RDS_TOKEN_SECS)
+            .expires_in(crate::lease::role::AWS_MIN_TTL.as_secs())
             .credentials(credentials)
             .build()
             .map_err(|_| failure(OPERATION, "invalid token parameters", false))?;

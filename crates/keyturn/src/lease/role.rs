@@ -87,7 +87,8 @@ pub const KIND_AWS_IAM_USER: &str = "aws-iam-user";
 pub const KIND_RDS_IAM_TOKEN: &str = "rds-iam-token";
 const KINDS: [&str; 4] = [KIND_DATABASE, KIND_AWS_STS, KIND_AWS_IAM_USER, KIND_RDS_IAM_TOKEN];
 
-/// The shortest STS session and the life of an RDS IAM token: AWS's fixed 15 minutes.
+/// The shortest STS session and the life of an RDS IAM token (what the token is signed
+/// for, and the most RDS accepts): AWS's fixed 15 minutes.
 pub const AWS_MIN_TTL: Duration = Duration::from_secs(900);
 /// The longest STS session keyturn asks for. The issuer runs with a role's session (a
 /// Lambda execution role), and AWS caps a session assumed from a session (role chaining)
