@@ -32,7 +32,7 @@ test: setup lint
 	$(CARGO) test --workspace
 
 release:
-	$(CARGO) build --release --bin rotate-database --bin rotate-iam-key --bin issue-credentials --bin reap-leases --bin bench
+	$(CARGO) build --release --bin rotate-database --bin rotate-iam-key --bin issue-credentials --bin reap-leases --bin keyturn --bin bench
 
 bench: setup release
 	$(CARGO_TARGET_DIR)/release/bench

@@ -117,6 +117,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 [[role]]
 name = "pg-iam"
 kind = "rds-iam-token"
+engine = "postgres"
 host = "orders.cluster-abc.us-east-1.rds.amazonaws.com"
 port = 5432
 region = "eu-west-1"
@@ -370,6 +371,7 @@ async fn an_rds_token_is_signed_for_the_roles_host_user_and_region_and_lives_15_
     let (status, body) = issue(&s, "pg-iam", None).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!((body["ttl_seconds"].as_u64(), body["username"].as_str()), (Some(900), Some("orders_app")));
+    assert_eq!(body["engine"], "postgres", "clients learn from it how to connect");
     let token = body["password"].as_str().unwrap();
     assert!(token.starts_with("orders.cluster-abc.us-east-1.rds.amazonaws.com:5432/?Action=connect&DBUser=orders_app&"));
     let (key_id, _) = harness().moto_auth();

@@ -1,6 +1,6 @@
 //! A bad roles file stops the real issue-credentials binary at start, with a message that
-//! names the role and the field, and `issue-credentials check` (the same parser, for CI)
-//! says the same; a good one of every kind passes.
+//! names the role and the field, and `issue-credentials check` and `keyturn roles-check`
+//! (the same parser, for CI) say the same; a good one passes.
 
 use std::process::Command;
 
@@ -49,6 +49,7 @@ max_ttl = "1h"
         r#"[[role]]
 name = "pg-iam"
 kind = "rds-iam-token"
+engine = "postgres"
 host = "db.example.com"
 port = 5432
 region = "us-east-1"
@@ -81,6 +82,24 @@ fn check_accepts_a_good_file_and_names_the_role_and_field_of_a_bad_one() {
         assert!(!out.status.success(), "{says}: accepted");
         assert!(stderr.contains(says), "{says:?} not in {stderr:?}");
     }
+}
+
+#[test]
+fn keyturn_roles_check_judges_every_file_as_the_issuer_does() {
+    let cli = function_binary("keyturn");
+    let good = roles_file(GOOD);
+    let out = Command::new(&cli).args(["roles-check", &good]).output().expect("run keyturn");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{good}: 1 roles, valid\n"));
+    for (roles, says) in BAD {
+        let bad = roles_file(roles);
+        let out = Command::new(&cli).args(["roles-check", &good, &bad]).output().expect("run keyturn");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{says}: {stderr}");
+        assert!(stderr.contains(&format!("{bad}: {says}")), "{says:?} not in {stderr:?}");
+    }
+    let out = Command::new(&cli).arg("roles-check").output().expect("run keyturn");
+    assert_eq!(out.status.code(), Some(2), "no file is a usage error");
 }
 
 #[test]

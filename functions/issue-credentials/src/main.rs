@@ -13,7 +13,7 @@
 use std::process::ExitCode;
 
 use keyturn::config::LeaseConfig;
-use keyturn::lease::role::Roles;
+use keyturn::lease::role::check_files;
 use keyturn::telemetry::cannot_start;
 
 #[tokio::main]
@@ -36,19 +36,8 @@ fn check(files: &[String]) -> ExitCode {
         eprintln!("usage: issue-credentials check ROLES_FILE...");
         return ExitCode::from(2);
     }
-    let mut ok = true;
-    for file in files {
-        match Roles::load(std::path::Path::new(file)) {
-            Ok(roles) => println!("{file}: {} roles, valid", roles.iter().count()),
-            Err(e) => {
-                eprintln!("{file}: {e}");
-                ok = false;
-            }
-        }
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    match check_files(files, &mut std::io::stdout(), &mut std::io::stderr()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) | Err(_) => ExitCode::FAILURE,
     }
 }

@@ -270,6 +270,7 @@ async fn aws_kinds(env: &TestEnv) {
         r#"[[role]]
 name = "pg-iam"
 kind = "rds-iam-token"
+engine = "postgres"
 host = "orders.cluster-abc.us-east-1.rds.amazonaws.com"
 port = 5432
 region = "us-east-1"

@@ -375,7 +375,8 @@ fn issued_body(issued: &super::service::Issued) -> Value {
             }
             aws
         }
-        IssuedSecret::RdsToken { token, host, port, region } => json!({
+        IssuedSecret::RdsToken { token, engine, host, port, region } => json!({
+            "engine": engine.as_str(),
             "host": host,
             "port": port,
             "region": region,

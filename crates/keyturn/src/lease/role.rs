@@ -188,6 +188,9 @@ pub struct IamUserRole {
 /// An RDS IAM authentication token per lease: signed by the issuer, no network call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RdsTokenRole {
+    /// The database's engine (RDS's names: `postgres`, `aurora-postgresql`, `mysql`,
+    /// `aurora-mysql`, `mariadb`), which tells clients how to connect.
+    pub engine: crate::backend::Engine,
     /// The DB instance's or cluster's endpoint (the token is valid for this host only).
     pub host: String,
     pub port: u16,
@@ -230,6 +233,7 @@ struct RawRole {
     port: Option<i64>,
     region: Option<String>,
     db_user: Option<String>,
+    engine: Option<String>,
     #[serde(default)]
     allowed_principals: Vec<String>,
     max_leases: Option<i64>,
@@ -322,7 +326,7 @@ impl Role {
         }
         // Each kind's own keys; another kind's key is refused rather than ignored (a
         // `session_policy` on an IAM-user role would otherwise narrow nothing, unseen).
-        let given: [(&str, bool); 13] = [
+        let given: [(&str, bool); 14] = [
             ("admin_secret", raw.admin_secret.is_some()),
             ("groups", raw.groups.is_some()),
             ("dbname", raw.dbname.is_some()),
@@ -336,12 +340,13 @@ impl Role {
             ("host", raw.host.is_some()),
             ("port", raw.port.is_some()),
             ("region", raw.region.is_some()),
+            ("engine", raw.engine.is_some()),
         ];
         let own: &[&str] = match raw.kind.as_str() {
             KIND_DATABASE => &["admin_secret", "groups", "dbname"],
             KIND_AWS_STS => &["role_arn", "session_policy", "policy_arns", "external_id"],
             KIND_AWS_IAM_USER => &["path", "permissions_boundary", "policy_arns", "inline_policy", "groups"],
-            KIND_RDS_IAM_TOKEN => &["host", "port", "region", "db_user"],
+            KIND_RDS_IAM_TOKEN => &["engine", "host", "port", "region", "db_user"],
             other => {
                 return Err(err(role, "kind", format!("{other:?} is not supported (known: {})", KINDS.join(", "))))
             }
@@ -513,6 +518,14 @@ fn iam_user_role(role: Option<&str>, raw: &RawRole) -> Result<IamUserRole, Roles
 }
 
 fn rds_token_role(role: Option<&str>, raw: &RawRole) -> Result<RdsTokenRole, RolesError> {
+    let engine = raw.engine.as_deref().ok_or_else(|| err(role, "engine", "is required (postgres, mysql, ...)"))?;
+    let engine = crate::backend::Engine::parse(engine).ok_or_else(|| {
+        err(
+            role,
+            "engine",
+            format!("{engine:?} is not an RDS engine (postgres, aurora-postgresql, mysql, aurora-mysql, mariadb)"),
+        )
+    })?;
     let host = raw.host.clone().ok_or_else(|| err(role, "host", "is required"))?;
     // A DNS name or an address: the token is a URL, and a host is all this part may hold.
     let host_ok = !host.is_empty()
@@ -548,7 +561,7 @@ fn rds_token_role(role: Option<&str>, raw: &RawRole) -> Result<RdsTokenRole, Rol
             format!("{db_user:?} is not a database user name keyturn signs for (1 to {GROUP_NAME_MAX} letters, digits, _ . or -)"),
         ));
     }
-    Ok(RdsTokenRole { host, port, region, db_user })
+    Ok(RdsTokenRole { engine, host, port, region, db_user })
 }
 
 /// A list of names: each non-empty, at most `max` bytes, no control characters or outer
@@ -626,6 +639,28 @@ fn is_iam_arn(arn: &str, resource_type: &str) -> bool {
             || (parts[4] == "aws" && resource_type == "policy/"))
         && parts[5].strip_prefix(resource_type).is_some_and(|name| !name.is_empty() && !name.ends_with('/'))
         && arn.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'?')
+}
+
+/// Checks roles files as the issuer does at cold start ([`Roles::load`]), for CI of the
+/// repository that holds them (`issue-credentials check`, `keyturn roles-check`): a line
+/// per file on `out` when it is valid, the error naming role and field on `err` when not.
+/// Whether every file is valid.
+pub fn check_files(
+    files: &[String],
+    out: &mut impl std::io::Write,
+    err: &mut impl std::io::Write,
+) -> std::io::Result<bool> {
+    let mut ok = true;
+    for file in files {
+        match Roles::load(Path::new(file)) {
+            Ok(roles) => writeln!(out, "{file}: {} roles, valid", roles.iter().count())?,
+            Err(e) => {
+                writeln!(err, "{file}: {e}")?;
+                ok = false;
+            }
+        }
+    }
+    Ok(ok)
 }
 
 fn patterns(role: Option<&str>, field: &str, list: &[String]) -> Result<Vec<ArnPattern>, RolesError> {
@@ -888,6 +923,7 @@ max_ttl = "4h"
 [[role]]
 name = "pg-iam"
 kind = "rds-iam-token"
+engine = "postgres"
 host = "db.example.us-east-1.rds.amazonaws.com"
 port = 5432
 region = "us-east-1"
@@ -987,6 +1023,8 @@ db_user = "app_iam"
             (RDS, "db_user", r#"db_user = "a&DBUser=admin""#, "is not a database user name"),
             (RDS, "max_ttl", r#"max_ttl = "1h""#, "is not 15m"),
             (RDS, "region", "", "is required"),
+            (RDS, "engine", "", "is required"),
+            (RDS, "engine", r#"engine = "oracle""#, "is not an RDS engine"),
         ];
         for (base, field, line, problem) in cases {
             let e = Roles::from_toml(&set(base, field, line)).unwrap_err();

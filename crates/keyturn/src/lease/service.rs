@@ -103,7 +103,7 @@ pub enum IssuedSecret {
         propagation: Option<Duration>,
     },
     /// An RDS IAM authentication token: the password of the lease's `username`.
-    RdsToken { token: SecretString, host: String, port: u16, region: String },
+    RdsToken { token: SecretString, engine: Engine, host: String, port: u16, region: String },
 }
 
 /// A renewal's result.
@@ -377,6 +377,7 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
             lease,
             secret: IssuedSecret::RdsToken {
                 token,
+                engine: rds.engine,
                 host: rds.host.clone(),
                 port: rds.port,
                 region: rds.region.clone(),
@@ -1126,6 +1127,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 [[role]]
 name = "pg-iam"
 kind = "rds-iam-token"
+engine = "postgres"
 host = "db.cluster-x.us-east-1.rds.amazonaws.com"
 port = 5432
 region = "us-east-1"

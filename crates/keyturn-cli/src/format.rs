@@ -1,0 +1,400 @@
+//! A credential as `keyturn creds` prints it and `keyturn exec` hands it to a command.
+//!
+//! The API's 201 body is read into a [`Credential`] first: a body that lacks a field, or
+//! holds a value an environment variable cannot carry (a NUL), is an error naming the
+//! field, never a half-printed credential. The API is keyturn's own, but what it relays
+//! (a host from an admin secret, a name from a roles file) was written by others, so
+//! every value is quoted or encoded for the format it lands in:
+//!
+//! - `env`: `export NAME='value'` lines for a POSIX shell (`eval "$(keyturn creds ...)"`),
+//!   each value single-quoted, a `'` written `'\''`: a shell expands nothing inside.
+//! - `dotenv`: `NAME="value"` lines, `\`, `"`, `$` and the newline escaped with `\` (the
+//!   rules of python-dotenv and of Node's dotenv with dotenv-expand).
+//! - `uri`: `postgresql://` or `mysql://` with user, password and database
+//!   percent-encoded (everything but RFC 3986's unreserved characters).
+//! - `pgpass`: one `host:port:database:user:password` line, `\` and `:` escaped with `\`,
+//!   as libpq reads `~/.pgpass`.
+//! - `json`: the API's answer as it came.
+//!
+//! The variables: PostgreSQL's `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`;
+//! MySQL's `MYSQL_HOST`, `MYSQL_TCP_PORT`, `MYSQL_USER`, `MYSQL_PWD`, `MYSQL_DATABASE`;
+//! both with `DATABASE_URL`; AWS's `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`.
+
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+use keyturn::backend::{Engine, Family};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+/// How to print a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Env,
+    Dotenv,
+    Uri,
+    Pgpass,
+}
+
+impl FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "json" => Ok(Self::Json),
+            "env" => Ok(Self::Env),
+            "dotenv" => Ok(Self::Dotenv),
+            "uri" => Ok(Self::Uri),
+            "pgpass" => Ok(Self::Pgpass),
+            other => Err(format!("{other:?} is not a format (json, env, dotenv, uri, pgpass)")),
+        }
+    }
+}
+
+/// Why a credential could not be read or printed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// The API's answer lacks a field or holds one of the wrong type.
+    #[error("the API's answer has no valid {0:?}")]
+    Missing(&'static str),
+    #[error("the API's answer holds a NUL in {0:?}, which no environment can carry")]
+    Nul(&'static str),
+    #[error("the API's answer is of kind {0:?}, which this version of keyturn does not know")]
+    UnknownKind(String),
+    #[error("the API's answer names engine {0:?}, which this version of keyturn does not know")]
+    UnknownEngine(String),
+    /// A line-based format cannot hold a value with a line break.
+    #[error("the {format} format cannot hold the line break in {field:?}")]
+    LineBreak { format: &'static str, field: &'static str },
+    /// The format does not apply to this kind of credential.
+    #[error("the {format} format is for {applies_to} credentials")]
+    NotApplicable { format: &'static str, applies_to: &'static str },
+}
+
+/// A credential the API issued, checked.
+#[derive(Debug)]
+pub struct Credential {
+    pub lease_id: String,
+    pub expires_at: u64,
+    pub secret: Secret,
+    /// The answer as it came, for `json`.
+    body: Value,
+}
+
+/// What the credential is, by the families of clients that use it.
+#[derive(Debug)]
+pub enum Secret {
+    /// A database login: a database user's password, or an RDS IAM token.
+    Database {
+        family: Family,
+        host: String,
+        port: u16,
+        dbname: Option<String>,
+        username: String,
+        password: SecretString,
+    },
+    /// An access key, with its session token for an STS session.
+    Aws { access_key_id: String, secret_access_key: SecretString, session_token: Option<SecretString> },
+}
+
+/// A field of the body, as text without a NUL.
+fn text(body: &Value, field: &'static str) -> Result<String, FormatError> {
+    let value = body[field].as_str().ok_or(FormatError::Missing(field))?;
+    if value.contains('\0') {
+        return Err(FormatError::Nul(field));
+    }
+    Ok(value.to_owned())
+}
+
+fn optional_text(body: &Value, field: &'static str) -> Result<Option<String>, FormatError> {
+    match &body[field] {
+        Value::Null => Ok(None),
+        _ => text(body, field).map(Some),
+    }
+}
+
+impl Credential {
+    /// Reads the API's answer to `POST /v1/credentials/{role}`.
+    pub fn from_body(body: Value) -> Result<Self, FormatError> {
+        let kind = text(&body, "kind")?;
+        let secret = match kind.as_str() {
+            "database" | "rds-iam-token" => {
+                let engine = text(&body, "engine")?;
+                let engine = Engine::parse(&engine).ok_or(FormatError::UnknownEngine(engine))?;
+                let port =
+                    body["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or(FormatError::Missing("port"))?;
+                Secret::Database {
+                    family: engine.family(),
+                    host: text(&body, "host")?,
+                    port,
+                    dbname: optional_text(&body, "dbname")?,
+                    username: text(&body, "username")?,
+                    password: text(&body, "password")?.into(),
+                }
+            }
+            "aws-sts" | "aws-iam-user" => Secret::Aws {
+                access_key_id: text(&body, "access_key_id")?,
+                secret_access_key: text(&body, "secret_access_key")?.into(),
+                session_token: optional_text(&body, "session_token")?.map(SecretString::from),
+            },
+            _ => return Err(FormatError::UnknownKind(kind)),
+        };
+        Ok(Self {
+            lease_id: text(&body, "lease_id")?,
+            expires_at: body["expires_at"].as_u64().ok_or(FormatError::Missing("expires_at"))?,
+            secret,
+            body,
+        })
+    }
+
+    /// The environment variables a client of this credential reads, in a fixed order.
+    pub fn variables(&self) -> Vec<(&'static str, SecretString)> {
+        let plain = |v: &str| SecretString::from(v.to_owned());
+        match &self.secret {
+            Secret::Database { family, host, port, dbname, username, password } => {
+                let names = match family {
+                    Family::Postgres => ["PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"],
+                    Family::Mysql => ["MYSQL_HOST", "MYSQL_TCP_PORT", "MYSQL_USER", "MYSQL_PWD", "MYSQL_DATABASE"],
+                };
+                let mut vars = vec![
+                    (names[0], plain(host)),
+                    (names[1], plain(&port.to_string())),
+                    (names[2], plain(username)),
+                    (names[3], password.clone()),
+                ];
+                if let Some(db) = dbname {
+                    vars.push((names[4], plain(db)));
+                }
+                vars.push(("DATABASE_URL", SecretString::from(self.uri().unwrap_or_default())));
+                vars
+            }
+            Secret::Aws { access_key_id, secret_access_key, session_token } => {
+                let mut vars = vec![
+                    ("AWS_ACCESS_KEY_ID", plain(access_key_id)),
+                    ("AWS_SECRET_ACCESS_KEY", secret_access_key.clone()),
+                ];
+                if let Some(token) = session_token {
+                    vars.push(("AWS_SESSION_TOKEN", token.clone()));
+                }
+                vars
+            }
+        }
+    }
+
+    /// The credential in `format`. The text holds the secret: print it only where asked.
+    pub fn render(&self, format: Format) -> Result<String, FormatError> {
+        match format {
+            Format::Json => Ok(format!("{:#}\n", self.body)),
+            Format::Env => Ok(self.lines(|name, value| format!("export {name}={}\n", shell_quote(value)))),
+            Format::Dotenv => Ok(self.lines(|name, value| format!("{name}=\"{}\"\n", dotenv_escape(value)))),
+            Format::Uri => self.uri().map(|uri| uri + "\n"),
+            Format::Pgpass => match &self.secret {
+                Secret::Database { family: Family::Postgres, host, port, dbname, username, password } => {
+                    let fields =
+                        [("host", host.as_str()), ("username", username), ("password", password.expose_secret())];
+                    let dbname_field = ("dbname", dbname.as_deref().unwrap_or_default());
+                    if let Some((field, _)) =
+                        fields.iter().chain([&dbname_field]).find(|(_, v)| v.contains(['\n', '\r']))
+                    {
+                        return Err(FormatError::LineBreak { format: "pgpass", field });
+                    }
+                    Ok(format!(
+                        "{}:{port}:{}:{}:{}\n",
+                        pgpass_escape(host),
+                        dbname.as_deref().map_or_else(|| "*".to_owned(), pgpass_escape),
+                        pgpass_escape(username),
+                        pgpass_escape(password.expose_secret())
+                    ))
+                }
+                _ => Err(FormatError::NotApplicable { format: "pgpass", applies_to: "PostgreSQL" }),
+            },
+        }
+    }
+
+    fn lines(&self, line: impl Fn(&str, &str) -> String) -> String {
+        self.variables().iter().map(|(name, value)| line(name, value.expose_secret())).collect()
+    }
+
+    /// `postgresql://` or `mysql://user:password@host:port/database`, encoded.
+    fn uri(&self) -> Result<String, FormatError> {
+        let Secret::Database { family, host, port, dbname, username, password } = &self.secret else {
+            return Err(FormatError::NotApplicable { format: "uri", applies_to: "database" });
+        };
+        let scheme = match family {
+            Family::Postgres => "postgresql",
+            Family::Mysql => "mysql",
+        };
+        // An IPv6 address is bracketed; a host name is kept as it is (DNS names need no
+        // encoding, and the issuer's roles and admin secrets name hosts, not URLs).
+        let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+        let mut uri = format!(
+            "{scheme}://{}:{}@{host}:{port}",
+            percent_encode(username),
+            percent_encode(password.expose_secret())
+        );
+        if let Some(db) = dbname {
+            let _ = write!(uri, "/{}", percent_encode(db));
+        }
+        Ok(uri)
+    }
+}
+
+/// A POSIX shell word holding exactly `value`.
+pub fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+fn dotenv_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '"' => out.push_str("\\\""),
+            '$' => out.push_str(r"\$"),
+            '\n' => out.push_str(r"\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn pgpass_escape(value: &str) -> String {
+    value.replace('\\', r"\\").replace(':', r"\:")
+}
+
+/// Every byte but RFC 3986's unreserved characters as `%XX`.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pg(password: &str) -> Value {
+        json!({
+            "lease_id": "abcdefghij0123456789", "kind": "database", "expires_at": 1000, "engine": "postgres",
+            "host": "db.example.com", "port": 5432, "dbname": "app", "username": "kt_ci_x", "password": password,
+        })
+    }
+
+    #[test]
+    fn formats_are_named_and_unknown_ones_refused() {
+        assert_eq!("env".parse(), Ok(Format::Env));
+        assert!("yaml".parse::<Format>().unwrap_err().contains("json, env, dotenv, uri, pgpass"));
+    }
+
+    #[test]
+    fn a_postgres_credential_in_each_format() {
+        let c = Credential::from_body(pg("p'w:d@/%")).unwrap();
+        let env = c.render(Format::Env).unwrap();
+        assert!(env.contains("export PGPASSWORD='p'\\''w:d@/%'\n"), "{env}");
+        assert!(env.contains("export DATABASE_URL='postgresql://kt_ci_x:p%27w%3Ad%40%2F%25@db.example.com:5432/app'\n"));
+        assert_eq!(c.render(Format::Pgpass).unwrap(), "db.example.com:5432:app:kt_ci_x:p'w\\:d@/%\n");
+        assert_eq!(c.render(Format::Dotenv).unwrap().lines().next(), Some("PGHOST=\"db.example.com\""));
+        assert_eq!(serde_json::from_str::<Value>(&c.render(Format::Json).unwrap()).unwrap(), pg("p'w:d@/%"));
+    }
+
+    #[test]
+    fn mysql_and_aws_credentials_use_their_clients_variables() {
+        let mut body = pg("pw");
+        body["engine"] = json!("mariadb");
+        let names: Vec<_> = Credential::from_body(body).unwrap().variables().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["MYSQL_HOST", "MYSQL_TCP_PORT", "MYSQL_USER", "MYSQL_PWD", "MYSQL_DATABASE", "DATABASE_URL"]
+        );
+        let sts = json!({"lease_id": "l", "kind": "aws-sts", "expires_at": 1, "access_key_id": "ASIA1",
+                         "secret_access_key": "s", "session_token": "t"});
+        let c = Credential::from_body(sts).unwrap();
+        let names: Vec<_> = c.variables().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]);
+        assert_eq!(c.render(Format::Uri).unwrap_err().to_string(), "the uri format is for database credentials");
+        assert!(c.render(Format::Pgpass).is_err());
+    }
+
+    #[test]
+    fn bad_answers_are_errors_naming_the_field() {
+        let mut body = pg("pw");
+        body["password"] = json!("a\0b");
+        assert_eq!(Credential::from_body(body).unwrap_err(), FormatError::Nul("password"));
+        let mut body = pg("pw");
+        body["port"] = json!(70000);
+        assert_eq!(Credential::from_body(body).unwrap_err(), FormatError::Missing("port"));
+        let mut body = pg("pw");
+        body["kind"] = json!("ldap");
+        assert!(matches!(Credential::from_body(body), Err(FormatError::UnknownKind(_))));
+    }
+
+    /// Every printable ASCII character, a newline, a tab and some beyond ASCII.
+    fn hostile() -> String {
+        let mut s: String = (0x20u8..0x7f).map(char::from).collect();
+        s.push_str("\n\t'\"$(id)`id`\\é✓");
+        s
+    }
+
+    #[test]
+    fn env_output_evaluates_back_to_the_exact_value_in_a_real_shell() {
+        let c = Credential::from_body(pg(&hostile())).unwrap();
+        let script = format!("{}printf '%s' \"$PGPASSWORD\"", c.render(Format::Env).unwrap());
+        let out = std::process::Command::new("/bin/sh").arg("-c").arg(&script).output().expect("run sh");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), hostile());
+    }
+
+    #[test]
+    fn uri_and_pgpass_encode_every_character_and_decode_back() {
+        let c = Credential::from_body(pg(&hostile())).unwrap();
+        let uri = c.render(Format::Uri).unwrap();
+        let userinfo = uri.trim_end().strip_prefix("postgresql://kt_ci_x:").unwrap().rsplit_once('@').unwrap().0;
+        assert!(userinfo.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)), "{userinfo}");
+        let mut decoded = Vec::new();
+        let mut bytes = userinfo.bytes();
+        while let Some(b) = bytes.next() {
+            if b == b'%' {
+                let hex: String = [bytes.next().unwrap(), bytes.next().unwrap()].iter().map(|&b| b as char).collect();
+                decoded.push(u8::from_str_radix(&hex, 16).unwrap());
+            } else {
+                decoded.push(b);
+            }
+        }
+        assert_eq!(String::from_utf8(decoded).unwrap(), hostile());
+        assert_eq!(
+            c.render(Format::Pgpass).unwrap_err(),
+            FormatError::LineBreak { format: "pgpass", field: "password" },
+            "a line break cannot be in a .pgpass line"
+        );
+        // libpq's reading: a backslash takes the next character literally.
+        let one_line = hostile().replace(['\n', '\t'], "");
+        let line = Credential::from_body(pg(&one_line)).unwrap().render(Format::Pgpass).unwrap();
+        let mut fields = vec![String::new()];
+        let mut chars = line.strip_suffix('\n').unwrap().chars();
+        while let Some(ch) = chars.next() {
+            match ch {
+                '\\' => fields.last_mut().unwrap().push(chars.next().unwrap()),
+                ':' => fields.push(String::new()),
+                ch => fields.last_mut().unwrap().push(ch),
+            }
+        }
+        assert_eq!(fields.len(), 5, "{line}");
+        assert_eq!(fields[4], one_line);
+    }
+
+    #[test]
+    fn dotenv_escapes_what_dotenv_parsers_interpret() {
+        let c = Credential::from_body(pg("a\"b$c\\d\ne")).unwrap();
+        assert!(c.render(Format::Dotenv).unwrap().contains("PGPASSWORD=\"a\\\"b\\$c\\\\d\\ne\"\n"));
+    }
+}
