@@ -6,6 +6,7 @@
 
 pub mod apigw;
 pub mod fake_postgres;
+pub mod gateway;
 pub mod lambda;
 pub mod lease;
 pub mod mariadb;

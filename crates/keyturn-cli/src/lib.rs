@@ -9,4 +9,5 @@
 //! Still to come: `creds`, `exec`, `leases` and `roles`, which sign requests to the API with
 //! SigV4, and the harness's local gateway that tests them end to end.
 
+pub mod api;
 pub mod format;

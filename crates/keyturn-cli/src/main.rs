@@ -1,23 +1,73 @@
-//! `keyturn`: the command-line client of keyturn's credentials API. This version has
-//! `roles-check`; `creds`, `exec`, `leases` and `roles` come with the API client.
+//! `keyturn`: the command-line client of keyturn's credentials API. Requests are signed
+//! with SigV4 as the caller (AWS's default credential chain); see `keyturn --help`.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use aws_config::BehaviorVersion;
+use clap::{Args, Parser, Subcommand};
+use keyturn_cli::api::{Api, CliError};
+use keyturn_cli::format::{Credential, Format};
+use serde_json::{json, Value};
+
+const EXAMPLES: &str = "Examples:
+  export KEYTURN_API_URL=https://abc123.execute-api.eu-west-1.amazonaws.com
+  eval \"$(keyturn creds ci-reader --ttl 15m)\" && psql -c 'select 1'
+  keyturn creds deploy --format json | jq -r .session_token
+  keyturn leases renew 0123456789abcdefghij --ttl 30m
+  keyturn roles-check config/roles.toml
+
+Exit codes: 0 done, 2 usage or a request the API refused as malformed, 3 no credentials or
+not allowed, 4 no such role or lease, 5 the API unreachable or failing, 1 anything else.";
 
 /// keyturn: credentials that nobody rotates by hand and that do not outlive their use.
 #[derive(Parser)]
-#[command(name = "keyturn", version, about, long_about = None)]
+#[command(name = "keyturn", version, about, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Where the API is and how much to say.
+#[derive(Args)]
+struct Common {
+    /// The credentials API's URL (the stack's CredentialsApiUrl output).
+    #[arg(long, env = "KEYTURN_API_URL", value_name = "URL")]
+    api_url: Option<String>,
+    /// Print nothing but what was asked for (no lease line on stderr).
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print the API's answer as JSON, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Get credentials of a role and print them (the lease id and expiry go to stderr).
+    Creds {
+        role: String,
+        /// How long, as in the roles file: 15m, 1h, 900s (the role's default when absent).
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
+        /// json, env (export lines for eval), dotenv, uri, pgpass.
+        #[arg(long, default_value = "env")]
+        format: Format,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Renew or revoke a lease.
+    Leases {
+        #[command(subcommand)]
+        action: LeaseAction,
+    },
+    /// The roles you may request.
+    Roles {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Check roles files exactly as the issuer does at cold start (for CI of the
     /// repository that holds them). Exits 1 when any is invalid, naming role and field.
-    #[command(after_help = "Example:\n  keyturn roles-check config/roles.prod.toml config/roles.staging.toml")]
     RolesCheck {
         /// The roles files.
         #[arg(required = true, value_name = "FILE")]
@@ -25,13 +75,126 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::RolesCheck { files } => {
-            match keyturn::lease::role::check_files(&files, &mut std::io::stdout(), &mut std::io::stderr()) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) | Err(_) => ExitCode::FAILURE,
-            }
+#[derive(Subcommand)]
+enum LeaseAction {
+    /// Extend a lease (up to its role's max_ttl from issue).
+    Renew {
+        lease_id: String,
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// End a lease now: its user is deleted.
+    Revoke {
+        lease_id: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    keyturn::lease::role::parse_ttl(text).map_err(|problem| format!("{text:?} {problem}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse().command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
+}
+
+async fn run(command: Command) -> Result<ExitCode, CliError> {
+    match command {
+        Command::RolesCheck { files } => {
+            let ok = keyturn::lease::role::check_files(&files, &mut std::io::stdout(), &mut std::io::stderr())
+                .map_err(|e| CliError::Server(format!("cannot write the report: {e}")))?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Creds { role, ttl, format, common } => {
+            let api = api(&common).await?;
+            let body = ttl.map(|t| json!({"ttl_seconds": t.as_secs()}));
+            let (_, answer) = api.call("POST", &format!("/v1/credentials/{}", path_segment(&role)?), body).await?;
+            let credential = Credential::from_body(answer).map_err(|e| CliError::Server(e.to_string()))?;
+            let text = credential.render(format).map_err(|e| CliError::Usage(e.to_string()))?;
+            print!("{text}");
+            if !common.quiet {
+                eprintln!("keyturn: lease {} expires at {} (Unix time)", credential.lease_id, credential.expires_at);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Roles { common } => {
+            let (_, answer) = api(&common).await?.call("GET", "/v1/roles", None).await?;
+            if common.json {
+                println!("{answer:#}");
+            } else {
+                for role in answer["roles"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<32} {:<14} default {:>6}s  max {:>6}s",
+                        role["name"].as_str().unwrap_or_default(),
+                        role["kind"].as_str().unwrap_or_default(),
+                        role["default_ttl_seconds"],
+                        role["max_ttl_seconds"]
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Leases { action: LeaseAction::Renew { lease_id, ttl, common } } => {
+            let body = ttl.map(|t| json!({"ttl_seconds": t.as_secs()}));
+            let path = format!("/v1/leases/{}/renew", path_segment(&lease_id)?);
+            let (_, answer) = api(&common).await?.call("POST", &path, body).await?;
+            report(&common, &answer, || {
+                let capped = if answer["capped"] == Value::Bool(true) { " (capped at the role's max_ttl)" } else { "" };
+                format!("lease {lease_id} now expires at {}{capped}", answer["expires_at"])
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Leases { action: LeaseAction::Revoke { lease_id, common } } => {
+            let path = format!("/v1/leases/{}", path_segment(&lease_id)?);
+            api(&common).await?.call("DELETE", &path, None).await?;
+            report(&common, &json!({"lease_id": lease_id, "revoked": true}), || format!("lease {lease_id} revoked"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The answer as JSON with `--json`, else `line` unless `--quiet`.
+fn report(common: &Common, answer: &Value, line: impl FnOnce() -> String) {
+    if common.json {
+        println!("{answer:#}");
+    } else if !common.quiet {
+        println!("{}", line());
+    }
+}
+
+/// A role name or lease id as one path segment: the API's names need no encoding, and
+/// anything else (a `/`, a `?`) would reach another route.
+fn path_segment(text: &str) -> Result<&str, CliError> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        Ok(text)
+    } else {
+        Err(CliError::Usage(format!("{text:?} is not a role name or lease id (letters, digits, - and _)")))
+    }
+}
+
+/// The API client: the URL from `--api-url` or `KEYTURN_API_URL`, the region and the
+/// caller's credentials from AWS's usual settings.
+async fn api(common: &Common) -> Result<Api, CliError> {
+    let url = common.api_url.as_deref().ok_or_else(|| {
+        CliError::Usage("no API URL: pass --api-url or set KEYTURN_API_URL (the stack's CredentialsApiUrl)".into())
+    })?;
+    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let region = sdk
+        .region()
+        .map(ToString::to_string)
+        .ok_or_else(|| CliError::Usage("no AWS region: set AWS_REGION or a profile's region".into()))?;
+    let credentials = sdk
+        .credentials_provider()
+        .ok_or_else(|| CliError::Auth("no AWS credentials: configure the AWS CLI's usual settings".into()))?;
+    Api::new(url, region, credentials)
 }

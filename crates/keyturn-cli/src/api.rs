@@ -1,0 +1,170 @@
+//! The credentials API as the CLI calls it: every request signed with SigV4 (service
+//! `execute-api`) with the caller's credentials from AWS's default chain, an answer read as
+//! JSON, and each failure sorted into the class its exit code reports.
+
+use std::time::SystemTime;
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use serde_json::Value;
+
+/// The largest answer read: credentials and lease lists are small.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// Why a command failed, by the exit code it ends with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A request the API refused as malformed (400), or a command line that makes none.
+    #[error("{0}")]
+    Usage(String),
+    /// No credentials, a signature refused, or a caller the roles do not allow (401, 403).
+    #[error("{0}")]
+    Auth(String),
+    /// No such role, lease or endpoint (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The API could not be reached or failed (5xx, a network error, an unreadable answer).
+    #[error("{0}")]
+    Server(String),
+    /// Anything else the API refused (409 conflict, 429 too many leases).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl CliError {
+    /// The exit code: 2 usage, 3 auth, 4 not found, 5 server, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => 2,
+            Self::Auth(_) => 3,
+            Self::NotFound(_) => 4,
+            Self::Server(_) => 5,
+            Self::Refused(_) => 1,
+        }
+    }
+
+    /// The error an API answer with `status` is, with the API's own message.
+    pub fn from_status(status: u16, body: &Value) -> Self {
+        let message = match (body["code"].as_str(), body["message"].as_str()) {
+            (Some(code), Some(message)) => format!("{message} ({code}, HTTP {status})"),
+            // API Gateway's own refusals (a bad signature) carry {"message": ...} only.
+            (None, Some(message)) => format!("{message} (HTTP {status})"),
+            _ => format!("the API answered HTTP {status}"),
+        };
+        match status {
+            400 => Self::Usage(message),
+            401 | 403 => Self::Auth(message),
+            404 => Self::NotFound(message),
+            500.. => Self::Server(message),
+            _ => Self::Refused(message),
+        }
+    }
+}
+
+/// The API at `base_url`, signing as the caller.
+pub struct Api {
+    base_url: String,
+    region: String,
+    credentials: SharedCredentialsProvider,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl Api {
+    /// The API at `base_url` (`https://...`, or `http://` for a local gateway), signing in
+    /// `region` with `credentials`.
+    pub fn new(base_url: &str, region: String, credentials: SharedCredentialsProvider) -> Result<Self, CliError> {
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            return Err(CliError::Usage(format!("the API URL {base_url:?} is not an http(s) URL")));
+        }
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| CliError::Server(format!("no trusted roots for TLS: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        Ok(Self { base_url, region, credentials, client })
+    }
+
+    /// One signed request; the answer's status and JSON body (`Null` when empty).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value), CliError> {
+        let url = format!("{}{path}", self.base_url);
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let credentials = self
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| CliError::Auth(format!("no AWS credentials to sign with: {e}")))?;
+        let identity = credentials.into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("execute-api")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot sign the request: {e}")))?
+            .into();
+        let content_type = [("content-type", "application/json")];
+        let headers = if body.is_empty() { &content_type[..0] } else { &content_type[..] };
+        let signable =
+            SignableRequest::new(method, url.as_str(), headers.iter().copied(), SignableBody::Bytes(body.as_bytes()))
+                .map_err(|e| CliError::Usage(format!("cannot sign a request to {url}: {e}")))?;
+        let (instructions, _) =
+            sign(signable, &params).map_err(|e| CliError::Usage(format!("cannot sign the request: {e}")))?.into_parts();
+        let mut request = http::Request::builder().method(method).uri(&url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CliError::Usage(format!("cannot build a request to {url}: {e}")))?;
+        instructions.apply_to_request_http1x(&mut request);
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| CliError::Server(format!("cannot reach the API at {}: {e}", self.base_url)))?;
+        let status = response.status().as_u16();
+        let bytes = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| CliError::Server(format!("the API's answer could not be read: {e}")))?
+            .to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|_| CliError::Server(format!("the API answered HTTP {status} with a body that is not JSON")))?
+        };
+        if (200..300).contains(&status) {
+            Ok((status, value))
+        } else {
+            Err(CliError::from_status(status, &value))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn every_answer_maps_to_its_class_with_the_apis_message() {
+        let e = CliError::from_status(403, &json!({"code": "forbidden", "message": "no", "retryable": false}));
+        assert_eq!((e.exit_code(), e.to_string()), (3, "no (forbidden, HTTP 403)".to_owned()));
+        assert_eq!(CliError::from_status(400, &Value::Null).exit_code(), 2);
+        assert_eq!(CliError::from_status(404, &Value::Null).exit_code(), 4);
+        assert_eq!(CliError::from_status(503, &Value::Null).exit_code(), 5);
+        assert_eq!(CliError::from_status(409, &Value::Null).exit_code(), 1);
+        assert_eq!(CliError::from_status(403, &json!({"message": "Forbidden"})).to_string(), "Forbidden (HTTP 403)");
+    }
+}

@@ -1,0 +1,217 @@
+//! A local stand-in for API Gateway's IAM authorization in front of the issuer, for the
+//! CLI's tests: it verifies each request's SigV4 signature (service `execute-api`, the
+//! gateway's region, a date within five minutes) by recomputing it with the secret of the
+//! access key it names, refuses an unsigned or wrongly signed request with 403 and
+//! `{"message": ...}` as API Gateway does, and hands the issuer a payload 2.0 event with
+//! the key's identity in `requestContext.authorizer.iam.userArn`.
+//!
+//! It speaks just enough HTTP/1.1 for one request per connection with a `Content-Length`
+//! body, which is what the CLI sends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use keyturn::lease::api::{self, ApiRequest};
+use keyturn::lease::service::Issuer;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The region the gateway is in.
+pub const REGION: &str = "us-east-1";
+/// How far a request's date may be from the gateway's clock.
+const SKEW: Duration = Duration::from_secs(300);
+
+/// A running gateway; it stops with the test's runtime.
+pub struct Gateway {
+    pub url: String,
+}
+
+/// Access key id to (secret, the caller ARN API Gateway would report for it).
+pub type Keys = HashMap<String, (String, String)>;
+
+/// Starts a gateway in front of `service` that knows `keys`.
+pub async fn start(service: Arc<Issuer>, keys: Keys) -> Gateway {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the gateway");
+    let url = format!("http://{}", listener.local_addr().expect("gateway address"));
+    let keys = Arc::new(keys);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (service, keys) = (service.clone(), keys.clone());
+            tokio::spawn(async move { serve(stream, &service, &keys).await });
+        }
+    });
+    Gateway { url }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+async fn serve(mut stream: TcpStream, service: &Issuer, keys: &Keys) {
+    let (status, body) = match read(&mut stream).await {
+        None => (400, Some(json!({"message": "Bad Request"}))),
+        Some(request) => match verify(&request, keys) {
+            Err(message) => (403, Some(json!({ "message": message }))),
+            Ok(caller) => {
+                let body = (!request.body.is_empty()).then_some(request.body.as_str());
+                let event = crate::apigw::request(&request.method, &request.path, body, &caller);
+                let response = match ApiRequest::from_event(event) {
+                    Ok(req) => api::handle(service, &req).await,
+                    Err(refused) => refused,
+                };
+                (response.status, response.body)
+            }
+        },
+    };
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
+}
+
+async fn read(stream: &mut TcpStream) -> Option<Request> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() > 65_536 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let (method, path) = (first.next()?.to_owned(), first.next()?.to_owned());
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers.iter().find(|(n, _)| n == "content-length").map_or(Some(0), |(_, v)| v.parse().ok())?;
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some(Request { method, path, headers, body: String::from_utf8(body).ok()? })
+}
+
+/// The caller's ARN if the request is signed by a known key, else why not.
+fn verify(request: &Request, keys: &Keys) -> Result<String, String> {
+    let missing = || "Missing Authentication Token".to_owned();
+    let authorization = request.header("authorization").ok_or_else(missing)?;
+    let fields = authorization.strip_prefix("AWS4-HMAC-SHA256 ").ok_or_else(missing)?;
+    let field = |name: &str| {
+        fields.split(", ").find_map(|f| f.strip_prefix(name).and_then(|v| v.strip_prefix('='))).ok_or_else(missing)
+    };
+    let (credential, signature) = (field("Credential")?, field("Signature")?);
+    let mut scope = credential.split('/');
+    let key_id = scope.next().unwrap_or_default();
+    let (_date, region, service) = (scope.next(), scope.next(), scope.next());
+    if region != Some(REGION) || service != Some("execute-api") {
+        return Err(format!("Credential should be scoped to a valid region and service ({credential})"));
+    }
+    let (secret, arn) =
+        keys.get(key_id).ok_or_else(|| "The security token included in the request is invalid.".to_owned())?;
+    let date = request.header("x-amz-date").and_then(parse_amz_date).ok_or_else(missing)?;
+    let now = SystemTime::now();
+    let skew = now.duration_since(date).unwrap_or_else(|e| e.duration());
+    if skew > SKEW {
+        return Err("Signature expired".into());
+    }
+    // Recompute with the same signer, the same time and the headers the client signed
+    // (host, the date and the token are the signer's own to add).
+    let token = request.header("x-amz-security-token").map(str::to_owned);
+    let identity = Credentials::new(key_id, secret, token, None, "gateway").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(REGION)
+        .name("execute-api")
+        .time(date)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let signed: Vec<&str> = field("SignedHeaders")?.split(';').collect();
+    let headers = request
+        .headers
+        .iter()
+        .filter(|(n, _)| {
+            signed.contains(&n.as_str()) && !["host", "x-amz-date", "x-amz-security-token"].contains(&n.as_str())
+        })
+        .map(|(n, v)| (n.as_str(), v.as_str()));
+    let url = format!("http://{}{}", request.header("host").ok_or_else(missing)?, request.path);
+    let signable = SignableRequest::new(&request.method, url, headers, SignableBody::Bytes(request.body.as_bytes()))
+        .map_err(|e| e.to_string())?;
+    let (_, expected) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();
+    if expected != signature {
+        return Err("The request signature we calculated does not match the signature you provided.".into());
+    }
+    Ok(arn.clone())
+}
+
+/// `YYYYMMDDTHHMMSSZ`.
+fn parse_amz_date(text: &str) -> Option<SystemTime> {
+    let digits = |r: std::ops::Range<usize>| text.get(r)?.parse::<u64>().ok();
+    if text.len() != 16 || &text[8..9] != "T" || !text.ends_with('Z') {
+        return None;
+    }
+    let (y, m, d) = (digits(0..4)? as i64, digits(4..6)? as i64, digits(6..8)? as i64);
+    let (hh, mm, ss) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(days * 86_400 + hh * 3600 + mm * 60 + ss))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amz_dates_parse_to_unix_time() {
+        assert_eq!(parse_amz_date("19700101T000000Z"), Some(UNIX_EPOCH));
+        assert_eq!(parse_amz_date("20240826T220000Z"), Some(UNIX_EPOCH + Duration::from_secs(1_724_709_600)));
+        assert_eq!(parse_amz_date("2024-08-26T22:00"), None);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_headers_are_refused() {
+        let request = |auth: &str| Request {
+            method: "GET".into(),
+            path: "/v1/roles".into(),
+            headers: vec![("authorization".into(), auth.into()), ("host".into(), "h".into())],
+            body: String::new(),
+        };
+        let keys = Keys::from([("AKID".into(), ("s".into(), "arn".into()))]);
+        assert!(verify(&request(""), &keys).unwrap_err().contains("Missing"));
+        let other = "AWS4-HMAC-SHA256 Credential=OTHER/20240826/us-east-1/execute-api/aws4_request, SignedHeaders=host, Signature=00";
+        assert!(verify(&request(other), &keys).unwrap_err().contains("security token"));
+    }
+}
