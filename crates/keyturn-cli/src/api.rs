@@ -66,6 +66,29 @@ impl CliError {
     }
 }
 
+/// An `https://` URL, or `http://` to this machine only (a local gateway): the answer
+/// carries credentials, which must never cross a network in cleartext.
+fn check_url(url: &str) -> Result<(), CliError> {
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(CliError::Usage(format!("the API URL {url:?} is not an https:// URL")));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    if ["127.0.0.1", "localhost", "::1"].contains(&host) && !authority.contains('@') {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "the API URL {url:?} is plain http to another machine: the answer holds credentials, use https://"
+        )))
+    }
+}
+
 /// The API at `base_url`, signing as the caller.
 pub struct Api {
     base_url: String,
@@ -79,9 +102,7 @@ impl Api {
     /// `region` with `credentials`.
     pub fn new(base_url: &str, region: String, credentials: SharedCredentialsProvider) -> Result<Self, CliError> {
         let base_url = base_url.trim_end_matches('/').to_owned();
-        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-            return Err(CliError::Usage(format!("the API URL {base_url:?} is not an http(s) URL")));
-        }
+        check_url(&base_url)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|e| CliError::Server(format!("no trusted roots for TLS: {e}")))?
@@ -156,6 +177,28 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn credentials_travel_over_tls_unless_the_api_is_on_this_machine() {
+        for ok in [
+            "https://abc.execute-api.eu-west-1.amazonaws.com",
+            "http://127.0.0.1:8080",
+            "http://localhost",
+            "http://[::1]:9",
+        ] {
+            assert!(check_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://abc.execute-api.eu-west-1.amazonaws.com",
+            "http://127.0.0.1.evil.example",
+            "http://localhost@evil.example",
+            "http://10.0.0.1",
+            "ftp://127.0.0.1",
+            "abc",
+        ] {
+            assert_eq!(check_url(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
+    }
 
     #[test]
     fn every_answer_maps_to_its_class_with_the_apis_message() {
