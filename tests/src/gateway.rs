@@ -175,7 +175,7 @@ fn verify(request: &Request, keys: &Keys) -> Result<String, String> {
 /// `YYYYMMDDTHHMMSSZ`.
 fn parse_amz_date(text: &str) -> Option<SystemTime> {
     let digits = |r: std::ops::Range<usize>| text.get(r)?.parse::<u64>().ok();
-    if text.len() != 16 || &text[8..9] != "T" || !text.ends_with('Z') {
+    if text.len() != 16 || text.get(8..9) != Some("T") || !text.ends_with('Z') {
         return None;
     }
     let (y, m, d) = (digits(0..4)? as i64, digits(4..6)? as i64, digits(6..8)? as i64);

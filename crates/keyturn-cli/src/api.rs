@@ -15,6 +15,9 @@ use serde_json::Value;
 
 /// The largest answer read: credentials and lease lists are small.
 const MAX_ANSWER: usize = 1 << 20;
+/// How long a request may take, answer included: a server that stops answering must not
+/// hold a CI job (or an `eval`) forever.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Why a command failed, by the exit code it ends with.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,8 @@ impl CliError {
 
     /// The error an API answer with `status` is, with the API's own message.
     pub fn from_status(status: u16, body: &Value) -> Self {
+        // The server's words go to a terminal: no control character of theirs reaches it.
+        let body = &printable_json(body);
         let message = match (body["code"].as_str(), body["message"].as_str()) {
             (Some(code), Some(message)) => format!("{message} ({code}, HTTP {status})"),
             // API Gateway's own refusals (a bad signature) carry {"message": ...} only.
@@ -86,6 +91,19 @@ fn check_url(url: &str) -> Result<(), CliError> {
         Err(CliError::Usage(format!(
             "the API URL {url:?} is plain http to another machine: the answer holds credentials, use https://"
         )))
+    }
+}
+
+/// `text` with every control character written as an escape, for a terminal.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+fn printable_json(value: &Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(printable(s)),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), printable_json(v))).collect()),
+        other => other.clone(),
     }
 }
 
@@ -147,17 +165,23 @@ impl Api {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CliError::Usage(format!("cannot build a request to {url}: {e}")))?;
         instructions.apply_to_request_http1x(&mut request);
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| CliError::Server(format!("cannot reach the API at {}: {e}", self.base_url)))?;
-        let status = response.status().as_u16();
-        let bytes = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| CliError::Server(format!("the API's answer could not be read: {e}")))?
-            .to_bytes();
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| CliError::Server(format!("cannot reach the API at {}: {e}", self.base_url)))?;
+            let status = response.status().as_u16();
+            let bytes = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| CliError::Server(format!("the API's answer could not be read: {e}")))?
+                .to_bytes();
+            Ok::<_, CliError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| {
+            CliError::Server(format!("the API at {} did not answer within {} s", self.base_url, TIMEOUT.as_secs()))
+        })??;
         let value = if bytes.is_empty() {
             Value::Null
         } else {
@@ -209,5 +233,7 @@ mod tests {
         assert_eq!(CliError::from_status(503, &Value::Null).exit_code(), 5);
         assert_eq!(CliError::from_status(409, &Value::Null).exit_code(), 1);
         assert_eq!(CliError::from_status(403, &json!({"message": "Forbidden"})).to_string(), "Forbidden (HTTP 403)");
+        let hostile = CliError::from_status(409, &json!({"code": "x", "message": "a\u{1b}]52;c;bad\u{7}"}));
+        assert!(!hostile.to_string().chars().any(char::is_control), "{hostile}");
     }
 }

@@ -8,12 +8,14 @@
 //!
 //! - `env`: `export NAME='value'` lines for a POSIX shell (`eval "$(keyturn creds ...)"`),
 //!   each value single-quoted, a `'` written `'\''`: a shell expands nothing inside.
-//! - `dotenv`: `NAME="value"` lines, `\`, `"`, `$` and the newline escaped with `\` (the
-//!   rules of python-dotenv and of Node's dotenv with dotenv-expand).
+//! - `dotenv`: `NAME='value'` lines, which python-dotenv and Node's dotenv both take
+//!   literally (no escapes they disagree on, no `${...}` expansion); a value holding a `'`,
+//!   a `\` or a line break cannot be written so and is refused (keyturn's passwords, keys
+//!   and tokens hold none).
 //! - `uri`: `postgresql://` or `mysql://` with user, password and database
 //!   percent-encoded (everything but RFC 3986's unreserved characters).
 //! - `pgpass`: one `host:port:database:user:password` line, `\` and `:` escaped with `\`,
-//!   as libpq reads `~/.pgpass`.
+//!   and a field that is just `*` written `\*` (libpq reads a bare `*` as "any").
 //! - `json`: the API's answer as it came.
 //!
 //! The variables: PostgreSQL's `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`;
@@ -65,6 +67,12 @@ pub enum FormatError {
     UnknownKind(String),
     #[error("the API's answer names engine {0:?}, which this version of keyturn does not know")]
     UnknownEngine(String),
+    /// A host that is neither a DNS name nor an IP address: in a URL it could add
+    /// parameters (`?sslmode=disable`) or another host.
+    #[error("the API's answer names host {0:?}, which is not a host name or an IP address")]
+    BadHost(String),
+    #[error("the dotenv format cannot hold the quote, backslash or line break in {0:?}")]
+    Dotenv(&'static str),
     /// A line-based format cannot hold a value with a line break.
     #[error("the {format} format cannot hold the line break in {field:?}")]
     LineBreak { format: &'static str, field: &'static str },
@@ -125,9 +133,16 @@ impl Credential {
                 let engine = Engine::parse(&engine).ok_or(FormatError::UnknownEngine(engine))?;
                 let port =
                     body["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or(FormatError::Missing("port"))?;
+                let host = text(&body, "host")?;
+                let is_name = !host.is_empty()
+                    && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                    && !host.starts_with(['.', '-']);
+                if !is_name && host.parse::<std::net::IpAddr>().is_err() {
+                    return Err(FormatError::BadHost(host));
+                }
                 Secret::Database {
                     family: engine.family(),
-                    host: text(&body, "host")?,
+                    host,
                     port,
                     dbname: optional_text(&body, "dbname")?,
                     username: text(&body, "username")?,
@@ -188,7 +203,14 @@ impl Credential {
         match format {
             Format::Json => Ok(format!("{:#}\n", self.body)),
             Format::Env => Ok(self.lines(|name, value| format!("export {name}={}\n", shell_quote(value)))),
-            Format::Dotenv => Ok(self.lines(|name, value| format!("{name}=\"{}\"\n", dotenv_escape(value)))),
+            Format::Dotenv => {
+                let vars = self.variables();
+                if let Some((name, _)) = vars.iter().find(|(_, v)| v.expose_secret().contains(['\'', '\\', '\n', '\r']))
+                {
+                    return Err(FormatError::Dotenv(name));
+                }
+                Ok(self.lines(|name, value| format!("{name}='{value}'\n")))
+            }
             Format::Uri => self.uri().map(|uri| uri + "\n"),
             Format::Pgpass => match &self.secret {
                 Secret::Database { family: Family::Postgres, host, port, dbname, username, password } => {
@@ -228,7 +250,10 @@ impl Credential {
         };
         // An IPv6 address is bracketed; a host name is kept as it is (DNS names need no
         // encoding, and the issuer's roles and admin secrets name hosts, not URLs).
-        let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+        let host = match host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("[{v6}]"),
+            Err(_) => host.clone(),
+        };
         let mut uri = format!(
             "{scheme}://{}:{}@{host}:{port}",
             percent_encode(username),
@@ -246,21 +271,10 @@ pub fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
-fn dotenv_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str(r"\\"),
-            '"' => out.push_str("\\\""),
-            '$' => out.push_str(r"\$"),
-            '\n' => out.push_str(r"\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn pgpass_escape(value: &str) -> String {
+    if value == "*" {
+        return r"\*".to_owned();
+    }
     value.replace('\\', r"\\").replace(':', r"\:")
 }
 
@@ -303,7 +317,10 @@ mod tests {
         assert!(env.contains("export PGPASSWORD='p'\\''w:d@/%'\n"), "{env}");
         assert!(env.contains("export DATABASE_URL='postgresql://kt_ci_x:p%27w%3Ad%40%2F%25@db.example.com:5432/app'\n"));
         assert_eq!(c.render(Format::Pgpass).unwrap(), "db.example.com:5432:app:kt_ci_x:p'w\\:d@/%\n");
-        assert_eq!(c.render(Format::Dotenv).unwrap().lines().next(), Some("PGHOST=\"db.example.com\""));
+        assert_eq!(c.render(Format::Dotenv).unwrap_err(), FormatError::Dotenv("PGPASSWORD"));
+        let plain = Credential::from_body(pg("pw$x")).unwrap().render(Format::Dotenv).unwrap();
+        assert_eq!(plain.lines().next(), Some("PGHOST='db.example.com'"));
+        assert!(plain.contains("PGPASSWORD='pw$x'\n"), "{plain}");
         assert_eq!(serde_json::from_str::<Value>(&c.render(Format::Json).unwrap()).unwrap(), pg("p'w:d@/%"));
     }
 
@@ -393,8 +410,31 @@ mod tests {
     }
 
     #[test]
-    fn dotenv_escapes_what_dotenv_parsers_interpret() {
-        let c = Credential::from_body(pg("a\"b$c\\d\ne")).unwrap();
-        assert!(c.render(Format::Dotenv).unwrap().contains("PGPASSWORD=\"a\\\"b\\$c\\\\d\\ne\"\n"));
+    fn dotenv_refuses_what_it_cannot_write_literally() {
+        for bad in ["a'b", "a\\", "a\rEVIL=x", "a\nb"] {
+            let c = Credential::from_body(pg(bad)).unwrap();
+            assert_eq!(c.render(Format::Dotenv).unwrap_err(), FormatError::Dotenv("PGPASSWORD"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_host_that_could_change_a_url_is_refused_and_addresses_are_written_right() {
+        for bad in ["db.example.com/app?sslmode=disable&x=", "h?host=evil", "a b", "", "-h", "[::1]", "*"] {
+            let mut body = pg("pw");
+            body["host"] = json!(bad);
+            assert!(matches!(Credential::from_body(body), Err(FormatError::BadHost(_))), "{bad:?}");
+        }
+        let mut body = pg("pw");
+        body["host"] = json!("::1");
+        let uri = Credential::from_body(body).unwrap().render(Format::Uri).unwrap();
+        assert_eq!(uri, "postgresql://kt_ci_x:pw@[::1]:5432/app\n");
+    }
+
+    #[test]
+    fn a_pgpass_field_that_is_just_a_star_matches_only_itself() {
+        let mut body = pg("*");
+        body["dbname"] = Value::Null;
+        let line = Credential::from_body(body).unwrap().render(Format::Pgpass).unwrap();
+        assert_eq!(line, "db.example.com:5432:*:kt_ci_x:\\*\n", "the missing dbname stays a wildcard");
     }
 }

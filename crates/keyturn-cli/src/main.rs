@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use clap::{Args, Parser, Subcommand};
-use keyturn_cli::api::{Api, CliError};
+use keyturn_cli::api::{printable, Api, CliError};
 use keyturn_cli::format::{Credential, Format};
 use serde_json::{json, Value};
 
@@ -123,7 +123,8 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             let text = credential.render(format).map_err(|e| CliError::Usage(e.to_string()))?;
             print!("{text}");
             if !common.quiet {
-                eprintln!("keyturn: lease {} expires at {} (Unix time)", credential.lease_id, credential.expires_at);
+                let lease = printable(&credential.lease_id);
+                eprintln!("keyturn: lease {lease} expires at {} (Unix time)", credential.expires_at);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -135,8 +136,8 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
                 for role in answer["roles"].as_array().into_iter().flatten() {
                     println!(
                         "{:<32} {:<14} default {:>6}s  max {:>6}s",
-                        role["name"].as_str().unwrap_or_default(),
-                        role["kind"].as_str().unwrap_or_default(),
+                        printable(role["name"].as_str().unwrap_or_default()),
+                        printable(role["kind"].as_str().unwrap_or_default()),
                         role["default_ttl_seconds"],
                         role["max_ttl_seconds"]
                     );
@@ -193,6 +194,9 @@ async fn api(common: &Common) -> Result<Api, CliError> {
         .region()
         .map(ToString::to_string)
         .ok_or_else(|| CliError::Usage("no AWS region: set AWS_REGION or a profile's region".into()))?;
+    if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(CliError::Usage(format!("{:?} is not an AWS region", printable(&region))));
+    }
     let credentials = sdk
         .credentials_provider()
         .ok_or_else(|| CliError::Auth("no AWS credentials: configure the AWS CLI's usual settings".into()))?;
