@@ -72,6 +72,14 @@ impl Emulator {
 
     /// `cargo lambda invoke FUNCTION --data-file FILE`: `Ok(response)` or `Err(what the
     /// function reported)`.
+    /// Invokes `function` with `event` and returns its JSON answer; panics on a failure.
+    pub fn invoke_json(&self, function: &str, event: &serde_json::Value) -> serde_json::Value {
+        let file = crate::harness().work.join(format!("{}.json", crate::random_token()));
+        std::fs::write(&file, event.to_string()).expect("write the event");
+        let out = self.invoke(function, &file).unwrap_or_else(|e| panic!("{function}: {e}"));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{function} answered {out:?}: {e}"))
+    }
+
     pub fn invoke(&self, function: &str, event_file: &Path) -> Result<String, String> {
         let out = Command::new(venv().join("bin/cargo-lambda"))
             .args(["lambda", "invoke", function, "-A", "127.0.0.1", "-P", &self.port.to_string(), "--data-file"])

@@ -398,13 +398,6 @@ async fn callers_outside_allowed_principals_get_403_and_nothing_is_created() {
 const ISSUER: &str = "issue-credentials";
 const REAPER: &str = "reap-leases";
 
-fn invoke(s: &Setup, emulator: &Emulator, function: &str, event: &Value) -> Value {
-    let file = s.env.h.work.join(format!("{}.json", random_token()));
-    std::fs::write(&file, event.to_string()).unwrap();
-    let out = emulator.invoke(function, &file).unwrap_or_else(|e| panic!("{function}: {e}"));
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{function} answered {out:?}: {e}"))
-}
-
 #[tokio::test]
 async fn the_real_binaries_issue_each_aws_kind_and_reap_the_iam_user() {
     let s = setup("lease_aws_e2e").await;
@@ -422,7 +415,7 @@ async fn the_real_binaries_issue_each_aws_kind_and_reap_the_iam_user() {
     let mut issued = Vec::new();
     for role in ["deploy", "legacy", "pg-iam"] {
         let event = apigw::request("POST", &format!("/v1/credentials/{role}"), None, CI);
-        let (status, body) = apigw::response(&invoke(&s, &emulator, ISSUER, &event));
+        let (status, body) = apigw::response(&emulator.invoke_json(ISSUER, &event));
         assert_eq!(status, 201, "{role}: {body}");
         for key in ["secret_access_key", "session_token", "password"] {
             if let Some(secret) = body[key].as_str() {
@@ -435,7 +428,7 @@ async fn the_real_binaries_issue_each_aws_kind_and_reap_the_iam_user() {
     let user_keys = signing_with(&s.env, &issued[1]);
     assert!(identity(&user_keys, 20).await.is_some(), "the IAM user's key works");
 
-    let report = invoke(&s, &emulator, REAPER, &json!({"source": "aws.events", "detail-type": "Scheduled Event"}));
+    let report = emulator.invoke_json(REAPER, &json!({"source": "aws.events", "detail-type": "Scheduled Event"}));
     assert_eq!((report["revoked"].as_u64(), report["failed"].as_u64()), (Some(3), Some(0)), "{report}");
     assert_eq!(identity(&user_keys, 4).await, None, "expired and reaped: the key is refused");
     assert!(iam_users_under(&s).await.is_empty());

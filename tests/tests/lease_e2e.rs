@@ -12,15 +12,8 @@ use serde_json::{json, Value};
 const ISSUER: &str = "issue-credentials";
 const REAPER: &str = "reap-leases";
 
-fn invoke(env: &TestEnv, emulator: &Emulator, function: &str, event: &Value) -> Value {
-    let file = env.h.work.join(format!("{}.json", random_token()));
-    std::fs::write(&file, event.to_string()).unwrap();
-    let out = emulator.invoke(function, &file).unwrap_or_else(|e| panic!("{function}: {e}"));
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{function} answered {out:?}: {e}"))
-}
-
-fn request(env: &TestEnv, emulator: &Emulator, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    apigw::response(&invoke(env, emulator, ISSUER, &apigw::request(method, path, body, CI)))
+fn request(emulator: &Emulator, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    apigw::response(&emulator.invoke_json(ISSUER, &apigw::request(method, path, body, CI)))
 }
 
 #[tokio::test]
@@ -65,7 +58,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 
     let mut passwords = Vec::new();
     // PostgreSQL: issue, use, renew, revoke.
-    let (status, pg) = request(&env, &emulator, "POST", "/v1/credentials/pg", Some(r#"{"ttl_seconds": 600}"#));
+    let (status, pg) = request(&emulator, "POST", "/v1/credentials/pg", Some(r#"{"ttl_seconds": 600}"#));
     assert_eq!(status, 201, "{pg}");
     let (user, password) = (pg["username"].as_str().unwrap(), pg["password"].as_str().unwrap());
     passwords.push(password.to_owned());
@@ -73,34 +66,34 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
     session.query_one(&format!("SELECT id FROM {pg_table}"), &[]).await.expect("through the group's grant");
     let lease = pg["lease_id"].as_str().unwrap();
     let (status, renewed) =
-        request(&env, &emulator, "POST", &format!("/v1/leases/{lease}/renew"), Some(r#"{"ttl_seconds": 1200}"#));
+        request(&emulator, "POST", &format!("/v1/leases/{lease}/renew"), Some(r#"{"ttl_seconds": 1200}"#));
     assert_eq!((status, renewed["capped"].as_bool()), (200, Some(false)), "{renewed}");
-    let (status, _) = request(&env, &emulator, "DELETE", &format!("/v1/leases/{lease}"), None);
+    let (status, _) = request(&emulator, "DELETE", &format!("/v1/leases/{lease}"), None);
     assert_eq!(status, 204);
     assert!(session.simple_query("SELECT 1").await.is_err(), "revocation ends the session");
     assert!(!env.can_login(user, password).await);
 
     // MariaDB: issued with the server's own expiry (the harness runs the event scheduler).
-    let (status, maria) = request(&env, &emulator, "POST", "/v1/credentials/maria", Some(r#"{"ttl_seconds": 60}"#));
+    let (status, maria) = request(&emulator, "POST", "/v1/credentials/maria", Some(r#"{"ttl_seconds": 60}"#));
     assert_eq!((status, maria["server_expiry"].as_bool()), (201, Some(true)), "{maria}");
     let (muser, mpassword) = (maria["username"].as_str().unwrap(), maria["password"].as_str().unwrap());
     passwords.push(mpassword.to_owned());
     assert!(env.can_login_mariadb(muser, mpassword).await, "the issued MariaDB user logs in");
 
     // A PostgreSQL lease of a minute; the reaper, two minutes on, revokes both.
-    let (status, short) = request(&env, &emulator, "POST", "/v1/credentials/pg", Some(r#"{"ttl_seconds": 60}"#));
+    let (status, short) = request(&emulator, "POST", "/v1/credentials/pg", Some(r#"{"ttl_seconds": 60}"#));
     assert_eq!(status, 201, "{short}");
     passwords.push(short["password"].as_str().unwrap().to_owned());
-    let report = invoke(&env, &emulator, REAPER, &json!({"source": "aws.events", "detail-type": "Scheduled Event"}));
+    let report = emulator.invoke_json(REAPER, &json!({"source": "aws.events", "detail-type": "Scheduled Event"}));
     assert_eq!((report["revoked"].as_u64(), report["failed"].as_u64()), (Some(2), Some(0)), "{report}");
     assert!(!env.can_login(short["username"].as_str().unwrap(), short["password"].as_str().unwrap()).await);
     assert!(!env.can_login_mariadb(muser, mpassword).await);
 
-    let (status, roles) = request(&env, &emulator, "GET", "/v1/roles", None);
+    let (status, roles) = request(&emulator, "GET", "/v1/roles", None);
     assert_eq!((status, roles["roles"].as_array().map(Vec::len)), (200, Some(2)));
     let mut outside = apigw::request("POST", "/v1/credentials/pg", None, CI);
     outside["requestContext"]["authorizer"] = Value::Null;
-    let (status, refused) = apigw::response(&invoke(&env, &emulator, ISSUER, &outside));
+    let (status, refused) = apigw::response(&emulator.invoke_json(ISSUER, &outside));
     assert_eq!((status, refused["code"].as_str()), (403, Some("forbidden")), "an event without IAM context");
 
     let server_log = std::fs::read_to_string(&env.h.pg.log_file).expect("read postgres.log");
