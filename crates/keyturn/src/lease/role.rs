@@ -170,7 +170,7 @@ pub struct StsRole {
 /// An IAM user with an access key per lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IamUserRole {
-    /// The IAM path users are created under (`/keyturn/` by default); the issuer's IAM
+    /// The IAM path users are created under (`/keyturn-leases/` by default, [`DEFAULT_IAM_PATH`]); the issuer's IAM
     /// permissions should cover users under this path only, and the reaper's orphan sweep
     /// looks there.
     pub path: String,
