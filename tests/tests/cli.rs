@@ -4,8 +4,10 @@
 //! prints log in; renew and revoke act on the lease; a bad signature, a caller no role
 //! allows and an API that is down each end with their exit code and a message.
 
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use keyturn_tests::gateway::{self, Gateway, Keys};
 use keyturn_tests::lambda::function_binary;
@@ -25,11 +27,11 @@ async fn setup(test: &str) -> (Deployment, Gateway) {
     (d, gateway)
 }
 
-/// `keyturn ARGS` signing with `key`, seeing only the AWS settings given here. It blocks a
-/// worker thread while it runs: the tests use the multi-threaded runtime, so the gateway,
-/// on the same runtime, keeps serving.
-fn keyturn(url: &str, key: (&str, &str), args: &[&str]) -> Output {
-    Command::new(function_binary("keyturn"))
+/// `keyturn ARGS` signing with `key`, seeing only the AWS settings given here (and what
+/// psql needs to verify the harness's TLS).
+fn keyturn_command(url: &str, key: (&str, &str), args: &[&str]) -> Command {
+    let mut command = Command::new(function_binary("keyturn"));
+    command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -40,8 +42,15 @@ fn keyturn(url: &str, key: (&str, &str), args: &[&str]) -> Output {
         .env("AWS_CONFIG_FILE", "/nonexistent")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .expect("run keyturn")
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", &keyturn_tests::harness().ca_file);
+    command
+}
+
+/// `keyturn ARGS`, run to its end. It blocks a worker thread while it runs: the tests use
+/// the multi-threaded runtime, so the gateway, on the same runtime, keeps serving.
+fn keyturn(url: &str, key: (&str, &str), args: &[&str]) -> Output {
+    keyturn_command(url, key, args).output().expect("run keyturn")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -103,4 +112,96 @@ async fn refusals_end_with_their_class_exit_code_and_the_apis_message() {
     let down = keyturn("http://127.0.0.1:9", CI_KEY, &["creds", "ci"]);
     assert_eq!(down.status.code(), Some(5), "{}", text(&down.stderr));
     assert!(text(&down.stderr).contains("cannot reach the API"), "{}", text(&down.stderr));
+}
+
+/// A command for `keyturn exec` that writes the user and password it was given to `file`
+/// (for the test to check them after), then runs `then`.
+fn leak_to(file: &Path, then: &str) -> String {
+    format!("printf '%s\\n%s\\n' \"$PGUSER\" \"$PGPASSWORD\" > {}.tmp && mv {0}.tmp {0} && {then}", file.display())
+}
+
+/// The user and password a command wrote with [`leak_to`], once it has.
+fn leaked(file: &Path) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            let mut lines = text.lines().map(str::to_owned);
+            return (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+        }
+        assert!(Instant::now() < deadline, "the command never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_gives_the_command_a_login_and_revokes_it_when_the_command_ends() {
+    let (d, gw) = setup("cli_exec").await;
+    let file = d.env.h.work.join(format!("{}.creds", keyturn_tests::random_token()));
+    // The command logs in with nothing but the variables keyturn put in its environment.
+    let script = leak_to(&file, "psql -tA -c 'select session_user' && exit 7");
+    let out = keyturn(&gw.url, CI_KEY, &["exec", "ci", "--ttl", "10m", "--", "sh", "-c", &script]);
+    let (user, password) = leaked(&file);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "the command's status: {stderr}");
+    assert_eq!(stdout.trim(), user, "psql logged in as the lease's user");
+    assert!(user.starts_with(&d.prefix), "{user}");
+    assert!(!stderr.contains(&password) && !stdout.contains(&password), "no credential printed: {stderr}");
+    assert!(stderr.contains("revoked"), "{stderr}");
+    assert!(!d.env.can_login(&user, &password).await, "the command ended: its user is gone");
+
+    // A command that cannot be run: 127, as a shell says, and its lease is revoked.
+    let out = keyturn(&gw.url, CI_KEY, &["exec", "ci", "--", "/nonexistent/command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("revoked"), "{}", text(&out.stderr));
+    // No command, or no issue: nothing runs.
+    let out = keyturn(&gw.url, CI_KEY, &["exec", "ci"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = keyturn(&gw.url, STRANGER_KEY, &["exec", "ci", "--", "sh", "-c", "echo ran"]);
+    assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(3), ""), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_forwards_sigterm_and_revokes_on_it_and_on_a_crash() {
+    let (d, gw) = setup("cli_exec_signals").await;
+    // SIGTERM to keyturn (as a CI runner's cancel sends it): forwarded, the command ends by
+    // it, the lease is revoked, and keyturn reports 128 + 15.
+    let file = d.env.h.work.join(format!("{}.creds", keyturn_tests::random_token()));
+    let script = leak_to(&file, "exec sleep 60");
+    let child = keyturn_command(&gw.url, CI_KEY, &["exec", "ci", "--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run keyturn exec");
+    let (user, password) = leaked(&file);
+    assert!(d.env.can_login(&user, &password).await, "the lease works while the command runs");
+    // SAFETY: a signal to the child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let out = tokio::task::block_in_place(|| child.wait_with_output()).expect("wait for keyturn");
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(30), "the command did not wait its 60 s");
+    assert!(!d.env.can_login(&user, &password).await, "revoked on SIGTERM");
+
+    // The command crashes (killed by a signal of its own): revoked, 128 + 9.
+    let file = d.env.h.work.join(format!("{}.creds", keyturn_tests::random_token()));
+    let out = keyturn(&gw.url, CI_KEY, &["exec", "ci", "--", "sh", "-c", &leak_to(&file, "kill -KILL $$")]);
+    let (user, password) = leaked(&file);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    assert!(!d.env.can_login(&user, &password).await, "revoked after the crash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_renews_a_short_lease_before_it_expires() {
+    let (d, gw) = setup("cli_exec_renew").await;
+    let file = d.env.h.work.join(format!("{}.creds", keyturn_tests::random_token()));
+    // A 6-second lease: PostgreSQL refuses the login after VALID UNTIL unless keyturn moved
+    // it. The command logs in twice past the first expiry.
+    let script = leak_to(&file, "sleep 8 && psql -tA -c 'select 1' && sleep 5 && psql -tA -c 'select 2'");
+    let out = keyturn(&gw.url, CI_KEY, &["exec", "ci", "--ttl", "6s", "--", "sh", "-c", &script]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "the logins after the first expiry worked: {stderr}");
+    assert_eq!(text(&out.stdout), "1\n2\n");
+    assert!(stderr.matches("renewed").count() >= 2, "{stderr}");
+    let (user, password) = leaked(&file);
+    assert!(!d.env.can_login(&user, &password).await);
 }

@@ -107,7 +107,18 @@ fn printable_json(value: &Value) -> Value {
     }
 }
 
+/// A role name or lease id as one path segment: the API's names need no encoding, and
+/// anything else (a `/`, a `?`) would reach another route.
+pub fn path_segment(text: &str) -> Result<&str, CliError> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        Ok(text)
+    } else {
+        Err(CliError::Usage(format!("{text:?} is not a role name or lease id (letters, digits, - and _)")))
+    }
+}
+
 /// The API at `base_url`, signing as the caller.
+#[derive(Clone)]
 pub struct Api {
     base_url: String,
     region: String,

@@ -156,8 +156,13 @@ impl Credential {
             },
             _ => return Err(FormatError::UnknownKind(kind)),
         };
+        // The id goes into the paths of renew and revoke: one segment, nothing to encode.
+        let lease_id = text(&body, "lease_id")?;
+        if lease_id.is_empty() || !lease_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(FormatError::Missing("lease_id"));
+        }
         Ok(Self {
-            lease_id: text(&body, "lease_id")?,
+            lease_id,
             expires_at: body["expires_at"].as_u64().ok_or(FormatError::Missing("expires_at"))?,
             secret,
             body,

@@ -1,4 +1,4 @@
-//! keyturn's command-line client (issue 10), the part landed so far:
+//! keyturn's command-line client:
 //!
 //! - [`api`]: the credentials API as the CLI calls it: requests signed with SigV4
 //!   (`execute-api`) as the caller (AWS's default credential chain), answers read as JSON,
@@ -6,12 +6,12 @@
 //! - [`format`]: how a credential is printed or handed to a command (`env`, `dotenv`,
 //!   `uri`, `pgpass`, `json`), read from the API's answer at the edge and quoted or
 //!   encoded so that no character of it can be misread.
-//! - `main.rs`: the commands `creds`, `roles`, `leases renew|revoke` and `roles-check`
-//!   (which runs the issuer's own [`keyturn::lease::role::check_files`]).
-//!
-//! Still to come: `exec` (run a command with the credentials, renew while it runs, revoke
-//! when it ends), `leases list` (needs an API route), `--stack` (the URL from a
-//! CloudFormation output), and the release artifact's packaging.
+//! - [`exec`]: `keyturn exec`: a command run with a lease's credentials in its
+//!   environment only, the lease renewed while it runs and revoked when it ends, signals
+//!   forwarded, its status returned.
+//! - `main.rs`: the commands `creds`, `exec`, `roles`, `leases renew|revoke` and
+//!   `roles-check` (which runs the issuer's own [`keyturn::lease::role::check_files`]).
 
 pub mod api;
+pub mod exec;
 pub mod format;

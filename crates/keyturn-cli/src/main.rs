@@ -6,19 +6,24 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use clap::{Args, Parser, Subcommand};
-use keyturn_cli::api::{printable, Api, CliError};
+use keyturn_cli::api::{path_segment, printable, Api, CliError};
+use keyturn_cli::exec::{exec, ExecRequest};
 use keyturn_cli::format::{Credential, Format};
 use serde_json::{json, Value};
 
 const EXAMPLES: &str = "Examples:
   export KEYTURN_API_URL=https://abc123.execute-api.eu-west-1.amazonaws.com
+  keyturn exec ci-reader -- psql -c 'select 1'
+  keyturn exec deploy --ttl 30m -- ./deploy.sh production
   eval \"$(keyturn creds ci-reader --ttl 15m)\" && psql -c 'select 1'
   keyturn creds deploy --format json | jq -r .session_token
   keyturn leases renew 0123456789abcdefghij --ttl 30m
   keyturn roles-check config/roles.toml
 
 Exit codes: 0 done, 2 usage or a request the API refused as malformed, 3 no credentials or
-not allowed, 4 no such role or lease, 5 the API unreachable or failing, 1 anything else.";
+not allowed, 4 no such role or lease, 5 the API unreachable or failing, 1 anything else;
+exec exits with its command's status (128 + N if signal N killed it, 127 when the command
+is not found).";
 
 /// keyturn: credentials that nobody rotates by hand and that do not outlive their use.
 #[derive(Parser)]
@@ -55,6 +60,22 @@ enum Command {
         format: Format,
         #[command(flatten)]
         common: Common,
+    },
+    /// Run a command with a role's credentials in its environment: the lease is renewed
+    /// while the command runs and revoked when it exits or is stopped (SIGINT, SIGTERM,
+    /// SIGHUP and SIGQUIT are forwarded to it). Exits with the command's status. The
+    /// credentials are printed nowhere.
+    Exec {
+        role: String,
+        /// How long each renewal extends the lease, as in the roles file (the role's
+        /// default when absent).
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
+        #[command(flatten)]
+        common: Common,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<std::ffi::OsString>,
     },
     /// Renew or revoke a lease.
     Leases {
@@ -128,6 +149,10 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Exec { role, ttl, common, command } => {
+            let role = path_segment(&role)?.to_owned();
+            exec(api(&common).await?, ExecRequest { role, ttl, command, quiet: common.quiet }).await
+        }
         Command::Roles { common } => {
             let (_, answer) = api(&common).await?.call("GET", "/v1/roles", None).await?;
             if common.json {
@@ -170,16 +195,6 @@ fn report(common: &Common, answer: &Value, line: impl FnOnce() -> String) {
         println!("{answer:#}");
     } else if !common.quiet {
         println!("{}", line());
-    }
-}
-
-/// A role name or lease id as one path segment: the API's names need no encoding, and
-/// anything else (a `/`, a `?`) would reach another route.
-fn path_segment(text: &str) -> Result<&str, CliError> {
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        Ok(text)
-    } else {
-        Err(CliError::Usage(format!("{text:?} is not a role name or lease id (letters, digits, - and _)")))
     }
 }
 

@@ -1,0 +1,363 @@
+//! `keyturn exec ROLE -- COMMAND`: run a command with a lease's credentials in its
+//! environment, keep the lease alive while the command runs, and end it when the command
+//! does.
+//!
+//! The order of events, chosen so that the credentials live no longer than the command:
+//!
+//! 1. Signal handlers for SIGINT, SIGTERM, SIGHUP and SIGQUIT are installed before the
+//!    lease is requested: from then on a signal can no longer kill `keyturn` between the
+//!    issue and the revocation.
+//! 2. The lease is issued. Its credentials go into the child's environment only: nothing
+//!    is printed but the lease id and expiry (on stderr), nothing is written to disk, and
+//!    `keyturn` marks itself non-dumpable (Linux) so that neither a core dump nor another
+//!    process of the same user (`ptrace`, `/proc/<pid>/mem`) can read them from it.
+//! 3. The command runs with the terminal (stdin, stdout, stderr) and the process group of
+//!    `keyturn`. Signals are forwarded to it; SIGINT and SIGQUIT are not when they came
+//!    from the terminal (`keyturn` is in the terminal's foreground process group), since
+//!    the terminal sends them to the whole group, the command included, and a second ^C
+//!    would interrupt the command's own cleanup.
+//! 4. A renewal task renews the lease at two thirds of its remaining life, asking for the
+//!    TTL it was issued with, until the role's `max_ttl` caps it (then it warns once with
+//!    the time the credentials stop working). A server or signature failure is retried
+//!    within the remaining life; a refusal (the lease revoked elsewhere, not renewable)
+//!    is reported and renewal stops. An STS session or RDS token cannot be renewed: the
+//!    warning says when it ends.
+//! 5. When the command exits, whatever the cause, the renewal stops and the lease is
+//!    revoked (a lease that cannot be revoked, an STS session or RDS token, is left to
+//!    end at its expiry). `keyturn` exits with the command's status, or 128 + the signal
+//!    that killed it, as a shell reports it. A failed revocation is reported with the
+//!    lease id and the time the lease ends by itself; the status is still the command's,
+//!    since a CI job's result is the command's.
+//!
+//! If `keyturn` itself is killed (SIGKILL), nothing revokes the lease: it ends at its
+//! expiry, which the database or IAM enforce themselves, and the reaper deletes its user.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::api::{printable, Api, CliError};
+use crate::format::{Credential, Secret};
+
+/// What `exec` needs from the command line.
+pub struct ExecRequest {
+    pub role: String,
+    pub ttl: Option<Duration>,
+    pub command: Vec<OsString>,
+    pub quiet: bool,
+}
+
+/// The shortest wait between two renewals, or before a retry.
+const MIN_WAIT: u64 = 1;
+
+/// When to renew a lease that expires at `expires_at`, seen at `now` (Unix seconds): at two
+/// thirds of its remaining life, as Vault's agent does, so that a renewal that fails has a
+/// third left to be retried in.
+pub fn renew_at(now: u64, expires_at: u64) -> u64 {
+    now + (expires_at.saturating_sub(now) * 2 / 3).max(MIN_WAIT)
+}
+
+/// What the renewal task does after a renewal attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Renew again at this time.
+    RenewAt(u64),
+    /// Stop renewing; say this on stderr.
+    Stop(String),
+}
+
+/// The decision after renewing lease `lease_id` at `now` gave `outcome`: the new expiry and
+/// whether the role's `max_ttl` capped it, or the failure. `expires_at` is the expiry
+/// before the attempt.
+pub fn after_renewal(
+    lease_id: &str,
+    now: u64,
+    expires_at: u64,
+    outcome: Result<(u64, bool), &CliError>,
+) -> (u64, Next) {
+    match outcome {
+        Ok((new_expiry, false)) => (new_expiry, Next::RenewAt(renew_at(now, new_expiry))),
+        Ok((new_expiry, true)) => (
+            new_expiry,
+            Next::Stop(format!(
+                "lease {lease_id} reached its role's max_ttl: the credentials stop working at {} (in {} s)",
+                new_expiry,
+                new_expiry.saturating_sub(now)
+            )),
+        ),
+        // The API down or failing, or our own credentials refused for a moment (a refresh
+        // of an SSO or web-identity session): retried while the lease lives.
+        Err(CliError::Server(_) | CliError::Auth(_)) if now + MIN_WAIT < expires_at => {
+            (expires_at, Next::RenewAt(renew_at(now, expires_at)))
+        }
+        Err(e) => (
+            expires_at,
+            Next::Stop(format!(
+                "lease {lease_id} could not be renewed ({e}): the credentials stop working at {expires_at}"
+            )),
+        ),
+    }
+}
+
+/// The signals `exec` catches and forwards, by number.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+    quit: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, CliError> {
+        let catch = |kind| signal(kind).map_err(|e| CliError::Server(format!("cannot catch signals: {e}")));
+        Ok(Self {
+            interrupt: catch(SignalKind::interrupt())?,
+            terminate: catch(SignalKind::terminate())?,
+            hangup: catch(SignalKind::hangup())?,
+            quit: catch(SignalKind::quit())?,
+        })
+    }
+
+    /// The next signal received (one received since `install` is returned at once).
+    async fn next(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.interrupt.recv() => libc::SIGINT,
+            _ = self.terminate.recv() => libc::SIGTERM,
+            _ = self.hangup.recv() => libc::SIGHUP,
+            _ = self.quit.recv() => libc::SIGQUIT,
+        }
+    }
+
+    /// A signal received already, if any, without waiting.
+    fn pending(&mut self) -> Option<i32> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        [
+            (&mut self.interrupt, libc::SIGINT),
+            (&mut self.terminate, libc::SIGTERM),
+            (&mut self.hangup, libc::SIGHUP),
+            (&mut self.quit, libc::SIGQUIT),
+        ]
+        .into_iter()
+        .find_map(|(s, number)| s.poll_recv(&mut cx).is_ready().then_some(number))
+    }
+}
+
+/// Whether `signal` reached the command already: SIGINT and SIGQUIT typed at a terminal go
+/// to its whole foreground process group, which the command shares with `keyturn`.
+fn came_from_terminal(signal: i32) -> bool {
+    if signal != libc::SIGINT && signal != libc::SIGQUIT {
+        return false;
+    }
+    // SAFETY: both calls only read the process's and the terminal's state.
+    let (foreground, own) = unsafe { (libc::tcgetpgrp(libc::STDIN_FILENO), libc::getpgrp()) };
+    foreground != -1 && foreground == own
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The lease `exec` holds: renewed while the command runs, ended when it stops.
+struct Lease {
+    api: Arc<Api>,
+    lease_id: String,
+    expires_at: u64,
+    /// The TTL it was issued with, asked for again at each renewal.
+    ttl: Option<u64>,
+    renewable: bool,
+    revocable: bool,
+    quiet: bool,
+}
+
+impl Lease {
+    fn say(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("keyturn: {line}");
+        }
+    }
+
+    /// Renews the lease until it cannot be; runs until aborted or stopped.
+    async fn keep_alive(self: Arc<Self>) {
+        let id = printable(&self.lease_id);
+        let mut expires_at = self.expires_at;
+        let mut next = renew_at(unix_now(), expires_at);
+        loop {
+            tokio::time::sleep(Duration::from_secs(next.saturating_sub(unix_now()))).await;
+            if !self.renewable {
+                // Said even with --quiet: the command is about to lose its credentials.
+                eprintln!("keyturn: lease {id} cannot be renewed: its credentials stop working at {expires_at}");
+                return;
+            }
+            let body = self.ttl.map(|t| json!({"ttl_seconds": t}));
+            let outcome = self.api.call("POST", &format!("/v1/leases/{}/renew", self.lease_id), body).await;
+            let outcome = outcome.as_ref().map(|(_, answer)| {
+                (answer["expires_at"].as_u64().unwrap_or(expires_at), answer["capped"] == Value::Bool(true))
+            });
+            let (renewed_to, decision) = after_renewal(&id, unix_now(), expires_at, outcome);
+            if let (Err(e), Next::RenewAt(at)) = (outcome, &decision) {
+                self.say(&format!("renewing lease {id} failed ({e}); trying again at {at}"));
+            }
+            if renewed_to != expires_at {
+                self.say(&format!("lease {id} renewed: expires at {renewed_to}"));
+            }
+            expires_at = renewed_to;
+            match decision {
+                Next::RenewAt(at) => next = at,
+                Next::Stop(why) => {
+                    eprintln!("keyturn: {why}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Revokes the lease if it can be (an STS session or RDS token ends by itself).
+    async fn end(&self) {
+        if !self.revocable {
+            return;
+        }
+        let id = printable(&self.lease_id);
+        match self.api.call("DELETE", &format!("/v1/leases/{}", self.lease_id), None).await {
+            Ok(_) => self.say(&format!("lease {id} revoked")),
+            Err(e) => eprintln!(
+                "keyturn: lease {id} could not be revoked ({e}): it ends at its expiry, {}; \
+                 to end it now: keyturn leases revoke {id}",
+                self.expires_at
+            ),
+        }
+    }
+}
+
+/// Runs `request.command` with the credentials of a new lease of `request.role`; the
+/// command's exit status (see the module's header).
+pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> {
+    let Some((program, args)) = request.command.split_first() else {
+        return Err(CliError::Usage("no command to run: keyturn exec ROLE -- COMMAND [ARGS]".into()));
+    };
+    let mut signals = Signals::install()?;
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_DUMPABLE takes integers and changes only this process's flag (the
+    // command's is set again by execve).
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    let api = Arc::new(api);
+    let body = request.ttl.map(|t| json!({"ttl_seconds": t.as_secs()}));
+    let (_, answer) = api.call("POST", &format!("/v1/credentials/{}", request.role), body).await?;
+    let (ttl, renewable, revocable) = (
+        answer["ttl_seconds"].as_u64(),
+        answer["renewable"] == Value::Bool(true),
+        answer["revocable"] == Value::Bool(true),
+    );
+    let credential = Credential::from_body(answer).map_err(|e| CliError::Server(e.to_string()))?;
+    let lease = Arc::new(Lease {
+        api,
+        lease_id: credential.lease_id.clone(),
+        expires_at: credential.expires_at,
+        ttl,
+        renewable,
+        revocable,
+        quiet: request.quiet,
+    });
+    lease.say(&format!("lease {} expires at {} (Unix time)", printable(&lease.lease_id), lease.expires_at));
+    if let Some(signal) = signals.pending() {
+        lease.end().await;
+        return Ok(ExitCode::from(128 + signal as u8));
+    }
+
+    let mut command = tokio::process::Command::new(program);
+    command.args(args);
+    for (name, value) in credential.variables() {
+        command.env(name, value.expose_secret());
+    }
+    if let Secret::Aws { session_token: None, .. } = credential.secret {
+        // An IAM user's key has no session token: one inherited from the caller's own
+        // session would be sent with it, and every request would be refused.
+        command.env_remove("AWS_SESSION_TOKEN").env_remove("AWS_SECURITY_TOKEN");
+    }
+    let spawned = command.spawn();
+    drop((command, credential));
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            lease.end().await;
+            eprintln!("keyturn: cannot run {}: {e}", printable(&program.to_string_lossy()));
+            // As a shell reports it: 127 not found, 126 found but not runnable.
+            return Ok(ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }));
+        }
+    };
+    let pid = child.id().and_then(|id| i32::try_from(id).ok());
+    let renewal = tokio::spawn(lease.clone().keep_alive());
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            signal = signals.next() => {
+                if let Some(pid) = pid.filter(|_| !came_from_terminal(signal)) {
+                    // SAFETY: kill only sends a signal. The child is not reaped until
+                    // wait() returns, so its pid cannot have been reused.
+                    unsafe { libc::kill(pid, signal) };
+                }
+            }
+        }
+    };
+    renewal.abort();
+    lease.end().await;
+    let status = status.map_err(|e| CliError::Server(format!("cannot wait for the command: {e}")))?;
+    Ok(ExitCode::from(exit_code(status)))
+}
+
+/// The command's status as a shell reports it: its exit code, or 128 + the signal that
+/// killed it.
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(1),
+        (None, None) => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_at_two_thirds_of_the_remaining_life() {
+        assert_eq!(renew_at(1000, 1900), 1600);
+        assert_eq!(renew_at(1000, 1006), 1004);
+        // A lease about to end, or ended, is renewed at once (and no sooner than a second).
+        assert_eq!(renew_at(1000, 1001), 1001);
+        assert_eq!(renew_at(1000, 900), 1001);
+    }
+
+    #[test]
+    fn renewal_continues_until_capped_and_failures_are_retried_while_the_lease_lives() {
+        assert_eq!(after_renewal("L", 1000, 1300, Ok((1900, false))), (1900, Next::RenewAt(1600)));
+        let (expiry, next) = after_renewal("L", 1000, 1300, Ok((1600, true)));
+        assert_eq!(expiry, 1600);
+        assert!(matches!(next, Next::Stop(ref why) if why.contains("max_ttl") && why.contains("1600")), "{next:?}");
+
+        let down = CliError::Server("the API at x did not answer".into());
+        assert_eq!(after_renewal("L", 1000, 1300, Err(&down)), (1300, Next::RenewAt(1200)));
+        let refused = CliError::Auth("The security token included in the request is expired".into());
+        assert_eq!(after_renewal("L", 1000, 1300, Err(&refused)), (1300, Next::RenewAt(1200)));
+        // Too late to retry, or a refusal no retry changes: renewal stops, saying why.
+        assert!(matches!(after_renewal("L", 1299, 1300, Err(&down)).1, Next::Stop(_)));
+        let gone = CliError::NotFound("no lease \"L\"".into());
+        let (_, next) = after_renewal("L", 1000, 1300, Err(&gone));
+        assert!(matches!(next, Next::Stop(ref why) if why.contains("no lease") && why.contains("1300")), "{next:?}");
+    }
+
+    #[test]
+    fn the_status_is_the_commands_or_128_plus_its_signal() {
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(exit_code(std::process::ExitStatus::from_raw(7 << 8)), 7);
+        assert_eq!(exit_code(std::process::ExitStatus::from_raw(libc::SIGTERM)), 143);
+        assert_eq!(exit_code(std::process::ExitStatus::from_raw(libc::SIGKILL)), 137);
+    }
+}
