@@ -1,9 +1,10 @@
-//! A local stand-in for API Gateway's IAM authorization in front of the issuer, for the
-//! CLI's tests: it verifies each request's SigV4 signature (service `execute-api`, the
+//! A local stand-in for API Gateway's IAM authorization in front of the real issuer binary
+//! (under cargo-lambda's Runtime API emulator), for the CLI's tests: it verifies each request's SigV4 signature (service `execute-api`, the
 //! gateway's region, a date within five minutes) by recomputing it with the secret of the
 //! access key it names, refuses an unsigned or wrongly signed request with 403 and
 //! `{"message": ...}` as API Gateway does, and hands the issuer a payload 2.0 event with
-//! the key's identity in `requestContext.authorizer.iam.userArn`.
+//! the key's identity in `requestContext.authorizer.iam.userArn`, which it invokes the
+//! function with. A function that fails is a 502, as API Gateway answers it.
 //!
 //! It speaks just enough HTTP/1.1 for one request per connection with a `Content-Length`
 //! body, which is what the CLI sends.
@@ -15,37 +16,39 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
-use keyturn::lease::api::{self, ApiRequest};
-use keyturn::lease::service::Issuer;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::lambda::Emulator;
 
 /// The region the gateway is in.
 pub const REGION: &str = "us-east-1";
 /// How far a request's date may be from the gateway's clock.
 const SKEW: Duration = Duration::from_secs(300);
 
-/// A running gateway; it stops with the test's runtime.
+/// A running gateway; it stops with the test's runtime, the emulator when dropped.
 pub struct Gateway {
     pub url: String,
+    pub emulator: Arc<Emulator>,
 }
 
 /// Access key id to (secret, the caller ARN API Gateway would report for it).
 pub type Keys = HashMap<String, (String, String)>;
 
-/// Starts a gateway in front of `service` that knows `keys`.
-pub async fn start(service: Arc<Issuer>, keys: Keys) -> Gateway {
+/// Starts a gateway that knows `keys` in front of `function`, which runs under `emulator`.
+pub async fn start(emulator: Emulator, function: &'static str, keys: Keys) -> Gateway {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the gateway");
     let url = format!("http://{}", listener.local_addr().expect("gateway address"));
-    let keys = Arc::new(keys);
+    let (emulator, keys) = (Arc::new(emulator), Arc::new(keys));
+    let upstream = emulator.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (service, keys) = (service.clone(), keys.clone());
-            tokio::spawn(async move { serve(stream, &service, &keys).await });
+            let (upstream, keys) = (upstream.clone(), keys.clone());
+            tokio::spawn(async move { serve(stream, upstream, function, &keys).await });
         }
     });
-    Gateway { url }
+    Gateway { url, emulator }
 }
 
 struct Request {
@@ -61,23 +64,23 @@ impl Request {
     }
 }
 
-async fn serve(mut stream: TcpStream, service: &Issuer, keys: &Keys) {
+async fn serve(mut stream: TcpStream, emulator: Arc<Emulator>, function: &'static str, keys: &Keys) {
     let (status, body) = match read(&mut stream).await {
-        None => (400, Some(json!({"message": "Bad Request"}))),
+        None => (400, json!({"message": "Bad Request"})),
         Some(request) => match verify(&request, keys) {
-            Err(message) => (403, Some(json!({ "message": message }))),
+            Err(message) => (403, json!({ "message": message })),
             Ok(caller) => {
                 let body = (!request.body.is_empty()).then_some(request.body.as_str());
                 let event = crate::apigw::request(&request.method, &request.path, body, &caller);
-                let response = match ApiRequest::from_event(event) {
-                    Ok(req) => api::handle(service, &req).await,
-                    Err(refused) => refused,
-                };
-                (response.status, response.body)
+                let invoked = tokio::task::spawn_blocking(move || emulator.invoke_json(function, &event)).await;
+                match invoked {
+                    Ok(response) => crate::apigw::response(&response),
+                    Err(_) => (502, json!({"message": "Internal Server Error"})),
+                }
             }
         },
     };
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let body = if body.is_null() { String::new() } else { body.to_string() };
     let head = format!(
         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()

@@ -1,29 +1,35 @@
 //! The `keyturn` command end to end: the real binary signs with SigV4 as the AWS CLI's
 //! settings say, through the harness's gateway (which verifies the signature as API
-//! Gateway's IAM authorization does) to the issuer, against PostgreSQL. The credentials it
-//! prints log in; renew and revoke act on the lease; a bad signature, a caller no role
-//! allows and an API that is down each end with their exit code and a message.
+//! Gateway's IAM authorization does) to the real issue-credentials binary under
+//! cargo-lambda, against PostgreSQL. The credentials it prints log in; renew and revoke act
+//! on the lease; `exec` gives its command a login, renews it, and revokes it when the
+//! command ends, crashes or is stopped; a bad signature, a caller no role allows and an API
+//! that is down each end with their exit code and a message.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyturn_tests::gateway::{self, Gateway, Keys};
-use keyturn_tests::lambda::function_binary;
+use keyturn_tests::lambda::{function_binary, Emulator};
 use keyturn_tests::lease::{deploy, Deployment, Engine, CI, STRANGER};
 
 const CI_KEY: (&str, &str) = ("AKIDKEYTURNCLICI", "ci-secret-key");
 const STRANGER_KEY: (&str, &str) = ("AKIDKEYTURNCLIXX", "stranger-secret-key");
 
+const ISSUER: &str = "issue-credentials";
+
+/// A deployment with the real issuer binary under cargo-lambda behind the gateway.
 async fn setup(test: &str) -> (Deployment, Gateway) {
     let d = deploy(test, Engine::Postgres, "").await;
-    let service = Arc::new(d.env.lease_service(&d.vars, 0));
+    let mut emulator = Emulator::start(&d.env.h.work.join(format!("emulator-{test}.log")));
+    let log = d.env.h.work.join(format!("function-{ISSUER}-{test}.log"));
+    emulator.run_function(&function_binary(ISSUER), ISSUER, &d.vars, &log);
     let keys = Keys::from([
         (CI_KEY.0.to_owned(), (CI_KEY.1.to_owned(), CI.to_owned())),
         (STRANGER_KEY.0.to_owned(), (STRANGER_KEY.1.to_owned(), STRANGER.to_owned())),
     ]);
-    let gateway = gateway::start(service, keys).await;
+    let gateway = gateway::start(emulator, ISSUER, keys).await;
     (d, gateway)
 }
 
