@@ -32,7 +32,10 @@ test: setup lint
 	$(CARGO) test --workspace
 
 release:
-	$(CARGO) build --release --bin rotate-database --bin rotate-iam-key --bin issue-credentials --bin reap-leases --bin keyturn --bin bench
+	$(CARGO) build --release --bin rotate-database --bin rotate-iam-key --bin issue-credentials --bin reap-leases --bin bench
+	# Apart, as sam build builds each function: the CLI's features (aws-config's sso)
+	# are not unified into the functions' binaries.
+	$(CARGO) build --release --bin keyturn
 
 bench: setup release
 	$(CARGO_TARGET_DIR)/release/bench

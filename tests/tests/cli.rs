@@ -211,3 +211,46 @@ async fn exec_renews_a_short_lease_before_it_expires() {
     let (user, password) = leaked(&file);
     assert!(!d.env.can_login(&user, &password).await);
 }
+
+/// Creates stack `name` in moto with `CredentialsApiUrl` = `url`, as `sam deploy` would
+/// leave it (boto3 from the harness's venv; the tests have no CloudFormation client).
+fn create_stack(name: &str, url: &str) {
+    let template = serde_json::json!({
+        "Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+        "Outputs": {"CredentialsApiUrl": {"Value": url}},
+    });
+    let script = "import boto3, sys\n\
+        cf = boto3.client('cloudformation', endpoint_url=sys.argv[1], region_name=sys.argv[2],\n\
+            aws_access_key_id='test', aws_secret_access_key='test')\n\
+        cf.create_stack(StackName=sys.argv[3], TemplateBody=sys.argv[4])\n";
+    let h = keyturn_tests::harness();
+    let out = Command::new(keyturn_tests::moto::venv().join("bin/python"))
+        .args(["-c", script, &h.moto.endpoint, gateway::REGION, name, &template.to_string()])
+        .output()
+        .expect("run python");
+    assert!(out.status.success(), "create_stack: {}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_url_comes_from_the_stacks_output() {
+    let (_d, gw) = setup("cli_stack").await;
+    let stack = format!("keyturn-{}", &keyturn_tests::random_token()[..8]);
+    create_stack(&stack, &gw.url);
+    let endpoint = &keyturn_tests::harness().moto.endpoint;
+    let run = |args: &[&str]| {
+        let mut command = keyturn_command("", CI_KEY, args);
+        command.env_remove("KEYTURN_API_URL").env("AWS_ENDPOINT_URL", endpoint).output().expect("run keyturn")
+    };
+    let out = run(&["roles", "--stack", &stack]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ci "), "{}", text(&out.stdout));
+
+    let missing = run(&["roles", "--stack", "no-such-stack"]);
+    assert_eq!(missing.status.code(), Some(4), "{}", text(&missing.stderr));
+    assert!(text(&missing.stderr).contains("does not exist"), "{}", text(&missing.stderr));
+    let both = run(&["roles", "--stack", &stack, "--api-url", &gw.url]);
+    assert_eq!(both.status.code(), Some(2), "{}", text(&both.stderr));
+    let neither = run(&["roles"]);
+    assert_eq!(neither.status.code(), Some(2));
+    assert!(text(&neither.stderr).contains("--stack"), "{}", text(&neither.stderr));
+}

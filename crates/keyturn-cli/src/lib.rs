@@ -9,9 +9,11 @@
 //! - [`exec`]: `keyturn exec`: a command run with a lease's credentials in its
 //!   environment only, the lease renewed while it runs and revoked when it ends, signals
 //!   forwarded, its status returned.
+//! - [`stack`]: `--stack NAME`: the API's URL from the stack's `CredentialsApiUrl` output.
 //! - `main.rs`: the commands `creds`, `exec`, `roles`, `leases renew|revoke` and
 //!   `roles-check` (which runs the issuer's own [`keyturn::lease::role::check_files`]).
 
 pub mod api;
 pub mod exec;
 pub mod format;
+pub mod stack;

@@ -12,7 +12,7 @@ use keyturn_cli::format::{Credential, Format};
 use serde_json::{json, Value};
 
 const EXAMPLES: &str = "Examples:
-  export KEYTURN_API_URL=https://abc123.execute-api.eu-west-1.amazonaws.com
+  export KEYTURN_API_URL=https://abc123.execute-api.eu-west-1.amazonaws.com   # or --stack keyturn
   keyturn exec ci-reader -- psql -c 'select 1'
   keyturn exec deploy --ttl 30m -- ./deploy.sh production
   eval \"$(keyturn creds ci-reader --ttl 15m)\" && psql -c 'select 1'
@@ -36,9 +36,14 @@ struct Cli {
 /// Where the API is and how much to say.
 #[derive(Args)]
 struct Common {
-    /// The credentials API's URL (the stack's CredentialsApiUrl output).
-    #[arg(long, env = "KEYTURN_API_URL", value_name = "URL")]
+    /// The credentials API's URL (the stack's CredentialsApiUrl output); when neither this
+    /// nor --stack is given, $KEYTURN_API_URL.
+    #[arg(long, value_name = "URL", conflicts_with = "stack")]
     api_url: Option<String>,
+    /// The keyturn stack whose CredentialsApiUrl output to use (CloudFormation, in the
+    /// caller's region).
+    #[arg(long, value_name = "NAME")]
+    stack: Option<String>,
     /// Print nothing but what was asked for (no lease line on stderr).
     #[arg(long, short)]
     quiet: bool,
@@ -201,9 +206,6 @@ fn report(common: &Common, answer: &Value, line: impl FnOnce() -> String) {
 /// The API client: the URL from `--api-url` or `KEYTURN_API_URL`, the region and the
 /// caller's credentials from AWS's usual settings.
 async fn api(common: &Common) -> Result<Api, CliError> {
-    let url = common.api_url.as_deref().ok_or_else(|| {
-        CliError::Usage("no API URL: pass --api-url or set KEYTURN_API_URL (the stack's CredentialsApiUrl)".into())
-    })?;
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
     let region = sdk
         .region()
@@ -212,8 +214,16 @@ async fn api(common: &Common) -> Result<Api, CliError> {
     if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
         return Err(CliError::Usage(format!("{:?} is not an AWS region", printable(&region))));
     }
+    let url = match (&common.api_url, &common.stack) {
+        (Some(url), _) => url.clone(),
+        (None, Some(stack)) => keyturn_cli::stack::api_url(&sdk, stack).await?,
+        (None, None) => std::env::var("KEYTURN_API_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+            .ok_or_else(|| CliError::Usage("no API URL: pass --api-url or --stack, or set KEYTURN_API_URL".into()))?,
+    };
     let credentials = sdk
         .credentials_provider()
         .ok_or_else(|| CliError::Auth("no AWS credentials: configure the AWS CLI's usual settings".into()))?;
-    Api::new(url, region, credentials)
+    Api::new(&url, region, credentials)
 }
