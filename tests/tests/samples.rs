@@ -369,26 +369,60 @@ fn the_lease_table_is_kept_as_the_audit_record() {
     assert_eq!(p["SSESpecification"]["SSEEnabled"], true);
     assert_eq!(p["BillingMode"], "PAY_PER_REQUEST");
     assert!(p.get("TimeToLiveSpecification").is_none(), "leases are never expired out of the table");
+
+    // Keys, attributes and indexes are the store's own CreateTable's (the table every test
+    // runs on), built from the same constants, so the two cannot drift apart.
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .build();
+    let request = keyturn::aws::dynamodb::DynamoLeaseStore::new(&sdk, "leases").create_table_request().unwrap();
+    let input = request.as_input();
+    let keys = |schema: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> serde_json::Value {
+        schema
+            .iter()
+            .map(|k| serde_json::json!({"AttributeName": k.attribute_name(), "KeyType": k.key_type().as_str()}))
+            .collect()
+    };
+    assert_eq!(p["KeySchema"], keys(input.get_key_schema().as_deref().unwrap_or_default()));
     assert_eq!(p["KeySchema"], serde_json::json!([{"AttributeName": "lease_id", "KeyType": "HASH"}]));
-    let mut attributes: Vec<(&str, &str)> = p["AttributeDefinitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a["AttributeName"].as_str().unwrap(), a["AttributeType"].as_str().unwrap()))
-        .collect();
-    attributes.sort();
-    assert_eq!(attributes, [("due_at", "N"), ("due_shard", "S"), ("lease_id", "S")]);
-    assert_eq!(
-        p["GlobalSecondaryIndexes"],
-        serde_json::json!([{
-            "IndexName": "due",
-            "KeySchema": [
-                {"AttributeName": "due_shard", "KeyType": "HASH"},
-                {"AttributeName": "due_at", "KeyType": "RANGE"}
-            ],
-            "Projection": {"ProjectionType": "ALL"}
-        }])
+    let sorted = |mut pairs: Vec<(String, String)>| {
+        pairs.sort();
+        pairs
+    };
+    let attributes = sorted(
+        p["AttributeDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["AttributeName"].as_str().unwrap().to_owned(), a["AttributeType"].as_str().unwrap().to_owned()))
+            .collect(),
     );
+    let expected = sorted(
+        input
+            .get_attribute_definitions()
+            .iter()
+            .flatten()
+            .map(|a| (a.attribute_name().to_owned(), a.attribute_type().as_str().to_owned()))
+            .collect(),
+    );
+    assert_eq!(attributes, expected);
+    let indexes: serde_json::Value = input
+        .get_global_secondary_indexes()
+        .iter()
+        .flatten()
+        .map(|i| {
+            let projection = i.projection().and_then(|p| p.projection_type()).map(|t| t.as_str());
+            serde_json::json!({
+                "IndexName": i.index_name(),
+                "KeySchema": keys(i.key_schema()),
+                "Projection": {"ProjectionType": projection},
+            })
+        })
+        .collect();
+    assert_eq!(p["GlobalSecondaryIndexes"], indexes);
+    let names: Vec<&str> = indexes.as_array().unwrap().iter().map(|i| i["IndexName"].as_str().unwrap()).collect();
+    assert_eq!(names, ["due", "holder"]);
 }
 
 #[test]
