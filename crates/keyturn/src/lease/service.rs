@@ -56,6 +56,9 @@ const IAM_USERNAME_MAX: usize = 64;
 pub const LEASE_ID_LEN: usize = 20;
 /// Who revoked a lease that expired.
 pub const REAPER: &str = "reaper";
+/// The most leases [`LeaseService::list`] returns (the earliest to expire): one query page
+/// of the holder index, far above what a caller holds at once in practice.
+pub const LIST_MAX: usize = 100;
 /// How long a failed revocation waits before the next attempt: doubling from a minute (the
 /// reaper's schedule), capped at an hour.
 const RETRY_FIRST: u64 = 60;
@@ -466,6 +469,18 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
             )));
         }
         self.revoke_lease(lease, caller, false).await
+    }
+
+    /// The live leases `caller` holds (see [`decide::holds`]: those it may renew and revoke as
+    /// their holder), the earliest expiry first, at most [`LIST_MAX`]. An admin principal
+    /// gets its own too, not everyone's: it acts on other callers' leases by id. A lease
+    /// past its expiry that the reaper has not revoked yet is listed: its credential may
+    /// still work until then.
+    pub async fn list(&self, caller: &str) -> Result<Vec<Lease>, LeaseError> {
+        let leases = self.store.list_live_by_caller(caller, LIST_MAX).await?;
+        // Checked again here rather than trusted to the index's key: what one caller is
+        // shown of another's leases must not depend on how the store matches ARNs.
+        Ok(leases.into_iter().filter(|l| l.state.is_live() && decide::holds(caller, &l.caller_arn)).collect())
     }
 
     /// The lease, if `caller` may act on it.
@@ -979,6 +994,37 @@ mod tests {
             assert_eq!((lease.state, lease.revoked_by.as_deref()), (LeaseState::Revoked, Some(OPS)));
             assert!(s.users.users.lock().unwrap().is_empty());
             s.revoke(CI, &id).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_caller_lists_its_own_live_leases_only() {
+        block_on(async {
+            let s = service(None);
+            let ttl = |secs| Some(Duration::from_secs(secs));
+            let long = s.issue(CI, "ci", ttl(3600)).await.unwrap().lease;
+            let short = s.issue(CI, "ci", ttl(600)).await.unwrap().lease;
+            let token = s.issue(CI, "pg-iam", None).await.unwrap().lease;
+            let other = s.issue(OTHER_CI, "ci", ttl(60)).await.unwrap().lease;
+            let ids = |leases: Vec<Lease>| leases.into_iter().map(|l| l.lease_id).collect::<Vec<_>>();
+            assert_eq!(ids(s.list(CI).await.unwrap()), ids(vec![short.clone(), token.clone(), long.clone()]));
+            assert_eq!(ids(s.list(OTHER_CI).await.unwrap()), [other.lease_id], "another session of the role");
+            for nobody in [OPS, STRANGER, "", "arn:aws:iam::123456789012:root"] {
+                assert_eq!(s.list(nobody).await.unwrap(), [], "{nobody:?}: an admin acts on leases, holds none");
+            }
+
+            // Revoked leases disappear, by the holder or by the reaper; one failing to be
+            // revoked is still there (its user may still exist).
+            s.revoke(CI, &short.lease_id).await.unwrap();
+            *s.users.fail_deletes.lock().unwrap() = true;
+            assert_eq!(s.revoke(OPS, &long.lease_id).await.unwrap_err().status(), 503);
+            let listed = s.list(CI).await.unwrap();
+            assert_eq!(ids(listed.clone()), ids(vec![token.clone(), long.clone()]));
+            assert_eq!(listed[1].state, LeaseState::Revoking);
+            *s.users.fail_deletes.lock().unwrap() = false;
+            s.clock.0.store(token.expires_at, Ordering::SeqCst);
+            s.reap(limits()).await.unwrap();
+            assert_eq!(s.list(CI).await.unwrap(), []);
         });
     }
 
