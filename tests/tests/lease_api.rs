@@ -122,6 +122,37 @@ async fn renewal_extends_within_max_ttl_and_stops_there() {
     assert_eq!((status, text(&r, "code")), (400, "bad_request"));
 }
 
+/// `GET /v1/leases` through the function's own wiring and moto's DynamoDB (the holder
+/// index): a caller sees its live leases and nobody else's.
+#[tokio::test]
+async fn a_caller_lists_its_own_live_leases_and_no_one_elses() {
+    let s = setup("leaselist", "").await;
+    let revoked = issue(&s, Some(r#"{"ttl_seconds": 600}"#)).await;
+    let kept = issue(&s, Some(r#"{"ttl_seconds": 1200}"#)).await;
+    let (status, other) = call(&s.service, "POST", "/v1/credentials/ci", None, CI_OTHER_JOB).await;
+    assert_eq!(status, 201, "{other}");
+    let (status, _) = call(&s.service, "DELETE", &format!("/v1/leases/{}", text(&revoked, "lease_id")), None, CI).await;
+    assert_eq!(status, 204);
+
+    let (status, body) = call(&s.service, "GET", "/v1/leases", None, CI).await;
+    assert_eq!(status, 200, "{body}");
+    let listed = body["leases"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "the revoked lease is gone: {body}");
+    for key in ["lease_id", "role", "kind", "username", "issued_at", "expires_at"] {
+        assert_eq!(listed[0][key], kept[key], "{key}");
+    }
+    assert_eq!((listed[0]["state"].as_str(), listed[0]["revocable"].as_bool()), (Some("active"), Some(true)));
+    assert!(!body.to_string().contains(text(&kept, "password")), "no secret in a listing");
+
+    let (_, body) = call(&s.service, "GET", "/v1/leases", None, CI_OTHER_JOB).await;
+    assert_eq!(body["leases"][0]["lease_id"], other["lease_id"], "{body}");
+    assert_eq!(body["leases"].as_array().map(Vec::len), Some(1));
+    for caller in [OPS, STRANGER, &CI.to_uppercase(), &format!("{CI}x"), &CI[..CI.len() - 1]] {
+        let (status, body) = call(&s.service, "GET", "/v1/leases", None, caller).await;
+        assert_eq!((status, body), (200, serde_json::json!({"leases": []})), "{caller}");
+    }
+}
+
 #[tokio::test]
 async fn a_caller_outside_allowed_principals_gets_403_and_nothing_is_created() {
     let s = setup("lease403", "").await;
@@ -170,6 +201,8 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
         ("POST", "/v1/credentials/ci%27--".into(), None, CI, 403, "forbidden"),
         ("GET", "/v1/credentials/ci".into(), None, CI, 400, "bad_request"),
         ("PUT", "/v1/roles".into(), None, CI, 400, "bad_request"),
+        ("DELETE", "/v1/leases".into(), None, CI, 400, "bad_request"),
+        ("GET", "/v1/leases".into(), Some("{}"), CI, 400, "bad_request"),
         ("GET", "/v1/nothing".into(), None, CI, 404, "not_found"),
         ("DELETE", format!("/v1/leases/{lease}"), Some(r#"{"x":1}"#), CI, 400, "bad_request"),
         ("DELETE", format!("/v1/leases/{lease}"), None, CI_OTHER_JOB, 403, "forbidden"),

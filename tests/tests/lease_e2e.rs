@@ -84,8 +84,21 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
     let (status, short) = request(&emulator, "POST", "/v1/credentials/pg", Some(r#"{"ttl_seconds": 60}"#));
     assert_eq!(status, 201, "{short}");
     passwords.push(short["password"].as_str().unwrap().to_owned());
+    // The caller's live leases: those two, not the one revoked; none once reaped.
+    let listed_ids = || {
+        let (status, listed) = request(&emulator, "GET", "/v1/leases", None);
+        assert_eq!(status, 200, "{listed}");
+        let mut ids: Vec<String> =
+            listed["leases"].as_array().unwrap().iter().map(|l| l["lease_id"].as_str().unwrap().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    let mut live = [maria["lease_id"].as_str().unwrap().to_owned(), short["lease_id"].as_str().unwrap().to_owned()];
+    live.sort();
+    assert_eq!(listed_ids(), live);
     let report = emulator.invoke_json(REAPER, &json!({"source": "aws.events", "detail-type": "Scheduled Event"}));
     assert_eq!((report["revoked"].as_u64(), report["failed"].as_u64()), (Some(2), Some(0)), "{report}");
+    assert_eq!(listed_ids(), Vec::<String>::new());
     assert!(!env.can_login(short["username"].as_str().unwrap(), short["password"].as_str().unwrap()).await);
     assert!(!env.can_login_mariadb(muser, mpassword).await);
 

@@ -251,6 +251,68 @@ async fn list_due_finds_live_due_leases_earliest_first() {
 }
 
 #[tokio::test]
+async fn a_callers_live_leases_come_from_the_holder_index_earliest_expiry_first() {
+    let env = TestEnv::new("lease_holder").await;
+    let store = env.lease_store("leases").await;
+    const A: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1";
+    const B: &str = "arn:aws:iam::123456789012:user/deployer";
+    let held_by =
+        |id: &str, caller: &str, expires_at: u64| Lease { caller_arn: caller.into(), ..lease(id, "ci", expires_at) };
+    // Ids in the reverse of expiry order, so an answer in key order would show.
+    for l in [held_by("a1", A, 3000), held_by("a2", A, 2000), held_by("a3", A, 1000), held_by("b1", B, 1500)] {
+        store.put_new(&l, None).await.unwrap();
+    }
+    let revoked = revoke(&store, &store.get("a2").await.unwrap().unwrap()).await;
+    // Being revoked is still live: the holder sees it until it is gone.
+    let a1 = store.get("a1").await.unwrap().unwrap();
+    let revoking = update(&store, &a1, |l| {
+        l.state = LeaseState::Revoking;
+        l.retry_at = Some(NOW);
+    })
+    .await;
+
+    let a = store.list_live_by_caller(A, 100).await.unwrap();
+    assert_eq!(ids(&a), ["a3", "a1"], "a2 is revoked");
+    assert_eq!(a[1], revoking, "the leases come back whole");
+    assert_eq!(ids(&store.list_live_by_caller(A, 1).await.unwrap()), ["a3"], "the earliest, up to the limit");
+    assert_eq!(store.list_live_by_caller(A, 0).await.unwrap(), []);
+    assert_eq!(ids(&store.list_live_by_caller(B, 100).await.unwrap()), ["b1"]);
+    // The key is the exact ARN: another case, a character more or less, another session.
+    for other in [
+        &A.to_uppercase(),
+        &format!("{A} "),
+        &A[..A.len() - 1],
+        "arn:aws:sts::123456789012:assumed-role/ci-runner/job-2",
+        "",
+    ] {
+        assert_eq!(store.list_live_by_caller(other, 100).await.unwrap(), [], "{other:?}");
+    }
+    // An ARN DynamoDB would refuse as a key is nobody's, not an error.
+    assert_eq!(store.list_live_by_caller(&"a".repeat(5000), 100).await.unwrap(), []);
+
+    // The index is sparse: the revoked lease and the counter carry no live_caller.
+    let item = raw_item(&store, &revoked.lease_id).await.expect("the revoked lease is kept");
+    assert!(!item.contains_key(attr::LIVE_CALLER), "{item:?}");
+    assert!(!raw_item(&store, &counter_key("ci")).await.unwrap().contains_key(attr::LIVE_CALLER));
+    // An item from before the index (no live_caller) is not listed, and is once written again.
+    let old = held_by("a4", A, 500);
+    store.put_new(&old, None).await.unwrap();
+    store
+        .client()
+        .update_item()
+        .table_name(store.table())
+        .key(attr::LEASE_ID, AttributeValue::S("a4".into()))
+        .update_expression("REMOVE #caller")
+        .expression_attribute_names("#caller", attr::LIVE_CALLER)
+        .send()
+        .await
+        .expect("UpdateItem");
+    assert_eq!(ids(&store.list_live_by_caller(A, 100).await.unwrap()), ["a3", "a1"]);
+    update(&store, &old, |l| l.expires_at = 600).await;
+    assert_eq!(ids(&store.list_live_by_caller(A, 100).await.unwrap()), ["a4", "a3", "a1"]);
+}
+
+#[tokio::test]
 async fn list_due_pages_past_one_megabyte() {
     let env = TestEnv::new("lease_due_pages").await;
     let store = env.lease_store("leases").await;

@@ -274,6 +274,7 @@ fn every_route_of_the_credentials_api_requires_iam_authorization() {
         api_routes(&template),
         [
             "DELETE /v1/leases/{lease_id}",
+            "GET /v1/leases",
             "GET /v1/roles",
             "POST /v1/credentials/{role}",
             "POST /v1/leases/{lease_id}/renew"
@@ -297,7 +298,13 @@ fn every_route_of_the_credentials_api_requires_iam_authorization() {
 fn the_lease_functions_touch_only_the_lease_table_and_the_listed_admin_secrets() {
     let template = template();
     let table_arn = serde_json::json!({"Fn::GetAtt": ["LeaseTable", "Arn"]});
-    let due_index = serde_json::json!({"Fn::Sub": "${LeaseTable.Arn}/index/due"});
+    // Each lease function queries one index: the reaper the leases due, the issuer a
+    // caller's own (GET /v1/leases).
+    let index_of = |binary: &str| match binary {
+        "reap-leases" => "due",
+        "issue-credentials" => "holder",
+        other => panic!("{other} is not a lease function"),
+    };
     let item_actions = [
         "dynamodb:GetItem",
         "dynamodb:BatchGetItem",
@@ -320,7 +327,7 @@ fn the_lease_functions_touch_only_the_lease_table_and_the_listed_admin_secrets()
                 assert!(
                     !["dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:PartiQLDelete"]
                         .contains(action),
-                    "{name}: {action} (the lease table is the audit record, read by key or by the due index only)"
+                    "{name}: {action} (the lease table is the audit record, read by key or by its indexes only)"
                 );
             }
             let touches = |service: &str| actions.iter().any(|a| a.starts_with(service));
@@ -341,7 +348,9 @@ fn the_lease_functions_touch_only_the_lease_table_and_the_listed_admin_secrets()
             }
             assert!(LEASE_BINARIES.contains(&binary), "{name}: only the lease functions use DynamoDB");
             if actions == ["dynamodb:Query"] {
-                assert_eq!(statement["Resource"], due_index, "{name}: Query on the due index only");
+                let index = serde_json::json!({"Fn::Sub": format!("${{LeaseTable.Arn}}/index/{}", index_of(binary))});
+                assert_eq!(statement["Resource"], index, "{name}: Query on its index only");
+                assert!(!queries, "{name}: one Query statement");
                 queries = true;
             } else {
                 assert!(actions.iter().all(|a| item_actions.contains(a)), "{name}: {statement}");
@@ -351,7 +360,7 @@ fn the_lease_functions_touch_only_the_lease_table_and_the_listed_admin_secrets()
         }
         if LEASE_BINARIES.contains(&binary) {
             assert!(writes, "{name}: no statement to write leases");
-            assert_eq!(queries, binary == "reap-leases", "{name}: only the reaper looks leases up by due time");
+            assert!(queries, "{name}: no statement to query its index");
         }
     }
 }
@@ -369,26 +378,60 @@ fn the_lease_table_is_kept_as_the_audit_record() {
     assert_eq!(p["SSESpecification"]["SSEEnabled"], true);
     assert_eq!(p["BillingMode"], "PAY_PER_REQUEST");
     assert!(p.get("TimeToLiveSpecification").is_none(), "leases are never expired out of the table");
+
+    // Keys, attributes and indexes are the store's own CreateTable's (the table every test
+    // runs on), built from the same constants, so the two cannot drift apart.
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .build();
+    let request = keyturn::aws::dynamodb::DynamoLeaseStore::new(&sdk, "leases").create_table_request().unwrap();
+    let input = request.as_input();
+    let keys = |schema: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> serde_json::Value {
+        schema
+            .iter()
+            .map(|k| serde_json::json!({"AttributeName": k.attribute_name(), "KeyType": k.key_type().as_str()}))
+            .collect()
+    };
+    assert_eq!(p["KeySchema"], keys(input.get_key_schema().as_deref().unwrap_or_default()));
     assert_eq!(p["KeySchema"], serde_json::json!([{"AttributeName": "lease_id", "KeyType": "HASH"}]));
-    let mut attributes: Vec<(&str, &str)> = p["AttributeDefinitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a["AttributeName"].as_str().unwrap(), a["AttributeType"].as_str().unwrap()))
-        .collect();
-    attributes.sort();
-    assert_eq!(attributes, [("due_at", "N"), ("due_shard", "S"), ("lease_id", "S")]);
-    assert_eq!(
-        p["GlobalSecondaryIndexes"],
-        serde_json::json!([{
-            "IndexName": "due",
-            "KeySchema": [
-                {"AttributeName": "due_shard", "KeyType": "HASH"},
-                {"AttributeName": "due_at", "KeyType": "RANGE"}
-            ],
-            "Projection": {"ProjectionType": "ALL"}
-        }])
+    let sorted = |mut pairs: Vec<(String, String)>| {
+        pairs.sort();
+        pairs
+    };
+    let attributes = sorted(
+        p["AttributeDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["AttributeName"].as_str().unwrap().to_owned(), a["AttributeType"].as_str().unwrap().to_owned()))
+            .collect(),
     );
+    let expected = sorted(
+        input
+            .get_attribute_definitions()
+            .iter()
+            .flatten()
+            .map(|a| (a.attribute_name().to_owned(), a.attribute_type().as_str().to_owned()))
+            .collect(),
+    );
+    assert_eq!(attributes, expected);
+    let indexes: serde_json::Value = input
+        .get_global_secondary_indexes()
+        .iter()
+        .flatten()
+        .map(|i| {
+            let projection = i.projection().and_then(|p| p.projection_type()).map(|t| t.as_str());
+            serde_json::json!({
+                "IndexName": i.index_name(),
+                "KeySchema": keys(i.key_schema()),
+                "Projection": {"ProjectionType": projection},
+            })
+        })
+        .collect();
+    assert_eq!(p["GlobalSecondaryIndexes"], indexes);
+    let names: Vec<&str> = indexes.as_array().unwrap().iter().map(|i| i["IndexName"].as_str().unwrap()).collect();
+    assert_eq!(names, ["due", "holder"]);
 }
 
 #[test]
@@ -453,7 +496,7 @@ fn sample_credential_events_are_what_api_gateway_sends_to_the_routes() {
     let routes = api_routes(&template);
     let roles = Roles::load(&root.join("infra/roles.example.toml")).unwrap();
     let mut seen = Vec::new();
-    for file in ["issue.json", "renew.json", "revoke.json", "list-roles.json"] {
+    for file in ["issue.json", "renew.json", "revoke.json", "list-roles.json", "list-leases.json"] {
         let text = std::fs::read_to_string(root.join("events/issue-credentials").join(file)).unwrap();
         let event: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
         let context = &event["requestContext"];

@@ -22,6 +22,22 @@
 //!   AND due_at <= now`, earliest first) reads the leases that are due and nothing else,
 //!   however many revoked leases the table keeps as audit records. Its cost follows the
 //!   reaper's work, not the table's history.
+//! - While a lease is live, also `live_caller` = its `caller_arn` (S): the partition key of
+//!   the global secondary index `holder` (partition `live_caller`, sort `expires_at`,
+//!   projection ALL), sparse in the same way and written and removed with `due`'s keys.
+//!   [`LeaseStore::list_live_by_caller`] queries it (`live_caller = :caller`, earliest
+//!   expiry first), so listing a caller's leases reads that caller's live leases and
+//!   nothing else. The sort key is `expires_at` itself, which every lease has: the listing
+//!   is by expiry, and the index needs no attribute of its own for it. `live_caller` is left
+//!   out when the ARN is empty or over [`INDEX_KEY_MAX`] bytes, which DynamoDB refuses as an
+//!   index key (no caller a lease can be issued to has such an ARN; the lease would only go
+//!   unlisted, never unwritten).
+//!
+//!   Items written before the `holder` index existed have no `live_caller`, and adding the
+//!   index backfills only items that have it: such a lease is not listed until its next
+//!   write (a renewal, the start of its revocation), and every one of them ends within its
+//!   role's `max_ttl` (at most 24 hours) of the upgrade. Nothing but the listing reads the
+//!   index, so nothing else is affected.
 //! - Counter items (`kind` = `"counter"`): `lease_id` = `role#<role name>`, `live` (N), the
 //!   role's live leases. Lease ids never hold `#` (they are ASCII letters and digits), so a
 //!   counter never takes a lease's key.
@@ -45,9 +61,11 @@
 //! # Reads
 //!
 //! `get`, `get_many` (`BatchGetItem`, 100 keys a request, unprocessed keys sent again a
-//! bounded number of times) and `count_live` are strongly consistent. `list_due` reads the
-//! index, which is eventually consistent (a global secondary index cannot be read
-//! otherwise): the reaper re-reads each lease before acting, and every write is conditional.
+//! bounded number of times) and `count_live` are strongly consistent. `list_due` and
+//! `list_live_by_caller` read an index, which is eventually consistent (a global secondary
+//! index cannot be read otherwise): the reaper re-reads each lease before acting, and every
+//! write is conditional; a listing may miss a lease issued, or show a lease as it was
+//! before a change, in the moment (usually under a second) the index lags the table.
 //! An item that lacks an attribute or holds it with the wrong type is an error naming the
 //! item and the attribute ([`ItemError`]), never a panic.
 
@@ -57,6 +75,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, CancellationReason, GlobalSecondaryIndex, KeySchemaElement,
@@ -101,6 +120,9 @@ pub mod attr {
     pub const DUE_SHARD: &str = "due_shard";
     /// The `due` index's sort key: [`crate::lease::Lease::due_at`] while the lease is live.
     pub const DUE_AT: &str = "due_at";
+    /// The `holder` index's partition key: the lease's `caller_arn` while it is live. Its
+    /// sort key is [`EXPIRES_AT`].
+    pub const LIVE_CALLER: &str = "live_caller";
     /// A counter's live leases.
     pub const LIVE: &str = "live";
 }
@@ -109,6 +131,10 @@ pub mod attr {
 pub const DUE_INDEX: &str = "due";
 /// The one value of `due_shard`.
 pub const LIVE_SHARD: &str = "live";
+/// The global secondary index of live leases by holder, then expiry.
+pub const HOLDER_INDEX: &str = "holder";
+/// DynamoDB's limit, in bytes, on a string that is an index's partition key.
+pub const INDEX_KEY_MAX: usize = 2048;
 /// `kind` of a lease item.
 pub const KIND_LEASE: &str = "lease";
 /// `kind` of a counter item.
@@ -260,7 +286,8 @@ pub fn lease_of(item: &HashMap<String, AttributeValue>) -> Result<Option<Lease>,
     }))
 }
 
-/// The item of a lease: every field, and the `due` index's keys while it is live.
+/// The item of a lease: every field, and the `due` and `holder` indexes' keys while it is
+/// live.
 pub fn lease_item(lease: &Lease) -> HashMap<String, AttributeValue> {
     let s = |v: &str| AttributeValue::S(v.to_owned());
     let n = |v: u64| AttributeValue::N(v.to_string());
@@ -299,11 +326,21 @@ pub fn lease_item(lease: &Lease) -> HashMap<String, AttributeValue> {
             item.insert(attr::PORT.to_owned(), n((*port).into()));
         }
     }
+    // Both indexes hold live leases only: their keys come and go together.
     if let Some(due_at) = lease.due_at() {
         item.insert(attr::DUE_SHARD.to_owned(), s(LIVE_SHARD));
         item.insert(attr::DUE_AT.to_owned(), n(due_at));
+        if is_holder_key(&lease.caller_arn) {
+            item.insert(attr::LIVE_CALLER.to_owned(), s(&lease.caller_arn));
+        }
     }
     item
+}
+
+/// Whether a caller ARN can be the `holder` index's key: DynamoDB refuses an empty one and
+/// one over [`INDEX_KEY_MAX`] bytes.
+fn is_holder_key(caller_arn: &str) -> bool {
+    !caller_arn.is_empty() && caller_arn.len() <= INDEX_KEY_MAX
 }
 
 /// The live count a counter item holds (0 when there is none yet).
@@ -407,13 +444,15 @@ impl DynamoLeaseStore {
         };
         let key =
             |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(err);
-        let due = GlobalSecondaryIndex::builder()
-            .index_name(DUE_INDEX)
-            .key_schema(key(attr::DUE_SHARD, KeyType::Hash)?)
-            .key_schema(key(attr::DUE_AT, KeyType::Range)?)
-            .projection(Projection::builder().projection_type(ProjectionType::All).build())
-            .build()
-            .map_err(err)?;
+        let index = |name: &str, partition: &str, sort: &str| {
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(key(partition, KeyType::Hash)?)
+                .key_schema(key(sort, KeyType::Range)?)
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .build()
+                .map_err(err)
+        };
         Ok(self
             .client
             .create_table()
@@ -422,8 +461,11 @@ impl DynamoLeaseStore {
             .attribute_definitions(definition(attr::LEASE_ID, ScalarAttributeType::S)?)
             .attribute_definitions(definition(attr::DUE_SHARD, ScalarAttributeType::S)?)
             .attribute_definitions(definition(attr::DUE_AT, ScalarAttributeType::N)?)
+            .attribute_definitions(definition(attr::LIVE_CALLER, ScalarAttributeType::S)?)
+            .attribute_definitions(definition(attr::EXPIRES_AT, ScalarAttributeType::N)?)
             .key_schema(key(attr::LEASE_ID, KeyType::Hash)?)
-            .global_secondary_indexes(due))
+            .global_secondary_indexes(index(DUE_INDEX, attr::DUE_SHARD, attr::DUE_AT)?)
+            .global_secondary_indexes(index(HOLDER_INDEX, attr::LIVE_CALLER, attr::EXPIRES_AT)?))
     }
 
     /// Sends a transaction about lease `lease_id`; sends it again while it is cancelled only
@@ -511,6 +553,36 @@ impl DynamoLeaseStore {
             .await
             .map_err(|e| sdk_error("GetItem", key, &e))?;
         Ok(out.item)
+    }
+
+    /// Up to `limit` leases from an index `query`, in the index's order (ascending), page
+    /// after page until the limit or the end.
+    async fn query_leases(&self, query: QueryFluentBuilder, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        const OPERATION: &str = "Query";
+        let mut leases = Vec::new();
+        let mut start = None;
+        while leases.len() < limit {
+            let page = i32::try_from(limit - leases.len()).unwrap_or(i32::MAX);
+            let out = query
+                .clone()
+                .scan_index_forward(true)
+                .limit(page)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error(OPERATION, "", &e))?;
+            for item in out.items() {
+                if let Some(lease) = lease_of(item).map_err(|e| e.into_store(OPERATION))? {
+                    leases.push(lease);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        leases.truncate(limit);
+        Ok(leases)
     }
 
     /// The conditional put of `next` that [`LeaseStore::update`] makes: the item must still be
@@ -653,39 +725,33 @@ impl LeaseStore for DynamoLeaseStore {
     }
 
     async fn list_due(&self, now: u64, limit: usize) -> Result<Vec<Lease>, StoreError> {
-        const OPERATION: &str = "Query";
-        let mut due = Vec::new();
-        let mut start = None;
-        while due.len() < limit {
-            let page = i32::try_from(limit - due.len()).unwrap_or(i32::MAX);
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(DUE_INDEX)
-                .key_condition_expression("#shard = :live AND #due <= :now")
-                .expression_attribute_names("#shard", attr::DUE_SHARD)
-                .expression_attribute_names("#due", attr::DUE_AT)
-                .expression_attribute_values(":live", AttributeValue::S(LIVE_SHARD.to_owned()))
-                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-                .scan_index_forward(true)
-                .limit(page)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error(OPERATION, "", &e))?;
-            for item in out.items() {
-                if let Some(lease) = lease_of(item).map_err(|e| e.into_store(OPERATION))? {
-                    due.push(lease);
-                }
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("#shard = :live AND #due <= :now")
+            .expression_attribute_names("#shard", attr::DUE_SHARD)
+            .expression_attribute_names("#due", attr::DUE_AT)
+            .expression_attribute_values(":live", AttributeValue::S(LIVE_SHARD.to_owned()))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
+        self.query_leases(query, limit).await
+    }
+
+    async fn list_live_by_caller(&self, caller_arn: &str, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        // No lease is indexed under such a key, and DynamoDB refuses a Query for one.
+        if !is_holder_key(caller_arn) {
+            return Ok(Vec::new());
         }
-        due.truncate(limit);
-        Ok(due)
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(HOLDER_INDEX)
+            .key_condition_expression("#caller = :caller")
+            .expression_attribute_names("#caller", attr::LIVE_CALLER)
+            .expression_attribute_values(":caller", AttributeValue::S(caller_arn.to_owned()));
+        self.query_leases(query, limit).await
     }
 
     async fn count_live(&self, role: &str) -> Result<u64, StoreError> {
@@ -744,18 +810,32 @@ mod tests {
     }
 
     #[test]
-    fn only_live_leases_carry_the_due_index_keys() {
+    fn only_live_leases_carry_the_index_keys() {
         let mut l = lease();
         let item = lease_item(&l);
         assert_eq!(item.get(attr::DUE_SHARD), Some(&AttributeValue::S("live".into())));
         assert_eq!(item.get(attr::DUE_AT), Some(&AttributeValue::N("1900".into())));
+        assert_eq!(item.get(attr::LIVE_CALLER), Some(&AttributeValue::S(l.caller_arn.clone())));
         l.state = LeaseState::Revoking;
         l.retry_at = Some(2500);
-        assert_eq!(lease_item(&l).get(attr::DUE_AT), Some(&AttributeValue::N("2500".into())));
+        let item = lease_item(&l);
+        assert_eq!(item.get(attr::DUE_AT), Some(&AttributeValue::N("2500".into())));
+        assert_eq!(item.get(attr::LIVE_CALLER), Some(&AttributeValue::S(l.caller_arn.clone())), "still live");
         l.state = LeaseState::Revoked;
         let item = lease_item(&l);
         assert!(!item.contains_key(attr::DUE_SHARD) && !item.contains_key(attr::DUE_AT));
+        assert!(!item.contains_key(attr::LIVE_CALLER));
         assert!(!item.contains_key(attr::LAST_ERROR) && !item.contains_key(attr::REVOKED_BY), "None is absent");
+        assert_eq!(lease_of(&item).unwrap(), Some(l), "the index keys are not lease fields");
+
+        // A caller ARN DynamoDB would refuse as an index key is left out rather than have
+        // the whole write refused.
+        for caller_arn in [String::new(), "a".repeat(INDEX_KEY_MAX + 1)] {
+            let item = lease_item(&Lease { caller_arn, ..lease() });
+            assert!(item.contains_key(attr::DUE_SHARD) && !item.contains_key(attr::LIVE_CALLER));
+        }
+        let longest = lease_item(&Lease { caller_arn: "a".repeat(INDEX_KEY_MAX), ..lease() });
+        assert!(longest.contains_key(attr::LIVE_CALLER));
     }
 
     #[test]

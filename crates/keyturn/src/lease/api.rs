@@ -7,6 +7,16 @@
 //! | `POST /v1/leases/{lease_id}/renew` | `{"ttl_seconds": N}`, optional | 200, the new expiry |
 //! | `DELETE /v1/leases/{lease_id}` | none | 204, also for a lease already revoked |
 //! | `GET /v1/roles` | none | 200, the roles the caller may request |
+//! | `GET /v1/leases` | none | 200, the caller's own live leases |
+//!
+//! `GET /v1/leases` answers `{"leases": [...]}`: the leases whose holder is the caller's
+//! exact ARN (the IAM user, or the role session, that got them: those it may renew and
+//! revoke as their holder; an admin principal gets its own, not everyone's), `active` or
+//! `revoking`, the earliest expiry first, at most
+//! [`LIST_MAX`](super::service::LIST_MAX). Each is `lease_id`, `role`, `kind`, `username`,
+//! `issued_at`, `expires_at`, `state`, `renewable` and `revocable`: never a secret, nor
+//! more of the grant than its kind. The list is read from an eventually consistent index:
+//! a lease issued or changed in the last moment may be missing or shown as it was.
 //!
 //! Errors are `{"code": ..., "message": ..., "retryable": ...}` with the status of
 //! [`LeaseError::status`]; bad input is always a 4xx and changes nothing.
@@ -26,7 +36,7 @@ use serde_json::{json, Value};
 
 use super::service::{Clock, IssuedSecret, LeaseService};
 use super::store::LeaseStore;
-use super::LeaseError;
+use super::{Lease, LeaseError};
 use crate::backend::aws::AwsCredentials;
 use crate::backend::DynamicUsers;
 use crate::rotation::store::SecretStore;
@@ -225,6 +235,7 @@ enum Route<'a> {
     Renew(&'a str),
     Revoke(&'a str),
     ListRoles,
+    ListLeases,
 }
 
 fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, LeaseError> {
@@ -246,6 +257,10 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, LeaseError> {
         },
         ["v1", "roles"] => match method {
             "GET" => Ok(Route::ListRoles),
+            _ => Err(not_allowed("GET")),
+        },
+        ["v1", "leases"] => match method {
+            "GET" => Ok(Route::ListLeases),
             _ => Err(not_allowed("GET")),
         },
         _ => Err(LeaseError::NotFound(format!("no such endpoint: {method} {path}"))),
@@ -324,26 +339,45 @@ where
                 .collect();
             Ok(ApiResponse { status: 200, body: Some(json!({ "roles": roles })) })
         }
+        Route::ListLeases => {
+            no_body(body)?;
+            let leases: Vec<Value> = service.list(&req.caller).await?.iter().map(listed_body).collect();
+            Ok(ApiResponse { status: 200, body: Some(json!({ "leases": leases })) })
+        }
     }
 }
 
-/// The body of a 201: the lease, then the credential, by kind. `renewable` and
-/// `revocable` tell a client (the CLI) what it may do with the lease: an STS session or an
-/// RDS token can be neither extended nor ended early.
-fn issued_body(issued: &super::service::Issued) -> Value {
-    let lease = &issued.lease;
+/// What every answer about a lease says of it. `renewable` and `revocable` are what its
+/// kind allows (an STS session or an RDS token can be neither extended nor ended early),
+/// told to a client (the CLI) so it does not ask for what will be refused.
+fn lease_body(lease: &Lease) -> Value {
     let revocable = lease.grant.is_revocable();
-    let mut body = json!({
+    json!({
         "lease_id": lease.lease_id,
         "role": lease.role,
         "kind": lease.grant.kind(),
         "issued_at": lease.issued_at,
         "expires_at": lease.expires_at,
-        "ttl_seconds": lease.expires_at - lease.issued_at,
-        "server_expiry": lease.server_expiry,
         "renewable": revocable,
         "revocable": revocable,
-    });
+    })
+}
+
+/// A lease as `GET /v1/leases` lists it: what it is, under which name, in which state;
+/// nothing of the credential, and of the grant only its kind.
+fn listed_body(lease: &Lease) -> Value {
+    let mut body = lease_body(lease);
+    body["username"] = json!(lease.username);
+    body["state"] = json!(lease.state.as_str());
+    body
+}
+
+/// The body of a 201: the lease, then the credential, by kind.
+fn issued_body(issued: &super::service::Issued) -> Value {
+    let lease = &issued.lease;
+    let mut body = lease_body(lease);
+    body["ttl_seconds"] = json!(lease.expires_at - lease.issued_at);
+    body["server_expiry"] = json!(lease.server_expiry);
     let credential = match &issued.secret {
         IssuedSecret::Database { password, engine, host, port, dbname } => json!({
             "engine": engine.as_str(),
@@ -393,6 +427,7 @@ fn issued_body(issued: &super::service::Issued) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lease::fakes::{block_on, service, Service, CI, OPS, OTHER_CI, STRANGER};
 
     #[test]
     fn routes_and_methods() {
@@ -400,6 +435,15 @@ mod tests {
         assert_eq!(route("POST", "/v1/leases/abc/renew"), Ok(Route::Renew("abc")));
         assert_eq!(route("DELETE", "/v1/leases/abc"), Ok(Route::Revoke("abc")));
         assert_eq!(route("GET", "/v1/roles"), Ok(Route::ListRoles));
+        assert_eq!(route("GET", "/v1/leases"), Ok(Route::ListLeases));
+        for method in ["POST", "DELETE", "PUT"] {
+            let e = route(method, "/v1/leases").unwrap_err();
+            assert_eq!(e.status(), 400, "{method}");
+            assert!(e.to_string().ends_with("use GET"), "{e}");
+        }
+        assert_eq!(route("GET", "/v1/leases/").unwrap_err().status(), 404);
+        assert_eq!(route("GET", "/v1/leases/abc").unwrap_err().status(), 400, "a lease is revoked, not read");
+        assert_eq!(route("GET", "/v1/lease").unwrap_err().status(), 404);
         assert_eq!(route("GET", "/v1/credentials/ci").unwrap_err().status(), 400);
         assert_eq!(route("POST", "/v1/credentials/").unwrap_err().status(), 404);
         assert_eq!(route("POST", "/v1/credentials/ci/x").unwrap_err().status(), 404);
@@ -467,6 +511,106 @@ mod tests {
         let req = ApiRequest::from_event(e).unwrap();
         assert_eq!(req.path, "/v1/credentials/ci");
         assert_eq!(req.body.as_deref(), Some(r#"{"ttl_seconds":5}"#));
+    }
+
+    /// `GET /v1/leases` as `caller`: the status and the body.
+    async fn list_as(service: &Service, caller: &str) -> (u16, Value) {
+        let req = ApiRequest {
+            method: "GET".into(),
+            path: "/v1/leases".into(),
+            body: None,
+            caller: caller.into(),
+            request_id: "r1".into(),
+        };
+        let response = handle(service, &req).await;
+        (response.status, response.body.unwrap_or(Value::Null))
+    }
+
+    fn listed_ids(body: &Value) -> Vec<&str> {
+        body["leases"].as_array().unwrap().iter().map(|l| l["lease_id"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_leases_listed_say_what_they_are_and_nothing_secret() {
+        block_on(async {
+            let s = service(None);
+            let db = s.issue(CI, "ci", Some(Duration::from_secs(1200))).await.unwrap().lease;
+            let sts = s.issue(CI, "deploy", None).await.unwrap().lease;
+            let (status, body) = list_as(&s, CI).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(listed_ids(&body), [sts.lease_id.as_str(), db.lease_id.as_str()], "earliest expiry first");
+            let listed = &body["leases"][1];
+            assert_eq!(
+                *listed,
+                json!({
+                    "lease_id": db.lease_id,
+                    "role": "ci",
+                    "kind": "database",
+                    "username": db.username,
+                    "issued_at": db.issued_at,
+                    "expires_at": db.expires_at,
+                    "state": "active",
+                    "renewable": true,
+                    "revocable": true,
+                })
+            );
+            let session = &body["leases"][0];
+            assert_eq!(
+                (session["kind"].as_str(), session["username"].as_str()),
+                (Some("aws-sts"), Some(sts.username.as_str()))
+            );
+            assert_eq!((session["renewable"].as_bool(), session["revocable"].as_bool()), (Some(false), Some(false)));
+            // Nothing of the grant beyond its kind: no admin secret, group or role ARN.
+            let text = body.to_string();
+            for secret in
+                ["secretsmanager", "app_read", "role/deploy", "password", "secret_access_key", "session_token"]
+            {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+
+            let req = ApiRequest {
+                method: "GET".into(),
+                path: "/v1/leases".into(),
+                body: Some("{}".into()),
+                caller: CI.into(),
+                request_id: "r2".into(),
+            };
+            assert_eq!(handle(&s, &req).await.status, 400, "a GET takes no body");
+        });
+    }
+
+    #[test]
+    fn a_caller_never_sees_another_callers_leases() {
+        block_on(async {
+            let s = service(None);
+            let mine = s.issue(CI, "ci", None).await.unwrap().lease;
+            let theirs = s.issue(OTHER_CI, "ci", None).await.unwrap().lease;
+            assert_eq!(listed_ids(&list_as(&s, CI).await.1), [mine.lease_id.as_str()]);
+            assert_eq!(listed_ids(&list_as(&s, OTHER_CI).await.1), [theirs.lease_id.as_str()]);
+            // ARNs one step from the holder's: another case (IAM names are case-insensitive,
+            // ARNs compared here are not), a character more or less, whitespace, another
+            // session or role of the same account, an admin, a wildcard.
+            let near = [
+                CI.to_uppercase(),
+                CI.replace("ci-runner", "CI-runner"),
+                CI.replace("job-1", "Job-1"),
+                format!("{CI}x"),
+                format!("{CI}/"),
+                format!("{CI} "),
+                format!(" {CI}"),
+                CI[..CI.len() - 1].to_owned(),
+                CI.replace("job-1", "job-*"),
+                CI.replace("job-1", "*"),
+                "arn:aws:iam::123456789012:role/ci-runner".to_owned(),
+                OPS.to_owned(),
+                STRANGER.to_owned(),
+                String::new(),
+            ];
+            for caller in &near {
+                let (status, body) = list_as(&s, caller).await;
+                assert_eq!((status, body), (200, json!({"leases": []})), "{caller:?}");
+            }
+        });
     }
 
     #[test]

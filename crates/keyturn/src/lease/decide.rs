@@ -184,12 +184,17 @@ pub fn principal_allowed(caller_arn: &str, patterns: &[ArnPattern]) -> bool {
     }
 }
 
-/// Whether the caller may renew or revoke a lease: the very identity that got it (for a
-/// role, the same session: another session of the same role is another holder), or an
-/// admin principal.
+/// Whether the caller holds a lease: it is the very identity that got it (for a role, the
+/// same session: another session of the same role is another holder), byte for byte, and
+/// an identity a lease can be issued to at all. The holder lists, renews and revokes it.
+pub fn holds(caller_arn: &str, lease_owner_arn: &str) -> bool {
+    Caller::parse(caller_arn).is_some() && caller_arn == lease_owner_arn
+}
+
+/// Whether the caller may renew or revoke a lease: its holder ([`holds`]), or an admin
+/// principal.
 pub fn may_act(caller_arn: &str, lease_owner_arn: &str, admin_principals: &[ArnPattern]) -> bool {
-    let owner = Caller::parse(caller_arn).is_some() && caller_arn == lease_owner_arn;
-    owner || principal_allowed(caller_arn, admin_principals)
+    holds(caller_arn, lease_owner_arn) || principal_allowed(caller_arn, admin_principals)
 }
 
 /// The TTL of a new lease: the role's default when none is asked for. A TTL of zero, with a
@@ -500,6 +505,11 @@ max_leases = 2
         // A lease recorded with no or a garbage owner is nobody's.
         assert!(!may_act("", "", &[]));
         assert!(!may_act("x", "x", &[]));
+        // Holding is identity alone: an admin acts on a lease it does not hold.
+        assert!(holds(&owner, &owner));
+        assert!(!holds(&format!("arn:aws:sts::{A}:assumed-role/keyturn-admin/x"), &owner));
+        assert!(!holds(&format!("arn:aws:sts::{A}:assumed-role/CI-runner/job-1"), &owner), "case counts");
+        assert!(!holds("x", "x"));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   database users and Secrets Manager, with the clock injected.
 //! - [`store`]: the [`store::LeaseStore`] trait the leases are kept behind (DynamoDB in
 //!   `aws::dynamodb`, an in-memory fake in unit tests).
+//! - `fakes` (unit tests only): the service's I/O faked, shared by the service's and the
+//!   API's tests.
 //!
 //! Times are whole seconds since the Unix epoch (`u64`), as DynamoDB's TTL attribute and
 //! the API's `issued_at`/`expires_at` use them. Nothing here does I/O.
@@ -17,6 +19,8 @@
 #[cfg(feature = "lease")]
 pub mod api;
 pub mod decide;
+#[cfg(all(test, feature = "lease"))]
+pub(crate) mod fakes;
 pub mod role;
 #[cfg(feature = "lease")]
 pub mod service;

@@ -56,6 +56,9 @@ const IAM_USERNAME_MAX: usize = 64;
 pub const LEASE_ID_LEN: usize = 20;
 /// Who revoked a lease that expired.
 pub const REAPER: &str = "reaper";
+/// The most leases [`LeaseService::list`] returns (the earliest to expire): one query page
+/// of the holder index, far above what a caller holds at once in practice.
+pub const LIST_MAX: usize = 100;
 /// How long a failed revocation waits before the next attempt: doubling from a minute (the
 /// reaper's schedule), capped at an hour.
 const RETRY_FIRST: u64 = 60;
@@ -466,6 +469,18 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
             )));
         }
         self.revoke_lease(lease, caller, false).await
+    }
+
+    /// The live leases `caller` holds (see [`decide::holds`]: those it may renew and revoke as
+    /// their holder), the earliest expiry first, at most [`LIST_MAX`]. An admin principal
+    /// gets its own too, not everyone's: it acts on other callers' leases by id. A lease
+    /// past its expiry that the reaper has not revoked yet is listed: its credential may
+    /// still work until then.
+    pub async fn list(&self, caller: &str) -> Result<Vec<Lease>, LeaseError> {
+        let leases = self.store.list_live_by_caller(caller, LIST_MAX).await?;
+        // Checked again here rather than trusted to the index's key: what one caller is
+        // shown of another's leases must not depend on how the store matches ARNs.
+        Ok(leases.into_iter().filter(|l| l.state.is_live() && decide::holds(caller, &l.caller_arn)).collect())
     }
 
     /// The lease, if `caller` may act on it.
@@ -902,277 +917,13 @@ pub fn build_with_store<S: LeaseStore>(
 
 #[cfg(test)]
 mod tests {
-    //! The service's decisions under faults, with in-memory fakes of the table, the
-    //! database and Secrets Manager (the real ones are exercised in tests/).
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    //! The service's decisions under faults, with the in-memory fakes of [`crate::lease::fakes`].
+    use std::sync::atomic::Ordering;
 
     use secrecy::ExposeSecret;
 
     use super::*;
-    use crate::backend::{DeleteOutcome, NewUserOutcome};
-    use crate::lease::store::memory::MemoryStore;
-    use crate::rotation::store::{SecretMetadata, StageMove, StoreError as SecretsError, VersionInfo};
-
-    const ADMIN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin";
-    const CI: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1";
-    const OTHER_CI: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-2";
-    const STRANGER: &str = "arn:aws:sts::123456789012:assumed-role/web/x";
-    const OPS: &str = "arn:aws:sts::123456789012:assumed-role/keyturn-admin/alice";
-
-    struct Clock0(AtomicU64);
-    impl Clock for Clock0 {
-        fn now(&self) -> u64 {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
-
-    /// The database: users by name, the admin password it accepts, and failures to inject.
-    #[derive(Default)]
-    struct Db {
-        users: Mutex<BTreeMap<String, u64>>,
-        admin_password: Mutex<String>,
-        fail_deletes: Mutex<bool>,
-        fail_creates: Mutex<bool>,
-    }
-
-    impl Db {
-        fn check(&self, admin: &Credentials) -> Result<(), BackendError> {
-            if admin.password.expose_secret() == self.admin_password.lock().unwrap().as_str() {
-                Ok(())
-            } else {
-                Err(BackendError::LoginRefused { username: admin.username.to_string() })
-            }
-        }
-        fn unreachable() -> BackendError {
-            BackendError::Unreachable { host: "db".into(), port: 5432, message: "down".into() }
-        }
-        fn has(&self, user: &str) -> bool {
-            self.users.lock().unwrap().contains_key(user)
-        }
-    }
-
-    impl DynamicUsers for Db {
-        async fn new_user(
-            &self,
-            _: &Endpoint,
-            admin: &Credentials,
-            req: NewUser,
-        ) -> Result<NewUserOutcome, BackendError> {
-            self.check(admin)?;
-            if *self.fail_creates.lock().unwrap() {
-                return Err(Self::unreachable());
-            }
-            let at = req.expires_at.duration_since(UNIX_EPOCH).unwrap().as_secs();
-            self.users.lock().unwrap().insert(req.username.to_string(), at);
-            Ok(NewUserOutcome { server_expiry: true })
-        }
-        async fn update_user(&self, _: &Endpoint, admin: &Credentials, req: UpdateUser) -> Result<(), BackendError> {
-            self.check(admin)?;
-            match self.users.lock().unwrap().get_mut(req.username.as_str()) {
-                Some(at) => {
-                    *at = req.expires_at.unwrap().duration_since(UNIX_EPOCH).unwrap().as_secs();
-                    Ok(())
-                }
-                None => Err(BackendError::NoSuchUser { username: req.username.to_string() }),
-            }
-        }
-        async fn delete_user(
-            &self,
-            _: &Endpoint,
-            admin: &Credentials,
-            req: DeleteUser,
-        ) -> Result<DeleteOutcome, BackendError> {
-            self.check(admin)?;
-            if *self.fail_deletes.lock().unwrap() {
-                return Err(Self::unreachable());
-            }
-            let existed = self.users.lock().unwrap().remove(req.username.as_str()).is_some();
-            Ok(DeleteOutcome { existed, sessions_ended: 0 })
-        }
-        async fn list_users(
-            &self,
-            _: &Endpoint,
-            admin: &Credentials,
-            req: ListUsers,
-        ) -> Result<Vec<Username>, BackendError> {
-            self.check(admin)?;
-            let users = self.users.lock().unwrap();
-            Ok(users.keys().filter(|u| u.starts_with(&req.prefix)).map(|u| Username::parse(u).unwrap()).collect())
-        }
-    }
-
-    /// Secrets Manager holding the admin secret; counts reads.
-    #[derive(Default)]
-    struct Secrets {
-        values: Mutex<HashMap<String, String>>,
-        reads: AtomicUsize,
-    }
-
-    impl SecretStore for Secrets {
-        async fn describe(&self, _: &str) -> Result<SecretMetadata, SecretsError> {
-            unreachable!("the lease service never describes secrets")
-        }
-        async fn get(&self, id: &str, _: Selector<'_>) -> Result<Option<SecretString>, SecretsError> {
-            self.reads.fetch_add(1, Ordering::SeqCst);
-            Ok(self.values.lock().unwrap().get(id).map(|v| SecretString::from(v.clone())))
-        }
-        async fn put_pending(&self, _: &str, _: &str, _: &SecretString, _: Option<&str>) -> Result<(), SecretsError> {
-            unreachable!()
-        }
-        async fn move_stage(&self, _: &str, _: &StageMove) -> Result<(), SecretsError> {
-            unreachable!()
-        }
-        async fn list_versions(&self, _: &str) -> Result<Vec<VersionInfo>, SecretsError> {
-            unreachable!()
-        }
-    }
-
-    /// IAM, STS and the RDS signer: users by name with their expiry, what was asked, and
-    /// failures to inject.
-    #[derive(Default)]
-    struct Aws {
-        users: Mutex<BTreeMap<String, u64>>,
-        assumed: Mutex<Vec<AssumeRole>>,
-        /// new_iam_user creates the user, then fails (as a policy attachment could).
-        fail_after_create: Mutex<bool>,
-        fail_assume: Mutex<bool>,
-        calls: AtomicUsize,
-    }
-
-    impl Aws {
-        fn refused(operation: &'static str) -> AwsError {
-            AwsError { operation, message: "AccessDenied".into(), not_found: false, retryable: false }
-        }
-        fn has(&self, user: &str) -> bool {
-            self.users.lock().unwrap().contains_key(user)
-        }
-    }
-
-    impl AwsCredentials for Aws {
-        async fn assume_role(&self, req: AssumeRole) -> Result<AwsKeys, AwsError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            if *self.fail_assume.lock().unwrap() {
-                return Err(Self::refused("AssumeRole"));
-            }
-            self.assumed.lock().unwrap().push(req);
-            Ok(AwsKeys {
-                access_key_id: "ASIAEXAMPLE".into(),
-                secret_access_key: "s".to_owned().into(),
-                session_token: Some("t".to_owned().into()),
-                expiration: Some(1),
-            })
-        }
-        async fn new_iam_user(&self, req: NewIamUser) -> Result<AwsKeys, AwsError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let at = req.expires_at.duration_since(UNIX_EPOCH).unwrap().as_secs();
-            self.users.lock().unwrap().insert(req.user_name, at);
-            if *self.fail_after_create.lock().unwrap() {
-                return Err(Self::refused("AttachUserPolicy"));
-            }
-            Ok(AwsKeys {
-                access_key_id: "AKIAEXAMPLE".into(),
-                secret_access_key: "s".to_owned().into(),
-                session_token: None,
-                expiration: None,
-            })
-        }
-        async fn update_iam_user(&self, req: UpdateIamUser) -> Result<(), AwsError> {
-            match self.users.lock().unwrap().get_mut(&req.user_name) {
-                Some(at) => {
-                    *at = req.expires_at.duration_since(UNIX_EPOCH).unwrap().as_secs();
-                    Ok(())
-                }
-                None => Err(AwsError { not_found: true, ..Self::refused("PutUserPolicy") }),
-            }
-        }
-        async fn delete_iam_user(&self, req: DeleteIamUser) -> Result<aws::IamUserDeleted, AwsError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(aws::IamUserDeleted { existed: self.users.lock().unwrap().remove(&req.user_name).is_some() })
-        }
-        async fn list_iam_users(&self, req: ListIamUsers) -> Result<Vec<String>, AwsError> {
-            assert_eq!(req.path, "/keyturn-leases/");
-            Ok(self.users.lock().unwrap().keys().filter(|u| u.starts_with(&req.prefix)).cloned().collect())
-        }
-        async fn rds_token(&self, req: RdsToken) -> Result<SecretString, AwsError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(format!("{}:{}/?Action=connect&DBUser={}", req.host, req.port, req.db_user).into())
-        }
-    }
-
-    type Service = LeaseService<MemoryStore, Db, Aws, Secrets, Clock0>;
-
-    /// The AWS roles of [`service`]: one of each kind, for the same callers.
-    const AWS_ROLES: &str = r#"
-[[role]]
-name = "deploy"
-kind = "aws-sts"
-role_arn = "arn:aws:iam::123456789012:role/deploy"
-external_id = "ext-1"
-session_policy = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}'
-default_ttl = "15m"
-max_ttl = "1h"
-allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
-max_leases = 1
-
-[[role]]
-name = "legacy"
-kind = "aws-iam-user"
-permissions_boundary = "arn:aws:iam::123456789012:policy/keyturn-boundary"
-policy_arns = ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
-default_ttl = "1h"
-max_ttl = "4h"
-allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
-
-[[role]]
-name = "pg-iam"
-kind = "rds-iam-token"
-engine = "postgres"
-host = "db.cluster-x.us-east-1.rds.amazonaws.com"
-port = 5432
-region = "us-east-1"
-db_user = "app_iam"
-allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
-"#;
-
-    fn admin_secret(password: &str) -> String {
-        serde_json::json!({"engine": "postgres", "host": "db", "username": "admin", "password": password}).to_string()
-    }
-
-    fn service(max_leases: Option<u32>) -> Service {
-        let cap = max_leases.map(|n| format!("max_leases = {n}")).unwrap_or_default();
-        let roles = Roles::from_toml(&format!(
-            r#"admin_principals = ["arn:aws:iam::123456789012:role/keyturn-admin"]
-[[role]]
-name = "ci"
-kind = "database"
-admin_secret = "{ADMIN}"
-groups = ["app_read"]
-default_ttl = "15m"
-max_ttl = "1h"
-allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
-{cap}
-{AWS_ROLES}"#
-        ))
-        .unwrap();
-        let db = Db::default();
-        *db.admin_password.lock().unwrap() = "p1".into();
-        let secrets = Secrets::default();
-        secrets.values.lock().unwrap().insert(ADMIN.into(), admin_secret("p1"));
-        LeaseService::new(
-            roles,
-            MemoryStore::default(),
-            db,
-            Aws::default(),
-            secrets,
-            Clock0(AtomicU64::new(1_000_000)),
-            PasswordPolicy::default(),
-        )
-    }
-
-    fn block_on<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
-    }
+    use crate::lease::fakes::*;
 
     fn limits() -> ReapLimits {
         ReapLimits { batch: 100, concurrency: 4, deadline: Instant::now() + Duration::from_secs(60) }
@@ -1243,6 +994,37 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
             assert_eq!((lease.state, lease.revoked_by.as_deref()), (LeaseState::Revoked, Some(OPS)));
             assert!(s.users.users.lock().unwrap().is_empty());
             s.revoke(CI, &id).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_caller_lists_its_own_live_leases_only() {
+        block_on(async {
+            let s = service(None);
+            let ttl = |secs| Some(Duration::from_secs(secs));
+            let long = s.issue(CI, "ci", ttl(3600)).await.unwrap().lease;
+            let short = s.issue(CI, "ci", ttl(600)).await.unwrap().lease;
+            let token = s.issue(CI, "pg-iam", None).await.unwrap().lease;
+            let other = s.issue(OTHER_CI, "ci", ttl(60)).await.unwrap().lease;
+            let ids = |leases: Vec<Lease>| leases.into_iter().map(|l| l.lease_id).collect::<Vec<_>>();
+            assert_eq!(ids(s.list(CI).await.unwrap()), ids(vec![short.clone(), token.clone(), long.clone()]));
+            assert_eq!(ids(s.list(OTHER_CI).await.unwrap()), [other.lease_id], "another session of the role");
+            for nobody in [OPS, STRANGER, "", "arn:aws:iam::123456789012:root"] {
+                assert_eq!(s.list(nobody).await.unwrap(), [], "{nobody:?}: an admin acts on leases, holds none");
+            }
+
+            // Revoked leases disappear, by the holder or by the reaper; one failing to be
+            // revoked is still there (its user may still exist).
+            s.revoke(CI, &short.lease_id).await.unwrap();
+            *s.users.fail_deletes.lock().unwrap() = true;
+            assert_eq!(s.revoke(OPS, &long.lease_id).await.unwrap_err().status(), 503);
+            let listed = s.list(CI).await.unwrap();
+            assert_eq!(ids(listed.clone()), ids(vec![token.clone(), long.clone()]));
+            assert_eq!(listed[1].state, LeaseState::Revoking);
+            *s.users.fail_deletes.lock().unwrap() = false;
+            s.clock.0.store(token.expires_at, Ordering::SeqCst);
+            s.reap(limits()).await.unwrap();
+            assert_eq!(s.list(CI).await.unwrap(), []);
         });
     }
 

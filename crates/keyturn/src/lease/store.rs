@@ -64,6 +64,14 @@ pub trait LeaseStore: Send + Sync {
     /// Up to `limit` live leases whose [`Lease::due_at`] is at or before `now`, the earliest
     /// first: the reaper's work, found without reading every lease.
     fn list_due(&self, now: u64, limit: usize) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
+    /// Up to `limit` live leases whose `caller_arn` is exactly `caller_arn` (byte for byte:
+    /// no case folding), the earliest expiry first: what a caller lists as its own, found
+    /// without reading other callers' leases or revoked ones.
+    fn list_live_by_caller(
+        &self,
+        caller_arn: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
     /// How many leases of the role are live (their user may exist), as `max_leases` counts.
     fn count_live(&self, role: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
@@ -137,6 +145,16 @@ pub mod memory {
             due.sort_by_key(|l| l.due_at());
             due.truncate(limit);
             Ok(due)
+        }
+
+        async fn list_live_by_caller(&self, caller_arn: &str, limit: usize) -> Result<Vec<Lease>, StoreError> {
+            let map = self.leases.lock().unwrap();
+            let mut held: Vec<Lease> =
+                map.values().filter(|l| l.state.is_live() && l.caller_arn == caller_arn).cloned().collect();
+            // Stable: leases expiring in the same second stay in id order.
+            held.sort_by_key(|l| l.expires_at);
+            held.truncate(limit);
+            Ok(held)
         }
 
         async fn count_live(&self, role: &str) -> Result<u64, StoreError> {
@@ -226,6 +244,28 @@ max_ttl = "1h"
             assert_eq!(store.list_due(1500, 1).await.unwrap().len(), 1);
             assert_eq!(store.count_live("ci").await.unwrap(), 3);
             assert_eq!(store.count_live("other").await.unwrap(), 0);
+        });
+    }
+
+    #[test]
+    fn a_callers_live_leases_are_found_by_its_exact_arn_earliest_expiry_first() {
+        block_on(async {
+            let store = MemoryStore::default();
+            let holder = Lease::example("x", 0).caller_arn;
+            for (id, exp, caller) in [("a", 1500, &holder), ("b", 1200, &holder), ("c", 1300, &format!("{holder}x"))] {
+                store.put_new(&Lease { caller_arn: caller.clone(), ..lease(id, exp) }, None).await.unwrap();
+            }
+            store.put_new(&lease("d", 1100), None).await.unwrap();
+            let d = store.get("d").await.unwrap().unwrap();
+            let mut revoked = d.clone();
+            revoked.state = LeaseState::Revoked;
+            revoked.version += 1;
+            store.update(&revoked, Expected::of(&d)).await.unwrap();
+
+            let ids = |leases: Vec<Lease>| leases.into_iter().map(|l| l.lease_id).collect::<Vec<_>>();
+            assert_eq!(ids(store.list_live_by_caller(&holder, 10).await.unwrap()), ["b", "a"], "d is revoked");
+            assert_eq!(ids(store.list_live_by_caller(&holder, 1).await.unwrap()), ["b"]);
+            assert_eq!(store.list_live_by_caller(&holder.to_uppercase(), 10).await.unwrap(), []);
         });
     }
 
