@@ -80,12 +80,19 @@ async fn creds_print_a_login_that_works_and_leases_renew_and_revoke_it() {
     assert!(stderr.contains("keyturn: lease ") && !stderr.contains(password), "{stderr}");
     let lease_id = stderr.split_whitespace().nth(2).unwrap().to_owned();
 
+    let out = keyturn(&gw.url, CI_KEY, &["leases", "list"]);
+    assert!(text(&out.stdout).starts_with(&format!("{lease_id}  ci ")), "{}", text(&out.stdout));
+    let theirs = keyturn(&gw.url, STRANGER_KEY, &["leases", "list", "--json"]);
+    let theirs: serde_json::Value = serde_json::from_slice(&theirs.stdout).expect("JSON");
+    assert_eq!(theirs["leases"], serde_json::json!([]), "another caller sees none of them");
     let out = keyturn(&gw.url, CI_KEY, &["leases", "renew", &lease_id, "--ttl", "30m"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("now expires at"), "{}", text(&out.stdout));
     let out = keyturn(&gw.url, CI_KEY, &["leases", "revoke", &lease_id]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!d.env.can_login(user, password).await, "revoked: the user is gone");
+    let out = keyturn(&gw.url, CI_KEY, &["leases", "list"]);
+    assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(0), ""), "revoked: not listed");
 
     let out = keyturn(&gw.url, CI_KEY, &["roles", "--json"]);
     let roles: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");

@@ -43,6 +43,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::api::{printable, Api, CliError};
 use crate::format::{Credential, Secret};
+use crate::term;
 
 /// What `exec` needs from the command line.
 pub struct ExecRequest {
@@ -177,7 +178,7 @@ struct Lease {
 impl Lease {
     fn say(&self, line: &str) {
         if !self.quiet {
-            eprintln!("keyturn: {line}");
+            term::info(line);
         }
     }
 
@@ -190,7 +191,7 @@ impl Lease {
             tokio::time::sleep(Duration::from_secs(next.saturating_sub(unix_now()))).await;
             if !self.renewable {
                 // Said even with --quiet: the command is about to lose its credentials.
-                eprintln!("keyturn: lease {id} cannot be renewed: its credentials stop working at {expires_at}");
+                term::warning(&format!("lease {id} cannot be renewed: its credentials stop working at {expires_at}"));
                 return;
             }
             let body = self.ttl.map(|t| json!({"ttl_seconds": t}));
@@ -209,7 +210,7 @@ impl Lease {
             match decision {
                 Next::RenewAt(at) => next = at,
                 Next::Stop(why) => {
-                    eprintln!("keyturn: {why}");
+                    term::warning(&why);
                     return;
                 }
             }
@@ -224,11 +225,11 @@ impl Lease {
         let id = printable(&self.lease_id);
         match self.api.call("DELETE", &format!("/v1/leases/{}", self.lease_id), None).await {
             Ok(_) => self.say(&format!("lease {id} revoked")),
-            Err(e) => eprintln!(
-                "keyturn: lease {id} could not be revoked ({e}): it ends at its expiry, {}; \
+            Err(e) => term::warning(&format!(
+                "lease {id} could not be revoked ({e}): it ends at its expiry, {}; \
                  to end it now: keyturn leases revoke {id}",
                 self.expires_at
-            ),
+            )),
         }
     }
 }
@@ -286,7 +287,7 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
         Ok(child) => child,
         Err(e) => {
             lease.end().await;
-            eprintln!("keyturn: cannot run {}: {e}", printable(&program.to_string_lossy()));
+            term::error(&format!("cannot run {}: {e}", printable(&program.to_string_lossy())));
             // As a shell reports it: 127 not found, 126 found but not runnable.
             return Ok(ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }));
         }

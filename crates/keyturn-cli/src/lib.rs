@@ -10,6 +10,7 @@
 //!   environment only, the lease renewed while it runs and revoked when it ends, signals
 //!   forwarded, its status returned.
 //! - [`stack`]: `--stack NAME`: the API's URL from the stack's `CredentialsApiUrl` output.
+//! - [`term`]: lines on stderr, coloured only on a terminal.
 //! - `main.rs`: the commands `creds`, `exec`, `roles`, `leases renew|revoke` and
 //!   `roles-check` (which runs the issuer's own [`keyturn::lease::role::check_files`]).
 
@@ -17,3 +18,4 @@ pub mod api;
 pub mod exec;
 pub mod format;
 pub mod stack;
+pub mod term;

@@ -2,7 +2,7 @@
 //! with SigV4 as the caller (AWS's default credential chain); see `keyturn --help`.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::BehaviorVersion;
 use clap::{Args, Parser, Subcommand};
@@ -17,6 +17,7 @@ const EXAMPLES: &str = "Examples:
   keyturn exec deploy --ttl 30m -- ./deploy.sh production
   eval \"$(keyturn creds ci-reader --ttl 15m)\" && psql -c 'select 1'
   keyturn creds deploy --format json | jq -r .session_token
+  keyturn leases list
   keyturn leases renew 0123456789abcdefghij --ttl 30m
   keyturn roles-check config/roles.toml
 
@@ -82,7 +83,7 @@ enum Command {
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<std::ffi::OsString>,
     },
-    /// Renew or revoke a lease.
+    /// List, renew or revoke your leases.
     Leases {
         #[command(subcommand)]
         action: LeaseAction,
@@ -103,6 +104,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum LeaseAction {
+    /// Your live leases (those issued to this very identity), the earliest expiry first.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Extend a lease (up to its role's max_ttl from issue).
     Renew {
         lease_id: String,
@@ -128,7 +134,7 @@ async fn main() -> ExitCode {
     match run(Cli::parse().command).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("keyturn: {e}");
+            keyturn_cli::term::error(&e.to_string());
             ExitCode::from(e.exit_code())
         }
     }
@@ -150,7 +156,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             print!("{text}");
             if !common.quiet {
                 let lease = printable(&credential.lease_id);
-                eprintln!("keyturn: lease {lease} expires at {} (Unix time)", credential.expires_at);
+                keyturn_cli::term::info(&format!("lease {lease} expires at {} (Unix time)", credential.expires_at));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -170,6 +176,28 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
                         printable(role["kind"].as_str().unwrap_or_default()),
                         role["default_ttl_seconds"],
                         role["max_ttl_seconds"]
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Leases { action: LeaseAction::List { common } } => {
+            let (_, answer) = api(&common).await?.call("GET", "/v1/leases", None).await?;
+            if common.json {
+                println!("{answer:#}");
+            } else {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                for lease in answer["leases"].as_array().into_iter().flatten() {
+                    let field = |name: &str| printable(lease[name].as_str().unwrap_or_default());
+                    let left = lease["expires_at"].as_u64().unwrap_or_default().saturating_sub(now);
+                    println!(
+                        "{:<20}  {:<24} {:<14} {:<9} {:>6}s left  {}",
+                        field("lease_id"),
+                        field("role"),
+                        field("kind"),
+                        field("state"),
+                        left,
+                        field("username")
                     );
                 }
             }

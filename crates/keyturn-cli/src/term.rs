@@ -1,0 +1,34 @@
+//! What `keyturn` says on stderr: `keyturn: ` and the line, with `error:` in red and
+//! `warning:` in yellow when stderr is a terminal that takes colour (not when `NO_COLOR`
+//! is set or `TERM` is `dumb`), so that logs and pipes get plain text.
+
+use std::io::IsTerminal as _;
+
+fn coloured() -> bool {
+    std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+}
+
+fn say(label: &str, colour: &str, line: &str) {
+    if coloured() {
+        eprintln!("keyturn: \x1b[1;{colour}m{label}\x1b[0m {line}");
+    } else {
+        eprintln!("keyturn: {label} {line}");
+    }
+}
+
+/// A failure that ends the command.
+pub fn error(line: &str) {
+    say("error:", "31", line);
+}
+
+/// Something the user must know: the credentials will stop working, or a lease was left.
+pub fn warning(line: &str) {
+    say("warning:", "33", line);
+}
+
+/// Progress: which lease, until when (left out with `--quiet`).
+pub fn info(line: &str) {
+    eprintln!("keyturn: {line}");
+}
