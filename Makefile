@@ -2,10 +2,13 @@
 #   make demo   bring up PostgreSQL + moto, rotate secrets through the real Lambda binary
 #   make test   formatting, lints, unit and integration tests (what CI runs)
 #   make bench  cold start, warm rotation and binary size, release build
+#   make release  the release binaries, and the CLI as dist/keyturn-<version>-<target>.tar.gz
 
 # Outside the clone so CI on the same machine builds incrementally.
 export CARGO_TARGET_DIR ?= /var/cache/keyturn-target
 CARGO ?= cargo
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+CLI_ARCHIVE := keyturn-$(VERSION)-x86_64-unknown-linux-gnu.tar.gz
 
 .PHONY: setup demo test lint bench build release
 
@@ -31,11 +34,14 @@ test: setup lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
+# The CLI is built apart, as sam build builds each function: its features (aws-config's
+# sso) are then not unified into the functions' binaries.
 release:
 	$(CARGO) build --release --bin rotate-database --bin rotate-iam-key --bin issue-credentials --bin reap-leases --bin bench
-	# Apart, as sam build builds each function: the CLI's features (aws-config's sso)
-	# are not unified into the functions' binaries.
 	$(CARGO) build --release --bin keyturn
+	mkdir -p dist
+	tar -C $(CARGO_TARGET_DIR)/release -czf dist/$(CLI_ARCHIVE) keyturn
+	cd dist && sha256sum $(CLI_ARCHIVE) > $(CLI_ARCHIVE).sha256
 
 bench: setup release
 	$(CARGO_TARGET_DIR)/release/bench

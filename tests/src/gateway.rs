@@ -1,10 +1,12 @@
-//! A local stand-in for API Gateway's IAM authorization in front of the real issuer binary
-//! (under cargo-lambda's Runtime API emulator), for the CLI's tests: it verifies each request's SigV4 signature (service `execute-api`, the
+//! A local stand-in for API Gateway's IAM authorization in front of the issuer, for the
+//! CLI's tests (the real binary under cargo-lambda's Runtime API emulator, [`lambda`]) and
+//! its bench (the handler in process, [`in_process`], so that the figure is the CLI's and
+//! the issuer's work, not the emulator's): it verifies each request's SigV4 signature (service `execute-api`, the
 //! gateway's region, a date within five minutes) by recomputing it with the secret of the
 //! access key it names, refuses an unsigned or wrongly signed request with 403 and
 //! `{"message": ...}` as API Gateway does, and hands the issuer a payload 2.0 event with
-//! the key's identity in `requestContext.authorizer.iam.userArn`, which it invokes the
-//! function with. A function that fails is a 502, as API Gateway answers it.
+//! the key's identity in `requestContext.authorizer.iam.userArn`. A function that fails is
+//! a 502, as API Gateway answers it.
 //!
 //! It speaks just enough HTTP/1.1 for one request per connection with a `Content-Length`
 //! body, which is what the CLI sends.
@@ -16,7 +18,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
-use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+
+use keyturn::lease::api::{self, ApiRequest};
+use keyturn::lease::service::LeaseService;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -27,28 +34,80 @@ pub const REGION: &str = "us-east-1";
 /// How far a request's date may be from the gateway's clock.
 const SKEW: Duration = Duration::from_secs(300);
 
-/// A running gateway; it stops with the test's runtime, the emulator when dropped.
+/// A running gateway; it stops with the runtime that started it.
 pub struct Gateway {
     pub url: String,
-    pub emulator: Arc<Emulator>,
+}
+
+/// What the gateway hands a verified request's 2.0 event to: the 2.0 response comes back.
+pub type Upstream = Arc<dyn Fn(Value) -> Pin<Box<dyn Future<Output = Value> + Send>> + Send + Sync>;
+
+/// `function` running under `emulator` (kept running as long as the gateway).
+pub fn lambda(emulator: Emulator, function: &'static str) -> Upstream {
+    let emulator = Arc::new(emulator);
+    Arc::new(move |event| {
+        let emulator = emulator.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || emulator.invoke_json(function, &event))
+                .await
+                .unwrap_or_else(|_| json!({"statusCode": 502, "body": r#"{"message":"Internal Server Error"}"#}))
+        })
+    })
+}
+
+/// The issuer's handler, in process.
+pub fn in_process<S, U, A, M, C>(service: Arc<LeaseService<S, U, A, M, C>>) -> Upstream
+where
+    S: keyturn::lease::store::LeaseStore + 'static,
+    U: keyturn::backend::DynamicUsers + 'static,
+    A: keyturn::backend::aws::AwsCredentials + 'static,
+    M: keyturn::rotation::store::SecretStore + 'static,
+    C: keyturn::lease::service::Clock + 'static,
+{
+    Arc::new(move |event| {
+        let service = service.clone();
+        Box::pin(async move {
+            let response = match ApiRequest::from_event(event) {
+                Ok(request) => api::handle(&service, &request).await,
+                Err(refused) => refused,
+            };
+            response.into_event()
+        })
+    })
+}
+
+/// `keyturn` signing with `key` (id, secret) to the gateway at `url`, seeing only the AWS
+/// settings given here.
+pub fn cli(url: &str, key: (&str, &str)) -> std::process::Command {
+    let mut command = std::process::Command::new(crate::lambda::function_binary("keyturn"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KEYTURN_API_URL", url)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", key.0)
+        .env("AWS_SECRET_ACCESS_KEY", key.1)
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    command
 }
 
 /// Access key id to (secret, the caller ARN API Gateway would report for it).
 pub type Keys = HashMap<String, (String, String)>;
 
-/// Starts a gateway that knows `keys` in front of `function`, which runs under `emulator`.
-pub async fn start(emulator: Emulator, function: &'static str, keys: Keys) -> Gateway {
+/// Starts a gateway that knows `keys` in front of `upstream`.
+pub async fn start(upstream: Upstream, keys: Keys) -> Gateway {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the gateway");
     let url = format!("http://{}", listener.local_addr().expect("gateway address"));
-    let (emulator, keys) = (Arc::new(emulator), Arc::new(keys));
-    let upstream = emulator.clone();
+    let keys = Arc::new(keys);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let (upstream, keys) = (upstream.clone(), keys.clone());
-            tokio::spawn(async move { serve(stream, upstream, function, &keys).await });
+            tokio::spawn(async move { serve(stream, &upstream, &keys).await });
         }
     });
-    Gateway { url, emulator }
+    Gateway { url }
 }
 
 struct Request {
@@ -64,7 +123,7 @@ impl Request {
     }
 }
 
-async fn serve(mut stream: TcpStream, emulator: Arc<Emulator>, function: &'static str, keys: &Keys) {
+async fn serve(mut stream: TcpStream, upstream: &Upstream, keys: &Keys) {
     let (status, body) = match read(&mut stream).await {
         None => (400, json!({"message": "Bad Request"})),
         Some(request) => match verify(&request, keys) {
@@ -72,11 +131,7 @@ async fn serve(mut stream: TcpStream, emulator: Arc<Emulator>, function: &'stati
             Ok(caller) => {
                 let body = (!request.body.is_empty()).then_some(request.body.as_str());
                 let event = crate::apigw::request(&request.method, &request.path, body, &caller);
-                let invoked = tokio::task::spawn_blocking(move || emulator.invoke_json(function, &event)).await;
-                match invoked {
-                    Ok(response) => crate::apigw::response(&response),
-                    Err(_) => (502, json!({"message": "Internal Server Error"})),
-                }
+                crate::apigw::response(&upstream(event).await)
             }
         },
     };

@@ -29,27 +29,15 @@ async fn setup(test: &str) -> (Deployment, Gateway) {
         (CI_KEY.0.to_owned(), (CI_KEY.1.to_owned(), CI.to_owned())),
         (STRANGER_KEY.0.to_owned(), (STRANGER_KEY.1.to_owned(), STRANGER.to_owned())),
     ]);
-    let gateway = gateway::start(emulator, ISSUER, keys).await;
+    let gateway = gateway::start(gateway::lambda(emulator, ISSUER), keys).await;
     (d, gateway)
 }
 
 /// `keyturn ARGS` signing with `key`, seeing only the AWS settings given here (and what
 /// psql needs to verify the harness's TLS).
 fn keyturn_command(url: &str, key: (&str, &str), args: &[&str]) -> Command {
-    let mut command = Command::new(function_binary("keyturn"));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("KEYTURN_API_URL", url)
-        .env("AWS_REGION", gateway::REGION)
-        .env("AWS_ACCESS_KEY_ID", key.0)
-        .env("AWS_SECRET_ACCESS_KEY", key.1)
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("PGSSLMODE", "verify-full")
-        .env("PGSSLROOTCERT", &keyturn_tests::harness().ca_file);
+    let mut command = gateway::cli(url, key);
+    command.args(args).env("PGSSLMODE", "verify-full").env("PGSSLROOTCERT", &keyturn_tests::harness().ca_file);
     command
 }
 
@@ -207,10 +195,12 @@ async fn exec_forwards_sigterm_and_revokes_on_it_and_on_a_crash() {
 async fn exec_renews_a_short_lease_before_it_expires() {
     let (d, gw) = setup("cli_exec_renew").await;
     let file = d.env.h.work.join(format!("{}.creds", keyturn_tests::random_token()));
-    // A 6-second lease: PostgreSQL refuses the login after VALID UNTIL unless keyturn moved
-    // it. The command logs in twice past the first expiry.
-    let script = leak_to(&file, "sleep 8 && psql -tA -c 'select 1' && sleep 5 && psql -tA -c 'select 2'");
-    let out = keyturn(&gw.url, CI_KEY, &["exec", "ci", "--ttl", "6s", "--", "sh", "-c", &script]);
+    // A 10-second lease: PostgreSQL refuses the login after VALID UNTIL unless keyturn moved
+    // it. The command logs in twice past the first expiry. (Renewal comes at two thirds of
+    // the life, leaving 3 s for the renewal's round trip through cargo-lambda's emulator on
+    // a loaded machine.)
+    let script = leak_to(&file, "sleep 12 && psql -tA -c 'select 1' && sleep 9 && psql -tA -c 'select 2'");
+    let out = keyturn(&gw.url, CI_KEY, &["exec", "ci", "--ttl", "10s", "--", "sh", "-c", &script]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "the logins after the first expiry worked: {stderr}");
     assert_eq!(text(&out.stdout), "1\n2\n");

@@ -17,6 +17,10 @@
 //! - AWS credentials at the handler (issue 9), in-memory lease store: an RDS IAM token
 //!   (signed locally, no network), an STS session and an IAM user against moto (moto's
 //!   figures), and an IAM user's revocation;
+//! - the CLI (issue 10), whole `keyturn` processes signing with SigV4, through the
+//!   harness's gateway to the issuer's handler in process (in-memory lease store, the
+//!   local PostgreSQL): `keyturn creds` and `keyturn exec ROLE -- true` (issue, run,
+//!   revoke), and `keyturn --version` for the process alone;
 //! - the release binaries' sizes.
 
 use std::io::{BufRead, BufReader};
@@ -427,6 +431,43 @@ async fn store_round_trip(env: &TestEnv) -> Duration {
     median(samples)
 }
 
+/// Issue 10's figures: `keyturn` processes end to end, the handler in process.
+async fn cli(env: &TestEnv) {
+    use keyturn_tests::gateway::{self, Keys};
+    let deployment = keyturn_tests::lease::deploy("bench_cli", keyturn_tests::lease::Engine::Postgres, "").await;
+    let config = keyturn::config::LeaseConfig::from_vars(deployment.vars).expect("lease config");
+    let store = keyturn::lease::store::memory::MemoryStore::default();
+    let service = keyturn::lease::service::build_with_store(&config, &env.sdk, store).expect("lease service");
+    const KEY: (&str, &str) = ("AKIDKEYTURNBENCH", "bench-secret-key");
+    let keys = Keys::from([(KEY.0.to_owned(), (KEY.1.to_owned(), keyturn_tests::lease::CI.to_owned()))]);
+    let gw = gateway::start(gateway::in_process(std::sync::Arc::new(service)), keys).await;
+    let time = |args: &'static [&'static str]| {
+        let url = gw.url.clone();
+        tokio::task::spawn_blocking(move || {
+            let samples = (0..RUNS)
+                .map(|_| {
+                    let started = Instant::now();
+                    let out = gateway::cli(&url, KEY).args(args).output().expect("run keyturn");
+                    assert!(out.status.success(), "keyturn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+                    started.elapsed()
+                })
+                .collect();
+            percentiles(samples)
+        })
+    };
+    let (version, _) = time(&["--version"]).await.expect("keyturn --version");
+    let (creds, creds99) = time(&["creds", "ci", "--quiet"]).await.expect("keyturn creds");
+    let (exec, exec99) = time(&["exec", "ci", "--quiet", "--", "true"]).await.expect("keyturn exec");
+    println!("keyturn --version (the process alone): p50 {}", ms(version));
+    println!("keyturn creds, end to end, handler in process: p50 {}  p99 {}", ms(creds), ms(creds99));
+    println!(
+        "keyturn exec ci -- true (issue, run, revoke):   p50 {}  p99 {}  target p50 < 100 ms   {}",
+        ms(exec),
+        ms(exec99),
+        verdict(exec < Duration::from_millis(100))
+    );
+}
+
 #[tokio::main]
 async fn main() {
     // Log as the deployed function does by default (INFO, JSON), to a sink. Installed
@@ -533,7 +574,8 @@ async fn main() {
         took.as_secs_f64() * 1000.0 / 200.0
     );
     aws_kinds(&env).await;
-    for function in ["rotate-database", "rotate-iam-key", "issue-credentials", "reap-leases"] {
+    cli(&env).await;
+    for function in ["rotate-database", "rotate-iam-key", "issue-credentials", "reap-leases", "keyturn"] {
         let size = std::fs::metadata(function_binary(function)).unwrap().len();
         println!(
             "binary size, {function:<16}                {:>7.2} MB  target < 12 MB   {}",
