@@ -2,7 +2,7 @@
 //! `warning:` in yellow when stderr is a terminal that takes colour (not when `NO_COLOR`
 //! is set or `TERM` is `dumb`), so that logs and pipes get plain text.
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 
 fn coloured() -> bool {
     std::io::stderr().is_terminal()
@@ -10,12 +10,15 @@ fn coloured() -> bool {
         && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
 }
 
+// A stderr that cannot be written (a full disk, a pipe whose reader is gone) loses the
+// line and nothing else: `eprintln!` would panic instead, and a panic in `exec` between
+// the issue and the revocation leaves the lease live and the command not run.
 fn say(label: &str, colour: &str, line: &str) {
-    if coloured() {
-        eprintln!("keyturn: \x1b[1;{colour}m{label}\x1b[0m {line}");
+    let _ = if coloured() {
+        writeln!(std::io::stderr(), "keyturn: \x1b[1;{colour}m{label}\x1b[0m {line}")
     } else {
-        eprintln!("keyturn: {label} {line}");
-    }
+        writeln!(std::io::stderr(), "keyturn: {label} {line}")
+    };
 }
 
 /// A failure that ends the command.
@@ -30,5 +33,5 @@ pub fn warning(line: &str) {
 
 /// Progress: which lease, until when (left out with `--quiet`).
 pub fn info(line: &str) {
-    eprintln!("keyturn: {line}");
+    let _ = writeln!(std::io::stderr(), "keyturn: {line}");
 }

@@ -1,0 +1,148 @@
+//! The `keyturn` binary against an API whose answers the test makes up: what the CLI does
+//! with an answer it cannot read, with a caller's environment, and when it cannot write to
+//! stderr. The API here is a plain local HTTP server (the CLI takes `http://` to this
+//! machine) that records each request and answers what the test says; it checks no
+//! signature, so no harness (database, moto, emulator) is needed.
+
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use keyturn_tests::lambda::function_binary;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A made-up API: `url`, and the requests it got as `METHOD PATH`.
+struct FakeApi {
+    url: String,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeApi {
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+type Answer = dyn Fn(&str, &str) -> (u16, Value) + Send + Sync;
+
+/// Starts an API that answers each request with `answer(method, path)`: a status and a JSON
+/// body (none for `Null`).
+async fn fake_api(answer: impl Fn(&str, &str) -> (u16, Value) + Send + Sync + 'static) -> FakeApi {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let (seen, answer): (_, Arc<Answer>) = (requests.clone(), Arc::new(answer));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (seen, answer) = (seen.clone(), answer.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    let Ok(n) = stream.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                let length = head
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + 4 + length {
+                    match stream.read(&mut chunk).await {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+                let mut first = head.lines().next().unwrap_or_default().split(' ');
+                let (method, path) = (first.next().unwrap_or_default(), first.next().unwrap_or_default());
+                seen.lock().unwrap().push(format!("{method} {path}"));
+                let (status, body) = answer(method, path);
+                let body = if body.is_null() { String::new() } else { body.to_string() };
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    FakeApi { url, requests }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+const LEASE: &str = "abcdefghij0123456789";
+
+/// A 201 for a PostgreSQL login on `host`.
+fn database_answer(host: &str) -> Value {
+    json!({
+        "lease_id": LEASE, "role": "ci", "kind": "database", "issued_at": now(), "expires_at": now() + 900,
+        "ttl_seconds": 900, "server_expiry": true, "renewable": true, "revocable": true,
+        "engine": "postgres", "host": host, "port": 5432, "dbname": "app", "username": "kt_ci_x", "password": "pw",
+    })
+}
+
+/// An API that issues `issued` and revokes (204) whatever it is asked to.
+async fn issuing(issued: Value) -> FakeApi {
+    fake_api(move |method, path| match (method, path) {
+        ("POST", p) if p.starts_with("/v1/credentials/") => (201, issued.clone()),
+        ("DELETE", _) => (204, Value::Null),
+        _ => (404, json!({"code": "not_found", "message": "no"})),
+    })
+    .await
+}
+
+/// `keyturn ARGS` against `url`, with the caller's AWS settings in the environment only.
+fn keyturn_command(url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(function_binary("keyturn"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KEYTURN_API_URL", url)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "AKIDCALLER")
+        .env("AWS_SECRET_ACCESS_KEY", "caller-secret")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    command
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("run keyturn")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_and_revokes_even_when_stderr_cannot_be_written() {
+    // stderr on a full disk (or a pipe whose reader is gone): the lines keyturn says are
+    // lost, nothing else is.
+    let api = issuing(database_answer("db.example.com")).await;
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let out = run(keyturn_command(&api.url, &["exec", "ci", "--", "sh", "-c", "echo ran; exit 7"]).stderr(full));
+    assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(7), "ran\n"), "the command's status");
+    assert!(api.requests().contains(&format!("DELETE /v1/leases/{LEASE}")), "{:?}", api.requests());
+
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out =
+        run(keyturn_command(&api.url, &["exec", "ci", "--", "sh", "-c", "echo ran; exit 7"])
+            .stderr(Stdio::from(writer)));
+    assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(7), "ran\n"), "a broken pipe too");
+}
