@@ -230,9 +230,15 @@ fn create_stack(name: &str, url: &str) {
         cf = boto3.client('cloudformation', endpoint_url=sys.argv[1], region_name=sys.argv[2],\n\
             aws_access_key_id='test', aws_secret_access_key='test')\n\
         cf.create_stack(StackName=sys.argv[3], TemplateBody=sys.argv[4])\n";
+    // moto reads the template as YAML, which takes control characters only escaped.
+    let ascii_json: String = template
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii() { c.to_string() } else { format!("\\u{:04x}", u32::from(c)) })
+        .collect();
     let h = keyturn_tests::harness();
     let out = Command::new(keyturn_tests::moto::venv().join("bin/python"))
-        .args(["-c", script, &h.moto.endpoint, gateway::REGION, name, &template.to_string()])
+        .args(["-c", script, &h.moto.endpoint, gateway::REGION, name, &ascii_json])
         .output()
         .expect("run python");
     assert!(out.status.success(), "create_stack: {}", text(&out.stderr));
@@ -260,4 +266,16 @@ async fn the_api_url_comes_from_the_stacks_output() {
     let neither = run(&["roles"]);
     assert_eq!(neither.status.code(), Some(2));
     assert!(text(&neither.stderr).contains("--stack"), "{}", text(&neither.stderr));
+
+    // Whoever can change the stack's outputs can write the URL: what of it the error quotes
+    // reaches the terminal as escapes, on the one line (no forged `keyturn:` line after a
+    // line break, no C1 control sequence).
+    let hostile = format!("keyturn-{}", &keyturn_tests::random_token()[..8]);
+    create_stack(&hostile, "https://x.example/\r\nkeyturn: lease revoked\u{9b}2J");
+    let out = run(&["exec", "ci", "--stack", &hostile, "--", "true"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr:?}");
+    assert!(stderr.contains("x.example"), "the error names the URL: {stderr:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(!stderr.trim_end_matches('\n').chars().any(char::is_control), "{stderr:?}");
 }

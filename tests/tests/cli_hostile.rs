@@ -146,3 +146,30 @@ async fn exec_runs_and_revokes_even_when_stderr_cannot_be_written() {
             .stderr(Stdio::from(writer)));
     assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(7), "ran\n"), "a broken pipe too");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_control_character_from_the_api_or_its_url_reaches_the_terminal() {
+    let hostile = "x\u{1b}]52;c;ZWNobyBwd25lZA==\u{7}\r\nkeyturn: all good\u{9b}31m";
+    let api = fake_api(move |_, _| {
+        (
+            200,
+            json!({"leases": [{"lease_id": hostile, "role": hostile, "kind": hostile, "state": hostile,
+                                "username": hostile, "expires_at": 1}]}),
+        )
+    })
+    .await;
+    let out = run(&mut keyturn_command(&api.url, &["leases", "list"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    assert_eq!(listed.lines().count(), 1, "{listed:?}");
+    assert!(!listed.trim_end_matches('\n').chars().any(char::is_control), "{listed:?}");
+
+    // A URL (from a stack's output, or the environment) that is not one: the error names it.
+    for url in [format!("https://api.example/{hostile}"), format!("http://127.0.0.1:9/{hostile}")] {
+        let out = run(&mut keyturn_command(&url, &["roles"]));
+        let stderr = text(&out.stderr);
+        assert_ne!(out.status.code(), Some(0));
+        assert!(!stderr.trim_end_matches('\n').chars().any(char::is_control), "{stderr:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    }
+}
