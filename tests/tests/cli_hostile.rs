@@ -173,3 +173,29 @@ async fn no_control_character_from_the_api_or_its_url_reaches_the_terminal() {
         assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
     }
 }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_gives_an_aws_command_the_leases_identity_and_not_the_callers_profile() {
+    let api = issuing(json!({
+        "lease_id": LEASE, "role": "deploy", "kind": "aws-sts", "issued_at": now(), "expires_at": now() + 900,
+        "ttl_seconds": 900, "server_expiry": true, "renewable": false, "revocable": false,
+        "access_key_id": "ASIALEASE", "secret_access_key": "lease-secret", "session_token": "lease-token",
+    }))
+    .await;
+    // The caller signs in with an SSO profile, as `aws sso login` users do: the AWS SDK for
+    // JavaScript (v3), and so the CDK, use AWS_PROFILE over the key in the environment.
+    let out = run(keyturn_command(&api.url, &["exec", "deploy", "--", "env"])
+        .env("AWS_PROFILE", "caller-admin")
+        .env("AWS_DEFAULT_PROFILE", "caller-admin")
+        .env("AWS_CREDENTIAL_EXPIRATION", "2000-01-01T00:00:00Z")
+        .env("AWS_SECURITY_TOKEN", "caller-token"));
+    let env = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(env.lines().any(|l| l == "AWS_ACCESS_KEY_ID=ASIALEASE"), "{env}");
+    for caller_setting in ["AWS_PROFILE=", "AWS_DEFAULT_PROFILE=", "AWS_CREDENTIAL_EXPIRATION=", "AWS_SECURITY_TOKEN="]
+    {
+        assert!(
+            !env.lines().any(|l| l.starts_with(caller_setting)),
+            "the caller's {caller_setting} would pick another identity: {env}"
+        );
+    }
+}

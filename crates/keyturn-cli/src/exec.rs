@@ -276,10 +276,19 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
     for (name, value) in credential.variables() {
         command.env(name, value.expose_secret());
     }
-    if let Secret::Aws { session_token: None, .. } = credential.secret {
-        // An IAM user's key has no session token: one inherited from the caller's own
-        // session would be sent with it, and every request would be refused.
-        command.env_remove("AWS_SESSION_TOKEN").env_remove("AWS_SECURITY_TOKEN");
+    if let Secret::Aws { session_token, .. } = &credential.secret {
+        // The caller's own AWS settings must not pick another identity than the lease's:
+        // the AWS SDK for JavaScript (v3, and so the CDK) uses AWS_PROFILE over the key in
+        // the environment, botocore takes AWS_CREDENTIAL_EXPIRATION as the key's expiry,
+        // and boto2 reads AWS_SECURITY_TOKEN.
+        for name in ["AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CREDENTIAL_EXPIRATION", "AWS_SECURITY_TOKEN"] {
+            command.env_remove(name);
+        }
+        if session_token.is_none() {
+            // An IAM user's key has no session token: one inherited from the caller's own
+            // session would be sent with it, and every request would be refused.
+            command.env_remove("AWS_SESSION_TOKEN");
+        }
     }
     let spawned = command.spawn();
     drop((command, credential));
