@@ -199,3 +199,23 @@ async fn exec_gives_an_aws_command_the_leases_identity_and_not_the_callers_profi
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_revokes_a_lease_whose_answer_it_cannot_read() {
+    // A host the issuer relays from an admin secret (any non-empty text there) that the CLI
+    // refuses, and a kind this CLI does not know (an issuer newer than the CLI): the lease
+    // is issued either way, and the command cannot run with it.
+    let mut unknown_kind = database_answer("db.example.com");
+    unknown_kind["kind"] = json!("database-v2");
+    for issued in [database_answer("pg_primary"), unknown_kind] {
+        let api = issuing(issued.clone()).await;
+        let out = run(&mut keyturn_command(&api.url, &["exec", "ci", "--", "sh", "-c", "echo ran"]));
+        let stderr = text(&out.stderr);
+        assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(5), ""), "{stderr}");
+        assert!(
+            api.requests().contains(&format!("DELETE /v1/leases/{LEASE}")),
+            "the lease nobody can use is revoked, not left to its expiry: {:?} ({stderr})",
+            api.requests()
+        );
+    }
+}

@@ -255,16 +255,27 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
         answer["renewable"] == Value::Bool(true),
         answer["revocable"] == Value::Bool(true),
     );
-    let credential = Credential::from_body(answer).map_err(|e| CliError::Server(e.to_string()))?;
     let lease = Arc::new(Lease {
         api,
-        lease_id: credential.lease_id.clone(),
-        expires_at: credential.expires_at,
+        lease_id: answer["lease_id"].as_str().unwrap_or_default().to_owned(),
+        expires_at: answer["expires_at"].as_u64().unwrap_or_default(),
         ttl,
         renewable,
         revocable,
         quiet: request.quiet,
     });
+    let credential = match Credential::from_body(answer) {
+        Ok(credential) => credential,
+        Err(e) => {
+            // Issued all the same (a host this CLI refuses, a kind or engine newer than
+            // it): the command cannot run with it, so it is revoked rather than left live
+            // until its expiry, when its id can be in a path.
+            if !lease.lease_id.is_empty() && lease.lease_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                lease.end().await;
+            }
+            return Err(CliError::Server(e.to_string()));
+        }
+    };
     lease.say(&format!("lease {} expires at {} (Unix time)", printable(&lease.lease_id), lease.expires_at));
     if let Some(signal) = signals.pending() {
         lease.end().await;
