@@ -30,6 +30,14 @@ type Answer = dyn Fn(&str, &str) -> (u16, Value) + Send + Sync;
 /// Starts an API that answers each request with `answer(method, path)`: a status and a JSON
 /// body (none for `Null`).
 async fn fake_api(answer: impl Fn(&str, &str) -> (u16, Value) + Send + Sync + 'static) -> FakeApi {
+    fake_api_after(std::time::Duration::ZERO, answer).await
+}
+
+/// [`fake_api`], answering a POST after `delay`.
+async fn fake_api_after(
+    delay: std::time::Duration,
+    answer: impl Fn(&str, &str) -> (u16, Value) + Send + Sync + 'static,
+) -> FakeApi {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().unwrap());
     let requests = Arc::new(Mutex::new(Vec::new()));
@@ -66,6 +74,9 @@ async fn fake_api(answer: impl Fn(&str, &str) -> (u16, Value) + Send + Sync + 's
                 let mut first = head.lines().next().unwrap_or_default().split(' ');
                 let (method, path) = (first.next().unwrap_or_default(), first.next().unwrap_or_default());
                 seen.lock().unwrap().push(format!("{method} {path}"));
+                if method == "POST" {
+                    tokio::time::sleep(delay).await;
+                }
                 let (status, body) = answer(method, path);
                 let body = if body.is_null() { String::new() } else { body.to_string() };
                 let response = format!(
@@ -96,7 +107,12 @@ fn database_answer(host: &str) -> Value {
 
 /// An API that issues `issued` and revokes (204) whatever it is asked to.
 async fn issuing(issued: Value) -> FakeApi {
-    fake_api(move |method, path| match (method, path) {
+    issuing_after(std::time::Duration::ZERO, issued).await
+}
+
+/// [`issuing`], answering the issue after `delay`.
+async fn issuing_after(delay: std::time::Duration, issued: Value) -> FakeApi {
+    fake_api_after(delay, move |method, path| match (method, path) {
         ("POST", p) if p.starts_with("/v1/credentials/") => (201, issued.clone()),
         ("DELETE", _) => (204, Value::Null),
         _ => (404, json!({"code": "not_found", "message": "no"})),
@@ -218,4 +234,64 @@ async fn exec_revokes_a_lease_whose_answer_it_cannot_read() {
             api.requests()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ctrl_c_stops_a_shell_loop_of_exec_as_it_stops_a_loop_of_the_command() {
+    use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+    let api = issuing(database_answer("db.example.com")).await;
+    let work = std::env::temp_dir().join(format!("keyturn-loop-{}", keyturn_tests::random_token()));
+    std::fs::create_dir_all(&work).unwrap();
+    // A script deploying one environment after the other: ^C during the first must not go
+    // on to the next. bash (as every POSIX shell that waits cooperatively) goes on when the
+    // command it waited for exited by itself, and stops when it died of the SIGINT.
+    let script = format!(
+        "for env in staging production; do {keyturn} exec ci --quiet -- sh -c 'touch {dir}/$0; sleep 20' $env; done",
+        keyturn = function_binary("keyturn").display(),
+        dir = work.display()
+    );
+    // bash with keyturn's environment (the API, the caller's AWS settings).
+    let mut bash = Command::new("bash");
+    bash.env_clear();
+    for (name, value) in keyturn_command(&api.url, &[]).get_envs() {
+        if let Some(value) = value {
+            bash.env(name, value);
+        }
+    }
+    let child = bash.args(["-c", &script]).process_group(0).stdout(Stdio::piped()).spawn().expect("run bash");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !work.join("staging").exists() {
+        assert!(std::time::Instant::now() < deadline, "the first command never ran");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // What ^C does: SIGINT to the whole foreground process group.
+    // SAFETY: a signal to the process group of the shell this test started.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    let out = tokio::task::block_in_place(|| child.wait_with_output()).expect("wait for bash");
+    assert!(!work.join("production").exists(), "the loop went on to production after ^C");
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "bash stopped by the SIGINT: {:?}", out.status);
+    assert!(api.requests().contains(&format!("DELETE /v1/leases/{LEASE}")), "{:?}", api.requests());
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_the_lease_is_issued_revokes_it_and_runs_nothing() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let api = issuing_after(std::time::Duration::from_secs(2), database_answer("db.example.com")).await;
+    let child = keyturn_command(&api.url, &["exec", "ci", "--", "sh", "-c", "echo ran"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run keyturn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !api.requests().iter().any(|r| r.starts_with("POST ")) {
+        assert!(std::time::Instant::now() < deadline, "keyturn never asked for the lease");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: a signal to the child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = tokio::task::block_in_place(|| child.wait_with_output()).expect("wait for keyturn");
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "the command never ran");
+    assert!(api.requests().contains(&format!("DELETE /v1/leases/{LEASE}")), "{:?}", api.requests());
 }

@@ -24,10 +24,12 @@
 //!    warning says when it ends.
 //! 5. When the command exits, whatever the cause, the renewal stops and the lease is
 //!    revoked (a lease that cannot be revoked, an STS session or RDS token, is left to
-//!    end at its expiry). `keyturn` exits with the command's status, or 128 + the signal
-//!    that killed it, as a shell reports it. A failed revocation is reported with the
-//!    lease id and the time the lease ends by itself; the status is still the command's,
-//!    since a CI job's result is the command's.
+//!    end at its expiry). `keyturn` exits with the command's status, or dies of the
+//!    signal that killed it (a shell reports 128 + N): a shell that got the same ^C as
+//!    the command stops its script only when the command died of it, and would go on to
+//!    the next `keyturn exec` of a loop after an exit with 130. A failed revocation is
+//!    reported with the lease id and the time the lease ends by itself; the status is
+//!    still the command's, since a CI job's result is the command's.
 //!
 //! If `keyturn` itself is killed (SIGKILL), nothing revokes the lease: it ends at its
 //! expiry, which the database or IAM enforce themselves, and the reaper deletes its user.
@@ -279,6 +281,7 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
     lease.say(&format!("lease {} expires at {} (Unix time)", printable(&lease.lease_id), lease.expires_at));
     if let Some(signal) = signals.pending() {
         lease.end().await;
+        die_of(signal);
         return Ok(ExitCode::from(128 + signal as u8));
     }
 
@@ -329,7 +332,27 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
     renewal.abort();
     lease.end().await;
     let status = status.map_err(|e| CliError::Server(format!("cannot wait for the command: {e}")))?;
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        die_of(signal);
+    }
     Ok(ExitCode::from(exit_code(status)))
+}
+
+/// Ends `keyturn` by `signal`, as the command ended (the lease is dealt with already), so
+/// that the shell sees what it would have seen of the command: bash, dash and zsh stop a
+/// script on ^C only when the command they waited for died of the SIGINT. Returns when
+/// the signal does not end a process (then the status is 128 + N).
+fn die_of(signal: i32) {
+    // SAFETY: these calls take integers and a zeroed signal set; they change only this
+    // process's disposition and mask for `signal`, then send it to this thread.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
 }
 
 /// The command's status as a shell reports it: its exit code, or 128 + the signal that
