@@ -295,3 +295,61 @@ async fn a_signal_while_the_lease_is_issued_revokes_it_and_runs_nothing() {
     assert_eq!(text(&out.stdout), "", "the command never ran");
     assert!(api.requests().contains(&format!("DELETE /v1/leases/{LEASE}")), "{:?}", api.requests());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ctrl_c_at_the_terminal_reaches_the_command_once_even_with_stdin_redirected() {
+    let api = issuing(database_answer("db.example.com")).await;
+    let work = std::env::temp_dir().join(format!("keyturn-tty-{}", keyturn_tests::random_token()));
+    std::fs::create_dir_all(&work).unwrap();
+    // The command takes each SIGINT with its sender: the terminal's come from the kernel
+    // (SI_KERNEL), one forwarded by keyturn from keyturn's pid (SI_USER).
+    let counter = work.join("count.py");
+    std::fs::write(
+        &counter,
+        "import os, signal, sys\n\
+         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n\
+         open(sys.argv[1] + '/ready', 'w').close()\n\
+         while True:\n\
+         \x20   info = signal.sigtimedwait({signal.SIGINT}, 3)\n\
+         \x20   if info is None: break\n\
+         \x20   with open(sys.argv[1] + '/got', 'a') as f: f.write('%d %d\\n' % (info.si_code, info.si_pid))\n",
+    )
+    .unwrap();
+    let python = keyturn_tests::moto::venv().join("bin/python");
+    // keyturn in a terminal (script(1)'s pty), its stdin from /dev/null as in
+    // `keyturn exec ... < input`.
+    let inner = format!(
+        "exec {} exec ci --quiet -- {} {} {} < /dev/null",
+        function_binary("keyturn").display(),
+        python.display(),
+        counter.display(),
+        work.display()
+    );
+    let mut script = Command::new("script");
+    script.env_clear();
+    for (name, value) in keyturn_command(&api.url, &[]).get_envs() {
+        if let Some(value) = value {
+            script.env(name, value);
+        }
+    }
+    let mut child = script
+        .args(["-qfec", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script(1)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !work.join("ready").exists() {
+        assert!(std::time::Instant::now() < deadline, "the command never ran");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // ^C typed at the terminal.
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"\x03").unwrap();
+    let out = tokio::task::block_in_place(|| child.wait_with_output()).expect("wait for script");
+    let got = std::fs::read_to_string(work.join("got")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&work);
+    assert_eq!(got.lines().count(), 1, "one SIGINT, the terminal's: {got:?} ({})", text(&out.stdout));
+    const SI_KERNEL: i32 = 0x80;
+    assert!(got.starts_with(&format!("{SI_KERNEL} ")), "{got:?}");
+}

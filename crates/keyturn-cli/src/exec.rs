@@ -151,13 +151,24 @@ impl Signals {
 }
 
 /// Whether `signal` reached the command already: SIGINT and SIGQUIT typed at a terminal go
-/// to its whole foreground process group, which the command shares with `keyturn`.
+/// to its whole foreground process group, which the command shares with `keyturn`. The
+/// terminal is the controlling one (`/dev/tty`), whatever stdin is: `keyturn exec ... <
+/// file` at a prompt gets the terminal's ^C all the same.
 fn came_from_terminal(signal: i32) -> bool {
     if signal != libc::SIGINT && signal != libc::SIGQUIT {
         return false;
     }
-    // SAFETY: both calls only read the process's and the terminal's state.
-    let (foreground, own) = unsafe { (libc::tcgetpgrp(libc::STDIN_FILENO), libc::getpgrp()) };
+    // SAFETY: open, tcgetpgrp, getpgrp and close only read the process's and the terminal's
+    // state; the descriptor is this function's own and closed before it returns.
+    let (foreground, own) = unsafe {
+        let tty = libc::open(c"/dev/tty".as_ptr(), libc::O_RDONLY | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if tty == -1 {
+            return false;
+        }
+        let foreground = libc::tcgetpgrp(tty);
+        libc::close(tty);
+        (foreground, libc::getpgrp())
+    };
     foreground != -1 && foreground == own
 }
 
