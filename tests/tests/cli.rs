@@ -6,6 +6,7 @@
 //! command ends, crashes or is stopped; a bad signature, a caller no role allows and an API
 //! that is down each end with their exit code and a message.
 
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -165,7 +166,7 @@ async fn exec_gives_the_command_a_login_and_revokes_it_when_the_command_ends() {
 async fn exec_forwards_sigterm_and_revokes_on_it_and_on_a_crash() {
     let (d, gw) = setup("cli_exec_signals").await;
     // SIGTERM to keyturn (as a CI runner's cancel sends it): forwarded, the command ends by
-    // it, the lease is revoked, and keyturn reports 128 + 15.
+    // it, the lease is revoked, and keyturn dies of it too (a shell reports 128 + 15).
     let file = d.env.h.work.join(format!("{}.creds", keyturn_tests::random_token()));
     let script = leak_to(&file, "exec sleep 60");
     let child = keyturn_command(&gw.url, CI_KEY, &["exec", "ci", "--", "sh", "-c", &script])
@@ -179,15 +180,15 @@ async fn exec_forwards_sigterm_and_revokes_on_it_and_on_a_crash() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let started = Instant::now();
     let out = tokio::task::block_in_place(|| child.wait_with_output()).expect("wait for keyturn");
-    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{}", text(&out.stderr));
     assert!(started.elapsed() < Duration::from_secs(30), "the command did not wait its 60 s");
     assert!(!d.env.can_login(&user, &password).await, "revoked on SIGTERM");
 
-    // The command crashes (killed by a signal of its own): revoked, 128 + 9.
+    // The command crashes (killed by a signal of its own): revoked, keyturn dies of it too.
     let file = d.env.h.work.join(format!("{}.creds", keyturn_tests::random_token()));
     let out = keyturn(&gw.url, CI_KEY, &["exec", "ci", "--", "sh", "-c", &leak_to(&file, "kill -KILL $$")]);
     let (user, password) = leaked(&file);
-    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{}", text(&out.stderr));
     assert!(!d.env.can_login(&user, &password).await, "revoked after the crash");
 }
 
@@ -220,9 +221,15 @@ fn create_stack(name: &str, url: &str) {
         cf = boto3.client('cloudformation', endpoint_url=sys.argv[1], region_name=sys.argv[2],\n\
             aws_access_key_id='test', aws_secret_access_key='test')\n\
         cf.create_stack(StackName=sys.argv[3], TemplateBody=sys.argv[4])\n";
+    // moto reads the template as YAML, which takes control characters only escaped.
+    let ascii_json: String = template
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii() { c.to_string() } else { format!("\\u{:04x}", u32::from(c)) })
+        .collect();
     let h = keyturn_tests::harness();
     let out = Command::new(keyturn_tests::moto::venv().join("bin/python"))
-        .args(["-c", script, &h.moto.endpoint, gateway::REGION, name, &template.to_string()])
+        .args(["-c", script, &h.moto.endpoint, gateway::REGION, name, &ascii_json])
         .output()
         .expect("run python");
     assert!(out.status.success(), "create_stack: {}", text(&out.stderr));
@@ -250,4 +257,16 @@ async fn the_api_url_comes_from_the_stacks_output() {
     let neither = run(&["roles"]);
     assert_eq!(neither.status.code(), Some(2));
     assert!(text(&neither.stderr).contains("--stack"), "{}", text(&neither.stderr));
+
+    // Whoever can change the stack's outputs can write the URL: what of it the error quotes
+    // reaches the terminal as escapes, on the one line (no forged `keyturn:` line after a
+    // line break, no C1 control sequence).
+    let hostile = format!("keyturn-{}", &keyturn_tests::random_token()[..8]);
+    create_stack(&hostile, "https://x.example/\r\nkeyturn: lease revoked\u{9b}2J");
+    let out = run(&["exec", "ci", "--stack", &hostile, "--", "true"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr:?}");
+    assert!(stderr.contains("x.example"), "the error names the URL: {stderr:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(!stderr.trim_end_matches('\n').chars().any(char::is_control), "{stderr:?}");
 }

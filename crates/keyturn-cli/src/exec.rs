@@ -24,10 +24,12 @@
 //!    warning says when it ends.
 //! 5. When the command exits, whatever the cause, the renewal stops and the lease is
 //!    revoked (a lease that cannot be revoked, an STS session or RDS token, is left to
-//!    end at its expiry). `keyturn` exits with the command's status, or 128 + the signal
-//!    that killed it, as a shell reports it. A failed revocation is reported with the
-//!    lease id and the time the lease ends by itself; the status is still the command's,
-//!    since a CI job's result is the command's.
+//!    end at its expiry). `keyturn` exits with the command's status, or dies of the
+//!    signal that killed it (a shell reports 128 + N): a shell that got the same ^C as
+//!    the command stops its script only when the command died of it, and would go on to
+//!    the next `keyturn exec` of a loop after an exit with 130. A failed revocation is
+//!    reported with the lease id and the time the lease ends by itself; the status is
+//!    still the command's, since a CI job's result is the command's.
 //!
 //! If `keyturn` itself is killed (SIGKILL), nothing revokes the lease: it ends at its
 //! expiry, which the database or IAM enforce themselves, and the reaper deletes its user.
@@ -149,13 +151,24 @@ impl Signals {
 }
 
 /// Whether `signal` reached the command already: SIGINT and SIGQUIT typed at a terminal go
-/// to its whole foreground process group, which the command shares with `keyturn`.
+/// to its whole foreground process group, which the command shares with `keyturn`. The
+/// terminal is the controlling one (`/dev/tty`), whatever stdin is: `keyturn exec ... <
+/// file` at a prompt gets the terminal's ^C all the same.
 fn came_from_terminal(signal: i32) -> bool {
     if signal != libc::SIGINT && signal != libc::SIGQUIT {
         return false;
     }
-    // SAFETY: both calls only read the process's and the terminal's state.
-    let (foreground, own) = unsafe { (libc::tcgetpgrp(libc::STDIN_FILENO), libc::getpgrp()) };
+    // SAFETY: open, tcgetpgrp, getpgrp and close only read the process's and the terminal's
+    // state; the descriptor is this function's own and closed before it returns.
+    let (foreground, own) = unsafe {
+        let tty = libc::open(c"/dev/tty".as_ptr(), libc::O_RDONLY | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if tty == -1 {
+            return false;
+        }
+        let foreground = libc::tcgetpgrp(tty);
+        libc::close(tty);
+        (foreground, libc::getpgrp())
+    };
     foreground != -1 && foreground == own
 }
 
@@ -255,19 +268,31 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
         answer["renewable"] == Value::Bool(true),
         answer["revocable"] == Value::Bool(true),
     );
-    let credential = Credential::from_body(answer).map_err(|e| CliError::Server(e.to_string()))?;
     let lease = Arc::new(Lease {
         api,
-        lease_id: credential.lease_id.clone(),
-        expires_at: credential.expires_at,
+        lease_id: answer["lease_id"].as_str().unwrap_or_default().to_owned(),
+        expires_at: answer["expires_at"].as_u64().unwrap_or_default(),
         ttl,
         renewable,
         revocable,
         quiet: request.quiet,
     });
+    let credential = match Credential::from_body(answer) {
+        Ok(credential) => credential,
+        Err(e) => {
+            // Issued all the same (a host this CLI refuses, a kind or engine newer than
+            // it): the command cannot run with it, so it is revoked rather than left live
+            // until its expiry, when its id can be in a path.
+            if !lease.lease_id.is_empty() && lease.lease_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                lease.end().await;
+            }
+            return Err(CliError::Server(e.to_string()));
+        }
+    };
     lease.say(&format!("lease {} expires at {} (Unix time)", printable(&lease.lease_id), lease.expires_at));
     if let Some(signal) = signals.pending() {
         lease.end().await;
+        die_of(signal);
         return Ok(ExitCode::from(128 + signal as u8));
     }
 
@@ -276,10 +301,19 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
     for (name, value) in credential.variables() {
         command.env(name, value.expose_secret());
     }
-    if let Secret::Aws { session_token: None, .. } = credential.secret {
-        // An IAM user's key has no session token: one inherited from the caller's own
-        // session would be sent with it, and every request would be refused.
-        command.env_remove("AWS_SESSION_TOKEN").env_remove("AWS_SECURITY_TOKEN");
+    if let Secret::Aws { session_token, .. } = &credential.secret {
+        // The caller's own AWS settings must not pick another identity than the lease's:
+        // the AWS SDK for JavaScript (v3, and so the CDK) uses AWS_PROFILE over the key in
+        // the environment, botocore takes AWS_CREDENTIAL_EXPIRATION as the key's expiry,
+        // and boto2 reads AWS_SECURITY_TOKEN.
+        for name in ["AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CREDENTIAL_EXPIRATION", "AWS_SECURITY_TOKEN"] {
+            command.env_remove(name);
+        }
+        if session_token.is_none() {
+            // An IAM user's key has no session token: one inherited from the caller's own
+            // session would be sent with it, and every request would be refused.
+            command.env_remove("AWS_SESSION_TOKEN");
+        }
     }
     let spawned = command.spawn();
     drop((command, credential));
@@ -309,7 +343,27 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
     renewal.abort();
     lease.end().await;
     let status = status.map_err(|e| CliError::Server(format!("cannot wait for the command: {e}")))?;
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        die_of(signal);
+    }
     Ok(ExitCode::from(exit_code(status)))
+}
+
+/// Ends `keyturn` by `signal`, as the command ended (the lease is dealt with already), so
+/// that the shell sees what it would have seen of the command: bash, dash and zsh stop a
+/// script on ^C only when the command they waited for died of the SIGINT. Returns when
+/// the signal does not end a process (then the status is 128 + N).
+fn die_of(signal: i32) {
+    // SAFETY: these calls take integers and a zeroed signal set; they change only this
+    // process's disposition and mask for `signal`, then send it to this thread.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
 }
 
 /// The command's status as a shell reports it: its exit code, or 128 + the signal that

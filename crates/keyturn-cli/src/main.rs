@@ -23,8 +23,8 @@ const EXAMPLES: &str = "Examples:
 
 Exit codes: 0 done, 2 usage or a request the API refused as malformed, 3 no credentials or
 not allowed, 4 no such role or lease, 5 the API unreachable or failing, 1 anything else;
-exec exits with its command's status (128 + N if signal N killed it, 127 when the command
-is not found).";
+exec exits with its command's status (dies of signal N if N killed it, which a shell shows
+as 128 + N; 127 when the command is not found).";
 
 /// keyturn: credentials that nobody rotates by hand and that do not outlive their use.
 #[derive(Parser)]
