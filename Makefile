@@ -34,11 +34,11 @@ test: setup lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
-# The CLI is built apart, as sam build builds each function: its features (aws-config's
-# sso) are then not unified into the functions' binaries.
+# The CLI is built apart (it is not a default member), as sam build builds each function:
+# its features (aws-config's sso) are then not unified into the functions' binaries.
 release:
 	$(CARGO) build --release --bin rotate-database --bin rotate-iam-key --bin issue-credentials --bin reap-leases --bin bench
-	$(CARGO) build --release --bin keyturn
+	$(CARGO) build --release -p keyturn-cli
 	mkdir -p dist
 	tar -C $(CARGO_TARGET_DIR)/release -czf dist/$(CLI_ARCHIVE) keyturn
 	cd dist && sha256sum $(CLI_ARCHIVE) > $(CLI_ARCHIVE).sha256

@@ -44,7 +44,7 @@ use serde_json::{json, Value};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::api::{printable, Api, CliError};
-use crate::format::{Credential, Secret};
+use crate::format::Credential;
 use crate::term;
 
 /// What `exec` needs from the command line.
@@ -301,19 +301,8 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
     for (name, value) in credential.variables() {
         command.env(name, value.expose_secret());
     }
-    if let Secret::Aws { session_token, .. } = &credential.secret {
-        // The caller's own AWS settings must not pick another identity than the lease's:
-        // the AWS SDK for JavaScript (v3, and so the CDK) uses AWS_PROFILE over the key in
-        // the environment, botocore takes AWS_CREDENTIAL_EXPIRATION as the key's expiry,
-        // and boto2 reads AWS_SECURITY_TOKEN.
-        for name in ["AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CREDENTIAL_EXPIRATION", "AWS_SECURITY_TOKEN"] {
-            command.env_remove(name);
-        }
-        if session_token.is_none() {
-            // An IAM user's key has no session token: one inherited from the caller's own
-            // session would be sent with it, and every request would be refused.
-            command.env_remove("AWS_SESSION_TOKEN");
-        }
+    for name in credential.displaced() {
+        command.env_remove(name);
     }
     let spawned = command.spawn();
     drop((command, credential));

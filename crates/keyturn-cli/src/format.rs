@@ -134,8 +134,10 @@ impl Credential {
                 let port =
                     body["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or(FormatError::Missing("port"))?;
                 let host = text(&body, "host")?;
+                // `_` is not DNS's but is common in container networks (a compose
+                // service `pg_primary`) and means nothing in a URL's authority.
                 let is_name = !host.is_empty()
-                    && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                    && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
                     && !host.starts_with(['.', '-']);
                 if !is_name && host.parse::<std::net::IpAddr>().is_err() {
                     return Err(FormatError::BadHost(host));
@@ -203,11 +205,36 @@ impl Credential {
         }
     }
 
+    /// The caller's own variables that would pick another identity than this credential's
+    /// in a client that reads both: for an AWS credential, the AWS SDK for JavaScript (v3,
+    /// and so the CDK) uses `AWS_PROFILE` over the key in the environment, botocore takes
+    /// `AWS_CREDENTIAL_EXPIRATION` as the key's expiry, boto2 reads `AWS_SECURITY_TOKEN`,
+    /// and an IAM user's key sent with an inherited `AWS_SESSION_TOKEN` is refused. `exec`
+    /// removes them from its command's environment; the `env` format unsets them.
+    pub fn displaced(&self) -> Vec<&'static str> {
+        match &self.secret {
+            Secret::Database { .. } => Vec::new(),
+            Secret::Aws { session_token, .. } => {
+                let mut names =
+                    vec!["AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CREDENTIAL_EXPIRATION", "AWS_SECURITY_TOKEN"];
+                if session_token.is_none() {
+                    names.push("AWS_SESSION_TOKEN");
+                }
+                names
+            }
+        }
+    }
+
     /// The credential in `format`. The text holds the secret: print it only where asked.
     pub fn render(&self, format: Format) -> Result<String, FormatError> {
         match format {
-            Format::Json => Ok(format!("{:#}\n", self.body)),
-            Format::Env => Ok(self.lines(|name, value| format!("export {name}={}\n", shell_quote(value)))),
+            Format::Json => Ok(json_text(&self.body) + "\n"),
+            Format::Env => {
+                let displaced = self.displaced();
+                let unset =
+                    if displaced.is_empty() { String::new() } else { format!("unset {}\n", displaced.join(" ")) };
+                Ok(unset + &self.lines(|name, value| format!("export {name}={}\n", shell_quote(value))))
+            }
             Format::Dotenv => {
                 let vars = self.variables();
                 if let Some((name, _)) = vars.iter().find(|(_, v)| v.expose_secret().contains(['\'', '\\', '\n', '\r']))
@@ -269,6 +296,18 @@ impl Credential {
         }
         Ok(uri)
     }
+}
+
+/// `value` as indented JSON with every control character escaped: serde_json escapes
+/// U+0000 to U+001F only, and a terminal acts on U+007F to U+009F too (U+009B is a CSI).
+/// Outside strings JSON is ASCII without them, so only strings change, and stay equal.
+pub fn json_text(value: &Value) -> String {
+    let text = format!("{value:#}");
+    text.chars()
+        .map(
+            |c| if c.is_control() && !c.is_ascii_whitespace() { format!("\\u{:04x}", c as u32) } else { c.to_string() },
+        )
+        .collect()
 }
 
 /// A POSIX shell word holding exactly `value`.
@@ -345,6 +384,31 @@ mod tests {
         assert_eq!(names, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]);
         assert_eq!(c.render(Format::Uri).unwrap_err().to_string(), "the uri format is for database credentials");
         assert!(c.render(Format::Pgpass).is_err());
+    }
+
+    #[test]
+    fn an_aws_credential_displaces_the_callers_own_identity_settings() {
+        let sts = json!({"lease_id": "l", "kind": "aws-sts", "expires_at": 1, "access_key_id": "ASIA1",
+                         "secret_access_key": "s", "session_token": "t"});
+        let env = Credential::from_body(sts).unwrap().render(Format::Env).unwrap();
+        assert!(
+            env.starts_with("unset AWS_PROFILE AWS_DEFAULT_PROFILE AWS_CREDENTIAL_EXPIRATION AWS_SECURITY_TOKEN\n"),
+            "{env}"
+        );
+        let user = json!({"lease_id": "l", "kind": "aws-iam-user", "expires_at": 1, "access_key_id": "AKIA1",
+                          "secret_access_key": "s"});
+        let c = Credential::from_body(user).unwrap();
+        assert_eq!(c.displaced().last(), Some(&"AWS_SESSION_TOKEN"), "an inherited token would be sent with the key");
+        assert!(Credential::from_body(pg("pw")).unwrap().displaced().is_empty());
+        assert!(!Credential::from_body(pg("pw")).unwrap().render(Format::Env).unwrap().contains("unset"));
+    }
+
+    #[test]
+    fn json_for_a_terminal_escapes_every_control_character_and_parses_back_the_same() {
+        let value = json!({"m": "a\u{9b}31mb\u{1b}c\u{7f}d\ne", "n": 1});
+        let text = json_text(&value);
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
     }
 
     #[test]
@@ -433,6 +497,10 @@ mod tests {
         body["host"] = json!("::1");
         let uri = Credential::from_body(body).unwrap().render(Format::Uri).unwrap();
         assert_eq!(uri, "postgresql://kt_ci_x:pw@[::1]:5432/app\n");
+        let mut body = pg("pw");
+        body["host"] = json!("pg_primary");
+        let uri = Credential::from_body(body).unwrap().render(Format::Uri).unwrap();
+        assert_eq!(uri, "postgresql://kt_ci_x:pw@pg_primary:5432/app\n", "a container network's name");
     }
 
     #[test]

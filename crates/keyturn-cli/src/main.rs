@@ -8,7 +8,7 @@ use aws_config::BehaviorVersion;
 use clap::{Args, Parser, Subcommand};
 use keyturn_cli::api::{path_segment, printable, Api, CliError};
 use keyturn_cli::exec::{exec, ExecRequest};
-use keyturn_cli::format::{Credential, Format};
+use keyturn_cli::format::{json_text, Credential, Format};
 use serde_json::{json, Value};
 
 const EXAMPLES: &str = "Examples:
@@ -167,7 +167,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Roles { common } => {
             let (_, answer) = api(&common).await?.call("GET", "/v1/roles", None).await?;
             if common.json {
-                println!("{answer:#}");
+                println!("{}", json_text(&answer));
             } else {
                 for role in answer["roles"].as_array().into_iter().flatten() {
                     println!(
@@ -184,7 +184,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Leases { action: LeaseAction::List { common } } => {
             let (_, answer) = api(&common).await?.call("GET", "/v1/leases", None).await?;
             if common.json {
-                println!("{answer:#}");
+                println!("{}", json_text(&answer));
             } else {
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 for lease in answer["leases"].as_array().into_iter().flatten() {
@@ -225,7 +225,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
 /// The answer as JSON with `--json`, else `line` unless `--quiet`.
 fn report(common: &Common, answer: &Value, line: impl FnOnce() -> String) {
     if common.json {
-        println!("{answer:#}");
+        println!("{}", json_text(answer));
     } else if !common.quiet {
         println!("{}", line());
     }
