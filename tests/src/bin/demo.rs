@@ -1,7 +1,9 @@
 //! `make demo`: brings up PostgreSQL, MariaDB and the AWS emulator, rotates a secret of
 //! each engine three times per strategy through the real rotate-database binary under
 //! cargo-lambda's Runtime API emulator, and after each rotation prints the versions, their
-//! stages, and which credentials log in.
+//! stages, and which credentials log in. Then dynamic credentials as people and CI jobs
+//! get them: the `keyturn` CLI, signing with SigV4, through the harness's gateway (API
+//! Gateway's IAM authorization) to the real issue-credentials binary under cargo-lambda.
 
 use keyturn::rotation::database::Strategy;
 use keyturn_tests::lambda::{function_binary, Emulator};
@@ -69,7 +71,41 @@ async fn main() {
             }
         }
     }
+    dynamic_credentials(&env).await;
     println!("\nDone. Everything above ran on this machine; the services stop with this process.");
+}
+
+/// `keyturn roles`, `keyturn exec` with psql, `keyturn leases list`, and a refused
+/// signature, each printed with its output.
+async fn dynamic_credentials(env: &TestEnv) {
+    use keyturn_tests::gateway::{self, Keys};
+    use keyturn_tests::lease::{deploy, Engine, CI};
+    const KEY: (&str, &str) = ("AKIDKEYTURNDEMO", "demo-secret-key");
+    let d = deploy("demo_leases", Engine::Postgres, "").await;
+    let mut emulator = Emulator::start(&env.h.work.join("emulator-issue-credentials.log"));
+    let log = env.h.work.join("issue-credentials.log");
+    emulator.run_function(&function_binary("issue-credentials"), "issue-credentials", &d.vars, &log);
+    let keys = Keys::from([(KEY.0.to_owned(), (KEY.1.to_owned(), CI.to_owned()))]);
+    let gw = gateway::start(gateway::lambda(emulator, "issue-credentials"), keys).await;
+    println!("\n=== Dynamic credentials: the keyturn CLI as {CI}");
+    println!("    (signed with SigV4; a local gateway verifies it as API Gateway does and invokes");
+    println!("    the real issue-credentials binary; function log: {})", log.display());
+    let psql = "select 'psql logged in as ' || session_user";
+    for (args, key, note) in [
+        (vec!["roles"], KEY, "the roles this caller may request"),
+        (vec!["exec", "ci", "--ttl", "5m", "--", "psql", "-tA", "-c", psql], KEY, "psql with a user of its own"),
+        (vec!["leases", "list"], KEY, "nothing live: exec revoked its lease when psql ended"),
+        (vec!["creds", "ci"], (KEY.0, "a-wrong-secret"), "signed with the wrong secret"),
+    ] {
+        let shown: Vec<String> =
+            args.iter().map(|a| if a.contains(' ') { format!("\"{a}\"") } else { a.to_string() }).collect();
+        println!("\n$ keyturn {}      # {note}", shown.join(" "));
+        let mut command = gateway::cli(&gw.url, key);
+        command.args(&args).env("PGSSLMODE", "verify-full").env("PGSSLROOTCERT", &env.h.ca_file);
+        let out = tokio::task::block_in_place(|| command.output()).expect("run keyturn");
+        print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        println!("(exit {})", out.status.code().map_or("by a signal".to_owned(), |c| c.to_string()));
+    }
 }
 
 async fn print_versions(env: &TestEnv, arn: &str, mariadb: bool) {
