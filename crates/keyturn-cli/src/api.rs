@@ -2,7 +2,7 @@
 //! `execute-api`) with the caller's credentials from AWS's default chain, an answer read as
 //! JSON, and each failure sorted into the class its exit code reports.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The largest answer read: credentials and lease lists are small.
 const MAX_ANSWER: usize = 1 << 20;
@@ -117,6 +117,11 @@ pub fn path_segment(text: &str) -> Result<&str, CliError> {
     }
 }
 
+/// The optional body of issue and renew: `{"ttl_seconds": N}`.
+fn ttl_body(ttl: Option<Duration>) -> Option<Value> {
+    ttl.map(|t| json!({"ttl_seconds": t.as_secs()}))
+}
+
 /// The API at `base_url`, signing as the caller.
 #[derive(Clone)]
 pub struct Api {
@@ -140,6 +145,21 @@ impl Api {
             .build();
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         Ok(Self { base_url, region, credentials, client })
+    }
+
+    /// `POST /v1/credentials/{role}` (`role` a [`path_segment`]): the 201's body.
+    pub async fn issue(&self, role: &str, ttl: Option<Duration>) -> Result<Value, CliError> {
+        Ok(self.call("POST", &format!("/v1/credentials/{role}"), ttl_body(ttl)).await?.1)
+    }
+
+    /// `POST /v1/leases/{lease_id}/renew` (`lease_id` a [`path_segment`]): the answer.
+    pub async fn renew(&self, lease_id: &str, ttl: Option<Duration>) -> Result<Value, CliError> {
+        Ok(self.call("POST", &format!("/v1/leases/{lease_id}/renew"), ttl_body(ttl)).await?.1)
+    }
+
+    /// `DELETE /v1/leases/{lease_id}` (`lease_id` a [`path_segment`]).
+    pub async fn revoke(&self, lease_id: &str) -> Result<(), CliError> {
+        self.call("DELETE", &format!("/v1/leases/{lease_id}"), None).await.map(drop)
     }
 
     /// One signed request; the answer's status and JSON body (`Null` when empty).

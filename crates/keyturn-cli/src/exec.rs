@@ -40,11 +40,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::ExposeSecret;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::api::{printable, Api, CliError};
-use crate::format::Credential;
+use crate::api::{Api, CliError};
+use crate::format::{is_lease_id, Credential};
 use crate::term;
 
 /// What `exec` needs from the command line.
@@ -182,7 +182,7 @@ struct Lease {
     lease_id: String,
     expires_at: u64,
     /// The TTL it was issued with, asked for again at each renewal.
-    ttl: Option<u64>,
+    ttl: Option<Duration>,
     renewable: bool,
     revocable: bool,
     quiet: bool,
@@ -197,7 +197,8 @@ impl Lease {
 
     /// Renews the lease until it cannot be; runs until aborted or stopped.
     async fn keep_alive(self: Arc<Self>) {
-        let id = printable(&self.lease_id);
+        // Lines about it go through `term`, which escapes them.
+        let id = &self.lease_id;
         let mut expires_at = self.expires_at;
         let mut next = renew_at(unix_now(), expires_at);
         loop {
@@ -207,12 +208,11 @@ impl Lease {
                 term::warning(&format!("lease {id} cannot be renewed: its credentials stop working at {expires_at}"));
                 return;
             }
-            let body = self.ttl.map(|t| json!({"ttl_seconds": t}));
-            let outcome = self.api.call("POST", &format!("/v1/leases/{}/renew", self.lease_id), body).await;
-            let outcome = outcome.as_ref().map(|(_, answer)| {
+            let outcome = self.api.renew(&self.lease_id, self.ttl).await;
+            let outcome = outcome.as_ref().map(|answer| {
                 (answer["expires_at"].as_u64().unwrap_or(expires_at), answer["capped"] == Value::Bool(true))
             });
-            let (renewed_to, decision) = after_renewal(&id, unix_now(), expires_at, outcome);
+            let (renewed_to, decision) = after_renewal(id, unix_now(), expires_at, outcome);
             if let (Err(e), Next::RenewAt(at)) = (outcome, &decision) {
                 self.say(&format!("renewing lease {id} failed ({e}); trying again at {at}"));
             }
@@ -235,9 +235,9 @@ impl Lease {
         if !self.revocable {
             return;
         }
-        let id = printable(&self.lease_id);
-        match self.api.call("DELETE", &format!("/v1/leases/{}", self.lease_id), None).await {
-            Ok(_) => self.say(&format!("lease {id} revoked")),
+        let id = &self.lease_id;
+        match self.api.revoke(id).await {
+            Ok(()) => self.say(&format!("lease {id} revoked")),
             Err(e) => term::warning(&format!(
                 "lease {id} could not be revoked ({e}): it ends at its expiry, {}; \
                  to end it now: keyturn leases revoke {id}",
@@ -261,10 +261,9 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let api = Arc::new(api);
-    let body = request.ttl.map(|t| json!({"ttl_seconds": t.as_secs()}));
-    let (_, answer) = api.call("POST", &format!("/v1/credentials/{}", request.role), body).await?;
+    let answer = api.issue(&request.role, request.ttl).await?;
     let (ttl, renewable, revocable) = (
-        answer["ttl_seconds"].as_u64(),
+        answer["ttl_seconds"].as_u64().map(Duration::from_secs),
         answer["renewable"] == Value::Bool(true),
         answer["revocable"] == Value::Bool(true),
     );
@@ -283,13 +282,13 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
             // Issued all the same (a host this CLI refuses, a kind or engine newer than
             // it): the command cannot run with it, so it is revoked rather than left live
             // until its expiry, when its id can be in a path.
-            if !lease.lease_id.is_empty() && lease.lease_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            if is_lease_id(&lease.lease_id) {
                 lease.end().await;
             }
             return Err(CliError::Server(e.to_string()));
         }
     };
-    lease.say(&format!("lease {} expires at {} (Unix time)", printable(&lease.lease_id), lease.expires_at));
+    lease.say(&format!("lease {} expires at {} (Unix time)", lease.lease_id, lease.expires_at));
     if let Some(signal) = signals.pending() {
         lease.end().await;
         die_of(signal);
@@ -310,7 +309,7 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
         Ok(child) => child,
         Err(e) => {
             lease.end().await;
-            term::error(&format!("cannot run {}: {e}", printable(&program.to_string_lossy())));
+            term::error(&format!("cannot run {}: {e}", program.to_string_lossy()));
             // As a shell reports it: 127 not found, 126 found but not runnable.
             return Ok(ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }));
         }

@@ -158,9 +158,8 @@ impl Credential {
             },
             _ => return Err(FormatError::UnknownKind(kind)),
         };
-        // The id goes into the paths of renew and revoke: one segment, nothing to encode.
         let lease_id = text(&body, "lease_id")?;
-        if lease_id.is_empty() || !lease_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        if !is_lease_id(&lease_id) {
             return Err(FormatError::Missing("lease_id"));
         }
         Ok(Self {
@@ -296,6 +295,12 @@ impl Credential {
         }
         Ok(uri)
     }
+}
+
+/// Whether a lease id from the API can go into the paths of renew and revoke: one
+/// segment, nothing to encode.
+pub fn is_lease_id(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// `value` as indented JSON with every control character escaped: serde_json escapes

@@ -148,14 +148,12 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Creds { role, ttl, format, common } => {
-            let api = api(&common).await?;
-            let body = ttl.map(|t| json!({"ttl_seconds": t.as_secs()}));
-            let (_, answer) = api.call("POST", &format!("/v1/credentials/{}", path_segment(&role)?), body).await?;
+            let answer = api(&common).await?.issue(path_segment(&role)?, ttl).await?;
             let credential = Credential::from_body(answer).map_err(|e| CliError::Server(e.to_string()))?;
             let text = credential.render(format).map_err(|e| CliError::Usage(e.to_string()))?;
             print!("{text}");
             if !common.quiet {
-                let lease = printable(&credential.lease_id);
+                let lease = &credential.lease_id;
                 keyturn_cli::term::info(&format!("lease {lease} expires at {} (Unix time)", credential.expires_at));
             }
             Ok(ExitCode::SUCCESS)
@@ -204,9 +202,8 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Leases { action: LeaseAction::Renew { lease_id, ttl, common } } => {
-            let body = ttl.map(|t| json!({"ttl_seconds": t.as_secs()}));
-            let path = format!("/v1/leases/{}/renew", path_segment(&lease_id)?);
-            let (_, answer) = api(&common).await?.call("POST", &path, body).await?;
+            let id = path_segment(&lease_id)?;
+            let answer = api(&common).await?.renew(id, ttl).await?;
             report(&common, &answer, || {
                 let capped = if answer["capped"] == Value::Bool(true) { " (capped at the role's max_ttl)" } else { "" };
                 format!("lease {lease_id} now expires at {}{capped}", answer["expires_at"])
@@ -214,8 +211,8 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Leases { action: LeaseAction::Revoke { lease_id, common } } => {
-            let path = format!("/v1/leases/{}", path_segment(&lease_id)?);
-            api(&common).await?.call("DELETE", &path, None).await?;
+            let id = path_segment(&lease_id)?;
+            api(&common).await?.revoke(id).await?;
             report(&common, &json!({"lease_id": lease_id, "revoked": true}), || format!("lease {lease_id} revoked"));
             Ok(ExitCode::SUCCESS)
         }
