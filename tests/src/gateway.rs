@@ -9,7 +9,8 @@
 //! a 502, as API Gateway answers it.
 //!
 //! It speaks just enough HTTP/1.1 for one request per connection with a `Content-Length`
-//! body, which is what the CLI sends.
+//! body, which is what the CLI sends ([`serve`], which the CLI's tests also use alone, for
+//! an API whose answers they make up).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -98,23 +99,30 @@ pub type Keys = HashMap<String, (String, String)>;
 
 /// Starts a gateway that knows `keys` in front of `upstream`.
 pub async fn start(upstream: Upstream, keys: Keys) -> Gateway {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the gateway");
-    let url = format!("http://{}", listener.local_addr().expect("gateway address"));
     let keys = Arc::new(keys);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (upstream, keys) = (upstream.clone(), keys.clone());
-            tokio::spawn(async move { serve(stream, &upstream, &keys).await });
-        }
-    });
+    let url = serve(Arc::new(move |request: Request| {
+        let (upstream, keys) = (upstream.clone(), keys.clone());
+        Box::pin(async move {
+            match verify(&request, &keys) {
+                Err(message) => (403, json!({ "message": message })),
+                Ok(caller) => {
+                    let body = (!request.body.is_empty()).then_some(request.body.as_str());
+                    let event = crate::apigw::request(&request.method, &request.path, body, &caller);
+                    crate::apigw::response(&upstream(event).await)
+                }
+            }
+        })
+    }))
+    .await;
     Gateway { url }
 }
 
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: String,
+/// An HTTP request as [`serve`] read it; header names in lower case.
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 impl Request {
@@ -123,17 +131,27 @@ impl Request {
     }
 }
 
-async fn serve(mut stream: TcpStream, upstream: &Upstream, keys: &Keys) {
+/// What answers a request: a status and a JSON body (none for `Null`).
+pub type Handler = Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = (u16, Value)> + Send>> + Send + Sync>;
+
+/// Serves `handler` on a free loopback port until the runtime stops; the URL. A request
+/// that cannot be read is answered 400.
+pub async fn serve(handler: Handler) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("the bound address"));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move { answer(stream, &handler).await });
+        }
+    });
+    url
+}
+
+async fn answer(mut stream: TcpStream, handler: &Handler) {
     let (status, body) = match read(&mut stream).await {
         None => (400, json!({"message": "Bad Request"})),
-        Some(request) => match verify(&request, keys) {
-            Err(message) => (403, json!({ "message": message })),
-            Ok(caller) => {
-                let body = (!request.body.is_empty()).then_some(request.body.as_str());
-                let event = crate::apigw::request(&request.method, &request.path, body, &caller);
-                crate::apigw::response(&upstream(event).await)
-            }
-        },
+        Some(request) => handler(request).await,
     };
     let body = if body.is_null() { String::new() } else { body.to_string() };
     let head = format!(

@@ -8,10 +8,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use keyturn_tests::gateway::{self, Request};
 use keyturn_tests::lambda::function_binary;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// A made-up API: `url`, and the requests it got as `METHOD PATH`.
 struct FakeApi {
@@ -38,55 +37,19 @@ async fn fake_api_after(
     delay: std::time::Duration,
     answer: impl Fn(&str, &str) -> (u16, Value) + Send + Sync + 'static,
 ) -> FakeApi {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let requests = Arc::new(Mutex::new(Vec::new()));
     let (seen, answer): (_, Arc<Answer>) = (requests.clone(), Arc::new(answer));
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let (seen, answer) = (seen.clone(), answer.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let head_end = loop {
-                    let Ok(n) = stream.read(&mut chunk).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i;
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-                let length = head
-                    .lines()
-                    .filter_map(|l| l.split_once(':'))
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                while buf.len() < head_end + 4 + length {
-                    match stream.read(&mut chunk).await {
-                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                        _ => return,
-                    }
-                }
-                let mut first = head.lines().next().unwrap_or_default().split(' ');
-                let (method, path) = (first.next().unwrap_or_default(), first.next().unwrap_or_default());
-                seen.lock().unwrap().push(format!("{method} {path}"));
-                if method == "POST" {
-                    tokio::time::sleep(delay).await;
-                }
-                let (status, body) = answer(method, path);
-                let body = if body.is_null() { String::new() } else { body.to_string() };
-                let response = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            });
-        }
-    });
+    let url = gateway::serve(Arc::new(move |request: Request| {
+        let (seen, answer) = (seen.clone(), answer.clone());
+        Box::pin(async move {
+            seen.lock().unwrap().push(format!("{} {}", request.method, request.path));
+            if request.method == "POST" {
+                tokio::time::sleep(delay).await;
+            }
+            answer(&request.method, &request.path)
+        })
+    }))
+    .await;
     FakeApi { url, requests }
 }
 
@@ -122,18 +85,8 @@ async fn issuing_after(delay: std::time::Duration, issued: Value) -> FakeApi {
 
 /// `keyturn ARGS` against `url`, with the caller's AWS settings in the environment only.
 fn keyturn_command(url: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(function_binary("keyturn"));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("KEYTURN_API_URL", url)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "AKIDCALLER")
-        .env("AWS_SECRET_ACCESS_KEY", "caller-secret")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let mut command = gateway::cli(url, ("AKIDCALLER", "caller-secret"));
+    command.args(args);
     command
 }
 
