@@ -328,11 +328,10 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
             policy_arns: iam.policy_arns.clone(),
             inline_policy: iam.inline_policy.clone(),
             groups: iam.groups.clone(),
-            tags: vec![
-                (aws::tag::LEASE_ID.to_owned(), lease.lease_id.clone()),
-                (aws::tag::CALLER.to_owned(), caller.to_owned()),
-                (aws::tag::EXPIRES_AT.to_owned(), aws::iso8601(expires_at)),
-            ],
+            tags: lease_tags(&lease, caller)
+                .into_iter()
+                .chain([(aws::tag::EXPIRES_AT.to_owned(), aws::iso8601(expires_at))])
+                .collect(),
             expires_at,
         };
         let role = lease.role.clone();
@@ -355,10 +354,7 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
             session_policy: sts.session_policy.clone(),
             policy_arns: sts.policy_arns.clone(),
             external_id: sts.external_id.clone(),
-            tags: vec![
-                (aws::tag::LEASE_ID.to_owned(), lease.lease_id.clone()),
-                (aws::tag::CALLER.to_owned(), caller.to_owned()),
-            ],
+            tags: lease_tags(&lease, caller),
         };
         let role = lease.role.clone();
         let assume = async { self.aws.assume_role(request).await.map_err(|e| aws_error(e, &role)) };
@@ -810,6 +806,11 @@ fn aws_error(e: AwsError, role: &str) -> LeaseError {
 
 /// The caller's ARN as the tag that records it on an AWS credential, or a 400 saying why
 /// it cannot be one.
+/// The tags that tie an AWS credential (a session, a user) to its lease and its holder.
+fn lease_tags(lease: &Lease, caller: &str) -> Vec<(String, String)> {
+    vec![(aws::tag::LEASE_ID.to_owned(), lease.lease_id.clone()), (aws::tag::CALLER.to_owned(), caller.to_owned())]
+}
+
 fn caller_tag(caller: &str) -> Result<&str, LeaseError> {
     decide::caller_tag(caller).ok_or_else(|| {
         LeaseError::BadRequest(format!(
