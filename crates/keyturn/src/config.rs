@@ -142,7 +142,7 @@ pub struct LeaseConfig {
     pub extra_ca_files: Vec<PathBuf>,
     pub secrets_manager_endpoint: Option<String>,
     /// `KEYTURN_SCRAM_ITERATIONS`: SCRAM-SHA-256 iterations of generated PostgreSQL
-    /// passwords, default 16 (see `backend::postgres::scram`).
+    /// passwords, default 4096 (see `backend::postgres::scram`).
     pub scram_iterations: u32,
     /// `KEYTURN_REAP_BATCH`, default 1000: due leases one reaper run takes.
     pub reap_batch: usize,
@@ -378,7 +378,7 @@ mod tests {
     fn lease_config_needs_the_roles_file_and_table_and_checks_ranges() {
         let base = [("KEYTURN_ROLES_FILE", "/opt/roles.toml"), ("KEYTURN_LEASE_TABLE", "leases")];
         let c = LeaseConfig::from_vars(vars(&base)).unwrap();
-        assert_eq!((c.scram_iterations, c.reap_batch, c.reap_concurrency, c.clock_offset), (16, 1000, 16, 0));
+        assert_eq!((c.scram_iterations, c.reap_batch, c.reap_concurrency, c.clock_offset), (4096, 1000, 16, 0));
         assert_eq!(LeaseConfig::from_vars(vars(&base[..1])).unwrap_err().variable, "KEYTURN_LEASE_TABLE");
         assert_eq!(LeaseConfig::from_vars(vars(&base[1..])).unwrap_err().variable, "KEYTURN_ROLES_FILE");
         for (key, value) in [
