@@ -368,8 +368,15 @@ impl TestEnv {
         found.is_some()
     }
 
-    /// The harness superuser as keyturn's backends take an admin.
+    /// The harness's RDS-like admin as keyturn's backends take an admin.
     pub fn pg_admin_credentials(&self) -> keyturn::backend::Credentials {
+        let username = keyturn::backend::Username::parse(&self.h.pg.admin).expect("admin name");
+        keyturn::backend::Credentials { username, password: self.h.pg.admin_password.clone().into() }
+    }
+
+    /// The harness superuser as keyturn's backends take an admin: only for the tests that
+    /// show what changes with a superuser (self-managed servers).
+    pub fn pg_superuser_credentials(&self) -> keyturn::backend::Credentials {
         let username = keyturn::backend::Username::parse(&self.h.pg.superuser).expect("superuser name");
         keyturn::backend::Credentials { username, password: self.h.pg.superuser_password.clone().into() }
     }
@@ -405,20 +412,28 @@ impl TestEnv {
     }
 
     /// A group role with SELECT on a table of its own schema, where it may also create
-    /// tables. Returns (group, table).
+    /// tables. Returns (group, table). The admin makes the group, as on RDS (from
+    /// PostgreSQL 16 that gives it ADMIN OPTION on the group, without INHERIT or SET); the
+    /// schema and table are the superuser's, like an application's objects made by its
+    /// migrations as another owner.
     pub async fn pg_group_with_table(&self, name: &str) -> (String, String) {
         use postgres_protocol::escape::escape_identifier;
         let group = self.unique(name);
         let g = escape_identifier(&group);
         let table = format!("{g}.items");
-        self.pg_admin()
+        self.pg_admin_session()
+            .await
+            .batch_execute(&format!("CREATE ROLE {g} NOLOGIN"))
+            .await
+            .expect("create the group");
+        self.pg_superuser()
             .await
             .batch_execute(&format!(
-                "CREATE ROLE {g} NOLOGIN; CREATE SCHEMA {g}; CREATE TABLE {table} (id int); INSERT INTO {table} VALUES (7);
+                "CREATE SCHEMA {g}; CREATE TABLE {table} (id int); INSERT INTO {table} VALUES (7);
                  GRANT USAGE, CREATE ON SCHEMA {g} TO {g}; GRANT SELECT ON {table} TO {g}"
             ))
             .await
-            .expect("create the group and its table");
+            .expect("create the group's schema and table");
         (group, table)
     }
 
@@ -441,24 +456,37 @@ impl TestEnv {
         Ok(client)
     }
 
-    /// A superuser session (plaintext over loopback) for setting up and inspecting.
-    pub async fn pg_admin(&self) -> tokio_postgres::Client {
+    /// A superuser session (plaintext over loopback) for setting up and inspecting; never
+    /// what keyturn is given (that is [`TestEnv::pg_admin_session`]'s admin).
+    pub async fn pg_superuser(&self) -> tokio_postgres::Client {
+        self.pg_session_as(&self.h.pg.superuser, &self.h.pg.superuser_password).await
+    }
+
+    /// A session as the RDS-like admin keyturn is given ([`postgres::Postgres::admin`]):
+    /// what a user on RDS does by hand, they do as this admin.
+    pub async fn pg_admin_session(&self) -> tokio_postgres::Client {
+        self.pg_session_as(&self.h.pg.admin, &self.h.pg.admin_password).await
+    }
+
+    async fn pg_session_as(&self, user: &str, password: &str) -> tokio_postgres::Client {
         let (client, connection) = self
-            .pg_config(&self.h.pg.superuser, &self.h.pg.superuser_password, "postgres")
+            .pg_config(user, password, "postgres")
             .connect(tokio_postgres::NoTls)
             .await
-            .expect("superuser login");
+            .unwrap_or_else(|e| panic!("login as {user}: {e}"));
         tokio::spawn(connection);
         client
     }
 
-    /// Creates a login role with `password`. Sends a SCRAM verifier, not the password: the
-    /// server log (`log_statement = all`) is searched for passwords.
+    /// Creates a login role with `password`, as the admin (on RDS, the master user makes
+    /// the application's users, so from PostgreSQL 16 it holds ADMIN OPTION on them). Sends
+    /// a SCRAM verifier, not the password: the server log (`log_statement = all`) is
+    /// searched for passwords.
     pub async fn create_role(&self, name: &str, password: &str) {
         use postgres_protocol::escape::{escape_identifier, escape_literal};
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         let sql = format!("CREATE ROLE {} LOGIN PASSWORD {}", escape_identifier(name), escape_literal(&verifier));
-        self.pg_admin().await.batch_execute(&sql).await.expect("create role");
+        self.pg_admin_session().await.batch_execute(&sql).await.expect("create role");
     }
 
     fn pg_config(&self, user: &str, password: &str, db: &str) -> tokio_postgres::Config {
@@ -553,8 +581,13 @@ impl TestEnv {
         })
     }
 
-    /// The harness superuser as an admin secret.
+    /// The harness's RDS-like admin as an admin secret.
     pub fn admin_secret(&self) -> Value {
+        self.user_secret(&self.h.pg.admin, &self.h.pg.admin_password)
+    }
+
+    /// The harness superuser as an admin secret (see [`TestEnv::pg_superuser_credentials`]).
+    pub fn superuser_secret(&self) -> Value {
         self.user_secret(&self.h.pg.superuser, &self.h.pg.superuser_password)
     }
 

@@ -15,6 +15,12 @@ pub struct Postgres {
     pub port: u16,
     pub superuser: String,
     pub superuser_password: String,
+    /// The admin keyturn is given, made as RDS and Aurora make their master user: `LOGIN
+    /// CREATEROLE CREATEDB`, not a superuser, a member of `rds_superuser` (which may end
+    /// other sessions and read every session's row of `pg_stat_activity`). A test that
+    /// passes only with a superuser hides a bug users on RDS meet.
+    pub admin: String,
+    pub admin_password: String,
     pub log_file: PathBuf,
     /// Held for the life of the process; the server dies with it.
     _server: std::process::Child,
@@ -98,7 +104,53 @@ pub fn start(dir: &Path, pki: &Pki) -> Postgres {
     // SIGINT is PostgreSQL's fast shutdown: it does not wait for clients.
     let server = spawn_tied(command, libc::SIGINT).expect("start postgres");
     wait_ready(port);
-    Postgres { port, superuser: "postgres".into(), superuser_password, log_file, _server: server }
+    let admin_password = crate::random_token();
+    create_rds_admin(port, &superuser_password, RDS_ADMIN, &admin_password);
+    Postgres {
+        port,
+        superuser: "postgres".into(),
+        superuser_password,
+        admin: RDS_ADMIN.into(),
+        admin_password,
+        log_file,
+        _server: server,
+    }
+}
+
+/// The name of the harness's RDS-like admin.
+pub const RDS_ADMIN: &str = "keyturn_admin";
+
+/// Makes `rds_superuser` as RDS has it (the privileges keyturn may rely on: ending other
+/// sessions, seeing them) and `admin` as RDS makes its master user. Sends a SCRAM verifier,
+/// never the password (the server log is searched for passwords).
+fn create_rds_admin(port: u16, superuser_password: &str, admin: &str, admin_password: &str) {
+    use postgres_protocol::escape::{escape_identifier, escape_literal};
+    let verifier = postgres_protocol::password::scram_sha_256(admin_password.as_bytes());
+    let sql = format!(
+        "CREATE ROLE rds_superuser NOLOGIN;\n\
+         GRANT pg_signal_backend, pg_monitor TO rds_superuser;\n\
+         CREATE ROLE {a} WITH LOGIN NOSUPERUSER INHERIT CREATEDB CREATEROLE NOREPLICATION PASSWORD {v};\n\
+         GRANT rds_superuser TO {a};",
+        a = escape_identifier(admin),
+        v = escape_literal(&verifier),
+    );
+    // On a thread of its own: the harness may be started from inside a test's runtime.
+    let superuser_password = superuser_password.to_owned();
+    let created = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let mut config = tokio_postgres::Config::new();
+            config.host("127.0.0.1").port(port).user("postgres").password(superuser_password).dbname("postgres");
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client.batch_execute(&sql).await
+        })
+    })
+    .join()
+    .expect("the admin's thread");
+    if let Err(e) = created {
+        panic!("creating the RDS-like admin failed: {e:?}");
+    }
 }
 
 fn append(path: &Path, text: &str) {

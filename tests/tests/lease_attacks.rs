@@ -27,7 +27,7 @@ async fn issue(service: &Issuer, ttl: u64) -> (String, String, String) {
 }
 
 async fn role_exists(env: &TestEnv, user: &str) -> bool {
-    env.pg_admin().await.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user]).await.unwrap().is_some()
+    env.pg_superuser().await.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user]).await.unwrap().is_some()
 }
 
 fn limits() -> ReapLimits {
@@ -36,7 +36,7 @@ fn limits() -> ReapLimits {
 
 /// Waits until `n` of keyturn's sessions (application_name `keyturn`) wait on a lock.
 async fn wait_for_keyturn_lock_waiters(env: &TestEnv, n: i64) {
-    let admin = env.pg_admin().await;
+    let admin = env.pg_superuser().await;
     let until = Instant::now() + Duration::from_secs(4);
     loop {
         let row = admin
@@ -65,7 +65,7 @@ async fn a_default_privilege_in_another_database_does_not_block_revocation() {
     let s = setup("atkdefacl", "max_leases = 1").await;
     let (user, password, lease) = issue(&s.service, 600).await;
     let other = s.env.unique("otherdb");
-    s.env.pg_admin().await.batch_execute(&format!("CREATE DATABASE {}", escape_identifier(&other))).await.unwrap();
+    s.env.pg_superuser().await.batch_execute(&format!("CREATE DATABASE {}", escape_identifier(&other))).await.unwrap();
 
     let session = s.env.pg_login_to(&other, &user, &password).await.expect("login");
     session
@@ -141,7 +141,7 @@ async fn concurrent_revocations_of_one_lease_both_succeed() {
 
     // A lock held by the test makes each revocation wait at REASSIGN OWNED, so that both
     // are inside their delete when the first completes.
-    let holder = s.env.pg_admin().await;
+    let holder = s.env.pg_superuser().await;
     holder.batch_execute(&format!("BEGIN; LOCK TABLE {owned} IN ACCESS EXCLUSIVE MODE")).await.unwrap();
     let reaper = s.env.lease_service(&s.vars, 120);
     let reaping = tokio::spawn(async move { reaper.reap(limits()).await });
@@ -233,7 +233,7 @@ async fn events_of_other_shapes_are_refused() {
     assert_eq!(s.service.store().count_live("ci").await.unwrap(), 0);
     let rows = s
         .env
-        .pg_admin()
+        .pg_superuser()
         .await
         .query("SELECT 1 FROM pg_roles WHERE starts_with(rolname::text, $1)", &[&s.prefix])
         .await
