@@ -176,6 +176,9 @@ impl std::ops::Deref for Session {
     }
 }
 
+/// How many unread warnings a session keeps.
+const MAX_KEPT_WARNINGS: usize = 16;
+
 impl Session {
     /// Drives `connection` in a task of its own, keeping the server's warnings (notices of
     /// severity WARNING: the text names roles, never a password) and dropping the rest.
@@ -191,8 +194,10 @@ impl Session {
             // client, so the warnings of a statement are here once it has returned.
             while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 if let AsyncMessage::Notice(notice) = message {
-                    if notice.severity() == "WARNING" {
-                        sink.lock().unwrap_or_else(|p| p.into_inner()).push(notice.message().to_owned());
+                    let mut kept = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    // A kept admin session may live for hours: its warnings are bounded.
+                    if notice.severity() == "WARNING" && kept.len() < MAX_KEPT_WARNINGS {
+                        kept.push(notice.message().to_owned());
                     }
                 }
             }
