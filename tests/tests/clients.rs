@@ -135,13 +135,19 @@ async fn login(client: Client, login: Login) -> Outcome {
 /// Every client of `clients` logging in at once with `login`.
 async fn login_all(clients: &[Client], login: &Login) -> Vec<(Client, Outcome)> {
     let started = std::time::Instant::now();
-    let tasks: Vec<_> = clients.iter().map(|&c| (c, tokio::spawn(self::login(c, login.clone())))).collect();
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|&c| {
+            let login = login.clone();
+            (c, tokio::spawn(async move { (self::login(c, login).await, started.elapsed()) }))
+        })
+        .collect();
     let mut outcomes = Vec::new();
     for (client, task) in tasks {
-        let outcome = task.await.expect("a client's task");
+        let (outcome, took) = task.await.expect("a client's task");
         // What a client reports may end up in an application's logs.
         assert!(!outcome.text().contains(&login.password), "{client:?} shows the password in {outcome:?}");
-        eprintln!("{client:?} as {}@{}: {outcome:?}", login.user, login.host);
+        eprintln!("{client:?} as {}@{} ({:.1} s): {outcome:?}", login.user, login.host, took.as_secs_f64());
         outcomes.push((client, outcome));
     }
     eprintln!("{} clients as {}@{}: {:.1} s", clients.len(), login.user, login.host, started.elapsed().as_secs_f64());
