@@ -581,7 +581,7 @@ async fn postgres_clients_log_in_with_a_rotated_password_over_verified_tls_only(
     let first = random_token();
     env.create_role(&user, &first).await;
     let grant = format!("GRANT {} TO {}", escape_identifier(&group), escape_identifier(&user));
-    env.pg_admin().await.batch_execute(&grant).await.expect("grant the group");
+    env.pg_admin_session().await.batch_execute(&grant).await.expect("grant the group");
     let arn = env.create_secret("app", &env.user_secret(&user, &first)).await;
     env.rotate(&env.rotator(Strategy::SingleUser), &arn).await;
 
