@@ -529,7 +529,10 @@ impl TestEnv {
         use mysql_async::prelude::Queryable;
         self.mariadb_root()
             .await
-            .exec("SELECT CAST(ID AS CHAR) AS id FROM information_schema.PROCESSLIST WHERE USER = ? ORDER BY ID", (user,))
+            .exec(
+                "SELECT CAST(ID AS CHAR) AS id FROM information_schema.PROCESSLIST WHERE USER = ? ORDER BY ID",
+                (user,),
+            )
             .await
             .expect("list a MariaDB user's sessions")
     }
