@@ -67,6 +67,7 @@ pub struct Harness {
     pub pg: postgres::Postgres,
     pki: pki::Pki,
     mariadb: OnceLock<mariadb::Mariadb>,
+    mariadb_events: OnceLock<mariadb::Mariadb>,
     moto_admin: OnceLock<(String, String)>,
 }
 
@@ -89,9 +90,17 @@ impl Harness {
         })
     }
 
-    /// The MariaDB server, started on first use (PostgreSQL-only tests never pay for it).
+    /// The MariaDB server, started on first use (PostgreSQL-only tests never pay for it),
+    /// with its event scheduler OFF as on RDS's default parameter group.
     pub fn mariadb(&self) -> &mariadb::Mariadb {
-        self.mariadb.get_or_init(|| mariadb::start(&self.work, &self.pki))
+        self.mariadb.get_or_init(|| mariadb::start(&self.work, &self.pki, "mariadb", false))
+    }
+
+    /// A second MariaDB server whose event scheduler is ON, for the tests of expiry
+    /// events: a server of its own rather than `SET GLOBAL event_scheduler` on the shared
+    /// one, which would change what every other test running beside them sees.
+    pub fn mariadb_with_events(&self) -> &mariadb::Mariadb {
+        self.mariadb_events.get_or_init(|| mariadb::start(&self.work, &self.pki, "mariadb-events", true))
     }
 }
 
@@ -126,6 +135,7 @@ pub fn harness() -> &'static Harness {
             pg,
             pki,
             mariadb: OnceLock::new(),
+            mariadb_events: OnceLock::new(),
             moto_admin: OnceLock::new(),
         }
     })
@@ -186,6 +196,8 @@ pub struct TestEnv {
     pub sdk: aws_config::SdkConfig,
     pub sm: aws_sdk_secretsmanager::Client,
     prefix: String,
+    /// Whether the `mariadb_*` methods use the server whose event scheduler is ON.
+    events: bool,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -212,7 +224,22 @@ impl TestEnv {
             .await;
         let sm = aws_sdk_secretsmanager::Client::new(&sdk);
         let prefix = format!("{test}_{}", COUNTER.fetch_add(1, Ordering::Relaxed));
-        TestEnv { h, sdk, sm, prefix }
+        TestEnv { h, sdk, sm, prefix, events: false }
+    }
+
+    /// This environment on the MariaDB server whose event scheduler is ON
+    /// ([`Harness::mariadb_with_events`]): every `mariadb_*` method then uses that server.
+    pub fn with_event_scheduler(mut self) -> TestEnv {
+        self.events = true;
+        self
+    }
+
+    /// The MariaDB server this environment uses.
+    pub fn maria(&self) -> &'static mariadb::Mariadb {
+        match self.events {
+            true => self.h.mariadb_with_events(),
+            false => self.h.mariadb(),
+        }
     }
 
     /// A customer managed policy named `name` (made unique) with `document`; its ARN.
@@ -306,7 +333,7 @@ impl TestEnv {
         keyturn::backend::Endpoint {
             engine: keyturn::backend::Engine::Mariadb,
             host: "localhost".into(),
-            port: self.h.mariadb().port,
+            port: self.maria().port,
             dbname: None,
             tls: keyturn::backend::TlsMode::VerifyFull,
         }
@@ -336,7 +363,7 @@ impl TestEnv {
         use keyturn::backend::mysql::expiry::{event_name, EVENT_SCHEMA};
         use mysql_async::prelude::Queryable;
         let name = event_name(&keyturn::backend::Username::parse(user).expect("username"));
-        let mut a = self.mariadb_admin().await;
+        let mut a = self.mariadb_root().await;
         // EXECUTE_AT is a wall-clock time in the event's own zone: converted to UTC, then
         // read as UTC by UNIX_TIMESTAMP in a UTC session, it is the instant the event runs.
         a.query_drop("SET time_zone = '+00:00'").await.expect("set the time zone");
@@ -360,7 +387,7 @@ impl TestEnv {
     pub async fn mariadb_user_exists(&self, user: &str) -> bool {
         use mysql_async::prelude::Queryable;
         let found: Option<String> = self
-            .mariadb_admin()
+            .mariadb_root()
             .await
             .exec_first("SELECT User FROM mysql.user WHERE User = ?", (user,))
             .await
@@ -383,7 +410,7 @@ impl TestEnv {
 
     /// The MariaDB admin as keyturn's backends take an admin.
     pub fn mariadb_admin_credentials(&self) -> keyturn::backend::Credentials {
-        let m = self.h.mariadb();
+        let m = self.maria();
         let username = keyturn::backend::Username::parse(&m.admin).expect("admin name");
         keyturn::backend::Credentials { username, password: m.admin_password.clone().into() }
     }
@@ -497,7 +524,7 @@ impl TestEnv {
 
     /// A MariaDB session over verified TLS (accounts may REQUIRE SSL).
     pub async fn mariadb_session(&self, user: &str, password: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
-        let m = self.h.mariadb();
+        let m = self.maria();
         let ssl = mysql_async::SslOpts::default().with_root_certs(vec![self.h.ca_file.clone().into()]);
         let opts = mysql_async::OptsBuilder::default()
             .ip_or_hostname("localhost")
@@ -509,10 +536,33 @@ impl TestEnv {
         mysql_async::Conn::new(opts).await
     }
 
-    /// The MariaDB admin's session.
+    /// A session of the MariaDB admin keyturn is given: an RDS master user (see
+    /// [`mariadb`]), which is also what an operator sets things up with on RDS.
     pub async fn mariadb_admin(&self) -> mysql_async::Conn {
-        let m = self.h.mariadb();
+        let m = self.maria();
         self.mariadb_session(&m.admin, &m.admin_password).await.expect("MariaDB admin login")
+    }
+
+    /// A session of the harness's MariaDB superuser, for setting up what an RDS master user
+    /// could not (`SET GLOBAL`, killing another admin's session) and for inspecting the
+    /// server. Never handed to keyturn.
+    pub async fn mariadb_root(&self) -> mysql_async::Conn {
+        let m = self.maria();
+        self.mariadb_session(&m.root, &m.root_password).await.expect("MariaDB superuser login")
+    }
+
+    /// The ids of the sessions `user` has open on the MariaDB server, as the superuser
+    /// sees them.
+    pub async fn mariadb_sessions_of(&self, user: &str) -> Vec<String> {
+        use mysql_async::prelude::Queryable;
+        self.mariadb_root()
+            .await
+            .exec(
+                "SELECT CAST(ID AS CHAR) AS id FROM information_schema.PROCESSLIST WHERE USER = ? ORDER BY ID",
+                (user,),
+            )
+            .await
+            .expect("list a MariaDB user's sessions")
     }
 
     /// Whether `user` logs in to MariaDB with `password`; panics on anything but success
@@ -543,7 +593,7 @@ impl TestEnv {
         serde_json::json!({
             "engine": "mariadb",
             "host": "localhost",
-            "port": self.h.mariadb().port,
+            "port": self.maria().port,
             "username": username,
             "password": password,
         })
@@ -551,7 +601,7 @@ impl TestEnv {
 
     /// The MariaDB admin as an admin secret.
     pub fn mariadb_admin_secret(&self) -> Value {
-        let m = self.h.mariadb();
+        let m = self.maria();
         self.mariadb_secret(&m.admin, &m.admin_password)
     }
 

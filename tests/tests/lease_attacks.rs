@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use keyturn::lease::api::ApiRequest;
 use keyturn::lease::service::{Issuer, ReapLimits};
 use keyturn::lease::store::LeaseStore;
-use keyturn_tests::lease::{call, deploy, Deployment, Engine, CI, STRANGER};
+use keyturn_tests::lease::{call, deploy, deploy_in, Deployment, Engine, CI, STRANGER};
 use keyturn_tests::{apigw, TestEnv};
 use postgres_protocol::escape::escape_identifier;
 use serde_json::{json, Value};
@@ -242,21 +242,62 @@ async fn events_of_other_shapes_are_refused() {
 }
 
 /// MariaDB: role `ci` whose group holds every privilege on an application database
-/// (`ALL PRIVILEGES ON app.*`, EVENT included), as applications' roles often do. Returns
-/// the setup, the application database and its table.
-/// A MariaDB deployment whose group holds every privilege on its own database (EVENT
-/// included).
+/// (`ALL PRIVILEGES ON app.*`, EVENT included), as applications' roles often do, on the
+/// server whose event scheduler is ON. Returns the setup, the application database and
+/// its table. Granted by the server's superuser: ALL on a database includes DELETE
+/// HISTORY, which RDS does not give its master user.
 async fn mariadb_setup(test: &str) -> (TestEnv, Issuer, String, String) {
     use keyturn::backend::mysql::grants::identifier;
     use mysql_async::prelude::Queryable;
-    let d = deploy(test, Engine::Mariadb, "").await;
+    let d = deploy_in(TestEnv::new(test).await.with_event_scheduler(), Engine::Mariadb, "").await;
     d.env
-        .mariadb_admin()
+        .mariadb_root()
         .await
         .query_drop(format!("GRANT ALL PRIVILEGES ON {}.* TO {}", identifier(&d.group), identifier(&d.group)))
         .await
         .unwrap();
     (d.env, d.service, d.group, d.table)
+}
+
+/// A MariaDB lease holder keeps a session open across its revocation, on a server where
+/// keyturn's admin is what RDS gives a master user: `KILL` of another user's session is
+/// refused, and `mysql.rds_kill` ends it. The revocation succeeds only with the session
+/// cut off: its next statement fails.
+#[tokio::test]
+async fn a_mariadb_lease_holder_keeps_no_session_past_revocation() {
+    use mysql_async::prelude::Queryable;
+    let d = deploy("atkmkeep", Engine::Mariadb, "").await;
+    let (user, password, lease) = issue(&d.service, 600).await;
+    let mut session = d.env.mariadb_session(&user, &password).await.unwrap();
+    session.query_drop(format!("SELECT id FROM {}", d.table)).await.expect("the lease works");
+
+    let (status, body) = call(&d.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "{body}");
+    let after = session.query_drop(format!("SELECT id FROM {}", d.table)).await;
+    assert!(after.is_err(), "the session opened under the lease still reads after its revocation");
+    assert!(d.env.mariadb_sessions_of(&user).await.is_empty());
+    assert!(!d.env.mariadb_user_exists(&user).await);
+}
+
+/// The same through the server's expiry event, with nothing of keyturn running after the
+/// issue: the event runs as the RDS-like admin, so it too must end the session through
+/// `mysql.rds_kill`.
+#[tokio::test]
+async fn a_mariadb_lease_holder_keeps_no_session_past_its_expiry_event() {
+    use mysql_async::prelude::Queryable;
+    let d = deploy_in(TestEnv::new("atkmexpkeep").await.with_event_scheduler(), Engine::Mariadb, "").await;
+    let (user, password, _lease) = issue(&d.service, 2).await;
+    let mut session = d.env.mariadb_session(&user, &password).await.unwrap();
+    session.query_drop(format!("SELECT id FROM {}", d.table)).await.expect("the lease works");
+    d.env.mariadb_expiry_event(&user).await.expect("the server enforces the expiry");
+
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while session.query_drop(format!("SELECT id FROM {}", d.table)).await.is_ok() {
+        assert!(Instant::now() < deadline, "the session opened under the lease outlived its expiry by 10 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!d.env.mariadb_user_exists(&user).await);
+    assert!(d.env.mariadb_sessions_of(&user).await.is_empty());
 }
 
 /// A MariaDB lease user whose group may create events in its application database tries
