@@ -324,3 +324,14 @@ async fn users_are_listed_by_a_literal_prefix() {
     let listed: Vec<String> = listed.iter().map(|u| u.to_string()).collect();
     assert_eq!(listed, made);
 }
+
+/// The harness knows which server it started (Debian's 15, or the 16 or 17 that `make
+/// test-pg16` and `make test-pg17` name in `KEYTURN_PG_BIN`), so a test can branch where
+/// versions differ: what the binary reports is what the running server says.
+#[tokio::test]
+async fn the_harness_reports_the_version_of_the_server_it_runs() {
+    let env = TestEnv::new("version").await;
+    let shown: String =
+        env.pg_admin().await.query_one("SHOW server_version_num", &[]).await.unwrap().get("server_version_num");
+    assert_eq!(shown.parse::<u32>().unwrap(), env.h.pg.version_num);
+}

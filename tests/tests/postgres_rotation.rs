@@ -634,19 +634,12 @@ async fn a_membership_another_role_granted_is_never_silently_kept() {
     // Made by the admin (which then holds ADMIN OPTION on it), granted by the superuser.
     env.pg_admin_session().await.batch_execute(&format!("CREATE ROLE {x} NOLOGIN")).await.unwrap();
     env.pg_superuser().await.batch_execute(&format!("GRANT {x} TO {c}")).await.unwrap();
-    let version: i32 = env
-        .pg_superuser()
-        .await
-        .query_one("SELECT current_setting('server_version_num')::int4 AS v", &[])
-        .await
-        .unwrap()
-        .get("v");
     // The next rotation sets the original; the one after re-shapes the clone.
     env.rotate(&rotator, &arn).await;
     let before = env.login_of(&arn, AWSCURRENT).await;
     assert_eq!(before.0, user);
     let stages = env.stages(&arn).await;
-    if version >= 160_000 {
+    if env.h.pg.version_num >= 160_000 {
         let err = env.rotation_error(&rotator, &arn).await.to_string();
         assert!(err.contains("warned") && err.contains(&extra), "the error names the warning: {err}");
         assert_eq!(privileges_of(&env, &clone, &extra).await.4, true, "the membership is still there");
