@@ -1,7 +1,7 @@
 //! A throwaway MariaDB server from Debian's packages: its own data directory, a free
-//! loopback port, TLS with the harness's CA, the general log on (so tests can prove no
-//! password reaches it), and the event scheduler on. Started the first time a test asks
-//! for it.
+//! loopback port, TLS with the harness's certificate (sent alone, as RDS sends it), the
+//! general log on (so tests can prove no password reaches it), and the event scheduler on.
+//! Started the first time a test asks for it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -65,7 +65,9 @@ pub fn start(dir: &Path, pki: &Pki) -> Mariadb {
         .arg("--skip-name-resolve")
         .arg(format!("--ssl-cert={}", cert.display()))
         .arg(format!("--ssl-key={}", key.display()))
-        .arg(format!("--ssl-ca={}", pki.ca_cert.display()))
+        // The root alone: OpenSSL completes a server's chain from its CA file, and the
+        // server must send its certificate alone, as RDS does.
+        .arg(format!("--ssl-ca={}", pki.root_cert.display()))
         .arg("--general-log=1")
         .arg(format!("--general-log-file={}", general_log.display()))
         .arg(format!("--init-file={}", init.display()))

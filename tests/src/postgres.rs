@@ -1,6 +1,8 @@
 //! A throwaway PostgreSQL 15 cluster from Debian's packages: its own data directory, a free
-//! loopback port, SCRAM-SHA-256 over TCP, TLS with the harness's CA, every statement logged
-//! (so tests can prove no password reaches the server's log).
+//! loopback port, SCRAM-SHA-256 over TCP, TLS with the harness's certificate (sent alone,
+//! without its intermediate CA, as RDS sends it), every statement logged (so tests can
+//! prove no password reaches the server's log). By default it accepts TLS connections only,
+//! as RDS for PostgreSQL 15 and later does (`rds.force_ssl = 1`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -40,8 +42,24 @@ fn chown(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
 }
 
-/// Initialises and starts a cluster under `dir`.
+/// Which connections pg_hba.conf lets in (SCRAM-SHA-256 from 127.0.0.1 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TLS only (`hostssl` lines only): RDS with `rds.force_ssl = 1`, the default from
+    /// PostgreSQL 15. A connection without TLS gets SQLSTATE 28000 "no pg_hba.conf entry".
+    TlsOnly,
+    /// TLS or plaintext (`host` lines): RDS with `rds.force_ssl = 0`, for the tests of the
+    /// `"ssl": false` path.
+    TlsOrPlaintext,
+}
+
+/// Initialises and starts a cluster under `dir` that accepts TLS connections only.
 pub fn start(dir: &Path, pki: &Pki) -> Postgres {
+    start_with(dir, pki, Transport::TlsOnly)
+}
+
+/// Initialises and starts a cluster under `dir` that accepts `transport`.
+pub fn start_with(dir: &Path, pki: &Pki, transport: Transport) -> Postgres {
     let (uid, gid) = postgres_account();
     let data = dir.join("pgdata");
     std::fs::create_dir_all(&data).expect("create data dir");
@@ -74,6 +92,7 @@ pub fn start(dir: &Path, pki: &Pki) -> Postgres {
     assert!(initdb.status.success(), "initdb failed: {}", String::from_utf8_lossy(&initdb.stderr));
     std::fs::remove_file(&pwfile).ok();
 
+    // The server certificate alone and no ssl_ca_file: the server sends no intermediate.
     for (name, pem) in [("server.crt", &pki.server_cert_pem), ("server.key", &pki.server_key_pem)] {
         let path = data.join(name);
         std::fs::write(&path, pem).expect("write TLS file");
@@ -89,7 +108,11 @@ pub fn start(dir: &Path, pki: &Pki) -> Postgres {
         data = data.display()
     );
     append(&data.join("postgresql.conf"), &settings);
-    std::fs::write(data.join("pg_hba.conf"), "host all all 127.0.0.1/32 scram-sha-256\n").expect("write pg_hba.conf");
+    let hba = match transport {
+        Transport::TlsOnly => "hostssl all all 127.0.0.1/32 scram-sha-256\n",
+        Transport::TlsOrPlaintext => "host all all 127.0.0.1/32 scram-sha-256\n",
+    };
+    std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
 
     let log_file = dir.join("postgres.log");
     let log = std::fs::File::create(&log_file).expect("create postgres.log");

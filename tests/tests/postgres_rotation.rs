@@ -89,11 +89,7 @@ async fn alternating_secret(env: &TestEnv, name: &str) -> (String, String) {
 }
 
 async fn session(env: &TestEnv, user: &str, password: &str) -> tokio_postgres::Client {
-    let mut config = tokio_postgres::Config::new();
-    config.host("127.0.0.1").port(env.h.pg.port).user(user).password(password).dbname("postgres");
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("login");
-    tokio::spawn(connection);
-    client
+    env.pg_login(user, password).await.expect("login")
 }
 
 #[tokio::test]
@@ -364,7 +360,8 @@ async fn bad_tokens_and_disabled_rotation_are_refused() {
 
 #[tokio::test]
 async fn tls_is_verified_and_never_downgraded() {
-    let env = TestEnv::new("tls").await;
+    // A server that also takes plaintext, so that any fallback to it would succeed.
+    let env = TestEnv::accepting_plaintext("tls").await;
     let (arn, user, password) = single_user_secret(&env, "app").await;
 
     // The certificate names "localhost" only: 127.0.0.1 is the right server under the wrong
