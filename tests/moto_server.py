@@ -1,4 +1,4 @@
-"""Runs moto in server mode as `moto_server` does (same arguments), with four bridges.
+"""Runs moto in server mode as `moto_server` does (same arguments), with five bridges.
 
 DynamoDB runs each request, transactions included, in isolation: a conditional write and a
 TransactWriteItems either see another write's result or conflict with it. moto's threaded
@@ -26,10 +26,20 @@ against that user's ARN; moto 5.2.5 does so for roles only and checks every user
 against `*`, so a statement whose Resource names a user would never apply. Here an action
 naming an existing user (`UserName`) is checked against its ARN, except the group
 membership actions, whose resource is the group.
+
+Secrets Manager removes versions that carry no staging label once a secret has more than
+about 100 versions; moto never removes one, and AWS has no call to do it. Here
+`POST /keyturn-test/secretsmanager/remove-version` with a JSON body `{"SecretId",
+"VersionId", "AfterNextList"}` removes an unlabelled version as the service would: at once,
+or (`AfterNextList: true`) right after the next ListSecretVersionIds of that secret has
+listed it, as when the service removes it between a reader's listing and its read. A
+version that carries a label is refused (409), as the service never removes one.
 """
+import json
 import sys
 import threading
 from datetime import datetime, timezone
+from io import BytesIO
 
 from werkzeug.serving import run_simple
 
@@ -107,6 +117,83 @@ def user_resources():
     IamResponse._determine_resource = _determine_resource
 
 
+REMOVE_VERSION_PATH = "/keyturn-test/secretsmanager/remove-version"
+
+
+def secrets_backend(region):
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.secretsmanager.models import secretsmanager_backends
+
+    return secretsmanager_backends[DEFAULT_ACCOUNT_ID][region]
+
+
+class SecretVersionRemoval:
+    """WSGI middleware: the remove-version route, and the removals that wait for a listing."""
+
+    def __init__(self, app):
+        self.app = app
+        self.lock = threading.Lock()
+        # (region, secret name) -> version ids to remove after its next listing
+        self.after_list = {}
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == REMOVE_VERSION_PATH and environ.get("REQUEST_METHOD") == "POST":
+            return self.remove(environ, start_response)
+        if environ.get("HTTP_X_AMZ_TARGET") != "secretsmanager.ListSecretVersionIds":
+            return self.app(environ, start_response)
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = BytesIO(body)
+        response = self.app(environ, start_response)
+        try:
+            listed = [b"".join(response)]
+        finally:
+            close = getattr(response, "close", None)
+            if close is not None:
+                close()
+        try:
+            secret = secrets_backend(region_of(environ)).secrets.get(json.loads(body or b"{}").get("SecretId", ""))
+        except (ValueError, KeyError):
+            secret = None
+        if secret is not None:
+            with self.lock:
+                waiting = self.after_list.pop((region_of(environ), secret.name), [])
+            for version_id in waiting:
+                secret.versions.pop(version_id, None)
+        return listed
+
+    def remove(self, environ, start_response):
+        def answer(status, message):
+            start_response(status, [("Content-Type", "application/json")])
+            return [json.dumps({"message": message}).encode()]
+
+        try:
+            request = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+            region = request.get("Region", "us-east-1")
+            secret = secrets_backend(region).secrets.get(request["SecretId"])
+            version_id = request["VersionId"]
+        except (ValueError, KeyError, TypeError) as e:
+            return answer("400 Bad Request", f"bad request: {e}")
+        if secret is None or version_id not in secret.versions:
+            return answer("404 Not Found", "no such secret or version")
+        if secret.versions[version_id].get("version_stages"):
+            return answer("409 Conflict", "the version carries a staging label; the service keeps it")
+        if request.get("AfterNextList"):
+            with self.lock:
+                self.after_list.setdefault((region, secret.name), []).append(version_id)
+        else:
+            del secret.versions[version_id]
+        return answer("200 OK", "removed")
+
+
+def region_of(environ):
+    """The region a signed request names in its credential scope (us-east-1 when unsigned)."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    try:
+        return auth.split("Credential=", 1)[1].split("/")[2]
+    except IndexError:
+        return "us-east-1"
+
+
 class DynamoDBOneAtATime:
     """WSGI middleware: requests whose X-Amz-Target names DynamoDB hold one lock while the
     application runs and while its response body is produced."""
@@ -133,9 +220,10 @@ def main(argv):
     keep_user_boundaries()
     user_resources()
 
-    # moto_server's own argument parsing and signal handling, then its app behind the lock.
+    # moto_server's own argument parsing and signal handling, then its app behind the lock
+    # and the version removal.
     def run(host, port, app, **kwargs):
-        run_simple(host, port, DynamoDBOneAtATime(app), **kwargs)
+        run_simple(host, port, SecretVersionRemoval(DynamoDBOneAtATime(app)), **kwargs)
 
     server.run_simple = run
     server.main(argv)

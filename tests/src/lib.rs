@@ -1,8 +1,10 @@
 //! The test harness: real services for keyturn's integration tests, demo and bench.
 //!
-//! One moto server and one PostgreSQL cluster (TLS from a CA generated here) are started
-//! per process on free loopback ports, the first time a test asks for them, and die with
-//! the process. Tests share them and isolate themselves by name ([`TestEnv::unique`]).
+//! One moto server and one PostgreSQL cluster (TLS only, with a certificate chain generated
+//! here as RDS's is shaped) are started per process on free loopback ports, the first time a
+//! test asks for them, and die with the process. Tests share them and isolate themselves by
+//! name ([`TestEnv::unique`]). MariaDB, and a second PostgreSQL cluster that also accepts
+//! plaintext, start only when a test asks for them.
 
 pub mod apigw;
 pub mod fake_postgres;
@@ -62,10 +64,14 @@ pub struct ExpiryEvent {
 /// The services of one process.
 pub struct Harness {
     pub work: PathBuf,
+    /// The CA bundle clients trust (root and intermediate, as RDS's `global-bundle.pem`).
     pub ca_file: PathBuf,
     pub moto: moto::Moto,
+    /// The PostgreSQL cluster, TLS only (as RDS for PostgreSQL 15 and later).
     pub pg: postgres::Postgres,
     pki: pki::Pki,
+    pg_plaintext: OnceLock<postgres::Postgres>,
+    pg_tls: OnceLock<tokio_postgres_rustls::MakeRustlsConnect>,
     mariadb: OnceLock<mariadb::Mariadb>,
     mariadb_events: OnceLock<mariadb::Mariadb>,
     moto_admin: OnceLock<(String, String)>,
@@ -102,6 +108,29 @@ impl Harness {
     pub fn mariadb_with_events(&self) -> &mariadb::Mariadb {
         self.mariadb_events.get_or_init(|| mariadb::start(&self.work, &self.pki, "mariadb-events", true))
     }
+
+    /// The certificate chain the servers use ([`pki::Pki`]).
+    pub fn pki(&self) -> &pki::Pki {
+        &self.pki
+    }
+
+    /// A second PostgreSQL cluster that also accepts plaintext (RDS with `rds.force_ssl = 0`),
+    /// started on first use, for the tests of the `"ssl": false` path.
+    pub fn pg_plaintext(&self) -> &postgres::Postgres {
+        self.pg_plaintext.get_or_init(|| {
+            postgres::start_with(&self.work.join("pg-plaintext"), &self.pki, postgres::Transport::TlsOrPlaintext)
+        })
+    }
+
+    /// The harness's own PostgreSQL sessions' TLS: verify-full against the CA bundle.
+    fn pg_tls(&self) -> tokio_postgres_rustls::MakeRustlsConnect {
+        self.pg_tls
+            .get_or_init(|| {
+                let config = tls::client_config(std::slice::from_ref(&self.ca_file)).expect("TLS config");
+                tokio_postgres_rustls::MakeRustlsConnect::new((*config).clone())
+            })
+            .clone()
+    }
 }
 
 /// A random 36-character token shaped like a UUID (Secrets Manager wants 32 to 64).
@@ -125,15 +154,17 @@ pub fn harness() -> &'static Harness {
         let work = std::env::temp_dir().join(format!("keyturn-{}", std::process::id()));
         remove_stale_work_dirs();
         std::fs::create_dir_all(&work).expect("create work dir");
-        let pki = pki::generate(&work, &["localhost"]);
+        let pki = pki::generate(&work, "keyturn test", &["localhost"]);
         let pg = postgres::start(&work, &pki);
         let moto = moto::start(&work);
         Harness {
             work,
-            ca_file: pki.ca_cert.clone(),
+            ca_file: pki.ca_bundle.clone(),
             moto,
             pg,
             pki,
+            pg_plaintext: OnceLock::new(),
+            pg_tls: OnceLock::new(),
             mariadb: OnceLock::new(),
             mariadb_events: OnceLock::new(),
             moto_admin: OnceLock::new(),
@@ -193,6 +224,9 @@ pub type TestRotator = keyturn::rotation::database::DatabaseRotator;
 /// that no other test uses.
 pub struct TestEnv {
     pub h: &'static Harness,
+    /// The PostgreSQL cluster this test uses: [`Harness::pg`] unless the test asked for
+    /// one that accepts plaintext ([`TestEnv::accepting_plaintext`]).
+    pub pg: &'static postgres::Postgres,
     pub sdk: aws_config::SdkConfig,
     pub sm: aws_sdk_secretsmanager::Client,
     prefix: String,
@@ -205,6 +239,14 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 impl TestEnv {
     pub async fn new(test: &str) -> TestEnv {
         Self::with_credentials(test, "testing", "testing").await
+    }
+
+    /// A test environment on the PostgreSQL cluster that also accepts plaintext
+    /// ([`Harness::pg_plaintext`]), for the tests of the `"ssl": false` path.
+    pub async fn accepting_plaintext(test: &str) -> TestEnv {
+        let mut env = Self::new(test).await;
+        env.pg = env.h.pg_plaintext();
+        env
     }
 
     /// A test environment on a moto server that checks signatures (see
@@ -224,7 +266,7 @@ impl TestEnv {
             .await;
         let sm = aws_sdk_secretsmanager::Client::new(&sdk);
         let prefix = format!("{test}_{}", COUNTER.fetch_add(1, Ordering::Relaxed));
-        TestEnv { h, sdk, sm, prefix, events: false }
+        TestEnv { h, pg: &h.pg, sdk, sm, prefix, events: false }
     }
 
     /// This environment on the MariaDB server whose event scheduler is ON
@@ -316,7 +358,7 @@ impl TestEnv {
         keyturn::backend::Endpoint {
             engine: keyturn::backend::Engine::Postgres,
             host: "localhost".into(),
-            port: self.h.pg.port,
+            port: self.pg.port,
             dbname: Some("postgres".into()),
             tls,
         }
@@ -397,15 +439,15 @@ impl TestEnv {
 
     /// The harness's RDS-like admin as keyturn's backends take an admin.
     pub fn pg_admin_credentials(&self) -> keyturn::backend::Credentials {
-        let username = keyturn::backend::Username::parse(&self.h.pg.admin).expect("admin name");
-        keyturn::backend::Credentials { username, password: self.h.pg.admin_password.clone().into() }
+        let username = keyturn::backend::Username::parse(&self.pg.admin).expect("admin name");
+        keyturn::backend::Credentials { username, password: self.pg.admin_password.clone().into() }
     }
 
     /// The harness superuser as keyturn's backends take an admin: only for the tests that
     /// show what changes with a superuser (self-managed servers).
     pub fn pg_superuser_credentials(&self) -> keyturn::backend::Credentials {
-        let username = keyturn::backend::Username::parse(&self.h.pg.superuser).expect("superuser name");
-        keyturn::backend::Credentials { username, password: self.h.pg.superuser_password.clone().into() }
+        let username = keyturn::backend::Username::parse(&self.pg.superuser).expect("superuser name");
+        keyturn::backend::Credentials { username, password: self.pg.superuser_password.clone().into() }
     }
 
     /// The MariaDB admin as keyturn's backends take an admin.
@@ -464,7 +506,7 @@ impl TestEnv {
         (group, table)
     }
 
-    /// A session as `user` (plaintext over loopback), or the server's refusal.
+    /// A session as `user` (verified TLS over loopback), or the server's refusal.
     pub async fn pg_login(&self, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         self.pg_login_to("postgres", user, password).await
     }
@@ -476,29 +518,27 @@ impl TestEnv {
         user: &str,
         password: &str,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let mut config = tokio_postgres::Config::new();
-        config.host("127.0.0.1").port(self.h.pg.port).user(user).password(password).dbname(db);
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        let (client, connection) = self.pg_config(user, password, db).connect(self.h.pg_tls()).await?;
         tokio::spawn(connection);
         Ok(client)
     }
 
-    /// A superuser session (plaintext over loopback) for setting up and inspecting; never
+    /// A superuser session (verified TLS over loopback) for setting up and inspecting; never
     /// what keyturn is given (that is [`TestEnv::pg_admin_session`]'s admin).
     pub async fn pg_superuser(&self) -> tokio_postgres::Client {
-        self.pg_session_as(&self.h.pg.superuser, &self.h.pg.superuser_password).await
+        self.pg_session_as(&self.pg.superuser, &self.pg.superuser_password).await
     }
 
     /// A session as the RDS-like admin keyturn is given ([`postgres::Postgres::admin`]):
     /// what a user on RDS does by hand, they do as this admin.
     pub async fn pg_admin_session(&self) -> tokio_postgres::Client {
-        self.pg_session_as(&self.h.pg.admin, &self.h.pg.admin_password).await
+        self.pg_session_as(&self.pg.admin, &self.pg.admin_password).await
     }
 
     async fn pg_session_as(&self, user: &str, password: &str) -> tokio_postgres::Client {
         let (client, connection) = self
             .pg_config(user, password, "postgres")
-            .connect(tokio_postgres::NoTls)
+            .connect(self.h.pg_tls())
             .await
             .unwrap_or_else(|e| panic!("login as {user}: {e}"));
         tokio::spawn(connection);
@@ -516,9 +556,18 @@ impl TestEnv {
         self.pg_admin_session().await.batch_execute(&sql).await.expect("create role");
     }
 
+    /// Verified TLS to `localhost` (the certificate's name) at 127.0.0.1 (where the server
+    /// listens), never plaintext: the server takes TLS only.
     fn pg_config(&self, user: &str, password: &str, db: &str) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
-        config.host("127.0.0.1").port(self.h.pg.port).user(user).password(password).dbname(db);
+        config
+            .host("localhost")
+            .hostaddr(std::net::Ipv4Addr::LOCALHOST.into())
+            .port(self.pg.port)
+            .ssl_mode(tokio_postgres::config::SslMode::Require)
+            .user(user)
+            .password(password)
+            .dbname(db);
         config
     }
 
@@ -608,7 +657,7 @@ impl TestEnv {
     /// Whether `user` logs in with `password`. Panics on anything but success or a
     /// refused login, so an unreachable server cannot pass for a refusal.
     pub async fn can_login(&self, user: &str, password: &str) -> bool {
-        match self.pg_config(user, password, "postgres").connect(tokio_postgres::NoTls).await {
+        match self.pg_config(user, password, "postgres").connect(self.h.pg_tls()).await {
             Ok((client, connection)) => {
                 tokio::spawn(connection);
                 client.simple_query("SELECT 1").await.expect("query after login");
@@ -624,7 +673,7 @@ impl TestEnv {
         serde_json::json!({
             "engine": "postgres",
             "host": "localhost",
-            "port": self.h.pg.port,
+            "port": self.pg.port,
             "username": username,
             "password": password,
             "dbname": "postgres",
@@ -633,12 +682,12 @@ impl TestEnv {
 
     /// The harness's RDS-like admin as an admin secret.
     pub fn admin_secret(&self) -> Value {
-        self.user_secret(&self.h.pg.admin, &self.h.pg.admin_password)
+        self.user_secret(&self.pg.admin, &self.pg.admin_password)
     }
 
     /// The harness superuser as an admin secret (see [`TestEnv::pg_superuser_credentials`]).
     pub fn superuser_secret(&self) -> Value {
-        self.user_secret(&self.h.pg.superuser, &self.h.pg.superuser_password)
+        self.user_secret(&self.pg.superuser, &self.pg.superuser_password)
     }
 
     /// Creates a secret and returns its ARN.
@@ -731,6 +780,28 @@ impl TestEnv {
         panic!("the rotation of {arn} succeeded");
     }
 
+    /// Removes an unlabelled version of the secret, as Secrets Manager does once a secret
+    /// has more than about 100 versions: at once, or, with `after_next_list`, right after
+    /// the next ListSecretVersionIds of the secret has listed it. moto never removes
+    /// versions; `tests/moto_server.py` does it for this request.
+    pub fn remove_secret_version(&self, arn: &str, version_id: &str, after_next_list: bool) {
+        use std::io::{Read, Write};
+        let body =
+            serde_json::json!({"SecretId": arn, "VersionId": version_id, "AfterNextList": after_next_list}).to_string();
+        let address = self.h.moto.endpoint.trim_start_matches("http://");
+        // One short loopback request: a blocking one does not hold the test up.
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to moto");
+        let request = format!(
+            "POST /keyturn-test/secretsmanager/remove-version HTTP/1.1\r\nHost: {address}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).expect("send to moto");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read moto's answer");
+        assert_eq!(answer.split(' ').nth(1), Some("200"), "removing version {version_id}: {answer}");
+    }
+
     /// Version id to staging labels, as DescribeSecret reports them.
     pub async fn stages(&self, arn: &str) -> BTreeMap<String, BTreeSet<String>> {
         let out = self.sm.describe_secret().secret_id(arn).send().await.expect("DescribeSecret");
@@ -804,7 +875,7 @@ impl TestEnv {
         let passwords = self.all_passwords(arn).await;
         assert!(!passwords.is_empty());
         let logs = captured_logs();
-        let server_log = std::fs::read_to_string(&self.h.pg.log_file).expect("read postgres.log");
+        let server_log = std::fs::read_to_string(&self.pg.log_file).expect("read postgres.log");
         for p in passwords {
             assert!(!logs.contains(&p), "a password of {arn} appears in keyturn's logs");
             assert!(!server_log.contains(&p), "a password of {arn} appears in the PostgreSQL server log");

@@ -1,5 +1,5 @@
 //! A throwaway MariaDB server from Debian's packages, set up as Amazon RDS sets one up:
-//! its own data directory, a free loopback port, TLS with the harness's CA, the general
+//! its own data directory, a free loopback port, TLS with the harness's certificate (sent alone, as RDS sends it), the general
 //! log on (so tests can prove no password reaches it), and the event scheduler OFF unless
 //! asked for (RDS's default parameter group). Started the first time a test asks for it.
 //!
@@ -118,7 +118,9 @@ pub fn start(dir: &Path, pki: &Pki, name: &str, event_scheduler: bool) -> Mariad
         .arg("--skip-name-resolve")
         .arg(format!("--ssl-cert={}", cert.display()))
         .arg(format!("--ssl-key={}", key.display()))
-        .arg(format!("--ssl-ca={}", pki.ca_cert.display()))
+        // The root alone: OpenSSL completes a server's chain from its CA file, and the
+        // server must send its certificate alone, as RDS does.
+        .arg(format!("--ssl-ca={}", pki.root_cert.display()))
         .arg("--general-log=1")
         .arg(format!("--general-log-file={}", general_log.display()))
         .arg(format!("--init-file={}", init.display()))

@@ -1,7 +1,10 @@
 //! A throwaway PostgreSQL cluster: its own data directory, a free loopback port,
-//! SCRAM-SHA-256 over TCP, TLS with the harness's CA, every statement logged (so tests can
-//! prove no password reaches the server's log). The server is Debian's PostgreSQL 15, or
-//! the one whose bin directory `KEYTURN_PG_BIN` names (`make test-pg16`, `make test-pg17`).
+//! SCRAM-SHA-256 over TCP, TLS with the harness's certificate (sent alone, without its
+//! intermediate CA, as RDS sends it), every statement logged (so tests can prove no
+//! password reaches the server's log). By default it accepts TLS connections only, as RDS
+//! for PostgreSQL 15 and later does (`rds.force_ssl = 1`). The server is Debian's
+//! PostgreSQL 15, or the one whose bin directory `KEYTURN_PG_BIN` names (`make test-pg16`,
+//! `make test-pg17`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -53,8 +56,24 @@ fn chown(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
 }
 
-/// Initialises and starts a cluster under `dir`.
+/// Which connections pg_hba.conf lets in (SCRAM-SHA-256 from 127.0.0.1 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TLS only (`hostssl` lines only): RDS with `rds.force_ssl = 1`, the default from
+    /// PostgreSQL 15. A connection without TLS gets SQLSTATE 28000 "no pg_hba.conf entry".
+    TlsOnly,
+    /// TLS or plaintext (`host` lines): RDS with `rds.force_ssl = 0`, for the tests of the
+    /// `"ssl": false` path.
+    TlsOrPlaintext,
+}
+
+/// Initialises and starts a cluster under `dir` that accepts TLS connections only.
 pub fn start(dir: &Path, pki: &Pki) -> Postgres {
+    start_with(dir, pki, Transport::TlsOnly)
+}
+
+/// Initialises and starts a cluster under `dir` that accepts `transport`.
+pub fn start_with(dir: &Path, pki: &Pki, transport: Transport) -> Postgres {
     let (uid, gid) = postgres_account();
     let data = dir.join("pgdata");
     std::fs::create_dir_all(&data).expect("create data dir");
@@ -88,6 +107,7 @@ pub fn start(dir: &Path, pki: &Pki) -> Postgres {
     std::fs::remove_file(&pwfile).ok();
     let version_num = server_version_num(&data, uid, gid);
 
+    // The server certificate alone and no ssl_ca_file: the server sends no intermediate.
     for (name, pem) in [("server.crt", &pki.server_cert_pem), ("server.key", &pki.server_key_pem)] {
         let path = data.join(name);
         std::fs::write(&path, pem).expect("write TLS file");
@@ -103,7 +123,11 @@ pub fn start(dir: &Path, pki: &Pki) -> Postgres {
         data = data.display()
     );
     append(&data.join("postgresql.conf"), &settings);
-    std::fs::write(data.join("pg_hba.conf"), "host all all 127.0.0.1/32 scram-sha-256\n").expect("write pg_hba.conf");
+    let hba = match transport {
+        Transport::TlsOnly => "hostssl all all 127.0.0.1/32 scram-sha-256\n",
+        Transport::TlsOrPlaintext => "host all all 127.0.0.1/32 scram-sha-256\n",
+    };
+    std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
 
     let log_file = dir.join("postgres.log");
     let log = std::fs::File::create(&log_file).expect("create postgres.log");
@@ -113,7 +137,7 @@ pub fn start(dir: &Path, pki: &Pki) -> Postgres {
     let mut server = spawn_tied(command, libc::SIGINT).expect("start postgres");
     wait_ready(&mut server, &data, &log_file);
     let admin_password = crate::random_token();
-    create_rds_admin(port, &superuser_password, RDS_ADMIN, &admin_password);
+    create_rds_admin(port, &pki.ca_bundle, &superuser_password, RDS_ADMIN, &admin_password);
     Postgres {
         port,
         superuser: "postgres".into(),
@@ -132,7 +156,7 @@ pub const RDS_ADMIN: &str = "keyturn_admin";
 /// Makes `rds_superuser` as RDS has it (the privileges keyturn may rely on: ending other
 /// sessions, seeing them) and `admin` as RDS makes its master user. Sends a SCRAM verifier,
 /// never the password (the server log is searched for passwords).
-fn create_rds_admin(port: u16, superuser_password: &str, admin: &str, admin_password: &str) {
+fn create_rds_admin(port: u16, ca_bundle: &Path, superuser_password: &str, admin: &str, admin_password: &str) {
     use postgres_protocol::escape::{escape_identifier, escape_literal};
     let verifier = postgres_protocol::password::scram_sha_256(admin_password.as_bytes());
     let sql = format!(
@@ -145,12 +169,21 @@ fn create_rds_admin(port: u16, superuser_password: &str, admin: &str, admin_pass
     );
     // On a thread of its own: the harness may be started from inside a test's runtime.
     let superuser_password = superuser_password.to_owned();
+    let tls = keyturn::backend::tls::client_config(&[ca_bundle.to_owned()]).expect("TLS config");
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
     let created = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async {
             let mut config = tokio_postgres::Config::new();
-            config.host("127.0.0.1").port(port).user("postgres").password(superuser_password).dbname("postgres");
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            config
+                .host("localhost")
+                .hostaddr(std::net::Ipv4Addr::LOCALHOST.into())
+                .port(port)
+                .ssl_mode(tokio_postgres::config::SslMode::Require)
+                .user("postgres")
+                .password(superuser_password)
+                .dbname("postgres");
+            let (client, connection) = config.connect(tls).await?;
             tokio::spawn(connection);
             client.batch_execute(&sql).await
         })

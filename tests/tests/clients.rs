@@ -638,7 +638,7 @@ async fn pg8000_refuses_a_verifier_of_16_iterations_that_the_other_clients_accep
         .expect("a user with a 16-iteration verifier");
     let login = Login {
         host: "localhost".into(),
-        port: env.h.pg.port,
+        port: env.pg.port,
         user,
         password,
         database: "postgres".into(),

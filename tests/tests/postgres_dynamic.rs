@@ -235,10 +235,10 @@ async fn memberships_of(env: &TestEnv, role: &str, group: &str) -> Vec<(String, 
 async fn admin_from_the_docs(env: &TestEnv, name: &str) -> keyturn::backend::Credentials {
     let script = keyturn_tests::project_root().join("docs/sql/postgres-admin.sql");
     let out = std::process::Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &env.h.pg.port.to_string()])
-        .args(["-U", &env.h.pg.superuser, "-d", "postgres", "-v", &format!("admin={name}"), "-f"])
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &env.pg.port.to_string()])
+        .args(["-U", &env.pg.superuser, "-d", "postgres", "-v", &format!("admin={name}"), "-f"])
         .arg(&script)
-        .env("PGPASSWORD", &env.h.pg.superuser_password)
+        .env("PGPASSWORD", &env.pg.superuser_password)
         .output()
         .expect("run psql");
     assert!(out.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
@@ -333,5 +333,5 @@ async fn the_harness_reports_the_version_of_the_server_it_runs() {
     let env = TestEnv::new("version").await;
     let shown: String =
         env.pg_admin().await.query_one("SHOW server_version_num", &[]).await.unwrap().get("server_version_num");
-    assert_eq!(shown.parse::<u32>().unwrap(), env.h.pg.version_num);
+    assert_eq!(shown.parse::<u32>().unwrap(), env.pg.version_num);
 }

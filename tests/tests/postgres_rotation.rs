@@ -100,11 +100,7 @@ async fn alternating_secret_with(env: &TestEnv, name: &str, admin_secret: Value)
 }
 
 async fn session(env: &TestEnv, user: &str, password: &str) -> tokio_postgres::Client {
-    let mut config = tokio_postgres::Config::new();
-    config.host("127.0.0.1").port(env.h.pg.port).user(user).password(password).dbname("postgres");
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("login");
-    tokio::spawn(connection);
-    client
+    env.pg_login(user, password).await.expect("login")
 }
 
 #[tokio::test]
@@ -375,7 +371,8 @@ async fn bad_tokens_and_disabled_rotation_are_refused() {
 
 #[tokio::test]
 async fn tls_is_verified_and_never_downgraded() {
-    let env = TestEnv::new("tls").await;
+    // A server that also takes plaintext, so that any fallback to it would succeed.
+    let env = TestEnv::accepting_plaintext("tls").await;
     let (arn, user, password) = single_user_secret(&env, "app").await;
 
     // The certificate names "localhost" only: 127.0.0.1 is the right server under the wrong
@@ -487,7 +484,7 @@ async fn an_rds_managed_master_secret_is_located_through_rds() {
         .sm
         .create_secret()
         .name(env.unique("rds-master"))
-        .secret_string(json!({"username": env.h.pg.admin, "password": env.h.pg.admin_password}).to_string())
+        .secret_string(json!({"username": env.pg.admin, "password": env.pg.admin_password}).to_string())
         .tags(
             aws_sdk_secretsmanager::types::Tag::builder()
                 .key("aws:rds:primaryDBInstanceArn")
@@ -639,7 +636,7 @@ async fn a_membership_another_role_granted_is_never_silently_kept() {
     let before = env.login_of(&arn, AWSCURRENT).await;
     assert_eq!(before.0, user);
     let stages = env.stages(&arn).await;
-    if env.h.pg.version_num >= 160_000 {
+    if env.pg.version_num >= 160_000 {
         let err = env.rotation_error(&rotator, &arn).await.to_string();
         assert!(err.contains("warned") && err.contains(&extra), "the error names the warning: {err}");
         assert_eq!(privileges_of(&env, &clone, &extra).await.4, true, "the membership is still there");

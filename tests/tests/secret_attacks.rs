@@ -288,11 +288,7 @@ async fn mariadb_single_user_with_several_host_parts_is_refused() {
 
 /// A login of the test's own to PostgreSQL, in `db`.
 async fn pg_login(env: &TestEnv, user: &str, password: &str, db: &str) -> tokio_postgres::Client {
-    let mut config = tokio_postgres::Config::new();
-    config.host("127.0.0.1").port(env.h.pg.port).user(user).password(password).dbname(db);
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("login");
-    tokio::spawn(connection);
-    client
+    env.pg_login_to(db, user, password).await.expect("login")
 }
 
 /// Runs setSecret for a pending version written by hand; returns the step's result.

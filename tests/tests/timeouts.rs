@@ -44,7 +44,8 @@ async fn a_server_gone_silent_mid_statement_is_cut_by_the_client_deadline() {
     use keyturn::backend::SetOwnPassword;
     use keyturn_tests::stall::StallProxy;
     use keyturn_tests::{random_token, TestEnv};
-    let env = TestEnv::new("silent").await;
+    // The proxy reads the statements, so the sessions are plaintext.
+    let env = TestEnv::accepting_plaintext("silent").await;
     let timeouts = Timeouts { connect: Duration::from_secs(5), statement: Duration::from_secs(1) };
     let pg_user = env.unique("pg");
     let maria_user = env.unique("maria");
@@ -52,7 +53,7 @@ async fn a_server_gone_silent_mid_statement_is_cut_by_the_client_deadline() {
     env.create_role(&pg_user, &password).await;
     env.create_mariadb_account(&maria_user, &password, "").await;
     let cases: [(Engine, u16, &'static [u8], &str); 2] = [
-        (Engine::Postgres, env.h.pg.port, b"ALTER ROLE", &pg_user),
+        (Engine::Postgres, env.pg.port, b"ALTER ROLE", &pg_user),
         (Engine::Mariadb, env.h.mariadb().port, b"SET PASSWORD", &maria_user),
     ];
     for (engine, upstream, trigger, user) in cases {

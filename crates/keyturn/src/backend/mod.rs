@@ -270,6 +270,22 @@ pub enum BackendError {
          keyturn does not send it (use TLS)"
     )]
     CleartextRefused { host: String, port: u16 },
+    /// The server's host-based access rules refuse this connection before any password is
+    /// checked (PostgreSQL: SQLSTATE 28000 "no pg_hba.conf entry ..."), so trying other
+    /// passwords is pointless. RDS for PostgreSQL 15 and later answers so to any connection
+    /// without TLS (`rds.force_ssl = 1`).
+    #[error(
+        "the server at {host}:{port} does not accept user {username:?} on a connection {} (by its \
+         pg_hba.conf): {}",
+        if *.tls { "over TLS" } else { "without TLS" },
+        if *.tls {
+            "it does not allow this host or user"
+        } else {
+            "it requires TLS or does not allow this host or user; the secret says \"ssl\": false, and RDS for \
+             PostgreSQL 15 and later requires TLS (rds.force_ssl)"
+        }
+    )]
+    ConnectionNotAllowed { host: String, port: u16, username: String, tls: bool },
     #[error("{operation} failed: {message}")]
     Database { operation: &'static str, message: String, retryable: bool },
     #[error("engine {0} is not handled by this function")]
@@ -284,6 +300,22 @@ impl BackendError {
             BackendError::Unreachable { .. } | BackendError::Timeout { .. } => true,
             BackendError::Database { retryable, .. } => *retryable,
             _ => false,
+        }
+    }
+
+    /// A short, stable name for the kind of failure, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendError::LoginRefused { .. } => "LoginRefused",
+            BackendError::Unreachable { .. } => "Unreachable",
+            BackendError::Tls { .. } => "Tls",
+            BackendError::Timeout { .. } => "Timeout",
+            BackendError::NoSuchUser { .. } => "NoSuchUser",
+            BackendError::UserExists { .. } => "UserExists",
+            BackendError::CleartextRefused { .. } => "CleartextRefused",
+            BackendError::ConnectionNotAllowed { .. } => "ConnectionNotAllowed",
+            BackendError::Database { .. } => "Database",
+            BackendError::UnsupportedEngine(_) => "UnsupportedEngine",
         }
     }
 }

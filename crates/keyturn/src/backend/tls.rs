@@ -65,6 +65,18 @@ mod tests {
     }
 
     #[test]
+    fn every_certificate_of_a_bundle_file_is_trusted() {
+        let dir = std::env::temp_dir().join(format!("keyturn-tls-bundle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bundle = dir.join("bundle.pem");
+        std::fs::write(&bundle, RDS_CA_BUNDLE).unwrap();
+        let mut roots = RootCertStore::empty();
+        assert_eq!(add_pem_file(&mut roots, &bundle).unwrap(), 102, "every certificate in the file");
+        assert_eq!(roots.len(), 102);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn a_ca_file_without_certificates_is_refused() {
         let dir = std::env::temp_dir().join(format!("keyturn-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -739,8 +739,9 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
     }
 
     /// Runs `op` as the admin of `admin_secret`; when the database refuses the admin's
-    /// login, reads the secret again (it may just have been rotated) and tries once more.
-    /// The outer error is the secret's, the inner the database's.
+    /// login, or its access rules refuse the connection, reads the secret again (it may just
+    /// have been rotated, or corrected: `"ssl": true` for a server that requires TLS) and
+    /// tries once more. The outer error is the secret's, the inner the database's.
     async fn as_admin_raw<T, F, Fut>(
         &self,
         admin_secret: &str,
@@ -753,7 +754,7 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
     {
         let admin = self.admin(admin_secret, role, false).await?;
         match op(admin).await {
-            Err(BackendError::LoginRefused { .. }) => {
+            Err(BackendError::LoginRefused { .. } | BackendError::ConnectionNotAllowed { .. }) => {
                 let admin = self.admin(admin_secret, role, true).await?;
                 Ok(op(admin).await)
             }

@@ -114,6 +114,15 @@ impl AdminSecrets {
     }
 }
 
+/// The unlabelled versions [`DatabaseRotation::older_versions`] found.
+#[derive(Default)]
+struct Older {
+    /// Label ("version <id>") and value, newest first.
+    values: Vec<(String, SecretString)>,
+    /// Listed versions that had no value when read (removed since the listing, or never given one).
+    without_value: usize,
+}
+
 /// Database rotation: a backend, RDS lookups for managed master secrets, the strategy,
 /// the password policy and the admin secrets allowed. Built once per container.
 pub struct DatabaseRotation<B, R> {
@@ -304,13 +313,23 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         // Self-healing: an abandoned rotation may have left the database on a version that
         // no longer carries a label.
         let older = self.older_versions(ctx).await?;
-        if let Some(outcome) = self.try_candidates(ctx, pending, &older).await? {
+        if let Some(outcome) = self.try_candidates(ctx, pending, &older.values).await? {
             return Ok(outcome);
         }
+        let mut tried = format!("AWSCURRENT, AWSPENDING, AWSPREVIOUS and {} older versions", older.values.len());
+        if older.without_value > 0 {
+            tried.push_str(&format!("; {} more listed had no value or were removed meanwhile", older.without_value));
+        }
+        // Secrets Manager removes unlabelled versions once a secret has more than about 100:
+        // the one an abandoned rotation left the database on may be gone.
+        tried.push_str(
+            "; the database may hold the password of a version Secrets Manager has removed: set the user's \
+             password to AWSCURRENT's by hand",
+        );
         Err(RotationError::NoWorkingCredentials {
             secret: ctx.arn().to_owned(),
             username: pending.credentials.username.to_string(),
-            tried: format!("AWSCURRENT, AWSPENDING, AWSPREVIOUS and {} older versions", older.len()),
+            tried,
         })
     }
 
@@ -334,16 +353,19 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
     }
 
     /// Every version the secret still has besides its labelled ones, newest first: where
-    /// an abandoned rotation may have left the database.
-    async fn older_versions<S: SecretStore>(
-        &self,
-        ctx: &StepContext<'_, S>,
-    ) -> Result<Vec<(String, SecretString)>, RotationError> {
+    /// an abandoned rotation may have left the database. Secrets Manager removes unlabelled
+    /// versions of a secret with more than about 100, also between the listing and the
+    /// read: such a version is skipped and counted, like one without a value.
+    async fn older_versions<S: SecretStore>(&self, ctx: &StepContext<'_, S>) -> Result<Older, RotationError> {
         let versions = ctx.store.list_versions(ctx.arn()).await.map_err(|e| ctx.store_error(e))?;
-        let mut older = Vec::new();
+        let mut older = Older::default();
         for id in decide::self_heal_candidates(ctx.meta, &versions) {
-            if let Some(value) = ctx.read(Selector::Version(&id)).await? {
-                older.push((format!("version {id}"), value));
+            match ctx.read(Selector::Version(&id)).await? {
+                Some(value) => older.values.push((format!("version {id}"), value)),
+                None => {
+                    warn!(secret_arn = %ctx.arn(), version = %id, "skipping a listed version without a value (removed?)");
+                    older.without_value += 1;
+                }
             }
         }
         Ok(older)
@@ -439,7 +461,7 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         if self.logs_in(ctx, pending, "logging in with AWSPENDING").await? {
             return Ok(true);
         }
-        for (_, value) in self.older_versions(ctx).await? {
+        for (_, value) in self.older_versions(ctx).await?.values {
             if self.logs_in_as_pending(ctx, pending, &value, "logging in with an older version").await? {
                 return Ok(true);
             }

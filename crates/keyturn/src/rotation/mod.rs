@@ -166,6 +166,15 @@ impl RotationError {
         }
     }
 
+    /// The database's kind of failure behind a `Backend` error (see [`BackendError::kind`]),
+    /// for logs: a server that requires TLS reads apart from a refused password.
+    pub fn backend_kind(&self) -> Option<&'static str> {
+        match self {
+            RotationError::Backend { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+
     /// A short, stable name for the kind of failure (Lambda's `errorType`).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -378,7 +387,8 @@ impl<S: SecretStore, T: RotationTarget> Rotator<S, T> {
             ),
             Err(error) => warn!(
                 secret_arn = %arn, step, token = %event.token, strategy,
-                outcome = "error", error_kind = error.kind(), retryable = error.is_retryable(),
+                outcome = "error", error_kind = error.kind(), backend_error_kind = error.backend_kind(),
+                retryable = error.is_retryable(),
                 error = %error, duration_ms, "rotation step"
             ),
         }

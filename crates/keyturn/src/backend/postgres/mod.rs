@@ -237,6 +237,14 @@ fn classify(
     login: &Credentials,
     operation: &'static str,
 ) -> BackendError {
+    if e.as_db_error().is_some_and(refused_by_hba) {
+        return BackendError::ConnectionNotAllowed {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+            username: login.username.to_string(),
+            tls: endpoint.tls == TlsMode::VerifyFull,
+        };
+    }
     if let Some(code) = e.code() {
         if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
             return BackendError::LoginRefused { username: login.username.to_string() };
@@ -258,6 +266,16 @@ fn classify(
         let retryable = e.code().is_some_and(|c| matches!(&c.code()[..2], "08" | "40" | "53" | "57"));
         BackendError::Database { operation, message, retryable }
     }
+}
+
+/// Whether pg_hba.conf refused the connection before any password was checked ("no
+/// pg_hba.conf entry", RDS's answer to a connection without TLS under `rds.force_ssl`).
+/// That is SQLSTATE 28000 raised by `ClientAuthentication`; the same code from elsewhere
+/// (a role without LOGIN) is a refused login. The message is checked too, for servers
+/// that do not report the routine; it is English unless `lc_messages` says otherwise.
+fn refused_by_hba(e: &tokio_postgres::error::DbError) -> bool {
+    *e.code() == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        && (e.routine() == Some("ClientAuthentication") || e.message().contains("pg_hba.conf"))
 }
 
 /// Whether the connection failed because the server asked for a cleartext password.
