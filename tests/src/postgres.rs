@@ -193,6 +193,7 @@ fn create_rds_admin(port: u16, ca_bundle: &Path, superuser_password: &str, admin
     if let Err(e) = created {
         panic!("creating the RDS-like admin failed: {e:?}");
     }
+}
 
 /// `server_version_num` as the server binary reports it (`postgres -C`, which reads the
 /// setting without starting a server; the value is compiled in, as `SHOW` would give it).
