@@ -21,7 +21,8 @@ PG_TESTS := postgres_rotation postgres_dynamic lease_api lease_attacks secret_at
 # Installed by scripts/setup (Debian 12 ships only 15); the harness runs the server in
 # KEYTURN_PG_BIN, Debian's 15 without it.
 PG_CACHE := /var/cache/keyturn-pg
-pg_tests = KEYTURN_PG_BIN=$(PG_CACHE)/$(1)/bin $(CARGO) test --no-fail-fast -p keyturn-tests $(PG_TESTS:%=--test %)
+# --workspace, as `cargo test --workspace` above: the same features, so nothing is rebuilt.
+pg_tests = KEYTURN_PG_BIN=$(PG_CACHE)/$(1)/bin $(CARGO) test --no-fail-fast --workspace $(PG_TESTS:%=--test %)
 
 .PHONY: setup demo test test-pg16 test-pg17 lint bench build release
 
