@@ -332,6 +332,6 @@ async fn users_are_listed_by_a_literal_prefix() {
 async fn the_harness_reports_the_version_of_the_server_it_runs() {
     let env = TestEnv::new("version").await;
     let shown: String =
-        env.pg_admin().await.query_one("SHOW server_version_num", &[]).await.unwrap().get("server_version_num");
+        env.pg_superuser().await.query_one("SHOW server_version_num", &[]).await.unwrap().get("server_version_num");
     assert_eq!(shown.parse::<u32>().unwrap(), env.pg.version_num);
 }
