@@ -10,10 +10,10 @@
 //!
 //! It speaks just enough HTTP/1.1 for one request per connection with a `Content-Length`
 //! body, which is what the CLI sends ([`serve`], which the CLI's tests also use alone, for
-//! an API whose answers they make up).
+//! an API whose answers they make up: [`fake_api`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
@@ -146,6 +146,51 @@ pub async fn serve(handler: Handler) -> String {
         }
     });
     url
+}
+
+/// A made-up API for the CLI's tests ([`fake_api`]): its URL and the requests it got, as
+/// `METHOD PATH`.
+pub struct FakeApi {
+    pub url: String,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeApi {
+    /// The requests so far, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// Starts an API that answers each request with `answer(method, path)` (a status and a
+/// JSON body, none for `Null`), a POST after `delay`, checking no signature.
+pub async fn fake_api(delay: Duration, answer: impl Fn(&str, &str) -> (u16, Value) + Send + Sync + 'static) -> FakeApi {
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    let answer = Arc::new(answer);
+    let url = serve(Arc::new(move |request: Request| {
+        let (seen, answer) = (seen.clone(), answer.clone());
+        Box::pin(async move {
+            seen.lock().unwrap().push(format!("{} {}", request.method, request.path));
+            if request.method == "POST" {
+                tokio::time::sleep(delay).await;
+            }
+            answer(&request.method, &request.path)
+        })
+    }))
+    .await;
+    FakeApi { url, requests }
+}
+
+/// A [`fake_api`] that issues `issued` (201) after `delay` and revokes (204) whatever it is
+/// asked to.
+pub async fn issuing(delay: Duration, issued: Value) -> FakeApi {
+    fake_api(delay, move |method, path| match (method, path) {
+        ("POST", p) if p.starts_with("/v1/credentials/") => (201, issued.clone()),
+        ("DELETE", _) => (204, Value::Null),
+        _ => (404, json!({"code": "not_found", "message": "no"})),
+    })
+    .await
 }
 
 async fn answer(mut stream: TcpStream, handler: &Handler) {

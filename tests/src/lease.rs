@@ -37,7 +37,11 @@ pub enum Engine {
 /// A deployment on the harness PostgreSQL or MariaDB; `extra` is added to role `ci`
 /// (e.g. `max_leases = 1`).
 pub async fn deploy(test: &str, engine: Engine, extra: &str) -> Deployment {
-    let env = TestEnv::new(test).await;
+    deploy_in(TestEnv::new(test).await, engine, extra).await
+}
+
+/// [`deploy`] in `env` (e.g. one on the MariaDB whose event scheduler is ON).
+pub async fn deploy_in(env: TestEnv, engine: Engine, extra: &str) -> Deployment {
     let (admin, (group, table)) = match engine {
         Engine::Postgres => {
             (env.create_secret("admin", &env.admin_secret()).await, env.pg_group_with_table("grp").await)

@@ -73,6 +73,7 @@ pub struct Harness {
     pg_plaintext: OnceLock<postgres::Postgres>,
     pg_tls: OnceLock<tokio_postgres_rustls::MakeRustlsConnect>,
     mariadb: OnceLock<mariadb::Mariadb>,
+    mariadb_events: OnceLock<mariadb::Mariadb>,
     moto_admin: OnceLock<(String, String)>,
 }
 
@@ -95,9 +96,17 @@ impl Harness {
         })
     }
 
-    /// The MariaDB server, started on first use (PostgreSQL-only tests never pay for it).
+    /// The MariaDB server, started on first use (PostgreSQL-only tests never pay for it),
+    /// with its event scheduler OFF as on RDS's default parameter group.
     pub fn mariadb(&self) -> &mariadb::Mariadb {
-        self.mariadb.get_or_init(|| mariadb::start(&self.work, &self.pki))
+        self.mariadb.get_or_init(|| mariadb::start(&self.work, &self.pki, "mariadb", false))
+    }
+
+    /// A second MariaDB server whose event scheduler is ON, for the tests of expiry
+    /// events: a server of its own rather than `SET GLOBAL event_scheduler` on the shared
+    /// one, which would change what every other test running beside them sees.
+    pub fn mariadb_with_events(&self) -> &mariadb::Mariadb {
+        self.mariadb_events.get_or_init(|| mariadb::start(&self.work, &self.pki, "mariadb-events", true))
     }
 
     /// The certificate chain the servers use ([`pki::Pki`]).
@@ -157,6 +166,7 @@ pub fn harness() -> &'static Harness {
             pg_plaintext: OnceLock::new(),
             pg_tls: OnceLock::new(),
             mariadb: OnceLock::new(),
+            mariadb_events: OnceLock::new(),
             moto_admin: OnceLock::new(),
         }
     })
@@ -220,6 +230,8 @@ pub struct TestEnv {
     pub sdk: aws_config::SdkConfig,
     pub sm: aws_sdk_secretsmanager::Client,
     prefix: String,
+    /// Whether the `mariadb_*` methods use the server whose event scheduler is ON.
+    events: bool,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -254,7 +266,22 @@ impl TestEnv {
             .await;
         let sm = aws_sdk_secretsmanager::Client::new(&sdk);
         let prefix = format!("{test}_{}", COUNTER.fetch_add(1, Ordering::Relaxed));
-        TestEnv { h, pg: &h.pg, sdk, sm, prefix }
+        TestEnv { h, pg: &h.pg, sdk, sm, prefix, events: false }
+    }
+
+    /// This environment on the MariaDB server whose event scheduler is ON
+    /// ([`Harness::mariadb_with_events`]): every `mariadb_*` method then uses that server.
+    pub fn with_event_scheduler(mut self) -> TestEnv {
+        self.events = true;
+        self
+    }
+
+    /// The MariaDB server this environment uses.
+    pub fn maria(&self) -> &'static mariadb::Mariadb {
+        match self.events {
+            true => self.h.mariadb_with_events(),
+            false => self.h.mariadb(),
+        }
     }
 
     /// A customer managed policy named `name` (made unique) with `document`; its ARN.
@@ -348,7 +375,7 @@ impl TestEnv {
         keyturn::backend::Endpoint {
             engine: keyturn::backend::Engine::Mariadb,
             host: "localhost".into(),
-            port: self.h.mariadb().port,
+            port: self.maria().port,
             dbname: None,
             tls: keyturn::backend::TlsMode::VerifyFull,
         }
@@ -378,7 +405,7 @@ impl TestEnv {
         use keyturn::backend::mysql::expiry::{event_name, EVENT_SCHEMA};
         use mysql_async::prelude::Queryable;
         let name = event_name(&keyturn::backend::Username::parse(user).expect("username"));
-        let mut a = self.mariadb_admin().await;
+        let mut a = self.mariadb_root().await;
         // EXECUTE_AT is a wall-clock time in the event's own zone: converted to UTC, then
         // read as UTC by UNIX_TIMESTAMP in a UTC session, it is the instant the event runs.
         a.query_drop("SET time_zone = '+00:00'").await.expect("set the time zone");
@@ -402,7 +429,7 @@ impl TestEnv {
     pub async fn mariadb_user_exists(&self, user: &str) -> bool {
         use mysql_async::prelude::Queryable;
         let found: Option<String> = self
-            .mariadb_admin()
+            .mariadb_root()
             .await
             .exec_first("SELECT User FROM mysql.user WHERE User = ?", (user,))
             .await
@@ -410,15 +437,22 @@ impl TestEnv {
         found.is_some()
     }
 
-    /// The harness superuser as keyturn's backends take an admin.
+    /// The harness's RDS-like admin as keyturn's backends take an admin.
     pub fn pg_admin_credentials(&self) -> keyturn::backend::Credentials {
+        let username = keyturn::backend::Username::parse(&self.pg.admin).expect("admin name");
+        keyturn::backend::Credentials { username, password: self.pg.admin_password.clone().into() }
+    }
+
+    /// The harness superuser as keyturn's backends take an admin: only for the tests that
+    /// show what changes with a superuser (self-managed servers).
+    pub fn pg_superuser_credentials(&self) -> keyturn::backend::Credentials {
         let username = keyturn::backend::Username::parse(&self.pg.superuser).expect("superuser name");
         keyturn::backend::Credentials { username, password: self.pg.superuser_password.clone().into() }
     }
 
     /// The MariaDB admin as keyturn's backends take an admin.
     pub fn mariadb_admin_credentials(&self) -> keyturn::backend::Credentials {
-        let m = self.h.mariadb();
+        let m = self.maria();
         let username = keyturn::backend::Username::parse(&m.admin).expect("admin name");
         keyturn::backend::Credentials { username, password: m.admin_password.clone().into() }
     }
@@ -447,20 +481,28 @@ impl TestEnv {
     }
 
     /// A group role with SELECT on a table of its own schema, where it may also create
-    /// tables. Returns (group, table).
+    /// tables. Returns (group, table). The admin makes the group, as on RDS (from
+    /// PostgreSQL 16 that gives it ADMIN OPTION on the group, without INHERIT or SET); the
+    /// schema and table are the superuser's, like an application's objects made by its
+    /// migrations as another owner.
     pub async fn pg_group_with_table(&self, name: &str) -> (String, String) {
         use postgres_protocol::escape::escape_identifier;
         let group = self.unique(name);
         let g = escape_identifier(&group);
         let table = format!("{g}.items");
-        self.pg_admin()
+        self.pg_admin_session()
+            .await
+            .batch_execute(&format!("CREATE ROLE {g} NOLOGIN"))
+            .await
+            .expect("create the group");
+        self.pg_superuser()
             .await
             .batch_execute(&format!(
-                "CREATE ROLE {g} NOLOGIN; CREATE SCHEMA {g}; CREATE TABLE {table} (id int); INSERT INTO {table} VALUES (7);
+                "CREATE SCHEMA {g}; CREATE TABLE {table} (id int); INSERT INTO {table} VALUES (7);
                  GRANT USAGE, CREATE ON SCHEMA {g} TO {g}; GRANT SELECT ON {table} TO {g}"
             ))
             .await
-            .expect("create the group and its table");
+            .expect("create the group's schema and table");
         (group, table)
     }
 
@@ -481,24 +523,37 @@ impl TestEnv {
         Ok(client)
     }
 
-    /// A superuser session (verified TLS over loopback) for setting up and inspecting.
-    pub async fn pg_admin(&self) -> tokio_postgres::Client {
+    /// A superuser session (verified TLS over loopback) for setting up and inspecting; never
+    /// what keyturn is given (that is [`TestEnv::pg_admin_session`]'s admin).
+    pub async fn pg_superuser(&self) -> tokio_postgres::Client {
+        self.pg_session_as(&self.pg.superuser, &self.pg.superuser_password).await
+    }
+
+    /// A session as the RDS-like admin keyturn is given ([`postgres::Postgres::admin`]):
+    /// what a user on RDS does by hand, they do as this admin.
+    pub async fn pg_admin_session(&self) -> tokio_postgres::Client {
+        self.pg_session_as(&self.pg.admin, &self.pg.admin_password).await
+    }
+
+    async fn pg_session_as(&self, user: &str, password: &str) -> tokio_postgres::Client {
         let (client, connection) = self
-            .pg_config(&self.pg.superuser, &self.pg.superuser_password, "postgres")
+            .pg_config(user, password, "postgres")
             .connect(self.h.pg_tls())
             .await
-            .expect("superuser login");
+            .unwrap_or_else(|e| panic!("login as {user}: {e}"));
         tokio::spawn(connection);
         client
     }
 
-    /// Creates a login role with `password`. Sends a SCRAM verifier, not the password: the
-    /// server log (`log_statement = all`) is searched for passwords.
+    /// Creates a login role with `password`, as the admin (on RDS, the master user makes
+    /// the application's users, so from PostgreSQL 16 it holds ADMIN OPTION on them). Sends
+    /// a SCRAM verifier, not the password: the server log (`log_statement = all`) is
+    /// searched for passwords.
     pub async fn create_role(&self, name: &str, password: &str) {
         use postgres_protocol::escape::{escape_identifier, escape_literal};
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         let sql = format!("CREATE ROLE {} LOGIN PASSWORD {}", escape_identifier(name), escape_literal(&verifier));
-        self.pg_admin().await.batch_execute(&sql).await.expect("create role");
+        self.pg_admin_session().await.batch_execute(&sql).await.expect("create role");
     }
 
     /// Verified TLS to `localhost` (the certificate's name) at 127.0.0.1 (where the server
@@ -518,7 +573,7 @@ impl TestEnv {
 
     /// A MariaDB session over verified TLS (accounts may REQUIRE SSL).
     pub async fn mariadb_session(&self, user: &str, password: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
-        let m = self.h.mariadb();
+        let m = self.maria();
         let ssl = mysql_async::SslOpts::default().with_root_certs(vec![self.h.ca_file.clone().into()]);
         let opts = mysql_async::OptsBuilder::default()
             .ip_or_hostname("localhost")
@@ -530,10 +585,33 @@ impl TestEnv {
         mysql_async::Conn::new(opts).await
     }
 
-    /// The MariaDB admin's session.
+    /// A session of the MariaDB admin keyturn is given: an RDS master user (see
+    /// [`mariadb`]), which is also what an operator sets things up with on RDS.
     pub async fn mariadb_admin(&self) -> mysql_async::Conn {
-        let m = self.h.mariadb();
+        let m = self.maria();
         self.mariadb_session(&m.admin, &m.admin_password).await.expect("MariaDB admin login")
+    }
+
+    /// A session of the harness's MariaDB superuser, for setting up what an RDS master user
+    /// could not (`SET GLOBAL`, killing another admin's session) and for inspecting the
+    /// server. Never handed to keyturn.
+    pub async fn mariadb_root(&self) -> mysql_async::Conn {
+        let m = self.maria();
+        self.mariadb_session(&m.root, &m.root_password).await.expect("MariaDB superuser login")
+    }
+
+    /// The ids of the sessions `user` has open on the MariaDB server, as the superuser
+    /// sees them.
+    pub async fn mariadb_sessions_of(&self, user: &str) -> Vec<String> {
+        use mysql_async::prelude::Queryable;
+        self.mariadb_root()
+            .await
+            .exec(
+                "SELECT CAST(ID AS CHAR) AS id FROM information_schema.PROCESSLIST WHERE USER = ? ORDER BY ID",
+                (user,),
+            )
+            .await
+            .expect("list a MariaDB user's sessions")
     }
 
     /// Whether `user` logs in to MariaDB with `password`; panics on anything but success
@@ -564,7 +642,7 @@ impl TestEnv {
         serde_json::json!({
             "engine": "mariadb",
             "host": "localhost",
-            "port": self.h.mariadb().port,
+            "port": self.maria().port,
             "username": username,
             "password": password,
         })
@@ -572,7 +650,7 @@ impl TestEnv {
 
     /// The MariaDB admin as an admin secret.
     pub fn mariadb_admin_secret(&self) -> Value {
-        let m = self.h.mariadb();
+        let m = self.maria();
         self.mariadb_secret(&m.admin, &m.admin_password)
     }
 
@@ -602,8 +680,13 @@ impl TestEnv {
         })
     }
 
-    /// The harness superuser as an admin secret.
+    /// The harness's RDS-like admin as an admin secret.
     pub fn admin_secret(&self) -> Value {
+        self.user_secret(&self.pg.admin, &self.pg.admin_password)
+    }
+
+    /// The harness superuser as an admin secret (see [`TestEnv::pg_superuser_credentials`]).
+    pub fn superuser_secret(&self) -> Value {
         self.user_secret(&self.pg.superuser, &self.pg.superuser_password)
     }
 

@@ -13,6 +13,25 @@ pub struct Moto {
     _server: std::process::Child,
 }
 
+impl Moto {
+    /// Seeds moto's random generator (`POST /moto-api/seed`): after each seeding with the
+    /// same `seed`, the same requests make the same ids and secrets (an access key's, for
+    /// one). For a test that must know a key before moto has it.
+    pub fn seed(&self, seed: u32) {
+        use std::io::{Read as _, Write as _};
+        let authority = self.endpoint.strip_prefix("http://").expect("moto's endpoint is http://");
+        let mut stream = std::net::TcpStream::connect(authority).expect("connect to moto");
+        write!(
+            stream,
+            "POST /moto-api/seed?a={seed} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send the seed");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("moto's answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "seeding moto: {}", answer.lines().next().unwrap_or_default());
+    }
+}
+
 /// The project's virtualenv (made by `make setup`), overridable with `KEYTURN_VENV`.
 pub fn venv() -> std::path::PathBuf {
     std::env::var_os("KEYTURN_VENV").map(Into::into).unwrap_or_else(|| crate::project_root().join(".venv"))

@@ -1,13 +1,16 @@
-//! A throwaway PostgreSQL 15 cluster from Debian's packages: its own data directory, a free
-//! loopback port, SCRAM-SHA-256 over TCP, TLS with the harness's certificate (sent alone,
-//! without its intermediate CA, as RDS sends it), every statement logged (so tests can
-//! prove no password reaches the server's log). By default it accepts TLS connections only,
-//! as RDS for PostgreSQL 15 and later does (`rds.force_ssl = 1`).
+//! A throwaway PostgreSQL cluster: its own data directory, a free loopback port,
+//! SCRAM-SHA-256 over TCP, TLS with the harness's certificate (sent alone, without its
+//! intermediate CA, as RDS sends it), every statement logged (so tests can prove no
+//! password reaches the server's log). By default it accepts TLS connections only, as RDS
+//! for PostgreSQL 15 and later does (`rds.force_ssl = 1`). The server is Debian's
+//! PostgreSQL 15, or the one whose bin directory `KEYTURN_PG_BIN` names (`make test-pg16`,
+//! `make test-pg17`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::pki::Pki;
 use crate::process::{free_port, spawn_tied};
@@ -17,11 +20,22 @@ pub struct Postgres {
     pub port: u16,
     pub superuser: String,
     pub superuser_password: String,
+    /// The admin keyturn is given, made as RDS and Aurora make their master user: `LOGIN
+    /// CREATEROLE CREATEDB`, not a superuser, a member of `rds_superuser` (which may end
+    /// other sessions and read every session's row of `pg_stat_activity`). A test that
+    /// passes only with a superuser hides a bug users on RDS meet.
+    pub admin: String,
+    pub admin_password: String,
     pub log_file: PathBuf,
+    /// The server's `server_version_num` (150018 for 15.18, 170010 for 17.10), for tests
+    /// whose expectations differ between versions.
+    pub version_num: u32,
     /// Held for the life of the process; the server dies with it.
     _server: std::process::Child,
 }
 
+/// The server's bin directory: only initdb and postgres are run from it (npm's 16 and 17
+/// hold no pg_isready, no psql).
 fn bin_dir() -> PathBuf {
     std::env::var_os("KEYTURN_PG_BIN").map(PathBuf::from).unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into())
 }
@@ -91,6 +105,7 @@ pub fn start_with(dir: &Path, pki: &Pki, transport: Transport) -> Postgres {
         .expect("run initdb");
     assert!(initdb.status.success(), "initdb failed: {}", String::from_utf8_lossy(&initdb.stderr));
     std::fs::remove_file(&pwfile).ok();
+    let version_num = server_version_num(&data, uid, gid);
 
     // The server certificate alone and no ssl_ca_file: the server sends no intermediate.
     for (name, pem) in [("server.crt", &pki.server_cert_pem), ("server.key", &pki.server_key_pem)] {
@@ -119,9 +134,80 @@ pub fn start_with(dir: &Path, pki: &Pki, transport: Transport) -> Postgres {
     let mut command = Command::new(bin_dir().join("postgres"));
     command.args(["-D", data.to_str().unwrap()]).uid(uid).gid(gid).current_dir(&data).stdout(Stdio::null()).stderr(log);
     // SIGINT is PostgreSQL's fast shutdown: it does not wait for clients.
-    let server = spawn_tied(command, libc::SIGINT).expect("start postgres");
-    wait_ready(port);
-    Postgres { port, superuser: "postgres".into(), superuser_password, log_file, _server: server }
+    let mut server = spawn_tied(command, libc::SIGINT).expect("start postgres");
+    wait_ready(&mut server, &data, &log_file);
+    let admin_password = crate::random_token();
+    create_rds_admin(port, &pki.ca_bundle, &superuser_password, RDS_ADMIN, &admin_password);
+    Postgres {
+        port,
+        superuser: "postgres".into(),
+        superuser_password,
+        admin: RDS_ADMIN.into(),
+        admin_password,
+        log_file,
+        version_num,
+        _server: server,
+    }
+}
+
+/// The name of the harness's RDS-like admin.
+pub const RDS_ADMIN: &str = "keyturn_admin";
+
+/// Makes `rds_superuser` as RDS has it (the privileges keyturn may rely on: ending other
+/// sessions, seeing them) and `admin` as RDS makes its master user. Sends a SCRAM verifier,
+/// never the password (the server log is searched for passwords).
+fn create_rds_admin(port: u16, ca_bundle: &Path, superuser_password: &str, admin: &str, admin_password: &str) {
+    use postgres_protocol::escape::{escape_identifier, escape_literal};
+    let verifier = postgres_protocol::password::scram_sha_256(admin_password.as_bytes());
+    let sql = format!(
+        "CREATE ROLE rds_superuser NOLOGIN;\n\
+         GRANT pg_signal_backend, pg_monitor TO rds_superuser;\n\
+         CREATE ROLE {a} WITH LOGIN NOSUPERUSER INHERIT CREATEDB CREATEROLE NOREPLICATION PASSWORD {v};\n\
+         GRANT rds_superuser TO {a};",
+        a = escape_identifier(admin),
+        v = escape_literal(&verifier),
+    );
+    // On a thread of its own: the harness may be started from inside a test's runtime.
+    let superuser_password = superuser_password.to_owned();
+    let tls = keyturn::backend::tls::client_config(&[ca_bundle.to_owned()]).expect("TLS config");
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+    let created = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host("localhost")
+                .hostaddr(std::net::Ipv4Addr::LOCALHOST.into())
+                .port(port)
+                .ssl_mode(tokio_postgres::config::SslMode::Require)
+                .user("postgres")
+                .password(superuser_password)
+                .dbname("postgres");
+            let (client, connection) = config.connect(tls).await?;
+            tokio::spawn(connection);
+            client.batch_execute(&sql).await
+        })
+    })
+    .join()
+    .expect("the admin's thread");
+    if let Err(e) = created {
+        panic!("creating the RDS-like admin failed: {e:?}");
+    }
+}
+
+/// `server_version_num` as the server binary reports it (`postgres -C`, which reads the
+/// setting without starting a server; the value is compiled in, as `SHOW` would give it).
+fn server_version_num(data: &Path, uid: u32, gid: u32) -> u32 {
+    let out = Command::new(bin_dir().join("postgres"))
+        .args(["-C", "server_version_num", "-D", data.to_str().unwrap()])
+        .uid(uid)
+        .gid(gid)
+        .current_dir(data)
+        .output()
+        .expect("run postgres -C server_version_num");
+    assert!(out.status.success(), "postgres -C failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().unwrap_or_else(|_| panic!("server_version_num is not a number: {text:?}"))
 }
 
 fn append(path: &Path, text: &str) {
@@ -130,17 +216,24 @@ fn append(path: &Path, text: &str) {
     f.write_all(text.as_bytes()).expect("append postgresql.conf");
 }
 
-fn wait_ready(port: u16) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+/// Waits until the server accepts connections, as `pg_ctl start --wait` does: the status
+/// line of `postmaster.pid` (its eighth) reads `ready`, in a file written by this server.
+/// Fails at once, with the server's log, if the server exits first.
+fn wait_ready(server: &mut Child, data: &Path, log_file: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pid = server.id().to_string();
     loop {
-        let status = Command::new(bin_dir().join("pg_isready"))
-            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .status()
-            .expect("run pg_isready");
-        if status.success() {
-            return;
+        if let Ok(lock) = std::fs::read_to_string(data.join("postmaster.pid")) {
+            let lines: Vec<&str> = lock.lines().collect();
+            if lines.first() == Some(&pid.as_str()) && lines.get(7).map(|s| s.trim()) == Some("ready") {
+                return;
+            }
         }
-        assert!(std::time::Instant::now() < deadline, "postgres did not become ready on port {port}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Some(status) = server.try_wait().expect("wait for postgres") {
+            let log = std::fs::read_to_string(log_file).unwrap_or_default();
+            panic!("postgres ({}) exited with {status} before it was ready:\n{log}", bin_dir().display());
+        }
+        assert!(Instant::now() < deadline, "postgres did not become ready within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -5,52 +5,15 @@
 //! signature, so no harness (database, moto, emulator) is needed.
 
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use keyturn_tests::gateway::{self, Request};
+use keyturn_tests::gateway::{self, FakeApi};
 use keyturn_tests::lambda::function_binary;
 use serde_json::{json, Value};
 
-/// A made-up API: `url`, and the requests it got as `METHOD PATH`.
-struct FakeApi {
-    url: String,
-    requests: Arc<Mutex<Vec<String>>>,
-}
-
-impl FakeApi {
-    fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-type Answer = dyn Fn(&str, &str) -> (u16, Value) + Send + Sync;
-
-/// Starts an API that answers each request with `answer(method, path)`: a status and a JSON
-/// body (none for `Null`).
+/// [`gateway::fake_api`] answering at once.
 async fn fake_api(answer: impl Fn(&str, &str) -> (u16, Value) + Send + Sync + 'static) -> FakeApi {
-    fake_api_after(std::time::Duration::ZERO, answer).await
-}
-
-/// [`fake_api`], answering a POST after `delay`.
-async fn fake_api_after(
-    delay: std::time::Duration,
-    answer: impl Fn(&str, &str) -> (u16, Value) + Send + Sync + 'static,
-) -> FakeApi {
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let (seen, answer): (_, Arc<Answer>) = (requests.clone(), Arc::new(answer));
-    let url = gateway::serve(Arc::new(move |request: Request| {
-        let (seen, answer) = (seen.clone(), answer.clone());
-        Box::pin(async move {
-            seen.lock().unwrap().push(format!("{} {}", request.method, request.path));
-            if request.method == "POST" {
-                tokio::time::sleep(delay).await;
-            }
-            answer(&request.method, &request.path)
-        })
-    }))
-    .await;
-    FakeApi { url, requests }
+    gateway::fake_api(std::time::Duration::ZERO, answer).await
 }
 
 fn now() -> u64 {
@@ -70,17 +33,7 @@ fn database_answer(host: &str) -> Value {
 
 /// An API that issues `issued` and revokes (204) whatever it is asked to.
 async fn issuing(issued: Value) -> FakeApi {
-    issuing_after(std::time::Duration::ZERO, issued).await
-}
-
-/// [`issuing`], answering the issue after `delay`.
-async fn issuing_after(delay: std::time::Duration, issued: Value) -> FakeApi {
-    fake_api_after(delay, move |method, path| match (method, path) {
-        ("POST", p) if p.starts_with("/v1/credentials/") => (201, issued.clone()),
-        ("DELETE", _) => (204, Value::Null),
-        _ => (404, json!({"code": "not_found", "message": "no"})),
-    })
-    .await
+    gateway::issuing(std::time::Duration::ZERO, issued).await
 }
 
 /// `keyturn ARGS` against `url`, with the caller's AWS settings in the environment only.
@@ -230,7 +183,7 @@ async fn a_ctrl_c_stops_a_shell_loop_of_exec_as_it_stops_a_loop_of_the_command()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_while_the_lease_is_issued_revokes_it_and_runs_nothing() {
     use std::os::unix::process::ExitStatusExt as _;
-    let api = issuing_after(std::time::Duration::from_secs(2), database_answer("db.example.com")).await;
+    let api = gateway::issuing(std::time::Duration::from_secs(2), database_answer("db.example.com")).await;
     let child = keyturn_command(&api.url, &["exec", "ci", "--", "sh", "-c", "echo ran"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

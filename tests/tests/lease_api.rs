@@ -27,7 +27,7 @@ async fn issue(s: &Deployment, body: Option<&str>) -> Value {
 async fn users(s: &Deployment) -> BTreeSet<String> {
     let rows = s
         .env
-        .pg_admin()
+        .pg_superuser()
         .await
         .query("SELECT rolname::text AS name FROM pg_roles WHERE starts_with(rolname::text, $1)", &[&s.prefix])
         .await
@@ -38,7 +38,7 @@ async fn users(s: &Deployment) -> BTreeSet<String> {
 async fn valid_until(s: &Deployment, user: &str) -> i64 {
     let row = s
         .env
-        .pg_admin()
+        .pg_superuser()
         .await
         .query_one("SELECT extract(epoch FROM rolvaliduntil)::bigint AS at FROM pg_roles WHERE rolname = $1", &[&user])
         .await
@@ -73,7 +73,7 @@ async fn issued_credentials_work_through_the_group_and_revocation_ends_them() {
     assert!(users(&s).await.is_empty());
     let owner: String = s
         .env
-        .pg_admin()
+        .pg_superuser()
         .await
         .query_one(
             "SELECT tableowner::text AS owner FROM pg_tables WHERE tablename = 'made_by_lease' AND schemaname = $1",
@@ -325,7 +325,7 @@ async fn an_admin_secret_without_tls_is_reported_and_read_again_once_corrected()
     assert_eq!((status, text(&body, "code"), body["retryable"].as_bool()), (500, "internal", Some(false)), "{body}");
     let message = text(&body, "message");
     assert!(message.contains(&format!("localhost:{}", s.env.pg.port)) && message.contains("requires TLS"), "{message}");
-    assert!(!message.contains(&s.env.pg.superuser_password), "the message holds the admin's password");
+    assert!(!message.contains(&s.env.pg.admin_password), "the message holds the admin's password");
     assert!(users(&s).await.is_empty(), "nothing was created");
 
     admin["ssl"] = json!(true);

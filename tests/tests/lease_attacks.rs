@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use keyturn::lease::api::ApiRequest;
 use keyturn::lease::service::{Issuer, ReapLimits};
 use keyturn::lease::store::LeaseStore;
-use keyturn_tests::lease::{call, deploy, Deployment, Engine, CI, STRANGER};
+use keyturn_tests::lease::{call, deploy, deploy_in, Deployment, Engine, CI, STRANGER};
 use keyturn_tests::{apigw, TestEnv};
 use postgres_protocol::escape::escape_identifier;
 use serde_json::{json, Value};
@@ -27,7 +27,7 @@ async fn issue(service: &Issuer, ttl: u64) -> (String, String, String) {
 }
 
 async fn role_exists(env: &TestEnv, user: &str) -> bool {
-    env.pg_admin().await.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user]).await.unwrap().is_some()
+    env.pg_superuser().await.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user]).await.unwrap().is_some()
 }
 
 fn limits() -> ReapLimits {
@@ -36,7 +36,7 @@ fn limits() -> ReapLimits {
 
 /// Waits until `n` of keyturn's sessions (application_name `keyturn`) wait on a lock.
 async fn wait_for_keyturn_lock_waiters(env: &TestEnv, n: i64) {
-    let admin = env.pg_admin().await;
+    let admin = env.pg_superuser().await;
     let until = Instant::now() + Duration::from_secs(4);
     loop {
         let row = admin
@@ -65,7 +65,7 @@ async fn a_default_privilege_in_another_database_does_not_block_revocation() {
     let s = setup("atkdefacl", "max_leases = 1").await;
     let (user, password, lease) = issue(&s.service, 600).await;
     let other = s.env.unique("otherdb");
-    s.env.pg_admin().await.batch_execute(&format!("CREATE DATABASE {}", escape_identifier(&other))).await.unwrap();
+    s.env.pg_superuser().await.batch_execute(&format!("CREATE DATABASE {}", escape_identifier(&other))).await.unwrap();
 
     let session = s.env.pg_login_to(&other, &user, &password).await.expect("login");
     session
@@ -141,7 +141,7 @@ async fn concurrent_revocations_of_one_lease_both_succeed() {
 
     // A lock held by the test makes each revocation wait at REASSIGN OWNED, so that both
     // are inside their delete when the first completes.
-    let holder = s.env.pg_admin().await;
+    let holder = s.env.pg_superuser().await;
     holder.batch_execute(&format!("BEGIN; LOCK TABLE {owned} IN ACCESS EXCLUSIVE MODE")).await.unwrap();
     let reaper = s.env.lease_service(&s.vars, 120);
     let reaping = tokio::spawn(async move { reaper.reap(limits()).await });
@@ -233,7 +233,7 @@ async fn events_of_other_shapes_are_refused() {
     assert_eq!(s.service.store().count_live("ci").await.unwrap(), 0);
     let rows = s
         .env
-        .pg_admin()
+        .pg_superuser()
         .await
         .query("SELECT 1 FROM pg_roles WHERE starts_with(rolname::text, $1)", &[&s.prefix])
         .await
@@ -242,21 +242,62 @@ async fn events_of_other_shapes_are_refused() {
 }
 
 /// MariaDB: role `ci` whose group holds every privilege on an application database
-/// (`ALL PRIVILEGES ON app.*`, EVENT included), as applications' roles often do. Returns
-/// the setup, the application database and its table.
-/// A MariaDB deployment whose group holds every privilege on its own database (EVENT
-/// included).
+/// (`ALL PRIVILEGES ON app.*`, EVENT included), as applications' roles often do, on the
+/// server whose event scheduler is ON. Returns the setup, the application database and
+/// its table. Granted by the server's superuser: ALL on a database includes DELETE
+/// HISTORY, which RDS does not give its master user.
 async fn mariadb_setup(test: &str) -> (TestEnv, Issuer, String, String) {
     use keyturn::backend::mysql::grants::identifier;
     use mysql_async::prelude::Queryable;
-    let d = deploy(test, Engine::Mariadb, "").await;
+    let d = deploy_in(TestEnv::new(test).await.with_event_scheduler(), Engine::Mariadb, "").await;
     d.env
-        .mariadb_admin()
+        .mariadb_root()
         .await
         .query_drop(format!("GRANT ALL PRIVILEGES ON {}.* TO {}", identifier(&d.group), identifier(&d.group)))
         .await
         .unwrap();
     (d.env, d.service, d.group, d.table)
+}
+
+/// A MariaDB lease holder keeps a session open across its revocation, on a server where
+/// keyturn's admin is what RDS gives a master user: `KILL` of another user's session is
+/// refused, and `mysql.rds_kill` ends it. The revocation succeeds only with the session
+/// cut off: its next statement fails.
+#[tokio::test]
+async fn a_mariadb_lease_holder_keeps_no_session_past_revocation() {
+    use mysql_async::prelude::Queryable;
+    let d = deploy("atkmkeep", Engine::Mariadb, "").await;
+    let (user, password, lease) = issue(&d.service, 600).await;
+    let mut session = d.env.mariadb_session(&user, &password).await.unwrap();
+    session.query_drop(format!("SELECT id FROM {}", d.table)).await.expect("the lease works");
+
+    let (status, body) = call(&d.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "{body}");
+    let after = session.query_drop(format!("SELECT id FROM {}", d.table)).await;
+    assert!(after.is_err(), "the session opened under the lease still reads after its revocation");
+    assert!(d.env.mariadb_sessions_of(&user).await.is_empty());
+    assert!(!d.env.mariadb_user_exists(&user).await);
+}
+
+/// The same through the server's expiry event, with nothing of keyturn running after the
+/// issue: the event runs as the RDS-like admin, so it too must end the session through
+/// `mysql.rds_kill`.
+#[tokio::test]
+async fn a_mariadb_lease_holder_keeps_no_session_past_its_expiry_event() {
+    use mysql_async::prelude::Queryable;
+    let d = deploy_in(TestEnv::new("atkmexpkeep").await.with_event_scheduler(), Engine::Mariadb, "").await;
+    let (user, password, _lease) = issue(&d.service, 2).await;
+    let mut session = d.env.mariadb_session(&user, &password).await.unwrap();
+    session.query_drop(format!("SELECT id FROM {}", d.table)).await.expect("the lease works");
+    d.env.mariadb_expiry_event(&user).await.expect("the server enforces the expiry");
+
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while session.query_drop(format!("SELECT id FROM {}", d.table)).await.is_ok() {
+        assert!(Instant::now() < deadline, "the session opened under the lease outlived its expiry by 10 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!d.env.mariadb_user_exists(&user).await);
+    assert!(d.env.mariadb_sessions_of(&user).await.is_empty());
 }
 
 /// A MariaDB lease user whose group may create events in its application database tries

@@ -18,7 +18,8 @@ fn request(emulator: &Emulator, method: &str, path: &str, body: Option<&str>) ->
 
 #[tokio::test]
 async fn the_issuer_and_reaper_binaries_serve_leases_and_print_no_password() {
-    let env = TestEnv::new("lease_e2e").await;
+    // On the MariaDB whose event scheduler is ON, so the server enforces the expiry too.
+    let env = TestEnv::new("lease_e2e").await.with_event_scheduler();
     let pg_admin = env.create_secret("pg-admin", &env.admin_secret()).await;
     let maria_admin = env.create_secret("maria-admin", &env.mariadb_admin_secret()).await;
     let (pg_group, pg_table) = env.pg_group_with_table("grp").await;
@@ -73,7 +74,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
     assert!(session.simple_query("SELECT 1").await.is_err(), "revocation ends the session");
     assert!(!env.can_login(user, password).await);
 
-    // MariaDB: issued with the server's own expiry (the harness runs the event scheduler).
+    // MariaDB: issued with the server's own expiry (an event, the scheduler being ON).
     let (status, maria) = request(&emulator, "POST", "/v1/credentials/maria", Some(r#"{"ttl_seconds": 60}"#));
     assert_eq!((status, maria["server_expiry"].as_bool()), (201, Some(true)), "{maria}");
     let (muser, mpassword) = (maria["username"].as_str().unwrap(), maria["password"].as_str().unwrap());

@@ -10,7 +10,7 @@ use keyturn::backend::{
     BackendError, DeleteUser, DynamicUsers, Endpoint, ListUsers, NewUser, Timeouts, TlsMode, UpdateUser, Username,
 };
 use keyturn_tests::{random_token, TestEnv};
-use postgres_protocol::escape::escape_identifier;
+use postgres_protocol::escape::{escape_identifier, escape_literal};
 
 /// A test's environment, the backend as the functions build it, the harness endpoint over
 /// verify-full TLS, and a group with a table: (env, backend, endpoint, group, table).
@@ -46,7 +46,7 @@ async fn a_new_user_works_through_its_group_and_its_objects_belong_to_the_group(
     assert_eq!(row.get::<_, i32>("id"), 7, "the group's grant works");
     session.batch_execute(&format!("CREATE TABLE {}.made (x int)", escape_identifier(&group))).await.unwrap();
     let owner: String = env
-        .pg_admin()
+        .pg_superuser()
         .await
         .query_one(
             "SELECT tableowner::text AS owner FROM pg_tables WHERE schemaname = $1 AND tablename = 'made'",
@@ -57,7 +57,7 @@ async fn a_new_user_works_through_its_group_and_its_objects_belong_to_the_group(
         .get("owner");
     assert_eq!(owner, group, "what the user creates belongs to the group");
     let until: Option<String> = env
-        .pg_admin()
+        .pg_superuser()
         .await
         .query_one("SELECT rolvaliduntil::text AS until FROM pg_roles WHERE rolname = $1", &[&user])
         .await
@@ -65,7 +65,7 @@ async fn a_new_user_works_through_its_group_and_its_objects_belong_to_the_group(
         .get("until");
     assert!(until.is_some(), "VALID UNTIL is set");
     let verifier: String = env
-        .pg_admin()
+        .pg_superuser()
         .await
         .query_one("SELECT rolpassword AS v FROM pg_authid WHERE rolname = $1", &[&user])
         .await
@@ -138,19 +138,21 @@ async fn deleting_ends_sessions_keeps_the_data_and_is_idempotent() {
     session
         .batch_execute(&format!(
             "CREATE TABLE {g}.kept (x int); INSERT INTO {g}.kept VALUES (1);
-             RESET ROLE; CREATE TABLE {g}.own (x int)"
+             SET ROLE NONE; CREATE TABLE {g}.own (x int)"
         ))
         .await
         .unwrap();
 
+    let admin = env.pg_admin_credentials();
+    let held_before = memberships_of(&env, admin.username.as_str(), &group).await;
     let request = DeleteUser { username: Username::parse(&user).unwrap(), reassign_to: Some(group.clone()) };
-    let outcome = backend.delete_user(&endpoint, &env.pg_admin_credentials(), request.clone()).await.unwrap();
+    let outcome = backend.delete_user(&endpoint, &admin, request.clone()).await.unwrap();
     assert!(outcome.existed);
     assert_eq!(outcome.sessions_ended, 1);
     assert!(session.simple_query("SELECT 1").await.is_err(), "the open session must be ended");
     assert!(!env.can_login(&user, &password).await, "the login must be refused");
     let owners: Vec<String> = env
-        .pg_admin()
+        .pg_superuser()
         .await
         .query(
             "SELECT tableowner::text AS owner FROM pg_tables WHERE schemaname = $1 AND tablename IN ('kept', 'own')",
@@ -162,9 +164,139 @@ async fn deleting_ends_sessions_keeps_the_data_and_is_idempotent() {
         .map(|r| r.get("owner"))
         .collect();
     assert_eq!(owners, vec![group.clone(), group.clone()], "both tables survive, owned by the group");
+    assert_eq!(
+        memberships_of(&env, admin.username.as_str(), &group).await,
+        held_before,
+        "the admin holds no membership it took for the deletion"
+    );
 
     let again = backend.delete_user(&endpoint, &env.pg_admin_credentials(), request).await.unwrap();
     assert!(!again.existed, "deleting a user that is gone succeeds");
+}
+
+/// A user's objects given to a group it is not in (so that it passes the group's
+/// privileges on to nobody): the RDS-like admin, which has no privileges of that group
+/// either, grants it to itself for the transaction and gives it back.
+#[tokio::test]
+async fn deleting_gives_objects_to_a_group_the_user_is_not_in() {
+    let (env, backend, endpoint, group, _) = setup("dynother").await;
+    let (other, _) = env.pg_group_with_table("other").await;
+    let admin = env.pg_admin_credentials();
+    let user = env.unique("kt_u");
+    let password = random_token();
+    backend.new_user(&endpoint, &admin, new_user(&user, &group, &password, Duration::from_secs(600))).await.unwrap();
+    let session = env.pg_login(&user, &password).await.unwrap();
+    session
+        .batch_execute(&format!("SET ROLE NONE; CREATE TABLE {}.mine (x int)", escape_identifier(&group)))
+        .await
+        .unwrap();
+    let held_before = memberships_of(&env, admin.username.as_str(), &other).await;
+
+    let request = DeleteUser { username: Username::parse(&user).unwrap(), reassign_to: Some(other.clone()) };
+    backend.delete_user(&endpoint, &admin, request).await.unwrap();
+    let owner: String = env
+        .pg_superuser()
+        .await
+        .query_one(
+            "SELECT tableowner::text AS owner FROM pg_tables WHERE schemaname = $1 AND tablename = 'mine'",
+            &[&group],
+        )
+        .await
+        .unwrap()
+        .get("owner");
+    assert_eq!(owner, other, "the table is the other group's");
+    assert_eq!(
+        memberships_of(&env, admin.username.as_str(), &other).await,
+        held_before,
+        "the admin gave the group back"
+    );
+}
+
+/// The memberships `role` holds in the test's `group` (its user, once dropped, can hold
+/// none; other tests' roles are left out, as they change meanwhile): (role it is a
+/// member of, grantor, admin option).
+async fn memberships_of(env: &TestEnv, role: &str, group: &str) -> Vec<(String, String, bool)> {
+    let rows = env
+        .pg_superuser()
+        .await
+        .query(
+            "SELECT r.rolname::text AS role, g.rolname::text AS grantor, m.admin_option \
+             FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles g ON g.oid = m.grantor \
+             WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1) AND r.rolname = $2 ORDER BY 1, 2",
+            &[&role, &group],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| (r.get("role"), r.get("grantor"), r.get("admin_option"))).collect()
+}
+
+/// Runs the self-managed admin script of the docs as the superuser, with Debian's psql (the
+/// client a reader would use), and gives the admin a password by its SCRAM verifier.
+async fn admin_from_the_docs(env: &TestEnv, name: &str) -> keyturn::backend::Credentials {
+    let script = keyturn_tests::project_root().join("docs/sql/postgres-admin.sql");
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &env.pg.port.to_string()])
+        .args(["-U", &env.pg.superuser, "-d", "postgres", "-v", &format!("admin={name}"), "-f"])
+        .arg(&script)
+        .env("PGPASSWORD", &env.pg.superuser_password)
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    let password = random_token();
+    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    let sql = format!("ALTER ROLE {} PASSWORD {}", escape_identifier(name), escape_literal(&verifier));
+    env.pg_superuser().await.batch_execute(&sql).await.unwrap();
+    keyturn::backend::Credentials { username: Username::parse(name).unwrap(), password: password.into() }
+}
+
+/// The admin the docs tell self-managed users to make (CREATEROLE and pg_signal_backend,
+/// nothing more) issues, ends the sessions of, and deletes a user that made objects here
+/// and in another database; its groups, made by someone else, are granted to it WITH ADMIN
+/// OPTION as the script says. The same with a superuser admin, which needs none of it.
+#[tokio::test]
+async fn the_documented_minimal_admin_and_a_superuser_both_delete_a_user_everywhere() {
+    let env = TestEnv::new("dynmin").await;
+    let backend = env.pg_backend(Timeouts::default());
+    let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
+    let (group, table) = env.pg_group_with_table("grp").await;
+    let other_db = env.unique("otherdb");
+    env.pg_superuser().await.batch_execute(&format!("CREATE DATABASE {}", escape_identifier(&other_db))).await.unwrap();
+    let minimal = admin_from_the_docs(&env, &env.unique("minadmin")).await;
+    let sql = format!(
+        "GRANT {} TO {} WITH ADMIN OPTION",
+        escape_identifier(&group),
+        escape_identifier(minimal.username.as_str())
+    );
+    env.pg_superuser().await.batch_execute(&sql).await.unwrap();
+
+    for (which, admin) in [("minimal", minimal), ("superuser", env.pg_superuser_credentials())] {
+        let held_before = memberships_of(&env, admin.username.as_str(), &group).await;
+        let user = env.unique(&format!("kt_{which}"));
+        let password = random_token();
+        backend
+            .new_user(&endpoint, &admin, new_user(&user, &group, &password, Duration::from_secs(600)))
+            .await
+            .unwrap_or_else(|e| panic!("{which}: {e}"));
+        let session = env.pg_login(&user, &password).await.unwrap();
+        session.query_one(&format!("SELECT id FROM {table}"), &[]).await.expect("the group's grant works");
+        let there = env.pg_login_to(&other_db, &user, &password).await.unwrap();
+        // Default privileges: what any user may make for itself in a database it may reach.
+        there.batch_execute("SET ROLE NONE; ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC").await.unwrap();
+
+        let request = DeleteUser { username: Username::parse(&user).unwrap(), reassign_to: Some(group.clone()) };
+        let outcome = backend.delete_user(&endpoint, &admin, request).await.unwrap_or_else(|e| panic!("{which}: {e}"));
+        assert_eq!((outcome.existed, outcome.sessions_ended), (true, 2), "{which}");
+        assert!(session.simple_query("SELECT 1").await.is_err(), "{which}: the session here is ended");
+        assert!(there.simple_query("SELECT 1").await.is_err(), "{which}: the session there is ended");
+        assert!(!env.can_login(&user, &password).await, "{which}");
+        let gone = env.pg_superuser().await.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user]).await;
+        assert!(gone.unwrap().is_none(), "{which}: the user is dropped");
+        assert_eq!(
+            memberships_of(&env, admin.username.as_str(), &group).await,
+            held_before,
+            "{which}: nothing left on the admin"
+        );
+    }
 }
 
 #[tokio::test]
@@ -191,4 +323,15 @@ async fn users_are_listed_by_a_literal_prefix() {
         backend.list_users(&endpoint, &env.pg_admin_credentials(), ListUsers { prefix: prefix.clone() }).await.unwrap();
     let listed: Vec<String> = listed.iter().map(|u| u.to_string()).collect();
     assert_eq!(listed, made);
+}
+
+/// The harness knows which server it started (Debian's 15, or the 16 or 17 that `make
+/// test-pg16` and `make test-pg17` name in `KEYTURN_PG_BIN`), so a test can branch where
+/// versions differ: what the binary reports is what the running server says.
+#[tokio::test]
+async fn the_harness_reports_the_version_of_the_server_it_runs() {
+    let env = TestEnv::new("version").await;
+    let shown: String =
+        env.pg_superuser().await.query_one("SHOW server_version_num", &[]).await.unwrap().get("server_version_num");
+    assert_eq!(shown.parse::<u32>().unwrap(), env.pg.version_num);
 }

@@ -28,7 +28,7 @@ async fn single_user_secret(env: &TestEnv, name: &str) -> (String, String, Strin
 }
 
 async fn role_exists(env: &TestEnv, name: &str) -> bool {
-    let admin = env.pg_admin().await;
+    let admin = env.pg_superuser().await;
     admin.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name]).await.unwrap().is_some()
 }
 
@@ -63,25 +63,36 @@ async fn single_user_three_rotations() {
 }
 
 /// An alternating pair: `app` with a membership and a schema it owns objects in, its
-/// secret and the admin secret. Returns (arn, user).
+/// secret and the admin secret (the harness's RDS-like admin). Returns (arn, user).
 async fn alternating_secret(env: &TestEnv, name: &str) -> (String, String) {
+    alternating_secret_with(env, name, env.admin_secret()).await
+}
+
+/// [`alternating_secret`] with another admin secret.
+async fn alternating_secret_with(env: &TestEnv, name: &str, admin_secret: Value) -> (String, String) {
     let user = env.unique(name);
     let password = random_token();
     env.create_role(&user, &password).await;
-    let admin = env.pg_admin().await;
     let (u, readers, schema) = (
         escape_identifier(&user),
         escape_identifier(&format!("{user}_readers")),
         escape_identifier(&format!("{user}_s")),
     );
-    admin
+    // Roles as a user of RDS makes them, as the master user; the schema as an
+    // application's migrations would (an owner keyturn's admin need not be).
+    env.pg_admin_session()
+        .await
         .batch_execute(&format!(
-            "CREATE ROLE {readers} NOLOGIN; GRANT {readers} TO {u}; ALTER ROLE {u} CREATEDB CONNECTION LIMIT 20;\
-             CREATE SCHEMA {schema} AUTHORIZATION {u};"
+            "CREATE ROLE {readers} NOLOGIN; GRANT {readers} TO {u}; ALTER ROLE {u} CREATEDB CONNECTION LIMIT 20"
         ))
         .await
         .expect("set up the original user");
-    let master = env.create_secret(&format!("{name}-master"), &env.admin_secret()).await;
+    env.pg_superuser()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION {u}"))
+        .await
+        .expect("the original user's schema");
+    let master = env.create_secret(&format!("{name}-master"), &admin_secret).await;
     let mut secret = env.user_secret(&user, &password);
     secret["masterarn"] = json!(master);
     let arn = env.create_secret(name, &secret).await;
@@ -124,12 +135,12 @@ async fn alternating_users_three_rotations() {
                 "CREATE ROLE {writers} NOLOGIN; GRANT {writers} TO {u}; REVOKE {readers} FROM {u}; \
                  ALTER ROLE {u} CONNECTION LIMIT 25"
             );
-            env.pg_admin().await.batch_execute(&sql).await.unwrap();
+            env.pg_admin_session().await.batch_execute(&sql).await.unwrap();
         }
     }
 
     // Same memberships and attributes, and objects either user creates usable by the other.
-    let admin = env.pg_admin().await;
+    let admin = env.pg_superuser().await;
     // Direct memberships only: through the original the clone would inherit them anyway.
     let row = admin
         .query_one(
@@ -396,7 +407,7 @@ async fn tls_is_verified_and_never_downgraded() {
     for step in [Step::Set, Step::Test, Step::Finish] {
         env.step(&rotator, &arn, &token, step).await.unwrap();
     }
-    let admin = env.pg_admin().await;
+    let admin = env.pg_superuser().await;
     let tls_sessions: i64 = admin
         .query_one(
             "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE ssl AND usename = $1",
@@ -473,7 +484,7 @@ async fn an_rds_managed_master_secret_is_located_through_rds() {
         .sm
         .create_secret()
         .name(env.unique("rds-master"))
-        .secret_string(json!({"username": "postgres", "password": env.h.pg.superuser_password}).to_string())
+        .secret_string(json!({"username": env.pg.admin, "password": env.pg.admin_password}).to_string())
         .tags(
             aws_sdk_secretsmanager::types::Tag::builder()
                 .key("aws:rds:primaryDBInstanceArn")
@@ -523,7 +534,7 @@ async fn a_blocked_statement_is_cut_by_the_statement_timeout() {
     let password = random_token();
     env.create_role(&user, &password).await;
     // Another session holds the role's row: keyturn's ALTER ROLE has to wait for it.
-    let mut blocker = env.pg_admin().await;
+    let mut blocker = env.pg_superuser().await;
     let tx = blocker.transaction().await.unwrap();
     tx.batch_execute(&format!("ALTER ROLE {} CONNECTION LIMIT 5", escape_identifier(&user))).await.unwrap();
 
@@ -547,7 +558,7 @@ async fn a_blocked_statement_is_cut_by_the_statement_timeout() {
 /// BYPASSRLS, admin option on `group`, member of `group`).
 async fn privileges_of(env: &TestEnv, role: &str, group: &str) -> (bool, bool, bool, bool, bool) {
     let row = env
-        .pg_admin()
+        .pg_superuser()
         .await
         .query_one(
             "SELECT r.rolsuper, r.rolreplication, r.rolbypassrls, \
@@ -568,14 +579,16 @@ async fn privileges_of(env: &TestEnv, role: &str, group: &str) -> (bool, bool, b
     )
 }
 
+/// With a superuser admin (a self-managed server): only a superuser may give a clone
+/// SUPERUSER, REPLICATION or BYPASSRLS, and take them away again.
 #[tokio::test]
 async fn clone_privileges_follow_the_original_down() {
     let env = TestEnv::new("drift").await;
     let rotator = env.rotator(Strategy::AlternatingUsers);
-    let (arn, user) = alternating_secret(&env, "app").await;
+    let (arn, user) = alternating_secret_with(&env, "app", env.superuser_secret()).await;
     let (clone, group) = (format!("{user}_clone"), format!("{user}_grp"));
     let (u, g) = (escape_identifier(&user), escape_identifier(&group));
-    let admin = env.pg_admin().await;
+    let admin = env.pg_superuser().await;
     admin
         .batch_execute(&format!(
             "CREATE ROLE {g} NOLOGIN; GRANT {g} TO {u} WITH ADMIN OPTION; ALTER ROLE {u} SUPERUSER REPLICATION BYPASSRLS"
@@ -779,4 +792,43 @@ async fn removed_versions_do_not_stop_self_healing() {
         logs.lines().any(|l| l.contains(&newest) && l.contains("skipping a listed version without a value")),
         "the removed version is reported"
     );
+}
+
+/// From PostgreSQL 16, a REVOKE of a membership another role granted only warns. The
+/// clone's membership granted by someone other than the admin, which the original does not
+/// have: on 16 and later the rotation fails naming the warning and changes nothing (the
+/// clone keeps its password and the membership); on 15 the admin's REVOKE removes it.
+#[tokio::test]
+async fn a_membership_another_role_granted_is_never_silently_kept() {
+    let env = TestEnv::new("grantor").await;
+    let rotator = env.rotator(Strategy::AlternatingUsers);
+    let (arn, user) = alternating_secret(&env, "app").await;
+    env.rotate(&rotator, &arn).await;
+    let clone = format!("{user}_clone");
+    let extra = env.unique("extra");
+    let (c, x) = (escape_identifier(&clone), escape_identifier(&extra));
+    // Made by the admin (which then holds ADMIN OPTION on it), granted by the superuser.
+    env.pg_admin_session().await.batch_execute(&format!("CREATE ROLE {x} NOLOGIN")).await.unwrap();
+    env.pg_superuser().await.batch_execute(&format!("GRANT {x} TO {c}")).await.unwrap();
+    // The next rotation sets the original; the one after re-shapes the clone.
+    env.rotate(&rotator, &arn).await;
+    let before = env.login_of(&arn, AWSCURRENT).await;
+    assert_eq!(before.0, user);
+    let stages = env.stages(&arn).await;
+    if env.pg.version_num >= 160_000 {
+        let err = env.rotation_error(&rotator, &arn).await.to_string();
+        assert!(err.contains("warned") && err.contains(&extra), "the error names the warning: {err}");
+        assert_eq!(privileges_of(&env, &clone, &extra).await.4, true, "the membership is still there");
+        let (old_user, old_password) = env.login_of(&arn, AWSPREVIOUS).await;
+        assert_eq!(old_user, clone);
+        assert!(env.can_login(&old_user, &old_password).await, "the clone's password is unchanged");
+        let after = env.stages(&arn).await;
+        let labels = |m: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>| {
+            m.values().filter(|l| l.contains(AWSCURRENT) || l.contains(AWSPREVIOUS)).cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(labels(&after), labels(&stages), "AWSCURRENT and AWSPREVIOUS did not move");
+    } else {
+        env.rotate(&rotator, &arn).await;
+        assert_eq!(privileges_of(&env, &clone, &extra).await.4, false, "the admin revoked it");
+    }
 }

@@ -21,13 +21,13 @@ async fn pg_admin_of_test(env: &TestEnv) -> (String, String, String) {
     let password = random_token();
     env.create_role(&admin, &password).await;
     let sql = format!("ALTER ROLE {} CREATEROLE", escape_identifier(&admin));
-    env.pg_admin().await.batch_execute(&sql).await.unwrap();
+    env.pg_superuser().await.batch_execute(&sql).await.unwrap();
     let arn = env.create_secret("admin", &env.user_secret(&admin, &password)).await;
     (admin, password, arn)
 }
 
 async fn pg_role_exists(env: &TestEnv, name: &str) -> bool {
-    let admin = env.pg_admin().await;
+    let admin = env.pg_superuser().await;
     admin.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name]).await.unwrap().is_some()
 }
 
@@ -92,7 +92,7 @@ async fn an_alternating_secret_must_prove_its_own_login() {
     let victim = env.unique("victim");
     let victim_password = random_token();
     env.create_role(&victim, &victim_password).await;
-    env.pg_admin()
+    env.pg_superuser()
         .await
         .batch_execute(&format!("GRANT pg_read_all_data TO {}", escape_identifier(&victim)))
         .await
@@ -313,14 +313,14 @@ async fn a_database_the_writer_owns_cannot_change_what_the_admin_reads() {
     use postgres_protocol::escape::escape_literal;
     let env = TestEnv::new("searchpath").await;
     let (admin, _, createrole_master) = pg_admin_of_test(&env).await;
-    let superuser_master = env.create_secret("superuser", &env.admin_secret()).await;
+    let superuser_master = env.create_secret("superuser", &env.superuser_secret()).await;
     // The writer's own account may create databases; in theirs, views named like the
     // catalogs claim the writer is a member of the admin role and, when a superuser reads
     // them, a superuser.
     let att = env.unique("att");
     let att_password = random_token();
     env.create_role(&att, &att_password).await;
-    env.pg_admin().await.batch_execute(&format!("ALTER ROLE {} CREATEDB", escape_identifier(&att))).await.unwrap();
+    env.pg_superuser().await.batch_execute(&format!("ALTER ROLE {} CREATEDB", escape_identifier(&att))).await.unwrap();
     let db = env.unique("attdb");
     let own = pg_login(&env, &att, &att_password, "postgres").await;
     own.batch_execute(&format!("CREATE DATABASE {}", escape_identifier(&db))).await.unwrap();

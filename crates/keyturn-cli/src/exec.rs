@@ -11,18 +11,24 @@
 //!    is printed but the lease id and expiry (on stderr), nothing is written to disk, and
 //!    `keyturn` marks itself non-dumpable (Linux) so that neither a core dump nor another
 //!    process of the same user (`ptrace`, `/proc/<pid>/mem`) can read them from it.
-//! 3. The command runs with the terminal (stdin, stdout, stderr) and the process group of
+//! 3. A new IAM user's access key (`aws-iam-user`) is not usable at once: IAM is
+//!    eventually consistent. `exec` calls `sts:GetCallerIdentity` with it until it works,
+//!    for the answer's `propagation_delay_seconds` at most (see [`crate::propagation`]),
+//!    saying so on stderr; past that it warns and runs the command anyway, as the key may
+//!    still start working and the lease is live. A signal during the wait, as during the
+//!    issue, revokes the lease and runs nothing. Renewal (5.) starts before the wait.
+//! 4. The command runs with the terminal (stdin, stdout, stderr) and the process group of
 //!    `keyturn`. Signals are forwarded to it; SIGINT and SIGQUIT are not when they came
 //!    from the terminal (`keyturn` is in the terminal's foreground process group), since
 //!    the terminal sends them to the whole group, the command included, and a second ^C
 //!    would interrupt the command's own cleanup.
-//! 4. A renewal task renews the lease at two thirds of its remaining life, asking for the
+//! 5. A renewal task renews the lease at two thirds of its remaining life, asking for the
 //!    TTL it was issued with, until the role's `max_ttl` caps it (then it warns once with
 //!    the time the credentials stop working). A server or signature failure is retried
 //!    within the remaining life; a refusal (the lease revoked elsewhere, not renewable)
 //!    is reported and renewal stops. An STS session or RDS token cannot be renewed: the
 //!    warning says when it ends.
-//! 5. When the command exits, whatever the cause, the renewal stops and the lease is
+//! 6. When the command exits, whatever the cause, the renewal stops and the lease is
 //!    revoked (a lease that cannot be revoked, an STS session or RDS token, is left to
 //!    end at its expiry). `keyturn` exits with the command's status, or dies of the
 //!    signal that killed it (a shell reports 128 + N): a shell that got the same ^C as
@@ -39,12 +45,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use secrecy::ExposeSecret;
+use aws_config::SdkConfig;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::api::{Api, CliError};
-use crate::format::{is_lease_id, Credential};
+use crate::format::{is_lease_id, Credential, Secret};
+use crate::propagation::{self, Waited};
 use crate::term;
 
 /// What `exec` needs from the command line.
@@ -53,6 +61,8 @@ pub struct ExecRequest {
     pub ttl: Option<Duration>,
     pub command: Vec<OsString>,
     pub quiet: bool,
+    /// The caller's AWS settings: where a new IAM user's key is tried (region, endpoint).
+    pub aws: SdkConfig,
 }
 
 /// The shortest wait between two renewals, or before a retry.
@@ -134,19 +144,6 @@ impl Signals {
             _ = self.hangup.recv() => libc::SIGHUP,
             _ = self.quit.recv() => libc::SIGQUIT,
         }
-    }
-
-    /// A signal received already, if any, without waiting.
-    fn pending(&mut self) -> Option<i32> {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        [
-            (&mut self.interrupt, libc::SIGINT),
-            (&mut self.terminate, libc::SIGTERM),
-            (&mut self.hangup, libc::SIGHUP),
-            (&mut self.quit, libc::SIGQUIT),
-        ]
-        .into_iter()
-        .find_map(|(s, number)| s.poll_recv(&mut cx).is_ready().then_some(number))
     }
 }
 
@@ -276,6 +273,7 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
         revocable,
         quiet: request.quiet,
     });
+    let wait = propagation::bound(&answer);
     let credential = match Credential::from_body(answer) {
         Ok(credential) => credential,
         Err(e) => {
@@ -289,7 +287,21 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
         }
     };
     lease.say(&format!("lease {} expires at {} (Unix time)", lease.lease_id, lease.expires_at));
-    if let Some(signal) = signals.pending() {
+    // Renewed from now on: the wait for the key may outlast a short lease.
+    let renewal = tokio::spawn(lease.clone().keep_alive());
+    let ready = async {
+        if let (Some(bound), Secret::Aws { access_key_id, secret_access_key, .. }) = (wait, &credential.secret) {
+            key_works(&lease, &request.aws, access_key_id, secret_access_key, bound).await;
+        }
+    };
+    // A signal received during the issue or the wait: the command never runs.
+    let stopped = tokio::select! {
+        biased;
+        signal = signals.next() => Some(signal),
+        () = ready => None,
+    };
+    if let Some(signal) = stopped {
+        renewal.abort();
         lease.end().await;
         die_of(signal);
         return Ok(ExitCode::from(128 + signal as u8));
@@ -308,6 +320,7 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
+            renewal.abort();
             lease.end().await;
             term::error(&format!("cannot run {}: {e}", program.to_string_lossy()));
             // As a shell reports it: 127 not found, 126 found but not runnable.
@@ -315,7 +328,6 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
         }
     };
     let pid = child.id().and_then(|id| i32::try_from(id).ok());
-    let renewal = tokio::spawn(lease.clone().keep_alive());
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
@@ -335,6 +347,24 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
         die_of(signal);
     }
     Ok(ExitCode::from(exit_code(status)))
+}
+
+/// Waits until the lease's new IAM user key works, for `bound` at most, saying so.
+async fn key_works(lease: &Lease, aws: &SdkConfig, access_key_id: &str, secret: &SecretString, bound: Duration) {
+    let id = &lease.lease_id;
+    lease.say(&format!(
+        "waiting up to {} s for IAM to accept lease {id}'s new access key (IAM is eventually consistent)",
+        bound.as_secs()
+    ));
+    match propagation::wait_for_key(aws, access_key_id, secret, bound).await {
+        Waited::Works(after) => lease.say(&format!("the access key works, after {:.1} s", after.as_secs_f64())),
+        // Said even with --quiet: the command's first AWS calls may be refused.
+        Waited::StillRefused(after) => term::warning(&format!(
+            "the access key of lease {id} still did not work after {:.1} s: running the command anyway \
+             (the lease is live and the key may yet start working)",
+            after.as_secs_f64()
+        )),
+    }
 }
 
 /// Ends `keyturn` by `signal`, as the command ended (the lease is dealt with already), so

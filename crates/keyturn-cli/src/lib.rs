@@ -9,6 +9,8 @@
 //! - [`exec`]: `keyturn exec`: a command run with a lease's credentials in its
 //!   environment only, the lease renewed while it runs and revoked when it ends, signals
 //!   forwarded, its status returned.
+//! - [`propagation`]: `exec`'s wait, before the command runs, until a new IAM user's
+//!   access key works (IAM is eventually consistent).
 //! - [`stack`]: `--stack NAME`: the API's URL from the stack's `CredentialsApiUrl` output.
 //! - [`term`]: lines on stderr, coloured only on a terminal.
 //! - `main.rs`: the commands `creds`, `exec`, `roles`, `leases renew|revoke` and
@@ -17,5 +19,6 @@
 pub mod api;
 pub mod exec;
 pub mod format;
+pub mod propagation;
 pub mod stack;
 pub mod term;

@@ -56,6 +56,8 @@ struct Common {
 #[derive(Subcommand)]
 enum Command {
     /// Get credentials of a role and print them (the lease id and expiry go to stderr).
+    /// A new IAM user's access key (kind aws-iam-user) may be refused for some seconds
+    /// after it is printed (IAM is eventually consistent; `exec` waits for it to work).
     Creds {
         role: String,
         /// How long, as in the roles file: 15m, 1h, 900s (the role's default when absent).
@@ -70,7 +72,8 @@ enum Command {
     /// Run a command with a role's credentials in its environment: the lease is renewed
     /// while the command runs and revoked when it exits or is stopped (SIGINT, SIGTERM,
     /// SIGHUP and SIGQUIT are forwarded to it). Exits with the command's status. The
-    /// credentials are printed nowhere.
+    /// credentials are printed nowhere. A new IAM user's access key is tried first
+    /// (sts:GetCallerIdentity) until it works, for the API's propagation delay at most.
     Exec {
         role: String,
         /// How long each renewal extends the lease, as in the roles file (the role's
@@ -160,7 +163,8 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         }
         Command::Exec { role, ttl, common, command } => {
             let role = path_segment(&role)?.to_owned();
-            exec(api(&common).await?, ExecRequest { role, ttl, command, quiet: common.quiet }).await
+            let (api, aws) = connect(&common).await?;
+            exec(api, ExecRequest { role, ttl, command, quiet: common.quiet, aws }).await
         }
         Command::Roles { common } => {
             let (_, answer) = api(&common).await?.call("GET", "/v1/roles", None).await?;
@@ -231,6 +235,11 @@ fn report(common: &Common, answer: &Value, line: impl FnOnce() -> String) {
 /// The API client: the URL from `--api-url` or `KEYTURN_API_URL`, the region and the
 /// caller's credentials from AWS's usual settings.
 async fn api(common: &Common) -> Result<Api, CliError> {
+    connect(common).await.map(|(api, _)| api)
+}
+
+/// The API client and the caller's AWS settings it was made from.
+async fn connect(common: &Common) -> Result<(Api, aws_config::SdkConfig), CliError> {
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
     let region = sdk
         .region()
@@ -250,5 +259,5 @@ async fn api(common: &Common) -> Result<Api, CliError> {
     let credentials = sdk
         .credentials_provider()
         .ok_or_else(|| CliError::Auth("no AWS credentials: configure the AWS CLI's usual settings".into()))?;
-    Api::new(&url, region, credentials)
+    Ok((Api::new(&url, region, credentials)?, sdk))
 }

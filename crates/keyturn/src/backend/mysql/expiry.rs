@@ -4,24 +4,30 @@
 //! also creates a one-shot event that drops the user at its expiry, even if every Lambda
 //! is down.
 //!
-//! What the event does, as its definer (the admin, who holds CREATE USER and CONNECTION
-//! ADMIN): `DROP USER IF EXISTS 'user'@'%'`, so no new login succeeds, then `KILL
-//! CONNECTION USER 'user'@'%'`, because a session already open outlives `DROP USER` and
-//! keeps the privileges of its active role. It runs once and then removes itself (`ON
-//! COMPLETION NOT PRESERVE`). What it does not do: drop host parts other than `%` (the
-//! only one `new_user` creates; `delete_user` drops them all), or run at all when its
-//! definer has since been dropped or lost those privileges; the reaper still deletes the
-//! user then.
+//! What the event does, as its definer (the admin): `DROP USER IF EXISTS 'user'@'%'`, so no
+//! new login succeeds, then ends the user's open sessions, because a session already open
+//! outlives `DROP USER` and keeps the privileges of its active role. How it ends them is
+//! chosen when the event is made, by what the server offers ([`Kill`]): where
+//! `mysql.rds_kill` exists (Amazon RDS, whose master user may not `KILL` another user's
+//! session), a loop over the user's sessions in the PROCESSLIST calling it for each (a
+//! session that ends meanwhile does not stop the loop); elsewhere `KILL CONNECTION USER
+//! 'user'@'%'`, which needs CONNECTION ADMIN (SUPER before 10.5). It runs once and then
+//! removes itself (`ON COMPLETION NOT PRESERVE`). What it does not do: drop host parts
+//! other than `%` (the only one `new_user` creates; `delete_user` drops them all), or run
+//! at all when its definer has since been dropped or lost those privileges; the reaper
+//! still deletes the user then, and fails loudly if it cannot end the sessions.
 //!
-//! Where the scheduler is OFF or DISABLED no event is made and the reaper alone enforces
-//! expiry. MySQL gets no event: it has no `KILL ... USER`, and keyturn's tests run
-//! MariaDB only.
+//! Where the scheduler is OFF (RDS's default) or DISABLED no event is made and the reaper
+//! alone enforces expiry. MySQL gets no event: keyturn's tests run MariaDB only, and its
+//! events would need a cursor loop of their own (MySQL has no `KILL ... USER` nor MariaDB's
+//! `FOR ... IN (SELECT ...)`).
 
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
 use super::grants::identifier;
+use super::statements::RDS_KILL_EXISTS;
 use super::{account, literal, required, text, unexpected, Session};
 use crate::backend::{utc_datetime, BackendError, Username};
 
@@ -66,13 +72,34 @@ fn schedule(at: SystemTime) -> String {
     format!("AT GREATEST(TIMESTAMP {}, NOW() + INTERVAL 1 SECOND)", literal(&utc_datetime(at)))
 }
 
+/// How an expiry event ends the user's sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kill {
+    /// `KILL CONNECTION USER`: needs CONNECTION ADMIN or SUPER.
+    User,
+    /// `CALL mysql.rds_kill(id)` for each session in the PROCESSLIST: RDS's way.
+    RdsKill,
+}
+
 /// The event's statement. Its body is parsed again when it runs, in the sql_mode stored
 /// with it (the session's fixed one), so [`literal`]'s backslash escapes read the same then.
-fn create_statement(username: &Username, at: SystemTime) -> String {
+/// In the `RdsKill` body, a CONTINUE handler lets the loop go on past a session that ended
+/// between the listing and its `rds_kill` (error 1094); `FOR … IN (SELECT …)` is MariaDB's
+/// cursor loop (10.3 on).
+fn create_statement(username: &Username, at: SystemTime, kill: Kill) -> String {
     let target = account(username.as_str(), "%");
+    let end_sessions = match kill {
+        Kill::User => format!("KILL CONNECTION USER {target};"),
+        Kill::RdsKill => format!(
+            "BEGIN DECLARE CONTINUE HANDLER FOR SQLEXCEPTION BEGIN END; \
+             FOR s IN (SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = {}) \
+             DO CALL mysql.rds_kill(s.id); END FOR; END;",
+            literal(username.as_str())
+        ),
+    };
     format!(
         "CREATE DEFINER = CURRENT_USER EVENT {} ON SCHEDULE {} ON COMPLETION NOT PRESERVE \
-         DO BEGIN DROP USER IF EXISTS {target}; KILL CONNECTION USER {target}; END",
+         DO BEGIN DROP USER IF EXISTS {target}; {end_sessions} END",
         qualified(username),
         schedule(at)
     )
@@ -99,7 +126,15 @@ impl Session {
         at: SystemTime,
     ) -> Result<(), BackendError> {
         self.ensure_event_schema().await?;
-        self.run_event_statement(&create_statement(username, at), "creating the expiry event").await
+        let kill = self.event_kill().await?;
+        self.run_event_statement(&create_statement(username, at, kill), "creating the expiry event").await
+    }
+
+    /// How this server lets an event end sessions: through `mysql.rds_kill` where it
+    /// exists and the admin may call it (it is listed to those who may), else `KILL`.
+    async fn event_kill(&mut self) -> Result<Kill, BackendError> {
+        let rows = self.rows(RDS_KILL_EXISTS, Vec::new(), "looking up mysql.rds_kill").await?;
+        Ok(if rows.is_empty() { Kill::User } else { Kill::RdsKill })
     }
 
     /// Moves `username`'s event to `at`; `false` when it has none (the scheduler was off
@@ -203,7 +238,7 @@ mod tests {
     #[test]
     fn the_event_drops_and_disconnects_the_quoted_user_at_a_utc_time() {
         let at = std::time::UNIX_EPOCH + Duration::from_secs(1_795_989_906);
-        let sql = create_statement(&user("kt_r_it's\\"), at);
+        let sql = create_statement(&user("kt_r_it's\\"), at, Kill::User);
         let name = event_name(&user("kt_r_it's\\"));
         assert_eq!(
             sql,
@@ -213,5 +248,24 @@ mod tests {
                  DO BEGIN DROP USER IF EXISTS 'kt_r_it\\'s\\\\'@'%'; KILL CONNECTION USER 'kt_r_it\\'s\\\\'@'%'; END"
             )
         );
+    }
+
+    #[test]
+    fn on_rds_the_event_ends_each_session_through_rds_kill() {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_795_989_906);
+        let sql = create_statement(&user("kt_r_it's\\"), at, Kill::RdsKill);
+        let name = event_name(&user("kt_r_it's\\"));
+        assert_eq!(
+            sql,
+            format!(
+                "CREATE DEFINER = CURRENT_USER EVENT `keyturn`.`{name}` ON SCHEDULE \
+                 AT GREATEST(TIMESTAMP '2026-11-29 22:05:06', NOW() + INTERVAL 1 SECOND) ON COMPLETION NOT PRESERVE \
+                 DO BEGIN DROP USER IF EXISTS 'kt_r_it\\'s\\\\'@'%'; \
+                 BEGIN DECLARE CONTINUE HANDLER FOR SQLEXCEPTION BEGIN END; \
+                 FOR s IN (SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = 'kt_r_it\\'s\\\\') \
+                 DO CALL mysql.rds_kill(s.id); END FOR; END; END"
+            )
+        );
+        assert!(!sql.contains("KILL CONNECTION USER"), "RDS refuses its master user KILL of other sessions");
     }
 }

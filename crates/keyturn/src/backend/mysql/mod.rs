@@ -3,7 +3,9 @@
 //! - MariaDB writes `SET PASSWORD` and `IDENTIFIED BY` statements to its general log in
 //!   cleartext, so keyturn sends it the account's `mysql_native_password` hash
 //!   (`IDENTIFIED BY PASSWORD '*…'`), computed here. MySQL rewrites passwords out of its
-//!   logs itself, so there `IDENTIFIED BY '…'` keeps the account's own plugin.
+//!   logs itself, so there `IDENTIFIED [WITH plugin] BY '…'` keeps the account's plugin.
+//!   Every statement that differs by flavour (MariaDB, MySQL 8.0, 8.4) is built by a pure
+//!   function of the server in [`statements`], where unit tests pin each flavour's text.
 //! - A user changes its own password with the statement its server allows: `SET PASSWORD =
 //!   '<hash>'` on MariaDB (whose `ALTER USER` needs CREATE USER even on oneself) and on
 //!   MySQL before 5.7.6, `ALTER USER CURRENT_USER()` on later MySQL. An admin uses
@@ -16,6 +18,9 @@
 //!   rotation. Grant lines are parsed and rebuilt with keyturn's own quoting
 //!   ([`grants`]), never copied as text, and every statement an admin session runs is
 //!   sent as a prepared statement, which the server parses as exactly one statement.
+//! - A deleted user's open sessions are ended (`KILL CONNECTION`, or `mysql.rds_kill` where
+//!   the admin may not `KILL` others' sessions, as on RDS and Aurora) and checked gone; a
+//!   session left fails the deletion ([`sessions`]).
 //! - Every answer from the server is read as optional and by column name: a hostile or
 //!   odd server gets an error, never a panic.
 //! - Each session bounds statements on the server (`max_statement_time` /
@@ -25,6 +30,8 @@
 
 pub mod expiry;
 pub mod grants;
+mod sessions;
+mod statements;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,6 +44,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha1::{Digest, Sha1};
 
 use grants::{GrantKind, GrantLine};
+use statements::{account, Server};
 use tracing::{debug, instrument};
 
 use crate::backend::tls::{TlsSetupError, RDS_CA_BUNDLE};
@@ -74,57 +82,6 @@ pub fn literal(value: &str) -> String {
     out
 }
 
-/// `'user'@'host'`.
-fn account(user: &str, host: &str) -> String {
-    format!("{}@{}", literal(user), literal(host))
-}
-
-/// What the server is, read once per session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Server {
-    mariadb: bool,
-    version: (u16, u16, u16),
-}
-
-impl Server {
-    /// From `SELECT VERSION()`, e.g. `10.11.6-MariaDB-0+deb12u1` or `8.0.35`.
-    fn parse(version: &str) -> Server {
-        let mut numbers = version.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u16>().ok());
-        let mut next = || numbers.next().unwrap_or(0);
-        let parsed = (next(), next(), next());
-        Server { mariadb: version.contains("MariaDB"), version: parsed }
-    }
-
-    /// `ALTER USER` exists from MariaDB 10.2 and MySQL 5.7.6.
-    fn has_alter_user(self) -> bool {
-        match self.mariadb {
-            true => self.version >= (10, 2, 0),
-            false => self.version >= (5, 7, 6),
-        }
-    }
-
-    /// How to set `password` on an account authenticating with `plugin` (empty: the
-    /// server's default), without the password appearing in the server's logs.
-    fn auth_clause(self, plugin: &str, password: &SecretString) -> Result<String, BackendError> {
-        if !self.mariadb {
-            // MySQL rewrites IDENTIFIED BY in its general, slow and binary logs.
-            return Ok(format!("IDENTIFIED BY {}", literal(password.expose_secret())));
-        }
-        match plugin {
-            "" | "mysql_native_password" => {
-                Ok(format!("IDENTIFIED BY PASSWORD {}", literal(&native_password_hash(password))))
-            }
-            other => Err(BackendError::Database {
-                operation: "choosing how to set the password",
-                message: format!(
-                    "the account authenticates with {other}; keyturn sets mysql_native_password accounts on MariaDB"
-                ),
-                retryable: false,
-            }),
-        }
-    }
-}
-
 /// An open session, what it is connected to, and what its errors name.
 struct Session {
     conn: Conn,
@@ -134,6 +91,11 @@ struct Session {
     timeouts: Timeouts,
     /// The schema of expiry events is known to exist ([`expiry`]).
     event_schema_seen: bool,
+    /// This session's account was found to see every session (PROCESS, [`sessions`]).
+    sees_every_session: bool,
+    /// The server refused this session a `KILL` of another user's session: go straight
+    /// to `mysql.rds_kill` ([`sessions`]).
+    kill_denied: bool,
 }
 
 /// One admin session of [`DynamicUsers`], shared by the callers of one process. Empty
@@ -233,6 +195,8 @@ impl MysqlBackend {
             user: login.username.clone(),
             timeouts: self.timeouts,
             event_schema_seen: false,
+            sees_every_session: false,
+            kill_denied: false,
         };
         let rows =
             session.rows("SELECT VERSION() AS version, CURRENT_USER() AS user", Vec::new(), "SELECT VERSION()").await?;
@@ -251,27 +215,15 @@ impl MysqlBackend {
             return Err(BackendError::LoginRefused { username: login.username.to_string() });
         }
         session.server = Server::parse(&version);
-        let statement_secs = self.timeouts.statement.as_secs();
-        let timeout = match session.server.mariadb {
-            true => format!("SESSION max_statement_time = {statement_secs}"),
-            false => format!("SESSION max_execution_time = {}", statement_secs * 1000),
-        };
         // One statement, and a fixed sql_mode: whatever the server's default (ANSI, ORACLE,
         // NO_BACKSLASH_ESCAPES, ...), backslashes escape and `"` is no identifier quote, so
         // `literal` and the grant parser read and write quotes as the server does. UTC,
         // whatever the server's zone: expiry events are scheduled in the session's zone.
-        let setup = format!(
-            "SET {timeout}, SESSION lock_wait_timeout = {statement_secs}, SESSION sql_mode = '{SQL_MODE}', \
-             SESSION time_zone = '+00:00'"
-        );
+        let setup = statements::session_setup(session.server, self.timeouts.statement.as_secs());
         session.rows(&setup, Vec::new(), "session setup").await?;
         Ok(session)
     }
 }
-
-/// The session's sql_mode: none of the modes that change quoting (ANSI_QUOTES,
-/// NO_BACKSLASH_ESCAPES, or ANSI/ORACLE/MSSQL/DB2/POSTGRESQL/MAXDB, which include one).
-const SQL_MODE: &str = "STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION";
 
 /// A server answer keyturn cannot use.
 fn unexpected(operation: &'static str, message: String) -> BackendError {
@@ -341,6 +293,28 @@ impl Session {
         timeouts.bound(operation, run).await
     }
 
+    /// [`Session::run`] for a statement whose refusal the caller decides on: a server
+    /// error comes back as `Ok(Err((code, message)))`, the message only where it cannot
+    /// quote a statement ([`server_message`]); anything else (a lost connection, a timeout)
+    /// is an error. Sent as text where the server cannot prepare it (error 1295), like
+    /// [`Session::run_event_statement`]; these statements hold only numbers.
+    async fn try_run(&mut self, sql: &str, operation: &'static str) -> Result<Result<(), (u16, String)>, BackendError> {
+        let (timeouts, endpoint, user) = (self.timeouts, &self.endpoint, &self.user);
+        let conn = &mut self.conn;
+        let run = async {
+            let result = match prepared(conn, sql).await {
+                Err(mysql_async::Error::Server(e)) if e.code == ER_UNSUPPORTED_PS => conn.query_drop(sql).await,
+                other => other,
+            };
+            match result {
+                Ok(()) => Ok(Ok(())),
+                Err(mysql_async::Error::Server(e)) => Ok(Err((e.code, server_message(&e)))),
+                Err(e) => Err(classify(e, endpoint, user, operation)),
+            }
+        };
+        timeouts.bound(operation, run).await
+    }
+
     /// Whether the session still answers, within [`PING_DEADLINE`].
     async fn answers(&mut self) -> bool {
         matches!(tokio::time::timeout(PING_DEADLINE, self.conn.ping()).await, Ok(Ok(())))
@@ -361,8 +335,17 @@ async fn prepared(conn: &mut Conn, sql: &str) -> Result<(), mysql_async::Error> 
 
 /// Server errors whose message names only users, databases and limits, never a statement
 /// (a syntax error quotes the statement, which may hold a password on MySQL).
-const PLAIN_MESSAGES: [u16; 15] =
-    [1044, 1045, 1133, 1142, 1143, 1205, 1213, 1227, 1290, 1396, 1040, 1053, 1819, 1969, 3024];
+const PLAIN_MESSAGES: [u16; 19] =
+    [1044, 1045, 1094, 1095, 1133, 1142, 1143, 1205, 1213, 1227, 1290, 1305, 1370, 1396, 1040, 1053, 1819, 1969, 3024];
+
+/// What a server error may say: its message when it cannot quote a statement, its code
+/// and SQLSTATE otherwise.
+fn server_message(s: &mysql_async::ServerError) -> String {
+    match PLAIN_MESSAGES.contains(&s.code) {
+        true => format!("{} ({})", s.message, s.code),
+        false => format!("server error {} (SQLSTATE {})", s.code, s.state),
+    }
+}
 
 /// Maps a driver error to what the caller can act on. A server's message is kept only
 /// when it cannot quote a statement.
@@ -374,10 +357,7 @@ fn classify(e: mysql_async::Error, endpoint: &Endpoint, user: &Username, operati
         Error::Server(s) if s.code == 1045 => BackendError::LoginRefused { username: user.to_string() },
         Error::Server(s) => BackendError::Database {
             operation,
-            message: match PLAIN_MESSAGES.contains(&s.code) {
-                true => format!("{} ({})", s.message, s.code),
-                false => format!("server error {} (SQLSTATE {})", s.code, s.state),
-            },
+            message: server_message(&s),
             // Lock wait timeout, deadlock, too many connections, server shutting down,
             // statement timeouts (MariaDB, MySQL).
             retryable: matches!(s.code, 1205 | 1213 | 1040 | 1053 | 1969 | 3024),
@@ -466,22 +446,21 @@ impl DatabaseBackend for MysqlBackend {
             Err(other) => return Err(other),
         }
 
-        let sql = if server.mariadb {
-            // MariaDB's ALTER USER needs CREATE USER even on oneself; SET PASSWORD does not.
-            // The account's plugin decides the hash, and SHOW CREATE USER works on oneself.
-            let rows = session.rows("SHOW CREATE USER CURRENT_USER()", Vec::new(), "SHOW CREATE USER").await?;
-            let create = match rows.first() {
-                Some(row) => row.get_opt::<Option<String>, usize>(0).and_then(Result::ok).flatten().unwrap_or_default(),
-                None => String::new(),
-            };
-            server.auth_clause(&plugin_of(&create), req.new_password)?;
-            format!("SET PASSWORD = {}", literal(&native_password_hash(req.new_password)))
-        } else if server.has_alter_user() {
-            format!("ALTER USER CURRENT_USER() {}", server.auth_clause("", req.new_password)?)
-        } else {
-            // MySQL before 5.7.6 takes the hash as a literal.
-            format!("SET PASSWORD = {}", literal(&native_password_hash(req.new_password)))
+        // MariaDB: the account's plugin decides the hash; SHOW CREATE USER works on oneself.
+        let plugin = match server.mariadb {
+            true => {
+                let rows = session.rows("SHOW CREATE USER CURRENT_USER()", Vec::new(), "SHOW CREATE USER").await?;
+                let create = match rows.first() {
+                    Some(row) => {
+                        row.get_opt::<Option<String>, usize>(0).and_then(Result::ok).flatten().unwrap_or_default()
+                    }
+                    None => String::new(),
+                };
+                plugin_of(&create)
+            }
+            false => String::new(),
         };
+        let sql = statements::own_password(server, &plugin, req.new_password)?;
         session.run(&sql, "changing the password").await?;
         session.conn.disconnect().await.ok();
         Ok(())
@@ -523,9 +502,9 @@ impl DatabaseBackend for MysqlBackend {
             }
         };
         if !server.has_alter_user() {
-            let (a, b, c) = server.version;
             return Err(invalid(format!(
-                "server version {a}.{b}.{c} has no ALTER USER (MariaDB 10.2 or MySQL 5.7.6 needed for alternating users)"
+                "server version {} has no ALTER USER (MariaDB 10.2 or MySQL 5.7.6 needed for alternating users)",
+                server.version_text()
             )));
         }
         let host = template.host.clone();
@@ -535,7 +514,7 @@ impl DatabaseBackend for MysqlBackend {
             if req.create_only {
                 return Err(BackendError::UserExists { username: req.username.to_string() });
             }
-            session.run(&format!("ALTER USER {target} {auth}"), "ALTER USER").await?;
+            session.run(&statements::alter_user_auth(&target, &auth), "ALTER USER").await?;
             session.conn.disconnect().await.ok();
             return Ok(UpsertOutcome { created: false });
         }
@@ -583,24 +562,25 @@ impl DatabaseBackend for MysqlBackend {
         let grants = copied_grants(&lines, (req.template.as_str(), &host))
             .map_err(|m| unexpected("reading the template's grants", m))?;
 
-        let mut statements = Vec::new();
+        let mut sent = Vec::new();
         match exists {
-            false => statements.push(format!("CREATE USER {target} {auth}")),
+            false => sent.push(statements::create_user(&target, &auth)),
             true => {
-                statements.push(format!("ALTER USER {target} {auth}"));
+                sent.push(statements::alter_user_auth(&target, &auth));
                 // Re-synchronise: what the original no longer has, the clone loses too
                 // (resource limits the original still has come back with its grants).
-                statements.push(format!("REVOKE ALL PRIVILEGES, GRANT OPTION FROM {target}"));
-                let statement_time = if server.mariadb { " MAX_STATEMENT_TIME 0" } else { "" };
-                statements.push(format!(
-                    "ALTER USER {target} WITH MAX_QUERIES_PER_HOUR 0 MAX_UPDATES_PER_HOUR 0 \
-                     MAX_CONNECTIONS_PER_HOUR 0 MAX_USER_CONNECTIONS 0{statement_time}"
-                ));
+                sent.push(statements::revoke_all(&target));
+                sent.push(statements::reset_resource_limits(server, &target));
             }
         }
-        statements.push(format!("ALTER USER {target} REQUIRE {}", template.require()));
-        statements.extend(grants.iter().map(|g| g.render_for((req.username.as_str(), &host))));
-        for statement in &statements {
+        sent.push(statements::require(&target, &template.require()));
+        sent.extend(grants.iter().map(|g| match (g.kind, g.default_role()) {
+            // MariaDB prints default roles as SET DEFAULT ROLE lines; MySQL does not, and
+            // would want TO, not FOR.
+            (GrantKind::DefaultRole, Some(role)) => statements::set_default_role(server, role, &target),
+            _ => g.render_for((req.username.as_str(), &host)),
+        }));
+        for statement in &sent {
             session.run(statement, "creating or updating the clone").await?;
         }
         session.conn.disconnect().await.ok();
@@ -627,17 +607,26 @@ impl DynamicUsers for MysqlBackend {
         req: NewUser,
     ) -> Result<NewUserOutcome, BackendError> {
         self.with_admin_session(endpoint, admin, async |session| {
+            let server = session.server;
+            if !req.groups.is_empty() && !server.has_roles() {
+                return Err(unexpected(
+                    "checking the server",
+                    format!(
+                        "server version {} has no roles (MariaDB 10.0.5 or MySQL 8.0 needed for group roles)",
+                        server.version_text()
+                    ),
+                ));
+            }
             let target = account(req.username.as_str(), "%");
-            let auth = session.server.auth_clause("", &req.password)?;
+            let auth = server.auth_clause("", &req.password)?;
             let server_expiry = session.server_expiry().await?;
-            session.run(&format!("CREATE USER {target} {auth}"), "creating the user").await?;
+            session.run(&statements::create_user(&target, &auth), "creating the user").await?;
             let shape = async {
                 for group in &req.groups {
-                    let sql = format!("GRANT {} TO {target}", grants::identifier(group));
-                    session.run(&sql, "granting a group").await?;
+                    session.run(&statements::grant_role(group, &target), "granting a group").await?;
                 }
                 if let Some(first) = req.groups.first() {
-                    let sql = format!("SET DEFAULT ROLE {} FOR {target}", grants::identifier(first));
+                    let sql = statements::set_default_role(server, first, &target);
                     session.run(&sql, "setting the default role").await?;
                 }
                 if server_expiry {
@@ -651,7 +640,7 @@ impl DynamicUsers for MysqlBackend {
                 // timeout or a lost connection it may not be, and the reaper's orphan
                 // sweep finds the user instead.
                 Err(e @ BackendError::Database { .. }) => {
-                    session.run(&format!("DROP USER IF EXISTS {target}"), "undoing the new user").await.ok();
+                    session.run(&statements::drop_user(&target), "undoing the new user").await.ok();
                     Err(e)
                 }
                 Err(e) => Err(e),
@@ -682,7 +671,7 @@ impl DynamicUsers for MysqlBackend {
                 let auth = session.server.auth_clause("", password)?;
                 for row in &hosts {
                     let host = required(row, "Host").map_err(|m| unexpected("looking up the user", m))?;
-                    let sql = format!("ALTER USER {} {auth}", account(req.username.as_str(), &host));
+                    let sql = statements::alter_user_auth(&account(req.username.as_str(), &host), &auth);
                     session.run(&sql, "updating the user").await?;
                 }
             }
@@ -695,9 +684,9 @@ impl DynamicUsers for MysqlBackend {
         .await
     }
 
-    /// Every account of the user dropped first (no new logins), then its sessions killed,
-    /// then its expiry event dropped (last: until the user is gone, the event still
-    /// guards it).
+    /// Every account of the user dropped first (no new logins), then its sessions ended
+    /// and checked gone ([`sessions`]: a session left fails the call, retryably), then its
+    /// expiry event dropped (last: until the user is gone, the event still guards it).
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
     async fn delete_user(
         &self,
@@ -712,28 +701,11 @@ impl DynamicUsers for MysqlBackend {
                 .await?;
             for row in &hosts {
                 let host = required(row, "Host").map_err(|m| unexpected("looking up the user", m))?;
-                session.run(&format!("DROP USER IF EXISTS {}", account(name, &host)), "dropping the user").await?;
+                session.run(&statements::drop_user(&account(name, &host)), "dropping the user").await?;
             }
-            let sessions = session
-                .rows(
-                    "SELECT CAST(ID AS CHAR) AS id FROM information_schema.PROCESSLIST WHERE USER = ?",
-                    vec![name.into()],
-                    "listing the user's sessions",
-                )
-                .await?;
-            let mut sessions_ended = 0;
-            for row in &sessions {
-                let id = required(row, "id").map_err(|m| unexpected("listing the user's sessions", m))?;
-                let id: u64 = id
-                    .parse()
-                    .map_err(|_| unexpected("listing the user's sessions", "an id is not a number".into()))?;
-                // A session that ended meanwhile is not an error.
-                if session.run(&format!("KILL CONNECTION {id}"), "ending a session").await.is_ok() {
-                    sessions_ended += 1;
-                }
-            }
+            let sessions_ended = session.end_sessions(&req.username).await?;
             let event_dropped = session.drop_expiry_event(&req.username).await?;
-            debug!(event_dropped, "expiry event");
+            debug!(event_dropped, sessions_ended, "user deleted");
             Ok(DeleteOutcome { existed: !hosts.is_empty(), sessions_ended })
         })
         .await
@@ -865,18 +837,6 @@ mod tests {
     fn literals_escape_everything_that_ends_or_bends_a_string() {
         assert_eq!(literal(r#"a'b\c"d"#), r#"'a\'b\\c"d'"#);
         assert_eq!(literal("x\0y\nz"), r"'x\0y\nz'");
-    }
-
-    #[test]
-    fn versions_pick_the_statement() {
-        let maria = Server::parse("10.11.6-MariaDB-0+deb12u1");
-        assert_eq!((maria.mariadb, maria.version), (true, (10, 11, 6)));
-        assert!(maria.has_alter_user());
-        assert!(!Server::parse("10.1.48-MariaDB").has_alter_user());
-        let mysql = Server::parse("8.0.35");
-        assert_eq!((mysql.mariadb, mysql.version), (false, (8, 0, 35)));
-        assert!(mysql.has_alter_user());
-        assert!(!Server::parse("5.6.51-log").has_alter_user());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpStream;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{debug, instrument};
 
@@ -42,7 +42,7 @@ pub struct PostgresBackend {
     generated_password_iterations: u32,
     /// Admin sessions of [`DynamicUsers`], kept open across warm invocations: one per
     /// endpoint and admin, checked before each use and opened again once closed.
-    admin_sessions: Arc<Mutex<HashMap<AdminKey, Arc<Client>>>>,
+    admin_sessions: Arc<Mutex<HashMap<AdminKey, Arc<Session>>>>,
     /// Held while an admin session is opened, so that callers arriving together wait for
     /// the one login instead of each opening (and then dropping) a session of its own.
     connecting: Arc<tokio::sync::Mutex<()>>,
@@ -62,7 +62,7 @@ impl PostgresBackend {
     /// The open admin session for `endpoint`, or a new one. A session the server closed
     /// (restart, idle timeout, terminated) is replaced; rotation never uses these: it logs
     /// in per operation.
-    async fn admin_session(&self, endpoint: &Endpoint, admin: &Credentials) -> Result<Arc<Client>, BackendError> {
+    async fn admin_session(&self, endpoint: &Endpoint, admin: &Credentials) -> Result<Arc<Session>, BackendError> {
         let key = admin_key(endpoint, admin);
         let sessions = || self.admin_sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(client) = sessions().get(&key).filter(|c| !c.is_closed()) {
@@ -90,7 +90,7 @@ impl PostgresBackend {
 
     /// Opens a session as `login`. The connection task ends when the client is dropped.
     #[instrument(skip_all, fields(host = %endpoint.host, port = endpoint.port, user = %login.username))]
-    async fn connect(&self, endpoint: &Endpoint, login: &Credentials) -> Result<Client, BackendError> {
+    async fn connect(&self, endpoint: &Endpoint, login: &Credentials) -> Result<Session, BackendError> {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&endpoint.host)
@@ -113,8 +113,7 @@ impl PostgresBackend {
                 TlsMode::VerifyFull => {
                     config.ssl_mode(SslMode::Require);
                     let (client, connection) = config.connect(self.tls.clone()).await?;
-                    tokio::spawn(connection);
-                    Ok(client)
+                    Ok(Session::run(client, connection))
                 }
                 TlsMode::Disabled => {
                     // Without TLS the password must never be sent as it is: the stream
@@ -129,8 +128,7 @@ impl PostgresBackend {
                     })?;
                     tcp.set_nodelay(true).ok();
                     let (client, connection) = config.connect_raw(NoCleartextPassword::new(tcp), NoTls).await?;
-                    tokio::spawn(connection);
-                    Ok(client)
+                    Ok(Session::run(client, connection))
                 }
             }
         };
@@ -160,6 +158,56 @@ impl PostgresBackend {
     ) -> Result<(), BackendError> {
         let run = async { client.batch_execute(sql).await.map_err(|e| classify(&e, endpoint, login, operation)) };
         self.timeouts.bound(operation, run).await
+    }
+}
+
+/// A session and the warnings its server sent. PostgreSQL answers some statements that did
+/// nothing with a WARNING and success (from 16, a `REVOKE` of a membership another role
+/// granted), so a caller that must know a change happened checks [`Session::warnings`].
+struct Session {
+    client: Client,
+    warnings: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::ops::Deref for Session {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// How many unread warnings a session keeps.
+const MAX_KEPT_WARNINGS: usize = 16;
+
+impl Session {
+    /// Drives `connection` in a task of its own, keeping the server's warnings (notices of
+    /// severity WARNING: the text names roles, never a password) and dropping the rest.
+    fn run<S, T>(client: Client, mut connection: tokio_postgres::Connection<S, T>) -> Session
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let warnings: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = warnings.clone();
+        tokio::spawn(async move {
+            // A notice reaches this task before the answer that follows it reaches the
+            // client, so the warnings of a statement are here once it has returned.
+            while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                if let AsyncMessage::Notice(notice) = message {
+                    let mut kept = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    // A kept admin session may live for hours: its warnings are bounded.
+                    if notice.severity() == "WARNING" && kept.len() < MAX_KEPT_WARNINGS {
+                        kept.push(notice.message().to_owned());
+                    }
+                }
+            }
+        });
+        Session { client, warnings }
+    }
+
+    /// The warnings received since the last call.
+    fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -341,8 +389,26 @@ impl DatabaseBackend for PostgresBackend {
             return Err(BackendError::UserExists { username: req.username.to_string() });
         }
         let statements = shape.statements(req.username, req.template, &password);
-        // One simple-query message runs as one implicit transaction: all of it or none.
-        self.batch(&client, &statements.join(";\n"), endpoint, admin, "creating or updating the role").await?;
+        // One explicit transaction, committed only when the server warned of nothing: from
+        // PostgreSQL 16 a REVOKE of a membership another role granted only warns, and the
+        // clone would keep what the template lost. This session is this call's own, so a
+        // failure leaves nothing open behind it.
+        let operation = "creating or updating the role";
+        self.batch(&client, &format!("BEGIN;\n{}", statements.join(";\n")), endpoint, admin, operation).await?;
+        let warnings = client.take_warnings();
+        if !warnings.is_empty() {
+            self.batch(&client, "ROLLBACK", endpoint, admin, operation).await?;
+            return Err(BackendError::Database {
+                operation,
+                message: format!(
+                    "the server warned \"{}\", so nothing was changed (a membership granted by another role \
+                     can only be revoked by that role)",
+                    warnings.join("\"; \"")
+                ),
+                retryable: false,
+            });
+        }
+        self.batch(&client, "COMMIT", endpoint, admin, operation).await?;
         debug!(created = !shape.clone_exists, "role upserted");
         Ok(UpsertOutcome { created: !shape.clone_exists })
     }
@@ -407,9 +473,12 @@ impl DynamicUsers for PostgresBackend {
     /// database where it owns something or holds default privileges (which `DROP OWNED`
     /// reaches only in the database it runs in, and which any user can make for itself in
     /// any database it may connect to), then here, each in one transaction: what it owns
-    /// given to `reassign_to` (or dropped), its privileges revoked and, last, the role
-    /// dropped. A user already gone is success, also when another deletion of the same
-    /// user (a second reaper, a holder's revocation racing the reaper) drops it meanwhile.
+    /// given to `reassign_to` (or dropped when that group is gone), its privileges revoked
+    /// and, last, the role dropped. An admin that is not a superuser (RDS's master user)
+    /// needs the privileges of the user and of the group for that, so it takes them for
+    /// the transaction only ([`TakeOver`]). A user already gone is success, also when
+    /// another deletion of the same user (a second reaper, a holder's revocation racing the
+    /// reaper) drops it meanwhile.
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
     async fn delete_user(
         &self,
@@ -427,20 +496,23 @@ impl DynamicUsers for PostgresBackend {
                 .map(|row| row.is_some())
                 .map_err(err("looking up the user"))
         };
-        // No BEGIN/COMMIT: a simple query of several statements is one implicit transaction,
-        // rolled back whole when one fails. An explicit block would stay open and aborted
-        // after a failure (the COMMIT is skipped), and the admin session is kept: every later
-        // statement on it, other users' included, would fail until the container is recycled.
-        let mut owned = Vec::new();
-        if let Some(to) = &req.reassign_to {
-            owned.push(format!("REASSIGN OWNED BY {name} TO {}", escape_identifier(to)));
-        }
-        owned.push(format!("DROP OWNED BY {name}"));
-        let owned = owned.join(";\n");
         let run = async {
-            if !exists().await? {
+            let state = client
+                .query_opt(DELETE_STATE_QUERY, &[&req.username.as_str(), &req.reassign_to.as_deref()])
+                .await
+                .map_err(err("looking up the user"))?;
+            let Some(state) = state else {
                 return Ok(DeleteOutcome { existed: false, sessions_ended: 0 });
-            }
+            };
+            let take_over =
+                TakeOver::read(&state, &req.username, &admin.username, req.reassign_to.as_deref()).map_err(
+                    |message| BackendError::Database { operation: "looking up the user", message, retryable: false },
+                )?;
+            // No BEGIN/COMMIT: a simple query of several statements is one implicit
+            // transaction, rolled back whole when one fails. An explicit block would stay
+            // open and aborted after a failure (the COMMIT is skipped), and the admin session
+            // is kept: every later statement on it, other users' included, would fail until
+            // the container is recycled.
             let deleted = async {
                 client.batch_execute(&format!("ALTER ROLE {name} NOLOGIN")).await.map_err(err("ALTER ROLE NOLOGIN"))?;
                 let ended = client
@@ -463,10 +535,10 @@ impl DynamicUsers for PostgresBackend {
                     })?;
                     let there = Endpoint { dbname: Some(db), ..endpoint.clone() };
                     let other = self.connect(&there, admin).await?;
-                    self.batch(&other, &owned, &there, admin, "dropping the user's objects in another database")
-                        .await?;
+                    let sql = take_over.statements(false).join(";\n");
+                    self.batch(&other, &sql, &there, admin, "dropping the user's objects in another database").await?;
                 }
-                let sql = format!("{owned};\nDROP ROLE IF EXISTS {name}");
+                let sql = take_over.statements(true).join(";\n");
                 client.batch_execute(&sql).await.map_err(err("dropping the user"))?;
                 Ok(ended.iter().filter(|r| r.try_get::<_, bool>("ended").unwrap_or(false)).count() as u64)
             };
@@ -526,6 +598,78 @@ const OTHER_DATABASES_QUERY: &str = "\
       AND s.refobjid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $1) \
       AND d.datname <> pg_catalog.current_database() \
     ORDER BY 1";
+
+/// What [`PostgresBackend::delete_user`] needs to know first, for the user ($1) and the
+/// group its objects go to ($2, may be NULL): no row when the user is gone.
+const DELETE_STATE_QUERY: &str = "\
+    SELECT pg_catalog.current_setting('server_version_num')::int4 AS version, \
+           g.oid IS NOT NULL AS group_exists, \
+           COALESCE(pg_catalog.pg_has_role(g.oid, 'USAGE') OR pg_catalog.pg_has_role(u.oid, g.oid, 'USAGE'), false) \
+             AS group_reached \
+    FROM pg_catalog.pg_roles u LEFT JOIN pg_catalog.pg_roles g ON g.rolname = $2 \
+    WHERE u.rolname = $1";
+
+/// How an admin that is not a superuser removes a user. `REASSIGN OWNED` and `DROP OWNED`
+/// need the privileges of the user (and `REASSIGN`, of the group too): a superuser has
+/// them, RDS's and Aurora's master user does not. So the admin grants itself the user (and
+/// the group, when the user does not already pass the group's privileges on) inside the
+/// transaction that drops the user, and revokes what it granted before it ends: nothing is
+/// left on the admin, whether the transaction commits or rolls back. The admin may grant
+/// them because it created both (PostgreSQL 16 gives a role's creator ADMIN OPTION on it,
+/// but neither INHERIT nor SET, hence `WITH INHERIT TRUE` there; 15 lets any CREATEROLE
+/// role grant any role that is not a superuser).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TakeOver {
+    user: String,
+    admin: String,
+    /// The group that receives the user's objects, when it still exists.
+    group: Option<String>,
+    /// The admin grants itself the group for the transaction.
+    grant_group: bool,
+    /// PostgreSQL 16 or later: memberships carry INHERIT and SET options.
+    membership_options: bool,
+}
+
+impl TakeOver {
+    fn read(row: &tokio_postgres::Row, user: &Username, admin: &Username, group: Option<&str>) -> Result<Self, String> {
+        let get = |column: &str| row.try_get::<_, bool>(column).map_err(|e| format!("column {column}: {e}"));
+        let version: i32 = row.try_get("version").map_err(|e| format!("column version: {e}"))?;
+        let group_exists = get("group_exists")?;
+        Ok(Self {
+            user: user.to_string(),
+            admin: admin.to_string(),
+            group: group.filter(|_| group_exists).map(str::to_owned),
+            grant_group: group_exists && !get("group_reached")?,
+            membership_options: version >= 160_000,
+        })
+    }
+
+    /// One transaction's statements: the user's objects given to the group (or dropped),
+    /// its privileges revoked, then the role dropped (`drop_role`) or, in another
+    /// database, the admin's grant of it revoked.
+    fn statements(&self, drop_role: bool) -> Vec<String> {
+        let (user, admin) = (escape_identifier(&self.user), escape_identifier(&self.admin));
+        let inherit = if self.membership_options { " WITH INHERIT TRUE" } else { "" };
+        let mut statements = vec![format!("GRANT {user} TO {admin}{inherit}")];
+        if let Some(group) = &self.group {
+            let group = escape_identifier(group);
+            if self.grant_group {
+                statements.push(format!("GRANT {group} TO {admin}{inherit}"));
+            }
+            statements.push(format!("REASSIGN OWNED BY {user} TO {group}"));
+        }
+        statements.push(format!("DROP OWNED BY {user}"));
+        if let (Some(group), true) = (&self.group, self.grant_group) {
+            statements.push(format!("REVOKE {} FROM {admin}", escape_identifier(group)));
+        }
+        statements.push(match drop_role {
+            // Dropping the role removes every membership in it, the admin's included.
+            true => format!("DROP ROLE IF EXISTS {user}"),
+            false => format!("REVOKE {user} FROM {admin}"),
+        });
+        statements
+    }
+}
 
 /// A `VALID UNTIL` value: the time in UTC, to the second.
 fn valid_until(at: std::time::SystemTime) -> String {
@@ -700,6 +844,55 @@ mod tests {
         assert!(sql.contains("REVOKE ADMIN OPTION FOR \"readers\" FROM \"app_clone\""), "{sql}");
         assert!(sql.contains("REVOKE \"writers\" FROM \"app_clone\""), "{sql}");
         assert!(!sql.contains("REVOKE \"app\""), "membership in the template stays: {sql}");
+    }
+
+    fn take_over(group: Option<&str>, grant_group: bool, membership_options: bool) -> TakeOver {
+        TakeOver {
+            user: "kt_u\"1".into(),
+            admin: "admin".into(),
+            group: group.map(str::to_owned),
+            grant_group,
+            membership_options,
+        }
+    }
+
+    #[test]
+    fn an_admin_takes_the_user_for_the_transaction_only() {
+        assert_eq!(
+            take_over(Some("readers"), false, false).statements(true),
+            [
+                "GRANT \"kt_u\"\"1\" TO \"admin\"",
+                "REASSIGN OWNED BY \"kt_u\"\"1\" TO \"readers\"",
+                "DROP OWNED BY \"kt_u\"\"1\"",
+                "DROP ROLE IF EXISTS \"kt_u\"\"1\"",
+            ]
+        );
+        // In another database the role stays, so the admin's grant is revoked there.
+        assert_eq!(
+            take_over(None, false, false).statements(false).last().unwrap(),
+            "REVOKE \"kt_u\"\"1\" FROM \"admin\""
+        );
+    }
+
+    #[test]
+    fn from_postgresql_16_the_grants_inherit_and_a_group_taken_is_given_back() {
+        assert_eq!(
+            take_over(Some("readers"), true, true).statements(true),
+            [
+                "GRANT \"kt_u\"\"1\" TO \"admin\" WITH INHERIT TRUE",
+                "GRANT \"readers\" TO \"admin\" WITH INHERIT TRUE",
+                "REASSIGN OWNED BY \"kt_u\"\"1\" TO \"readers\"",
+                "DROP OWNED BY \"kt_u\"\"1\"",
+                "REVOKE \"readers\" FROM \"admin\"",
+                "DROP ROLE IF EXISTS \"kt_u\"\"1\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_group_what_the_user_owns_is_dropped() {
+        let sql = take_over(None, false, true).statements(true).join(";\n");
+        assert!(!sql.contains("REASSIGN") && sql.contains("DROP OWNED BY"), "{sql}");
     }
 
     #[test]
