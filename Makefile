@@ -1,6 +1,8 @@
 # keyturn's commands. Each target installs what it needs (scripts/setup) and is safe to rerun.
 #   make demo   bring up PostgreSQL + moto, rotate secrets through the real Lambda binary
-#   make test   formatting, lints, unit and integration tests (what CI runs)
+#   make test   formatting, lints, unit and integration tests (what CI runs), then the
+#               PostgreSQL tests again on PostgreSQL 16 and 17
+#   make test-pg16, make test-pg17   only the PostgreSQL tests, on that version
 #   make bench  cold start, warm rotation and binary size, release build
 #   make release  the release binaries, and the CLI as dist/keyturn-<version>-<target>.tar.gz
 
@@ -10,7 +12,19 @@ CARGO ?= cargo
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 CLI_ARCHIVE := keyturn-$(VERSION)-x86_64-unknown-linux-gnu.tar.gz
 
-.PHONY: setup demo test lint bench build release
+# The test binaries whose outcome depends on the PostgreSQL server (role statements and
+# memberships, VALID UNTIL, what a secret's writer or a lease's user can do, what the
+# statement log shows): rerun on each version of the matrix. The others reach PostgreSQL
+# through the same statements as these (lambda_e2e, cli), stop before the server answers
+# (timeouts), or do not use it.
+PG_TESTS := postgres_rotation postgres_dynamic lease_api lease_attacks secret_attacks lease_e2e
+# Installed by scripts/setup (Debian 12 ships only 15); the harness runs the server in
+# KEYTURN_PG_BIN, Debian's 15 without it.
+PG_CACHE := /var/cache/keyturn-pg
+# --workspace, as `cargo test --workspace` above: the same features, so nothing is rebuilt.
+pg_tests = KEYTURN_PG_BIN=$(PG_CACHE)/$(1)/bin $(CARGO) test --no-fail-fast --workspace $(PG_TESTS:%=--test %)
+
+.PHONY: setup demo test test-pg16 test-pg17 lint bench build release
 
 setup:
 	./scripts/setup
@@ -33,6 +47,12 @@ lint:
 test: setup lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+	$(call pg_tests,16)
+	$(call pg_tests,17)
+
+test-pg16 test-pg17: setup
+	$(CARGO) build --workspace --bins
+	$(call pg_tests,$(@:test-pg%=%))
 
 # The CLI is built apart (it is not a default member), as sam build builds each function:
 # its features (aws-config's sso) are then not unified into the functions' binaries.

@@ -532,7 +532,7 @@ async fn revoke(service: &keyturn::lease::service::Issuer, lease: &str) {
 fn stranger_ca(env: &TestEnv) -> PathBuf {
     let dir = env.h.work.join(env.unique("stranger-ca"));
     std::fs::create_dir_all(&dir).expect("create the stranger CA's directory");
-    keyturn_tests::pki::generate(&dir, &["localhost"]).ca_cert
+    keyturn_tests::pki::generate(&dir, "keyturn test", &["localhost"]).ca_bundle
 }
 
 /// With `login`'s valid password, each client must refuse a server name its certificate

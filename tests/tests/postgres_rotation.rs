@@ -818,7 +818,7 @@ async fn a_membership_another_role_granted_is_never_silently_kept() {
     if env.pg.version_num >= 160_000 {
         let err = env.rotation_error(&rotator, &arn).await.to_string();
         assert!(err.contains("warned") && err.contains(&extra), "the error names the warning: {err}");
-        assert_eq!(privileges_of(&env, &clone, &extra).await.4, true, "the membership is still there");
+        assert!(privileges_of(&env, &clone, &extra).await.4, "the membership is still there");
         let (old_user, old_password) = env.login_of(&arn, AWSPREVIOUS).await;
         assert_eq!(old_user, clone);
         assert!(env.can_login(&old_user, &old_password).await, "the clone's password is unchanged");
@@ -829,6 +829,40 @@ async fn a_membership_another_role_granted_is_never_silently_kept() {
         assert_eq!(labels(&after), labels(&stages), "AWSCURRENT and AWSPREVIOUS did not move");
     } else {
         env.rotate(&rotator, &arn).await;
-        assert_eq!(privileges_of(&env, &clone, &extra).await.4, false, "the admin revoked it");
+        assert!(!privileges_of(&env, &clone, &extra).await.4, "the admin revoked it");
+    }
+}
+
+/// The rollback on a WARNING depends on the warning being sent, which a session's
+/// `client_min_messages` decides: the owner of the admin's database (here the application,
+/// which has CREATEDB, made it, and the admin secret names it) sets it to `error`. keyturn's
+/// startup options pin it, so the REVOKE's warning still arrives and nothing is kept.
+#[tokio::test]
+async fn a_database_setting_cannot_silence_the_warning() {
+    let env = TestEnv::new("quiet").await;
+    let rotator = env.rotator(Strategy::AlternatingUsers);
+    let appdb = env.unique("appdb");
+    let mut admin_secret = env.admin_secret();
+    admin_secret["dbname"] = json!(appdb);
+    let (arn, user) = alternating_secret_with(&env, "app", admin_secret).await;
+    let (_, password) = env.login_of(&arn, AWSCURRENT).await;
+    let app = session(&env, &user, &password).await;
+    let d = escape_identifier(&appdb);
+    app.batch_execute(&format!("CREATE DATABASE {d}")).await.unwrap();
+    app.batch_execute(&format!("ALTER DATABASE {d} SET client_min_messages = error")).await.unwrap();
+    env.rotate(&rotator, &arn).await;
+    let clone = format!("{user}_clone");
+    let extra = env.unique("extra");
+    let (c, x) = (escape_identifier(&clone), escape_identifier(&extra));
+    env.pg_admin_session().await.batch_execute(&format!("CREATE ROLE {x} NOLOGIN")).await.unwrap();
+    env.pg_superuser().await.batch_execute(&format!("GRANT {x} TO {c}")).await.unwrap();
+    env.rotate(&rotator, &arn).await;
+    if env.pg.version_num >= 160_000 {
+        let err = env.rotation_error(&rotator, &arn).await.to_string();
+        assert!(err.contains("warned") && err.contains(&extra), "the error names the warning: {err}");
+        assert!(privileges_of(&env, &clone, &extra).await.4, "rolled back: the grant is as it was");
+    } else {
+        env.rotate(&rotator, &arn).await;
+        assert!(!privileges_of(&env, &clone, &extra).await.4, "the admin revoked it");
     }
 }

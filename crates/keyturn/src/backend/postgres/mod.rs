@@ -20,7 +20,7 @@ use postgres_protocol::password::scram_sha_256;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpStream;
 use tokio_postgres::config::SslMode;
-use tokio_postgres::error::SqlState;
+use tokio_postgres::error::{Severity, SqlState};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{debug, instrument};
@@ -100,9 +100,10 @@ impl PostgresBackend {
             .application_name("keyturn")
             .connect_timeout(self.timeouts.connect)
             // Startup options override per-database and per-role settings: a database or
-            // role the secret's writer owns cannot put its own objects ahead of the catalogs.
+            // role the secret's writer owns cannot put its own objects ahead of the catalogs,
+            // nor silence the warnings a rotation reads (client_min_messages = error would).
             .options(format!(
-                "-c statement_timeout={} -c search_path=pg_catalog,pg_temp",
+                "-c statement_timeout={} -c search_path=pg_catalog,pg_temp -c client_min_messages=warning",
                 self.timeouts.statement.as_millis()
             ));
         if let Some(db) = &endpoint.dbname {
@@ -196,7 +197,8 @@ impl Session {
                 if let AsyncMessage::Notice(notice) = message {
                     let mut kept = sink.lock().unwrap_or_else(|p| p.into_inner());
                     // A kept admin session may live for hours: its warnings are bounded.
-                    if notice.severity() == "WARNING" && kept.len() < MAX_KEPT_WARNINGS {
+                    // The parsed severity: `severity()` is translated by the server's lc_messages.
+                    if notice.parsed_severity() == Some(Severity::Warning) && kept.len() < MAX_KEPT_WARNINGS {
                         kept.push(notice.message().to_owned());
                     }
                 }
@@ -394,6 +396,8 @@ impl DatabaseBackend for PostgresBackend {
         // clone would keep what the template lost. This session is this call's own, so a
         // failure leaves nothing open behind it.
         let operation = "creating or updating the role";
+        // Only what these statements bring counts (not, say, a warning sent at login).
+        client.take_warnings();
         self.batch(&client, &format!("BEGIN;\n{}", statements.join(";\n")), endpoint, admin, operation).await?;
         let warnings = client.take_warnings();
         if !warnings.is_empty() {
