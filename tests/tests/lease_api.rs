@@ -9,7 +9,7 @@ use keyturn::lease::service::ReapLimits;
 use keyturn::lease::store::LeaseStore;
 use keyturn_tests::lease::{call, deploy, Deployment, Engine, CI, OPS, STRANGER};
 use postgres_protocol::escape::escape_identifier;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const CI_OTHER_JOB: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-2";
 
@@ -307,4 +307,29 @@ async fn the_reaper_revokes_expired_leases_and_drops_orphans() {
 
     let again = reaper.reap(limits()).await.unwrap();
     assert_eq!((again.due, again.orphans_dropped.len()), (0, 0), "nothing left to do");
+}
+
+/// RDS for PostgreSQL 15 and later takes TLS only, as the harness server does: an admin
+/// secret with `"ssl": false` is refused by pg_hba.conf before any password is checked. The
+/// API says so (500: the deployment's to fix, not a 503 "refused login" worth retrying), and
+/// once the secret is corrected the same warm service reads it again.
+#[tokio::test]
+async fn an_admin_secret_without_tls_is_reported_and_read_again_once_corrected() {
+    let s = setup("leasenotls", "").await;
+    let admin_secret = s.env.unique("admin");
+    let mut admin = s.env.admin_secret();
+    admin["ssl"] = json!(false);
+    s.env.sm.put_secret_value().secret_id(&admin_secret).secret_string(admin.to_string()).send().await.unwrap();
+
+    let (status, body) = call(&s.service, "POST", "/v1/credentials/ci", None, CI).await;
+    assert_eq!((status, text(&body, "code"), body["retryable"].as_bool()), (500, "internal", Some(false)), "{body}");
+    let message = text(&body, "message");
+    assert!(message.contains(&format!("localhost:{}", s.env.pg.port)) && message.contains("requires TLS"), "{message}");
+    assert!(!message.contains(&s.env.pg.admin_password), "the message holds the admin's password");
+    assert!(users(&s).await.is_empty(), "nothing was created");
+
+    admin["ssl"] = json!(true);
+    s.env.sm.put_secret_value().secret_id(&admin_secret).secret_string(admin.to_string()).send().await.unwrap();
+    let body = issue(&s, None).await;
+    assert!(s.env.can_login(text(&body, "username"), text(&body, "password")).await);
 }

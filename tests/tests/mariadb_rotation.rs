@@ -294,3 +294,21 @@ async fn mariadb_tls_is_verified_and_never_downgraded() {
     let (u, p) = env.login_of(&arn, AWSCURRENT).await;
     assert!(env.can_login_mariadb(&u, &p).await);
 }
+
+/// MariaDB sends its certificate alone, without the intermediate CA, as RDS does: the
+/// bundle keyturn is given (root and intermediate) verifies it, the root alone does not.
+#[tokio::test]
+async fn the_server_certificate_comes_alone_and_the_bundle_completes_it() {
+    use keyturn::backend::mysql::MysqlBackend;
+    use keyturn::backend::{BackendError, Credentials, DatabaseBackend, Timeouts, Username};
+    let env = TestEnv::new("chain").await;
+    let user = env.unique("app");
+    let password = random_token();
+    env.create_mariadb_account(&user, &password, "").await;
+    let login = Credentials { username: Username::parse(&user).unwrap(), password: password.into() };
+    let endpoint = env.mariadb_endpoint();
+    env.mariadb_backend().verify(&endpoint, &login).await.expect("the bundle verifies the server");
+    let root_only = MysqlBackend::new(std::slice::from_ref(&env.h.pki().root_cert), Timeouts::default()).unwrap();
+    let err = root_only.verify(&endpoint, &login).await.unwrap_err();
+    assert!(matches!(err, BackendError::Tls { .. }), "{err}");
+}

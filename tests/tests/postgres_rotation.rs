@@ -615,6 +615,185 @@ async fn clone_privileges_follow_the_original_down() {
     );
 }
 
+/// How many connections of `user` the server's pg_hba.conf refused (its log says so for each).
+fn hba_refusals(env: &TestEnv, user: &str) -> usize {
+    let log = std::fs::read_to_string(&env.pg.log_file).expect("read postgres.log");
+    let user = format!("user \"{user}\"");
+    log.lines().filter(|l| l.contains("no pg_hba.conf entry") && l.contains(&user)).count()
+}
+
+/// RDS for PostgreSQL 15 and later takes TLS only (`rds.force_ssl = 1`), as the harness
+/// server does: a secret with `"ssl": false` gets "no pg_hba.conf entry", which is no verdict
+/// on any password. Rotation stops there and says so, instead of trying every older version
+/// and ending in "none of the secret's versions logs in".
+#[tokio::test]
+async fn a_secret_without_tls_fails_clearly_where_the_server_requires_tls_and_changes_nothing() {
+    use keyturn::backend::BackendError;
+    for strategy in [Strategy::SingleUser, Strategy::AlternatingUsers] {
+        let env = TestEnv::new("notls").await;
+        let rotator = env.rotator(strategy);
+        let arn = secret_for(&env, strategy).await;
+        // Two rotations over TLS: AWSPREVIOUS and an unlabelled version exist to be tried.
+        env.rotate(&rotator, &arn).await;
+        env.rotate(&rotator, &arn).await;
+        let (previous_user, previous_password) = env.login_of(&arn, AWSPREVIOUS).await;
+        let mut plain = env.value(&arn, AWSCURRENT).await;
+        plain["ssl"] = json!(false);
+        env.sm.put_secret_value().secret_id(&arn).secret_string(plain.to_string()).send().await.unwrap();
+        let (user, password) = env.login_of(&arn, AWSCURRENT).await;
+        let before = env.stages(&arn).await;
+
+        let token = env.start_rotation(&arn).await;
+        env.step(&rotator, &arn, &token, Step::Create).await.unwrap();
+        let err = env.step(&rotator, &arn, &token, Step::Set).await.unwrap_err();
+        let RotationError::Backend { source: BackendError::ConnectionNotAllowed { tls: false, .. }, .. } = &err else {
+            panic!("{strategy:?}: {err:?}");
+        };
+        let message = err.to_string();
+        for expected in [format!("localhost:{}", env.pg.port), "requires TLS".into(), "\"ssl\": false".into()] {
+            assert!(message.contains(&expected), "{strategy:?}: {message}");
+        }
+        assert!(!message.contains(&password), "the message holds the password");
+        assert!(!err.is_retryable(), "{strategy:?}");
+        assert_eq!(hba_refusals(&env, &user), 1, "{strategy:?}: one connection, no other version tried");
+
+        let after = env.stages(&arn).await;
+        for stage in [AWSCURRENT, AWSPREVIOUS] {
+            assert_eq!(stage_of(&after, stage), stage_of(&before, stage), "{strategy:?}: {stage} moved");
+        }
+        assert_eq!(stage_of(&after, AWSPENDING), Some(token.as_str()));
+        assert!(env.can_login(&user, &password).await, "{strategy:?}: the password changed");
+        if strategy == Strategy::AlternatingUsers {
+            assert!(env.can_login(&previous_user, &previous_password).await, "the other user's password changed");
+        }
+        let logs = keyturn_tests::captured_logs();
+        assert!(
+            logs.lines().any(|l| l.contains(&arn)
+                && l.contains(r#""error_kind":"Backend""#)
+                && l.contains(r#""backend_error_kind":"ConnectionNotAllowed""#)),
+            "{strategy:?}: the step's log line names the kind"
+        );
+    }
+}
+
+/// Servers send their certificate alone, without the intermediate CA, as RDS does: the
+/// bundle keyturn is given (root and intermediate, as RDS's `global-bundle.pem`) verifies
+/// it, the root alone does not, and a server whose certificate another CA signed, for the
+/// right name, is refused.
+#[tokio::test]
+async fn only_a_server_certificate_from_the_bundle_is_trusted() {
+    use keyturn::backend::postgres::PostgresBackend;
+    use keyturn::backend::{tls, BackendError, Credentials, DatabaseBackend, Endpoint, TlsMode, Username};
+    use keyturn_tests::{pki, postgres};
+    let env = TestEnv::new("chain").await;
+    let user = env.unique("app");
+    let password = random_token();
+    env.create_role(&user, &password).await;
+    let login = Credentials { username: Username::parse(&user).unwrap(), password: password.into() };
+    let endpoint = env.pg_endpoint(TlsMode::VerifyFull);
+    env.pg_backend(Default::default()).verify(&endpoint, &login).await.expect("the bundle verifies the server");
+
+    let root_only = tls::client_config(std::slice::from_ref(&env.h.pki().root_cert)).unwrap();
+    let err = PostgresBackend::new(root_only, Default::default()).verify(&endpoint, &login).await.unwrap_err();
+    assert!(matches!(err, BackendError::Tls { .. }) && err.to_string().contains("UnknownIssuer"), "{err}");
+
+    let dir = env.h.work.join(env.unique("other-ca"));
+    let other = pki::generate(&dir, "other", &["localhost"]);
+    let other_bundle = other.ca_bundle.clone();
+    let server = tokio::task::spawn_blocking(move || postgres::start(&dir.join("pg"), &other)).await.unwrap();
+    let there = Endpoint { port: server.port, ..endpoint.clone() };
+    let admin = Credentials {
+        username: Username::parse(&server.superuser).unwrap(),
+        password: server.superuser_password.clone().into(),
+    };
+    let err = env.pg_backend(Default::default()).verify(&there, &admin).await.unwrap_err();
+    assert!(matches!(err, BackendError::Tls { .. }) && err.to_string().contains("UnknownIssuer"), "{err}");
+    let own_bundle = tls::client_config(&[other_bundle]).unwrap();
+    PostgresBackend::new(own_bundle, Default::default())
+        .verify(&there, &admin)
+        .await
+        .expect("the same server with its own CA bundle");
+}
+
+/// A rotation abandoned before setSecret: its version keeps a value and loses its label.
+async fn abandon_after_create(env: &TestEnv, rotator: &keyturn_tests::TestRotator, arn: &str) -> String {
+    let token = env.start_rotation(arn).await;
+    env.step(rotator, arn, &token, Step::Create).await.expect("createSecret");
+    env.sm
+        .update_secret_version_stage()
+        .secret_id(arn)
+        .version_stage(AWSPENDING)
+        .remove_from_version_id(&token)
+        .send()
+        .await
+        .expect("UpdateSecretVersionStage");
+    token
+}
+
+/// The password of version `id`.
+async fn password_of(env: &TestEnv, arn: &str, id: &str) -> String {
+    let out = env.sm.get_secret_value().secret_id(arn).version_id(id).send().await.unwrap();
+    let value: Value = serde_json::from_str(out.secret_string().unwrap()).unwrap();
+    value["password"].as_str().unwrap().to_owned()
+}
+
+/// Secrets Manager removes unlabelled versions once a secret has more than about 100. When
+/// the one an abandoned rotation left the database on is gone, no version logs in: the
+/// rotation says so, with what to do, and changes nothing.
+#[tokio::test]
+async fn a_removed_version_that_held_the_password_ends_in_a_clear_error() {
+    let env = TestEnv::new("removed").await;
+    let rotator = env.rotator(Strategy::SingleUser);
+    let (arn, user, _) = single_user_secret(&env, "app").await;
+    env.rotate(&rotator, &arn).await;
+    let oldest = env.abandon_after_set(&rotator, &arn).await; // the database is on its password
+    let newer = abandon_after_create(&env, &rotator, &arn).await; // a value that never reached it
+    let held = password_of(&env, &arn, &oldest).await;
+    env.remove_secret_version(&arn, &oldest, false);
+    let before = env.stages(&arn).await;
+    assert!(!before.contains_key(&oldest), "setup: the version is removed");
+    assert!(before.contains_key(&newer));
+
+    let err = env.rotation_error(&rotator, &arn).await;
+    assert_eq!(err.kind(), "NoWorkingCredentials", "{err}");
+    let message = err.to_string();
+    assert!(message.contains("and 1 older versions"), "{message}");
+    assert!(message.contains("set the user's password to AWSCURRENT's by hand"), "{message}");
+    assert!(env.can_login(&user, &held).await, "the database's password changed");
+    let after = env.stages(&arn).await;
+    for stage in [AWSCURRENT, AWSPREVIOUS] {
+        assert_eq!(stage_of(&after, stage), stage_of(&before, stage), "{stage} moved");
+    }
+}
+
+/// A version removed while rotation reads the unlabelled ones (listed, then gone when read)
+/// is skipped and counted; the version that holds the password still heals the rotation.
+#[tokio::test]
+async fn removed_versions_do_not_stop_self_healing() {
+    let env = TestEnv::new("removedheal").await;
+    let rotator = env.rotator(Strategy::SingleUser);
+    let (arn, user, _) = single_user_secret(&env, "app").await;
+    env.rotate(&rotator, &arn).await;
+    let oldest = env.abandon_after_set(&rotator, &arn).await;
+    let holder = env.abandon_after_set(&rotator, &arn).await; // the database is on its password
+    let newest = abandon_after_create(&env, &rotator, &arn).await;
+    env.remove_secret_version(&arn, &oldest, false);
+    env.remove_secret_version(&arn, &newest, true);
+
+    let token = env.rotate(&rotator, &arn).await;
+    let stages = env.stages(&arn).await;
+    assert_eq!(stage_of(&stages, AWSCURRENT), Some(token.as_str()));
+    assert!(!stages.contains_key(&newest), "setup: the version was removed after it was listed");
+    let (_, healed) = env.login_of(&arn, AWSCURRENT).await;
+    assert!(env.can_login(&user, &healed).await);
+    let logs = keyturn_tests::captured_logs();
+    assert!(logs.lines().any(|l| l.contains(&format!("version {holder}")) && l.contains("password changed")));
+    assert!(
+        logs.lines().any(|l| l.contains(&newest) && l.contains("skipping a listed version without a value")),
+        "the removed version is reported"
+    );
+}
+
 /// From PostgreSQL 16, a REVOKE of a membership another role granted only warns. The
 /// clone's membership granted by someone other than the admin, which the original does not
 /// have: on 16 and later the rotation fails naming the warning and changes nothing (the
