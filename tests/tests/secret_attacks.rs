@@ -321,6 +321,14 @@ async fn a_database_the_writer_owns_cannot_change_what_the_admin_reads() {
     let att_password = random_token();
     env.create_role(&att, &att_password).await;
     env.pg_superuser().await.batch_execute(&format!("ALTER ROLE {} CREATEDB", escape_identifier(&att))).await.unwrap();
+    // From PostgreSQL 16 an admin grants only roles it holds WITH ADMIN OPTION (the writer's
+    // user was made by the harness's admin, not this one), and gives CREATEDB only if it has it.
+    let sql = format!(
+        "ALTER ROLE {a} CREATEDB; GRANT {u} TO {a} WITH ADMIN OPTION",
+        a = escape_identifier(&admin),
+        u = escape_identifier(&att)
+    );
+    env.pg_superuser().await.batch_execute(&sql).await.unwrap();
     let db = env.unique("attdb");
     let own = pg_login(&env, &att, &att_password, "postgres").await;
     own.batch_execute(&format!("CREATE DATABASE {}", escape_identifier(&db))).await.unwrap();
