@@ -4,7 +4,7 @@
 use keyturn::rotation::database::Strategy;
 use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use keyturn::rotation::{Outcome, RotationError, Step};
-use keyturn_tests::{random_token, TestEnv};
+use keyturn_tests::{random_token, TestEnv, TestRotator};
 use postgres_protocol::escape::escape_identifier;
 use serde_json::{json, Value};
 
@@ -794,6 +794,22 @@ async fn removed_versions_do_not_stop_self_healing() {
     );
 }
 
+/// A role the original never had, made by the admin (which then holds ADMIN OPTION on it)
+/// and granted to `clone` by the superuser, not by the admin. Returns its name.
+async fn granted_by_another_role(env: &TestEnv, clone: &str) -> String {
+    let extra = env.unique("extra");
+    let (c, x) = (escape_identifier(clone), escape_identifier(&extra));
+    env.pg_admin_session().await.batch_execute(&format!("CREATE ROLE {x} NOLOGIN")).await.unwrap();
+    env.pg_superuser().await.batch_execute(&format!("GRANT {x} TO {c}")).await.unwrap();
+    extra
+}
+
+/// PostgreSQL 15 records no grantor to check: the next rotation's REVOKE removes `extra`.
+async fn revoked_on_15(env: &TestEnv, rotator: &TestRotator, arn: &str, clone: &str, extra: &str) {
+    env.rotate(rotator, arn).await;
+    assert!(!privileges_of(env, clone, extra).await.4, "the admin revoked it");
+}
+
 /// From PostgreSQL 16, a REVOKE of a membership another role granted only warns. The
 /// clone's membership granted by someone other than the admin, which the original does not
 /// have: on 16 and later the rotation fails naming the warning and changes nothing (the
@@ -805,11 +821,7 @@ async fn a_membership_another_role_granted_is_never_silently_kept() {
     let (arn, user) = alternating_secret(&env, "app").await;
     env.rotate(&rotator, &arn).await;
     let clone = format!("{user}_clone");
-    let extra = env.unique("extra");
-    let (c, x) = (escape_identifier(&clone), escape_identifier(&extra));
-    // Made by the admin (which then holds ADMIN OPTION on it), granted by the superuser.
-    env.pg_admin_session().await.batch_execute(&format!("CREATE ROLE {x} NOLOGIN")).await.unwrap();
-    env.pg_superuser().await.batch_execute(&format!("GRANT {x} TO {c}")).await.unwrap();
+    let extra = granted_by_another_role(&env, &clone).await;
     // The next rotation sets the original; the one after re-shapes the clone.
     env.rotate(&rotator, &arn).await;
     let before = env.login_of(&arn, AWSCURRENT).await;
@@ -828,8 +840,7 @@ async fn a_membership_another_role_granted_is_never_silently_kept() {
         };
         assert_eq!(labels(&after), labels(&stages), "AWSCURRENT and AWSPREVIOUS did not move");
     } else {
-        env.rotate(&rotator, &arn).await;
-        assert!(!privileges_of(&env, &clone, &extra).await.4, "the admin revoked it");
+        revoked_on_15(&env, &rotator, &arn, &clone, &extra).await;
     }
 }
 
@@ -852,17 +863,13 @@ async fn a_database_setting_cannot_silence_the_warning() {
     app.batch_execute(&format!("ALTER DATABASE {d} SET client_min_messages = error")).await.unwrap();
     env.rotate(&rotator, &arn).await;
     let clone = format!("{user}_clone");
-    let extra = env.unique("extra");
-    let (c, x) = (escape_identifier(&clone), escape_identifier(&extra));
-    env.pg_admin_session().await.batch_execute(&format!("CREATE ROLE {x} NOLOGIN")).await.unwrap();
-    env.pg_superuser().await.batch_execute(&format!("GRANT {x} TO {c}")).await.unwrap();
+    let extra = granted_by_another_role(&env, &clone).await;
     env.rotate(&rotator, &arn).await;
     if env.pg.version_num >= 160_000 {
         let err = env.rotation_error(&rotator, &arn).await.to_string();
         assert!(err.contains("warned") && err.contains(&extra), "the error names the warning: {err}");
         assert!(privileges_of(&env, &clone, &extra).await.4, "rolled back: the grant is as it was");
     } else {
-        env.rotate(&rotator, &arn).await;
-        assert!(!privileges_of(&env, &clone, &extra).await.4, "the admin revoked it");
+        revoked_on_15(&env, &rotator, &arn, &clone, &extra).await;
     }
 }
