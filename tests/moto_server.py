@@ -1,4 +1,4 @@
-"""Runs moto in server mode as `moto_server` does (same arguments), with five bridges.
+"""Runs moto in server mode as `moto_server` does (same arguments), with six bridges.
 
 DynamoDB runs each request, transactions included, in isolation: a conditional write and a
 TransactWriteItems either see another write's result or conflict with it. moto's threaded
@@ -185,6 +185,56 @@ class SecretVersionRemoval:
         return answer("200 OK", "removed")
 
 
+WITHHOLD_KEY_PATH = "/keyturn-test/iam/withhold-key"
+
+INVALID_CLIENT_TOKEN = (
+    b'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+    b"<Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid."
+    b"</Message></Error><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+)
+
+
+class WithheldKeys:
+    """WSGI middleware: the withhold-key route, and the refusal of requests signed with a
+    withheld key."""
+
+    def __init__(self, app):
+        self.app = app
+        self.lock = threading.Lock()
+        self.withheld = set()
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == WITHHOLD_KEY_PATH and environ.get("REQUEST_METHOD") == "POST":
+            return self.withhold(environ, start_response)
+        with self.lock:
+            refused = access_key_of(environ) in self.withheld
+        if refused:
+            start_response("403 Forbidden", [("Content-Type", "text/xml")])
+            return [INVALID_CLIENT_TOKEN]
+        return self.app(environ, start_response)
+
+    def withhold(self, environ, start_response):
+        try:
+            request = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+            key, withheld = request["AccessKeyId"], request["Withheld"]
+        except (ValueError, KeyError, TypeError) as e:
+            start_response("400 Bad Request", [("Content-Type", "text/plain")])
+            return [f"bad request: {e}".encode()]
+        with self.lock:
+            (self.withheld.add if withheld else self.withheld.discard)(key)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+
+def access_key_of(environ):
+    """The access key id a signed request names in its credential scope (None when unsigned)."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    try:
+        return auth.split("Credential=", 1)[1].split("/")[0]
+    except IndexError:
+        return None
+
+
 def region_of(environ):
     """The region a signed request names in its credential scope (us-east-1 when unsigned)."""
     auth = environ.get("HTTP_AUTHORIZATION", "")
@@ -220,10 +270,10 @@ def main(argv):
     keep_user_boundaries()
     user_resources()
 
-    # moto_server's own argument parsing and signal handling, then its app behind the lock
-    # and the version removal.
+    # moto_server's own argument parsing and signal handling, then its app behind the lock,
+    # the version removal and the withheld keys.
     def run(host, port, app, **kwargs):
-        run_simple(host, port, SecretVersionRemoval(DynamoDBOneAtATime(app)), **kwargs)
+        run_simple(host, port, WithheldKeys(SecretVersionRemoval(DynamoDBOneAtATime(app))), **kwargs)
 
     server.run_simple = run
     server.main(argv)

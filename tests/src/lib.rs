@@ -785,21 +785,8 @@ impl TestEnv {
     /// the next ListSecretVersionIds of the secret has listed it. moto never removes
     /// versions; `tests/moto_server.py` does it for this request.
     pub fn remove_secret_version(&self, arn: &str, version_id: &str, after_next_list: bool) {
-        use std::io::{Read, Write};
-        let body =
-            serde_json::json!({"SecretId": arn, "VersionId": version_id, "AfterNextList": after_next_list}).to_string();
-        let address = self.h.moto.endpoint.trim_start_matches("http://");
-        // One short loopback request: a blocking one does not hold the test up.
-        let mut stream = std::net::TcpStream::connect(address).expect("connect to moto");
-        let request = format!(
-            "POST /keyturn-test/secretsmanager/remove-version HTTP/1.1\r\nHost: {address}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).expect("send to moto");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("read moto's answer");
-        assert_eq!(answer.split(' ').nth(1), Some("200"), "removing version {version_id}: {answer}");
+        let body = serde_json::json!({"SecretId": arn, "VersionId": version_id, "AfterNextList": after_next_list});
+        self.h.moto.post("/keyturn-test/secretsmanager/remove-version", &body);
     }
 
     /// Version id to staging labels, as DescribeSecret reports them.

@@ -14,21 +14,31 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Seeds moto's random generator (`POST /moto-api/seed`): after each seeding with the
-    /// same `seed`, the same requests make the same ids and secrets (an access key's, for
-    /// one). For a test that must know a key before moto has it.
-    pub fn seed(&self, seed: u32) {
+    /// Makes moto refuse every request signed with the access key `access_key_id` as AWS
+    /// refuses a key IAM has not propagated yet (`withheld`), or accept it again. moto
+    /// accepts a new key at once; `tests/moto_server.py` does this for the request.
+    pub fn withhold_key(&self, access_key_id: &str, withheld: bool) {
+        let body = serde_json::json!({"AccessKeyId": access_key_id, "Withheld": withheld});
+        self.post("/keyturn-test/iam/withhold-key", &body);
+    }
+
+    /// POSTs `body` to one of `tests/moto_server.py`'s own routes; panics unless it answers 200.
+    /// One short loopback request: a blocking one does not hold a test up.
+    pub fn post(&self, path: &str, body: &serde_json::Value) {
         use std::io::{Read as _, Write as _};
+        let body = body.to_string();
         let authority = self.endpoint.strip_prefix("http://").expect("moto's endpoint is http://");
         let mut stream = std::net::TcpStream::connect(authority).expect("connect to moto");
         write!(
             stream,
-            "POST /moto-api/seed?a={seed} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         )
-        .expect("send the seed");
+        .expect("send to moto");
         let mut answer = String::new();
         stream.read_to_string(&mut answer).expect("moto's answer");
-        assert!(answer.starts_with("HTTP/1.1 200"), "seeding moto: {}", answer.lines().next().unwrap_or_default());
+        assert_eq!(answer.split(' ').nth(1), Some("200"), "POST {path} {body}: {answer}");
     }
 }
 

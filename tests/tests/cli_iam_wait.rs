@@ -4,8 +4,9 @@
 //! during the wait revokes the lease and runs nothing.
 //!
 //! The key is checked against moto with IAM authentication on (every client of this test
-//! binary signs as the harness's administrator), which refuses a key it does not have as
-//! AWS refuses one IAM has not propagated yet; `AWS_ENDPOINT_URL` points the CLI at it. The
+//! binary signs as the harness's administrator), which refuses a key it does not have, and
+//! one the test withholds, as AWS refuses one IAM has not propagated yet; `AWS_ENDPOINT_URL`
+//! points the CLI at it. The
 //! API is a fake one that issues a key the test chose ([`gateway::issuing`]).
 
 use std::io::BufRead as _;
@@ -14,7 +15,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_iam::types::AccessKey;
 use keyturn_tests::gateway::{self, FakeApi};
 use keyturn_tests::{harness, random_token, TestEnv};
 use serde_json::{json, Value};
@@ -80,46 +80,17 @@ fn finish(child: Child, lines: Receiver<String>, mut seen: Vec<String>) -> (Outp
     (out, seen.join("\n"))
 }
 
-/// `user`'s new access key, made right after moto was seeded with `seed`: the same key
-/// each time, unless another request (another test's, a keyturn's GetCallerIdentity) drew
-/// from moto's random numbers in between.
-async fn seeded_key(env: &TestEnv, user: &str, seed: u32) -> AccessKey {
-    tokio::task::block_in_place(|| env.h.moto.seed(seed));
-    let iam = aws_sdk_iam::Client::new(&env.sdk);
-    let out = iam.create_access_key().user_name(user).send().await.expect("CreateAccessKey");
-    out.access_key().cloned().expect("the key")
-}
-
-async fn delete_key(env: &TestEnv, user: &str, key: &AccessKey) {
-    let iam = aws_sdk_iam::Client::new(&env.sdk);
-    iam.delete_access_key().user_name(user).access_key_id(key.access_key_id()).send().await.expect("DeleteAccessKey");
-}
-
-/// The key [`seeded_key`] makes when no other request comes in between (twice the same),
-/// deleted again.
-async fn reproducible_key(env: &TestEnv, user: &str, seed: u32) -> AccessKey {
-    for _ in 0..20 {
-        let first = seeded_key(env, user, seed).await;
-        delete_key(env, user, &first).await;
-        let second = seeded_key(env, user, seed).await;
-        delete_key(env, user, &second).await;
-        if first.access_key_id() == second.access_key_id() {
-            return first;
-        }
-    }
-    panic!("moto never made the same key twice after the same seed");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_runs_the_command_only_once_the_new_key_works() {
     let env = TestEnv::authenticated("cli_iam_wait").await;
     let user = env.unique("late");
-    aws_sdk_iam::Client::new(&env.sdk).create_user().user_name(&user).send().await.expect("CreateUser");
-    // The key the API hands out: moto makes it, the test deletes it, and moto makes it
-    // again after the same seed, a few seconds into exec's wait. In between it does not
-    // exist, and moto refuses it.
-    let seed = u32::from_str_radix(&random_token()[..8], 16).unwrap();
-    let key = reproducible_key(&env, &user, seed).await;
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    iam.create_user().user_name(&user).send().await.expect("CreateUser");
+    let out = iam.create_access_key().user_name(&user).send().await.expect("CreateAccessKey");
+    let key = out.access_key().expect("the key");
+    // Until the test releases it, moto refuses the key as AWS refuses one IAM has not
+    // propagated yet.
+    tokio::task::block_in_place(|| env.h.moto.withhold_key(key.access_key_id(), true));
     let api = gateway::issuing(Duration::ZERO, iam_user_answer(key.access_key_id(), key.secret_access_key(), 30)).await;
 
     // The command's first AWS call, made with the variables exec gave it, and a mark that
@@ -137,17 +108,8 @@ async fn exec_runs_the_command_only_once_the_new_key_works() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!mark.exists(), "the command ran with a key that does not work yet: {seen:?}");
 
-    // The key comes to exist (another request in between makes another key: then again).
-    let mut tries = 0;
-    loop {
-        let again = seeded_key(&env, &user, seed).await;
-        if again.access_key_id() == key.access_key_id() {
-            break;
-        }
-        delete_key(&env, &user, &again).await;
-        tries += 1;
-        assert!(tries < 20, "moto never made the key again");
-    }
+    // The key propagates.
+    tokio::task::block_in_place(|| env.h.moto.withhold_key(key.access_key_id(), false));
     let (out, stderr) = finish(child, lines, seen);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
