@@ -146,6 +146,18 @@ pub fn random_token() -> String {
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
+/// A password shown without revealing any of it: 8 hex digits of SHA-256 over a key drawn
+/// once per process and the password. Equal passwords show the same within one run (which
+/// is what a reader compares); across runs, and to anyone without the key, it says nothing,
+/// not even for a guessable password, as a plain hash or the first characters would.
+pub fn password_fingerprint(password: &str) -> String {
+    use sha2::{Digest, Sha256};
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    let key = KEY.get_or_init(|| rand::rng().random());
+    let digest = Sha256::new().chain_update(key).chain_update(password.as_bytes()).finalize();
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Starts the services on first use.
 pub fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();

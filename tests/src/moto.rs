@@ -64,7 +64,10 @@ pub fn start(dir: &Path) -> Moto {
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(log.try_clone().unwrap())
         .stderr(log);
-    let server = spawn_tied(command, libc::SIGTERM).expect("start moto_server.py");
+    // SIGKILL: moto's SIGTERM handler exits only once every request thread is done, so a
+    // moto busy with a test's backlog lingered for minutes after its test process, taking
+    // the CPU the next test binary needs. It keeps nothing worth a clean exit.
+    let server = spawn_tied(command, libc::SIGKILL).expect("start moto_server.py");
     wait_for_port(port, 60, "moto_server");
     let endpoint = format!("http://127.0.0.1:{port}");
 

@@ -421,3 +421,116 @@ async fn a_postgres_lease_user_cannot_extend_rename_or_multiply_itself() {
     assert!(!role_exists(&s.env, &user).await);
     assert!(session.simple_query("SELECT 1").await.is_err());
 }
+
+/// A caller asks for a one-second lease while the database is slow to create its user
+/// (here a superuser holds a lock that the user's `ALTER ROLE ... SET role` waits for). The
+/// reaper finds the lease expired before the user exists, deletes nobody and marks it
+/// revoked, which frees its slot of `max_leases`; then the user is created. The issuer
+/// must not answer 201 with a password that works for a revoked lease, and the user must
+/// not stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issue_racing_the_reaper_hands_out_no_password_of_a_revoked_lease() {
+    let s = setup("atkissuerace", "max_leases = 1").await;
+    let lock = s.env.pg_superuser().await;
+    lock.batch_execute("BEGIN; LOCK TABLE pg_catalog.pg_db_role_setting IN EXCLUSIVE MODE").await.unwrap();
+    let api = s.env.lease_service(&s.vars, 0);
+    let issuing =
+        tokio::spawn(async move { call(&api, "POST", "/v1/credentials/ci", Some(r#"{"ttl_seconds": 1}"#), CI).await });
+    // This deployment's user (its prefix is its own) waits on the lock, its lease written.
+    // (Watched from another session: one inside a transaction sees one snapshot of it.)
+    let watch = s.env.pg_superuser().await;
+    let until = Instant::now() + Duration::from_secs(4);
+    loop {
+        let row = watch
+            .query_one(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'keyturn' \
+                 AND wait_event_type = 'Lock' AND strpos(query, $1) > 0",
+                &[&s.prefix],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, i64>("n") == 1 {
+            break;
+        }
+        assert!(Instant::now() < until, "the user's creation never waited on the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let live = s.service.store().list_live_by_caller(CI, 10).await.unwrap();
+    let [lease] = live.as_slice() else { panic!("one lease being issued: {live:?}") };
+    // The lease expires while its user waits to be created (the reaper's clock is 5 s
+    // ahead rather than the test sleeping); the reaper revokes it.
+    let report = s.env.lease_service(&s.vars, 5).reap(limits()).await.unwrap();
+    assert_eq!(report.revoked, 1, "the reaper revoked the expired lease before its user existed: {report:?}");
+    lock.batch_execute("COMMIT").await.unwrap();
+
+    let (status, body) = issuing.await.unwrap();
+    let lease = s.service.store().get(&lease.lease_id).await.unwrap().unwrap();
+    assert_eq!(lease.state.as_str(), "revoked", "{lease:?}");
+    assert_eq!(status, 409, "no credentials for a revoked lease: {body}");
+    assert!(body.get("password").is_none(), "{body}");
+    assert!(!role_exists(&s.env, &lease.username).await, "the user made after the revocation is dropped again");
+}
+
+/// Two roles share one admin secret, with different groups. A user of the second role is
+/// left behind without a live lease (its revocation was lost) and owns a table it filled.
+/// The reaper's sweep drops it and must hand the table to that role's own group, not to the
+/// first role's (whose users would then read the other role's data); a user with no lease
+/// on record goes by the role its name carries.
+#[tokio::test]
+async fn the_orphan_sweep_gives_an_orphans_objects_to_its_own_roles_group() {
+    let env = TestEnv::new("atkorphangroup").await;
+    let admin = env.create_secret("admin", &env.admin_secret()).await;
+    let (first, _) = env.pg_group_with_table("grpa").await;
+    let (second, _) = env.pg_group_with_table("grpb").await;
+    let prefix = format!("t{}_", &keyturn_tests::random_token()[..6]);
+    let role = |name: &str, group: &str| {
+        format!(
+            "[[role]]\nname = \"{name}\"\nkind = \"database\"\nadmin_secret = \"{admin}\"\ngroups = [\"{group}\"]\n\
+             default_ttl = \"15m\"\nmax_ttl = \"1h\"\nallowed_principals = [\"arn:aws:iam::123456789012:role/ci-runner\"]\n"
+        )
+    };
+    let roles = format!("username_prefix = \"{prefix}\"\n\n{}\n{}", role("aa", &first), role("bb", &second));
+    let vars = env.lease_env(&roles).await;
+    let service = env.lease_service(&vars, 0);
+
+    let (status, answer) = call(&service, "POST", "/v1/credentials/bb", None, CI).await;
+    assert_eq!(status, 201, "{answer}");
+    let (user, password) = (answer["username"].as_str().unwrap(), answer["password"].as_str().unwrap());
+    let owned = format!("{}.{}", escape_identifier(&second), escape_identifier(&format!("{user}_t")));
+    let session = env.pg_login(user, password).await.unwrap();
+    session.batch_execute(&format!("SET ROLE NONE; CREATE TABLE {owned} (secret text)")).await.unwrap();
+    drop(session);
+    // Its revocation was lost: the lease reads revoked, the user is still there.
+    let lease = service.store().get(answer["lease_id"].as_str().unwrap()).await.unwrap().unwrap();
+    let mut revoked = lease.clone();
+    revoked.state = keyturn::lease::LeaseState::Revoked;
+    revoked.version += 1;
+    service.store().update(&revoked, keyturn::lease::store::Expected::of(&lease)).await.unwrap();
+    // And one of role bb's form with no lease on record at all (made by hand).
+    let unknown = format!("{prefix}bb_0123456789abcdefghij");
+    let unknown_table = format!("{}.{}", escape_identifier(&second), escape_identifier(&format!("{unknown}_t")));
+    env.create_role(&unknown, "by-hand").await;
+    let grant = format!("GRANT {} TO {}", escape_identifier(&second), escape_identifier(&unknown));
+    env.pg_admin_session().await.batch_execute(&grant).await.unwrap();
+    let session = env.pg_login(&unknown, "by-hand").await.unwrap();
+    session.batch_execute(&format!("CREATE TABLE {unknown_table} (secret text)")).await.unwrap();
+    drop(session);
+
+    let report = service.reap(limits()).await.unwrap();
+    assert!(report.sweep_errors.is_empty(), "{report:?}");
+    let mut dropped = report.orphans_dropped.clone();
+    dropped.sort();
+    let mut expected = vec![user.to_owned(), unknown.clone()];
+    expected.sort();
+    assert_eq!(dropped, expected);
+    for table in [&owned, &unknown_table] {
+        let owner: String = env
+            .pg_superuser()
+            .await
+            .query_one("SELECT relowner::regrole::text AS owner FROM pg_class WHERE oid = to_regclass($1)", &[table])
+            .await
+            .unwrap_or_else(|e| panic!("{table} is kept: {e}"))
+            .get("owner");
+        assert_eq!(owner, second, "{table} belongs to role bb's group, not role aa's ({first})");
+    }
+}

@@ -121,7 +121,8 @@ async fn print_versions(env: &TestEnv, arn: &str, mariadb: bool) {
     let created =
         |v: &&aws_sdk_secretsmanager::types::SecretVersionsListEntry| v.created_date().map_or(0.0, |d| d.as_secs_f64());
     rows.sort_by(|a, b| created(a).total_cmp(&created(b)));
-    println!("  {:<10} {:<26} {:<22} {:<10} logs in?", "version", "stages", "username", "password");
+    // The password's fingerprint: equal passwords show equal, and nothing of them shows.
+    println!("  {:<10} {:<26} {:<22} {:<12} logs in?", "version", "stages", "username", "password");
     for v in rows {
         let id = v.version_id().unwrap_or_default();
         let Ok(value) = env.sm.get_secret_value().secret_id(arn).version_id(id).send().await else {
@@ -137,7 +138,7 @@ async fn print_versions(env: &TestEnv, arn: &str, mariadb: bool) {
             false => env.can_login(user, password).await,
         };
         let works = if logs_in { "yes" } else { "no (refused)" };
-        let shown = format!("{}…", password.chars().take(4).collect::<String>());
-        println!("  {:<10} {:<26} {:<22} {:<10} {works}", &id[..8.min(id.len())], stages, user, shown);
+        let shown = keyturn_tests::password_fingerprint(password);
+        println!("  {:<10} {:<26} {:<22} {:<12} {works}", &id[..8.min(id.len())], stages, user, shown);
     }
 }

@@ -334,6 +334,33 @@ pub fn username(prefix: &str, role_name: &str, engine_limit_bytes: usize, random
     Some(format!("{prefix}{role_part}_{random}"))
 }
 
+/// The group that receives what an orphan database user owns when the sweep drops it:
+/// its lease's group when its lease is on record (the lease says which group it was given);
+/// otherwise the group of the one role, of `roles` (name, group) sharing the orphan's admin
+/// secret, whose name the username carries (cut to the engine's limit as [`username`] cuts
+/// it). `None`, so that what it owns is dropped, when no role or more than one matches: a
+/// wrong group would hand one role's users another role's objects.
+pub fn orphan_group(
+    prefix: &str,
+    orphan: &str,
+    lease: Option<&Lease>,
+    roles: &[(&str, &str)],
+    engine_limit_bytes: usize,
+) -> Option<String> {
+    if let Some(super::Grant::DatabaseUser { group, .. }) = lease.map(|l| &l.grant) {
+        return Some(group.clone());
+    }
+    let (_, random) = orphan.rsplit_once('_')?;
+    let mut matching = roles
+        .iter()
+        .filter(|(name, _)| username(prefix, name, engine_limit_bytes, random).as_deref() == Some(orphan))
+        .map(|(_, group)| *group);
+    match (matching.next(), matching.next()) {
+        (Some(group), None) => Some(group.to_owned()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,6 +617,28 @@ max_leases = 2
         let mut unlimited = r;
         unlimited.max_leases = None;
         assert!(check_capacity(&unlimited, u64::MAX).is_ok());
+    }
+
+    #[test]
+    fn an_orphans_objects_go_to_its_own_roles_group_or_are_dropped_when_unsure() {
+        let id = "0123456789abcdefghij";
+        let roles = [("analytics-ro", "readers"), ("analytics-rw", "writers"), ("ci", "ci_group")];
+        let pg = Engine::Postgres.max_username_len();
+        let group = |user: &str, lease: Option<&Lease>, limit| orphan_group("kt_", user, lease, &roles, limit);
+        // The lease on record says the group, whatever the role became.
+        let mut revoked = Lease::example(id, 2000);
+        revoked.state = LeaseState::Revoked;
+        assert_eq!(group(&format!("kt_ci_{id}"), Some(&revoked), pg).as_deref(), Some("readers"));
+        // No lease: the role in the name, not the first role of the admin secret.
+        assert_eq!(group(&format!("kt_analytics-rw_{id}"), None, pg).as_deref(), Some("writers"));
+        assert_eq!(group(&format!("kt_ci_{id}"), None, pg).as_deref(), Some("ci_group"));
+        // A role that is gone, or a name two roles cut to the same (MySQL's 32 bytes).
+        assert_eq!(group(&format!("kt_removed_{id}"), None, pg), None);
+        let mysql = Engine::Mysql.max_username_len();
+        let cut = username("kt_", "analytics-rw", mysql, id).unwrap();
+        assert_eq!(cut, username("kt_", "analytics-ro", mysql, id).unwrap());
+        assert_eq!(group(&cut, None, mysql), None);
+        assert_eq!(group(&format!("kt_ci_{id}"), None, mysql).as_deref(), Some("ci_group"));
     }
 
     #[test]

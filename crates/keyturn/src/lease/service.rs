@@ -43,7 +43,7 @@ use crate::backend::aws::{
 };
 use crate::backend::{
     BackendError, Credentials, DatabaseSecret, DeleteUser, DynamicUsers, Endpoint, Engine, Family, ListUsers, NewUser,
-    UpdateUser, Username,
+    NewUserOutcome, UpdateUser, Username,
 };
 use crate::password::PasswordPolicy;
 use crate::rotation::store::{SecretStore, Selector, AWSCURRENT};
@@ -259,19 +259,59 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
     /// Writes the lease (taking a slot of the role's `max_leases`), then makes the
     /// credential with `make`. When that fails the lease is revoked at once: whatever part
     /// of the credential exists is removed, or the failure recorded for the reaper.
-    async fn issue_with<T, Fut>(&self, lease: Lease, make: Fut) -> Result<(Lease, T), LeaseError>
+    ///
+    /// Once the credential exists, the lease is confirmed: written again (with `finish`'s
+    /// changes) on condition that nobody moved it meanwhile. A revocation can reach a lease
+    /// while its credential is being made (the reaper, when the TTL is about a second; an
+    /// admin principal listing leases) and find no user to delete yet; without the
+    /// confirmation the caller would get a working password for a revoked lease whose
+    /// `max_leases` slot is already free. When the confirmation loses, the credential is
+    /// deleted again and the caller gets an error, never the credential.
+    async fn issue_with<T, Fut>(
+        &self,
+        lease: Lease,
+        make: Fut,
+        finish: impl FnOnce(&mut Lease, &T),
+    ) -> Result<(Lease, T), LeaseError>
     where
         Fut: Future<Output = Result<T, LeaseError>>,
     {
         let max_leases = self.roles.get(&lease.role).and_then(|r| r.max_leases);
         self.store.put_new(&lease, max_leases).await?;
-        match make.await {
-            Ok(made) => Ok((lease, made)),
+        let made = match make.await {
+            Ok(made) => made,
             Err(e) => {
                 let lease_id = lease.lease_id.clone();
                 let cleaned = self.abandon(lease, &e.to_string()).await;
                 tracing::warn!(%lease_id, error = %e, cleaned_up = cleaned.is_ok(), "issue failed");
-                Err(e)
+                return Err(e);
+            }
+        };
+        let mut confirmed = lease.clone();
+        finish(&mut confirmed, &made);
+        confirmed.version += 1;
+        match self.store.update(&confirmed, Expected::of(&lease)).await {
+            Ok(()) => Ok((confirmed, made)),
+            Err(StoreError::ConditionFailed(_)) => {
+                // Revoked (or being revoked) meanwhile, maybe before the user existed: delete
+                // what was just made. Should that fail, the user has no live lease, and the
+                // reaper's orphan sweep drops it.
+                let deleted = self.delete_grant(&lease).await;
+                tracing::warn!(
+                    lease_id = %lease.lease_id, role = %lease.role, deleted_again = deleted.is_ok(),
+                    "lease revoked while it was being issued"
+                );
+                Err(LeaseError::Conflict(format!(
+                    "lease {:?} of role {:?} was revoked while it was being issued (a TTL of {} s may be too short to \
+                     issue); nothing was issued: request again",
+                    lease.lease_id,
+                    lease.role,
+                    lease.expires_at.saturating_sub(lease.issued_at)
+                )))
+            }
+            Err(e) => {
+                // The lease stays as written and expires: its credential is removed then.
+                Err(e.into())
             }
         }
     }
@@ -299,14 +339,9 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
             let request = request.clone();
             async move { self.users.new_user(&admin.endpoint, &admin.credentials, request).await }
         });
-        let (mut lease, outcome) = self.issue_with(lease, create).await?;
-        if outcome.server_expiry != lease.server_expiry {
-            let mut next = lease.clone();
-            next.server_expiry = outcome.server_expiry;
-            next.version += 1;
-            self.store.update(&next, Expected::of(&lease)).await?;
-            lease = next;
-        }
+        let (lease, _) = self
+            .issue_with(lease, create, |lease, outcome: &NewUserOutcome| lease.server_expiry = outcome.server_expiry)
+            .await?;
         Ok(Issued {
             secret: IssuedSecret::Database {
                 password,
@@ -336,7 +371,7 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
         };
         let role = lease.role.clone();
         let create = async { self.aws.new_iam_user(request).await.map_err(|e| aws_error(e, &role)) };
-        let (lease, keys) = self.issue_with(lease, create).await?;
+        let (lease, keys) = self.issue_with(lease, create, |_, _| {}).await?;
         Ok(Issued { lease, secret: IssuedSecret::Aws { keys, propagation: Some(IAM_PROPAGATION) } })
     }
 
@@ -358,7 +393,7 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
         };
         let role = lease.role.clone();
         let assume = async { self.aws.assume_role(request).await.map_err(|e| aws_error(e, &role)) };
-        let (lease, keys) = self.issue_with(lease, assume).await?;
+        let (lease, keys) = self.issue_with(lease, assume, |_, _| {}).await?;
         Ok(Issued { lease, secret: IssuedSecret::Aws { keys, propagation: None } })
     }
 
@@ -371,7 +406,7 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
         };
         let role = lease.role.clone();
         let sign = async { self.aws.rds_token(request).await.map_err(|e| aws_error(e, &role)) };
-        let (lease, token) = self.issue_with(lease, sign).await?;
+        let (lease, token) = self.issue_with(lease, sign, |_, _| {}).await?;
         Ok(Issued {
             lease,
             secret: IssuedSecret::RdsToken {
@@ -639,12 +674,13 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
     /// read after the list, and leases are written before their user is created, so a user
     /// being issued right now always has its lease.
     async fn sweep_orphans(&self, report: &mut ReapReport) {
-        let mut databases: BTreeMap<&str, &DatabaseRole> = BTreeMap::new();
+        // Each admin secret's roles, with the group each role's users are given.
+        let mut databases: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
         let mut iam_paths: BTreeSet<&str> = BTreeSet::new();
         for role in self.roles.iter() {
             match &role.kind {
                 RoleKind::Database(db) => {
-                    databases.entry(db.admin_secret.as_str()).or_insert(db);
+                    databases.entry(db.admin_secret.as_str()).or_default().push((&role.name, &db.groups[0]));
                 }
                 RoleKind::AwsIamUser(iam) => {
                     iam_paths.insert(iam.path.as_str());
@@ -652,8 +688,8 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
                 RoleKind::AwsSts(_) | RoleKind::RdsIamToken(_) => {}
             }
         }
-        for (admin_secret, db) in databases {
-            if let Err(e) = self.sweep_database(admin_secret, db, report).await {
+        for (admin_secret, roles) in databases {
+            if let Err(e) = self.sweep_database(admin_secret, &roles, report).await {
                 tracing::warn!(admin_secret, error = %e, "orphan sweep failed");
                 report.sweep_errors.push(format!("{admin_secret}: {e}"));
             }
@@ -666,22 +702,32 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
         }
     }
 
+    /// Drops the orphans among the users of keyturn's form on `admin_secret`'s server;
+    /// `roles` are the roles (name, group) that use that secret.
     async fn sweep_database(
         &self,
         admin_secret: &str,
-        db: &DatabaseRole,
+        roles: &[(&str, &str)],
         report: &mut ReapReport,
     ) -> Result<(), LeaseError> {
-        let listed = self
+        let (listed, engine) = self
             .as_admin(admin_secret, "(orphan sweep)", |admin| async move {
                 let request = ListUsers { prefix: self.roles.username_prefix.clone() };
-                self.users.list_users(&admin.endpoint, &admin.credentials, request).await
+                let listed = self.users.list_users(&admin.endpoint, &admin.credentials, request).await?;
+                Ok((listed, admin.endpoint.engine))
             })
             .await?;
-        for user in self.orphans(listed.iter().map(Username::as_str)).await? {
+        for (user, lease) in self.orphans(listed.iter().map(Username::as_str)).await? {
             let name = user.to_owned();
             let username = Username::parse(user).map_err(LeaseError::Internal)?;
-            let request = DeleteUser { username, reassign_to: db.groups.first().cloned() };
+            let reassign_to = decide::orphan_group(
+                &self.roles.username_prefix,
+                user,
+                lease.as_ref(),
+                roles,
+                engine.max_username_len(),
+            );
+            let request = DeleteUser { username, reassign_to };
             self.as_admin(admin_secret, "(orphan sweep)", |admin| {
                 let request = request.clone();
                 async move { self.users.delete_user(&admin.endpoint, &admin.credentials, request).await }
@@ -696,7 +742,7 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
     async fn sweep_iam_path(&self, path: &str, report: &mut ReapReport) -> Result<(), LeaseError> {
         let request = ListIamUsers { path: path.to_owned(), prefix: self.roles.username_prefix.clone() };
         let listed = self.aws.list_iam_users(request).await.map_err(|e| aws_error(e, "(orphan sweep)"))?;
-        for user in self.orphans(listed.iter().map(String::as_str)).await? {
+        for (user, _) in self.orphans(listed.iter().map(String::as_str)).await? {
             let request = DeleteIamUser { user_name: user.to_owned() };
             self.aws.delete_iam_user(request).await.map_err(|e| aws_error(e, "(orphan sweep)"))?;
             tracing::warn!(username = user, iam_path = path, "orphan IAM user deleted: no live lease accounts for it");
@@ -705,31 +751,30 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
         Ok(())
     }
 
-    /// The names, of those listed, that have keyturn's form but no live lease of that name.
-    async fn orphans<'n>(&self, listed: impl Iterator<Item = &'n str>) -> Result<Vec<&'n str>, LeaseError> {
+    /// The names, of those listed, that have keyturn's form but no live lease of that name,
+    /// each with the lease of its id when one is on record (revoked, or another name's).
+    async fn orphans<'n>(
+        &self,
+        listed: impl Iterator<Item = &'n str>,
+    ) -> Result<Vec<(&'n str, Option<Lease>)>, LeaseError> {
         let by_id: BTreeMap<&str, &str> =
             listed.filter_map(|user| Some((lease_id_of(&self.roles.username_prefix, user)?, user))).collect();
         if by_id.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = by_id.keys().map(|id| (*id).to_owned()).collect();
-        let live: BTreeSet<(String, String)> = self
-            .store
-            .get_many(&ids)
-            .await?
-            .into_iter()
-            .filter(|l| l.state.is_live())
-            .map(|l| (l.lease_id, l.username))
-            .collect();
+        let mut leases: BTreeMap<String, Lease> =
+            self.store.get_many(&ids).await?.into_iter().map(|l| (l.lease_id.clone(), l)).collect();
         Ok(by_id
             .into_iter()
-            .filter(|(id, user)| !live.contains(&((*id).to_owned(), (*user).to_owned())))
-            .map(|(_, user)| user)
+            .filter_map(|(id, user)| {
+                let lease = leases.remove(id);
+                let live = lease.as_ref().is_some_and(|l| l.state.is_live() && l.username == user);
+                (!live).then_some((user, lease))
+            })
             .collect())
     }
 
-    /// Runs `op` as the admin of `admin_secret`, with the database's failure as the API
-    /// reports it.
     async fn as_admin<T, F, Fut>(&self, admin_secret: &str, role: &str, op: F) -> Result<T, LeaseError>
     where
         F: Fn(Arc<AdminLogin>) -> Fut,
