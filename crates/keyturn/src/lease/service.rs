@@ -431,7 +431,14 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
                 }
             }
             Grant::IamUser => {
-                let request = UpdateIamUser { user_name: lease.username.clone(), expires_at };
+                // The role's path: the new expiry policy protects the users under it.
+                let RoleKind::AwsIamUser(iam) = &role.kind else {
+                    return Err(LeaseError::Conflict(format!(
+                        "lease {lease_id:?} is of role {:?}, which no longer issues IAM users: it can only be revoked",
+                        lease.role
+                    )));
+                };
+                let request = UpdateIamUser { user_name: lease.username.clone(), path: iam.path.clone(), expires_at };
                 match self.aws.update_iam_user(request).await {
                     Ok(()) => {}
                     Err(e) if e.not_found => return Err(gone()),
