@@ -98,7 +98,16 @@ pub struct Issued {
 #[derive(Debug)]
 pub enum IssuedSecret {
     /// A database login (the lease's `username`).
-    Database { password: SecretString, engine: Engine, host: String, port: u16, dbname: Option<String> },
+    Database {
+        password: SecretString,
+        engine: Engine,
+        host: String,
+        port: u16,
+        dbname: Option<String>,
+        /// keyturn reaches the server over verified TLS (the admin secret's `ssl`), so its
+        /// clients can and should too.
+        tls: bool,
+    },
     /// An access key: an STS session's (with its token) or an IAM user's.
     Aws {
         keys: AwsKeys,
@@ -314,6 +323,7 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
                 host: admin.endpoint.host.clone(),
                 port: admin.endpoint.port,
                 dbname: db.dbname.clone().or_else(|| admin.endpoint.dbname.clone()),
+                tls: admin.endpoint.tls == crate::backend::TlsMode::VerifyFull,
             },
             lease,
         })
