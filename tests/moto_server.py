@@ -1,4 +1,4 @@
-"""Runs moto in server mode as `moto_server` does (same arguments), with six bridges.
+"""Runs moto in server mode as `moto_server` does (same arguments), with seven bridges.
 
 DynamoDB runs each request, transactions included, in isolation: a conditional write and a
 TransactWriteItems either see another write's result or conflict with it. moto's threaded
@@ -16,6 +16,13 @@ fails. So the Deny that ends a keyturn IAM user's lease ("Deny * when aws:Curren
 after the expiry") would deny from the start. Here a statement with such a time condition
 that does not hold is left out, as AWS leaves it out; the rest of moto's evaluation is
 unchanged.
+
+IAM evaluates `Null` on `aws:ResourceTag/<key>` (or `iam:ResourceTag/<key>`) against the
+tags of the resource acted on: `"false"` holds when it carries the key. moto 5.2.5 counts it
+as satisfied, so a lease user's expiry policy ("deny IAM writes on every user tagged
+keyturn:lease-id") would deny them on every user. Here, for a user resource, such a
+statement whose `Null` does not hold is left out, as AWS leaves it out; on any other
+resource the key is absent.
 
 CreateUser with a PermissionsBoundary gives the user that boundary, and GetUser reports it;
 moto 5.2.5 drops a user's boundary (roles keep theirs). Here the boundary is kept and
@@ -69,13 +76,43 @@ def time_conditions_hold(statement):
     return True
 
 
-def evaluate_current_time():
+RESOURCE_TAG_PREFIXES = ("aws:resourcetag/", "iam:resourcetag/")
+
+
+def resource_tag_keys(resource):
+    """The tag keys of the IAM user whose ARN is `resource` (none for anything else)."""
+    from moto.iam.models import iam_backends
+
+    parts = resource.split(":", 5) if isinstance(resource, str) else []
+    if len(parts) != 6 or parts[2] != "iam" or not parts[5].startswith("user/"):
+        return set()
+    try:
+        backend = iam_backends[parts[4]][parts[1]]
+    except KeyError:
+        return set()
+    return {tag["Key"] for tag in backend.tagger.list_tags_for_resource(resource)["Tags"]}
+
+
+def null_conditions_hold(statement, resource):
+    """Whether every Null on a resource tag in the statement holds for `resource`."""
+    conditions = statement.get("Condition") or {}
+    for key, value in (conditions.get("Null") or {}).items():
+        prefix = next((p for p in RESOURCE_TAG_PREFIXES if key.lower().startswith(p)), None)
+        if prefix is None:
+            continue
+        absent = key[len(prefix):] not in resource_tag_keys(resource)
+        if absent != (str(value).lower() == "true"):
+            return False
+    return True
+
+
+def evaluate_conditions():
     original = IAMPolicyStatement.is_action_permitted
 
-    def is_action_permitted(self, *args, **kwargs):
-        if not time_conditions_hold(self._statement):
+    def is_action_permitted(self, action, resource="*", *args, **kwargs):
+        if not time_conditions_hold(self._statement) or not null_conditions_hold(self._statement, resource):
             return PermissionResult.NEUTRAL
-        return original(self, *args, **kwargs)
+        return original(self, action, resource, *args, **kwargs)
 
     IAMPolicyStatement.is_action_permitted = is_action_permitted
 
@@ -266,7 +303,7 @@ class DynamoDBOneAtATime:
 
 
 def main(argv):
-    evaluate_current_time()
+    evaluate_conditions()
     keep_user_boundaries()
     user_resources()
 

@@ -174,7 +174,7 @@ async fn the_expiry_policy_refuses_the_key_after_its_time_and_an_update_moves_it
     let f = fixtures(&env).await;
     let expires_at = in_secs(3);
     let req = new_user(&env, &f, "short", expires_at);
-    let user = req.user_name.clone();
+    let (user, path) = (req.user_name.clone(), req.path.clone());
     let key_sdk = signing_with(&env, &issuer.new_iam_user(req).await.expect("new_iam_user"));
     caller_arn_soon(&key_sdk).await;
     list_users_with(&key_sdk).await.expect("allowed before the expiry");
@@ -185,7 +185,10 @@ async fn the_expiry_policy_refuses_the_key_after_its_time_and_an_update_moves_it
     assert!(refused(&list_users_with(&key_sdk).await), "the key is still allowed after its expiry");
 
     let later = in_secs(3600);
-    issuer.update_iam_user(UpdateIamUser { user_name: user.clone(), expires_at: later }).await.expect("update");
+    issuer
+        .update_iam_user(UpdateIamUser { user_name: user.clone(), path: path.clone(), expires_at: later })
+        .await
+        .expect("update");
     list_users_with(&key_sdk).await.expect("allowed again once the expiry moved");
     let got = iam(&env).get_user().user_name(&user).send().await.expect("GetUser");
     let expires_tag =
@@ -193,7 +196,7 @@ async fn the_expiry_policy_refuses_the_key_after_its_time_and_an_update_moves_it
     assert_eq!(expires_tag, Some(iso8601(later)));
 
     issuer.delete_iam_user(DeleteIamUser { user_name: user.clone() }).await.expect("delete");
-    let err = issuer.update_iam_user(UpdateIamUser { user_name: user, expires_at: later }).await.unwrap_err();
+    let err = issuer.update_iam_user(UpdateIamUser { user_name: user, path, expires_at: later }).await.unwrap_err();
     assert!(err.not_found, "updating a deleted user: {err}");
 }
 

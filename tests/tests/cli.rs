@@ -6,9 +6,12 @@
 //! command ends, crashes or is stopped; a bad signature, a caller no role allows and an API
 //! that is down each end with their exit code and a message.
 
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keyturn_tests::gateway::{self, Gateway, Keys};
@@ -160,6 +163,130 @@ async fn exec_gives_the_command_a_login_and_revokes_it_when_the_command_ends() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let out = keyturn(&gw.url, STRANGER_KEY, &["exec", "ci", "--", "sh", "-c", "echo ran"]);
     assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(3), ""), "{}", text(&out.stderr));
+}
+
+/// A listener that answers as a PostgreSQL server anyone could run: it declines TLS and
+/// GSSAPI encryption, asks for the password in cleartext, and keeps every byte it is sent.
+/// Returns its port, and what it received (one entry per connection).
+fn password_catcher() -> (u16, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local address").port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let record = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let index = {
+                    let mut all = record.lock().unwrap();
+                    all.push(Vec::new());
+                    all.len() - 1
+                };
+                catch_password(stream, |bytes| record.lock().unwrap()[index].extend_from_slice(bytes));
+            });
+        }
+    });
+    (port, received)
+}
+
+/// A startup-phase message: its length (itself included), then its body.
+fn read_untyped(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).ok()?;
+    let mut body = vec![0u8; (u32::from_be_bytes(length) as usize).saturating_sub(4).min(1 << 16)];
+    stream.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+fn catch_password(mut stream: TcpStream, mut record: impl FnMut(&[u8])) -> Option<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut startup = read_untyped(&mut stream)?;
+    record(&startup);
+    // SSLRequest and GSSENCRequest: "N", go on in plaintext.
+    while startup.len() == 4 && [80_877_103u32, 80_877_104].contains(&u32::from_be_bytes(startup[..4].try_into().ok()?))
+    {
+        stream.write_all(b"N").ok()?;
+        startup = read_untyped(&mut stream)?;
+        record(&startup);
+    }
+    // AuthenticationCleartextPassword; the answer is a PasswordMessage ('p').
+    stream.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).ok()?;
+    let mut header = [0u8; 5];
+    stream.read_exact(&mut header).ok()?;
+    record(&header);
+    let mut body =
+        vec![0u8; (u32::from_be_bytes(header[1..].try_into().ok()?) as usize).saturating_sub(4).min(1 << 16)];
+    stream.read_exact(&mut body).ok()?;
+    record(&body);
+    Some(())
+}
+
+/// The caller's environment names another server: a `PGSERVICE` whose service file (which
+/// libpq reads over `PGHOST` and the rest) points at a listener asking for the password in
+/// cleartext, `PGSSLMODE=disable`, a `PGPASSFILE` and `PGOPTIONS`. Neither `exec` nor the
+/// `env` format lets any of it through: psql reaches the lease's server, over TLS, and the
+/// listener never sees a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_database_settings_never_send_the_password_elsewhere() {
+    let (d, gw) = setup("cli_hostile_pg_env").await;
+    let (port, received) = password_catcher();
+    let work = &d.env.h.work;
+    let services = work.join(format!("{}.pg_service.conf", keyturn_tests::random_token()));
+    std::fs::write(&services, format!("[dev]\nhost=127.0.0.1\nport={port}\nsslmode=disable\n")).expect("service file");
+    let passfile = work.join(format!("{}.pgpass", keyturn_tests::random_token()));
+    std::fs::write(&passfile, format!("127.0.0.1:{port}:*:*:from-the-passfile\n")).expect("passfile");
+    let hostile = |command: &mut Command| {
+        command
+            .env("PGSERVICE", "dev")
+            .env("PGSERVICEFILE", &services)
+            .env("PGSSLMODE", "disable")
+            .env("PGPASSFILE", &passfile)
+            .env("PGOPTIONS", "-c search_path=attacker");
+    };
+    // The environment does what it says without keyturn: psql goes to the listener.
+    let mut direct = Command::new("psql");
+    direct.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    hostile(&mut direct);
+    direct.env("PGUSER", "someone").env("PGPASSWORD", "probe-password").args(["-tA", "-c", "select 1"]);
+    let out = direct.stdin(Stdio::null()).output().expect("run psql");
+    assert!(!out.status.success());
+    let probe = received.lock().unwrap().concat();
+    assert!(probe.windows(14).any(|w| w == b"probe-password"), "the listener catches a password sent to it");
+    received.lock().unwrap().clear();
+
+    let file = work.join(format!("{}.creds", keyturn_tests::random_token()));
+    // The session's user and search_path, then psql's account of the connection.
+    let query = "psql -tA -F ' ' -c 'select session_user, current_setting($$search_path$$)' -c '\\conninfo'";
+    let script = leak_to(&file, query);
+    let mut exec = keyturn_command(&gw.url, CI_KEY, &["exec", "ci", "--", "sh", "-c", &script]);
+    hostile(&mut exec);
+    let out = exec.output().expect("run keyturn exec");
+    let (user, password) = leaked(&file);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with(&format!("{user} ")), "psql logged in as the lease's user: {stdout}");
+    assert!(stdout.contains("SSL connection"), "over TLS: {stdout}");
+    assert!(!stdout.contains("attacker"), "the caller's PGOPTIONS was not applied: {stdout}");
+    assert!(received.lock().unwrap().is_empty(), "exec's command connected to the caller's service");
+
+    // `creds --format env`, evaluated in the same environment: its unset line clears it.
+    let mut creds = keyturn_command(&gw.url, CI_KEY, &["creds", "ci", "--format", "env", "--quiet"]);
+    hostile(&mut creds);
+    let out = creds.output().expect("run keyturn creds");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let script = format!("{}{query}", text(&out.stdout));
+    let mut sh = Command::new("/bin/sh");
+    sh.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    hostile(&mut sh);
+    sh.env("PGSSLROOTCERT", &keyturn_tests::harness().ca_file).arg("-c").arg(&script);
+    let out = sh.output().expect("run sh");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.starts_with(&d.prefix) && stdout.contains("SSL connection"), "{stdout}");
+    assert!(!stdout.contains("attacker"), "{stdout}");
+    let caught = received.lock().unwrap().concat();
+    assert!(caught.is_empty(), "the env format's psql connected to the caller's service");
+    assert!(!caught.windows(password.len()).any(|w| w == password.as_bytes()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

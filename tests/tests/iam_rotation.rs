@@ -3,7 +3,7 @@
 
 use aws_sdk_sts::config::Credentials;
 use keyturn::config::RotateIamKeyConfig;
-use keyturn::rotation::iam_key::{IamRotator, Marks, CREATING_TAG};
+use keyturn::rotation::iam_key::{IamRotator, Marks, CREATING_TAG, ROTATED_TAG};
 use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use keyturn::rotation::Step;
 use keyturn_tests::lambda::{function_binary, Emulator};
@@ -77,10 +77,12 @@ async fn five_rotations_keep_an_active_and_a_previous_key() {
         history.push(current);
     }
     // Each key keyturn created (or adopted: the one stored by hand) is named in a user tag,
-    // removed with the key.
-    let iam = aws_sdk_iam::Client::new(&env.sdk);
-    let tags = iam.list_user_tags().user_name(&user).send().await.unwrap();
-    let mut tagged: Vec<String> = tags.tags().iter().map(|t| t.key().to_owned()).collect();
+    // removed with the key; and the user is marked as rotated by keyturn, for good (lease
+    // users' expiry policies deny IAM writes on users so marked).
+    let tags = user_tags(&env, &user).await;
+    let rotated = (ROTATED_TAG.to_owned(), Marks::new(&arn, "any token").rotated_tag());
+    assert!(tags.contains(&rotated), "{tags:?}");
+    let mut tagged: Vec<String> = tags.into_iter().map(|(k, _)| k).filter(|k| k != ROTATED_TAG).collect();
     let mut keys = key_ids(&env, &user).await;
     tagged.sort();
     keys.sort();

@@ -279,7 +279,7 @@ fn denied<T: std::fmt::Debug, E: std::fmt::Debug>(what: &str, result: Result<T, 
             let body = String::from_utf8_lossy(raw.body().bytes().unwrap_or_default());
             assert!(raw.status().as_u16() == 403 && body.contains("AccessDenied"), "{what}: {e:?}");
         }
-        Ok(out) => panic!("the user may {what} itself: {out:?}"),
+        Ok(out) => panic!("the lease user may {what}: {out:?}"),
     }
 }
 
@@ -323,6 +323,72 @@ async fn an_iam_user_allowed_iam_cannot_undo_its_lease() {
     let (status, _) = call(&s.service, "DELETE", &format!("/v1/leases/{lease_id}"), None, CI).await;
     assert_eq!(status, 204);
     assert!(iam_users_under(&s).await.is_empty(), "the user is gone");
+}
+
+/// A user whose own policy allows IAM cannot act on the users keyturn answers for: another
+/// lease user under the same path, a lease user under another path (tagged
+/// `keyturn:lease-id`), a user rotate-iam-key rotates (tagged `keyturn-rotated`, under any
+/// path). No key for them, no deleting their expiry policy, no deleting them. It still may
+/// on a user that is none of these: its policy allows it there, and keyturn's denies only
+/// what it must.
+#[tokio::test]
+async fn an_iam_user_allowed_iam_cannot_touch_other_lease_users_or_rotated_users() {
+    let s = setup("lease_iam_others").await;
+    let (status, body) = issue(&s, "iam-admin", None).await;
+    assert_eq!(status, 201, "{body}");
+    let keys = signing_with(&s.env, &body);
+    identity(&keys, 20).await.expect("the key authenticates");
+    let attacker = aws_sdk_iam::Client::new(&keys);
+    let (status, other) = issue(&s, "legacy", None).await;
+    assert_eq!(status, 201, "{other}");
+    let neighbour = other["username"].as_str().unwrap().to_owned();
+
+    // Made as keyturn makes them, by the harness's administrator.
+    let iam = aws_sdk_iam::Client::new(&s.env.sdk);
+    let made = |name: &str, path: &str, tag: Option<(&str, &str)>| {
+        let iam = iam.clone();
+        let (name, path) = (s.env.unique(name), path.to_owned());
+        let tag = tag.map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().unwrap());
+        async move {
+            iam.create_user().user_name(&name).path(&path).set_tags(tag.map(|t| vec![t])).send().await.unwrap();
+            let policy = allow_policy(&["iam:ListUsers"]);
+            let put = iam.put_user_policy().user_name(&name).policy_name("keyturn-expiry").policy_document(policy);
+            put.send().await.unwrap();
+            iam.create_access_key().user_name(&name).send().await.unwrap();
+            name
+        }
+    };
+    let elsewhere =
+        made("elsewhere", &format!("/{}/", s.env.unique("other-leases")), Some(("keyturn:lease-id", "x"))).await;
+    let rotated_tag = ("keyturn-rotated", "keyturn-rotation-0123456789abcdef");
+    let rotated = made("rotated", "/keyturn/", Some(rotated_tag)).await;
+    let rotated_at_root = made("rotated-root", "/", Some(rotated_tag)).await;
+    let plain = made("plain", "/", None).await;
+
+    for victim in [&neighbour, &elsewhere, &rotated, &rotated_at_root] {
+        denied(&format!("create a key for {victim}"), attacker.create_access_key().user_name(victim).send().await);
+        let delete = attacker.delete_user_policy().user_name(victim).policy_name("keyturn-expiry").send().await;
+        denied(&format!("delete the expiry policy of {victim}"), delete);
+        denied(&format!("delete {victim}"), attacker.delete_user().user_name(victim).send().await);
+        let untag = attacker.untag_user().user_name(victim).tag_keys("keyturn:lease-id").tag_keys("keyturn-rotated");
+        denied(&format!("untag {victim}"), untag.send().await);
+        // Reading stays allowed, as on itself.
+        attacker.get_user().user_name(victim).send().await.expect("GetUser");
+        let left = iam.list_access_keys().user_name(victim).send().await.expect("ListAccessKeys");
+        assert_eq!(left.access_key_metadata().len(), 1, "{victim}: a key was added");
+        iam.get_user_policy().user_name(victim).policy_name("keyturn-expiry").send().await.expect("policy kept");
+    }
+    // A user keyturn does not answer for: the attacker's own policy rules there.
+    let key = attacker.create_access_key().user_name(&plain).send().await.expect("CreateAccessKey on a plain user");
+    let key = key.access_key().expect("a key").access_key_id().to_owned();
+    attacker.delete_access_key().user_name(&plain).access_key_id(key).send().await.expect("DeleteAccessKey");
+    attacker
+        .delete_user_policy()
+        .user_name(&plain)
+        .policy_name("keyturn-expiry")
+        .send()
+        .await
+        .expect("DeleteUserPolicy");
 }
 
 /// An STS session cannot be ended early, so its lease keeps its `max_leases` slot until it

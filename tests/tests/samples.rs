@@ -108,7 +108,7 @@ fn statements(function: &serde_json::Value) -> Vec<&serde_json::Value> {
 
 #[test]
 fn sam_template_grants_least_privilege() {
-    use keyturn::rotation::iam_key::{CREATING_TAG, TAG_PREFIX};
+    use keyturn::rotation::iam_key::{CREATING_TAG, ROTATED_TAG, TAG_PREFIX};
     let template = template();
     let resources = template["Resources"].as_object().unwrap();
     let of_type = |kind: &str| resources.iter().filter(move |(_, r)| r["Type"] == kind).collect::<Vec<_>>();
@@ -170,15 +170,17 @@ fn sam_template_grants_least_privilege() {
                 assert!(actions.iter().all(|a| *a == "iam:TagUser" || *a == "iam:UntagUser"), "{name}: {statement}");
                 assert_eq!(
                     strings(&condition["ForAllValues:StringLike"]["aws:TagKeys"]),
-                    ["AKIA*", CREATING_TAG],
+                    ["AKIA*", CREATING_TAG, ROTATED_TAG],
                     "{name}"
                 );
                 assert_eq!(condition["Null"]["aws:TagKeys"], "false", "{name}: ForAllValues needs the key present");
-                assert_eq!(
-                    condition["StringLikeIfExists"][format!("aws:RequestTag/{CREATING_TAG}")],
-                    format!("{TAG_PREFIX}*"),
-                    "{name}"
-                );
+                for tag in [CREATING_TAG, ROTATED_TAG] {
+                    assert_eq!(
+                        condition["StringLikeIfExists"][format!("aws:RequestTag/{tag}")],
+                        format!("{TAG_PREFIX}*"),
+                        "{name}"
+                    );
+                }
             }
             if !is_database {
                 assert!(!actions.iter().any(|a| a.starts_with("rds:")), "{name}: {statement}");

@@ -7,7 +7,9 @@
 //! 1. Signal handlers for SIGINT, SIGTERM, SIGHUP and SIGQUIT are installed before the
 //!    lease is requested: from then on a signal can no longer kill `keyturn` between the
 //!    issue and the revocation.
-//! 2. The lease is issued. Its credentials go into the child's environment only: nothing
+//! 2. The lease is issued. Its credentials go into the child's environment only, after the
+//!    caller's variables that would send them elsewhere are removed from it
+//!    ([`Credential::displaced`]): nothing
 //!    is printed but the lease id and expiry (on stderr), nothing is written to disk, and
 //!    `keyturn` marks itself non-dumpable (Linux) so that neither a core dump nor another
 //!    process of the same user (`ptrace`, `/proc/<pid>/mem`) can read them from it.
@@ -309,11 +311,13 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
 
     let mut command = tokio::process::Command::new(program);
     command.args(args);
-    for (name, value) in credential.variables() {
-        command.env(name, value.expose_secret());
-    }
+    // The caller's settings that would send the credential elsewhere go first; then the
+    // credential's own variables, some of them the same names with keyturn's values.
     for name in credential.displaced() {
         command.env_remove(name);
+    }
+    for (name, value) in credential.variables() {
+        command.env(name, value.expose_secret());
     }
     let spawned = command.spawn();
     drop((command, credential));

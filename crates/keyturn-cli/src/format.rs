@@ -18,10 +18,14 @@
 //!   and a field that is just `*` written `\*` (libpq reads a bare `*` as "any").
 //! - `json`: the API's answer as it came.
 //!
-//! The variables: PostgreSQL's `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`;
+//! The variables: PostgreSQL's `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`
+//! (and `PGSSLMODE=verify-full`, `PGGSSENCMODE=disable` when the server takes TLS);
 //! MySQL's `MYSQL_HOST`, `MYSQL_TCP_PORT`, `MYSQL_USER`, `MYSQL_PWD`, `MYSQL_DATABASE`;
 //! both with `DATABASE_URL`; AWS's `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-//! `AWS_SESSION_TOKEN`.
+//! `AWS_SESSION_TOKEN`. Before they are set, the caller's own variables that would send
+//! the credential elsewhere or weaken its protection are removed ([`Credential::displaced`],
+//! one list per kind of client): `exec` removes them from its command's environment, the
+//! `env` format begins with an `unset` line.
 
 use std::fmt::Write as _;
 use std::str::FromStr;
@@ -102,6 +106,8 @@ pub enum Secret {
         dbname: Option<String>,
         username: String,
         password: SecretString,
+        /// The server takes verified TLS (keyturn itself reaches it so): clients must too.
+        tls: bool,
     },
     /// An access key, with its session token for an STS session.
     Aws { access_key_id: String, secret_access_key: SecretString, session_token: Option<SecretString> },
@@ -122,6 +128,68 @@ fn optional_text(body: &Value, field: &'static str) -> Result<Option<String>, Fo
         _ => text(body, field).map(Some),
     }
 }
+
+/// libpq's variables (and so psql's, psycopg's, pgx's...) that choose the server, the
+/// transport's protection or the login, other than those keyturn sets: an inherited
+/// `PGSERVICE` (with `PGSERVICEFILE` or `PGSYSCONFDIR`'s `pg_service.conf`) takes
+/// precedence over `PGHOST` and the rest, `PGHOSTADDR` over the host's address,
+/// `PGSSLMODE=disable` or a lower TLS version drops or weakens TLS, `PGPASSFILE`,
+/// `PGSSLCERT`/`PGSSLKEY`, `PGCHANNELBINDING`, `PGREQUIREAUTH` and the GSSAPI settings
+/// choose how it authenticates, `PGOPTIONS` what the session runs with (`role`,
+/// `search_path`), `PGTARGETSESSIONATTRS` and `PGLOADBALANCEHOSTS` which of several hosts.
+/// Kept: where the CA certificates are (`PGSSLROOTCERT`, `PGSSLCRL`, `PGSSLCRLDIR`, which
+/// verify-full needs and which the caller knows best), and what only shapes the session's
+/// output or waits (`PGAPPNAME`, `PGCLIENTENCODING`, `PGCONNECT_TIMEOUT`, `PGTZ`, ...).
+pub const POSTGRES_DISPLACED: &[&str] = &[
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGSYSCONFDIR",
+    "PGHOSTADDR",
+    "PGPASSFILE",
+    "PGOPTIONS",
+    "PGSSLMODE",
+    "PGREQUIRESSL",
+    "PGSSLNEGOTIATION",
+    "PGSSLCOMPRESSION",
+    "PGSSLMINPROTOCOLVERSION",
+    "PGSSLMAXPROTOCOLVERSION",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLCERTMODE",
+    "PGCHANNELBINDING",
+    "PGREQUIREAUTH",
+    "PGGSSENCMODE",
+    "PGGSSLIB",
+    "PGKRBSRVNAME",
+    "PGGSSDELEGATION",
+    "PGREQUIREPEER",
+    "PGTARGETSESSIONATTRS",
+    "PGLOADBALANCEHOSTS",
+];
+
+/// The MySQL and MariaDB clients' variables that choose the server or the login, other than
+/// those keyturn sets: `MYSQL_UNIX_PORT` (a socket for `localhost`), `MARIADB_HOST` (newer
+/// MariaDB clients read it before `MYSQL_HOST`), `MYSQL_HOME`, `MYSQL_TEST_LOGIN_FILE`
+/// and `MYSQL_GROUP_SUFFIX` (more option files and groups, whose `host`, `port`, `password`
+/// or `ssl` settings take precedence over the environment), and
+/// `LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN` (sends the password as it is when a server asks).
+/// The client's default option files (`/etc/my.cnf`, `~/.my.cnf`) are still read, and no
+/// variable makes it require TLS: see the README's command-line section.
+pub const MYSQL_DISPLACED: &[&str] = &[
+    "MYSQL_UNIX_PORT",
+    "MARIADB_HOST",
+    "MYSQL_HOME",
+    "MYSQL_TEST_LOGIN_FILE",
+    "MYSQL_GROUP_SUFFIX",
+    "LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN",
+];
+
+/// The AWS SDKs' variables that would pick another identity than the credential's in a
+/// client that reads both: the AWS SDK for JavaScript (v3, and so the CDK) uses
+/// `AWS_PROFILE` over the key in the environment, botocore takes `AWS_CREDENTIAL_EXPIRATION`
+/// as the key's expiry, boto2 reads `AWS_SECURITY_TOKEN`.
+pub const AWS_DISPLACED: &[&str] =
+    &["AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CREDENTIAL_EXPIRATION", "AWS_SECURITY_TOKEN"];
 
 impl Credential {
     /// Reads the API's answer to `POST /v1/credentials/{role}`.
@@ -149,6 +217,12 @@ impl Credential {
                     dbname: optional_text(&body, "dbname")?,
                     username: text(&body, "username")?,
                     password: text(&body, "password")?.into(),
+                    // An API older than the field: keyturn's default, verified TLS.
+                    tls: match &body["tls"] {
+                        Value::Null => true,
+                        Value::Bool(tls) => *tls,
+                        _ => return Err(FormatError::Missing("tls")),
+                    },
                 }
             }
             "aws-sts" | "aws-iam-user" => Secret::Aws {
@@ -174,7 +248,7 @@ impl Credential {
     pub fn variables(&self) -> Vec<(&'static str, SecretString)> {
         let plain = |v: &str| SecretString::from(v.to_owned());
         match &self.secret {
-            Secret::Database { family, host, port, dbname, username, password } => {
+            Secret::Database { family, host, port, dbname, username, password, tls } => {
                 let names = match family {
                     Family::Postgres => ["PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"],
                     Family::Mysql => ["MYSQL_HOST", "MYSQL_TCP_PORT", "MYSQL_USER", "MYSQL_PWD", "MYSQL_DATABASE"],
@@ -187,6 +261,13 @@ impl Credential {
                 ];
                 if let Some(db) = dbname {
                     vars.push((names[4], plain(db)));
+                }
+                if *tls && matches!(family, Family::Postgres) {
+                    // verify-full: the chain and the host name, never a fallback to
+                    // plaintext. libpq uses GSSAPI encryption over TLS whenever it can,
+                    // whatever sslmode says, unless gssencmode is disable.
+                    vars.push(("PGSSLMODE", plain("verify-full")));
+                    vars.push(("PGGSSENCMODE", plain("disable")));
                 }
                 vars.push(("DATABASE_URL", SecretString::from(self.uri().unwrap_or_default())));
                 vars
@@ -204,18 +285,19 @@ impl Credential {
         }
     }
 
-    /// The caller's own variables that would pick another identity than this credential's
-    /// in a client that reads both: for an AWS credential, the AWS SDK for JavaScript (v3,
-    /// and so the CDK) uses `AWS_PROFILE` over the key in the environment, botocore takes
-    /// `AWS_CREDENTIAL_EXPIRATION` as the key's expiry, boto2 reads `AWS_SECURITY_TOKEN`,
-    /// and an IAM user's key sent with an inherited `AWS_SESSION_TOKEN` is refused. `exec`
-    /// removes them from its command's environment; the `env` format unsets them.
+    /// The caller's own variables that `exec` removes from its command's environment, and
+    /// the `env` format unsets, before the credential's own are set (some of them again,
+    /// with keyturn's values): one list per kind of client, each variable that would send
+    /// the credential to another server, weaken or drop its protection, or make the client
+    /// log in as someone else. See [`POSTGRES_DISPLACED`], [`MYSQL_DISPLACED`] and, for an
+    /// AWS credential, [`AWS_DISPLACED`] (with `AWS_SESSION_TOKEN` for an IAM user's key,
+    /// which an inherited token would be sent with, and refused).
     pub fn displaced(&self) -> Vec<&'static str> {
         match &self.secret {
-            Secret::Database { .. } => Vec::new(),
+            Secret::Database { family: Family::Postgres, .. } => POSTGRES_DISPLACED.to_vec(),
+            Secret::Database { family: Family::Mysql, .. } => MYSQL_DISPLACED.to_vec(),
             Secret::Aws { session_token, .. } => {
-                let mut names =
-                    vec!["AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CREDENTIAL_EXPIRATION", "AWS_SECURITY_TOKEN"];
+                let mut names = AWS_DISPLACED.to_vec();
                 if session_token.is_none() {
                     names.push("AWS_SESSION_TOKEN");
                 }
@@ -244,7 +326,7 @@ impl Credential {
             }
             Format::Uri => self.uri().map(|uri| uri + "\n"),
             Format::Pgpass => match &self.secret {
-                Secret::Database { family: Family::Postgres, host, port, dbname, username, password } => {
+                Secret::Database { family: Family::Postgres, host, port, dbname, username, password, .. } => {
                     let fields =
                         [("host", host.as_str()), ("username", username), ("password", password.expose_secret())];
                     let dbname_field = ("dbname", dbname.as_deref().unwrap_or_default());
@@ -272,7 +354,7 @@ impl Credential {
 
     /// `postgresql://` or `mysql://user:password@host:port/database`, encoded.
     fn uri(&self) -> Result<String, FormatError> {
-        let Secret::Database { family, host, port, dbname, username, password } = &self.secret else {
+        let Secret::Database { family, host, port, dbname, username, password, .. } = &self.secret else {
             return Err(FormatError::NotApplicable { format: "uri", applies_to: "database" });
         };
         let scheme = match family {
@@ -404,8 +486,76 @@ mod tests {
                           "secret_access_key": "s"});
         let c = Credential::from_body(user).unwrap();
         assert_eq!(c.displaced().last(), Some(&"AWS_SESSION_TOKEN"), "an inherited token would be sent with the key");
-        assert!(Credential::from_body(pg("pw")).unwrap().displaced().is_empty());
-        assert!(!Credential::from_body(pg("pw")).unwrap().render(Format::Env).unwrap().contains("unset"));
+    }
+
+    /// The settings a caller's environment may hold that would send the password to
+    /// another server, drop TLS or change the login, by client.
+    const PG_HOSTILE: [&str; 8] = [
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGHOSTADDR",
+        "PGSSLMODE",
+        "PGOPTIONS",
+        "PGPASSFILE",
+        "PGGSSENCMODE",
+        "PGREQUIRESSL",
+    ];
+    const MYSQL_HOSTILE: [&str; 5] = [
+        "MYSQL_UNIX_PORT",
+        "MYSQL_HOME",
+        "MYSQL_TEST_LOGIN_FILE",
+        "MYSQL_GROUP_SUFFIX",
+        "LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN",
+    ];
+
+    /// What a real `/bin/sh` has after evaluating `env` output in an environment holding
+    /// each of `inherited` set to `x`: `NAME=value` lines of every variable named.
+    fn after_eval(c: &Credential, inherited: &[&str], names: &[&str]) -> String {
+        let print: String = names.iter().map(|n| format!("printf '%s=%s\\n' {n} \"${{{n}-unset}}\"\n")).collect();
+        let script = format!("{}{print}", c.render(Format::Env).unwrap());
+        let mut sh = std::process::Command::new("/bin/sh");
+        sh.arg("-c").arg(&script).env_clear();
+        for name in inherited {
+            sh.env(name, "x");
+        }
+        let out = sh.output().expect("run sh");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn a_database_credential_displaces_the_callers_server_tls_and_password_settings() {
+        let c = Credential::from_body(pg("pw")).unwrap();
+        let env = after_eval(&c, &PG_HOSTILE, &PG_HOSTILE);
+        for name in PG_HOSTILE {
+            let expected = match name {
+                "PGSSLMODE" => "verify-full",
+                "PGGSSENCMODE" => "disable",
+                _ => "unset",
+            };
+            assert!(env.contains(&format!("{name}={expected}\n")), "{name}: {env}");
+        }
+        // The caller's CA for verify-full is theirs to name: kept.
+        assert!(!c.displaced().contains(&"PGSSLROOTCERT"));
+        // A server keyturn itself reaches without TLS (`"ssl": false`): no TLS mode is forced,
+        // and the caller's is removed all the same.
+        let mut body = pg("pw");
+        body["tls"] = json!(false);
+        let plain = Credential::from_body(body).unwrap();
+        assert!(!plain.variables().iter().any(|(n, _)| n.starts_with("PGSSL") || *n == "PGGSSENCMODE"));
+        assert!(after_eval(&plain, &["PGSSLMODE"], &["PGSSLMODE"]).contains("PGSSLMODE=unset\n"));
+        let mut body = pg("pw");
+        body["tls"] = json!("yes");
+        assert_eq!(Credential::from_body(body).unwrap_err(), FormatError::Missing("tls"));
+
+        let mut body = pg("pw");
+        body["engine"] = json!("mariadb");
+        let c = Credential::from_body(body).unwrap();
+        let env = after_eval(&c, &MYSQL_HOSTILE, &MYSQL_HOSTILE);
+        for name in MYSQL_HOSTILE {
+            assert!(env.contains(&format!("{name}=unset\n")), "{name}: {env}");
+        }
+        assert!(!c.displaced().iter().any(|n| n.starts_with("PG") || n.starts_with("AWS")));
     }
 
     #[test]

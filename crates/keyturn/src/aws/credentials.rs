@@ -79,12 +79,12 @@ fn non_empty<T>(items: Vec<T>) -> Option<Vec<T>> {
 }
 
 impl AwsIssuer {
-    async fn put_expiry(&self, user: &str, expires_at: SystemTime) -> Result<(), AwsError> {
+    async fn put_expiry(&self, user: &str, path: &str, expires_at: SystemTime) -> Result<(), AwsError> {
         self.iam
             .put_user_policy()
             .user_name(user)
             .policy_name(EXPIRY_POLICY)
-            .policy_document(expiry_policy(user, expires_at))
+            .policy_document(expiry_policy(path, expires_at))
             .send()
             .await
             .map_err(|e| iam_error("PutUserPolicy", e))?;
@@ -244,7 +244,7 @@ impl AwsCredentials for AwsIssuer {
             .await
             .map_err(|e| iam_error("CreateUser", e))?;
         // Before any permission: see the module's documentation.
-        self.put_expiry(user, req.expires_at).await?;
+        self.put_expiry(user, &req.path, req.expires_at).await?;
         for arn in &req.policy_arns {
             self.iam
                 .attach_user_policy()
@@ -286,7 +286,7 @@ impl AwsCredentials for AwsIssuer {
 
     async fn update_iam_user(&self, req: UpdateIamUser) -> Result<(), AwsError> {
         // The policy first: it is what AWS enforces; the tag only reports it.
-        self.put_expiry(&req.user_name, req.expires_at).await?;
+        self.put_expiry(&req.user_name, &req.path, req.expires_at).await?;
         let expires = IamTag::builder()
             .key(tag::EXPIRES_AT)
             .value(iso8601(req.expires_at))

@@ -79,6 +79,8 @@ pub struct NewIamUser {
 #[derive(Debug, Clone)]
 pub struct UpdateIamUser {
     pub user_name: String,
+    /// The IAM path of the role's users, which the expiry policy protects.
+    pub path: String,
     pub expires_at: SystemTime,
 }
 
@@ -139,64 +141,55 @@ pub fn iso8601(at: SystemTime) -> String {
     super::utc_datetime(at).replacen(' ', "T", 1) + "Z"
 }
 
-/// The [`EXPIRY_POLICY`] document of user `user_name` for an expiry: deny everything from
-/// then on. An explicit deny wins over every allow, so it holds whatever else the user is
-/// given.
+/// The [`EXPIRY_POLICY`] document of a user created under IAM path `path` for an expiry:
+/// deny everything from then on. An explicit deny wins over every allow, so it holds
+/// whatever else the user is given.
 ///
-/// From the start it also denies the user every IAM action on itself but reading
-/// (`iam:Get*`, `iam:List*`): a user whose policies allow IAM (an administration role)
-/// could otherwise delete or replace this policy or its boundary (its key would then
-/// outlive the lease), rename or move itself out of what revocation and the reaper look
-/// for, rewrite the `keyturn:caller` tag policies key on, or give itself a key or password
-/// of its own. The resource names the user by name under any path (names are unique in an
-/// account) in any account and partition. And it may not tag a session it makes (an
+/// From the start it also denies the user every IAM action but reading (`iam:Get*`,
+/// `iam:List*`) on the users keyturn answers for, itself included: every user under
+/// `path`, every user tagged [`tag::LEASE_ID`] (a lease user of any role, under any path)
+/// and every user tagged `keyturn-rotated` (a user whose keys rotate-iam-key rotates). A
+/// user whose policies allow IAM (an administration role) could otherwise delete or
+/// replace its own or another lease user's expiry policy or boundary (a key would then
+/// outlive its lease), rename or move a user out of what revocation and the reaper look
+/// for, rewrite the `keyturn:caller` tag policies key on, or give a lease user or a rotated
+/// user a key or password of its own. The resources name users in any account and
+/// partition (a `*` in a resource spans `/`). And it may not tag a session it makes (an
 /// `AssumeRole` or federation token of its own) with keyturn's tag keys: session tags
 /// override principal tags, so such a session could claim another lease's caller.
-pub fn expiry_policy(user_name: &str, expires_at: SystemTime) -> String {
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "KeyturnLeaseExpired",
-            "Effect": "Deny",
-            "Action": "*",
-            "Resource": "*",
-            "Condition": {"DateGreaterThan": {"aws:CurrentTime": iso8601(expires_at)}}
-        }, {
-            "Sid": "KeyturnLeaseHeld",
-            "Effect": "Deny",
-            "NotAction": ["iam:Get*", "iam:List*"],
-            "Resource": self_arns(user_name)
-        }, {
-            "Sid": "KeyturnTagsAreKeyturns",
-            "Effect": "Deny",
-            "Action": "sts:TagSession",
-            "Resource": "*",
-            "Condition": {"ForAnyValue:StringLike": {"aws:TagKeys": "keyturn:*"}}
-        }]
-    })
-    .to_string()
+pub fn expiry_policy(path: &str, expires_at: SystemTime) -> String {
+    crate::lease::role::expiry_policy_document(path, &iso8601(expires_at))
 }
 
-/// The ARNs of IAM user `user_name`, whatever its path, account and partition (a `*` in a
-/// resource spans `/`; IAM wants `user/` whole).
-fn self_arns(user_name: &str) -> [String; 2] {
-    [format!("arn:*:iam::*:user/{user_name}"), format!("arn:*:iam::*:user/*/{user_name}")]
-}
+pub use crate::lease::role::expiry_policy_size;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_expiry_policy_fits_the_room_roles_leave_it() {
-        let name = "k".repeat(64);
-        let latest = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799); // 9999-12-31T23:59:59Z
-        let policy = expiry_policy(&name, latest);
+    fn the_expiry_policy_denies_iam_writes_on_keyturns_users_and_has_no_whitespace() {
+        let path = "/keyturn-leases/";
+        let policy = expiry_policy(path, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000));
         assert_eq!(policy.split_whitespace().count(), 1, "IAM counts no whitespace: {policy}");
-        assert!(policy.chars().count() <= crate::lease::role::EXPIRY_POLICY_RESERVE, "{}", policy.len());
+        assert_eq!(policy.chars().count(), expiry_policy_size(path));
+        assert_eq!(expiry_policy_size(path), 842, "the README gives it");
         let value: serde_json::Value = serde_json::from_str(&policy).unwrap();
-        assert_eq!(value["Statement"][1]["Resource"][1], format!("arn:*:iam::*:user/*/{name}"));
-        assert_eq!(value["Statement"][2]["Action"], "sts:TagSession");
-        assert_eq!(value["Statement"][2]["Condition"]["ForAnyValue:StringLike"]["aws:TagKeys"], "keyturn:*");
+        let statements = value["Statement"].as_array().unwrap();
+        assert_eq!(statements[0]["Condition"]["DateGreaterThan"]["aws:CurrentTime"], "2001-09-09T01:46:40Z");
+        for statement in &statements[1..4] {
+            assert_eq!(statement["Effect"], "Deny");
+            assert_eq!(statement["NotAction"], serde_json::json!(["iam:Get*", "iam:List*"]));
+        }
+        assert_eq!(statements[1]["Resource"], "arn:*:iam::*:user/keyturn-leases/*");
+        assert_eq!(statements[2]["Condition"]["Null"]["aws:ResourceTag/keyturn:lease-id"], "false");
+        assert_eq!(statements[3]["Condition"]["Null"]["aws:ResourceTag/keyturn-rotated"], "false");
+        // The document is built in `lease::role` (every build checks roles files), with
+        // these keys written out: they must be the ones keyturn tags with.
+        assert_eq!(tag::LEASE_ID, "keyturn:lease-id");
+        assert_eq!(crate::rotation::iam_key::ROTATED_TAG, "keyturn-rotated");
+        assert_eq!(statements[4]["Action"], "sts:TagSession");
+        assert_eq!(statements[4]["Condition"]["ForAnyValue:StringLike"]["aws:TagKeys"], "keyturn:*");
+        assert!(expiry_policy_size(&format!("/{}/", "p".repeat(510))) > expiry_policy_size(path) + 490);
     }
 }

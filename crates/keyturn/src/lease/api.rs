@@ -379,11 +379,12 @@ fn issued_body(issued: &super::service::Issued) -> Value {
     body["ttl_seconds"] = json!(lease.expires_at - lease.issued_at);
     body["server_expiry"] = json!(lease.server_expiry);
     let credential = match &issued.secret {
-        IssuedSecret::Database { password, engine, host, port, dbname } => json!({
+        IssuedSecret::Database { password, engine, host, port, dbname, tls } => json!({
             "engine": engine.as_str(),
             "host": host,
             "port": port,
             "dbname": dbname,
+            "tls": tls,
             "username": lease.username,
             "password": password.expose_secret(),
         }),
@@ -414,6 +415,8 @@ fn issued_body(issued: &super::service::Issued) -> Value {
             "host": host,
             "port": port,
             "region": region,
+            // RDS takes an IAM token over TLS only.
+            "tls": true,
             "username": lease.username,
             "password": token.expose_secret(),
         }),

@@ -99,10 +99,64 @@ pub const DEFAULT_IAM_PATH: &str = "/keyturn-leases/";
 /// IAM's limit on an inline session policy's text, and on all of a user's inline policies
 /// together, in characters.
 const POLICY_MAX: usize = 2048;
-/// How much of a user's [`POLICY_MAX`] keyturn's own expiry policy may take (its document
-/// for the longest user name; `backend::aws` holds it to this), so an IAM-user role's
-/// `inline_policy` has the rest.
-pub const EXPIRY_POLICY_RESERVE: usize = 620;
+/// The users a lease user's expiry policy protects beyond its path, by tag key (with the
+/// statement's Sid): lease users of any path (`backend::aws::tag::LEASE_ID`) and users
+/// rotate-iam-key rotates (`rotation::iam_key::ROTATED_TAG`); written out here, where
+/// neither is compiled in every build, and checked against them in `backend::aws`.
+const PROTECTED_BY_TAG: [(&str, &str); 2] =
+    [("KeyturnLeaseUsersAnywhere", "keyturn:lease-id"), ("KeyturnRotatedUsers", "keyturn-rotated")];
+
+/// The document of keyturn's expiry policy on an IAM user under IAM path `path` that expires
+/// at `expires_at` (`YYYY-MM-DDTHH:MM:SSZ`); `backend::aws::expiry_policy` says what each
+/// statement is for. Built here, as the roles file is checked in every build (the CLI's
+/// `roles-check` included), so that an `inline_policy`'s room is measured against the very
+/// document.
+pub fn expiry_policy_document(path: &str, expires_at: &str) -> String {
+    let not_reading = ["iam:Get*", "iam:List*"];
+    let by_tag = PROTECTED_BY_TAG.map(|(sid, key)| {
+        serde_json::json!({
+            "Sid": sid,
+            "Effect": "Deny",
+            "NotAction": not_reading,
+            "Resource": "arn:*:iam::*:user/*",
+            "Condition": {"Null": {format!("aws:ResourceTag/{key}"): "false"}}
+        })
+    });
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "KeyturnLeaseExpired",
+            "Effect": "Deny",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {"DateGreaterThan": {"aws:CurrentTime": expires_at}}
+        }, {
+            "Sid": "KeyturnLeaseUsers",
+            "Effect": "Deny",
+            "NotAction": not_reading,
+            "Resource": format!("arn:*:iam::*:user{path}*")
+        },
+        by_tag[0],
+        by_tag[1],
+        {
+            "Sid": "KeyturnTagsAreKeyturns",
+            "Effect": "Deny",
+            "Action": "sts:TagSession",
+            "Resource": "*",
+            "Condition": {"ForAnyValue:StringLike": {"aws:TagKeys": "keyturn:*"}}
+        }]
+    })
+    .to_string()
+}
+
+/// How many of the [`POLICY_MAX`] characters IAM allows for all of a user's inline
+/// policies the expiry policy of a user under `path` takes (IAM counts no whitespace, and
+/// the document has none): the rest is a role's `inline_policy`'s.
+pub fn expiry_policy_size(path: &str) -> usize {
+    // Every expiry is written in as many characters.
+    expiry_policy_document(path, "9999-12-31T23:59:59Z").chars().count()
+}
+
 /// IAM's limit on managed policies attached to a user and on managed session policies.
 const POLICY_ARNS_MAX: usize = 10;
 
@@ -504,11 +558,12 @@ fn iam_user_role(role: Option<&str>, raw: &RawRole) -> Result<IamUserRole, Roles
         }
     }
     let policy_arns = policy_arns(role, raw)?;
+    // keyturn's expiry policy takes its share first; its size depends on the path only.
     let inline_policy = policy(
         role,
         "inline_policy",
         raw.inline_policy.as_deref(),
-        POLICY_MAX - EXPIRY_POLICY_RESERVE,
+        POLICY_MAX.saturating_sub(expiry_policy_size(&path)),
         ": IAM allows 2048 for all of a user's inline policies together, and keyturn's expiry policy is one of them",
     )?;
     if policy_arns.is_empty() && inline_policy.is_none() && groups.is_empty() {
@@ -966,8 +1021,14 @@ db_user = "app_iam"
         let e = Roles::from_toml(&set(IAM_USER, "inline_policy", &sized(2000))).unwrap_err();
         assert_eq!(e.field, "inline_policy", "{e}");
         assert!(e.problem.contains("expiry policy"), "{e}");
-        assert!(Roles::from_toml(&set(IAM_USER, "inline_policy", &sized(2048 - EXPIRY_POLICY_RESERVE))).is_ok());
-        assert!(Roles::from_toml(&set(IAM_USER, "inline_policy", &sized(2049 - EXPIRY_POLICY_RESERVE))).is_err());
+        let reserve = expiry_policy_size(DEFAULT_IAM_PATH);
+        assert!(Roles::from_toml(&set(IAM_USER, "inline_policy", &sized(2048 - reserve))).is_ok());
+        assert!(Roles::from_toml(&set(IAM_USER, "inline_policy", &sized(2049 - reserve))).is_err());
+        // A longer path takes more of the room: the expiry policy names it.
+        let long = format!("/{}/", "p".repeat(100));
+        let with_path = |chars| set(IAM_USER, "inline_policy", &sized(chars)) + &format!("\npath = \"{long}\"");
+        assert!(Roles::from_toml(&with_path(2048 - reserve)).is_err());
+        assert!(Roles::from_toml(&with_path(2048 - expiry_policy_size(&long))).is_ok());
         // A session policy has the 2048 characters to itself.
         assert!(Roles::from_toml(&set(STS, "session_policy", &sized(2000).replace("inline_policy", "session_policy")))
             .is_ok());

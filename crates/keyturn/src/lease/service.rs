@@ -98,7 +98,16 @@ pub struct Issued {
 #[derive(Debug)]
 pub enum IssuedSecret {
     /// A database login (the lease's `username`).
-    Database { password: SecretString, engine: Engine, host: String, port: u16, dbname: Option<String> },
+    Database {
+        password: SecretString,
+        engine: Engine,
+        host: String,
+        port: u16,
+        dbname: Option<String>,
+        /// keyturn reaches the server over verified TLS (the admin secret's `ssl`), so its
+        /// clients can and should too.
+        tls: bool,
+    },
     /// An access key: an STS session's (with its token) or an IAM user's.
     Aws {
         keys: AwsKeys,
@@ -349,6 +358,7 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
                 host: admin.endpoint.host.clone(),
                 port: admin.endpoint.port,
                 dbname: db.dbname.clone().or_else(|| admin.endpoint.dbname.clone()),
+                tls: admin.endpoint.tls == crate::backend::TlsMode::VerifyFull,
             },
             lease,
         })
@@ -466,7 +476,14 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
                 }
             }
             Grant::IamUser => {
-                let request = UpdateIamUser { user_name: lease.username.clone(), expires_at };
+                // The role's path: the new expiry policy protects the users under it.
+                let RoleKind::AwsIamUser(iam) = &role.kind else {
+                    return Err(LeaseError::Conflict(format!(
+                        "lease {lease_id:?} is of role {:?}, which no longer issues IAM users: it can only be revoked",
+                        lease.role
+                    )));
+                };
+                let request = UpdateIamUser { user_name: lease.username.clone(), path: iam.path.clone(), expires_at };
                 match self.aws.update_iam_user(request).await {
                     Ok(()) => {}
                     Err(e) if e.not_found => return Err(gone()),

@@ -37,6 +37,12 @@ const SECRET_KEY_KEYS: [&str; 3] = ["secretAccessKey", "SecretAccessKey", "aws_s
 /// is still there, is one an interrupted createSecret made.
 pub const CREATING_TAG: &str = "keyturn-creating-key";
 
+/// The user tag createSecret sets on every user whose keys it rotates, and never removes
+/// (value: `keyturn-rotation-<secret>`, of the first secret that rotated it): a lease
+/// user's expiry policy denies IAM writes on users carrying it
+/// (`backend::aws::expiry_policy`), whatever path they are under.
+pub const ROTATED_TAG: &str = "keyturn-rotated";
+
 /// Prefix of every tag value keyturn writes; the secret's digest and the rotation's token
 /// follow ([`Marks`]). Letters, digits and `-` only: moto fails to verify the signature of
 /// some `TagUser` requests whose value holds a space or `:`.
@@ -65,6 +71,11 @@ impl Marks {
         let digest = Sha256::digest(secret_arn.as_bytes());
         let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
         Self { secret: format!("{TAG_PREFIX}{hex}-"), token: token.to_owned() }
+    }
+
+    /// The value of the [`ROTATED_TAG`] this rotation sets: `keyturn-rotation-<secret>`.
+    pub fn rotated_tag(&self) -> String {
+        self.secret.trim_end_matches('-').to_owned()
     }
 
     /// The value of the `<key id>` tag on the key this rotation creates.
@@ -528,6 +539,13 @@ impl<I: IamKeys> RotationTarget for IamKeyRotation<I> {
                 warn!(secret_arn = %ctx.arn(), key_id, error = %e, "could not remove the key's tag");
             }
             info!(secret_arn = %ctx.arn(), key_id, reason = ?why, "access key deleted");
+        }
+        // Before the user gets a key of keyturn's: from then on lease users may not touch it.
+        if !user.tags.contains_key(ROTATED_TAG) {
+            self.iam
+                .tag_user(&current.username, ROTATED_TAG, &marks.rotated_tag())
+                .await
+                .map_err(Self::iam_error(ctx, "marking the user as rotated by keyturn"))?;
         }
         // Marks what is being done before doing it, so an interrupted step can tell the
         // key it made from keys made by hand, whenever it was interrupted.
