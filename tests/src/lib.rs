@@ -97,14 +97,17 @@ impl Harness {
     }
 
     /// The MariaDB server, started on first use (PostgreSQL-only tests never pay for it),
-    /// with its event scheduler OFF as on RDS's default parameter group.
+    /// with its event scheduler and performance_schema OFF as on RDS's default parameter
+    /// group (and MariaDB's own defaults).
     pub fn mariadb(&self) -> &mariadb::Mariadb {
         self.mariadb.get_or_init(|| mariadb::start(&self.work, &self.pki, "mariadb", false))
     }
 
     /// A second MariaDB server whose event scheduler is ON, for the tests of expiry
     /// events: a server of its own rather than `SET GLOBAL event_scheduler` on the shared
-    /// one, which would change what every other test running beside them sees.
+    /// one, which would change what every other test running beside them sees. Its
+    /// performance_schema is ON too (as a parameter group sets it), so that the tests see
+    /// both ways keyturn finds a session's login: with it here, without it on the other.
     pub fn mariadb_with_events(&self) -> &mariadb::Mariadb {
         self.mariadb_events.get_or_init(|| mariadb::start(&self.work, &self.pki, "mariadb-events", true))
     }

@@ -1,7 +1,8 @@
 //! A throwaway MariaDB server from Debian's packages, set up as Amazon RDS sets one up:
 //! its own data directory, a free loopback port, TLS with the harness's certificate (sent alone, as RDS sends it), the general
-//! log on (so tests can prove no password reaches it), and the event scheduler OFF unless
-//! asked for (RDS's default parameter group). Started the first time a test asks for it.
+//! log on (so tests can prove no password reaches it), and the event scheduler and
+//! performance_schema OFF unless asked for (RDS's default parameter group; MariaDB's
+//! defaults). Started the first time a test asks for it.
 //!
 //! Two accounts over TCP:
 //! - the admin keyturn is given (`keyturn_admin`), holding exactly what RDS gives a
@@ -64,8 +65,9 @@ pub struct Mariadb {
 }
 
 /// Starts a server named `name` (its files in `dir` carry the name), with the event
-/// scheduler ON or OFF for its whole life: a test never changes it, so tests sharing a
-/// server cannot race on it.
+/// scheduler and performance_schema both ON or both OFF for its whole life: a test never
+/// changes them, so tests sharing a server cannot race on them. performance_schema is
+/// what tells keyturn a session's login name while the session runs as a routine's definer.
 pub fn start(dir: &Path, pki: &Pki, name: &str, event_scheduler: bool) -> Mariadb {
     let data = dir.join(name);
     std::fs::create_dir_all(&data).expect("create MariaDB data dir");
@@ -128,6 +130,7 @@ pub fn start(dir: &Path, pki: &Pki, name: &str, event_scheduler: bool) -> Mariad
         // Expiry events run only where the scheduler is ON, in a zone that is not UTC, so
         // an event scheduled in the server's zone would fire hours late.
         .arg(format!("--event-scheduler={scheduler}"))
+        .arg(format!("--performance-schema={scheduler}"))
         .arg("--default-time-zone=-05:00")
         .stdout(log.try_clone().unwrap())
         .stderr(log);

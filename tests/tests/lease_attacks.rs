@@ -534,3 +534,72 @@ async fn the_orphan_sweep_gives_an_orphans_objects_to_its_own_roles_group() {
         assert_eq!(owner, second, "{table} belongs to role bb's group, not role aa's ({first})");
     }
 }
+
+/// The PostgreSQL counterparts: a lease holder keeps three sessions busy across its
+/// revocation, one inside a `SECURITY DEFINER` function its group owns, one after `SET
+/// ROLE` to the group, one in a plain long `pg_sleep`. `pg_stat_activity.usename` is the
+/// login role whatever the session's current role, so the revocation finds and ends all
+/// three; none runs another statement.
+#[tokio::test]
+async fn a_postgres_session_running_as_another_role_does_not_survive_revocation() {
+    let s = setup("atkpgdefiner", "").await;
+    let (user, password, lease) = issue(&s.service, 600).await;
+    let group = escape_identifier(&s.group);
+    let setup_session = s.env.pg_login(&user, &password).await.unwrap();
+    setup_session
+        .batch_execute(&format!(
+            "CREATE FUNCTION {group}.hide(s float8) RETURNS void LANGUAGE sql SECURITY DEFINER AS 'SELECT pg_sleep(s)'"
+        ))
+        .await
+        .expect("the group may create functions in its schema");
+    drop(setup_session);
+
+    let mut busy = Vec::new();
+    for sql in [
+        format!("SELECT {group}.hide(8)"),
+        format!("SET ROLE NONE; SET ROLE {group}; SELECT pg_sleep(8)"),
+        "SELECT pg_sleep(8)".to_owned(),
+    ] {
+        let session = s.env.pg_login(&user, &password).await.unwrap();
+        let pid: i32 = session.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        let table = s.table.clone();
+        busy.push((
+            pid,
+            tokio::spawn(async move {
+                let call = session.batch_execute(&sql).await;
+                let after = session.batch_execute(&format!("SELECT id FROM {table}")).await;
+                (call, after)
+            }),
+        ));
+    }
+    // Inside, each session's current role is the group (or still the user); its login is
+    // the user's.
+    let superuser = s.env.pg_superuser().await;
+    let until = Instant::now() + Duration::from_secs(5);
+    for (pid, _) in &busy {
+        loop {
+            let row = superuser
+                .query_opt(
+                    "SELECT usename::text AS login FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                    &[pid],
+                )
+                .await
+                .unwrap();
+            if let Some(row) = row {
+                assert_eq!(row.get::<_, String>("login"), user, "pg_stat_activity names the login role");
+                break;
+            }
+            assert!(Instant::now() < until, "session {pid} never got busy");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "{body}");
+    for (pid, task) in busy {
+        let (call_result, after) = task.await.unwrap();
+        assert!(call_result.is_err(), "session {pid} was not cut off");
+        assert!(after.is_err(), "session {pid} ran a statement after the revocation");
+    }
+    assert!(!role_exists(&s.env, &user).await);
+}

@@ -213,6 +213,7 @@ async fn least_privileged_admin(env: &TestEnv, group: &str, grants: AdminGrants)
         format!("GRANT SELECT ON mysql.user TO {account}"),
         format!("GRANT UPDATE ON mysql.* TO {account}"),
         format!("GRANT {} TO {account} WITH ADMIN OPTION", identifier(group)),
+        format!("GRANT SELECT ON performance_schema.threads TO {account}"),
     ];
     if grants.process {
         statements.push(format!("GRANT PROCESS ON *.* TO {account}"));
@@ -367,6 +368,54 @@ async fn an_admin_that_cannot_end_the_sessions_fails_the_deletion_until_it_can()
     assert!(!outcome.existed);
     assert_eq!(outcome.sessions_ended, 1);
     assert!(session.query_drop(format!("SELECT id FROM {table}")).await.is_err(), "the session is ended");
+    assert!(env.mariadb_sessions_of(&user).await.is_empty());
+}
+
+/// The README's least-privileged admin, on a server whose performance_schema is ON, ends
+/// a deleted user's session while it waits inside a `SQL SECURITY DEFINER` procedure
+/// (listed under the procedure's definer, not the user): its `SELECT ON
+/// performance_schema.threads` tells it the session's login.
+#[tokio::test]
+async fn the_least_privileged_admin_ends_a_session_inside_a_definer_routine() {
+    let env = TestEnv::new("mdyndefiner").await.with_event_scheduler();
+    let (group, table) = env.mariadb_group_with_table("grp").await;
+    let admin = least_privileged_admin(&env, &group, ALL_GRANTS).await;
+    let db = identifier(&group);
+    let mut master = env.mariadb_admin().await;
+    for sql in [
+        format!("CREATE DEFINER = CURRENT_USER PROCEDURE {db}.`wait`(s DOUBLE) SQL SECURITY DEFINER DO SLEEP(s)"),
+        format!("GRANT EXECUTE ON PROCEDURE {db}.`wait` TO {db}"),
+    ] {
+        master.query_drop(sql).await.unwrap();
+    }
+    let (backend, endpoint) = (env.mariadb_backend(), env.mariadb_endpoint());
+    let user = env.unique("kt_u");
+    let password = random_token();
+    backend.new_user(&endpoint, &admin, new_user(&user, &group, &password)).await.unwrap();
+    let mut session = env.mariadb_session(&user, &password).await.unwrap();
+    let id: u64 = session.query_first("SELECT CONNECTION_ID()").await.unwrap().unwrap();
+    let inside = tokio::spawn(async move {
+        let call = session.query_drop(format!("CALL {db}.`wait`(10)")).await;
+        (call, session)
+    });
+    let mut root = env.mariadb_root().await;
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed: Option<String> =
+            root.exec_first("SELECT USER FROM information_schema.PROCESSLIST WHERE ID = ?", (id,)).await.unwrap();
+        if listed.as_deref().is_some_and(|name| name != user) {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "the session never ran as the definer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let request = DeleteUser { username: Username::parse(&user).unwrap(), reassign_to: None };
+    let outcome = backend.delete_user(&endpoint, &admin, request).await.expect("the session is found and ended");
+    assert_eq!(outcome.sessions_ended, 1);
+    let (call, mut session) = inside.await.unwrap();
+    assert!(call.is_err(), "the session was ended inside the procedure");
+    assert!(session.query_drop(format!("SELECT id FROM {table}")).await.is_err());
     assert!(env.mariadb_sessions_of(&user).await.is_empty());
 }
 

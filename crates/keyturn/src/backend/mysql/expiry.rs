@@ -11,11 +11,16 @@
 //! `mysql.rds_kill` exists (Amazon RDS, whose master user may not `KILL` another user's
 //! session), a loop over the user's sessions in the PROCESSLIST calling it for each (a
 //! session that ends meanwhile does not stop the loop); elsewhere `KILL CONNECTION USER
-//! 'user'@'%'`, which needs CONNECTION ADMIN (SUPER before 10.5). It runs once and then
+//! 'user'@'%'`, which needs CONNECTION ADMIN (SUPER before 10.5). Both find sessions by
+//! the PROCESSLIST's `USER`, which shows a routine's definer while a session runs a `SQL
+//! SECURITY DEFINER` routine or a trigger; so the event then also ends every session
+//! `performance_schema.threads` lists under the user's login name. It runs once and then
 //! removes itself (`ON COMPLETION NOT PRESERVE`). What it does not do: drop host parts
-//! other than `%` (the only one `new_user` creates; `delete_user` drops them all), or run
-//! at all when its definer has since been dropped or lost those privileges; the reaper
-//! still deletes the user then, and fails loudly if it cannot end the sessions.
+//! other than `%` (the only one `new_user` creates; `delete_user` drops them all), run
+//! at all when its definer has since been dropped or lost those privileges, or, where
+//! performance_schema is OFF (MariaDB's default), see a session that is inside a definer
+//! routine when it runs: that session goes on once the routine returns, until the reaper
+//! deletes the user, which ends it or fails (retryably) for as long as it cannot be told.
 //!
 //! Where the scheduler is OFF (RDS's default) or DISABLED no event is made and the reaper
 //! alone enforces expiry. MySQL gets no event: keyturn's tests run MariaDB only, and its
@@ -86,15 +91,31 @@ pub(super) enum Kill {
 /// In the `RdsKill` body, a CONTINUE handler lets the loop go on past a session that ended
 /// between the listing and its `rds_kill` (error 1094); `FOR … IN (SELECT …)` is MariaDB's
 /// cursor loop (10.3 on).
+///
+/// A second loop ends the sessions `performance_schema.threads` lists under the user's
+/// login name: those running a `SQL SECURITY DEFINER` routine or a trigger, which the
+/// PROCESSLIST (and `KILL … USER`) show under the definer's name ([`super::sessions`]).
+/// Where performance_schema is OFF the table is empty, and where the admin may not read
+/// it the loop's error is swallowed by its own handler, after the first loop has run.
 fn create_statement(username: &Username, at: SystemTime, kill: Kill) -> String {
     let target = account(username.as_str(), "%");
+    let name = literal(username.as_str());
+    let each = |ids: &str, end: &str| {
+        format!("BEGIN DECLARE CONTINUE HANDLER FOR SQLEXCEPTION BEGIN END; FOR s IN ({ids}) DO {end}; END FOR; END;")
+    };
+    let by_login =
+        format!("SELECT PROCESSLIST_ID AS id FROM performance_schema.threads WHERE PROCESSLIST_USER = {name}");
     let end_sessions = match kill {
-        Kill::User => format!("KILL CONNECTION USER {target};"),
+        Kill::User => {
+            format!("KILL CONNECTION USER {target}; {}", each(&by_login, "KILL CONNECTION s.id"))
+        }
         Kill::RdsKill => format!(
-            "BEGIN DECLARE CONTINUE HANDLER FOR SQLEXCEPTION BEGIN END; \
-             FOR s IN (SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = {}) \
-             DO CALL mysql.rds_kill(s.id); END FOR; END;",
-            literal(username.as_str())
+            "{} {}",
+            each(
+                &format!("SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = {name}"),
+                "CALL mysql.rds_kill(s.id)"
+            ),
+            each(&by_login, "CALL mysql.rds_kill(s.id)")
         ),
     };
     format!(
@@ -245,7 +266,10 @@ mod tests {
             format!(
                 "CREATE DEFINER = CURRENT_USER EVENT `keyturn`.`{name}` ON SCHEDULE \
                  AT GREATEST(TIMESTAMP '2026-11-29 22:05:06', NOW() + INTERVAL 1 SECOND) ON COMPLETION NOT PRESERVE \
-                 DO BEGIN DROP USER IF EXISTS 'kt_r_it\\'s\\\\'@'%'; KILL CONNECTION USER 'kt_r_it\\'s\\\\'@'%'; END"
+                 DO BEGIN DROP USER IF EXISTS 'kt_r_it\\'s\\\\'@'%'; KILL CONNECTION USER 'kt_r_it\\'s\\\\'@'%'; \
+                 BEGIN DECLARE CONTINUE HANDLER FOR SQLEXCEPTION BEGIN END; \
+                 FOR s IN (SELECT PROCESSLIST_ID AS id FROM performance_schema.threads \
+                 WHERE PROCESSLIST_USER = 'kt_r_it\\'s\\\\') DO KILL CONNECTION s.id; END FOR; END; END"
             )
         );
     }
@@ -263,7 +287,10 @@ mod tests {
                  DO BEGIN DROP USER IF EXISTS 'kt_r_it\\'s\\\\'@'%'; \
                  BEGIN DECLARE CONTINUE HANDLER FOR SQLEXCEPTION BEGIN END; \
                  FOR s IN (SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = 'kt_r_it\\'s\\\\') \
-                 DO CALL mysql.rds_kill(s.id); END FOR; END; END"
+                 DO CALL mysql.rds_kill(s.id); END FOR; END; \
+                 BEGIN DECLARE CONTINUE HANDLER FOR SQLEXCEPTION BEGIN END; \
+                 FOR s IN (SELECT PROCESSLIST_ID AS id FROM performance_schema.threads \
+                 WHERE PROCESSLIST_USER = 'kt_r_it\\'s\\\\') DO CALL mysql.rds_kill(s.id); END FOR; END; END"
             )
         );
         assert!(!sql.contains("KILL CONNECTION USER"), "RDS refuses its master user KILL of other sessions");

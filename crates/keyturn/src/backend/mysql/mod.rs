@@ -96,6 +96,9 @@ struct Session {
     /// The server refused this session a `KILL` of another user's session: go straight
     /// to `mysql.rds_kill` ([`sessions`]).
     kill_denied: bool,
+    /// Whether this session may read `performance_schema.threads`, once looked up
+    /// ([`sessions`]).
+    threads_readable: Option<bool>,
 }
 
 /// One admin session of [`DynamicUsers`], shared by the callers of one process. Empty
@@ -197,6 +200,7 @@ impl MysqlBackend {
             event_schema_seen: false,
             sees_every_session: false,
             kill_denied: false,
+            threads_readable: None,
         };
         let rows =
             session.rows("SELECT VERSION() AS version, CURRENT_USER() AS user", Vec::new(), "SELECT VERSION()").await?;

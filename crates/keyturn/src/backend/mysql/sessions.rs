@@ -11,6 +11,18 @@
 //!
 //! An admin without PROCESS sees only its own sessions, so an empty list from it proves
 //! nothing: that is an error too, checked once per admin session.
+//!
+//! A session is found by its login name, which no security context changes. The
+//! PROCESSLIST's `USER` shows the definer while a session runs a `SQL SECURITY DEFINER`
+//! routine or a trigger (a lease's own `DEFINER = CURRENT_ROLE` procedure, or an admin's
+//! procedure it may execute, left waiting on a lock), so that alone would miss the session,
+//! which would go on with its role's privileges once the routine returns.
+//! `performance_schema.threads` keeps the login name: where it is ON (MySQL's default;
+//! MariaDB's is OFF) and the admin may read it, such sessions are listed and ended too.
+//! Where it is not, a session that may be running as a definer cannot be told from the
+//! definer's own sessions and is not ended (it may be anyone's): while one is there the
+//! deletion fails, retryably, rather than report the user's sessions gone
+//! ([`statements::sessions_left`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -26,7 +38,7 @@ const SESSIONS_GONE_WITHIN: Duration = Duration::from_secs(3);
 const RECHECK_EVERY: Duration = Duration::from_millis(50);
 
 impl Session {
-    /// Ends every session of `username` (by login name, whatever host part it came from)
+    /// Ends every session that logged in as `username` (whatever host part it came from)
     /// and returns how many the server took a kill for. See the module's documentation.
     pub(super) async fn end_sessions(&mut self, username: &Username) -> Result<u64, BackendError> {
         self.check_sees_every_session(username).await?;
@@ -35,11 +47,11 @@ impl Session {
         let mut tried = BTreeSet::new();
         let mut refused: BTreeMap<u64, String> = BTreeMap::new();
         loop {
-            let open = self.session_ids(username).await?;
+            let open = self.sessions_left(username).await?;
             if open.is_empty() {
                 return Ok(ended);
             }
-            for id in open {
+            for &id in &open.users {
                 if !tried.insert(id) {
                     continue;
                 }
@@ -55,27 +67,16 @@ impl Session {
                     }
                 }
             }
-            let left = self.session_ids(username).await?;
+            let left = self.sessions_left(username).await?;
             if left.is_empty() {
                 return Ok(ended);
             }
-            let all_refused = left.iter().all(|id| refused.contains_key(id));
+            // A session that may be the user's inside a definer routine is waited for until
+            // the deadline (once the routine returns it shows the user's name and is ended);
+            // one the server refused to end is not.
+            let all_refused = left.unknown.is_empty() && left.users.iter().all(|id| refused.contains_key(id));
             if all_refused || tokio::time::Instant::now() >= deadline {
-                let reason = left
-                    .iter()
-                    .find_map(|id| refused.get(id))
-                    .cloned()
-                    .unwrap_or_else(|| format!("still open {} s after KILL", SESSIONS_GONE_WITHIN.as_secs()));
-                return Err(BackendError::Database {
-                    operation: "ending the user's sessions",
-                    message: format!(
-                        "{} session(s) of {:?} could not be ended ({reason}); the user is dropped, but those \
-                         sessions keep its privileges until they end",
-                        left.len(),
-                        username.as_str()
-                    ),
-                    retryable: true,
-                });
+                return Err(left.error(username, &refused));
             }
             tokio::time::sleep(RECHECK_EVERY).await;
         }
@@ -95,16 +96,39 @@ impl Session {
         Ok(read_rds_kill(answer.as_ref().err().map(|(code, message)| (*code, message.as_str()))))
     }
 
-    /// The ids of `username`'s sessions.
-    async fn session_ids(&mut self, username: &Username) -> Result<Vec<u64>, BackendError> {
+    /// One listing of the sessions `username` may still have ([`statements::sessions_left`]).
+    async fn sessions_left(&mut self, username: &Username) -> Result<SessionsLeft, BackendError> {
         let operation = "listing the user's sessions";
-        let rows = self.rows(statements::SESSIONS_OF, vec![username.as_str().into()], operation).await?;
-        rows.iter()
-            .map(|row| {
-                let id = required(row, "id").map_err(|m| unexpected(operation, m))?;
-                id.parse().map_err(|_| unexpected(operation, "an id is not a number".into()))
-            })
-            .collect()
+        let with_threads = self.threads_readable().await?;
+        let name = username.as_str();
+        let params = vec![name.into(), name.into()];
+        let rows = self.rows(&statements::sessions_left(with_threads), params, operation).await?;
+        let mut left = SessionsLeft::default();
+        for row in &rows {
+            let read = |column| text(row, column).map_err(|m| unexpected(operation, m));
+            let id = required(row, "id").map_err(|m| unexpected(operation, m))?;
+            let id = id.parse().map_err(|_| unexpected(operation, "an id is not a number".into()))?;
+            let (listed, login, hidden) = (read("listed")?, read("login")?, read("hidden")?);
+            // The server compares names without case; a name differing in case only is
+            // another account's, whose sessions this deletion must not end.
+            if listed.as_deref() == Some(name) || login.as_deref() == Some(name) {
+                left.users.push(id);
+            } else if hidden.as_deref() == Some("1") {
+                left.unknown.push(id);
+            }
+        }
+        Ok(left)
+    }
+
+    /// Whether this session may read `performance_schema.threads`, looked up once.
+    async fn threads_readable(&mut self) -> Result<bool, BackendError> {
+        if let Some(readable) = self.threads_readable {
+            return Ok(readable);
+        }
+        let operation = "looking up performance_schema.threads";
+        let readable = !self.rows(statements::THREADS_READABLE, Vec::new(), operation).await?.is_empty();
+        self.threads_readable = Some(readable);
+        Ok(readable)
     }
 
     /// Fails unless this session's account, or a role it has enabled, holds PROCESS.
@@ -132,5 +156,49 @@ impl Session {
         }
         self.sees_every_session = true;
         Ok(())
+    }
+}
+
+/// What one listing found: the sessions that logged in as the user (or run as it), and
+/// those that may be its inside a definer routine, whose login the server does not say.
+#[derive(Debug, Default)]
+struct SessionsLeft {
+    users: Vec<u64>,
+    unknown: Vec<u64>,
+}
+
+impl SessionsLeft {
+    fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.unknown.is_empty()
+    }
+
+    /// The deletion's failure, retryable: the user is dropped already, and the next
+    /// attempt lists and ends its sessions again.
+    fn error(&self, username: &Username, refused: &BTreeMap<u64, String>) -> BackendError {
+        let message = if self.users.is_empty() {
+            format!(
+                "{} session(s) run a statement as another account (inside a SQL SECURITY DEFINER routine or a \
+                 trigger, or the definer's own) and the server does not say who logged in to them \
+                 (performance_schema is OFF, or the admin may not read performance_schema.threads): one may be \
+                 {:?}'s, and would go on with its privileges once the routine returns; the user is dropped, and a \
+                 retry ends its sessions once they can be told",
+                self.unknown.len(),
+                username.as_str()
+            )
+        } else {
+            let reason = self
+                .users
+                .iter()
+                .find_map(|id| refused.get(id))
+                .cloned()
+                .unwrap_or_else(|| format!("still open {} s after KILL", SESSIONS_GONE_WITHIN.as_secs()));
+            format!(
+                "{} session(s) of {:?} could not be ended ({reason}); the user is dropped, but those sessions keep \
+                 its privileges until they end",
+                self.users.len(),
+                username.as_str()
+            )
+        };
+        BackendError::Database { operation: "ending the user's sessions", message, retryable: true }
     }
 }

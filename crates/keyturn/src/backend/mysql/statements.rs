@@ -187,9 +187,50 @@ pub(super) fn require(target: &str, require: &str) -> String {
     format!("ALTER USER {target} REQUIRE {require}")
 }
 
-/// The sessions of a user by login name (a parameter), ids as text.
-pub(super) const SESSIONS_OF: &str =
-    "SELECT CAST(ID AS CHAR) AS id FROM information_schema.PROCESSLIST WHERE USER = ? ORDER BY ID";
+/// The sessions a deleted user may still have, in one listing of the process list (so
+/// each session is read once, in one state): `id` (as text), `listed` (the PROCESSLIST's
+/// `USER`), `login` (`performance_schema.threads.PROCESSLIST_USER`, NULL where that is
+/// not known) and `hidden` (`1` for a session that may be running as a definer, below).
+/// The username is bound twice; the server compares it without case, the caller exactly.
+///
+/// While a session runs a `SQL SECURITY DEFINER` routine (or a trigger, which runs as its
+/// definer), the PROCESSLIST shows the definer as `USER` (a role's name for `DEFINER =
+/// CURRENT_ROLE`) and the definer's host part, not the client's, in `HOST` (`%:51234`,
+/// `:51234` for a role). `performance_schema.threads` keeps the login name whatever the
+/// context. So a row is listed when either names the user, and also when its login is not
+/// known and it may be running as a definer (`hidden`): a client's session executing a
+/// statement (not `Sleep`; not `Daemon` nor `Connect`, which an event's thread and a
+/// session still logging in show, never a logged-in client) under a host part that no
+/// client address has (empty, or holding `%`, `_` or `/`) or that is an account's own host
+/// part (`localhost`, a literal address). Those last rows cannot be told apart from the
+/// definer's own sessions, so the caller must not end them, only refuse to report success
+/// while they are there.
+///
+/// `with_threads` is false where the admin cannot read `performance_schema.threads` (a
+/// server error would fail the whole listing); the login is then unknown for every row.
+pub(super) fn sessions_left(with_threads: bool) -> String {
+    let (login, threads) = match with_threads {
+        true => ("t.PROCESSLIST_USER", " LEFT JOIN performance_schema.threads t ON t.PROCESSLIST_ID = p.ID"),
+        false => ("CAST(NULL AS CHAR)", ""),
+    };
+    format!(
+        "SELECT CAST(v.id AS CHAR) AS id, v.listed AS listed, v.login AS login, CAST(v.hidden AS CHAR) AS hidden \
+         FROM (SELECT s.id AS id, s.listed AS listed, s.login AS login, (s.login IS NULL AND \
+         s.command NOT IN ('Sleep', 'Daemon', 'Connect') AND (s.h = '' OR LOCATE('%', s.h) > 0 OR LOCATE('_', s.h) > 0 \
+         OR LOCATE('/', s.h) > 0 OR EXISTS (SELECT 1 FROM mysql.user a WHERE a.User = s.listed \
+         AND a.Host IN (s.h, s.host)))) AS hidden FROM (SELECT p.ID AS id, p.USER AS listed, p.HOST AS host, \
+         p.COMMAND AS command, {login} AS login, IF(p.HOST REGEXP ':[0-9]+$', \
+         LEFT(p.HOST, CHAR_LENGTH(p.HOST) - LOCATE(':', REVERSE(p.HOST))), p.HOST) AS h \
+         FROM information_schema.PROCESSLIST p{threads} WHERE p.ID <> CONNECTION_ID()) s) v \
+         WHERE v.listed = ? OR v.login = ? OR v.hidden ORDER BY v.id"
+    )
+}
+
+/// Whether this session may read `performance_schema.threads` (a table is listed in
+/// `information_schema.TABLES` to whoever holds a privilege on it). Listed even where
+/// `performance_schema` is OFF: the table is empty there.
+pub(super) const THREADS_READABLE: &str = "SELECT TABLE_NAME AS name FROM information_schema.TABLES \
+     WHERE TABLE_SCHEMA = 'performance_schema' AND TABLE_NAME = 'threads'";
 
 /// `n` (1 when this session's account or an enabled role holds PROCESS, without which
 /// the PROCESSLIST shows only one's own sessions). Read from `mysql.user`, which holds
@@ -293,6 +334,20 @@ mod tests {
 
     fn pw() -> SecretString {
         SecretString::from("p'w\\d")
+    }
+
+    #[test]
+    fn sessions_are_listed_by_login_where_performance_schema_is_readable_and_suspected_elsewhere() {
+        let with = sessions_left(true);
+        assert!(with.contains("LEFT JOIN performance_schema.threads t ON t.PROCESSLIST_ID = p.ID"), "{with}");
+        assert!(with.contains("t.PROCESSLIST_USER AS login"), "{with}");
+        let without = sessions_left(false);
+        assert!(!without.contains("performance_schema"), "a refused table would fail the listing: {without}");
+        for sql in [&with, &without] {
+            assert_eq!(sql.matches('?').count(), 2, "the username, bound twice: {sql}");
+            assert!(sql.contains("WHERE v.listed = ? OR v.login = ? OR v.hidden"), "{sql}");
+            assert!(sql.contains("p.ID <> CONNECTION_ID()"), "never the admin's own session: {sql}");
+        }
     }
 
     #[test]
