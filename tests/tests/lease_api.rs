@@ -179,6 +179,7 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
     let held = issue(&s, None).await;
     let lease = text(&held, "lease_id").to_owned();
     let before = users(&s).await;
+    let held = s.service.store().get(&lease).await.unwrap().unwrap();
     // method, path, body, caller, status, code
     type Case<'a> = (&'a str, String, Option<&'a str>, &'a str, u16, &'a str);
     let cases: Vec<Case> = vec![
@@ -220,7 +221,8 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
     }
     assert_eq!(users(&s).await, before);
     let stored = s.service.store().get(&lease).await.unwrap().unwrap();
-    assert_eq!((stored.state.as_str(), stored.version), ("active", 1), "the held lease is untouched");
+    assert_eq!(stored, held, "the held lease is untouched");
+    assert_eq!(stored.state.as_str(), "active");
     assert_eq!(s.service.store().count_live("ci").await.unwrap(), 1);
 
     let revoked = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, OPS).await;
@@ -231,7 +233,14 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
 
 #[tokio::test]
 async fn two_hundred_concurrent_issuances_give_two_hundred_working_users() {
-    let s = setup("lease200", "").await;
+    let mut s = setup("lease200", "").await;
+    // 200 Lambda containers' worth of issuances in one test thread on one admin session:
+    // each statement waits for those before it, which in Lambda (one request a container)
+    // none does. With 4096 SCRAM iterations a loaded 2-core machine took the last ones past
+    // the 6-s bound; what this test is about (every issue a distinct working user, every
+    // slot counted) does not depend on the count.
+    s.vars.push(("KEYTURN_SCRAM_ITERATIONS".into(), "16".into()));
+    s.service = s.env.lease_service(&s.vars, 0);
     let calls = (0..200).map(|_| call(&s.service, "POST", "/v1/credentials/ci", None, CI));
     let answers = futures_join_all(calls).await;
     let mut logins = Vec::new();
