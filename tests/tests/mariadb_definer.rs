@@ -240,3 +240,46 @@ async fn a_mariadb_session_inside_a_definer_routine_does_not_survive_the_expiry_
     let after = hidden.query_drop(format!("SELECT id FROM {table}")).await;
     assert!(after.is_err(), "the session outlived the expiry event and still reads");
 }
+
+/// Attacker: a MariaDB lease holder whose group may create events in its database (`ALL
+/// PRIVILEGES ON app.*` includes EVENT, as applications' roles often have), on a server
+/// whose event scheduler is ON (as keyturn's expiry event needs). Before its lease ends it
+/// writes an event `DEFINER = CURRENT_ROLE`: the event runs as the group role, which no
+/// revocation drops, on a schedule the holder chose. No session is left to find: the
+/// revocation answers 204, and the holder's statements go on running with the group's
+/// privileges, every second, for as long as the event exists. Here the event only writes
+/// a mark; it could as well delete the group's data at 3 a.m., or run whatever a table the
+/// holder filled says. keyturn's promise is that a revoked lease's holder can do nothing
+/// more with it: once the revocation answered success, nothing the holder wrote may run
+/// with the group's privileges.
+#[tokio::test]
+async fn review_a_mariadb_lease_holders_event_runs_as_its_group_after_revocation() {
+    use mysql_async::prelude::Queryable;
+    let Deployment { env, service, group, .. } = mariadb_setup_with("revmdevent", true, true).await;
+    let (user, password, lease) = issue(&service, 600).await;
+    let db = keyturn::backend::mysql::grants::identifier(&group);
+    let mut holder = env.mariadb_session(&user, &password).await.unwrap();
+    for sql in [
+        format!("CREATE TABLE {db}.`marks` (at DATETIME(6) NOT NULL)"),
+        format!(
+            "CREATE DEFINER = CURRENT_ROLE EVENT {db}.`later` ON SCHEDULE EVERY 1 SECOND \
+             DO INSERT INTO {db}.`marks` VALUES (NOW(6))"
+        ),
+    ] {
+        holder.query_drop(sql).await.expect("the group may create tables and events in its database");
+    }
+    drop(holder);
+
+    let (status, body) = call(&service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "{body}");
+    assert!(!env.mariadb_user_exists(&user).await, "the user is dropped");
+    let mut root = env.mariadb_root().await;
+    let revoked_at: String = root.query_first("SELECT CAST(NOW(6) AS CHAR)").await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after: u64 = root
+        .exec_first(format!("SELECT COUNT(*) FROM {db}.`marks` WHERE at > ?"), (revoked_at.clone(),))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after, 0, "the holder's event wrote {after} time(s) as its group after the revocation answered 204");
+}
