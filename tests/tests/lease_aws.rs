@@ -391,6 +391,62 @@ async fn an_iam_user_allowed_iam_cannot_touch_other_lease_users_or_rotated_users
         .expect("DeleteUserPolicy");
 }
 
+/// Attacker: the holder of an IAM lease user whose role's policy allows IAM (`iam:*`).
+/// keyturn's expiry policy denies it every IAM write on the users keyturn answers for
+/// (other lease users, rotated users), but only where the action's resource is the user.
+/// Group membership is written on the group: `iam:AddUserToGroup` names a group as its
+/// resource, so the holder creates a group of its own, gives it a policy, and puts
+/// another caller's lease user (or a user rotate-iam-key rotates, which production
+/// software signs as) into it. A group policy of `Deny *` shuts the neighbour's credential
+/// out of everything its role allows; one of `Allow iam:*` would lift it to whatever its
+/// boundary permits. Either way one lease holder changes what another's credential can
+/// do, which the expiry policy is there to prevent.
+#[tokio::test]
+async fn review_an_iam_user_allowed_iam_reaches_other_lease_users_through_a_group() {
+    let s = setup("rev_iam_group").await;
+    let (status, body) = issue(&s, "iam-admin", None).await;
+    assert_eq!(status, 201, "{body}");
+    let keys = signing_with(&s.env, &body);
+    identity(&keys, 20).await.expect("the key authenticates");
+    let attacker = aws_sdk_iam::Client::new(&keys);
+    let (status, other) = issue(&s, "legacy", None).await;
+    assert_eq!(status, 201, "{other}");
+    let neighbour = other["username"].as_str().unwrap().to_owned();
+    let neighbour_keys = signing_with(&s.env, &other);
+    identity(&neighbour_keys, 20).await.expect("the neighbour's key authenticates");
+    let victim = aws_sdk_iam::Client::new(&neighbour_keys);
+    victim.list_users().send().await.expect("the neighbour's role lets it list users");
+
+    // The rotated user, made as rotate-iam-key tags it, by the harness's administrator.
+    let iam = aws_sdk_iam::Client::new(&s.env.sdk);
+    let rotated = s.env.unique("rotated");
+    let tag = aws_sdk_iam::types::Tag::builder()
+        .key("keyturn-rotated")
+        .value("keyturn-rotation-0123456789abcdef")
+        .build()
+        .unwrap();
+    iam.create_user().user_name(&rotated).path("/").tags(tag).send().await.unwrap();
+
+    let group = s.env.unique("trap");
+    attacker.create_group().group_name(&group).send().await.expect("its policy allows CreateGroup");
+    let deny_all = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]});
+    attacker
+        .put_group_policy()
+        .group_name(&group)
+        .policy_name("shut")
+        .policy_document(deny_all.to_string())
+        .send()
+        .await
+        .expect("its policy allows PutGroupPolicy on its own group");
+    let to_neighbour = attacker.add_user_to_group().group_name(&group).user_name(&neighbour).send().await;
+    let to_rotated = attacker.add_user_to_group().group_name(&group).user_name(&rotated).send().await;
+
+    let still = victim.list_users().send().await;
+    assert!(still.is_ok(), "another caller's lease user lost its role's permissions to the holder's group: {still:?}");
+    denied(&format!("add {neighbour} to its group"), to_neighbour);
+    denied(&format!("add {rotated} to its group"), to_rotated);
+}
+
 /// An STS session cannot be ended early, so its lease keeps its `max_leases` slot until it
 /// expires: neither its holder nor an admin can revoke it to free the slot while the
 /// session still works. And a stranger can neither revoke nor renew someone's IAM user.
