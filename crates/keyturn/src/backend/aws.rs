@@ -156,7 +156,11 @@ pub fn iso8601(at: SystemTime) -> String {
 /// user a key or password of its own. The resources name users in any account and
 /// partition (a `*` in a resource spans `/`). And it may not tag a session it makes (an
 /// `AssumeRole` or federation token of its own) with keyturn's tag keys: session tags
-/// override principal tags, so such a session could claim another lease's caller.
+/// override principal tags, so such a session could claim another lease's caller. Nor
+/// may it change any user's group memberships: `iam:AddUserToGroup` and
+/// `iam:RemoveUserFromGroup` name the group as their resource, not the member, so no
+/// statement on users reaches them, and a group of the holder's own (its policy `Deny *`,
+/// or `Allow iam:*`) would change what another lease user or a rotated user may do.
 pub fn expiry_policy(path: &str, expires_at: SystemTime) -> String {
     crate::lease::role::expiry_policy_document(path, &iso8601(expires_at))
 }
@@ -173,7 +177,7 @@ mod tests {
         let policy = expiry_policy(path, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000));
         assert_eq!(policy.split_whitespace().count(), 1, "IAM counts no whitespace: {policy}");
         assert_eq!(policy.chars().count(), expiry_policy_size(path));
-        assert_eq!(expiry_policy_size(path), 842, "the README gives it");
+        assert_eq!(expiry_policy_size(path), 962, "the README gives it");
         let value: serde_json::Value = serde_json::from_str(&policy).unwrap();
         let statements = value["Statement"].as_array().unwrap();
         assert_eq!(statements[0]["Condition"]["DateGreaterThan"]["aws:CurrentTime"], "2001-09-09T01:46:40Z");
@@ -190,6 +194,8 @@ mod tests {
         assert_eq!(crate::rotation::iam_key::ROTATED_TAG, "keyturn-rotated");
         assert_eq!(statements[4]["Action"], "sts:TagSession");
         assert_eq!(statements[4]["Condition"]["ForAnyValue:StringLike"]["aws:TagKeys"], "keyturn:*");
+        assert_eq!(statements[5]["Action"], serde_json::json!(["iam:AddUserToGroup", "iam:RemoveUserFromGroup"]));
+        assert_eq!(statements[5]["Resource"], "*");
         assert!(expiry_policy_size(&format!("/{}/", "p".repeat(510))) > expiry_policy_size(path) + 490);
     }
 }

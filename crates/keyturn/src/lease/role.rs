@@ -144,6 +144,11 @@ pub fn expiry_policy_document(path: &str, expires_at: &str) -> String {
             "Action": "sts:TagSession",
             "Resource": "*",
             "Condition": {"ForAnyValue:StringLike": {"aws:TagKeys": "keyturn:*"}}
+        }, {
+            "Sid": "KeyturnNoMemberships",
+            "Effect": "Deny",
+            "Action": ["iam:AddUserToGroup", "iam:RemoveUserFromGroup"],
+            "Resource": "*"
         }]
     })
     .to_string()
