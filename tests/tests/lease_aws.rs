@@ -33,6 +33,8 @@ struct Setup {
     path: String,
     prefix: String,
     target_role: String,
+    /// The managed policy every `aws-iam-user` role here gives its users as their boundary.
+    boundary: String,
 }
 
 async fn setup(test: &str) -> Setup {
@@ -140,7 +142,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
         }
     }
     let service = env.lease_service(&vars, 0);
-    Setup { env, vars, service, path, prefix, target_role }
+    Setup { env, vars, service, path, prefix, target_role, boundary }
 }
 
 /// The harness's configuration signing with the issued keys of a 201's body.
@@ -445,6 +447,44 @@ async fn review_an_iam_user_allowed_iam_reaches_other_lease_users_through_a_grou
     assert!(still.is_ok(), "another caller's lease user lost its role's permissions to the holder's group: {still:?}");
     denied(&format!("add {neighbour} to its group"), to_neighbour);
     denied(&format!("add {rotated} to its group"), to_rotated);
+}
+
+/// Attacker: the holder of an IAM lease user whose role's policy allows IAM (`iam:*`).
+/// The users keyturn answers for are protected by statements on user resources, but what
+/// binds them also lives in managed policies: every lease user's permissions boundary
+/// (and a role's `policy_arns`) is a policy whose resource is the policy, not a user. The
+/// holder writes a new default version of the boundary its role shares with the others:
+/// `Deny *` shuts every other lease user of every role with that boundary out of what its
+/// role allows; `Allow *` would lift every lease user, itself included, out of its
+/// boundary, which the README says no lease user can leave. moto evaluates no permissions
+/// boundary, so the test shows the write itself: on AWS the boundary's default version is
+/// what every request of those users is checked against.
+#[tokio::test]
+async fn review_an_iam_user_allowed_iam_rewrites_the_boundary_other_lease_users_share() {
+    let s = setup("rev_iam_boundary").await;
+    let (status, body) = issue(&s, "iam-admin", None).await;
+    assert_eq!(status, 201, "{body}");
+    let keys = signing_with(&s.env, &body);
+    identity(&keys, 20).await.expect("the key authenticates");
+    let attacker = aws_sdk_iam::Client::new(&keys);
+    let (status, other) = issue(&s, "legacy", None).await;
+    assert_eq!(status, 201, "{other}");
+    let victim = aws_sdk_iam::Client::new(&signing_with(&s.env, &other));
+    identity(&signing_with(&s.env, &other), 20).await.expect("the neighbour's key authenticates");
+    victim.list_users().send().await.expect("the neighbour's role lets it list users");
+
+    let deny_all = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]});
+    let rewrite = attacker
+        .create_policy_version()
+        .policy_arn(&s.boundary)
+        .policy_document(deny_all.to_string())
+        .set_as_default(true)
+        .send()
+        .await;
+    let iam = aws_sdk_iam::Client::new(&s.env.sdk);
+    let versions = iam.list_policy_versions().policy_arn(&s.boundary).send().await.expect("ListPolicyVersions");
+    assert_eq!(versions.versions().len(), 1, "the lease user wrote a version of the boundary other lease users share");
+    denied("write a new default version of the shared boundary", rewrite);
 }
 
 /// An STS session cannot be ended early, so its lease keeps its `max_leases` slot until it
