@@ -421,3 +421,50 @@ async fn a_postgres_lease_user_cannot_extend_rename_or_multiply_itself() {
     assert!(!role_exists(&s.env, &user).await);
     assert!(session.simple_query("SELECT 1").await.is_err());
 }
+
+/// A writer of one admin secret copies another admin secret's host, port, database and
+/// username into it, with a password of their own, and a role names it. A container that
+/// kept an admin session for the real secret must not serve that role on it: the forged
+/// secret gets what a cold container gives it, the refused login.
+async fn a_forged_admin_secret_rides_no_kept_session(test: &str, engine: Engine) {
+    let env = TestEnv::new(test).await;
+    let mut forged = match engine {
+        Engine::Postgres => env.admin_secret(),
+        Engine::Mariadb => env.mariadb_admin_secret(),
+    };
+    forged["password"] = json!("not the admin's password");
+    let forged = env.create_secret("forged", &forged).await;
+    let copycat = format!(
+        r#"
+[[role]]
+name = "copycat"
+kind = "database"
+admin_secret = "{forged}"
+groups = ["{}"]
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+"#,
+        env.unique("grp")
+    );
+    let s = deploy_in(env, engine, &copycat).await;
+    issue(&s.service, 600).await;
+
+    let path = "/v1/credentials/copycat";
+    let (warm, warm_body) = call(&s.service, "POST", path, None, CI).await;
+    let cold_service = s.env.lease_service(&s.vars, 0);
+    let (cold, cold_body) = call(&cold_service, "POST", path, None, CI).await;
+    assert_ne!(warm, 201, "the forged admin secret was served on the real admin's session: {warm_body}");
+    assert_eq!((warm, warm_body["code"].clone()), (cold, cold_body["code"].clone()), "{warm_body} / {cold_body}");
+    issue(&s.service, 600).await;
+}
+
+#[tokio::test]
+async fn a_forged_postgres_admin_secret_rides_no_kept_session() {
+    a_forged_admin_secret_rides_no_kept_session("atkpgforge", Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_forged_mariadb_admin_secret_rides_no_kept_session() {
+    a_forged_admin_secret_rides_no_kept_session("atkmforge", Engine::Mariadb).await;
+}

@@ -108,7 +108,8 @@ pub struct MysqlBackend {
     ssl: SslOpts,
     timeouts: Timeouts,
     /// Admin sessions of [`DynamicUsers`], kept open across warm invocations: one per
-    /// endpoint and admin ([`AdminKey`]). Rotation never uses them: it logs in per operation.
+    /// admin credential ([`AdminKey`]), never shared with another. Rotation never uses
+    /// them: it logs in per operation.
     admin_sessions: Arc<Mutex<HashMap<AdminKey, AdminSlot>>>,
 }
 
@@ -129,9 +130,10 @@ impl MysqlBackend {
         Ok(Self { ssl: SslOpts::default().with_root_certs(roots), timeouts, admin_sessions: Arc::default() })
     }
 
-    /// Runs `work` on the kept admin session for `endpoint` and `admin`, opened when there
-    /// is none and replaced when it does not answer a ping (closed by the server, killed,
-    /// or dropped by the network). Callers with the same key take turns: `Conn` runs one
+    /// Runs `work` on the kept admin session of `admin` at `endpoint` (only ever the
+    /// credential that opened it: [`AdminKey`]), opened when there is none and replaced
+    /// when it does not answer a ping (closed by the server, killed, or dropped by the
+    /// network). Callers with the same key take turns: `Conn` runs one
     /// statement at a time. A login refused is [`BackendError::LoginRefused`] as with any
     /// login, so the caller can read the admin secret again and retry.
     ///
@@ -144,10 +146,9 @@ impl MysqlBackend {
         admin: &Credentials,
         work: impl AsyncFnOnce(&mut Session) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
-        let slot = {
-            let mut sessions = self.admin_sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            sessions.entry(admin_key(endpoint, admin)).or_default().clone()
-        };
+        let key = admin_key(endpoint, admin);
+        let sessions = || self.admin_sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = sessions().entry(key.clone()).or_default().clone();
         let mut kept = slot.lock().await;
         let alive = match kept.take() {
             Some(mut session) => session.answers().await.then_some(session),
@@ -155,7 +156,22 @@ impl MysqlBackend {
         };
         let mut session = match alive {
             Some(session) => session,
-            None => self.connect(endpoint, admin).await?,
+            None => match self.connect(endpoint, admin).await {
+                Ok(session) => {
+                    // A newer password for the same admin supersedes the sessions of older ones.
+                    sessions().retain(|k, _| k.place != key.place || k.credential == key.credential);
+                    session
+                }
+                Err(e) => {
+                    // Nothing kept for a credential that does not log in (a wrong password
+                    // copied into another admin secret, say).
+                    let mut sessions = sessions();
+                    if sessions.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                        sessions.remove(&key);
+                    }
+                    return Err(e);
+                }
+            },
         };
         let result = work(&mut session).await;
         if result.is_ok() {

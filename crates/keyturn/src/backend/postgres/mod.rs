@@ -41,7 +41,7 @@ pub struct PostgresBackend {
     /// SCRAM iterations of the passwords [`DynamicUsers::new_user`] and `update_user` set.
     generated_password_iterations: u32,
     /// Admin sessions of [`DynamicUsers`], kept open across warm invocations: one per
-    /// endpoint and admin, checked before each use and opened again once closed.
+    /// admin credential ([`AdminKey`]), checked before each use and opened again once closed.
     admin_sessions: Arc<Mutex<HashMap<AdminKey, Arc<Session>>>>,
     /// Held while an admin session is opened, so that callers arriving together wait for
     /// the one login instead of each opening (and then dropping) a session of its own.
@@ -59,7 +59,8 @@ impl PostgresBackend {
         }
     }
 
-    /// The open admin session for `endpoint`, or a new one. A session the server closed
+    /// The open admin session of `admin` at `endpoint`, or a new one: a session is reused
+    /// only for the credential that opened it ([`AdminKey`]). A session the server closed
     /// (restart, idle timeout, terminated) is replaced; rotation never uses these: it logs
     /// in per operation.
     async fn admin_session(&self, endpoint: &Endpoint, admin: &Credentials) -> Result<Arc<Session>, BackendError> {
@@ -73,7 +74,10 @@ impl PostgresBackend {
             return Ok(client.clone());
         }
         let client = Arc::new(self.connect(endpoint, admin).await?);
-        sessions().insert(key, client.clone());
+        let mut sessions = sessions();
+        // A newer password for the same admin supersedes the session of an older one.
+        sessions.retain(|k, _| k.place != key.place);
+        sessions.insert(key, client.clone());
         Ok(client)
     }
 
