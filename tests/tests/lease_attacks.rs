@@ -468,3 +468,84 @@ async fn a_forged_postgres_admin_secret_rides_no_kept_session() {
 async fn a_forged_mariadb_admin_secret_rides_no_kept_session() {
     a_forged_admin_secret_rides_no_kept_session("atkmforge", Engine::Mariadb).await;
 }
+
+/// The connection limit a role's users get when the roles file names none.
+const DEFAULT_CONNECTION_LIMIT: usize = 10;
+
+/// A PostgreSQL lease holder opens sessions until the server refuses one: without a limit
+/// of its own it could take every connection the server has, the RDS-like admin's
+/// (which has no reserved slot) included, and so block its own revocation. It gets the
+/// role's limit, cannot raise it, and its revocation still ends every session it holds.
+#[tokio::test]
+async fn a_postgres_lease_holder_cannot_take_every_connection() {
+    let s = setup("atkpgconns", "").await;
+    let (user, password, lease) = issue(&s.service, 600).await;
+    let mut sessions = Vec::new();
+    // One more than the limit, no further: a server without the limit is shared by the
+    // tests running beside this one.
+    let refused = loop {
+        match s.env.pg_login(&user, &password).await {
+            Ok(session) => sessions.push(session),
+            Err(e) => break e,
+        }
+        assert!(sessions.len() <= DEFAULT_CONNECTION_LIMIT, "the lease holder opened {} sessions", sessions.len());
+    };
+    assert_eq!(sessions.len(), DEFAULT_CONNECTION_LIMIT);
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS), "{refused}");
+
+    // Not even as itself (NOCREATEROLE): only a role's creator or a superuser may.
+    let me = escape_identifier(&user);
+    let raised = sessions[0].batch_execute(&format!("SET ROLE NONE; ALTER ROLE {me} CONNECTION LIMIT -1")).await;
+    let refusal = raised.expect_err("a lease user raised its own connection limit");
+    assert_eq!(refusal.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{refusal}");
+
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "{body}");
+    for session in &sessions {
+        assert!(session.simple_query("SELECT 1").await.is_err(), "a session outlived the revocation");
+    }
+    assert!(!role_exists(&s.env, &user).await);
+}
+
+/// A role's own `connection_limit` is what its users get.
+#[tokio::test]
+async fn a_roles_connection_limit_is_its_users_limit() {
+    let s = setup("pgconnlimit", "connection_limit = 2").await;
+    let (user, password, _) = issue(&s.service, 600).await;
+    let (_a, _b) = (s.env.pg_login(&user, &password).await.unwrap(), s.env.pg_login(&user, &password).await.unwrap());
+    let third = s.env.pg_login(&user, &password).await.map(|_| ()).expect_err("a third session");
+    assert_eq!(third.code(), Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS), "{third}");
+    let superuser = s.env.pg_superuser().await;
+    let row = superuser.query_one("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", &[&user]).await.unwrap();
+    assert_eq!(row.get::<_, i32>("rolconnlimit"), 2);
+}
+
+/// The same on MariaDB (`MAX_USER_CONNECTIONS`), where keyturn's admin ends sessions with
+/// `mysql.rds_kill` as on RDS: the holder of every session it may open is revoked whole.
+#[tokio::test]
+async fn a_mariadb_lease_holder_cannot_take_every_connection() {
+    use mysql_async::prelude::Queryable;
+    let d = deploy("atkmconns", Engine::Mariadb, "").await;
+    let (user, password, lease) = issue(&d.service, 600).await;
+    let mut sessions = Vec::new();
+    let refused = loop {
+        match d.env.mariadb_session(&user, &password).await {
+            Ok(session) => sessions.push(session),
+            Err(e) => break e,
+        }
+        assert!(sessions.len() <= DEFAULT_CONNECTION_LIMIT, "the lease holder opened {} sessions", sessions.len());
+    };
+    assert_eq!(sessions.len(), DEFAULT_CONNECTION_LIMIT);
+    // 1226: the user has exceeded its max_user_connections.
+    assert!(matches!(&refused, mysql_async::Error::Server(e) if e.code == 1226), "{refused:?}");
+    let raised = sessions[0].query_drop("ALTER USER CURRENT_USER() WITH MAX_USER_CONNECTIONS 0").await;
+    assert!(raised.is_err(), "a lease user raised its own connection limit");
+
+    let (status, body) = call(&d.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "{body}");
+    for session in &mut sessions {
+        assert!(session.query_drop("SELECT 1").await.is_err(), "a session outlived the revocation");
+    }
+    assert!(d.env.mariadb_sessions_of(&user).await.is_empty());
+    assert!(!d.env.mariadb_user_exists(&user).await);
+}

@@ -170,6 +170,10 @@ pub struct NewUser {
     pub password: SecretString,
     /// When the server itself stops accepting the login (PostgreSQL `VALID UNTIL`).
     pub expires_at: SystemTime,
+    /// The most sessions the user may hold at once (PostgreSQL `CONNECTION LIMIT`, MySQL
+    /// and MariaDB `MAX_USER_CONNECTIONS`): a user without one could take every connection
+    /// of the server, the admin's that revoke it included. At least 1.
+    pub connection_limit: u32,
 }
 
 /// Change a dynamic user's password, expiry or both.

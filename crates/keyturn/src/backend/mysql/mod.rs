@@ -612,8 +612,9 @@ impl DatabaseBackend for MysqlBackend {
 /// elsewhere (and on MySQL) the reaper alone enforces it. Every operation runs on the kept
 /// admin session ([`MysqlBackend::with_admin_session`]).
 impl DynamicUsers for MysqlBackend {
-    /// The user, its groups, its default role and, where the server enforces expiry, its
-    /// expiry event. A server error after the user exists drops it again, so a failed call
+    /// The user with its connection limit (`MAX_USER_CONNECTIONS`, which the user cannot
+    /// change: `ALTER USER` needs CREATE USER), its groups, its default role and, where the
+    /// server enforces expiry, its expiry event. A server error after the user exists drops it again, so a failed call
     /// leaves nothing behind.
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
     async fn new_user(
@@ -636,7 +637,8 @@ impl DynamicUsers for MysqlBackend {
             let target = account(req.username.as_str(), "%");
             let auth = server.auth_clause("", &req.password)?;
             let server_expiry = session.server_expiry().await?;
-            session.run(&statements::create_user(&target, &auth), "creating the user").await?;
+            let sql = statements::create_dynamic_user(&target, &auth, req.connection_limit);
+            session.run(&sql, "creating the user").await?;
             let shape = async {
                 for group in &req.groups {
                     session.run(&statements::grant_role(group, &target), "granting a group").await?;

@@ -424,8 +424,10 @@ impl DatabaseBackend for PostgresBackend {
 
 impl DynamicUsers for PostgresBackend {
     /// One atomic batch: the role with its SCRAM verifier, `VALID UNTIL` (the server
-    /// refuses the login after it even if nothing revokes it), its groups, and, with one
-    /// group, sessions that act as the group.
+    /// refuses the login after it even if nothing revokes it), its connection limit (which
+    /// the user cannot change: `ALTER ROLE` on a role's limit needs CREATEROLE and, from
+    /// PostgreSQL 16, ADMIN OPTION on it), its groups, and, with one group, sessions that
+    /// act as the group.
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
     async fn new_user(
         &self,
@@ -436,7 +438,8 @@ impl DynamicUsers for PostgresBackend {
         let client = self.admin_session(endpoint, admin).await?;
         let name = ident(&req.username);
         let mut sql = format!(
-            "CREATE ROLE {name} WITH LOGIN {} VALID UNTIL {}",
+            "CREATE ROLE {name} WITH LOGIN CONNECTION LIMIT {} {} VALID UNTIL {}",
+            req.connection_limit.max(1),
             self.generated_password_clause(&req.password),
             escape_literal(&valid_until(req.expires_at))
         );
