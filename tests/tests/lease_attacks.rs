@@ -549,3 +549,146 @@ async fn a_mariadb_lease_holder_cannot_take_every_connection() {
     assert!(d.env.mariadb_sessions_of(&user).await.is_empty());
     assert!(!d.env.mariadb_user_exists(&user).await);
 }
+
+/// Role `stuck` on a database at `port` (the harness PostgreSQL's admin, another port), as
+/// roles-file text to add after role `ci`; its admin secret's ARN and the text.
+async fn role_at_port(env: &TestEnv, name: &str, port: u16) -> (String, String) {
+    let mut secret = env.admin_secret();
+    secret["port"] = json!(port);
+    let arn = env.create_secret(name, &secret).await;
+    let role = format!(
+        r#"
+[[role]]
+name = "{name}"
+kind = "database"
+admin_secret = "{arn}"
+groups = ["{}"]
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+"#,
+        env.unique("grp")
+    );
+    (arn, role)
+}
+
+/// One role's database accepts connections and never answers (a black-holed endpoint, a
+/// frozen host). Its callers wait out the login timeout; nobody else may: the issuer serves
+/// the healthy role meanwhile, and a reaper run revokes the healthy database's due leases
+/// at once, whatever the silent one's do.
+#[tokio::test]
+async fn a_silent_database_holds_up_no_other() {
+    use keyturn::lease::{Grant, Lease, LeaseState};
+    let silent = keyturn_tests::stall::Silent::start();
+    let env = TestEnv::new("slowpg").await;
+    let (stuck_arn, stuck_role) = role_at_port(&env, "stuck", silent.port).await;
+    let s = deploy_in(env, Engine::Postgres, &stuck_role).await;
+
+    // A cold issuer: a caller of `stuck` waits on its login; a caller of `ci` does not.
+    let issuer = s.env.lease_service(&s.vars, 0);
+    let healthy = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let (status, body) = call(&issuer, "POST", "/v1/credentials/ci", Some(r#"{"ttl_seconds": 60}"#), CI).await;
+        (status, body, started.elapsed())
+    };
+    let ((stuck_status, stuck_body), (status, body, waited)) =
+        tokio::join!(call(&issuer, "POST", "/v1/credentials/stuck", None, CI), healthy);
+    assert_eq!(status, 201, "{body}");
+    assert!(waited < Duration::from_secs(2), "the healthy role waited {waited:?} for the silent database");
+    assert_eq!(stuck_status, 503, "{stuck_body}");
+
+    // Due leases on both databases, the silent one's first.
+    let mut healthy_leases = vec![body["lease_id"].as_str().unwrap().to_owned()];
+    for _ in 0..3 {
+        healthy_leases.push(issue(&s.service, 60).await.2);
+    }
+    let store = s.service.store();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for i in 0..2 {
+        let lease_id = format!("stuck{i}{}", &random_lowercase()[..14]);
+        let lease = Lease {
+            username: format!("{}stuck_{lease_id}", s.prefix),
+            lease_id,
+            role: "stuck".into(),
+            grant: Grant::DatabaseUser { admin_secret: stuck_arn.clone(), group: s.group.clone() },
+            caller_arn: CI.into(),
+            issued_at: now - 120,
+            expires_at: now - 60,
+            state: LeaseState::Active,
+            attempts: 0,
+            last_error: None,
+            version: 1,
+            retry_at: None,
+            revoked_at: None,
+            revoked_by: None,
+            server_expiry: true,
+        };
+        store.put_new(&lease, None).await.unwrap();
+    }
+
+    let reaper = s.env.lease_service(&s.vars, 3600);
+    let limits = ReapLimits { batch: 100, concurrency: 16, deadline: Instant::now() + Duration::from_secs(30) };
+    let started = Instant::now();
+    let watch = async {
+        loop {
+            let mut revoked = 0;
+            for id in &healthy_leases {
+                let lease = store.get(id).await.unwrap().unwrap();
+                revoked += usize::from(lease.state == LeaseState::Revoked);
+            }
+            if revoked == healthy_leases.len() || started.elapsed() > Duration::from_secs(30) {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (report, took) = tokio::join!(reaper.reap(limits), watch);
+    let report = report.unwrap();
+    assert_eq!(report.revoked, healthy_leases.len(), "{report:?}");
+    assert!(report.failed >= 2, "the silent database's revocations fail, to be retried: {report:?}");
+    assert!(took < Duration::from_secs(3), "the healthy database's leases were revoked only after {took:?}");
+}
+
+/// 20 random characters of `[a-z0-9]`.
+fn random_lowercase() -> String {
+    keyturn_tests::random_token().replace('-', "")[..20].to_owned()
+}
+
+/// The admin session a warm container keeps is cut off without a word (an idle NAT entry
+/// dropped while the container was frozen): the next revocation must notice and log in
+/// again, not wait on the dead connection until its deadline and fail.
+#[tokio::test]
+async fn a_kept_admin_session_the_network_dropped_is_replaced() {
+    let env = TestEnv::new("frozenpg").await;
+    let proxy = keyturn_tests::stall::FreezeProxy::start(env.pg.port);
+    let (_, via_role) = role_at_port(&env, "via", proxy.port).await;
+    let s = deploy_in(env, Engine::Postgres, &via_role).await;
+    let (status, body) = call(&s.service, "POST", "/v1/credentials/via", None, CI).await;
+    assert_eq!(status, 201, "{body}");
+    let (user, lease) = (body["username"].as_str().unwrap().to_owned(), body["lease_id"].as_str().unwrap().to_owned());
+
+    proxy.freeze_open();
+    // Idle for longer than a session is trusted without a check (5 s).
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let started = Instant::now();
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    let took = started.elapsed();
+    assert_eq!(status, 204, "{body}");
+    assert!(took < Duration::from_secs(4), "the revocation waited {took:?} on the dead session");
+    assert!(!role_exists(&s.env, &user).await);
+
+    // Dropped right after it answered, so no check runs: the operation on it times out,
+    // and that drops it, so the retry logs in again.
+    let (status, body) = call(&s.service, "POST", "/v1/credentials/via", None, CI).await;
+    assert_eq!(status, 201, "{body}");
+    let (user, lease) = (body["username"].as_str().unwrap().to_owned(), body["lease_id"].as_str().unwrap().to_owned());
+    proxy.freeze_open();
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!((status, body["retryable"].as_bool()), (503, Some(true)), "{body}");
+    let started = Instant::now();
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "the retry ran on the session that timed out: {body}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(!role_exists(&s.env, &user).await);
+}

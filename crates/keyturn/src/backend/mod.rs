@@ -279,7 +279,7 @@ pub trait DatabaseBackend: Send + Sync {
 }
 
 /// A backend failure. Messages name the user or host concerned, never a password.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     #[error("the server refused the login of {username:?}")]
     LoginRefused { username: String },
