@@ -603,3 +603,274 @@ async fn a_postgres_session_running_as_another_role_does_not_survive_revocation(
     }
     assert!(!role_exists(&s.env, &user).await);
 }
+
+/// A writer of one admin secret copies another admin secret's host, port, database and
+/// username into it, with a password of their own, and a role names it. A container that
+/// kept an admin session for the real secret must not serve that role on it: the forged
+/// secret gets what a cold container gives it, the refused login.
+async fn a_forged_admin_secret_rides_no_kept_session(test: &str, engine: Engine) {
+    let env = TestEnv::new(test).await;
+    let mut forged = match engine {
+        Engine::Postgres => env.admin_secret(),
+        Engine::Mariadb => env.mariadb_admin_secret(),
+    };
+    forged["password"] = json!("not the admin's password");
+    let forged = env.create_secret("forged", &forged).await;
+    let copycat = format!(
+        r#"
+[[role]]
+name = "copycat"
+kind = "database"
+admin_secret = "{forged}"
+groups = ["{}"]
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+"#,
+        env.unique("grp")
+    );
+    let s = deploy_in(env, engine, &copycat).await;
+    issue(&s.service, 600).await;
+
+    let path = "/v1/credentials/copycat";
+    let (warm, warm_body) = call(&s.service, "POST", path, None, CI).await;
+    let cold_service = s.env.lease_service(&s.vars, 0);
+    let (cold, cold_body) = call(&cold_service, "POST", path, None, CI).await;
+    assert_ne!(warm, 201, "the forged admin secret was served on the real admin's session: {warm_body}");
+    assert_eq!((warm, warm_body["code"].clone()), (cold, cold_body["code"].clone()), "{warm_body} / {cold_body}");
+    issue(&s.service, 600).await;
+}
+
+#[tokio::test]
+async fn a_forged_postgres_admin_secret_rides_no_kept_session() {
+    a_forged_admin_secret_rides_no_kept_session("atkpgforge", Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_forged_mariadb_admin_secret_rides_no_kept_session() {
+    a_forged_admin_secret_rides_no_kept_session("atkmforge", Engine::Mariadb).await;
+}
+
+/// The connection limit a role's users get when the roles file names none.
+const DEFAULT_CONNECTION_LIMIT: usize = 10;
+
+/// A PostgreSQL lease holder opens sessions until the server refuses one: without a limit
+/// of its own it could take every connection the server has, the RDS-like admin's
+/// (which has no reserved slot) included, and so block its own revocation. It gets the
+/// role's limit, cannot raise it, and its revocation still ends every session it holds.
+#[tokio::test]
+async fn a_postgres_lease_holder_cannot_take_every_connection() {
+    let s = setup("atkpgconns", "").await;
+    let (user, password, lease) = issue(&s.service, 600).await;
+    let mut sessions = Vec::new();
+    // One more than the limit, no further: a server without the limit is shared by the
+    // tests running beside this one.
+    let refused = loop {
+        match s.env.pg_login(&user, &password).await {
+            Ok(session) => sessions.push(session),
+            Err(e) => break e,
+        }
+        assert!(sessions.len() <= DEFAULT_CONNECTION_LIMIT, "the lease holder opened {} sessions", sessions.len());
+    };
+    assert_eq!(sessions.len(), DEFAULT_CONNECTION_LIMIT);
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS), "{refused}");
+
+    // Not even as itself (NOCREATEROLE): only a role's creator or a superuser may.
+    let me = escape_identifier(&user);
+    let raised = sessions[0].batch_execute(&format!("SET ROLE NONE; ALTER ROLE {me} CONNECTION LIMIT -1")).await;
+    let refusal = raised.expect_err("a lease user raised its own connection limit");
+    assert_eq!(refusal.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{refusal}");
+
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "{body}");
+    for session in &sessions {
+        assert!(session.simple_query("SELECT 1").await.is_err(), "a session outlived the revocation");
+    }
+    assert!(!role_exists(&s.env, &user).await);
+}
+
+/// A role's own `connection_limit` is what its users get.
+#[tokio::test]
+async fn a_roles_connection_limit_is_its_users_limit() {
+    let s = setup("pgconnlimit", "connection_limit = 2").await;
+    let (user, password, _) = issue(&s.service, 600).await;
+    let (_a, _b) = (s.env.pg_login(&user, &password).await.unwrap(), s.env.pg_login(&user, &password).await.unwrap());
+    let third = s.env.pg_login(&user, &password).await.map(|_| ()).expect_err("a third session");
+    assert_eq!(third.code(), Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS), "{third}");
+    let superuser = s.env.pg_superuser().await;
+    let row = superuser.query_one("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", &[&user]).await.unwrap();
+    assert_eq!(row.get::<_, i32>("rolconnlimit"), 2);
+}
+
+/// The same on MariaDB (`MAX_USER_CONNECTIONS`), where keyturn's admin ends sessions with
+/// `mysql.rds_kill` as on RDS: the holder of every session it may open is revoked whole.
+#[tokio::test]
+async fn a_mariadb_lease_holder_cannot_take_every_connection() {
+    use mysql_async::prelude::Queryable;
+    let d = deploy("atkmconns", Engine::Mariadb, "").await;
+    let (user, password, lease) = issue(&d.service, 600).await;
+    let mut sessions = Vec::new();
+    let refused = loop {
+        match d.env.mariadb_session(&user, &password).await {
+            Ok(session) => sessions.push(session),
+            Err(e) => break e,
+        }
+        assert!(sessions.len() <= DEFAULT_CONNECTION_LIMIT, "the lease holder opened {} sessions", sessions.len());
+    };
+    assert_eq!(sessions.len(), DEFAULT_CONNECTION_LIMIT);
+    // 1226: the user has exceeded its max_user_connections.
+    assert!(matches!(&refused, mysql_async::Error::Server(e) if e.code == 1226), "{refused:?}");
+    let raised = sessions[0].query_drop("ALTER USER CURRENT_USER() WITH MAX_USER_CONNECTIONS 0").await;
+    assert!(raised.is_err(), "a lease user raised its own connection limit");
+
+    let (status, body) = call(&d.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "{body}");
+    for session in &mut sessions {
+        assert!(session.query_drop("SELECT 1").await.is_err(), "a session outlived the revocation");
+    }
+    assert!(d.env.mariadb_sessions_of(&user).await.is_empty());
+    assert!(!d.env.mariadb_user_exists(&user).await);
+}
+
+/// Role `stuck` on a database at `port` (the harness PostgreSQL's admin, another port), as
+/// roles-file text to add after role `ci`; its admin secret's ARN and the text.
+async fn role_at_port(env: &TestEnv, name: &str, port: u16) -> (String, String) {
+    let mut secret = env.admin_secret();
+    secret["port"] = json!(port);
+    let arn = env.create_secret(name, &secret).await;
+    let role = format!(
+        r#"
+[[role]]
+name = "{name}"
+kind = "database"
+admin_secret = "{arn}"
+groups = ["{}"]
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+"#,
+        env.unique("grp")
+    );
+    (arn, role)
+}
+
+/// One role's database accepts connections and never answers (a black-holed endpoint, a
+/// frozen host). Its callers wait out the login timeout; nobody else may: the issuer serves
+/// the healthy role meanwhile, and a reaper run revokes the healthy database's due leases
+/// at once, whatever the silent one's do.
+#[tokio::test]
+async fn a_silent_database_holds_up_no_other() {
+    use keyturn::lease::{Grant, Lease, LeaseState};
+    let silent = keyturn_tests::stall::Silent::start();
+    let env = TestEnv::new("slowpg").await;
+    let (stuck_arn, stuck_role) = role_at_port(&env, "stuck", silent.port).await;
+    let s = deploy_in(env, Engine::Postgres, &stuck_role).await;
+
+    // A cold issuer: a caller of `stuck` waits on its login; a caller of `ci` does not.
+    let issuer = s.env.lease_service(&s.vars, 0);
+    let healthy = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let (status, body) = call(&issuer, "POST", "/v1/credentials/ci", Some(r#"{"ttl_seconds": 60}"#), CI).await;
+        (status, body, started.elapsed())
+    };
+    let ((stuck_status, stuck_body), (status, body, waited)) =
+        tokio::join!(call(&issuer, "POST", "/v1/credentials/stuck", None, CI), healthy);
+    assert_eq!(status, 201, "{body}");
+    assert!(waited < Duration::from_secs(2), "the healthy role waited {waited:?} for the silent database");
+    assert_eq!(stuck_status, 503, "{stuck_body}");
+
+    // Due leases on both databases, the silent one's first.
+    let mut healthy_leases = vec![body["lease_id"].as_str().unwrap().to_owned()];
+    for _ in 0..3 {
+        healthy_leases.push(issue(&s.service, 60).await.2);
+    }
+    let store = s.service.store();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for i in 0..2 {
+        let lease_id = format!("stuck{i}{}", &random_lowercase()[..14]);
+        let lease = Lease {
+            username: format!("{}stuck_{lease_id}", s.prefix),
+            lease_id,
+            role: "stuck".into(),
+            grant: Grant::DatabaseUser { admin_secret: stuck_arn.clone(), group: s.group.clone() },
+            caller_arn: CI.into(),
+            issued_at: now - 120,
+            expires_at: now - 60,
+            state: LeaseState::Active,
+            attempts: 0,
+            last_error: None,
+            version: 1,
+            retry_at: None,
+            revoked_at: None,
+            revoked_by: None,
+            server_expiry: true,
+        };
+        store.put_new(&lease, None).await.unwrap();
+    }
+
+    let reaper = s.env.lease_service(&s.vars, 3600);
+    let limits = ReapLimits { batch: 100, concurrency: 16, deadline: Instant::now() + Duration::from_secs(30) };
+    let started = Instant::now();
+    let watch = async {
+        loop {
+            let mut revoked = 0;
+            for id in &healthy_leases {
+                let lease = store.get(id).await.unwrap().unwrap();
+                revoked += usize::from(lease.state == LeaseState::Revoked);
+            }
+            if revoked == healthy_leases.len() || started.elapsed() > Duration::from_secs(30) {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (report, took) = tokio::join!(reaper.reap(limits), watch);
+    let report = report.unwrap();
+    assert_eq!(report.revoked, healthy_leases.len(), "{report:?}");
+    assert!(report.failed >= 2, "the silent database's revocations fail, to be retried: {report:?}");
+    assert!(took < Duration::from_secs(3), "the healthy database's leases were revoked only after {took:?}");
+}
+
+/// 20 random characters of `[a-z0-9]`.
+fn random_lowercase() -> String {
+    keyturn_tests::random_token().replace('-', "")[..20].to_owned()
+}
+
+/// The admin session a warm container keeps is cut off without a word (an idle NAT entry
+/// dropped while the container was frozen): the next revocation must notice and log in
+/// again, not wait on the dead connection until its deadline and fail.
+#[tokio::test]
+async fn a_kept_admin_session_the_network_dropped_is_replaced() {
+    let env = TestEnv::new("frozenpg").await;
+    let proxy = keyturn_tests::stall::FreezeProxy::start(env.pg.port);
+    let (_, via_role) = role_at_port(&env, "via", proxy.port).await;
+    let s = deploy_in(env, Engine::Postgres, &via_role).await;
+    let (status, body) = call(&s.service, "POST", "/v1/credentials/via", None, CI).await;
+    assert_eq!(status, 201, "{body}");
+    let (user, lease) = (body["username"].as_str().unwrap().to_owned(), body["lease_id"].as_str().unwrap().to_owned());
+
+    proxy.freeze_open();
+    // Idle for longer than a session is trusted without a check (5 s).
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let started = Instant::now();
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    let took = started.elapsed();
+    assert_eq!(status, 204, "{body}");
+    assert!(took < Duration::from_secs(4), "the revocation waited {took:?} on the dead session");
+    assert!(!role_exists(&s.env, &user).await);
+
+    // Dropped right after it answered, so no check runs: the operation on it times out,
+    // and that drops it, so the retry logs in again.
+    let (status, body) = call(&s.service, "POST", "/v1/credentials/via", None, CI).await;
+    assert_eq!(status, 201, "{body}");
+    let (user, lease) = (body["username"].as_str().unwrap().to_owned(), body["lease_id"].as_str().unwrap().to_owned());
+    proxy.freeze_open();
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!((status, body["retryable"].as_bool()), (503, Some(true)), "{body}");
+    let started = Instant::now();
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "the retry ran on the session that timed out: {body}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(!role_exists(&s.env, &user).await);
+}

@@ -185,6 +185,7 @@ async fn dynamic_users(env: &TestEnv) -> (Duration, Duration, f64, Duration) {
         groups: groups.clone(),
         password: random_token().into(),
         expires_at: SystemTime::now() + Duration::from_secs(900),
+        connection_limit: keyturn::lease::role::DEFAULT_CONNECTION_LIMIT,
     };
     let mut names = Vec::new();
     let mut samples = Vec::new();

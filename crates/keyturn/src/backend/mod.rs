@@ -61,21 +61,45 @@ impl Timeouts {
     }
 }
 
-/// Which cached admin session of [`DynamicUsers`]: the endpoint (host lowercased, port,
-/// database, TLS) and the admin's name. A session is kept per key, so two endpoints or two
-/// admins never share one.
+/// Which cached admin session of [`DynamicUsers`]: a session is reused only for the very
+/// credential that opened it. Keyed by endpoint and admin name alone, a writer of one admin
+/// secret could copy another admin secret's host, port, database and username with any
+/// password, and be served on the session a warm container opened with the real password.
 #[cfg(feature = "database")]
-pub(crate) type AdminKey = (String, u16, Option<String>, bool, String);
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct AdminKey {
+    /// Where and as whom: the endpoint (host lowercased, port, database, TLS) and the
+    /// admin's name. A session opened with a newer password for the same place replaces
+    /// the older one's.
+    pub place: (String, u16, Option<String>, bool, String),
+    /// SHA-256 over the place and the password: which credential opened the session. It
+    /// stays in memory, like the password it is made from.
+    pub credential: [u8; 32],
+}
 
 #[cfg(feature = "database")]
 pub(crate) fn admin_key(endpoint: &Endpoint, admin: &Credentials) -> AdminKey {
-    (
+    use secrecy::ExposeSecret;
+    use sha2::{Digest, Sha256};
+    let place = (
         endpoint.host.to_ascii_lowercase(),
         endpoint.port,
         endpoint.dbname.clone(),
         endpoint.tls == TlsMode::VerifyFull,
         admin.username.to_string(),
-    )
+    );
+    let mut digest = Sha256::new();
+    // Each part with its length first, so no two different credentials hash the same bytes.
+    let dbname = place.2.as_deref().map_or(String::from("-"), |db| format!("+{db}"));
+    let tls = if place.3 { "tls" } else { "plain" };
+    let port = place.1.to_string();
+    for part in
+        [place.0.as_str(), port.as_str(), dbname.as_str(), tls, place.4.as_str(), admin.password.expose_secret()]
+    {
+        digest.update((part.len() as u64).to_be_bytes());
+        digest.update(part.as_bytes());
+    }
+    AdminKey { place, credential: digest.finalize().into() }
 }
 
 /// `at` in UTC to the second, as both engines read a timestamp: `YYYY-MM-DD HH:MM:SS`
@@ -146,6 +170,10 @@ pub struct NewUser {
     pub password: SecretString,
     /// When the server itself stops accepting the login (PostgreSQL `VALID UNTIL`).
     pub expires_at: SystemTime,
+    /// The most sessions the user may hold at once (PostgreSQL `CONNECTION LIMIT`, MySQL
+    /// and MariaDB `MAX_USER_CONNECTIONS`): a user without one could take every connection
+    /// of the server, the admin's that revoke it included. At least 1.
+    pub connection_limit: u32,
 }
 
 /// Change a dynamic user's password, expiry or both.
@@ -251,7 +279,7 @@ pub trait DatabaseBackend: Send + Sync {
 }
 
 /// A backend failure. Messages name the user or host concerned, never a password.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     #[error("the server refused the login of {username:?}")]
     LoginRefused { username: String },
@@ -422,6 +450,26 @@ impl DynamicUsers for Databases {
 #[cfg(all(test, feature = "database"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_admin_session_is_keyed_by_the_whole_credential() {
+        let endpoint = Endpoint {
+            engine: Engine::Postgres,
+            host: "DB".into(),
+            port: 5432,
+            dbname: None,
+            tls: TlsMode::VerifyFull,
+        };
+        let login = |password: &str| Credentials {
+            username: Username::parse("admin").unwrap(),
+            password: SecretString::from(password.to_owned()),
+        };
+        let (real, forged) = (admin_key(&endpoint, &login("real")), admin_key(&endpoint, &login("forged")));
+        assert!(real.place == forged.place && real.credential != forged.credential, "same admin, another password");
+        assert!(real == admin_key(&Endpoint { host: "db".into(), ..endpoint.clone() }, &login("real")));
+        let other_db = Endpoint { dbname: Some("postgres".into()), ..endpoint.clone() };
+        assert!(admin_key(&other_db, &login("real")).credential != real.credential);
+    }
 
     #[test]
     fn utc_datetimes_are_utc_to_the_second() {

@@ -13,6 +13,7 @@
 //! max_ttl = "1h"
 //! allowed_principals = ["arn:aws:iam::123456789012:role/ci-*"]
 //! max_leases = 50
+//! connection_limit = 10   # the default
 //! ```
 //!
 //! Unknown keys are refused (a typo must not change behaviour unseen), and so is anything
@@ -36,6 +37,14 @@ pub const TTL_PARSE_MAX: Duration = Duration::from_secs(1_000_000_000);
 pub const USERNAME_PREFIX_MAX: usize = 8;
 /// The longest role name: it goes into usernames (see [`super::decide::username`]).
 pub const ROLE_NAME_MAX: usize = 32;
+/// The sessions a database role's user may hold at once when the role names no
+/// `connection_limit`: enough for a job's or an engineer's pool, and far below the few
+/// hundred connections a server has (100 on a stock PostgreSQL, tens on a small RDS
+/// instance), so one lease holder cannot take them all and block the admin sessions that
+/// revoke it (an RDS master user has no reserved connection).
+pub const DEFAULT_CONNECTION_LIMIT: u32 = 10;
+/// The most a role's `connection_limit` may be.
+pub const CONNECTION_LIMIT_MAX: u32 = 1000;
 /// The longest group role name (PostgreSQL's identifier limit; MySQL's is lower and is
 /// checked by the server when the role is granted).
 const GROUP_NAME_MAX: usize = 63;
@@ -210,6 +219,9 @@ pub struct DatabaseRole {
     /// absent. Users are server-wide on both engines: this names where the group's grants
     /// are, it does not confine the user.
     pub dbname: Option<String>,
+    /// The sessions the user may hold at once (PostgreSQL `CONNECTION LIMIT`, MySQL and
+    /// MariaDB `MAX_USER_CONNECTIONS`), [`DEFAULT_CONNECTION_LIMIT`] unless the role says.
+    pub connection_limit: u32,
 }
 
 /// An STS session of an IAM role per lease (`sts:AssumeRole`).
@@ -278,6 +290,7 @@ struct RawRole {
     admin_secret: Option<String>,
     groups: Option<Vec<String>>,
     dbname: Option<String>,
+    connection_limit: Option<i64>,
     creation_statements: Option<toml::Value>,
     default_ttl: Option<String>,
     max_ttl: Option<String>,
@@ -385,10 +398,11 @@ impl Role {
         }
         // Each kind's own keys; another kind's key is refused rather than ignored (a
         // `session_policy` on an IAM-user role would otherwise narrow nothing, unseen).
-        let given: [(&str, bool); 14] = [
+        let given: [(&str, bool); 15] = [
             ("admin_secret", raw.admin_secret.is_some()),
             ("groups", raw.groups.is_some()),
             ("dbname", raw.dbname.is_some()),
+            ("connection_limit", raw.connection_limit.is_some()),
             ("role_arn", raw.role_arn.is_some()),
             ("session_policy", raw.session_policy.is_some()),
             ("policy_arns", raw.policy_arns.is_some()),
@@ -402,7 +416,7 @@ impl Role {
             ("engine", raw.engine.is_some()),
         ];
         let own: &[&str] = match raw.kind.as_str() {
-            KIND_DATABASE => &["admin_secret", "groups", "dbname"],
+            KIND_DATABASE => &["admin_secret", "groups", "dbname", "connection_limit"],
             KIND_AWS_STS => &["role_arn", "session_policy", "policy_arns", "external_id"],
             KIND_AWS_IAM_USER => &["path", "permissions_boundary", "policy_arns", "inline_policy", "groups"],
             KIND_RDS_IAM_TOKEN => &["engine", "host", "port", "region", "db_user"],
@@ -503,7 +517,20 @@ fn database_role(role: Option<&str>, raw: &RawRole) -> Result<DatabaseRole, Role
             ));
         }
     }
-    Ok(DatabaseRole { admin_secret, groups, dbname: raw.dbname.clone() })
+    let connection_limit = match raw.connection_limit {
+        None => DEFAULT_CONNECTION_LIMIT,
+        Some(n) => u32::try_from(n).ok().filter(|n| (1..=CONNECTION_LIMIT_MAX).contains(n)).ok_or_else(|| {
+            err(
+                role,
+                "connection_limit",
+                format!(
+                    "{n} is not a whole number from 1 to {CONNECTION_LIMIT_MAX} (every dynamic user has a limit: \
+                     none would let one lease take every connection of the server)"
+                ),
+            )
+        })?,
+    };
+    Ok(DatabaseRole { admin_secret, groups, dbname: raw.dbname.clone(), connection_limit })
 }
 
 fn sts_role(role: Option<&str>, raw: &RawRole) -> Result<StsRole, RolesError> {
@@ -840,8 +867,25 @@ allowed_principals = ["arn:aws:iam::{ACCOUNT}:role/ci-*"]
         assert_eq!(role.allowed_principals.len(), 1);
         let RoleKind::Database(db) = &role.kind else { panic!("{:?}", role.kind) };
         assert_eq!(db.groups, ["app_read"]);
+        assert_eq!(db.connection_limit, DEFAULT_CONNECTION_LIMIT);
         assert!(roles.admin_principals.is_empty());
         assert!(roles.get("nope").is_none());
+    }
+
+    #[test]
+    fn a_connection_limit_is_a_whole_number_in_range() {
+        let roles = Roles::from_toml(&role_toml("connection_limit = 3")).unwrap();
+        let RoleKind::Database(db) = &roles.get("ci-reader").unwrap().kind else { panic!() };
+        assert_eq!(db.connection_limit, 3);
+        assert!(Roles::from_toml(&role_toml("connection_limit = 1000")).is_ok());
+        for bad in ["0", "-1", "1001", "4294967297"] {
+            let e = error_of(&role_toml(&format!("connection_limit = {bad}")));
+            assert!(e.starts_with(&format!(r#"role "ci-reader": connection_limit {bad} is not"#)), "{e}");
+        }
+        for bad in ["\"10\"", "2.5", "true"] {
+            let e = error_of(&role_toml(&format!("connection_limit = {bad}")));
+            assert!(e.starts_with(r#"role "ci-reader": definition is not valid"#), "{e}");
+        }
     }
 
     #[test]
@@ -1058,6 +1102,7 @@ db_user = "app_iam"
         for (base, line, key) in [
             (STS, r#"admin_secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:a""#, "admin_secret"),
             (STS, r#"groups = ["g"]"#, "groups"),
+            (RDS, "connection_limit = 5", "connection_limit"),
             (IAM_USER, r#"session_policy = "{}""#, "session_policy"),
             (RDS, r#"role_arn = "arn:aws:iam::123456789012:role/x""#, "role_arn"),
             (&role_toml(""), r#"db_user = "x""#, "db_user"),

@@ -342,6 +342,7 @@ impl<S: LeaseStore, U: DynamicUsers, A: AwsCredentials, M: SecretStore, C: Clock
             groups: db.groups.clone(),
             password: password.clone(),
             expires_at: UNIX_EPOCH + Duration::from_secs(lease.expires_at),
+            connection_limit: db.connection_limit,
         };
         let role = lease.role.clone();
         let create = self.as_admin(&admin_secret, &role, |admin| {

@@ -111,7 +111,8 @@ pub struct MysqlBackend {
     ssl: SslOpts,
     timeouts: Timeouts,
     /// Admin sessions of [`DynamicUsers`], kept open across warm invocations: one per
-    /// endpoint and admin ([`AdminKey`]). Rotation never uses them: it logs in per operation.
+    /// admin credential ([`AdminKey`]), never shared with another. Rotation never uses
+    /// them: it logs in per operation.
     admin_sessions: Arc<Mutex<HashMap<AdminKey, AdminSlot>>>,
 }
 
@@ -132,9 +133,10 @@ impl MysqlBackend {
         Ok(Self { ssl: SslOpts::default().with_root_certs(roots), timeouts, admin_sessions: Arc::default() })
     }
 
-    /// Runs `work` on the kept admin session for `endpoint` and `admin`, opened when there
-    /// is none and replaced when it does not answer a ping (closed by the server, killed,
-    /// or dropped by the network). Callers with the same key take turns: `Conn` runs one
+    /// Runs `work` on the kept admin session of `admin` at `endpoint` (only ever the
+    /// credential that opened it: [`AdminKey`]), opened when there is none and replaced
+    /// when it does not answer a ping (closed by the server, killed, or dropped by the
+    /// network). Callers with the same key take turns: `Conn` runs one
     /// statement at a time. A login refused is [`BackendError::LoginRefused`] as with any
     /// login, so the caller can read the admin secret again and retry.
     ///
@@ -147,10 +149,9 @@ impl MysqlBackend {
         admin: &Credentials,
         work: impl AsyncFnOnce(&mut Session) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
-        let slot = {
-            let mut sessions = self.admin_sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            sessions.entry(admin_key(endpoint, admin)).or_default().clone()
-        };
+        let key = admin_key(endpoint, admin);
+        let sessions = || self.admin_sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = sessions().entry(key.clone()).or_default().clone();
         let mut kept = slot.lock().await;
         let alive = match kept.take() {
             Some(mut session) => session.answers().await.then_some(session),
@@ -158,7 +159,22 @@ impl MysqlBackend {
         };
         let mut session = match alive {
             Some(session) => session,
-            None => self.connect(endpoint, admin).await?,
+            None => match self.connect(endpoint, admin).await {
+                Ok(session) => {
+                    // A newer password for the same admin supersedes the sessions of older ones.
+                    sessions().retain(|k, _| k.place != key.place || k.credential == key.credential);
+                    session
+                }
+                Err(e) => {
+                    // Nothing kept for a credential that does not log in (a wrong password
+                    // copied into another admin secret, say).
+                    let mut sessions = sessions();
+                    if sessions.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                        sessions.remove(&key);
+                    }
+                    return Err(e);
+                }
+            },
         };
         let result = work(&mut session).await;
         if result.is_ok() {
@@ -600,8 +616,9 @@ impl DatabaseBackend for MysqlBackend {
 /// elsewhere (and on MySQL) the reaper alone enforces it. Every operation runs on the kept
 /// admin session ([`MysqlBackend::with_admin_session`]).
 impl DynamicUsers for MysqlBackend {
-    /// The user, its groups, its default role and, where the server enforces expiry, its
-    /// expiry event. A server error after the user exists drops it again, so a failed call
+    /// The user with its connection limit (`MAX_USER_CONNECTIONS`, which the user cannot
+    /// change: `ALTER USER` needs CREATE USER), its groups, its default role and, where the
+    /// server enforces expiry, its expiry event. A server error after the user exists drops it again, so a failed call
     /// leaves nothing behind.
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
     async fn new_user(
@@ -624,7 +641,8 @@ impl DynamicUsers for MysqlBackend {
             let target = account(req.username.as_str(), "%");
             let auth = server.auth_clause("", &req.password)?;
             let server_expiry = session.server_expiry().await?;
-            session.run(&statements::create_user(&target, &auth), "creating the user").await?;
+            let sql = statements::create_dynamic_user(&target, &auth, req.connection_limit);
+            session.run(&sql, "creating the user").await?;
             let shape = async {
                 for group in &req.groups {
                     session.run(&statements::grant_role(group, &target), "granting a group").await?;

@@ -145,6 +145,12 @@ pub(super) fn create_user(target: &str, auth: &str) -> String {
     format!("CREATE USER {target} {auth}")
 }
 
+/// `CREATE USER` of a dynamic user: at most `connection_limit` sessions at once (at least
+/// 1: 0 would mean no limit).
+pub(super) fn create_dynamic_user(target: &str, auth: &str, connection_limit: u32) -> String {
+    format!("CREATE USER {target} {auth} WITH MAX_USER_CONNECTIONS {}", connection_limit.max(1))
+}
+
 /// `ALTER USER … IDENTIFIED …`.
 pub(super) fn alter_user_auth(target: &str, auth: &str) -> String {
     format!("ALTER USER {target} {auth}")
@@ -442,6 +448,10 @@ mod tests {
         let target = account("it's", "10.%");
         assert_eq!(target, r"'it\'s'@'10.%'");
         assert_eq!(create_user(&target, "IDENTIFIED BY 'x'"), r"CREATE USER 'it\'s'@'10.%' IDENTIFIED BY 'x'");
+        assert_eq!(
+            create_dynamic_user(&target, "IDENTIFIED BY 'x'", 0),
+            r"CREATE USER 'it\'s'@'10.%' IDENTIFIED BY 'x' WITH MAX_USER_CONNECTIONS 1"
+        );
         assert_eq!(alter_user_auth(&target, "IDENTIFIED BY 'x'"), r"ALTER USER 'it\'s'@'10.%' IDENTIFIED BY 'x'");
         assert_eq!(drop_user(&target), r"DROP USER IF EXISTS 'it\'s'@'10.%'");
         assert_eq!(grant_role("grp", &target), r"GRANT `grp` TO 'it\'s'@'10.%'");

@@ -13,7 +13,9 @@ mod cleartext;
 pub mod scram;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use postgres_protocol::password::scram_sha_256;
@@ -41,11 +43,70 @@ pub struct PostgresBackend {
     /// SCRAM iterations of the passwords [`DynamicUsers::new_user`] and `update_user` set.
     generated_password_iterations: u32,
     /// Admin sessions of [`DynamicUsers`], kept open across warm invocations: one per
-    /// endpoint and admin, checked before each use and opened again once closed.
-    admin_sessions: Arc<Mutex<HashMap<AdminKey, Arc<Session>>>>,
-    /// Held while an admin session is opened, so that callers arriving together wait for
-    /// the one login instead of each opening (and then dropping) a session of its own.
-    connecting: Arc<tokio::sync::Mutex<()>>,
+    /// admin credential ([`AdminKey`]), checked before use and opened again once it fails.
+    admin_sessions: Arc<Mutex<HashMap<AdminKey, Arc<AdminSlot>>>>,
+}
+
+/// How long a kept admin session may take to answer its check. A live one answers in
+/// milliseconds; one the network dropped silently (an idle timeout in a NAT or in
+/// Lambda's network while the container was frozen) never answers, and waiting for it
+/// longer only delays the new login that replaces it.
+const PING_DEADLINE: Duration = Duration::from_secs(2);
+/// A kept session that answered this recently (a check, or an operation that succeeded)
+/// is used without a check: a busy container pays no round trip (nor, on a starved
+/// scheduler, a check that times out on a live session), and a session that stops
+/// answering meanwhile is dropped at its first timeout. A container thawed after minutes
+/// checks first.
+const CHECKED_FOR: Duration = Duration::from_secs(5);
+
+/// The kept admin session of one credential, and the lock that makes callers arriving
+/// together wait for one login instead of each opening (and then dropping) a session.
+/// The lock is per credential, so a database that never answers delays only its own
+/// callers, each for about one login ([`Timeouts::connect`]): those that waited for a
+/// login that failed get its error.
+#[derive(Default)]
+struct AdminSlot {
+    session: Mutex<Option<(Arc<Session>, Instant)>>,
+    connecting: tokio::sync::Mutex<()>,
+    /// The last login that failed, and when: callers that waited for it get its error
+    /// rather than each trying again (and waiting as long) in turn.
+    failed: Mutex<Option<(Instant, BackendError)>>,
+}
+
+impl AdminSlot {
+    fn fail(&self, e: &BackendError) {
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), e.clone()));
+    }
+
+    /// The error of a login that failed after `asked`.
+    fn failed_since(&self, asked: Instant) -> Option<BackendError> {
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.as_ref().filter(|(at, _)| *at >= asked).map(|(_, e)| e.clone())
+    }
+
+    fn kept(&self) -> Option<(Arc<Session>, Instant)> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn keep(&self, session: Arc<Session>, checked: Instant) {
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some((session, checked));
+    }
+
+    /// Notes that `session` just answered, unless another has replaced it meanwhile.
+    fn answered(&self, session: &Arc<Session>) {
+        let mut kept = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, checked)) = kept.as_mut().filter(|(s, _)| Arc::ptr_eq(s, session)) {
+            *checked = Instant::now();
+        }
+    }
+
+    /// Forgets `session` unless another has replaced it meanwhile.
+    fn evict(&self, session: &Arc<Session>) {
+        let mut kept = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.as_ref().is_some_and(|(s, _)| Arc::ptr_eq(s, session)) {
+            *kept = None;
+        }
+    }
 }
 
 impl PostgresBackend {
@@ -55,26 +116,98 @@ impl PostgresBackend {
             timeouts,
             generated_password_iterations: scram::GENERATED_PASSWORD_ITERATIONS,
             admin_sessions: Arc::default(),
-            connecting: Arc::default(),
         }
     }
 
-    /// The open admin session for `endpoint`, or a new one. A session the server closed
-    /// (restart, idle timeout, terminated) is replaced; rotation never uses these: it logs
-    /// in per operation.
-    async fn admin_session(&self, endpoint: &Endpoint, admin: &Credentials) -> Result<Arc<Session>, BackendError> {
+    /// Runs `work` on the kept admin session of `admin` at `endpoint`, or on a new one. A
+    /// kept session is used only for the credential that opened it, and only while it
+    /// answers: one the server closed (restart, idle timeout, terminated) or that does not
+    /// answer a quick query within [`PING_DEADLINE`] is replaced, and one on which `work`
+    /// timed out or lost the connection is dropped, so the next call logs in again instead
+    /// of waiting on a dead connection. Rotation never uses these: it logs in per operation.
+    async fn with_admin_session<T>(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        work: impl AsyncFnOnce(&Session) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let (slot, session) = self.admin_session(endpoint, admin).await?;
+        let result = {
+            let _running = InFlight::start(&session);
+            work(&session).await
+        };
+        match &result {
+            Ok(_) => slot.answered(&session),
+            Err(BackendError::Timeout { .. } | BackendError::Unreachable { .. }) => slot.evict(&session),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn admin_session(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+    ) -> Result<(Arc<AdminSlot>, Arc<Session>), BackendError> {
         let key = admin_key(endpoint, admin);
         let sessions = || self.admin_sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(client) = sessions().get(&key).filter(|c| !c.is_closed()) {
-            return Ok(client.clone());
+        let slot = sessions().entry(key.clone()).or_default().clone();
+        if let Some(session) = self.answering(&slot).await {
+            return Ok((slot, session));
         }
-        let _connecting = self.connecting.lock().await;
-        if let Some(client) = sessions().get(&key).filter(|c| !c.is_closed()) {
-            return Ok(client.clone());
+        // A login in progress ends within the connect timeout, and its outcome is every
+        // waiter's; the bound is a safety net on top, with room for a busy scheduler.
+        let bound = self.timeouts.connect * 2;
+        let asked = Instant::now();
+        let Ok(_connecting) = tokio::time::timeout(bound, slot.connecting.lock()).await else {
+            let seconds = bound.as_secs();
+            return Err(BackendError::Timeout { operation: "waiting for another login to the same database", seconds });
+        };
+        // Another caller may have logged in, or failed to, while this one waited.
+        if let Some((session, _)) = slot.kept().filter(|(s, _)| !s.is_closed()) {
+            return Ok((slot.clone(), session));
         }
-        let client = Arc::new(self.connect(endpoint, admin).await?);
-        sessions().insert(key, client.clone());
-        Ok(client)
+        if let Some(failure) = slot.failed_since(asked) {
+            return Err(failure);
+        }
+        match self.connect(endpoint, admin).await {
+            Ok(session) => {
+                let session = Arc::new(session);
+                slot.keep(session.clone(), Instant::now());
+                // A newer password for the same admin supersedes the sessions of older ones.
+                sessions().retain(|k, _| k.place != key.place || k.credential == key.credential);
+                Ok((slot.clone(), session))
+            }
+            Err(e) => {
+                slot.fail(&e);
+                // Nothing kept for a credential that does not log in (a wrong password
+                // copied into another admin secret, say).
+                let mut sessions = sessions();
+                if sessions.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot) && s.kept().is_none()) {
+                    sessions.remove(&key);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The slot's kept session if it still answers: checked with a quick query unless it
+    /// answered within [`CHECKED_FOR`] or other operations run on it now (a check would
+    /// wait behind them, and were it dead they time out and drop it); dropped from the
+    /// slot otherwise.
+    async fn answering(&self, slot: &AdminSlot) -> Option<Arc<Session>> {
+        let (session, checked) = slot.kept()?;
+        if !session.is_closed() {
+            if checked.elapsed() < CHECKED_FOR || session.in_flight.load(Ordering::SeqCst) > 0 {
+                return Some(session);
+            }
+            if let Ok(Ok(_)) = tokio::time::timeout(PING_DEADLINE, session.simple_query("")).await {
+                slot.keep(session.clone(), Instant::now());
+                return Some(session);
+            }
+        }
+        slot.evict(&session);
+        None
     }
 
     /// Another SCRAM iteration count for generated passwords (see [`scram`]).
@@ -168,6 +301,8 @@ impl PostgresBackend {
 struct Session {
     client: Client,
     warnings: Arc<Mutex<Vec<String>>>,
+    /// Admin operations running on this session now ([`PostgresBackend::with_admin_session`]).
+    in_flight: AtomicUsize,
 }
 
 impl std::ops::Deref for Session {
@@ -204,12 +339,29 @@ impl Session {
                 }
             }
         });
-        Session { client, warnings }
+        Session { client, warnings, in_flight: AtomicUsize::new(0) }
     }
 
     /// The warnings received since the last call.
     fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Counts one operation on a session for as long as it lives (also when its future is
+/// dropped midway).
+struct InFlight<'a>(&'a Session);
+
+impl<'a> InFlight<'a> {
+    fn start(session: &'a Session) -> Self {
+        session.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(session)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -420,8 +572,10 @@ impl DatabaseBackend for PostgresBackend {
 
 impl DynamicUsers for PostgresBackend {
     /// One atomic batch: the role with its SCRAM verifier, `VALID UNTIL` (the server
-    /// refuses the login after it even if nothing revokes it), its groups, and, with one
-    /// group, sessions that act as the group.
+    /// refuses the login after it even if nothing revokes it), its connection limit (which
+    /// the user cannot change: `ALTER ROLE` on a role's limit needs CREATEROLE and, from
+    /// PostgreSQL 16, ADMIN OPTION on it), its groups, and, with one group, sessions that
+    /// act as the group.
     #[instrument(skip_all, fields(admin = %admin.username, user = %req.username))]
     async fn new_user(
         &self,
@@ -429,10 +583,10 @@ impl DynamicUsers for PostgresBackend {
         admin: &Credentials,
         req: NewUser,
     ) -> Result<NewUserOutcome, BackendError> {
-        let client = self.admin_session(endpoint, admin).await?;
         let name = ident(&req.username);
         let mut sql = format!(
-            "CREATE ROLE {name} WITH LOGIN {} VALID UNTIL {}",
+            "CREATE ROLE {name} WITH LOGIN CONNECTION LIMIT {} {} VALID UNTIL {}",
+            req.connection_limit.max(1),
             self.generated_password_clause(&req.password),
             escape_literal(&valid_until(req.expires_at))
         );
@@ -443,7 +597,10 @@ impl DynamicUsers for PostgresBackend {
         if let [group] = req.groups.as_slice() {
             sql.push_str(&format!(";\nALTER ROLE {name} SET role = {}", escape_literal(group)));
         }
-        self.batch(&client, &sql, endpoint, admin, "creating the user").await?;
+        self.with_admin_session(endpoint, admin, async |client| {
+            self.batch(client, &sql, endpoint, admin, "creating the user").await
+        })
+        .await?;
         Ok(NewUserOutcome { server_expiry: true })
     }
 
@@ -459,18 +616,20 @@ impl DynamicUsers for PostgresBackend {
         if clauses.is_empty() {
             return Ok(());
         }
-        let client = self.admin_session(endpoint, admin).await?;
         let sql = format!("ALTER ROLE {} WITH {}", ident(&req.username), clauses.join(" "));
-        let run = async {
-            match client.batch_execute(&sql).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
-                    Err(BackendError::NoSuchUser { username: req.username.to_string() })
+        self.with_admin_session(endpoint, admin, async |client| {
+            let run = async {
+                match client.batch_execute(&sql).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
+                        Err(BackendError::NoSuchUser { username: req.username.to_string() })
+                    }
+                    Err(e) => Err(classify(&e, endpoint, admin, "updating the user")),
                 }
-                Err(e) => Err(classify(&e, endpoint, admin, "updating the user")),
-            }
-        };
-        self.timeouts.bound("updating the user", run).await
+            };
+            self.timeouts.bound("updating the user", run).await
+        })
+        .await
     }
 
     /// NOLOGIN first (no new sessions), then its sessions ended, then in every other
@@ -490,7 +649,60 @@ impl DynamicUsers for PostgresBackend {
         admin: &Credentials,
         req: DeleteUser,
     ) -> Result<DeleteOutcome, BackendError> {
-        let client = self.admin_session(endpoint, admin).await?;
+        self.with_admin_session(endpoint, admin, async |client| {
+            self.delete_user_on(client, endpoint, admin, &req).await
+        })
+        .await
+    }
+
+    #[instrument(skip_all, fields(admin = %admin.username, prefix = %req.prefix))]
+    async fn list_users(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: ListUsers,
+    ) -> Result<Vec<Username>, BackendError> {
+        let rows = self
+            .with_admin_session(endpoint, admin, async |client| {
+                let run = async {
+                    client
+                        .query(
+                            "SELECT rolname::text AS name FROM pg_catalog.pg_roles \
+                             WHERE pg_catalog.starts_with(rolname::text, $1) ORDER BY rolname",
+                            &[&req.prefix],
+                        )
+                        .await
+                        .map_err(|e| classify(&e, endpoint, admin, "listing users"))
+                };
+                self.timeouts.bound("listing users", run).await
+            })
+            .await?;
+        let mut users = Vec::new();
+        for row in rows {
+            let name: String = row.try_get("name").map_err(|e| BackendError::Database {
+                operation: "listing users",
+                message: format!("column name: {e}"),
+                retryable: false,
+            })?;
+            users.push(Username::parse(&name).map_err(|message| BackendError::Database {
+                operation: "listing users",
+                message,
+                retryable: false,
+            })?);
+        }
+        Ok(users)
+    }
+}
+
+impl PostgresBackend {
+    /// [`DynamicUsers::delete_user`] on the admin session `client`.
+    async fn delete_user_on(
+        &self,
+        client: &Session,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: &DeleteUser,
+    ) -> Result<DeleteOutcome, BackendError> {
         let name = ident(&req.username);
         let err = |op| move |e: tokio_postgres::Error| classify(&e, endpoint, admin, op);
         let exists = || async {
@@ -555,41 +767,6 @@ impl DynamicUsers for PostgresBackend {
             }
         };
         self.timeouts.bound("deleting the user", run).await
-    }
-
-    #[instrument(skip_all, fields(admin = %admin.username, prefix = %req.prefix))]
-    async fn list_users(
-        &self,
-        endpoint: &Endpoint,
-        admin: &Credentials,
-        req: ListUsers,
-    ) -> Result<Vec<Username>, BackendError> {
-        let client = self.admin_session(endpoint, admin).await?;
-        let run = async {
-            client
-                .query(
-                    "SELECT rolname::text AS name FROM pg_catalog.pg_roles \
-                     WHERE pg_catalog.starts_with(rolname::text, $1) ORDER BY rolname",
-                    &[&req.prefix],
-                )
-                .await
-                .map_err(|e| classify(&e, endpoint, admin, "listing users"))
-        };
-        let rows = self.timeouts.bound("listing users", run).await?;
-        let mut users = Vec::new();
-        for row in rows {
-            let name: String = row.try_get("name").map_err(|e| BackendError::Database {
-                operation: "listing users",
-                message: format!("column name: {e}"),
-                retryable: false,
-            })?;
-            users.push(Username::parse(&name).map_err(|message| BackendError::Database {
-                operation: "listing users",
-                message,
-                retryable: false,
-            })?);
-        }
-        Ok(users)
     }
 }
 
