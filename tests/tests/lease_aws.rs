@@ -404,7 +404,7 @@ async fn an_iam_user_allowed_iam_cannot_touch_other_lease_users_or_rotated_users
 /// boundary permits. Either way one lease holder changes what another's credential can
 /// do, which the expiry policy is there to prevent.
 #[tokio::test]
-async fn review_an_iam_user_allowed_iam_reaches_other_lease_users_through_a_group() {
+async fn an_iam_user_allowed_iam_reaches_no_other_lease_user_through_a_group() {
     let s = setup("rev_iam_group").await;
     let (status, body) = issue(&s, "iam-admin", None).await;
     assert_eq!(status, 201, "{body}");
@@ -432,19 +432,20 @@ async fn review_an_iam_user_allowed_iam_reaches_other_lease_users_through_a_grou
     let group = s.env.unique("trap");
     attacker.create_group().group_name(&group).send().await.expect("its policy allows CreateGroup");
     let deny_all = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]});
-    attacker
+    // Its policy allows these; the expiry policy denies every one.
+    let shut = attacker
         .put_group_policy()
         .group_name(&group)
         .policy_name("shut")
         .policy_document(deny_all.to_string())
         .send()
-        .await
-        .expect("its policy allows PutGroupPolicy on its own group");
+        .await;
     let to_neighbour = attacker.add_user_to_group().group_name(&group).user_name(&neighbour).send().await;
     let to_rotated = attacker.add_user_to_group().group_name(&group).user_name(&rotated).send().await;
 
     let still = victim.list_users().send().await;
     assert!(still.is_ok(), "another caller's lease user lost its role's permissions to the holder's group: {still:?}");
+    denied("put a policy on a group", shut);
     denied(&format!("add {neighbour} to its group"), to_neighbour);
     denied(&format!("add {rotated} to its group"), to_rotated);
 }
@@ -460,7 +461,7 @@ async fn review_an_iam_user_allowed_iam_reaches_other_lease_users_through_a_grou
 /// boundary, so the test shows the write itself: on AWS the boundary's default version is
 /// what every request of those users is checked against.
 #[tokio::test]
-async fn review_an_iam_user_allowed_iam_rewrites_the_boundary_other_lease_users_share() {
+async fn an_iam_user_allowed_iam_cannot_rewrite_the_boundary_other_lease_users_share() {
     let s = setup("rev_iam_boundary").await;
     let (status, body) = issue(&s, "iam-admin", None).await;
     assert_eq!(status, 201, "{body}");

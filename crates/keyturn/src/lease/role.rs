@@ -154,9 +154,17 @@ pub fn expiry_policy_document(path: &str, expires_at: &str) -> String {
             "Resource": "*",
             "Condition": {"ForAnyValue:StringLike": {"aws:TagKeys": "keyturn:*"}}
         }, {
-            "Sid": "KeyturnNoMemberships",
+            // What binds every lease user but is not a user: group memberships and groups'
+            // policies (these actions name the group, not its members), and managed
+            // policies (a boundary or `policy_arns` shared by every lease user of the
+            // deployment). IAM has no condition key for "a policy some lease user holds",
+            // so a lease user changes none at all.
+            "Sid": "KeyturnSharedIam",
             "Effect": "Deny",
-            "Action": ["iam:AddUserToGroup", "iam:RemoveUserFromGroup"],
+            "Action": [
+                "iam:AddUserToGroup", "iam:RemoveUserFromGroup", "iam:*GroupPolicy", "iam:DeleteGroup",
+                "iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:DeletePolicy*"
+            ],
             "Resource": "*"
         }]
     })
