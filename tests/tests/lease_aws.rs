@@ -327,6 +327,19 @@ async fn an_iam_user_allowed_iam_cannot_undo_its_lease() {
     assert!(iam_users_under(&s).await.is_empty(), "the user is gone");
 }
 
+/// The attacker of the IAM tests: an `iam-admin` lease user (its role's policy allows
+/// `iam:*`), its key working, as an IAM client; and the answer of another caller's `legacy`
+/// lease, its neighbour.
+async fn attacker_and_neighbour(s: &Setup) -> (aws_sdk_iam::Client, Value) {
+    let (status, body) = issue(s, "iam-admin", None).await;
+    assert_eq!(status, 201, "{body}");
+    let keys = signing_with(&s.env, &body);
+    identity(&keys, 20).await.expect("the key authenticates");
+    let (status, other) = issue(s, "legacy", None).await;
+    assert_eq!(status, 201, "{other}");
+    (aws_sdk_iam::Client::new(&keys), other)
+}
+
 /// A user whose own policy allows IAM cannot act on the users keyturn answers for: another
 /// lease user under the same path, a lease user under another path (tagged
 /// `keyturn:lease-id`), a user rotate-iam-key rotates (tagged `keyturn-rotated`, under any
@@ -336,13 +349,7 @@ async fn an_iam_user_allowed_iam_cannot_undo_its_lease() {
 #[tokio::test]
 async fn an_iam_user_allowed_iam_cannot_touch_other_lease_users_or_rotated_users() {
     let s = setup("lease_iam_others").await;
-    let (status, body) = issue(&s, "iam-admin", None).await;
-    assert_eq!(status, 201, "{body}");
-    let keys = signing_with(&s.env, &body);
-    identity(&keys, 20).await.expect("the key authenticates");
-    let attacker = aws_sdk_iam::Client::new(&keys);
-    let (status, other) = issue(&s, "legacy", None).await;
-    assert_eq!(status, 201, "{other}");
+    let (attacker, other) = attacker_and_neighbour(&s).await;
     let neighbour = other["username"].as_str().unwrap().to_owned();
 
     // Made as keyturn makes them, by the harness's administrator.
@@ -406,13 +413,7 @@ async fn an_iam_user_allowed_iam_cannot_touch_other_lease_users_or_rotated_users
 #[tokio::test]
 async fn an_iam_user_allowed_iam_reaches_no_other_lease_user_through_a_group() {
     let s = setup("rev_iam_group").await;
-    let (status, body) = issue(&s, "iam-admin", None).await;
-    assert_eq!(status, 201, "{body}");
-    let keys = signing_with(&s.env, &body);
-    identity(&keys, 20).await.expect("the key authenticates");
-    let attacker = aws_sdk_iam::Client::new(&keys);
-    let (status, other) = issue(&s, "legacy", None).await;
-    assert_eq!(status, 201, "{other}");
+    let (attacker, other) = attacker_and_neighbour(&s).await;
     let neighbour = other["username"].as_str().unwrap().to_owned();
     let neighbour_keys = signing_with(&s.env, &other);
     identity(&neighbour_keys, 20).await.expect("the neighbour's key authenticates");
@@ -463,13 +464,7 @@ async fn an_iam_user_allowed_iam_reaches_no_other_lease_user_through_a_group() {
 #[tokio::test]
 async fn an_iam_user_allowed_iam_cannot_rewrite_the_boundary_other_lease_users_share() {
     let s = setup("rev_iam_boundary").await;
-    let (status, body) = issue(&s, "iam-admin", None).await;
-    assert_eq!(status, 201, "{body}");
-    let keys = signing_with(&s.env, &body);
-    identity(&keys, 20).await.expect("the key authenticates");
-    let attacker = aws_sdk_iam::Client::new(&keys);
-    let (status, other) = issue(&s, "legacy", None).await;
-    assert_eq!(status, 201, "{other}");
+    let (attacker, other) = attacker_and_neighbour(&s).await;
     let victim = aws_sdk_iam::Client::new(&signing_with(&s.env, &other));
     identity(&signing_with(&s.env, &other), 20).await.expect("the neighbour's key authenticates");
     victim.list_users().send().await.expect("the neighbour's role lets it list users");
