@@ -937,13 +937,13 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 
 /// The slow database's story with more due leases than the reaper runs at once (16 by
 /// default; a database that went dark holds every lease of its roles, all due at the
-/// next run, ahead of the healthy ones that expired later). Each revocation on the silent
-/// database waits out a login (5 s) of its own: on MariaDB one after another behind the
-/// endpoint's one admin slot, on PostgreSQL in waves of `concurrency`, since a caller
-/// shares only a failure that came after it started waiting. The healthy database's due
-/// leases wait behind them all, here 8 silent leases at concurrency 4: 25 s on MariaDB,
-/// 10 s on PostgreSQL, where one login's wait (5 s) is what the slow database may cost.
-async fn review_a_silent_database_with_many_due_leases_holds_up_no_other(test: &str, engine: Engine) {
+/// next run, ahead of the healthy ones that expired later). Were each revocation on the
+/// silent database to wait out a login (5 s) of its own (on MariaDB one after another
+/// behind the endpoint's one admin slot, on PostgreSQL in waves of `concurrency`), the
+/// healthy database's due leases would wait behind them all: here 8 silent leases at
+/// concurrency 4 took 15 s on MariaDB and 10 s on PostgreSQL. A failed login is shared
+/// for one login timeout, so the slow database costs the others one login's wait at most.
+async fn a_silent_database_with_many_due_leases_holds_up_no_other(test: &str, engine: Engine) {
     use keyturn::lease::{Grant, Lease, LeaseState};
     let silent = keyturn_tests::stall::Silent::start();
     let env = TestEnv::new(test).await;
@@ -1004,11 +1004,11 @@ async fn review_a_silent_database_with_many_due_leases_holds_up_no_other(test: &
 }
 
 #[tokio::test]
-async fn review_a_silent_mariadb_with_many_due_leases_holds_up_no_other() {
-    review_a_silent_database_with_many_due_leases_holds_up_no_other("revslowm", Engine::Mariadb).await;
+async fn a_silent_mariadb_with_many_due_leases_holds_up_no_other() {
+    a_silent_database_with_many_due_leases_holds_up_no_other("revslowm", Engine::Mariadb).await;
 }
 
 #[tokio::test]
-async fn review_a_silent_postgres_with_many_due_leases_holds_up_no_other() {
-    review_a_silent_database_with_many_due_leases_holds_up_no_other("revslowpg", Engine::Postgres).await;
+async fn a_silent_postgres_with_many_due_leases_holds_up_no_other() {
+    a_silent_database_with_many_due_leases_holds_up_no_other("revslowpg", Engine::Postgres).await;
 }
