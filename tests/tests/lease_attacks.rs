@@ -874,3 +874,141 @@ async fn a_kept_admin_session_the_network_dropped_is_replaced() {
     assert!(started.elapsed() < Duration::from_secs(4));
     assert!(!role_exists(&s.env, &user).await);
 }
+
+/// A MariaDB lease holder whose group may pass its privileges on (`WITH GRANT OPTION` on
+/// its application database, as an application owner's role often has) lifts its own
+/// connection limit: a database-level `GRANT ... WITH MAX_USER_CONNECTIONS 0` needs only
+/// GRANT OPTION on that database (not CREATE USER, as `ALTER USER` does), and MariaDB
+/// rewrites the account's limits with it (0: none). The holder then opens as many
+/// sessions as the server has, the admin's logins' included.
+#[tokio::test]
+async fn review_a_mariadb_group_with_grant_option_lets_a_lease_lift_its_connection_limit() {
+    use keyturn::backend::mysql::grants::identifier;
+    use mysql_async::prelude::Queryable;
+    let d = deploy("revmgrantopt", Engine::Mariadb, "connection_limit = 2").await;
+    let schema = identifier(&d.group);
+    d.env
+        .mariadb_root()
+        .await
+        .query_drop(format!("GRANT ALL PRIVILEGES ON {schema}.* TO {} WITH GRANT OPTION", identifier(&d.group)))
+        .await
+        .unwrap();
+    let (user, password, lease) = issue(&d.service, 600).await;
+    let mut sessions = vec![d.env.mariadb_session(&user, &password).await.unwrap()];
+    let lifted =
+        sessions[0].query_drop(format!("GRANT SELECT ON {schema}.* TO '{user}'@'%' WITH MAX_USER_CONNECTIONS 0")).await;
+    while sessions.len() < 5 {
+        match d.env.mariadb_session(&user, &password).await {
+            Ok(session) => sessions.push(session),
+            Err(_) => break,
+        }
+    }
+    let opened = sessions.len();
+    let (status, body) = call(&d.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "{body}");
+    assert!(
+        opened <= 2,
+        "the lease holder lifted its connection limit of 2 (GRANT ... WITH MAX_USER_CONNECTIONS 0: {lifted:?}) \
+         and opened {opened} sessions"
+    );
+}
+
+/// Role `name` on a MariaDB at `port` (the harness MariaDB's admin, another port), as
+/// roles-file text to add; its admin secret's ARN and the text.
+async fn mariadb_role_at_port(env: &TestEnv, name: &str, port: u16) -> (String, String) {
+    let mut secret = env.mariadb_admin_secret();
+    secret["port"] = json!(port);
+    let arn = env.create_secret(name, &secret).await;
+    let role = format!(
+        r#"
+[[role]]
+name = "{name}"
+kind = "database"
+admin_secret = "{arn}"
+groups = ["{}"]
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
+"#,
+        env.unique("grp")
+    );
+    (arn, role)
+}
+
+/// The slow database's story with more due leases than the reaper runs at once (16 by
+/// default; a database that went dark holds every lease of its roles, all due at the
+/// next run, ahead of the healthy ones that expired later). Were each revocation on the
+/// silent database to wait out a login (5 s) of its own (on MariaDB one after another
+/// behind the endpoint's one admin slot, on PostgreSQL in waves of `concurrency`), the
+/// healthy database's due leases would wait behind them all: here 8 silent leases at
+/// concurrency 4 took 15 s on MariaDB and 10 s on PostgreSQL. A failed login is shared
+/// for one login timeout, so the slow database costs the others one login's wait at most.
+async fn a_silent_database_with_many_due_leases_holds_up_no_other(test: &str, engine: Engine) {
+    use keyturn::lease::{Grant, Lease, LeaseState};
+    let silent = keyturn_tests::stall::Silent::start();
+    let env = TestEnv::new(test).await;
+    let (stuck_arn, stuck_role) = match engine {
+        Engine::Postgres => role_at_port(&env, "stuck", silent.port).await,
+        Engine::Mariadb => mariadb_role_at_port(&env, "stuck", silent.port).await,
+    };
+    let s = deploy_in(env, engine, &stuck_role).await;
+    let mut healthy_leases = Vec::new();
+    for _ in 0..3 {
+        healthy_leases.push(issue(&s.service, 60).await.2);
+    }
+    let store = s.service.store();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for i in 0..8 {
+        let lease_id = format!("stuck{i}{}", &random_lowercase()[..14]);
+        let lease = Lease {
+            username: format!("{}stuck_{lease_id}", s.prefix),
+            lease_id,
+            role: "stuck".into(),
+            grant: Grant::DatabaseUser { admin_secret: stuck_arn.clone(), group: s.group.clone() },
+            caller_arn: CI.into(),
+            issued_at: now - 120,
+            expires_at: now - 60,
+            state: LeaseState::Active,
+            attempts: 0,
+            last_error: None,
+            version: 1,
+            retry_at: None,
+            revoked_at: None,
+            revoked_by: None,
+            server_expiry: true,
+        };
+        store.put_new(&lease, None).await.unwrap();
+    }
+
+    let reaper = s.env.lease_service(&s.vars, 3600);
+    let limits = ReapLimits { batch: 100, concurrency: 4, deadline: Instant::now() + Duration::from_secs(60) };
+    let started = Instant::now();
+    let watch = async {
+        loop {
+            let mut revoked = 0;
+            for id in &healthy_leases {
+                let lease = store.get(id).await.unwrap().unwrap();
+                revoked += usize::from(lease.state == LeaseState::Revoked);
+            }
+            if revoked == healthy_leases.len() || started.elapsed() > Duration::from_secs(60) {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (report, took) = tokio::join!(reaper.reap(limits), watch);
+    let report = report.unwrap();
+    assert_eq!(report.revoked, healthy_leases.len(), "{report:?}");
+    assert!(report.failed >= 8, "the silent database's revocations fail, to be retried: {report:?}");
+    assert!(took < Duration::from_secs(8), "the healthy database's leases were revoked only after {took:?}");
+}
+
+#[tokio::test]
+async fn a_silent_mariadb_with_many_due_leases_holds_up_no_other() {
+    a_silent_database_with_many_due_leases_holds_up_no_other("revslowm", Engine::Mariadb).await;
+}
+
+#[tokio::test]
+async fn a_silent_postgres_with_many_due_leases_holds_up_no_other() {
+    a_silent_database_with_many_due_leases_holds_up_no_other("revslowpg", Engine::Postgres).await;
+}

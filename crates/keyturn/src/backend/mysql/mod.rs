@@ -36,7 +36,7 @@ mod statements;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row, SslOpts};
@@ -103,7 +103,21 @@ struct Session {
 
 /// One admin session of [`DynamicUsers`], shared by the callers of one process. Empty
 /// until the first call, and again after a call that failed or was cancelled midway.
-type AdminSlot = Arc<tokio::sync::Mutex<Option<Session>>>;
+#[derive(Default)]
+struct AdminSlot {
+    session: tokio::sync::Mutex<Option<Session>>,
+    /// The last login that failed retryably (no answer, no route), and when: callers that
+    /// come within a login timeout of it get it at once instead of each trying (and
+    /// waiting as long) in turn behind `session`'s lock.
+    failed: Mutex<Option<(Instant, BackendError)>>,
+}
+
+impl AdminSlot {
+    fn failed_since(&self, since: Instant) -> Option<BackendError> {
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.as_ref().filter(|(at, _)| *at >= since).map(|(_, e)| e.clone())
+    }
+}
 
 /// The MySQL-family backend: TLS roots and timeouts, built once per container.
 #[derive(Clone)]
@@ -113,7 +127,7 @@ pub struct MysqlBackend {
     /// Admin sessions of [`DynamicUsers`], kept open across warm invocations: one per
     /// admin credential ([`AdminKey`]), never shared with another. Rotation never uses
     /// them: it logs in per operation.
-    admin_sessions: Arc<Mutex<HashMap<AdminKey, AdminSlot>>>,
+    admin_sessions: Arc<Mutex<HashMap<AdminKey, Arc<AdminSlot>>>>,
 }
 
 /// How long a kept admin session may take to answer a ping. A live one answers in
@@ -152,11 +166,27 @@ impl MysqlBackend {
         let key = admin_key(endpoint, admin);
         let sessions = || self.admin_sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let slot = sessions().entry(key.clone()).or_default().clone();
-        let mut kept = slot.lock().await;
+        let recently = |slot: &AdminSlot| {
+            let now = Instant::now();
+            slot.failed_since(now.checked_sub(self.timeouts.connect).unwrap_or(now))
+        };
+        // A database that just failed a login is not asked again for one login timeout:
+        // callers arriving meanwhile, or waiting behind the login that failed, get its
+        // failure at once, so a reaper's workers do not queue here one login after another
+        // while other databases' leases wait behind them.
+        if let Some(failure) = recently(&slot) {
+            return Err(failure);
+        }
+        let mut kept = slot.session.lock().await;
         let alive = match kept.take() {
             Some(mut session) => session.answers().await.then_some(session),
             None => None,
         };
+        if alive.is_none() {
+            if let Some(failure) = recently(&slot) {
+                return Err(failure);
+            }
+        }
         let mut session = match alive {
             Some(session) => session,
             None => match self.connect(endpoint, admin).await {
@@ -164,6 +194,11 @@ impl MysqlBackend {
                     // A newer password for the same admin supersedes the sessions of older ones.
                     sessions().retain(|k, _| k.place != key.place || k.credential == key.credential);
                     session
+                }
+                Err(e) if e.is_retryable() => {
+                    // The slot stays, with the failure the next callers get (above).
+                    *slot.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), e.clone()));
+                    return Err(e);
                 }
                 Err(e) => {
                     // Nothing kept for a credential that does not log in (a wrong password

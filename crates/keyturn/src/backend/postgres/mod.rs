@@ -63,13 +63,15 @@ const CHECKED_FOR: Duration = Duration::from_secs(5);
 /// together wait for one login instead of each opening (and then dropping) a session.
 /// The lock is per credential, so a database that never answers delays only its own
 /// callers, each for about one login ([`Timeouts::connect`]): those that waited for a
-/// login that failed get its error.
+/// login that failed get its error, and so do those that come within one login timeout
+/// of a failure for want of an answer.
 #[derive(Default)]
 struct AdminSlot {
     session: Mutex<Option<(Arc<Session>, Instant)>>,
     connecting: tokio::sync::Mutex<()>,
-    /// The last login that failed, and when: callers that waited for it get its error
-    /// rather than each trying again (and waiting as long) in turn.
+    /// The last login that failed, and when: callers that waited for it (or, when it
+    /// failed retryably, came soon after it) get its error rather than each trying again
+    /// (and waiting as long) in turn.
     failed: Mutex<Option<(Instant, BackendError)>>,
 }
 
@@ -155,10 +157,19 @@ impl PostgresBackend {
         if let Some(session) = self.answering(&slot).await {
             return Ok((slot, session));
         }
+        let asked = Instant::now();
+        // A database that just failed a login (no answer, no route) is not asked again for
+        // one login timeout: callers arriving meanwhile get that failure at once, retryably,
+        // so a reaper's workers are not held up one wave of logins after another by it
+        // while other databases' leases wait behind them.
+        if let Some(failure) = slot.failed_since(asked.checked_sub(self.timeouts.connect).unwrap_or(asked)) {
+            if failure.is_retryable() {
+                return Err(failure);
+            }
+        }
         // A login in progress ends within the connect timeout, and its outcome is every
         // waiter's; the bound is a safety net on top, with room for a busy scheduler.
         let bound = self.timeouts.connect * 2;
-        let asked = Instant::now();
         let Ok(_connecting) = tokio::time::timeout(bound, slot.connecting.lock()).await else {
             let seconds = bound.as_secs();
             return Err(BackendError::Timeout { operation: "waiting for another login to the same database", seconds });
@@ -181,9 +192,11 @@ impl PostgresBackend {
             Err(e) => {
                 slot.fail(&e);
                 // Nothing kept for a credential that does not log in (a wrong password
-                // copied into another admin secret, say).
+                // copied into another admin secret, say); a database that did not answer
+                // keeps its slot, whose failure the next callers get (above).
                 let mut sessions = sessions();
-                if sessions.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot) && s.kept().is_none()) {
+                if !e.is_retryable() && sessions.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot) && s.kept().is_none())
+                {
                     sessions.remove(&key);
                 }
                 Err(e)
