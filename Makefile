@@ -17,7 +17,7 @@ CLI_ARCHIVE := keyturn-$(VERSION)-x86_64-unknown-linux-gnu.tar.gz
 # statement log shows): rerun on each version of the matrix. The others reach PostgreSQL
 # through the same statements as these (lambda_e2e, cli), stop before the server answers
 # (timeouts), or do not use it.
-PG_TESTS := postgres_rotation postgres_dynamic lease_api lease_attacks secret_attacks lease_e2e
+PG_TESTS := postgres_rotation postgres_dynamic lease_api lease_attacks lease_connections secret_attacks lease_e2e
 # Installed by scripts/setup (Debian 12 ships only 15); the harness runs the server in
 # KEYTURN_PG_BIN, Debian's 15 without it.
 PG_CACHE := /var/cache/keyturn-pg
