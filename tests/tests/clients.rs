@@ -542,7 +542,7 @@ async fn expect_verified_tls(env: &TestEnv, clients: &[Client], login: &Login) {
     let other_ca = Login { ca_file: stranger_ca(env), ..login.clone() };
     let (outcomes, with_other_ca) = tokio::join!(login_all(clients, &by_address), login_all(clients, &other_ca));
     // mysql2 gives Node's TLS neither a server name nor a host for an IP address, so Node
-    // checks the certificate against `localhost`: README's Testing section says so.
+    // checks the certificate against `localhost`: docs/testing.md's Database clients section says so.
     let (mysql2, others): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|(c, _)| *c == Mysql2);
     expect_each("connecting as 127.0.0.1, mysql2 checks the name localhost instead", &mysql2, |_, o| {
         matches!(o, Outcome::LoggedIn { .. })
@@ -616,7 +616,7 @@ async fn mariadb_clients_log_in_with_a_rotated_password_over_verified_tls_only()
     expect_verified_tls(&env, &MARIADB_CLIENTS, &login).await;
 }
 
-/// What README's `KEYTURN_SCRAM_ITERATIONS` row says: below 4096 iterations pg8000's SCRAM
+/// What docs/deploying.md's `KEYTURN_SCRAM_ITERATIONS` row says: below 4096 iterations pg8000's SCRAM
 /// library (scramp) refuses the server's challenge before sending a proof, while the other
 /// clients log in.
 #[tokio::test]

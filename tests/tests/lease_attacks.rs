@@ -339,7 +339,7 @@ async fn a_mariadb_user_cannot_alter_or_drop_its_expiry_event() {
 /// an event created `DEFINER = CURRENT_ROLE` belongs to the group, not to the user, so
 /// neither dropping the user nor killing its sessions stops it (an event defined as the
 /// user itself would not run at all: a definer's default role is not active in events).
-/// keyturn cannot tell which role-defined objects a lease made; the README says to keep
+/// keyturn cannot tell which role-defined objects a lease made; docs/security.md says to keep
 /// EVENT (and TRIGGER, CREATE ROUTINE, CREATE VIEW) out of groups whose leases must end
 /// everything they started. This test pins the limit so that a fix shows up: invert it then.
 #[tokio::test]
@@ -879,8 +879,9 @@ async fn a_kept_admin_session_the_network_dropped_is_replaced() {
 /// on (`WITH GRANT OPTION` on its application database, as an application owner's role
 /// often has) lifts its own connection limit: a database-level `GRANT ... WITH
 /// MAX_USER_CONNECTIONS 0` needs only GRANT OPTION on that database (not CREATE USER, as
-/// `ALTER USER` does), and MariaDB rewrites the account's limits with it (0: none). The
-/// README says to keep grant options out of groups; revocation still ends every session.
+/// `ALTER USER` does), and MariaDB rewrites the account's limits with it (0: none). The roles
+/// file reference (docs/dynamic-credentials.md) says to keep grant options out of groups;
+/// revocation still ends every session.
 #[tokio::test]
 async fn a_mariadb_group_with_grant_option_lets_a_lease_lift_its_connection_limit() {
     use keyturn::backend::mysql::grants::identifier;

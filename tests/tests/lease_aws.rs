@@ -458,7 +458,7 @@ async fn an_iam_user_allowed_iam_reaches_no_other_lease_user_through_a_group() {
 /// holder writes a new default version of the boundary its role shares with the others:
 /// `Deny *` shuts every other lease user of every role with that boundary out of what its
 /// role allows; `Allow *` would lift every lease user, itself included, out of its
-/// boundary, which the README says no lease user can leave. moto evaluates no permissions
+/// boundary, which docs/security.md says no lease user can leave. moto evaluates no permissions
 /// boundary, so the test shows the write itself: on AWS the boundary's default version is
 /// what every request of those users is checked against.
 #[tokio::test]

@@ -6,11 +6,11 @@ use keyturn_tests::lease::{call, deploy, Engine, CI};
 
 /// A caller allowed role `ci` issues lease after lease and opens every session each may
 /// (10 per lease). Each lease's `connection_limit` holds, and the role's `max_leases` (4)
-/// bounds their sum below the server's `max_connections` (200), as the README says to set
-/// them: however many sessions the caller holds, keyturn's admin (RDS-like, no reserved
+/// bounds their sum below the server's `max_connections` (200), as docs/dynamic-credentials.md says
+/// to set them: however many sessions the caller holds, keyturn's admin (RDS-like, no reserved
 /// slot) still logs in, so a cold container revokes a lease and ends its sessions. Without
 /// `max_leases` nothing bounds the sum (the review's finding: 5 leases of 40 held 196
-/// sessions and a cold revocation got 503), which the README documents.
+/// sessions and a cold revocation got 503), which docs/dynamic-credentials.md documents.
 #[tokio::test]
 async fn a_caller_holding_every_lease_and_session_it_may_cannot_lock_out_revocation() {
     let d = deploy("manyconns", Engine::Postgres, "connection_limit = 10\nmax_leases = 4").await;

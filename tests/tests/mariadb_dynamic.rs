@@ -6,7 +6,7 @@
 //! sessions fails the deletion instead. On the server whose event scheduler is ON (zone not
 //! UTC) the server drops the user and ends its sessions at its expiry by itself; renewal
 //! moves that event and deletion drops it. The admin session is kept across calls, and
-//! replaced when the server killed it, by an admin holding only what the README lists.
+//! replaced when the server killed it, by an admin holding only what docs/database-admins.md lists.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -188,7 +188,7 @@ async fn renewing_a_mariadb_user_moves_its_expiry_event_and_deleting_it_drops_th
     assert!(!env.mariadb_user_exists(&user).await);
 }
 
-/// What a least-privileged admin of dynamic users may be given (the README's list).
+/// What a least-privileged admin of dynamic users may be given (docs/database-admins.md's list).
 #[derive(Clone, Copy)]
 struct AdminGrants {
     /// EVENT and CREATE on the `keyturn` schema, for expiry events.
@@ -201,8 +201,8 @@ struct AdminGrants {
 
 const ALL_GRANTS: AdminGrants = AdminGrants { event: true, process: true, rds_kill: true };
 
-/// An admin of its own (its connections are its test's alone) holding only what the
-/// README lists for dynamic users on RDS, less what `grants` leaves out. Made by the RDS
+/// An admin of its own (its connections are its test's alone) holding only what
+/// docs/database-admins.md lists for dynamic users on RDS, less what `grants` leaves out. Made by the RDS
 /// master user, as an operator on RDS would.
 async fn least_privileged_admin(env: &TestEnv, group: &str, grants: AdminGrants) -> Credentials {
     let name = env.unique("kt_admin");
@@ -372,7 +372,7 @@ async fn an_admin_that_cannot_end_the_sessions_fails_the_deletion_until_it_can()
     assert!(env.mariadb_sessions_of(&user).await.is_empty());
 }
 
-/// The README's least-privileged admin, on a server whose performance_schema is ON, ends
+/// docs/database-admins.md's least-privileged admin, on a server whose performance_schema is ON, ends
 /// a deleted user's session while it waits inside a `SQL SECURITY DEFINER` procedure
 /// (listed under the procedure's definer, not the user): its `SELECT ON
 /// performance_schema.threads` tells it the session's login.

@@ -174,7 +174,7 @@ pub const POSTGRES_DISPLACED: &[&str] = &[
 /// or `ssl` settings take precedence over the environment), and
 /// `LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN` (sends the password as it is when a server asks).
 /// The client's default option files (`/etc/my.cnf`, `~/.my.cnf`) are still read, and no
-/// variable makes it require TLS: see the README's command-line section.
+/// variable makes it require TLS: see docs/cli.md (`exec`'s MySQL and MariaDB list).
 pub const MYSQL_DISPLACED: &[&str] = &[
     "MYSQL_UNIX_PORT",
     "MARIADB_HOST",

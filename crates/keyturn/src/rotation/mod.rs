@@ -131,8 +131,8 @@ pub enum RotationError {
     InvalidUsername { secret: String, username: String, problem: String },
     #[error("secret {secret}: {problem}")]
     OutOfScope { secret: String, problem: String },
-    /// The secret asks for something keyturn will not do on its behalf (see the README's
-    /// security section): acting as admin for an unproven login, say.
+    /// The secret asks for something keyturn will not do on its behalf (see
+    /// docs/security.md): acting as admin for an unproven login, say.
     #[error("secret {secret}: refused: {problem}")]
     Refused { secret: String, problem: String },
     #[error("secret {secret}: {action}: {message}")]
