@@ -3,8 +3,8 @@
 //! and a lease table of its own, and the service the functions build from it. Requests go
 //! through the handler as API Gateway 2.0 events.
 
+use keyturn::app::lease::Issuer;
 use keyturn::lease::api::{self, ApiRequest};
-use keyturn::lease::service::Issuer;
 use serde_json::Value;
 
 use crate::{apigw, random_token, TestEnv};

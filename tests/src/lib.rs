@@ -233,7 +233,7 @@ pub fn captured_logs() -> String {
 }
 
 /// The rotator the tests use, built as the function builds it.
-pub type TestRotator = keyturn::rotation::database::DatabaseRotator;
+pub type TestRotator = keyturn::app::rotate_database::DatabaseRotator;
 
 /// One test's view of the harness: SDK clients bound to the test's runtime, and names
 /// that no other test uses.
@@ -359,7 +359,7 @@ impl TestEnv {
     pub fn rotator_with(&self, strategy: Strategy, passwords: PasswordPolicy) -> TestRotator {
         let mut config = RotateDatabaseConfig::from_vars(self.function_env(strategy)).expect("function env");
         config.passwords = passwords;
-        keyturn::rotation::database::build(&config, &self.sdk).expect("rotator")
+        keyturn::app::rotate_database::build(&config, &self.sdk).expect("rotator")
     }
 
     /// The PostgreSQL backend as the function builds it, trusting the harness CA.
@@ -489,10 +489,10 @@ impl TestEnv {
 
     /// The lease service as the functions build it from `env` ([`TestEnv::lease_env`]),
     /// with its clock `clock_offset` seconds ahead.
-    pub fn lease_service(&self, env: &[(String, String)], clock_offset: u64) -> keyturn::lease::service::Issuer {
+    pub fn lease_service(&self, env: &[(String, String)], clock_offset: u64) -> keyturn::app::lease::Issuer {
         let mut config = keyturn::config::LeaseConfig::from_vars(env.to_vec()).expect("lease env");
         config.clock_offset = clock_offset;
-        keyturn::lease::service::build(&config, &self.sdk).expect("lease service")
+        keyturn::app::lease::build(&config, &self.sdk).expect("lease service")
     }
 
     /// A group role with SELECT on a table of its own schema, where it may also create

@@ -516,13 +516,13 @@ async fn sqlx_mysql_login(login: &Login) -> Outcome {
 const ISSUE: &str = "/v1/credentials/ci";
 
 /// Issues a lease of the deployment's role `ci` as its CI caller: (lease id, credential).
-async fn issue(service: &keyturn::lease::service::Issuer) -> (String, Value) {
+async fn issue(service: &keyturn::app::lease::Issuer) -> (String, Value) {
     let (status, body) = call(service, "POST", ISSUE, Some(r#"{"ttl_seconds": 600}"#), CI).await;
     assert_eq!(status, 201, "{body}");
     (body["lease_id"].as_str().expect("a lease id").to_owned(), body)
 }
 
-async fn revoke(service: &keyturn::lease::service::Issuer, lease: &str) {
+async fn revoke(service: &keyturn::app::lease::Issuer, lease: &str) {
     let (status, body) = call(service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
     assert_eq!(status, 204, "{body}");
 }

@@ -2,8 +2,9 @@
 //! created really signs requests, and a key it revoked really is refused.
 
 use aws_sdk_sts::config::Credentials;
+use keyturn::app::rotate_iam_key::IamRotator;
 use keyturn::config::RotateIamKeyConfig;
-use keyturn::rotation::iam_key::{IamRotator, Marks, CREATING_TAG, ROTATED_TAG};
+use keyturn::rotation::iam_key::{Marks, CREATING_TAG, ROTATED_TAG};
 use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use keyturn::rotation::Step;
 use keyturn_tests::lambda::{function_binary, Emulator};
@@ -19,7 +20,7 @@ fn built(sdk: &aws_config::SdkConfig, settings: &[(&str, &str)]) -> IamRotator {
     vars.extend_from_slice(settings);
     let config = RotateIamKeyConfig::from_vars(vars.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())))
         .expect("rotate-iam-key settings");
-    keyturn::rotation::iam_key::build(&config, sdk)
+    keyturn::app::rotate_iam_key::build(&config, sdk)
 }
 
 fn rotator(env: &TestEnv) -> IamRotator {

@@ -1,5 +1,5 @@
 //! The dynamic credentials API against real PostgreSQL and moto's DynamoDB and Secrets
-//! Manager, served in process by the service the functions build (`lease::service::build`)
+//! Manager, served in process by the service the functions build (`app::lease::build`)
 //! with API Gateway 2.0 events: what a caller gets, what it can do with it, and what is
 //! refused. Time is moved by building a service whose clock runs ahead, never by sleeping.
 

@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use keyturn::app::lease::Issuer;
 use keyturn::lease::api::ApiRequest;
-use keyturn::lease::service::{Issuer, ReapLimits};
+use keyturn::lease::service::ReapLimits;
 use keyturn::lease::store::LeaseStore;
 use keyturn_tests::lease::{call, deploy, deploy_in, Deployment, Engine, CI, STRANGER};
 use keyturn_tests::{apigw, TestEnv};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_sdk_iam::config::http::HttpResponse;
 use aws_sdk_iam::error::SdkError;
 use aws_sdk_sts::config::{Credentials, SharedCredentialsProvider};
-use keyturn::lease::service::Issuer;
+use keyturn::app::lease::Issuer;
 use keyturn::lease::store::LeaseStore;
 use keyturn::lease::LeaseState;
 use keyturn_tests::lambda::{function_binary, Emulator};

@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use keyturn::lease::service::{Issuer, ReapLimits};
+use keyturn::app::lease::Issuer;
+use keyturn::lease::service::ReapLimits;
 use keyturn::lease::store::LeaseStore;
 use keyturn_tests::lease::{call, deploy_in, Deployment, Engine, CI};
 use keyturn_tests::TestEnv;

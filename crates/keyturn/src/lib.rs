@@ -13,6 +13,7 @@
 //!   (TTLs, renewal cap, who may act, principal patterns, usernames, session names), clock
 //!   injected, the `LeaseStore` trait, and with `lease` the service and its HTTP API.
 //! - [`aws`]: the Secrets Manager, RDS, IAM, STS and DynamoDB adapters behind those traits.
+//! - `app`: the wiring, one builder per function (configuration to wired service).
 //!
 //! Features: `database` (drivers, RDS) for rotate-database, `iam` (IAM, STS) for
 //! rotate-iam-key, `lease` (both, and DynamoDB) for the credentials issuer and the reaper.
@@ -21,6 +22,8 @@
 //! - [`telemetry`]: JSON log lines that honour Lambda's logging controls.
 //! - [`lambda`]: serving rotation events under the Lambda runtime.
 
+#[cfg(any(feature = "database", feature = "iam", feature = "lease"))]
+pub mod app;
 pub mod aws;
 pub mod backend;
 #[cfg(any(feature = "database", feature = "iam"))]
@@ -30,3 +33,6 @@ pub mod lease;
 pub mod password;
 pub mod rotation;
 pub mod telemetry;
+
+#[cfg(test)]
+mod layer_rule;

@@ -1,7 +1,7 @@
 //! issue-credentials: the dynamic credentials API (API Gateway HTTP API, IAM
 //! authorization, payload format 2.0). See `keyturn::lease::api` for the routes.
 //!
-//! `main` builds the service once per container with `keyturn::lease::service::build`
+//! `main` builds the service once per container with `keyturn::app::lease::build`
 //! (which the tests and the bench also use): the roles file is validated here, at cold
 //! start, so a bad file fails the deployment's first invocation instead of a caller's.
 //!
@@ -25,7 +25,7 @@ async fn main() -> Result<ExitCode, lambda_runtime::Error> {
     keyturn::telemetry::init();
     let config = LeaseConfig::from_env().map_err(cannot_start)?;
     let sdk = aws_config::load_from_env().await;
-    let service = &keyturn::lease::service::build(&config, &sdk).map_err(cannot_start)?;
+    let service = &keyturn::app::lease::build(&config, &sdk).map_err(cannot_start)?;
     keyturn::lambda::serve_api(service).await?;
     Ok(ExitCode::SUCCESS)
 }

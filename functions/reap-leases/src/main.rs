@@ -16,6 +16,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     keyturn::telemetry::init();
     let config = LeaseConfig::from_env().map_err(cannot_start)?;
     let sdk = aws_config::load_from_env().await;
-    let service = &keyturn::lease::service::build(&config, &sdk).map_err(cannot_start)?;
+    let service = &keyturn::app::lease::build(&config, &sdk).map_err(cannot_start)?;
     keyturn::lambda::serve_reaper(service, config.reap_batch, config.reap_concurrency).await
 }

@@ -2,7 +2,7 @@
 //! (PostgreSQL, Aurora PostgreSQL, MySQL, Aurora MySQL, MariaDB).
 //!
 //! `main` reads configuration and builds the AWS clients, TLS roots and backend once per
-//! container (`keyturn::rotation::database::build`, which the tests and the bench also
+//! container (`keyturn::app::rotate_database::build`, which the tests and the bench also
 //! use); each invocation only borrows them.
 
 // The rotation future nests deep async calls; the default limit is too low to lay it out.
@@ -16,6 +16,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     keyturn::telemetry::init();
     let config = RotateDatabaseConfig::from_env().map_err(cannot_start)?;
     let sdk = aws_config::load_from_env().await;
-    let rotator = &keyturn::rotation::database::build(&config, &sdk).map_err(cannot_start)?;
+    let rotator = &keyturn::app::rotate_database::build(&config, &sdk).map_err(cannot_start)?;
     keyturn::lambda::serve_rotation(rotator).await
 }

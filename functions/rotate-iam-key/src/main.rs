@@ -1,7 +1,7 @@
 //! rotate-iam-key: the Secrets Manager rotation function for IAM access keys.
 //!
 //! `main` reads configuration and builds the Secrets Manager, IAM and STS clients once per
-//! container (`keyturn::rotation::iam_key::build`, which the tests also use); each
+//! container (`keyturn::app::rotate_iam_key::build`, which the tests also use); each
 //! invocation only borrows them.
 
 // The rotation future nests deep async calls; the default limit is too low to lay it out.
@@ -15,6 +15,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     keyturn::telemetry::init();
     let config = RotateIamKeyConfig::from_env().map_err(cannot_start)?;
     let sdk = aws_config::load_from_env().await;
-    let rotator = &keyturn::rotation::iam_key::build(&config, &sdk);
+    let rotator = &keyturn::app::rotate_iam_key::build(&config, &sdk);
     keyturn::lambda::serve_rotation(rotator).await
 }

@@ -310,12 +310,9 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
     );
     let vars = env.lease_env(&roles).await;
     let config = keyturn::config::LeaseConfig::from_vars(vars).expect("lease config");
-    let service = keyturn::lease::service::build_with_store(
-        &config,
-        &env.sdk,
-        keyturn::lease::store::memory::MemoryStore::default(),
-    )
-    .expect("lease service");
+    let service =
+        keyturn::app::lease::build_with_store(&config, &env.sdk, keyturn::lease::store::memory::MemoryStore::default())
+            .expect("lease service");
     issue_role(&service, "pg-iam", 900).await;
     let (p50, p99) = issue_times(&service, "pg-iam", 1000).await;
     println!(
@@ -440,7 +437,7 @@ async fn cli(env: &TestEnv) {
     let deployment = keyturn_tests::lease::deploy("bench_cli", keyturn_tests::lease::Engine::Postgres, "").await;
     let config = keyturn::config::LeaseConfig::from_vars(deployment.vars).expect("lease config");
     let store = keyturn::lease::store::memory::MemoryStore::default();
-    let service = keyturn::lease::service::build_with_store(&config, &env.sdk, store).expect("lease service");
+    let service = keyturn::app::lease::build_with_store(&config, &env.sdk, store).expect("lease service");
     const KEY: (&str, &str) = ("AKIDKEYTURNBENCH", "bench-secret-key");
     let keys = Keys::from([(KEY.0.to_owned(), (KEY.1.to_owned(), keyturn_tests::lease::CI.to_owned()))]);
     let gw = gateway::start(gateway::in_process(std::sync::Arc::new(service)), keys).await;
@@ -535,12 +532,8 @@ async fn main() {
     let deployment = deploy("bench_memory", Engine::Postgres, "").await;
     let config = keyturn::config::LeaseConfig::from_vars(deployment.vars).expect("lease config");
     let memory = std::sync::Arc::new(
-        keyturn::lease::service::build_with_store(
-            &config,
-            &env.sdk,
-            keyturn::lease::store::memory::MemoryStore::default(),
-        )
-        .expect("lease service"),
+        keyturn::app::lease::build_with_store(&config, &env.sdk, keyturn::lease::store::memory::MemoryStore::default())
+            .expect("lease service"),
     );
     let (p50, p99, per_second) = issuance(memory.clone(), 125).await;
     println!(

@@ -923,63 +923,6 @@ pub fn lease_id_of<'a>(prefix: &str, username: &'a str) -> Option<&'a str> {
     (role_ok && is_lease_id(id)).then_some(id)
 }
 
-/// The service as both lease functions run it.
-#[cfg(feature = "lease")]
-pub type Issuer = LeaseService<
-    crate::aws::dynamodb::DynamoLeaseStore,
-    crate::backend::Databases,
-    crate::aws::credentials::AwsIssuer,
-    crate::aws::secretsmanager::SecretsManagerStore,
-    SystemClock,
->;
-
-/// Why the lease service could not be built (at cold start: the function does not start).
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("roles file: {0}")]
-    Roles(#[from] super::role::RolesError),
-    #[error(transparent)]
-    Tls(#[from] crate::backend::tls::TlsSetupError),
-}
-
-/// Turns the lease functions' configuration into the service: the one wiring `main`, the
-/// tests and the bench share.
-#[cfg(feature = "lease")]
-pub fn build(config: &crate::config::LeaseConfig, sdk: &aws_config::SdkConfig) -> Result<Issuer, BuildError> {
-    build_with_store(config, sdk, crate::aws::dynamodb::DynamoLeaseStore::new(sdk, config.lease_table.clone()))
-}
-
-/// [`build`] with another lease store (the bench's in-memory one, to measure the database
-/// work alone).
-#[cfg(feature = "lease")]
-pub fn build_with_store<S: LeaseStore>(
-    config: &crate::config::LeaseConfig,
-    sdk: &aws_config::SdkConfig,
-    store: S,
-) -> Result<
-    LeaseService<
-        S,
-        crate::backend::Databases,
-        crate::aws::credentials::AwsIssuer,
-        crate::aws::secretsmanager::SecretsManagerStore,
-        SystemClock,
-    >,
-    BuildError,
-> {
-    let roles = Roles::load(&config.roles_file)?;
-    let mut users = crate::backend::Databases::new(&config.extra_ca_files, config.timeouts)?;
-    users.postgres = users.postgres.with_generated_password_iterations(config.scram_iterations);
-    Ok(LeaseService::new(
-        roles,
-        store,
-        users,
-        crate::aws::credentials::AwsIssuer::new(sdk),
-        crate::aws::secretsmanager::SecretsManagerStore::new(sdk, config.secrets_manager_endpoint.as_deref()),
-        SystemClock { offset: config.clock_offset },
-        PasswordPolicy::default(),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     //! The service's decisions under faults, with the in-memory fakes of [`crate::lease::fakes`].

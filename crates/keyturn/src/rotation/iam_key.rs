@@ -656,19 +656,6 @@ impl<I: IamKeys> RotationTarget for IamKeyRotation<I> {
     }
 }
 
-/// rotate-iam-key's rotator, as [`build`] wires it.
-pub type IamRotator =
-    super::Rotator<crate::aws::secretsmanager::SecretsManagerStore, IamKeyRotation<crate::aws::iam::IamClient>>;
-
-/// Turns rotate-iam-key's configuration into its rotator: the one wiring `main` and the
-/// tests share.
-pub fn build(config: &crate::config::RotateIamKeyConfig, sdk: &aws_config::SdkConfig) -> IamRotator {
-    let store = crate::aws::secretsmanager::SecretsManagerStore::new(sdk, config.secrets_manager_endpoint.as_deref());
-    let target = IamKeyRotation::new(crate::aws::iam::IamClient::new(sdk), config.scope.clone(), config.test_timeout)
-        .deactivating_previous(config.deactivate_previous);
-    super::Rotator::new(store, target)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
