@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use keyturn::app::lease::Issuer;
 use keyturn::lease::api::ApiRequest;
-use keyturn::lease::service::ReapLimits;
+use keyturn::lease::service::{ReapLimits, ReapReport};
 use keyturn::lease::store::LeaseStore;
+use keyturn::lease::{Grant, Lease, LeaseState};
 use keyturn_tests::lease::{call, deploy, deploy_in, Deployment, Engine, CI, STRANGER};
 use keyturn_tests::{apigw, TestEnv};
 use postgres_protocol::escape::escape_identifier;
@@ -761,7 +762,6 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 /// at once, whatever the silent one's do.
 #[tokio::test]
 async fn a_silent_database_holds_up_no_other() {
-    use keyturn::lease::{Grant, Lease, LeaseState};
     let silent = keyturn_tests::stall::Silent::start();
     let env = TestEnv::new("slowpg").await;
     let (stuck_arn, stuck_role) = role_at_port(&env, "stuck", silent.port).await;
@@ -786,51 +786,59 @@ async fn a_silent_database_holds_up_no_other() {
     for _ in 0..3 {
         healthy_leases.push(issue(&s.service, 60).await.2);
     }
-    let store = s.service.store();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    for i in 0..2 {
-        let lease_id = format!("stuck{i}{}", &random_lowercase()[..14]);
-        let lease = Lease {
-            username: format!("{}stuck_{lease_id}", s.prefix),
-            lease_id,
-            role: "stuck".into(),
-            grant: Grant::DatabaseUser { admin_secret: stuck_arn.clone(), group: s.group.clone() },
-            caller_arn: CI.into(),
-            issued_at: now - 120,
-            expires_at: now - 60,
-            state: LeaseState::Active,
-            attempts: 0,
-            last_error: None,
-            version: 1,
-            retry_at: None,
-            revoked_at: None,
-            revoked_by: None,
-            server_expiry: true,
-        };
-        store.put_new(&lease, None).await.unwrap();
-    }
+    put_due_leases(&s, "stuck", &stuck_arn, 2).await;
 
     let reaper = s.env.lease_service(&s.vars, 3600);
     let limits = ReapLimits { batch: 100, concurrency: 16, deadline: Instant::now() + Duration::from_secs(30) };
+    let (report, took) = reap_watching(&reaper, limits, &healthy_leases, Duration::from_secs(30)).await;
+    assert_eq!(report.revoked, healthy_leases.len(), "{report:?}");
+    assert!(report.failed >= 2, "the silent database's revocations fail, to be retried: {report:?}");
+    assert!(took < Duration::from_secs(3), "the healthy database's leases were revoked only after {took:?}");
+}
+
+/// Writes `n` leases of role `role` on `admin_arn`'s database that expired a minute ago,
+/// as the issuer would have (their users were never made): due for the next reaper run.
+async fn put_due_leases(s: &Deployment, role: &str, admin_arn: &str, n: usize) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for i in 0..n {
+        let lease_id = format!("stuck{i}{}", &random_lowercase()[..14]);
+        let lease = Lease {
+            username: format!("{}{role}_{lease_id}", s.prefix),
+            role: role.into(),
+            grant: Grant::DatabaseUser { admin_secret: admin_arn.to_owned(), group: s.group.clone() },
+            caller_arn: CI.into(),
+            issued_at: now - 120,
+            ..Lease::example(&lease_id, now - 60)
+        };
+        s.service.store().put_new(&lease, None).await.unwrap();
+    }
+}
+
+/// Runs `reaper` once while watching `watched`: its report, and how long until every
+/// watched lease read revoked (or `cap`, if they never did).
+async fn reap_watching(
+    reaper: &Issuer,
+    limits: ReapLimits,
+    watched: &[String],
+    cap: Duration,
+) -> (ReapReport, Duration) {
+    let store = reaper.store();
     let started = Instant::now();
     let watch = async {
         loop {
             let mut revoked = 0;
-            for id in &healthy_leases {
+            for id in watched {
                 let lease = store.get(id).await.unwrap().unwrap();
                 revoked += usize::from(lease.state == LeaseState::Revoked);
             }
-            if revoked == healthy_leases.len() || started.elapsed() > Duration::from_secs(30) {
+            if revoked == watched.len() || started.elapsed() > cap {
                 return started.elapsed();
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     let (report, took) = tokio::join!(reaper.reap(limits), watch);
-    let report = report.unwrap();
-    assert_eq!(report.revoked, healthy_leases.len(), "{report:?}");
-    assert!(report.failed >= 2, "the silent database's revocations fail, to be retried: {report:?}");
-    assert!(took < Duration::from_secs(3), "the healthy database's leases were revoked only after {took:?}");
+    (report.unwrap(), took)
 }
 
 /// 20 random characters of `[a-z0-9]`.
@@ -945,7 +953,6 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
 /// concurrency 4 took 15 s on MariaDB and 10 s on PostgreSQL. A failed login is shared
 /// for one login timeout, so the slow database costs the others one login's wait at most.
 async fn a_silent_database_with_many_due_leases_holds_up_no_other(test: &str, engine: Engine) {
-    use keyturn::lease::{Grant, Lease, LeaseState};
     let silent = keyturn_tests::stall::Silent::start();
     let env = TestEnv::new(test).await;
     let (stuck_arn, stuck_role) = match engine {
@@ -957,48 +964,11 @@ async fn a_silent_database_with_many_due_leases_holds_up_no_other(test: &str, en
     for _ in 0..3 {
         healthy_leases.push(issue(&s.service, 60).await.2);
     }
-    let store = s.service.store();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    for i in 0..8 {
-        let lease_id = format!("stuck{i}{}", &random_lowercase()[..14]);
-        let lease = Lease {
-            username: format!("{}stuck_{lease_id}", s.prefix),
-            lease_id,
-            role: "stuck".into(),
-            grant: Grant::DatabaseUser { admin_secret: stuck_arn.clone(), group: s.group.clone() },
-            caller_arn: CI.into(),
-            issued_at: now - 120,
-            expires_at: now - 60,
-            state: LeaseState::Active,
-            attempts: 0,
-            last_error: None,
-            version: 1,
-            retry_at: None,
-            revoked_at: None,
-            revoked_by: None,
-            server_expiry: true,
-        };
-        store.put_new(&lease, None).await.unwrap();
-    }
+    put_due_leases(&s, "stuck", &stuck_arn, 8).await;
 
     let reaper = s.env.lease_service(&s.vars, 3600);
     let limits = ReapLimits { batch: 100, concurrency: 4, deadline: Instant::now() + Duration::from_secs(60) };
-    let started = Instant::now();
-    let watch = async {
-        loop {
-            let mut revoked = 0;
-            for id in &healthy_leases {
-                let lease = store.get(id).await.unwrap().unwrap();
-                revoked += usize::from(lease.state == LeaseState::Revoked);
-            }
-            if revoked == healthy_leases.len() || started.elapsed() > Duration::from_secs(60) {
-                return started.elapsed();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    let (report, took) = tokio::join!(reaper.reap(limits), watch);
-    let report = report.unwrap();
+    let (report, took) = reap_watching(&reaper, limits, &healthy_leases, Duration::from_secs(60)).await;
     assert_eq!(report.revoked, healthy_leases.len(), "{report:?}");
     assert!(report.failed >= 8, "the silent database's revocations fail, to be retried: {report:?}");
     assert!(took < Duration::from_secs(8), "the healthy database's leases were revoked only after {took:?}");
