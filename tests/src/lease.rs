@@ -76,3 +76,21 @@ pub async fn call(service: &Issuer, method: &str, path: &str, body: Option<&str>
     let request = ApiRequest::from_event(apigw::request(method, path, body, caller)).expect("a valid event");
     apigw::response(&api::handle(service, &request).await.into_event())
 }
+
+/// Issues credentials of role `ci` to [`CI`] for `ttl` seconds: (username, password, lease id).
+pub async fn issue_ci(service: &Issuer, ttl: u64) -> (String, String, String) {
+    let body = format!(r#"{{"ttl_seconds": {ttl}}}"#);
+    let (status, answer) = call(service, "POST", "/v1/credentials/ci", Some(&body), CI).await;
+    assert_eq!(status, 201, "{answer}");
+    let text = |k: &str| answer[k].as_str().unwrap_or_else(|| panic!("{k} in {answer}")).to_owned();
+    (text("username"), text("password"), text("lease_id"))
+}
+
+/// A reaper run's limits as the tests use them: 100 leases, 4 at once, a minute.
+pub fn reap_limits() -> keyturn::lease::service::ReapLimits {
+    keyturn::lease::service::ReapLimits {
+        batch: 100,
+        concurrency: 4,
+        deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
+    }
+}

@@ -10,7 +10,7 @@ use keyturn::lease::api::ApiRequest;
 use keyturn::lease::service::{ReapLimits, ReapReport};
 use keyturn::lease::store::LeaseStore;
 use keyturn::lease::{Grant, Lease, LeaseState};
-use keyturn_tests::lease::{call, deploy, deploy_in, Deployment, Engine, CI, STRANGER};
+use keyturn_tests::lease::{call, deploy, deploy_in, issue_ci, reap_limits, Deployment, Engine, CI, STRANGER};
 use keyturn_tests::{apigw, TestEnv};
 use postgres_protocol::escape::escape_identifier;
 use serde_json::{json, Value};
@@ -19,21 +19,8 @@ async fn setup(test: &str, extra: &str) -> Deployment {
     deploy(test, Engine::Postgres, extra).await
 }
 
-/// Issues credentials of role `ci` to `CI`: (username, password, lease id).
-async fn issue(service: &Issuer, ttl: u64) -> (String, String, String) {
-    let body = format!(r#"{{"ttl_seconds": {ttl}}}"#);
-    let (status, answer) = call(service, "POST", "/v1/credentials/ci", Some(&body), CI).await;
-    assert_eq!(status, 201, "{answer}");
-    let text = |k: &str| answer[k].as_str().unwrap_or_else(|| panic!("{k} in {answer}")).to_owned();
-    (text("username"), text("password"), text("lease_id"))
-}
-
 async fn role_exists(env: &TestEnv, user: &str) -> bool {
     env.pg_superuser().await.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user]).await.unwrap().is_some()
-}
-
-fn limits() -> ReapLimits {
-    ReapLimits { batch: 100, concurrency: 4, deadline: Instant::now() + Duration::from_secs(60) }
 }
 
 /// Waits until `n` of keyturn's sessions (application_name `keyturn`) wait on a lock.
@@ -65,7 +52,7 @@ async fn wait_for_keyturn_lock_waiters(env: &TestEnv, n: i64) {
 #[tokio::test]
 async fn a_default_privilege_in_another_database_does_not_block_revocation() {
     let s = setup("atkdefacl", "max_leases = 1").await;
-    let (user, password, lease) = issue(&s.service, 600).await;
+    let (user, password, lease) = issue_ci(&s.service, 600).await;
     let other = s.env.unique("otherdb");
     s.env.pg_superuser().await.batch_execute(&format!("CREATE DATABASE {}", escape_identifier(&other))).await.unwrap();
 
@@ -84,7 +71,7 @@ async fn a_default_privilege_in_another_database_does_not_block_revocation() {
     let stored = s.service.store().get(&lease).await.unwrap().unwrap();
     assert_eq!(stored.state.as_str(), "revoked", "{stored:?}");
     assert_eq!(s.service.store().count_live("ci").await.unwrap(), 0, "the slot of max_leases is free again");
-    issue(&s.service, 60).await;
+    issue_ci(&s.service, 60).await;
 }
 
 /// Another database user (here the attacker's second lease) holds a lock on a table the
@@ -96,9 +83,9 @@ async fn a_default_privilege_in_another_database_does_not_block_revocation() {
 #[tokio::test]
 async fn a_revocation_blocked_by_a_lock_leaves_the_admin_session_usable() {
     let s = setup("atklock", "").await;
-    let (a_user, a_password, a_lease) = issue(&s.service, 600).await;
-    let (b_user, b_password, _) = issue(&s.service, 600).await;
-    let (c_user, c_password, c_lease) = issue(&s.service, 600).await;
+    let (a_user, a_password, a_lease) = issue_ci(&s.service, 600).await;
+    let (b_user, b_password, _) = issue_ci(&s.service, 600).await;
+    let (c_user, c_password, c_lease) = issue_ci(&s.service, 600).await;
 
     // A, as itself rather than as the group, makes a table in the group's schema and lets
     // everyone read it; B locks it in a transaction it leaves open.
@@ -120,7 +107,7 @@ async fn a_revocation_blocked_by_a_lock_leaves_the_admin_session_usable() {
     assert_eq!(status, 204, "C's revocation is not A's failure: {body}");
     assert!(c.simple_query("SELECT 1").await.is_err(), "C's open session is ended");
     assert!(!role_exists(&s.env, &c_user).await);
-    issue(&s.service, 60).await;
+    issue_ci(&s.service, 60).await;
 
     // Once the lock is gone, A's revocation goes through.
     b.batch_execute("ROLLBACK").await.unwrap();
@@ -135,7 +122,7 @@ async fn a_revocation_blocked_by_a_lock_leaves_the_admin_session_usable() {
 #[tokio::test]
 async fn concurrent_revocations_of_one_lease_both_succeed() {
     let s = setup("atkrace", "").await;
-    let (user, password, lease) = issue(&s.service, 60).await;
+    let (user, password, lease) = issue_ci(&s.service, 60).await;
     let owned = format!("{}.{}", escape_identifier(&s.group), escape_identifier(&format!("{user}_t")));
     let session = s.env.pg_login(&user, &password).await.unwrap();
     session.batch_execute(&format!("SET ROLE NONE; CREATE TABLE {owned} (x int)")).await.unwrap();
@@ -146,7 +133,7 @@ async fn concurrent_revocations_of_one_lease_both_succeed() {
     let holder = s.env.pg_superuser().await;
     holder.batch_execute(&format!("BEGIN; LOCK TABLE {owned} IN ACCESS EXCLUSIVE MODE")).await.unwrap();
     let reaper = s.env.lease_service(&s.vars, 120);
-    let reaping = tokio::spawn(async move { reaper.reap(limits()).await });
+    let reaping = tokio::spawn(async move { reaper.reap(reap_limits()).await });
     wait_for_keyturn_lock_waiters(&s.env, 1).await;
     let api = s.env.lease_service(&s.vars, 0);
     let path = format!("/v1/leases/{lease}");
@@ -269,7 +256,7 @@ async fn mariadb_setup(test: &str) -> (TestEnv, Issuer, String, String) {
 async fn a_mariadb_lease_holder_keeps_no_session_past_revocation() {
     use mysql_async::prelude::Queryable;
     let d = deploy("atkmkeep", Engine::Mariadb, "").await;
-    let (user, password, lease) = issue(&d.service, 600).await;
+    let (user, password, lease) = issue_ci(&d.service, 600).await;
     let mut session = d.env.mariadb_session(&user, &password).await.unwrap();
     session.query_drop(format!("SELECT id FROM {}", d.table)).await.expect("the lease works");
 
@@ -288,7 +275,7 @@ async fn a_mariadb_lease_holder_keeps_no_session_past_revocation() {
 async fn a_mariadb_lease_holder_keeps_no_session_past_its_expiry_event() {
     use mysql_async::prelude::Queryable;
     let d = deploy_in(TestEnv::new("atkmexpkeep").await.with_event_scheduler(), Engine::Mariadb, "").await;
-    let (user, password, _lease) = issue(&d.service, 2).await;
+    let (user, password, _lease) = issue_ci(&d.service, 2).await;
     let mut session = d.env.mariadb_session(&user, &password).await.unwrap();
     session.query_drop(format!("SELECT id FROM {}", d.table)).await.expect("the lease works");
     d.env.mariadb_expiry_event(&user).await.expect("the server enforces the expiry");
@@ -310,7 +297,7 @@ async fn a_mariadb_user_cannot_alter_or_drop_its_expiry_event() {
     use keyturn::backend::mysql::expiry::{event_name, EVENT_SCHEMA};
     use mysql_async::prelude::Queryable;
     let (env, service, _group, _table) = mariadb_setup("atkmevent").await;
-    let (user, password, lease) = issue(&service, 600).await;
+    let (user, password, lease) = issue_ci(&service, 600).await;
     let event = format!("`{EVENT_SCHEMA}`.`{}`", event_name(&keyturn::backend::Username::parse(&user).unwrap()));
     let before = env.mariadb_expiry_event(&user).await.expect("the server enforces the expiry");
     let mut session = env.mariadb_session(&user, &password).await.unwrap();
@@ -348,7 +335,7 @@ async fn a_mariadb_user_cannot_alter_or_drop_its_expiry_event() {
 async fn a_mariadb_group_with_event_lets_a_lease_leave_code_running_after_revocation() {
     use mysql_async::prelude::Queryable;
     let (env, service, group, table) = mariadb_setup("atkmloop").await;
-    let (user, password, lease) = issue(&service, 600).await;
+    let (user, password, lease) = issue_ci(&service, 600).await;
     let mut session = env.mariadb_session(&user, &password).await.unwrap();
     let db = keyturn::backend::mysql::grants::identifier(&group);
     session
@@ -396,7 +383,7 @@ async fn a_mariadb_group_with_event_lets_a_lease_leave_code_running_after_revoca
 #[tokio::test]
 async fn a_postgres_lease_user_cannot_extend_rename_or_multiply_itself() {
     let s = setup("atkpgself", "").await;
-    let (user, password, lease) = issue(&s.service, 600).await;
+    let (user, password, lease) = issue_ci(&s.service, 600).await;
     let me = escape_identifier(&user);
     let session = s.env.pg_login(&user, &password).await.unwrap();
     for sql in [
@@ -461,7 +448,7 @@ async fn an_issue_racing_the_reaper_hands_out_no_password_of_a_revoked_lease() {
     let [lease] = live.as_slice() else { panic!("one lease being issued: {live:?}") };
     // The lease expires while its user waits to be created (the reaper's clock is 5 s
     // ahead rather than the test sleeping); the reaper revokes it.
-    let report = s.env.lease_service(&s.vars, 5).reap(limits()).await.unwrap();
+    let report = s.env.lease_service(&s.vars, 5).reap(reap_limits()).await.unwrap();
     assert_eq!(report.revoked, 1, "the reaper revoked the expired lease before its user existed: {report:?}");
     lock.batch_execute("COMMIT").await.unwrap();
 
@@ -518,7 +505,7 @@ async fn the_orphan_sweep_gives_an_orphans_objects_to_its_own_roles_group() {
     session.batch_execute(&format!("CREATE TABLE {unknown_table} (secret text)")).await.unwrap();
     drop(session);
 
-    let report = service.reap(limits()).await.unwrap();
+    let report = service.reap(reap_limits()).await.unwrap();
     assert!(report.sweep_errors.is_empty(), "{report:?}");
     let mut dropped = report.orphans_dropped.clone();
     dropped.sort();
@@ -545,7 +532,7 @@ async fn the_orphan_sweep_gives_an_orphans_objects_to_its_own_roles_group() {
 #[tokio::test]
 async fn a_postgres_session_running_as_another_role_does_not_survive_revocation() {
     let s = setup("atkpgdefiner", "").await;
-    let (user, password, lease) = issue(&s.service, 600).await;
+    let (user, password, lease) = issue_ci(&s.service, 600).await;
     let group = escape_identifier(&s.group);
     let setup_session = s.env.pg_login(&user, &password).await.unwrap();
     setup_session
@@ -632,7 +619,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
         env.unique("grp")
     );
     let s = deploy_in(env, engine, &copycat).await;
-    issue(&s.service, 600).await;
+    issue_ci(&s.service, 600).await;
 
     let path = "/v1/credentials/copycat";
     let (warm, warm_body) = call(&s.service, "POST", path, None, CI).await;
@@ -640,7 +627,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
     let (cold, cold_body) = call(&cold_service, "POST", path, None, CI).await;
     assert_ne!(warm, 201, "the forged admin secret was served on the real admin's session: {warm_body}");
     assert_eq!((warm, warm_body["code"].clone()), (cold, cold_body["code"].clone()), "{warm_body} / {cold_body}");
-    issue(&s.service, 600).await;
+    issue_ci(&s.service, 600).await;
 }
 
 #[tokio::test]
@@ -663,7 +650,7 @@ const DEFAULT_CONNECTION_LIMIT: usize = 10;
 #[tokio::test]
 async fn a_postgres_lease_holder_cannot_take_every_connection() {
     let s = setup("atkpgconns", "").await;
-    let (user, password, lease) = issue(&s.service, 600).await;
+    let (user, password, lease) = issue_ci(&s.service, 600).await;
     let mut sessions = Vec::new();
     // One more than the limit, no further: a server without the limit is shared by the
     // tests running beside this one.
@@ -695,7 +682,7 @@ async fn a_postgres_lease_holder_cannot_take_every_connection() {
 #[tokio::test]
 async fn a_roles_connection_limit_is_its_users_limit() {
     let s = setup("pgconnlimit", "connection_limit = 2").await;
-    let (user, password, _) = issue(&s.service, 600).await;
+    let (user, password, _) = issue_ci(&s.service, 600).await;
     let (_a, _b) = (s.env.pg_login(&user, &password).await.unwrap(), s.env.pg_login(&user, &password).await.unwrap());
     let third = s.env.pg_login(&user, &password).await.map(|_| ()).expect_err("a third session");
     assert_eq!(third.code(), Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS), "{third}");
@@ -710,7 +697,7 @@ async fn a_roles_connection_limit_is_its_users_limit() {
 async fn a_mariadb_lease_holder_cannot_take_every_connection() {
     use mysql_async::prelude::Queryable;
     let d = deploy("atkmconns", Engine::Mariadb, "").await;
-    let (user, password, lease) = issue(&d.service, 600).await;
+    let (user, password, lease) = issue_ci(&d.service, 600).await;
     let mut sessions = Vec::new();
     let refused = loop {
         match d.env.mariadb_session(&user, &password).await {
@@ -784,7 +771,7 @@ async fn a_silent_database_holds_up_no_other() {
     // Due leases on both databases, the silent one's first.
     let mut healthy_leases = vec![body["lease_id"].as_str().unwrap().to_owned()];
     for _ in 0..3 {
-        healthy_leases.push(issue(&s.service, 60).await.2);
+        healthy_leases.push(issue_ci(&s.service, 60).await.2);
     }
     put_due_leases(&s, "stuck", &stuck_arn, 2).await;
 
@@ -903,7 +890,7 @@ async fn a_mariadb_group_with_grant_option_lets_a_lease_lift_its_connection_limi
         .query_drop(format!("GRANT ALL PRIVILEGES ON {schema}.* TO {} WITH GRANT OPTION", identifier(&d.group)))
         .await
         .unwrap();
-    let (user, password, lease) = issue(&d.service, 600).await;
+    let (user, password, lease) = issue_ci(&d.service, 600).await;
     let mut sessions = vec![d.env.mariadb_session(&user, &password).await.unwrap()];
     let lifted =
         sessions[0].query_drop(format!("GRANT SELECT ON {schema}.* TO '{user}'@'%' WITH MAX_USER_CONNECTIONS 0")).await;
@@ -962,7 +949,7 @@ async fn a_silent_database_with_many_due_leases_holds_up_no_other(test: &str, en
     let s = deploy_in(env, engine, &stuck_role).await;
     let mut healthy_leases = Vec::new();
     for _ in 0..3 {
-        healthy_leases.push(issue(&s.service, 60).await.2);
+        healthy_leases.push(issue_ci(&s.service, 60).await.2);
     }
     put_due_leases(&s, "stuck", &stuck_arn, 8).await;
 

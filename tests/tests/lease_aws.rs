@@ -14,7 +14,7 @@ use keyturn::app::lease::Issuer;
 use keyturn::lease::store::LeaseStore;
 use keyturn::lease::LeaseState;
 use keyturn_tests::lambda::{function_binary, Emulator};
-use keyturn_tests::lease::{call, CI, OPS, STRANGER};
+use keyturn_tests::lease::{call, reap_limits, CI, OPS, STRANGER};
 use keyturn_tests::{allow_policy, apigw, harness, random_token, TestEnv};
 use serde_json::{json, Value};
 
@@ -262,12 +262,12 @@ async fn a_half_created_iam_user_is_deleted_by_the_failed_issue_and_an_orphan_by
     iam.create_access_key().user_name(&orphan).send().await.expect("CreateAccessKey");
     let (status, live) = issue(&s, "legacy", None).await;
     assert_eq!(status, 201, "{live}");
-    let report = s.env.lease_service(&s.vars, 0).reap(limits()).await.unwrap();
+    let report = s.env.lease_service(&s.vars, 0).reap(reap_limits()).await.unwrap();
     assert_eq!(report.orphans_dropped, [orphan], "{report:?}");
     assert_eq!(iam_users_under(&s).await, [live["username"].as_str().unwrap().to_owned()]);
 
     // Expired, the live one goes too.
-    let report = s.env.lease_service(&s.vars, 7200).reap(limits()).await.unwrap();
+    let report = s.env.lease_service(&s.vars, 7200).reap(reap_limits()).await.unwrap();
     assert_eq!((report.revoked, report.failed), (1, 0), "{report:?}");
     assert!(iam_users_under(&s).await.is_empty());
 }
@@ -498,10 +498,10 @@ async fn an_unrevocable_lease_holds_its_slot_until_it_expires_and_strangers_act_
         assert_eq!(status, 409, "{who}: {refused}");
     }
     assert_eq!(call(&s.service, "DELETE", &lease, None, STRANGER).await.0, 403);
-    let report = s.env.lease_service(&s.vars, 0).reap(limits()).await.unwrap();
+    let report = s.env.lease_service(&s.vars, 0).reap(reap_limits()).await.unwrap();
     assert_eq!(report.revoked, 0, "not expired yet: {report:?}");
     assert_eq!(issue(&s, "deploy-once", None).await.0, 429, "still taken");
-    let report = s.env.lease_service(&s.vars, 901).reap(limits()).await.unwrap();
+    let report = s.env.lease_service(&s.vars, 901).reap(reap_limits()).await.unwrap();
     assert_eq!((report.revoked, report.failed), (1, 0), "expired: {report:?}");
     assert_eq!(issue(&s, "deploy-once", None).await.0, 201, "freed once the session expired");
 
@@ -513,14 +513,6 @@ async fn an_unrevocable_lease_holds_its_slot_until_it_expires_and_strangers_act_
     assert_eq!(call(&s.service, "POST", &renew, Some(r#"{"ttl_seconds": 7200}"#), STRANGER).await.0, 403);
     assert!(identity(&signing_with(&s.env, &body), 20).await.is_some(), "the holder's key still works");
     assert_eq!(iam_users_under(&s).await, [body["username"].as_str().unwrap().to_owned()]);
-}
-
-fn limits() -> keyturn::lease::service::ReapLimits {
-    keyturn::lease::service::ReapLimits {
-        batch: 100,
-        concurrency: 4,
-        deadline: std::time::Instant::now() + Duration::from_secs(60),
-    }
 }
 
 #[tokio::test]
@@ -549,7 +541,7 @@ async fn callers_outside_allowed_principals_get_403_and_nothing_is_created() {
         assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{role}: {body}");
     }
     assert!(iam_users_under(&s).await.is_empty());
-    let report = s.env.lease_service(&s.vars, 100_000).reap(limits()).await.unwrap();
+    let report = s.env.lease_service(&s.vars, 100_000).reap(reap_limits()).await.unwrap();
     assert_eq!(report.due, 0, "no lease was written");
 }
 

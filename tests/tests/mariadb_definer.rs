@@ -9,27 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use keyturn::app::lease::Issuer;
-use keyturn::lease::service::ReapLimits;
 use keyturn::lease::store::LeaseStore;
-use keyturn_tests::lease::{call, deploy_in, Deployment, Engine, CI};
+use keyturn_tests::lease::{call, deploy_in, issue_ci, reap_limits, Deployment, Engine, CI};
 use keyturn_tests::TestEnv;
 
 /// Taken by the tests that hide a session on the server whose performance_schema is OFF.
 static HIDING_WITHOUT_PERFORMANCE_SCHEMA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Issues credentials of role `ci` to `CI`: (username, password, lease id).
-async fn issue(service: &Issuer, ttl: u64) -> (String, String, String) {
-    let body = format!(r#"{{"ttl_seconds": {ttl}}}"#);
-    let (status, answer) = call(service, "POST", "/v1/credentials/ci", Some(&body), CI).await;
-    assert_eq!(status, 201, "{answer}");
-    let text = |k: &str| answer[k].as_str().unwrap_or_else(|| panic!("{k} in {answer}")).to_owned();
-    (text("username"), text("password"), text("lease_id"))
-}
-
-fn limits() -> ReapLimits {
-    ReapLimits { batch: 100, concurrency: 4, deadline: Instant::now() + Duration::from_secs(60) }
-}
 
 /// A MariaDB deployment on either harness server: `performance_schema` ON (the server
 /// whose event scheduler is ON) or OFF (the default one, as MariaDB and RDS ship it); with
@@ -111,7 +96,7 @@ async fn a_session_inside_a_definer_routine(test: &str, hideout: Hideout, perfor
     };
     let (env, service, group, table) = (&d.env, &d.service, &d.group, &d.table);
     let db = identifier(group);
-    let (user, password, lease) = issue(service, 600).await;
+    let (user, password, lease) = issue_ci(service, 600).await;
     let mut locker = None;
     let call_sql = match hideout {
         Hideout::OwnRoutine => {
@@ -137,7 +122,7 @@ async fn a_session_inside_a_definer_routine(test: &str, hideout: Hideout, perfor
             ] {
                 admin.query_drop(sql).await.expect("the admin's procedure and grants");
             }
-            let (other_user, other_password, _) = issue(service, 600).await;
+            let (other_user, other_password, _) = issue_ci(service, 600).await;
             let mut other = env.mariadb_session(&other_user, &other_password).await.unwrap();
             other.query_drop("BEGIN").await.unwrap();
             other.query_drop(format!("SELECT id FROM {table} WHERE id = 7 FOR UPDATE")).await.unwrap();
@@ -176,7 +161,7 @@ async fn a_session_inside_a_definer_routine(test: &str, hideout: Hideout, perfor
         call_result.expect("the routine ran to its end: nothing could end the session yet");
         // The reaper, a retry later, finds the session under its login name again.
         let reaper = env.lease_service(&d.vars, 120);
-        let report = reaper.reap(limits()).await.unwrap();
+        let report = reaper.reap(reap_limits()).await.unwrap();
         assert_eq!((report.revoked, report.failed), (1, 0), "{report:?}");
         let stored = service.store().get(&lease).await.unwrap().unwrap();
         assert_eq!(stored.state.as_str(), "revoked", "{stored:?}");
@@ -225,7 +210,7 @@ async fn without_performance_schema_a_session_waiting_inside_an_admin_definer_ro
 async fn a_mariadb_session_inside_a_definer_routine_does_not_survive_the_expiry_event() {
     use mysql_async::prelude::Queryable;
     let Deployment { env, service, group, table, .. } = mariadb_setup_with("atkmdefexp", true, true).await;
-    let (user, password, _lease) = issue(&service, 3).await;
+    let (user, password, _lease) = issue_ci(&service, 3).await;
     let db = keyturn::backend::mysql::grants::identifier(&group);
     let mut hidden = env.mariadb_session(&user, &password).await.unwrap();
     hidden
