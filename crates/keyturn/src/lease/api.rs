@@ -34,12 +34,10 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::service::{Clock, IssuedSecret, LeaseService};
-use super::store::LeaseStore;
+use super::kind;
+use super::ports::Ports;
+use super::service::{LeaseService, Secret};
 use super::{Lease, LeaseError};
-use crate::backend::aws::AwsCredentials;
-use crate::backend::DynamicUsers;
-use crate::rotation::store::SecretStore;
 
 /// The largest request body read: the API takes at most one small number.
 const MAX_BODY: usize = 4096;
@@ -268,14 +266,7 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, LeaseError> {
 }
 
 /// Serves one request.
-pub async fn handle<S, U, A, M, C>(service: &LeaseService<S, U, A, M, C>, req: &ApiRequest) -> ApiResponse
-where
-    S: LeaseStore,
-    U: DynamicUsers,
-    A: AwsCredentials,
-    M: SecretStore,
-    C: Clock,
-{
+pub async fn handle<P: Ports>(service: &LeaseService<P>, req: &ApiRequest) -> ApiResponse {
     let result = serve(service, req).await;
     match result {
         Ok(response) => response,
@@ -289,17 +280,7 @@ where
     }
 }
 
-async fn serve<S, U, A, M, C>(
-    service: &LeaseService<S, U, A, M, C>,
-    req: &ApiRequest,
-) -> Result<ApiResponse, LeaseError>
-where
-    S: LeaseStore,
-    U: DynamicUsers,
-    A: AwsCredentials,
-    M: SecretStore,
-    C: Clock,
-{
+async fn serve<P: Ports>(service: &LeaseService<P>, req: &ApiRequest) -> Result<ApiResponse, LeaseError> {
     let body = req.body.as_deref();
     match route(&req.method, &req.path)? {
         Route::Issue(role) => {
@@ -331,7 +312,7 @@ where
                 .map(|r| {
                     json!({
                         "name": r.name,
-                        "kind": r.kind.as_str(),
+                        "kind": r.kind.name(),
                         "default_ttl_seconds": r.default_ttl.as_secs(),
                         "max_ttl_seconds": r.max_ttl.as_secs(),
                     })
@@ -351,11 +332,11 @@ where
 /// kind allows (an STS session or an RDS token can be neither extended nor ended early),
 /// told to a client (the CLI) so it does not ask for what will be refused.
 fn lease_body(lease: &Lease) -> Value {
-    let revocable = lease.grant.is_revocable();
+    let revocable = lease.credential.is_revocable();
     json!({
         "lease_id": lease.lease_id,
         "role": lease.role,
-        "kind": lease.grant.kind(),
+        "kind": lease.credential.kind(),
         "issued_at": lease.issued_at,
         "expires_at": lease.expires_at,
         "renewable": revocable,
@@ -379,7 +360,7 @@ fn issued_body(issued: &super::service::Issued) -> Value {
     body["ttl_seconds"] = json!(lease.expires_at - lease.issued_at);
     body["server_expiry"] = json!(lease.server_expiry);
     let credential = match &issued.secret {
-        IssuedSecret::Database { password, engine, host, port, dbname, tls } => json!({
+        Secret::Database(kind::database::Secret { password, engine, host, port, dbname, tls }) => json!({
             "engine": engine.as_str(),
             "host": host,
             "port": port,
@@ -388,29 +369,21 @@ fn issued_body(issued: &super::service::Issued) -> Value {
             "username": lease.username,
             "password": password.expose_secret(),
         }),
-        IssuedSecret::Aws { keys, propagation } => {
-            let mut aws = json!({
-                "access_key_id": keys.access_key_id,
-                "secret_access_key": keys.secret_access_key.expose_secret(),
-            });
-            if let Some(token) = &keys.session_token {
-                aws["session_token"] = json!(token.expose_secret());
-                aws["session_name"] = json!(lease.username);
-                if let super::Grant::StsSession { role_arn } = &lease.grant {
-                    aws["role_arn"] = json!(role_arn);
-                }
-            } else {
-                aws["username"] = json!(lease.username);
-            }
-            if let Some(expiration) = keys.expiration {
-                aws["expiration"] = json!(expiration);
-            }
-            if let Some(delay) = propagation {
-                aws["propagation_delay_seconds"] = json!(delay.as_secs());
+        Secret::AwsSts(keys) => {
+            let mut aws = aws_keys(keys);
+            aws["session_name"] = json!(lease.username);
+            if let super::Credential::AwsSts(kind::aws_sts::Credential { role_arn }) = &lease.credential {
+                aws["role_arn"] = json!(role_arn);
             }
             aws
         }
-        IssuedSecret::RdsToken { token, engine, host, port, region } => json!({
+        Secret::AwsIamUser(kind::aws_iam_user::Secret { keys, propagation }) => {
+            let mut aws = aws_keys(keys);
+            aws["username"] = json!(lease.username);
+            aws["propagation_delay_seconds"] = json!(propagation.as_secs());
+            aws
+        }
+        Secret::RdsIamToken(kind::rds_iam_token::Secret { token, engine, host, port, region }) => json!({
             "engine": engine.as_str(),
             "host": host,
             "port": port,
@@ -425,6 +398,21 @@ fn issued_body(issued: &super::service::Issued) -> Value {
         body.extend(credential);
     }
     body
+}
+
+/// An access key as the answer gives it: a session's with its token and expiry.
+fn aws_keys(keys: &crate::backend::aws::AwsKeys) -> Value {
+    let mut aws = json!({
+        "access_key_id": keys.access_key_id,
+        "secret_access_key": keys.secret_access_key.expose_secret(),
+    });
+    if let Some(token) = &keys.session_token {
+        aws["session_token"] = json!(token.expose_secret());
+    }
+    if let Some(expiration) = keys.expiration {
+        aws["expiration"] = json!(expiration);
+    }
+    aws
 }
 
 #[cfg(test)]
