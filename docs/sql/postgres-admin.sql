@@ -1,7 +1,7 @@
 -- The PostgreSQL admin keyturn needs on a self-managed server (15 to 17), with nothing more.
 -- Run it as a superuser, then store the admin's login as the admin secret that the roles
 -- file's admin_secret (dynamic users) or a secret's masterarn (alternating users) names.
--- On RDS and Aurora the master user already has all of this: see docs/database-admins.md.
+-- On RDS and Aurora the admin they create (their master user) already has all of this: see docs/database-admins.md.
 --
 --   psql -v admin=keyturn_admin -f postgres-admin.sql
 --   psql -c '\password keyturn_admin'

@@ -600,8 +600,8 @@ impl TestEnv {
         mysql_async::Conn::new(opts).await
     }
 
-    /// A session of the MariaDB admin keyturn is given: an RDS master user (see
-    /// [`mariadb`]), which is also what an operator sets things up with on RDS.
+    /// A session of the MariaDB admin keyturn is given, made as RDS makes its master user
+    /// (see [`mariadb`]), which is also what an operator sets things up with on RDS.
     pub async fn mariadb_admin(&self) -> mysql_async::Conn {
         let m = self.maria();
         self.mariadb_session(&m.admin, &m.admin_password).await.expect("MariaDB admin login")

@@ -51,7 +51,7 @@ END";
 /// A running server.
 pub struct Mariadb {
     pub port: u16,
-    /// The RDS-like master user keyturn is given.
+    /// The admin keyturn is given, made as RDS makes its master user.
     pub admin: String,
     pub admin_password: String,
     /// The harness's superuser, never given to keyturn.

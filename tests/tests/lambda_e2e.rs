@@ -47,7 +47,7 @@ async fn rotate_database_binary_rotates_through_the_runtime_api() {
             };
             if deployment == 1 {
                 let admin = if mariadb { env.mariadb_admin_secret() } else { env.admin_secret() };
-                secret["masterarn"] = json!(env.create_secret(&format!("{name}-master"), &admin).await);
+                secret["masterarn"] = json!(env.create_secret(&format!("{name}-admin"), &admin).await);
             }
             let arn = env.create_secret(&name, &secret).await;
             secrets.push((deployment, arn, user, password, mariadb));

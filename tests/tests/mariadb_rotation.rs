@@ -81,9 +81,9 @@ async fn alternating_secret(env: &TestEnv, name: &str) -> (String, String) {
     ] {
         a.query_drop(sql).await.expect("set up the original");
     }
-    let master = env.create_secret(&format!("{name}-master"), &env.mariadb_admin_secret()).await;
+    let admin_arn = env.create_secret(&format!("{name}-admin"), &env.mariadb_admin_secret()).await;
     let mut value = env.mariadb_secret(&user, &password);
-    value["masterarn"] = json!(master);
+    value["masterarn"] = json!(admin_arn);
     (env.create_secret(name, &value).await, user)
 }
 
@@ -197,18 +197,18 @@ async fn account_exists(env: &TestEnv, user: &str) -> bool {
 #[tokio::test]
 async fn mariadb_bad_inputs_are_refused_and_change_nothing() {
     let env = TestEnv::new("mbad").await;
-    let master = env.create_secret("master", &env.mariadb_admin_secret()).await;
+    let admin_arn = env.create_secret("admin", &env.mariadb_admin_secret()).await;
 
     // An admin without the right to create users.
     let weak = env.unique("weak");
     let weak_password = random_token();
     env.create_mariadb_account(&weak, &weak_password, "").await;
-    let weak_master = env.create_secret("weak-master", &env.mariadb_secret(&weak, &weak_password)).await;
+    let weak_admin = env.create_secret("weak-admin", &env.mariadb_secret(&weak, &weak_password)).await;
 
     let user = env.unique("app");
     let password = random_token();
     env.create_mariadb_account(&user, &password, "").await;
-    let with_master = |m: &str| {
+    let with_admin = |m: &str| {
         let mut v = env.mariadb_secret(&user, &password);
         v["masterarn"] = json!(m);
         v
@@ -216,19 +216,19 @@ async fn mariadb_bad_inputs_are_refused_and_change_nothing() {
     // 27 characters + "_clone" is over MySQL's 32.
     let mut long = env.mariadb_secret(&"m".repeat(27), &password);
     long["engine"] = json!("mysql");
-    long["masterarn"] = json!(master);
+    long["masterarn"] = json!(admin_arn);
     let mut no_user = env.mariadb_secret(&env.unique("ghost"), &password);
-    no_user["masterarn"] = json!(master);
+    no_user["masterarn"] = json!(admin_arn);
 
     let cases: Vec<(&str, Strategy, Value, &str)> = vec![
         ("long", Strategy::AlternatingUsers, long, "over the 32-character limit of mysql"),
         (
-            "nomaster",
+            "noadmin",
             Strategy::AlternatingUsers,
-            with_master("arn:aws:secretsmanager:us-east-1:123456789012:secret:none-AbCdEf"),
+            with_admin("arn:aws:secretsmanager:us-east-1:123456789012:secret:none-AbCdEf"),
             "none-AbCdEf",
         ),
-        ("weak", Strategy::AlternatingUsers, with_master(&weak_master), "SELECT command denied"),
+        ("weak", Strategy::AlternatingUsers, with_admin(&weak_admin), "SELECT command denied"),
         ("ghost", Strategy::AlternatingUsers, no_user, "AWSCURRENT does not log in"),
         (
             "engine",

@@ -34,9 +34,9 @@ async fn under_a_global_ansi_sql_mode_the_clone_gets_the_same_role() {
     // What a DBA sets in my.cnf or RDS's parameter group (sql_mode=ANSI), or for Oracle
     // compatibility: the server's superuser's to set, not the admin's.
     env.mariadb_root().await.query_drop("SET GLOBAL sql_mode = 'ANSI'").await.expect("set the global sql_mode");
-    let master = env.create_secret("master", &env.mariadb_admin_secret()).await;
+    let admin_arn = env.create_secret("admin", &env.mariadb_admin_secret()).await;
     let mut value = env.mariadb_secret(&user, &password);
-    value["masterarn"] = json!(master);
+    value["masterarn"] = json!(admin_arn);
     let arn = env.create_secret("app", &value).await;
     let token = env.start_rotation(&arn).await;
     let mut outcome = Ok(());

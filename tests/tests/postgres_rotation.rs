@@ -78,7 +78,7 @@ async fn alternating_secret_with(env: &TestEnv, name: &str, admin_secret: Value)
         escape_identifier(&format!("{user}_readers")),
         escape_identifier(&format!("{user}_s")),
     );
-    // Roles as a user of RDS makes them, as the master user; the schema as an
+    // Roles as a user of RDS makes them, as the admin (RDS's master user); the schema as an
     // application's migrations would (an owner keyturn's admin need not be).
     env.pg_admin_session()
         .await
@@ -92,9 +92,9 @@ async fn alternating_secret_with(env: &TestEnv, name: &str, admin_secret: Value)
         .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION {u}"))
         .await
         .expect("the original user's schema");
-    let master = env.create_secret(&format!("{name}-master"), &admin_secret).await;
+    let admin_arn = env.create_secret(&format!("{name}-admin"), &admin_secret).await;
     let mut secret = env.user_secret(&user, &password);
-    secret["masterarn"] = json!(master);
+    secret["masterarn"] = json!(admin_arn);
     let arn = env.create_secret(name, &secret).await;
     (arn, user)
 }
@@ -278,16 +278,16 @@ async fn bad_secrets_are_refused_and_change_nothing() {
     oracle["engine"] = json!("oracle");
     let mut unreachable = good.clone();
     unreachable["port"] = json!(keyturn_tests::process::free_port());
-    let mut missing_master = good.clone();
-    missing_master["masterarn"] = json!("arn:aws:secretsmanager:us-east-1:123456789012:secret:nope-AbCdEf");
+    let mut missing_admin = good.clone();
+    missing_admin["masterarn"] = json!("arn:aws:secretsmanager:us-east-1:123456789012:secret:nope-AbCdEf");
     let long_user = format!("{}{}", user, "x".repeat(63 - user.len()));
 
     let cases: Vec<(&str, Strategy, Value, &str)> = vec![
         ("malformed", Strategy::SingleUser, json!("{\"engine\": \"postgres\", "), "malformed JSON"),
         ("nohost", Strategy::SingleUser, no_host, "missing key \"host\""),
         ("oracle", Strategy::SingleUser, oracle, "unknown engine \"oracle\""),
-        ("nomaster", Strategy::AlternatingUsers, good.clone(), "missing key \"masterarn\""),
-        ("badmaster", Strategy::AlternatingUsers, missing_master, "nope-AbCdEf"),
+        ("noadmin", Strategy::AlternatingUsers, good.clone(), "missing key \"masterarn\""),
+        ("badadmin", Strategy::AlternatingUsers, missing_admin, "nope-AbCdEf"),
         (
             "long",
             Strategy::AlternatingUsers,
@@ -454,7 +454,7 @@ async fn hostile_usernames_work_and_inject_nothing() {
 }
 
 #[tokio::test]
-async fn an_rds_managed_master_secret_is_located_through_rds() {
+async fn an_rds_managed_admin_secret_is_located_through_rds() {
     let env = TestEnv::new("rds").await;
     let rds = aws_sdk_rds::Client::new(&env.sdk);
     let instance = rds
@@ -479,11 +479,11 @@ async fn an_rds_managed_master_secret_is_located_through_rds() {
             .unwrap();
     assert_eq!((found.host.as_str(), found.engine.as_str()), (address.as_str(), "postgres"));
 
-    // A master secret as RDS makes it: credentials only, and the tag naming the instance.
-    let master = env
+    // An admin secret as RDS makes it for its master user: credentials only, and the tag naming the instance.
+    let admin_arn = env
         .sm
         .create_secret()
-        .name(env.unique("rds-master"))
+        .name(env.unique("rds-admin"))
         .secret_string(json!({"username": env.pg.admin, "password": env.pg.admin_password}).to_string())
         .tags(
             aws_sdk_secretsmanager::types::Tag::builder()
@@ -501,7 +501,7 @@ async fn an_rds_managed_master_secret_is_located_through_rds() {
     let password = random_token();
     env.create_role(&user, &password).await;
     let mut secret = env.user_secret(&user, &password);
-    secret["masterarn"] = json!(master);
+    secret["masterarn"] = json!(admin_arn);
     let arn = env.create_secret("app", &secret).await;
     // The user secret points at this machine, the instance elsewhere: the mismatch is
     // caught before anything changes, and the message shows the host came from RDS.

@@ -53,11 +53,11 @@ async fn put_current(env: &TestEnv, arn: &str, value: &Value) {
 async fn an_alternating_secret_cannot_aim_the_admin_at_itself() {
     let env = TestEnv::new("selfadmin").await;
     let rotator = env.rotator(Strategy::AlternatingUsers);
-    let (admin, admin_password, master) = pg_admin_of_test(&env).await;
+    let (admin, admin_password, admin_arn) = pg_admin_of_test(&env).await;
 
     // createSecret would flip `<admin>_clone` to the admin itself.
     let mut value = env.user_secret(&format!("{admin}_clone"), "anything");
-    value["masterarn"] = json!(master);
+    value["masterarn"] = json!(admin_arn);
     let arn = env.create_secret("flip", &value).await;
     let err = env.rotation_error(&rotator, &arn).await;
     assert_eq!(err.kind(), "Refused", "{err}");
@@ -66,14 +66,14 @@ async fn an_alternating_secret_cannot_aim_the_admin_at_itself() {
     let arn = env.create_secret("direct", &value).await;
     let token = env.start_rotation(&arn).await;
     let mut pending = env.user_secret(&admin, "attacker-chosen-password-1A!");
-    pending["masterarn"] = json!(master);
+    pending["masterarn"] = json!(admin_arn);
     put_pending(&env, &arn, &token, &pending).await;
     let err = env.step(&rotator, &arn, &token, Step::Set).await.unwrap_err();
     assert_eq!(err.kind(), "Refused", "{err}");
 
     // A secret naming the admin as its user: the clone would be a copy of the admin.
     let mut value = env.user_secret(&admin, "wrong");
-    value["masterarn"] = json!(master);
+    value["masterarn"] = json!(admin_arn);
     let arn = env.create_secret("copy", &value).await;
     let err = env.rotation_error(&rotator, &arn).await;
     assert_eq!(err.kind(), "Refused", "{err}");
@@ -87,7 +87,7 @@ async fn an_alternating_secret_cannot_aim_the_admin_at_itself() {
 async fn an_alternating_secret_must_prove_its_own_login() {
     let env = TestEnv::new("unproven").await;
     let rotator = env.rotator(Strategy::AlternatingUsers);
-    let (_, _, master) = pg_admin_of_test(&env).await;
+    let (_, _, admin_arn) = pg_admin_of_test(&env).await;
     // A victim whose password the attacker does not know, and who can read something.
     let victim = env.unique("victim");
     let victim_password = random_token();
@@ -99,7 +99,7 @@ async fn an_alternating_secret_must_prove_its_own_login() {
         .unwrap();
 
     let mut value = env.user_secret(&victim, "a-guess");
-    value["masterarn"] = json!(master);
+    value["masterarn"] = json!(admin_arn);
     let arn = env.create_secret("victim", &value).await;
     let err = env.rotation_error(&rotator, &arn).await;
     assert_eq!(err.kind(), "Refused", "{err}");
@@ -112,7 +112,7 @@ async fn an_alternating_secret_must_prove_its_own_login() {
 async fn an_existing_user_is_not_taken_over_without_proof() {
     let env = TestEnv::new("takeover").await;
     let rotator = env.rotator(Strategy::AlternatingUsers);
-    let (_, _, master) = pg_admin_of_test(&env).await;
+    let (_, _, admin_arn) = pg_admin_of_test(&env).await;
     // The victim `v`, and the attacker's own, unrelated role that happens to be `v_clone`.
     let victim = env.unique("v");
     let victim_password = random_token();
@@ -122,7 +122,7 @@ async fn an_existing_user_is_not_taken_over_without_proof() {
     env.create_role(&own, &own_password).await;
 
     let mut value = env.user_secret(&own, &own_password);
-    value["masterarn"] = json!(master);
+    value["masterarn"] = json!(admin_arn);
     let arn = env.create_secret("own", &value).await;
     let err = env.rotation_error(&rotator, &arn).await;
     assert_eq!(err.kind(), "Refused", "{err}");
@@ -209,9 +209,9 @@ async fn copied_grants_cannot_smuggle_statements() {
     ] {
         a.query_drop(sql).await.expect("set up the original");
     }
-    let master = env.create_secret("master", &env.mariadb_admin_secret()).await;
+    let admin_arn = env.create_secret("admin", &env.mariadb_admin_secret()).await;
     let mut value = env.mariadb_secret(&user, &password);
-    value["masterarn"] = json!(master);
+    value["masterarn"] = json!(admin_arn);
     let arn = env.create_secret("app", &value).await;
     env.rotate(&rotator, &arn).await;
 
@@ -234,7 +234,7 @@ async fn copied_grants_cannot_smuggle_statements() {
 #[tokio::test]
 async fn mariadb_names_with_quotes_backslashes_and_unicode_rotate() {
     let env = TestEnv::new("mnames").await;
-    let master = env.create_secret("master", &env.mariadb_admin_secret()).await;
+    let admin_arn = env.create_secret("admin", &env.mariadb_admin_secret()).await;
     let prefix = env.unique("n");
     let names = [
         format!("{prefix} it's `me`"),
@@ -249,7 +249,7 @@ async fn mariadb_names_with_quotes_backslashes_and_unicode_rotate() {
             let password = random_token();
             env.create_mariadb_account(&user, &password, "").await;
             let mut value = env.mariadb_secret(&user, &password);
-            value["masterarn"] = json!(master);
+            value["masterarn"] = json!(admin_arn);
             let arn = env.create_secret(&format!("n{i}{}", strategy.as_str()), &value).await;
             let rotator = env.rotator(strategy);
             for round in 0..2 {
@@ -312,8 +312,8 @@ async fn set_with_pending(
 async fn a_database_the_writer_owns_cannot_change_what_the_admin_reads() {
     use postgres_protocol::escape::escape_literal;
     let env = TestEnv::new("searchpath").await;
-    let (admin, _, createrole_master) = pg_admin_of_test(&env).await;
-    let superuser_master = env.create_secret("superuser", &env.superuser_secret()).await;
+    let (admin, _, createrole_admin) = pg_admin_of_test(&env).await;
+    let superuser_admin = env.create_secret("superuser", &env.superuser_secret()).await;
     // The writer's own account may create databases; in theirs, views named like the
     // catalogs claim the writer is a member of the admin role and, when a superuser reads
     // them, a superuser.
@@ -354,10 +354,10 @@ async fn a_database_the_writer_owns_cannot_change_what_the_admin_reads() {
         .unwrap();
 
     let clone = format!("{att}_clone");
-    for master in [createrole_master, superuser_master] {
+    for admin_arn in [createrole_admin, superuser_admin] {
         let mut value = env.user_secret(&att, &att_password);
         value["dbname"] = json!(db);
-        value["masterarn"] = json!(master);
+        value["masterarn"] = json!(admin_arn);
         set_with_pending(&env, &value, &clone, "attacker-chosen-password-2B!").await.expect("the writer's own clone");
         let session = pg_login(&env, &clone, "attacker-chosen-password-2B!", "postgres").await;
         let row = session
@@ -376,7 +376,7 @@ async fn a_database_the_writer_owns_cannot_change_what_the_admin_reads() {
 #[tokio::test]
 async fn a_chain_of_clone_suffixes_copies_no_one_else() {
     let env = TestEnv::new("chain").await;
-    let (_, _, master) = pg_admin_of_test(&env).await;
+    let (_, _, admin_arn) = pg_admin_of_test(&env).await;
     let victim = env.unique("ops");
     env.create_role(&victim, &random_token()).await;
     // The writer owns `ops_clone_clone`, which says nothing about `ops`.
@@ -384,7 +384,7 @@ async fn a_chain_of_clone_suffixes_copies_no_one_else() {
     let chain_password = random_token();
     env.create_role(&chain, &chain_password).await;
     let mut value = env.user_secret(&chain, &chain_password);
-    value["masterarn"] = json!(master);
+    value["masterarn"] = json!(admin_arn);
     let err =
         set_with_pending(&env, &value, &format!("{victim}_clone"), "attacker-chosen-password-3C!").await.unwrap_err();
     assert_eq!(err.kind(), "Refused", "{err}");
@@ -394,7 +394,7 @@ async fn a_chain_of_clone_suffixes_copies_no_one_else() {
 #[tokio::test]
 async fn a_login_proven_on_another_port_proves_nothing() {
     let env = TestEnv::new("port").await;
-    let (_, _, master) = pg_admin_of_test(&env).await;
+    let (_, _, admin_arn) = pg_admin_of_test(&env).await;
     let victim = env.unique("victim");
     env.create_role(&victim, &random_token()).await;
     // A server on the database's host that lets anyone in.
@@ -402,7 +402,7 @@ async fn a_login_proven_on_another_port_proves_nothing() {
     let mut value = env.user_secret(&victim, "not-the-password");
     value["port"] = json!(fake.port);
     value["ssl"] = json!(false);
-    value["masterarn"] = json!(master);
+    value["masterarn"] = json!(admin_arn);
     let err =
         set_with_pending(&env, &value, &format!("{victim}_clone"), "attacker-chosen-password-4D!").await.unwrap_err();
     assert!(err.to_string().contains("the user secret for localhost:"), "{err}");

@@ -77,9 +77,9 @@ async fn a_database_rotation_at_trace_prints_no_password() {
     let env = TestEnv::authenticated("trace_db").await;
     let (user, password) = (env.unique("app"), random_token());
     env.create_role(&user, &password).await;
-    let master = env.create_secret("master", &env.admin_secret()).await;
+    let admin_arn = env.create_secret("admin", &env.admin_secret()).await;
     let mut secret = env.user_secret(&user, &password);
-    secret["masterarn"] = json!(master);
+    secret["masterarn"] = json!(admin_arn);
     let arn = env.create_secret("app", &secret).await;
 
     let function = "rotate-database";
@@ -91,7 +91,7 @@ async fn a_database_rotation_at_trace_prints_no_password() {
     rotate(&env, &emulator, function, &arn, 2).await;
 
     let mut secrets = env.all_passwords(&arn).await;
-    secrets.extend(env.all_passwords(&master).await);
+    secrets.extend(env.all_passwords(&admin_arn).await);
     secrets.push(env.h.moto_auth().1.clone());
     assert!(secrets.len() >= 4, "{secrets:?}");
     assert_output(&log, &secrets, &["rotation event received", "role upserted"]);

@@ -55,7 +55,7 @@ pub struct RotateDatabaseConfig {
     /// `SECRETS_MANAGER_ENDPOINT`: a Secrets Manager endpoint override (VPC endpoints).
     pub secrets_manager_endpoint: Option<String>,
     /// `KEYTURN_ADMIN_SECRET_ARNS`: comma-separated ARNs (a trailing `*` makes a prefix) of
-    /// the admin secrets `masterarn` may name; any readable one when unset.
+    /// the admin secrets a user secret may name (`masterarn`); any readable one when unset.
     pub admin_secrets: AdminSecrets,
 }
 

@@ -114,7 +114,7 @@ async fn warm_rotation(env: &TestEnv, db: Db, strategy: Strategy) -> (Duration, 
         }
     };
     if strategy == Strategy::AlternatingUsers {
-        secret["masterarn"] = json!(env.create_secret(&format!("{user}-master"), &admin).await);
+        secret["masterarn"] = json!(env.create_secret(&format!("{user}-admin"), &admin).await);
     }
     let arn = env.create_secret(&user, &secret).await;
     let rotator = env.rotator(strategy);

@@ -43,7 +43,7 @@ async fn main() {
                 (env.user_secret(&user, &password), env.admin_secret())
             };
             if strategy == Strategy::AlternatingUsers {
-                secret["masterarn"] = json!(env.create_secret(&format!("{name}-master"), &admin).await);
+                secret["masterarn"] = json!(env.create_secret(&format!("{name}-admin"), &admin).await);
             }
             let arn = env.create_secret(name, &secret).await;
             let engine = if mariadb { "MariaDB" } else { "PostgreSQL" };

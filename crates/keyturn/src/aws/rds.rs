@@ -1,6 +1,6 @@
-//! RDS lookups for master secrets that RDS manages: such a secret holds only `username`
-//! and `password`, and its `aws:rds:primaryDB*Arn` tag says which instance or cluster it
-//! belongs to, as in AWS's templates.
+//! RDS lookups for admin secrets that RDS manages (those of RDS's master user): such a
+//! secret holds only `username` and `password`, and its `aws:rds:primaryDB*Arn` tag says
+//! which instance or cluster it belongs to, as in AWS's templates.
 
 use aws_sdk_rds::Client;
 use std::future::Future;

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
 
-pub use secret::{Credentials, DatabaseSecret, Endpoint, Engine, Family, MasterSecret, TlsMode, Username};
+pub use secret::{AdminSecret, Credentials, DatabaseSecret, Endpoint, Engine, Family, TlsMode, Username};
 
 /// Connect and statement timeouts of every database session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

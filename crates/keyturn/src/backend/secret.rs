@@ -129,13 +129,14 @@ pub struct Credentials {
     pub password: SecretString,
 }
 
-/// A parsed database secret (a user's, or the admin one `masterarn` names). Debug shows
+/// A parsed database secret (a user's, or the admin secret a user's names). Debug shows
 /// the key names of the JSON it came from, never their values.
 #[derive(Clone)]
 pub struct DatabaseSecret {
     pub endpoint: Endpoint,
     pub credentials: Credentials,
-    pub masterarn: Option<String>,
+    /// ARN of the admin secret (key `masterarn`), which the alternating-users strategy needs.
+    pub admin_arn: Option<String>,
     /// Every key of the original JSON, so unknown keys survive a rotation.
     raw: Map<String, Value>,
 }
@@ -145,7 +146,7 @@ impl std::fmt::Debug for DatabaseSecret {
         f.debug_struct("DatabaseSecret")
             .field("endpoint", &self.endpoint)
             .field("credentials", &self.credentials)
-            .field("masterarn", &self.masterarn)
+            .field("admin_arn", &self.admin_arn)
             .field("keys", &self.raw.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -171,10 +172,10 @@ impl DatabaseSecret {
         Self::from_map(raw, engine)
     }
 
-    /// Parses an admin secret. Its connection keys may be missing: a master secret that
+    /// Parses an admin secret. Its connection keys may be missing: an admin secret that
     /// RDS manages holds only `username` and `password`; [`DatabaseSecret::endpoint`] is
     /// then filled in by the caller from RDS.
-    pub fn parse_master(value: &SecretString) -> Result<MasterSecret, FormatError> {
+    pub fn parse_master(value: &SecretString) -> Result<AdminSecret, FormatError> {
         let raw: Map<String, Value> = match serde_json::from_str::<Value>(value.expose_secret()) {
             Ok(Value::Object(map)) => map,
             Ok(_) => return Err("not a JSON object".into()),
@@ -189,7 +190,7 @@ impl DatabaseSecret {
         let port = port(&raw)?;
         let dbname = string(&raw, "dbname")?.map(str::to_owned);
         let tls = tls(&raw)?;
-        Ok(MasterSecret { engine, host, port, dbname, tls, credentials })
+        Ok(AdminSecret { engine, host, port, dbname, tls, credentials })
     }
 
     fn from_map(raw: Map<String, Value>, engine: Engine) -> Result<Self, FormatError> {
@@ -200,9 +201,10 @@ impl DatabaseSecret {
             None => engine.default_dbname().map(str::to_owned),
         };
         let credentials = credentials(&raw)?;
-        let masterarn = string(&raw, "masterarn")?.map(str::to_owned);
+        // AWS's secret format calls the database admin "master": its key is `masterarn`.
+        let admin_arn = string(&raw, "masterarn")?.map(str::to_owned);
         let tls = tls(&raw)?;
-        Ok(Self { endpoint: Endpoint { engine, host, port, dbname, tls }, credentials, masterarn, raw })
+        Ok(Self { endpoint: Endpoint { engine, host, port, dbname, tls }, credentials, admin_arn, raw })
     }
 
     /// The same secret with other credentials; every other key is kept as it was.
@@ -220,9 +222,10 @@ impl DatabaseSecret {
     }
 }
 
-/// The admin secret `masterarn` names.
+/// The admin secret a user secret names (its `masterarn` key): the database admin's
+/// login, and where the database is when the secret says.
 #[derive(Debug, Clone)]
-pub struct MasterSecret {
+pub struct AdminSecret {
     pub engine: Option<Engine>,
     pub host: Option<String>,
     pub port: Option<u16>,
@@ -290,7 +293,7 @@ mod tests {
         assert_eq!(s.endpoint.port, 5432);
         assert_eq!(s.endpoint.dbname.as_deref(), Some("postgres"));
         assert_eq!(s.endpoint.tls, TlsMode::VerifyFull);
-        assert_eq!(s.masterarn, None);
+        assert_eq!(s.admin_arn, None);
     }
 
     #[test]
@@ -351,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn master_secret_may_hold_only_credentials() {
+    fn admin_secret_may_hold_only_credentials() {
         let m = DatabaseSecret::parse_master(&SecretString::from(r#"{"username":"admin","password":"pw"}"#)).unwrap();
         assert_eq!((m.engine, m.host, m.port), (None, None, None));
         assert_eq!(m.credentials.username.as_str(), "admin");

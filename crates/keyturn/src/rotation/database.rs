@@ -3,10 +3,10 @@
 //!
 //! Single user: the user changes its own password, logging in with current (done already
 //! if pending works instead), previous and then, if none works (a rotation abandoned after
-//! setSecret), every other version the secret still has. Alternating users: the admin
-//! secret `masterarn` names sets the password of `<user>` or `<user>_clone`, whichever is
-//! not current, creating the clone like the original; the previous user stays valid until
-//! the next rotation.
+//! setSecret), every other version the secret still has. Alternating users: the database
+//! admin, logging in with the admin secret the user secret names (`masterarn`), sets the
+//! password of `<user>` or `<user>_clone`, whichever is not current, creating the clone
+//! like the original; the previous user stays valid until the next rotation.
 //!
 //! The secret's content is untrusted: whoever may write its value may name any user, host
 //! or admin secret. So a version's password is only ever sent to that version's own
@@ -64,7 +64,7 @@ pub fn original(username: &Username) -> Username {
     }
 }
 
-/// Where an RDS-managed master secret's database is: what `DescribeDBInstances` or
+/// Where an RDS-managed admin secret's database is: what `DescribeDBInstances` or
 /// `DescribeDBClusters` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RdsEndpoint {
@@ -79,13 +79,13 @@ pub trait RdsLookup: Send + Sync {
     fn cluster(&self, arn: &str) -> impl Future<Output = Result<RdsEndpoint, String>> + Send;
 }
 
-/// Tag RDS puts on the master-user secrets it manages for an instance.
+/// Tag RDS puts on the admin secrets (of RDS's master user) it manages for an instance.
 pub const RDS_INSTANCE_TAG: &str = "aws:rds:primaryDBInstanceArn";
-/// Tag RDS puts on the master-user secrets it manages for a cluster.
+/// Tag RDS puts on the admin secrets it manages for a cluster.
 pub const RDS_CLUSTER_TAG: &str = "aws:rds:primaryDBClusterArn";
 
-/// Which admin secrets `masterarn` may name: any (the default), or those matching one of
-/// a list of ARNs, each exact or ending in `*` for a prefix.
+/// Which admin secrets a user secret may name (`masterarn`): any (the default), or those
+/// matching one of a list of ARNs, each exact or ending in `*` for a prefix.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdminSecrets(Option<Vec<String>>);
 
@@ -100,12 +100,12 @@ impl AdminSecrets {
         Self(Some(patterns))
     }
 
-    /// Whether `masterarn` may be used; the error says why not.
-    pub fn check(&self, masterarn: &str) -> Result<(), String> {
+    /// Whether the admin secret `admin_arn` may be used; the error says why not.
+    pub fn check(&self, admin_arn: &str) -> Result<(), String> {
         let Some(patterns) = &self.0 else { return Ok(()) };
         let allowed = patterns.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => masterarn.starts_with(prefix),
-            None => masterarn == p,
+            Some(prefix) => admin_arn.starts_with(prefix),
+            None => admin_arn == p,
         });
         match allowed {
             true => Ok(()),
@@ -123,7 +123,7 @@ struct Older {
     without_value: usize,
 }
 
-/// Database rotation: a backend, RDS lookups for managed master secrets, the strategy,
+/// Database rotation: a backend, RDS lookups for managed admin secrets, the strategy,
 /// the password policy and the admin secrets allowed. Built once per container.
 pub struct DatabaseRotation<B, R> {
     backend: B,
@@ -183,7 +183,7 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         Self { backend, rds, strategy, passwords, admin_secrets: AdminSecrets::any() }
     }
 
-    /// Limits the admin secrets `masterarn` may name.
+    /// Limits the admin secrets a user secret may name.
     pub fn with_admin_secrets(mut self, admin_secrets: AdminSecrets) -> Self {
         self.admin_secrets = admin_secrets;
         self
@@ -220,36 +220,36 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
 
     /// Reads the admin secret and where its database is, from the secret or from RDS.
     /// `what` names the user secret's version in errors.
-    async fn master<S: SecretStore>(
+    async fn read_admin_secret<S: SecretStore>(
         &self,
         ctx: &StepContext<'_, S>,
         user: &DatabaseSecret,
         what: &str,
     ) -> Result<(Endpoint, Credentials), RotationError> {
-        let master_arn = user.masterarn.as_deref().ok_or_else(|| RotationError::InvalidSecret {
+        let admin_arn = user.admin_arn.as_deref().ok_or_else(|| RotationError::InvalidSecret {
             secret: ctx.arn().to_owned(),
             what: what.into(),
             problem: "missing key \"masterarn\" (required by the alternating-users strategy)".into(),
         })?;
-        let fail = |problem: String| RotationError::MasterSecret {
+        let fail = |problem: String| RotationError::AdminSecret {
             secret: ctx.arn().to_owned(),
-            master: master_arn.to_owned(),
+            admin: admin_arn.to_owned(),
             problem,
         };
-        self.admin_secrets.check(master_arn).map_err(fail)?;
-        let value = ctx.store.get(master_arn, Selector::Stage(AWSCURRENT)).await.map_err(|e| fail(e.to_string()))?;
-        let master = DatabaseSecret::parse_master(&value.ok_or_else(|| fail("it has no AWSCURRENT value".into()))?)
+        self.admin_secrets.check(admin_arn).map_err(fail)?;
+        let value = ctx.store.get(admin_arn, Selector::Stage(AWSCURRENT)).await.map_err(|e| fail(e.to_string()))?;
+        let admin = DatabaseSecret::parse_master(&value.ok_or_else(|| fail("it has no AWSCURRENT value".into()))?)
             .map_err(fail)?;
 
-        // A master secret that names its host is used as it is (one call saved); one that
+        // An admin secret that names its host is used as it is (one call saved); one that
         // does not must be RDS-managed, and its tags say which instance or cluster to ask.
-        let (host, port, engine) = match master.host.clone() {
+        let (host, port, engine) = match admin.host.clone() {
             Some(host) => {
-                let engine = master.engine.unwrap_or(user.endpoint.engine);
-                (host, master.port.unwrap_or(engine.default_port()), engine)
+                let engine = admin.engine.unwrap_or(user.endpoint.engine);
+                (host, admin.port.unwrap_or(engine.default_port()), engine)
             }
             None => {
-                let meta = ctx.store.describe(master_arn).await.map_err(|e| fail(e.to_string()))?;
+                let meta = ctx.store.describe(admin_arn).await.map_err(|e| fail(e.to_string()))?;
                 let found = if let Some(arn) = meta.tags.get(RDS_INSTANCE_TAG) {
                     self.rds.instance(arn).await.map_err(|e| fail(format!("DescribeDBInstances {arn}: {e}")))?
                 } else if let Some(arn) = meta.tags.get(RDS_CLUSTER_TAG) {
@@ -280,9 +280,9 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         }
         // The admin's own database, never the user's: a database its writer owns may
         // carry settings (search_path) that change what the admin's queries read.
-        let dbname = master.dbname.or_else(|| engine.default_dbname().map(str::to_owned));
-        let endpoint = Endpoint { engine, host, port, dbname, tls: master.tls };
-        Ok((endpoint, master.credentials))
+        let dbname = admin.dbname.or_else(|| engine.default_dbname().map(str::to_owned));
+        let endpoint = Endpoint { engine, host, port, dbname, tls: admin.tls };
+        Ok((endpoint, admin.credentials))
     }
 
     /// Single user: logs in with each candidate in turn and changes the user's own
@@ -402,7 +402,7 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
             self.logs_in_as_pending(ctx, &pending, &previous, "logging in with AWSPREVIOUS").await
         };
         let ((endpoint, admin), (), previous_works) =
-            tokio::try_join!(self.master(ctx, &pending, "AWSPENDING"), prove_current, prove_previous)?;
+            tokio::try_join!(self.read_admin_secret(ctx, &pending, "AWSPENDING"), prove_current, prove_previous)?;
         check_alternating(&current, &pending, Some(&admin.username)).map_err(|problem| self.refused(ctx, problem))?;
 
         let username = &pending.credentials.username;
@@ -538,7 +538,7 @@ impl<B: DatabaseBackend, R: RdsLookup> RotationTarget for DatabaseRotation<B, R>
         let next = current.with_credentials(&username, self.passwords.generate());
         if self.strategy == Strategy::AlternatingUsers {
             // Fail on an unusable admin secret now, before a pending version exists.
-            let (_, admin) = self.master(ctx, &current, "AWSCURRENT").await?;
+            let (_, admin) = self.read_admin_secret(ctx, &current, "AWSCURRENT").await?;
             check_alternating(&current, &next, Some(&admin.username)).map_err(|problem| self.refused(ctx, problem))?;
         }
         Ok(next.to_secret_string())
@@ -590,9 +590,9 @@ mod tests {
     fn the_admin_acts_only_for_the_alternate_on_the_same_endpoint() {
         let current = secret(r#"{"engine":"postgres","host":"db","username":"app","password":"a"}"#);
         let ok = secret(r#"{"engine":"postgres","host":"DB","username":"app_clone","password":"b"}"#);
-        assert_eq!(check_alternating(&current, &ok, Some(&user("master"))), Ok(()));
+        assert_eq!(check_alternating(&current, &ok, Some(&user("admin"))), Ok(()));
         for (pending, expected) in [
-            (r#"{"engine":"postgres","host":"db","username":"master","password":"b"}"#, "not the alternate"),
+            (r#"{"engine":"postgres","host":"db","username":"admin","password":"b"}"#, "not the alternate"),
             (r#"{"engine":"postgres","host":"evil","username":"app_clone","password":"b"}"#, "differ in host"),
             (
                 r#"{"engine":"postgres","host":"db","port":5433,"username":"app_clone","password":"b"}"#,
@@ -609,12 +609,12 @@ mod tests {
             assert!(err.contains(expected), "{pending}: {err}");
         }
         // The admin's own user, as the pending user or as the template of a clone.
-        let admin_clone = secret(r#"{"engine":"postgres","host":"db","username":"master_clone","password":"a"}"#);
-        let admin = secret(r#"{"engine":"postgres","host":"db","username":"master","password":"b"}"#);
-        let err = check_alternating(&admin_clone, &admin, Some(&user("master"))).unwrap_err();
-        assert!(err.contains("pending user \"master\" is the admin"), "{err}");
-        let err = check_alternating(&admin, &admin_clone, Some(&user("master"))).unwrap_err();
-        assert!(err.contains("original user \"master\" is the admin"), "{err}");
+        let admin_clone = secret(r#"{"engine":"postgres","host":"db","username":"admin_clone","password":"a"}"#);
+        let admin = secret(r#"{"engine":"postgres","host":"db","username":"admin","password":"b"}"#);
+        let err = check_alternating(&admin_clone, &admin, Some(&user("admin"))).unwrap_err();
+        assert!(err.contains("pending user \"admin\" is the admin"), "{err}");
+        let err = check_alternating(&admin, &admin_clone, Some(&user("admin"))).unwrap_err();
+        assert!(err.contains("original user \"admin\" is the admin"), "{err}");
         // A chain of clones names a template outside the pair.
         let chain = secret(r#"{"engine":"postgres","host":"db","username":"ops_clone_clone","password":"a"}"#);
         let next = secret(r#"{"engine":"postgres","host":"db","username":"ops_clone","password":"b"}"#);

@@ -125,8 +125,9 @@ pub enum RotationError {
     MissingValue { secret: String, what: String },
     #[error("secret {secret}: the {what} value is invalid: {problem}")]
     InvalidSecret { secret: String, what: String, problem: String },
-    #[error("secret {secret}: master secret {master}: {problem}")]
-    MasterSecret { secret: String, master: String, problem: String },
+    /// The admin secret the user secret names (`masterarn`) cannot be used.
+    #[error("secret {secret}: admin secret {admin}: {problem}")]
+    AdminSecret { secret: String, admin: String, problem: String },
     #[error("secret {secret}: username {username:?} {problem}")]
     InvalidUsername { secret: String, username: String, problem: String },
     #[error("secret {secret}: {problem}")]
@@ -185,7 +186,7 @@ impl RotationError {
             RotationError::NotPending { .. } => "NotPending",
             RotationError::MissingValue { .. } => "MissingValue",
             RotationError::InvalidSecret { .. } => "InvalidSecret",
-            RotationError::MasterSecret { .. } => "MasterSecret",
+            RotationError::AdminSecret { .. } => "AdminSecret",
             RotationError::InvalidUsername { .. } => "InvalidUsername",
             RotationError::NoWorkingCredentials { .. } => "NoWorkingCredentials",
             RotationError::Backend { .. } => "Backend",

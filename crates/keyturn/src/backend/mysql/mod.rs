@@ -101,7 +101,7 @@ struct Session {
     threads_readable: Option<bool>,
 }
 
-/// One admin session of [`DynamicUsers`], shared by the callers of one process. Empty
+/// The kept admin session of one credential, shared by the callers of one process. Empty
 /// until the first call, and again after a call that failed or was cancelled midway.
 #[derive(Default)]
 struct AdminSlot {

@@ -133,7 +133,7 @@ impl PostgresBackend {
         admin: &Credentials,
         work: impl AsyncFnOnce(&Session) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
-        let (slot, session) = self.admin_session(endpoint, admin).await?;
+        let (slot, session) = self.live_admin_session(endpoint, admin).await?;
         let result = {
             let _running = InFlight::start(&session);
             work(&session).await
@@ -146,7 +146,9 @@ impl PostgresBackend {
         result
     }
 
-    async fn admin_session(
+    /// The kept admin session of `admin` at `endpoint` if it answers, else a new one, with
+    /// the slot that keeps it. Only [`PostgresBackend::with_admin_session`] calls this.
+    async fn live_admin_session(
         &self,
         endpoint: &Endpoint,
         admin: &Credentials,
