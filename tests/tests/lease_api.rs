@@ -86,7 +86,7 @@ async fn issued_credentials_work_through_the_group_and_revocation_ends_them() {
 
     let stored = s.service.store().get(lease).await.unwrap().unwrap();
     assert_eq!(
-        (stored.state.as_str(), stored.revoked_by.as_deref(), stored.caller_arn.as_str()),
+        (stored.state.as_str(), stored.revoked_by.as_deref(), stored.holder.as_str()),
         ("revoked", Some(CI), CI)
     );
     let (status, _) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;

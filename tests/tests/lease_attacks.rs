@@ -444,7 +444,7 @@ async fn an_issue_racing_the_reaper_hands_out_no_password_of_a_revoked_lease() {
         assert!(Instant::now() < until, "the user's creation never waited on the lock");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let live = s.service.store().list_live_by_caller(CI, 10).await.unwrap();
+    let live = s.service.store().list_live_by_holder(CI, 10).await.unwrap();
     let [lease] = live.as_slice() else { panic!("one lease being issued: {live:?}") };
     // The lease expires while its user waits to be created (the reaper's clock is 5 s
     // ahead rather than the test sleeping); the reaper revokes it.
@@ -796,7 +796,7 @@ async fn put_due_leases(s: &Deployment, role: &str, admin_arn: &str, n: usize) {
                 admin_secret: admin_arn.to_owned(),
                 group: s.group.clone(),
             }),
-            caller_arn: CI.into(),
+            holder: CI.into(),
             issued_at: now - 120,
             ..Lease::example(&lease_id, now - 60)
         };

@@ -197,7 +197,7 @@ async fn an_sts_session_signs_as_the_role_for_15_minutes_and_says_it_cannot_be_r
     let (status, _) = call(&s.service, "POST", &format!("/v1/leases/{lease_id}/renew"), None, CI).await;
     assert_eq!(status, 409);
     let lease = s.service.store().get(lease_id).await.unwrap().expect("the audit record");
-    assert_eq!((lease.caller_arn.as_str(), lease.state), (CI, LeaseState::Active));
+    assert_eq!((lease.holder.as_str(), lease.state), (CI, LeaseState::Active));
 
     let (status, body) = issue(&s, "deploy", Some(r#"{"ttl_seconds": 3601}"#)).await;
     assert_eq!(status, 400, "{body}");

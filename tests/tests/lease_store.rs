@@ -78,7 +78,7 @@ async fn put_new_never_overwrites() {
     store.put_new(&first, Some(5)).await.unwrap();
 
     let mut other = lease("a1", "ci", 9999);
-    other.caller_arn = "arn:aws:iam::123456789012:user/someone-else".into();
+    other.holder = "arn:aws:iam::123456789012:user/someone-else".into();
     assert_eq!(store.put_new(&other, Some(5)).await, Err(StoreError::AlreadyExists("a1".into())));
     assert_eq!(store.put_new(&other, None).await, Err(StoreError::AlreadyExists("a1".into())));
     assert_eq!(store.get("a1").await.unwrap(), Some(first));
@@ -258,7 +258,7 @@ async fn a_callers_live_leases_come_from_the_holder_index_earliest_expiry_first(
     const A: &str = "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1";
     const B: &str = "arn:aws:iam::123456789012:user/deployer";
     let held_by =
-        |id: &str, caller: &str, expires_at: u64| Lease { caller_arn: caller.into(), ..lease(id, "ci", expires_at) };
+        |id: &str, caller: &str, expires_at: u64| Lease { holder: caller.into(), ..lease(id, "ci", expires_at) };
     // Ids in the reverse of expiry order, so an answer in key order would show.
     for l in [held_by("a1", A, 3000), held_by("a2", A, 2000), held_by("a3", A, 1000), held_by("b1", B, 1500)] {
         store.put_new(&l, None).await.unwrap();
@@ -272,12 +272,12 @@ async fn a_callers_live_leases_come_from_the_holder_index_earliest_expiry_first(
     })
     .await;
 
-    let a = store.list_live_by_caller(A, 100).await.unwrap();
+    let a = store.list_live_by_holder(A, 100).await.unwrap();
     assert_eq!(ids(&a), ["a3", "a1"], "a2 is revoked");
     assert_eq!(a[1], revoking, "the leases come back whole");
-    assert_eq!(ids(&store.list_live_by_caller(A, 1).await.unwrap()), ["a3"], "the earliest, up to the limit");
-    assert_eq!(store.list_live_by_caller(A, 0).await.unwrap(), []);
-    assert_eq!(ids(&store.list_live_by_caller(B, 100).await.unwrap()), ["b1"]);
+    assert_eq!(ids(&store.list_live_by_holder(A, 1).await.unwrap()), ["a3"], "the earliest, up to the limit");
+    assert_eq!(store.list_live_by_holder(A, 0).await.unwrap(), []);
+    assert_eq!(ids(&store.list_live_by_holder(B, 100).await.unwrap()), ["b1"]);
     // The key is the exact ARN: another case, a character more or less, another session.
     for other in [
         &A.to_uppercase(),
@@ -286,10 +286,10 @@ async fn a_callers_live_leases_come_from_the_holder_index_earliest_expiry_first(
         "arn:aws:sts::123456789012:assumed-role/ci-runner/job-2",
         "",
     ] {
-        assert_eq!(store.list_live_by_caller(other, 100).await.unwrap(), [], "{other:?}");
+        assert_eq!(store.list_live_by_holder(other, 100).await.unwrap(), [], "{other:?}");
     }
     // An ARN DynamoDB would refuse as a key is nobody's, not an error.
-    assert_eq!(store.list_live_by_caller(&"a".repeat(5000), 100).await.unwrap(), []);
+    assert_eq!(store.list_live_by_holder(&"a".repeat(5000), 100).await.unwrap(), []);
 
     // The index is sparse: the revoked lease and the counter carry no live_caller.
     let item = raw_item(&store, &revoked.lease_id).await.expect("the revoked lease is kept");
@@ -308,9 +308,9 @@ async fn a_callers_live_leases_come_from_the_holder_index_earliest_expiry_first(
         .send()
         .await
         .expect("UpdateItem");
-    assert_eq!(ids(&store.list_live_by_caller(A, 100).await.unwrap()), ["a3", "a1"]);
+    assert_eq!(ids(&store.list_live_by_holder(A, 100).await.unwrap()), ["a3", "a1"]);
     update(&store, &old, |l| l.expires_at = 600).await;
-    assert_eq!(ids(&store.list_live_by_caller(A, 100).await.unwrap()), ["a4", "a3", "a1"]);
+    assert_eq!(ids(&store.list_live_by_holder(A, 100).await.unwrap()), ["a4", "a3", "a1"]);
 }
 
 #[tokio::test]

@@ -23,10 +23,10 @@
 //!   AND due_at <= now`, earliest first) reads the leases that are due and nothing else,
 //!   however many revoked leases the table keeps as audit records. Its cost follows the
 //!   reaper's work, not the table's history.
-//! - While a lease is live, also `live_caller` = its `caller_arn` (S): the partition key of
+//! - While a lease is live, also `live_caller` = its `caller_arn`, the holder (S): the partition key of
 //!   the global secondary index `holder` (partition `live_caller`, sort `expires_at`,
 //!   projection ALL), sparse in the same way and written and removed with `due`'s keys.
-//!   [`LeaseStore::list_live_by_caller`] queries it (`live_caller = :caller`, earliest
+//!   [`LeaseStore::list_live_by_holder`] queries it (`live_caller = :caller`, earliest
 //!   expiry first), so listing a caller's leases reads that caller's live leases and
 //!   nothing else. The sort key is `expires_at` itself, which every lease has: the listing
 //!   is by expiry, and the index needs no attribute of its own for it. `live_caller` is left
@@ -63,7 +63,7 @@
 //!
 //! `get`, `get_many` (`BatchGetItem`, 100 keys a request, unprocessed keys sent again a
 //! bounded number of times) and `count_live` are strongly consistent. `list_due` and
-//! `list_live_by_caller` read an index, which is eventually consistent (a global secondary
+//! `list_live_by_holder` read an index, which is eventually consistent (a global secondary
 //! index cannot be read otherwise): the reaper re-reads each lease before acting, and every
 //! write is conditional; a listing may miss a lease issued, or show a lease as it was
 //! before a change, in the moment (usually under a second) the index lags the table.
@@ -102,6 +102,7 @@ pub mod attr {
     /// [`crate::lease::Credential::kind`] (named before the code said "credential"); the
     /// credential's own fields are its kind's (`lease::kind::*::fields`).
     pub const CREDENTIAL_KIND: &str = "grant";
+    /// [`crate::lease::Lease::holder`] (stored under its first name).
     pub const CALLER_ARN: &str = "caller_arn";
     pub const ISSUED_AT: &str = "issued_at";
     pub const EXPIRES_AT: &str = "expires_at";
@@ -117,7 +118,7 @@ pub mod attr {
     pub const DUE_SHARD: &str = "due_shard";
     /// The `due` index's sort key: [`crate::lease::Lease::due_at`] while the lease is live.
     pub const DUE_AT: &str = "due_at";
-    /// The `holder` index's partition key: the lease's `caller_arn` while it is live. Its
+    /// The `holder` index's partition key: the lease's holder while it is live. Its
     /// sort key is [`EXPIRES_AT`].
     pub const LIVE_CALLER: &str = "live_caller";
     /// A counter's live leases.
@@ -280,7 +281,7 @@ pub fn lease_of(item: &HashMap<String, AttributeValue>) -> Result<Option<Lease>,
         role: r.s(attr::ROLE)?,
         username: r.s(attr::USERNAME)?,
         credential,
-        caller_arn: r.s(attr::CALLER_ARN)?,
+        holder: r.s(attr::CALLER_ARN)?,
         issued_at: r.n(attr::ISSUED_AT, U64)?,
         expires_at: r.n(attr::EXPIRES_AT, U64)?,
         state,
@@ -305,7 +306,7 @@ pub fn lease_item(lease: &Lease) -> HashMap<String, AttributeValue> {
         (attr::ROLE.to_owned(), s(&lease.role)),
         (attr::USERNAME.to_owned(), s(&lease.username)),
         (attr::CREDENTIAL_KIND.to_owned(), s(lease.credential.kind())),
-        (attr::CALLER_ARN.to_owned(), s(&lease.caller_arn)),
+        (attr::CALLER_ARN.to_owned(), s(&lease.holder)),
         (attr::ISSUED_AT.to_owned(), n(lease.issued_at)),
         (attr::EXPIRES_AT.to_owned(), n(lease.expires_at)),
         (attr::STATE.to_owned(), s(lease.state.as_str())),
@@ -331,8 +332,8 @@ pub fn lease_item(lease: &Lease) -> HashMap<String, AttributeValue> {
     if let Some(due_at) = lease.due_at() {
         item.insert(attr::DUE_SHARD.to_owned(), s(LIVE_SHARD));
         item.insert(attr::DUE_AT.to_owned(), n(due_at));
-        if is_holder_key(&lease.caller_arn) {
-            item.insert(attr::LIVE_CALLER.to_owned(), s(&lease.caller_arn));
+        if is_holder_key(&lease.holder) {
+            item.insert(attr::LIVE_CALLER.to_owned(), s(&lease.holder));
         }
     }
     item
@@ -340,8 +341,8 @@ pub fn lease_item(lease: &Lease) -> HashMap<String, AttributeValue> {
 
 /// Whether a caller ARN can be the `holder` index's key: DynamoDB refuses an empty one and
 /// one over [`INDEX_KEY_MAX`] bytes.
-fn is_holder_key(caller_arn: &str) -> bool {
-    !caller_arn.is_empty() && caller_arn.len() <= INDEX_KEY_MAX
+fn is_holder_key(holder: &str) -> bool {
+    !holder.is_empty() && holder.len() <= INDEX_KEY_MAX
 }
 
 /// The live count a counter item holds (0 when there is none yet).
@@ -754,14 +755,14 @@ impl LeaseStore for DynamoLeaseStore {
         })
     }
 
-    fn list_live_by_caller(
+    fn list_live_by_holder(
         &self,
-        caller_arn: &str,
+        holder: &str,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send {
         Box::pin(async move {
             // No lease is indexed under such a key, and DynamoDB refuses a Query for one.
-            if !is_holder_key(caller_arn) {
+            if !is_holder_key(holder) {
                 return Ok(Vec::new());
             }
             let query = self
@@ -771,7 +772,7 @@ impl LeaseStore for DynamoLeaseStore {
                 .index_name(HOLDER_INDEX)
                 .key_condition_expression("#caller = :caller")
                 .expression_attribute_names("#caller", attr::LIVE_CALLER)
-                .expression_attribute_values(":caller", AttributeValue::S(caller_arn.to_owned()));
+                .expression_attribute_values(":caller", AttributeValue::S(holder.to_owned()));
             self.query_leases(query, limit).await
         })
     }
@@ -840,12 +841,12 @@ mod tests {
         let item = lease_item(&l);
         assert_eq!(item.get(attr::DUE_SHARD), Some(&AttributeValue::S("live".into())));
         assert_eq!(item.get(attr::DUE_AT), Some(&AttributeValue::N("1900".into())));
-        assert_eq!(item.get(attr::LIVE_CALLER), Some(&AttributeValue::S(l.caller_arn.clone())));
+        assert_eq!(item.get(attr::LIVE_CALLER), Some(&AttributeValue::S(l.holder.clone())));
         l.state = LeaseState::Revoking;
         l.retry_at = Some(2500);
         let item = lease_item(&l);
         assert_eq!(item.get(attr::DUE_AT), Some(&AttributeValue::N("2500".into())));
-        assert_eq!(item.get(attr::LIVE_CALLER), Some(&AttributeValue::S(l.caller_arn.clone())), "still live");
+        assert_eq!(item.get(attr::LIVE_CALLER), Some(&AttributeValue::S(l.holder.clone())), "still live");
         l.state = LeaseState::Revoked;
         let item = lease_item(&l);
         assert!(!item.contains_key(attr::DUE_SHARD) && !item.contains_key(attr::DUE_AT));
@@ -855,11 +856,11 @@ mod tests {
 
         // A caller ARN DynamoDB would refuse as an index key is left out rather than have
         // the whole write refused.
-        for caller_arn in [String::new(), "a".repeat(INDEX_KEY_MAX + 1)] {
-            let item = lease_item(&Lease { caller_arn, ..lease() });
+        for holder in [String::new(), "a".repeat(INDEX_KEY_MAX + 1)] {
+            let item = lease_item(&Lease { holder, ..lease() });
             assert!(item.contains_key(attr::DUE_SHARD) && !item.contains_key(attr::LIVE_CALLER));
         }
-        let longest = lease_item(&Lease { caller_arn: "a".repeat(INDEX_KEY_MAX), ..lease() });
+        let longest = lease_item(&Lease { holder: "a".repeat(INDEX_KEY_MAX), ..lease() });
         assert!(longest.contains_key(attr::LIVE_CALLER));
     }
 

@@ -175,7 +175,7 @@ impl DatabaseSecret {
     /// Parses an admin secret. Its connection keys may be missing: an admin secret that
     /// RDS manages holds only `username` and `password`; [`DatabaseSecret::endpoint`] is
     /// then filled in by the caller from RDS.
-    pub fn parse_master(value: &SecretString) -> Result<AdminSecret, FormatError> {
+    pub fn parse_admin(value: &SecretString) -> Result<AdminSecret, FormatError> {
         let raw: Map<String, Value> = match serde_json::from_str::<Value>(value.expose_secret()) {
             Ok(Value::Object(map)) => map,
             Ok(_) => return Err("not a JSON object".into()),
@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn admin_secret_may_hold_only_credentials() {
-        let m = DatabaseSecret::parse_master(&SecretString::from(r#"{"username":"admin","password":"pw"}"#)).unwrap();
+        let m = DatabaseSecret::parse_admin(&SecretString::from(r#"{"username":"admin","password":"pw"}"#)).unwrap();
         assert_eq!((m.engine, m.host, m.port), (None, None, None));
         assert_eq!(m.credentials.username.as_str(), "admin");
     }

@@ -83,18 +83,18 @@ impl<M: SecretStore> Admins<M> {
                 fail(e.to_string())
             }
         })?;
-        let master = DatabaseSecret::parse_master(&value.ok_or_else(|| fail("it has no AWSCURRENT value".into()))?)
+        let secret = DatabaseSecret::parse_admin(&value.ok_or_else(|| fail("it has no AWSCURRENT value".into()))?)
             .map_err(fail)?;
-        let engine = master.engine.ok_or_else(|| fail("missing key \"engine\"".into()))?;
-        let host = master.host.filter(|h| !h.is_empty()).ok_or_else(|| fail("missing key \"host\"".into()))?;
+        let engine = secret.engine.ok_or_else(|| fail("missing key \"engine\"".into()))?;
+        let host = secret.host.filter(|h| !h.is_empty()).ok_or_else(|| fail("missing key \"host\"".into()))?;
         let endpoint = Endpoint {
             engine,
             host,
-            port: master.port.unwrap_or(engine.default_port()),
-            dbname: master.dbname.or_else(|| engine.default_dbname().map(str::to_owned)),
-            tls: master.tls,
+            port: secret.port.unwrap_or(engine.default_port()),
+            dbname: secret.dbname.or_else(|| engine.default_dbname().map(str::to_owned)),
+            tls: secret.tls,
         };
-        let admin = Arc::new(AdminLogin { endpoint, credentials: master.credentials });
+        let admin = Arc::new(AdminLogin { endpoint, credentials: secret.credentials });
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(arn.to_owned(), admin.clone());
         Ok(admin)
     }

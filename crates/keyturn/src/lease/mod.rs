@@ -86,7 +86,7 @@ pub struct Lease {
     /// What the lease made, with what renewal and revocation need to know about it.
     pub credential: Credential,
     /// The caller's ARN as API Gateway's IAM authorizer gave it (the lease's holder).
-    pub caller_arn: String,
+    pub holder: String,
     pub issued_at: u64,
     pub expires_at: u64,
     pub state: LeaseState,
@@ -121,7 +121,7 @@ impl Lease {
                 admin_secret: "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin-AbCdEf".into(),
                 group: "readers".into(),
             }),
-            caller_arn: "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1".into(),
+            holder: "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1".into(),
             issued_at: 1000,
             expires_at,
             state: LeaseState::Active,

@@ -64,12 +64,12 @@ pub trait LeaseStore: Send + Sync {
     /// Up to `limit` live leases whose [`Lease::due_at`] is at or before `now`, the earliest
     /// first: the reaper's work, found without reading every lease.
     fn list_due(&self, now: u64, limit: usize) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
-    /// Up to `limit` live leases whose `caller_arn` is exactly `caller_arn` (byte for byte:
+    /// Up to `limit` live leases whose `holder` is exactly `holder` (byte for byte:
     /// no case folding), the earliest expiry first: what a caller lists as its own, found
     /// without reading other callers' leases or revoked ones.
-    fn list_live_by_caller(
+    fn list_live_by_holder(
         &self,
-        caller_arn: &str,
+        holder: &str,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
     /// How many leases of the role are live (their user may exist), as `max_leases` counts.
@@ -147,10 +147,10 @@ pub mod memory {
             Ok(due)
         }
 
-        async fn list_live_by_caller(&self, caller_arn: &str, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        async fn list_live_by_holder(&self, holder: &str, limit: usize) -> Result<Vec<Lease>, StoreError> {
             let map = self.leases.lock().unwrap();
             let mut held: Vec<Lease> =
-                map.values().filter(|l| l.state.is_live() && l.caller_arn == caller_arn).cloned().collect();
+                map.values().filter(|l| l.state.is_live() && l.holder == holder).cloned().collect();
             // Stable: leases expiring in the same second stay in id order.
             held.sort_by_key(|l| l.expires_at);
             held.truncate(limit);
@@ -185,7 +185,7 @@ mod tests {
             let store = MemoryStore::default();
             store.put_new(&lease("a", 1900), None).await.unwrap();
             let mut other = lease("a", 9999);
-            other.caller_arn = "someone else".into();
+            other.holder = "someone else".into();
             assert_eq!(store.put_new(&other, None).await, Err(StoreError::AlreadyExists("a".into())));
             assert_eq!(store.get("a").await.unwrap().unwrap().expires_at, 1900);
         });
@@ -251,9 +251,9 @@ max_ttl = "1h"
     fn a_callers_live_leases_are_found_by_its_exact_arn_earliest_expiry_first() {
         block_on(async {
             let store = MemoryStore::default();
-            let holder = Lease::example("x", 0).caller_arn;
+            let holder = Lease::example("x", 0).holder;
             for (id, exp, caller) in [("a", 1500, &holder), ("b", 1200, &holder), ("c", 1300, &format!("{holder}x"))] {
-                store.put_new(&Lease { caller_arn: caller.clone(), ..lease(id, exp) }, None).await.unwrap();
+                store.put_new(&Lease { holder: caller.clone(), ..lease(id, exp) }, None).await.unwrap();
             }
             store.put_new(&lease("d", 1100), None).await.unwrap();
             let d = store.get("d").await.unwrap().unwrap();
@@ -263,9 +263,9 @@ max_ttl = "1h"
             store.update(&revoked, Expected::of(&d)).await.unwrap();
 
             let ids = |leases: Vec<Lease>| leases.into_iter().map(|l| l.lease_id).collect::<Vec<_>>();
-            assert_eq!(ids(store.list_live_by_caller(&holder, 10).await.unwrap()), ["b", "a"], "d is revoked");
-            assert_eq!(ids(store.list_live_by_caller(&holder, 1).await.unwrap()), ["b"]);
-            assert_eq!(store.list_live_by_caller(&holder.to_uppercase(), 10).await.unwrap(), []);
+            assert_eq!(ids(store.list_live_by_holder(&holder, 10).await.unwrap()), ["b", "a"], "d is revoked");
+            assert_eq!(ids(store.list_live_by_holder(&holder, 1).await.unwrap()), ["b"]);
+            assert_eq!(store.list_live_by_holder(&holder.to_uppercase(), 10).await.unwrap(), []);
         });
     }
 

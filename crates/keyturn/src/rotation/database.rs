@@ -238,7 +238,7 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
         };
         self.admin_secrets.check(admin_arn).map_err(fail)?;
         let value = ctx.store.get(admin_arn, Selector::Stage(AWSCURRENT)).await.map_err(|e| fail(e.to_string()))?;
-        let admin = DatabaseSecret::parse_master(&value.ok_or_else(|| fail("it has no AWSCURRENT value".into()))?)
+        let admin = DatabaseSecret::parse_admin(&value.ok_or_else(|| fail("it has no AWSCURRENT value".into()))?)
             .map_err(fail)?;
 
         // An admin secret that names its host is used as it is (one call saved); one that

@@ -51,7 +51,7 @@ impl<P: Ports> LeaseService<P> {
             role: role.name.clone(),
             username: prepared.username,
             credential: prepared.credential,
-            caller_arn: caller.to_owned(),
+            holder: caller.to_owned(),
             issued_at: now,
             expires_at: decide::expires_at(now, ttl),
             state: LeaseState::Active,
@@ -113,7 +113,7 @@ impl<P: Ports> LeaseService<P> {
         next.state = LeaseState::Revoking;
         next.retry_at = Some(self.io.clock.now());
         next.last_error = Some(format!("issuing failed: {why}"));
-        next.revoked_by = Some(lease.caller_arn.clone());
+        next.revoked_by = Some(lease.holder.clone());
         next.version += 1;
         self.io.store.update(&next, Expected::of(&lease)).await?;
         self.finish_revocation(next).await.map(drop)

@@ -131,10 +131,10 @@ impl<P: Ports> LeaseService<P> {
     /// A lease past its expiry that the reaper has not revoked yet is listed: its credential
     /// may still work until then.
     pub async fn list(&self, caller: &str) -> Result<Vec<Lease>, LeaseError> {
-        let leases = self.io.store.list_live_by_caller(caller, LIST_MAX).await?;
+        let leases = self.io.store.list_live_by_holder(caller, LIST_MAX).await?;
         // Checked again here rather than trusted to the index's key: what one caller is
         // shown of another's leases must not depend on how the store matches ARNs.
-        Ok(leases.into_iter().filter(|l| l.state.is_live() && principal::holds(caller, &l.caller_arn)).collect())
+        Ok(leases.into_iter().filter(|l| l.state.is_live() && principal::holds(caller, &l.holder)).collect())
     }
 
     /// The lease, if `caller` may act on it.
@@ -143,7 +143,7 @@ impl<P: Ports> LeaseService<P> {
             return Err(LeaseError::UnknownLease(lease_id.to_owned()));
         }
         let lease = self.io.store.get(lease_id).await?.ok_or_else(|| LeaseError::UnknownLease(lease_id.to_owned()))?;
-        if !principal::may_act(caller, &lease.caller_arn, &self.roles.admin_principals) {
+        if !principal::may_act(caller, &lease.holder, &self.roles.admin_principals) {
             return Err(LeaseError::Forbidden(format!("{caller} does not hold lease {lease_id:?}")));
         }
         Ok(lease)

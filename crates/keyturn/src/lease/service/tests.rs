@@ -46,7 +46,7 @@ fn issue_writes_the_lease_then_the_user_with_the_lease_expiry() {
         assert_eq!(lease.expires_at, 1_000_600);
         assert_eq!(lease_id_of("kt_", &lease.username), Some(lease.lease_id.as_str()));
         assert_eq!(s.io.users.users.lock().unwrap().get(&lease.username), Some(&1_000_600));
-        assert_eq!(s.io.store.get(&lease.lease_id).await.unwrap().unwrap().caller_arn, CI);
+        assert_eq!(s.io.store.get(&lease.lease_id).await.unwrap().unwrap().holder, CI);
         let Secret::Database(database::Secret { password, .. }) = &issued.secret else { panic!("{:?}", issued.secret) };
         assert_eq!(password.expose_secret().len(), 32);
     });
