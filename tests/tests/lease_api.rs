@@ -226,7 +226,7 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
     assert_eq!(s.service.store().count_live("ci").await.unwrap(), 1);
 
     let revoked = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, OPS).await;
-    assert_eq!(revoked.0, 204, "an admin principal may revoke any lease");
+    assert_eq!(revoked.0, 204, "an API administrator may revoke any lease");
     let (status, body) = call(&s.service, "POST", &format!("/v1/leases/{lease}/renew"), None, CI).await;
     assert_eq!((status, text(&body, "code")), (409, "conflict"));
 }

@@ -11,7 +11,7 @@
 //!
 //! `GET /v1/leases` answers `{"leases": [...]}`: the leases whose holder is the caller's
 //! exact ARN (the IAM user, or the role session, that got them: those it may renew and
-//! revoke as their holder; an admin principal gets its own, not everyone's), `active` or
+//! revoke as their holder; an API administrator gets its own, not everyone's), `active` or
 //! `revoking`, the earliest expiry first, at most
 //! [`LIST_MAX`](super::service::LIST_MAX). Each is `lease_id`, `role`, `kind`, `username`,
 //! `issued_at`, `expires_at`, `state`, `renewable` and `revocable`: never a secret, nor

@@ -17,7 +17,7 @@ impl<P: Ports> LeaseService<P> {
     ///
     /// Once the credential exists, the lease is confirmed: written again on condition that
     /// nobody moved it meanwhile. A revocation can reach a lease while its credential is
-    /// being made (the reaper, when the TTL is about a second; an admin principal listing
+    /// being made (the reaper, when the TTL is about a second; an API administrator listing
     /// leases) and find no user to delete yet; without the confirmation the caller would
     /// get a working password for a revoked lease whose `max_leases` slot is already free.
     /// When the confirmation loses, the credential is deleted again and the caller gets an

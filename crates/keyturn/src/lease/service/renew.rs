@@ -9,7 +9,7 @@ use crate::lease::{ports::Clock as _, store::LeaseStore as _};
 
 impl<P: Ports> LeaseService<P> {
     /// Renews `lease_id` for `ttl` from now (the role's default when `None`), up to the
-    /// role's max_ttl from issue time. Only the lease's holder or an admin principal may;
+    /// role's max_ttl from issue time. Only the lease's holder or an API administrator may;
     /// the holder only while the role still allows it.
     pub async fn renew(&self, caller: &str, lease_id: &str, ttl: Option<Duration>) -> Result<Renewed, LeaseError> {
         let lease = self.lease_for(caller, lease_id).await?;
@@ -19,8 +19,8 @@ impl<P: Ports> LeaseService<P> {
                 lease.role
             ))
         })?;
-        let admin = principal::principal_allowed(caller, &self.roles.admin_principals);
-        if !admin && !principal::principal_allowed(caller, &role.allowed_principals) {
+        let api_administrator = principal::principal_allowed(caller, &self.roles.admin_principals);
+        if !api_administrator && !principal::principal_allowed(caller, &role.allowed_principals) {
             return Err(LeaseError::Forbidden(format!("{caller} may no longer use role {:?}", role.name)));
         }
         let renewal = decide::renew_until(&lease, role, ttl, self.io.clock.now())?;
