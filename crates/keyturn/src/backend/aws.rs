@@ -84,7 +84,7 @@ pub struct NewIamUser {
     pub expires_at: SystemTime,
 }
 
-/// Move an IAM user's expiry (its [`EXPIRY_POLICY`] and its expiry tag).
+/// Move an IAM user's expiry (its expiry policy and its expiry tag).
 #[derive(Debug, Clone)]
 pub struct UpdateIamUser {
     pub user_name: String,

@@ -40,7 +40,7 @@ pub const MAX_TTL_LIMIT: Duration = Duration::from_secs(24 * 3600);
 pub const TTL_PARSE_MAX: Duration = Duration::from_secs(1_000_000_000);
 /// The longest `username_prefix` without its `_`.
 pub const USERNAME_PREFIX_MAX: usize = 8;
-/// The longest role name: it goes into usernames (see [`super::decide::username`]).
+/// The longest role name: it goes into usernames (see [`super::name::username`]).
 pub const ROLE_NAME_MAX: usize = 32;
 /// Every role of the file, and who may act on any lease.
 #[derive(Debug, Clone, PartialEq, Eq)]

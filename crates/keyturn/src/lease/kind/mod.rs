@@ -16,7 +16,7 @@
 //!   it can; succeeds when the credential is gone) and `sweep` (drops what no live lease
 //!   accounts for).
 //!
-//! [`kinds!`] lists the kinds once; the enums that carry a kind's values
+//! `kinds!` (below) lists the kinds once; the enums that carry a kind's values
 //! ([`RoleKind`], [`Credential`], `Secret`) and their dispatch are generated from that
 //! list. Adding a kind is a new module here and one line in that list.
 
