@@ -11,7 +11,7 @@ pub const DEFAULT_USERNAME_PREFIX: &str = "kt_";
 /// The username of a new lease: `kt_<role>_<random>`. The random part is never cut: the
 /// role part is shortened to fit the engine's limit instead (down to nothing:
 /// `kt__<random>`). `None` when `random` is empty, not ASCII letters and digits, or does
-/// not fit the limit even so. Role names are ASCII (see [`Role`]), so bytes and characters
+/// not fit the limit even so. Role names are ASCII (see [`super::role::Role`]), so bytes and characters
 /// count the same.
 pub fn username(prefix: &str, role_name: &str, engine_limit_bytes: usize, random: &str) -> Option<String> {
     if random.is_empty() || !random.bytes().all(|b| b.is_ascii_alphanumeric()) || !role_name.is_ascii() {
