@@ -593,6 +593,15 @@ mod tests {
         let mut body = pg("pw");
         body["kind"] = json!("ldap");
         assert!(matches!(Credential::from_body(body), Err(FormatError::UnknownKind(_))));
+        // A value of the wrong type is named, never quoted: it may be a secret misplaced.
+        let mut body = pg("pw");
+        body["port"] = json!("the-password");
+        let e = Credential::from_body(body).unwrap_err();
+        assert_eq!(e, FormatError::Missing("port".into()));
+        assert!(!e.to_string().contains("the-password"), "{e}");
+        let mut body = pg("pw");
+        body.as_object_mut().unwrap().remove("password");
+        assert_eq!(Credential::from_body(body).unwrap_err(), FormatError::Missing("password".into()));
     }
 
     /// Every printable ASCII character, a newline, a tab and some beyond ASCII.

@@ -4,8 +4,9 @@
 //! them into the same types, and the docs and the SAM template are checked against
 //! [`Route::ALL`].
 //!
-//! This module needs serde and nothing else of keyturn (no AWS SDK, no driver, no
-//! runtime), so it is compiled in every feature set, the CLI's (none) included.
+//! This module imports nothing else of keyturn and needs only serde's crates (serde,
+//! serde_json, secrecy's serde support, serde_path_to_error): no AWS SDK, no driver, no
+//! runtime. It is compiled in every feature set, the CLI's (none) included.
 //!
 //! | route | body | success |
 //! |---|---|---|

@@ -182,7 +182,8 @@ fn answer(status: u16, answer: &impl serde::Serialize) -> Result<ApiResponse, Le
     Ok(ApiResponse { status, body: Some(body) })
 }
 
-/// The optional `{"ttl_seconds": N}` body.
+/// The optional `{"ttl_seconds": N}` body, [`crate::contract::TtlRequest`]: read through a
+/// `Value` here so that each wrong shape gets its own message.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TtlBody {
