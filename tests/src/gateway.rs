@@ -57,14 +57,7 @@ pub fn lambda(emulator: Emulator, function: &'static str) -> Upstream {
 }
 
 /// The issuer's handler, in process.
-pub fn in_process<S, U, A, M, C>(service: Arc<LeaseService<S, U, A, M, C>>) -> Upstream
-where
-    S: keyturn::lease::store::LeaseStore + 'static,
-    U: keyturn::backend::DynamicUsers + 'static,
-    A: keyturn::backend::aws::AwsCredentials + 'static,
-    M: keyturn::rotation::store::SecretStore + 'static,
-    C: keyturn::lease::service::Clock + 'static,
-{
+pub fn in_process<P: keyturn::lease::ports::Ports>(service: Arc<LeaseService<P>>) -> Upstream {
     Arc::new(move |event| {
         let service = service.clone();
         Box::pin(async move {

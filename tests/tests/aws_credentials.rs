@@ -13,8 +13,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use keyturn::aws::credentials::AwsIssuer;
 use keyturn::backend::aws::{
     iso8601, tag, AssumeRole, AwsCredentials, AwsKeys, DeleteIamUser, ListIamUsers, NewIamUser, RdsToken,
-    UpdateIamUser, EXPIRY_POLICY, ROLE_POLICY,
+    UpdateIamUser, ROLE_POLICY,
 };
+use keyturn::lease::kind::aws_iam_user::EXPIRY_POLICY;
 use keyturn_tests::{allow_policy, TestEnv};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};

@@ -630,7 +630,7 @@ async fn pg8000_refuses_a_verifier_of_16_iterations_that_the_other_clients_accep
         groups: vec![group],
         password: password.clone().into(),
         expires_at: SystemTime::now() + Duration::from_secs(600),
-        connection_limit: keyturn::lease::role::DEFAULT_CONNECTION_LIMIT,
+        connection_limit: keyturn::lease::kind::database::DEFAULT_CONNECTION_LIMIT,
     };
     env.pg_backend(Timeouts::default())
         .with_generated_password_iterations(16)

@@ -9,7 +9,7 @@ use keyturn::app::lease::Issuer;
 use keyturn::lease::api::ApiRequest;
 use keyturn::lease::service::{ReapLimits, ReapReport};
 use keyturn::lease::store::LeaseStore;
-use keyturn::lease::{Grant, Lease, LeaseState};
+use keyturn::lease::{kind::database, Credential, Lease, LeaseState};
 use keyturn_tests::lease::{call, deploy, deploy_in, issue_ci, reap_limits, Deployment, Engine, CI, STRANGER};
 use keyturn_tests::{apigw, TestEnv};
 use postgres_protocol::escape::escape_identifier;
@@ -792,7 +792,10 @@ async fn put_due_leases(s: &Deployment, role: &str, admin_arn: &str, n: usize) {
         let lease = Lease {
             username: format!("{}{role}_{lease_id}", s.prefix),
             role: role.into(),
-            grant: Grant::DatabaseUser { admin_secret: admin_arn.to_owned(), group: s.group.clone() },
+            credential: Credential::Database(database::Credential {
+                admin_secret: admin_arn.to_owned(),
+                group: s.group.clone(),
+            }),
             caller_arn: CI.into(),
             issued_at: now - 120,
             ..Lease::example(&lease_id, now - 60)

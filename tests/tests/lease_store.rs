@@ -8,8 +8,9 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::types::AttributeValue;
 use keyturn::aws::dynamodb::{attr, counter_key, DynamoLeaseStore, DUE_INDEX, LIVE_SHARD};
+use keyturn::lease::kind::{aws_iam_user, aws_sts, database, rds_iam_token};
 use keyturn::lease::store::{Expected, LeaseStore, StoreError};
-use keyturn::lease::{Grant, Lease, LeaseState};
+use keyturn::lease::{Credential, Lease, LeaseState};
 use keyturn_tests::TestEnv;
 
 const NOW: u64 = 10_000;
@@ -372,16 +373,16 @@ async fn every_field_round_trips() {
         assert!(!item.contains_key(absent), "{absent} is absent while None: {item:?}");
     }
     assert_eq!(item.get(attr::STATE), Some(&AttributeValue::S("active".into())));
-    assert_eq!(item.get(attr::GROUP_ROLE), Some(&AttributeValue::S("readers".into())));
+    assert_eq!(item.get("group_role"), Some(&AttributeValue::S("readers".into())));
     assert_eq!(item.get(attr::SERVER_EXPIRY), Some(&AttributeValue::Bool(true)));
 
     // Every optional field set, numbers at their extremes, text beyond ASCII.
     let mut full = lease("full", "ci-reader", u64::MAX - 1);
     full.username = "kt_ci-reader_full".into();
-    full.grant = Grant::DatabaseUser {
+    full.credential = Credential::Database(database::Credential {
         admin_secret: "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin-AbCdEf".into(),
         group: "grüppe \"quoted\"".into(),
-    };
+    });
     full.issued_at = 0;
     full.server_expiry = false;
     store.put_new(&full, None).await.unwrap();
@@ -400,13 +401,13 @@ async fn every_field_round_trips() {
     assert_eq!(item.get(attr::STATE), Some(&AttributeValue::S("revoked".into())));
     assert_eq!(item.get(attr::RETRY_AT), Some(&AttributeValue::N(u64::MAX.to_string())));
 
-    // Every kind of grant comes back as written.
-    for (id, grant) in [
-        ("iamuser", Grant::IamUser),
-        ("sts", Grant::StsSession { role_arn: "arn:aws:iam::123456789012:role/deploy".into() }),
-        ("rds", Grant::RdsToken { host: "db.example.internal".into(), port: 65535 }),
+    // Every kind of credential comes back as written.
+    for (id, credential) in [
+        ("iamuser", Credential::AwsIamUser(aws_iam_user::Credential)),
+        ("sts", Credential::AwsSts(aws_sts::Credential { role_arn: "arn:aws:iam::123456789012:role/deploy".into() })),
+        ("rds", Credential::RdsIamToken(rds_iam_token::Credential { host: "db.example.internal".into(), port: 65535 })),
     ] {
-        let lease = Lease { grant, ..lease(id, "aws", 5000) };
+        let lease = Lease { credential, ..lease(id, "aws", 5000) };
         store.put_new(&lease, None).await.unwrap();
         assert_eq!(store.get(id).await.unwrap(), Some(lease));
     }

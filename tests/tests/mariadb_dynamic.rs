@@ -22,7 +22,7 @@ fn new_user(name: &str, group: &str, password: &str) -> NewUser {
         groups: vec![group.to_owned()],
         password: password.to_owned().into(),
         expires_at: SystemTime::now() + Duration::from_secs(600),
-        connection_limit: keyturn::lease::role::DEFAULT_CONNECTION_LIMIT,
+        connection_limit: keyturn::lease::kind::database::DEFAULT_CONNECTION_LIMIT,
     }
 }
 
@@ -457,7 +457,7 @@ async fn without_the_event_scheduler_a_mariadb_user_has_no_server_expiry() {
         groups: vec![group],
         password: password.clone().into(),
         expires_at: SystemTime::now() + Duration::from_secs(600),
-        connection_limit: keyturn::lease::role::DEFAULT_CONNECTION_LIMIT,
+        connection_limit: keyturn::lease::kind::database::DEFAULT_CONNECTION_LIMIT,
     };
     let outcome = backend.new_user(&endpoint, &admin, request).await.unwrap();
     assert!(!outcome.server_expiry, "no scheduler, no server-side expiry");

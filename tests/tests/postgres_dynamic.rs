@@ -28,7 +28,7 @@ fn new_user(name: &str, group: &str, password: &str, ttl: Duration) -> NewUser {
         groups: vec![group.to_owned()],
         password: password.to_owned().into(),
         expires_at: SystemTime::now() + ttl,
-        connection_limit: keyturn::lease::role::DEFAULT_CONNECTION_LIMIT,
+        connection_limit: keyturn::lease::kind::database::DEFAULT_CONNECTION_LIMIT,
     }
 }
 

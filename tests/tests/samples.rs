@@ -507,7 +507,7 @@ fn fill(path: &str, parameters: &serde_json::Value) -> String {
 
 #[test]
 fn sample_credential_events_are_what_api_gateway_sends_to_the_routes() {
-    use keyturn::lease::decide::principal_allowed;
+    use keyturn::lease::principal::principal_allowed;
     use keyturn::lease::role::Roles;
     let root = keyturn_tests::project_root();
     let template = template();
@@ -555,7 +555,7 @@ fn sample_credential_events_are_what_api_gateway_sends_to_the_routes() {
         assert_eq!((request.method.as_str(), request.path.as_str()), (method, raw_path.as_str()), "{file}");
         assert_eq!(request.caller, iam["userArn"].as_str().unwrap(), "{file}");
         if let Some(id) = event["pathParameters"]["lease_id"].as_str() {
-            assert!(keyturn::lease::service::is_lease_id(id), "{file}: {id} is not a lease id keyturn issues");
+            assert!(keyturn::lease::name::is_lease_id(id), "{file}: {id} is not a lease id keyturn issues");
         }
         seen.push(route_key.to_owned());
     }

@@ -30,16 +30,9 @@ fn diagnostic(error: RotationError) -> Diagnostic {
 /// request gets an HTTP response, errors included: a Lambda error would reach the caller
 /// as a bare 500.
 #[cfg(feature = "lease")]
-pub async fn serve_api<S, U, A, M, C>(
-    service: &crate::lease::service::LeaseService<S, U, A, M, C>,
-) -> Result<(), lambda_runtime::Error>
-where
-    S: crate::lease::store::LeaseStore,
-    U: crate::backend::DynamicUsers,
-    A: crate::backend::aws::AwsCredentials,
-    M: SecretStore,
-    C: crate::lease::service::Clock,
-{
+pub async fn serve_api<P: crate::lease::ports::Ports>(
+    service: &crate::lease::service::LeaseService<P>,
+) -> Result<(), lambda_runtime::Error> {
     use crate::lease::api::{self, ApiRequest};
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let response = match ApiRequest::from_event(event.payload) {
@@ -67,18 +60,11 @@ pub const REAP_FALLBACK_BUDGET: std::time::Duration = std::time::Duration::from_
 /// Serves the reaper's scheduled events: one [`reap`](crate::lease::service::LeaseService::reap)
 /// per event, bounded by `batch`, `concurrency` and the invocation's deadline.
 #[cfg(feature = "lease")]
-pub async fn serve_reaper<S, U, A, M, C>(
-    service: &crate::lease::service::LeaseService<S, U, A, M, C>,
+pub async fn serve_reaper<P: crate::lease::ports::Ports>(
+    service: &crate::lease::service::LeaseService<P>,
     batch: usize,
     concurrency: usize,
-) -> Result<(), lambda_runtime::Error>
-where
-    S: crate::lease::store::LeaseStore,
-    U: crate::backend::DynamicUsers,
-    A: crate::backend::aws::AwsCredentials,
-    M: SecretStore,
-    C: crate::lease::service::Clock,
-{
+) -> Result<(), lambda_runtime::Error> {
     use crate::lease::service::ReapLimits;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let now_ms = std::time::SystemTime::now()

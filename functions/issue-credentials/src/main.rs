@@ -8,7 +8,6 @@
 //! `issue-credentials check FILE...` validates roles files and exits, for CI.
 
 // The service's futures nest deep async calls; the default limit is too low to lay them out.
-#![recursion_limit = "256"]
 
 use std::process::ExitCode;
 

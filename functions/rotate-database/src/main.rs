@@ -6,7 +6,6 @@
 //! use); each invocation only borrows them.
 
 // The rotation future nests deep async calls; the default limit is too low to lay it out.
-#![recursion_limit = "256"]
 
 use keyturn::config::RotateDatabaseConfig;
 use keyturn::telemetry::cannot_start;

@@ -5,7 +5,6 @@
 //! invocation only borrows them.
 
 // The rotation future nests deep async calls; the default limit is too low to lay it out.
-#![recursion_limit = "256"]
 
 use keyturn::config::RotateIamKeyConfig;
 use keyturn::telemetry::cannot_start;

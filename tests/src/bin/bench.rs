@@ -185,7 +185,7 @@ async fn dynamic_users(env: &TestEnv) -> (Duration, Duration, f64, Duration) {
         groups: groups.clone(),
         password: random_token().into(),
         expires_at: SystemTime::now() + Duration::from_secs(900),
-        connection_limit: keyturn::lease::role::DEFAULT_CONNECTION_LIMIT,
+        connection_limit: keyturn::lease::kind::database::DEFAULT_CONNECTION_LIMIT,
     };
     let mut names = Vec::new();
     let mut samples = Vec::new();
@@ -232,12 +232,12 @@ async fn dynamic_users(env: &TestEnv) -> (Duration, Duration, f64, Duration) {
 }
 
 /// One issuance of role `ci` through the handler; panics unless it is a 201.
-async fn issue_at_handler<S: keyturn::lease::store::LeaseStore>(service: &LeaseServiceOf<S>, ttl: u64) {
+async fn issue_at_handler<S: keyturn::lease::store::LeaseStore + 'static>(service: &LeaseServiceOf<S>, ttl: u64) {
     issue_role(service, "ci", ttl).await;
 }
 
 /// One issuance of `role` through the handler: the 201's body; panics on anything else.
-async fn issue_role<S: keyturn::lease::store::LeaseStore>(
+async fn issue_role<S: keyturn::lease::store::LeaseStore + 'static>(
     service: &LeaseServiceOf<S>,
     role: &str,
     ttl: u64,
@@ -341,13 +341,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
     println!("revoke an IAM user, moto IAM:          p50 {} (moto-bound)", ms(median(samples)));
 }
 
-type LeaseServiceOf<S> = keyturn::lease::service::LeaseService<
-    S,
-    keyturn::backend::Databases,
-    keyturn::aws::credentials::AwsIssuer,
-    keyturn::aws::secretsmanager::SecretsManagerStore,
-    keyturn::lease::service::SystemClock,
->;
+type LeaseServiceOf<S> = keyturn::lease::service::LeaseService<keyturn::app::lease::Deployed<S>>;
 
 /// p50 and p99 of one issuance at the handler (200, one at a time, after one that warms
 /// the admin session), and issuances per second with 8 callers (`per_caller` each).

@@ -28,9 +28,10 @@ use secrecy::SecretString;
 
 use super::iam::iam_error;
 use crate::backend::aws::{
-    expiry_policy, iso8601, tag, AssumeRole, AwsCredentials, AwsError, AwsKeys, DeleteIamUser, IamUserDeleted,
-    ListIamUsers, NewIamUser, RdsToken, UpdateIamUser, EXPIRY_POLICY, ROLE_POLICY,
+    iso8601, tag, AssumeRole, AwsCredentials, AwsError, AwsKeys, DeleteIamUser, IamUserDeleted, ListIamUsers,
+    NewIamUser, RdsToken, UpdateIamUser, ROLE_POLICY,
 };
+use crate::lease::kind::aws_iam_user::{expiry_policy_document, EXPIRY_POLICY};
 
 /// IAM and STS clients, and the SDK configuration whose credentials sign RDS tokens.
 #[derive(Clone, Debug)]
@@ -84,7 +85,7 @@ impl AwsIssuer {
             .put_user_policy()
             .user_name(user)
             .policy_name(EXPIRY_POLICY)
-            .policy_document(expiry_policy(path, expires_at))
+            .policy_document(expiry_policy_document(path, &iso8601(expires_at)))
             .send()
             .await
             .map_err(|e| iam_error("PutUserPolicy", e))?;
@@ -185,186 +186,209 @@ impl AwsIssuer {
 }
 
 impl AwsCredentials for AwsIssuer {
-    async fn assume_role(&self, req: AssumeRole) -> Result<AwsKeys, AwsError> {
-        let duration = i32::try_from(req.duration.as_secs())
-            .map_err(|_| failure("AssumeRole", "the session duration is out of range", false))?;
-        let tags = req
-            .tags
-            .iter()
-            .map(|(key, value)| StsTag::builder().key(key).value(value).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| failure("AssumeRole", e.to_string(), false))?;
-        let policy_arns = req.policy_arns.iter().map(|arn| PolicyDescriptorType::builder().arn(arn).build()).collect();
-        let out = self
-            .sts
-            .assume_role()
-            .role_arn(&req.role_arn)
-            .role_session_name(&req.session_name)
-            .duration_seconds(duration)
-            .set_policy(req.session_policy)
-            .set_policy_arns(non_empty(policy_arns))
-            .set_external_id(req.external_id)
-            .set_tags(non_empty(tags))
-            // Transitive: a session this one assumes carries the same keyturn tags, and no
-            // session in the chain can set them to other values (IAM refuses it).
-            .set_transitive_tag_keys(non_empty(req.tags.iter().map(|(key, _)| key.clone()).collect()))
-            .send()
-            .await
-            .map_err(|e| iam_error("AssumeRole", e))?;
-        let credentials =
-            out.credentials.ok_or_else(|| failure("AssumeRole", "no credentials in the response", true))?;
-        Ok(AwsKeys {
-            expiration: u64::try_from(credentials.expiration.secs()).ok(),
-            access_key_id: credentials.access_key_id,
-            secret_access_key: SecretString::from(credentials.secret_access_key),
-            session_token: Some(SecretString::from(credentials.session_token)),
+    // Each call is boxed: the SDK's futures are deep, and nested unboxed in the lease
+    // service and the API handler their layout runs past the compiler's default
+    // recursion limit. One allocation per AWS call is nothing beside its round trip.
+    fn assume_role(&self, req: AssumeRole) -> impl Future<Output = Result<AwsKeys, AwsError>> + Send {
+        Box::pin(async move {
+            let duration = i32::try_from(req.duration.as_secs())
+                .map_err(|_| failure("AssumeRole", "the session duration is out of range", false))?;
+            let tags = req
+                .tags
+                .iter()
+                .map(|(key, value)| StsTag::builder().key(key).value(value).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| failure("AssumeRole", e.to_string(), false))?;
+            let policy_arns =
+                req.policy_arns.iter().map(|arn| PolicyDescriptorType::builder().arn(arn).build()).collect();
+            let out = self
+                .sts
+                .assume_role()
+                .role_arn(&req.role_arn)
+                .role_session_name(&req.session_name)
+                .duration_seconds(duration)
+                .set_policy(req.session_policy)
+                .set_policy_arns(non_empty(policy_arns))
+                .set_external_id(req.external_id)
+                .set_tags(non_empty(tags))
+                // Transitive: a session this one assumes carries the same keyturn tags, and no
+                // session in the chain can set them to other values (IAM refuses it).
+                .set_transitive_tag_keys(non_empty(req.tags.iter().map(|(key, _)| key.clone()).collect()))
+                .send()
+                .await
+                .map_err(|e| iam_error("AssumeRole", e))?;
+            let credentials =
+                out.credentials.ok_or_else(|| failure("AssumeRole", "no credentials in the response", true))?;
+            Ok(AwsKeys {
+                expiration: u64::try_from(credentials.expiration.secs()).ok(),
+                access_key_id: credentials.access_key_id,
+                secret_access_key: SecretString::from(credentials.secret_access_key),
+                session_token: Some(SecretString::from(credentials.session_token)),
+            })
         })
     }
 
-    async fn new_iam_user(&self, req: NewIamUser) -> Result<AwsKeys, AwsError> {
-        let user = req.user_name.as_str();
-        // The expiry tag is written from `expires_at`, so that it cannot disagree with the
-        // expiry policy whatever tags the caller passed.
-        let expires_tag = (tag::EXPIRES_AT.to_owned(), iso8601(req.expires_at));
-        let tags = req
-            .tags
-            .iter()
-            .filter(|(key, _)| key != tag::EXPIRES_AT)
-            .chain([&expires_tag])
-            .map(|(key, value)| IamTag::builder().key(key).value(value).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| failure("CreateUser", e.to_string(), false))?;
-        self.iam
-            .create_user()
-            .user_name(user)
-            .path(&req.path)
-            .permissions_boundary(&req.permissions_boundary)
-            .set_tags(non_empty(tags))
-            .send()
-            .await
-            .map_err(|e| iam_error("CreateUser", e))?;
-        // Before any permission: see the module's documentation.
-        self.put_expiry(user, &req.path, req.expires_at).await?;
-        for arn in &req.policy_arns {
+    fn new_iam_user(&self, req: NewIamUser) -> impl Future<Output = Result<AwsKeys, AwsError>> + Send {
+        Box::pin(async move {
+            let user = req.user_name.as_str();
+            // The expiry tag is written from `expires_at`, so that it cannot disagree with the
+            // expiry policy whatever tags the caller passed.
+            let expires_tag = (tag::EXPIRES_AT.to_owned(), iso8601(req.expires_at));
+            let tags = req
+                .tags
+                .iter()
+                .filter(|(key, _)| key != tag::EXPIRES_AT)
+                .chain([&expires_tag])
+                .map(|(key, value)| IamTag::builder().key(key).value(value).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| failure("CreateUser", e.to_string(), false))?;
             self.iam
-                .attach_user_policy()
+                .create_user()
                 .user_name(user)
-                .policy_arn(arn)
+                .path(&req.path)
+                .permissions_boundary(&req.permissions_boundary)
+                .set_tags(non_empty(tags))
                 .send()
                 .await
-                .map_err(|e| iam_error("AttachUserPolicy", e))?;
-        }
-        if let Some(document) = &req.inline_policy {
-            self.iam
-                .put_user_policy()
+                .map_err(|e| iam_error("CreateUser", e))?;
+            // Before any permission: see the module's documentation.
+            self.put_expiry(user, &req.path, req.expires_at).await?;
+            for arn in &req.policy_arns {
+                self.iam
+                    .attach_user_policy()
+                    .user_name(user)
+                    .policy_arn(arn)
+                    .send()
+                    .await
+                    .map_err(|e| iam_error("AttachUserPolicy", e))?;
+            }
+            if let Some(document) = &req.inline_policy {
+                self.iam
+                    .put_user_policy()
+                    .user_name(user)
+                    .policy_name(ROLE_POLICY)
+                    .policy_document(document)
+                    .send()
+                    .await
+                    .map_err(|e| iam_error("PutUserPolicy", e))?;
+            }
+            for group in &req.groups {
+                self.iam
+                    .add_user_to_group()
+                    .user_name(user)
+                    .group_name(group)
+                    .send()
+                    .await
+                    .map_err(|e| iam_error("AddUserToGroup", e))?;
+            }
+            let out = self
+                .iam
+                .create_access_key()
                 .user_name(user)
-                .policy_name(ROLE_POLICY)
-                .policy_document(document)
                 .send()
                 .await
-                .map_err(|e| iam_error("PutUserPolicy", e))?;
-        }
-        for group in &req.groups {
-            self.iam
-                .add_user_to_group()
-                .user_name(user)
-                .group_name(group)
-                .send()
-                .await
-                .map_err(|e| iam_error("AddUserToGroup", e))?;
-        }
-        let out =
-            self.iam.create_access_key().user_name(user).send().await.map_err(|e| iam_error("CreateAccessKey", e))?;
-        let key = out.access_key.ok_or_else(|| failure("CreateAccessKey", "no key in the response", false))?;
-        Ok(AwsKeys {
-            access_key_id: key.access_key_id,
-            secret_access_key: SecretString::from(key.secret_access_key),
-            session_token: None,
-            expiration: None,
+                .map_err(|e| iam_error("CreateAccessKey", e))?;
+            let key = out.access_key.ok_or_else(|| failure("CreateAccessKey", "no key in the response", false))?;
+            Ok(AwsKeys {
+                access_key_id: key.access_key_id,
+                secret_access_key: SecretString::from(key.secret_access_key),
+                session_token: None,
+                expiration: None,
+            })
         })
     }
 
-    async fn update_iam_user(&self, req: UpdateIamUser) -> Result<(), AwsError> {
-        // The policy first: it is what AWS enforces; the tag only reports it.
-        self.put_expiry(&req.user_name, &req.path, req.expires_at).await?;
-        let expires = IamTag::builder()
-            .key(tag::EXPIRES_AT)
-            .value(iso8601(req.expires_at))
-            .build()
-            .map_err(|e| failure("TagUser", e.to_string(), false))?;
-        self.iam
-            .tag_user()
-            .user_name(&req.user_name)
-            .tags(expires)
-            .send()
-            .await
-            .map_err(|e| iam_error("TagUser", e))?;
-        Ok(())
+    fn update_iam_user(&self, req: UpdateIamUser) -> impl Future<Output = Result<(), AwsError>> + Send {
+        Box::pin(async move {
+            // The policy first: it is what AWS enforces; the tag only reports it.
+            self.put_expiry(&req.user_name, &req.path, req.expires_at).await?;
+            let expires = IamTag::builder()
+                .key(tag::EXPIRES_AT)
+                .value(iso8601(req.expires_at))
+                .build()
+                .map_err(|e| failure("TagUser", e.to_string(), false))?;
+            self.iam
+                .tag_user()
+                .user_name(&req.user_name)
+                .tags(expires)
+                .send()
+                .await
+                .map_err(|e| iam_error("TagUser", e))?;
+            Ok(())
+        })
     }
 
-    async fn delete_iam_user(&self, req: DeleteIamUser) -> Result<IamUserDeleted, AwsError> {
-        let user = req.user_name.as_str();
-        let keys = match self.access_key_ids(user).await {
-            Err(e) if e.not_found => return Ok(IamUserDeleted { existed: false }),
-            other => other?,
-        };
-        match self.take_apart(user, keys).await {
-            // Gone since the first listing: another reaper deleted it, which is the outcome
-            // wanted.
-            Ok(()) | Err(AwsError { not_found: true, .. }) => Ok(IamUserDeleted { existed: true }),
-            Err(e) => Err(e),
-        }
+    fn delete_iam_user(&self, req: DeleteIamUser) -> impl Future<Output = Result<IamUserDeleted, AwsError>> + Send {
+        Box::pin(async move {
+            let user = req.user_name.as_str();
+            let keys = match self.access_key_ids(user).await {
+                Err(e) if e.not_found => return Ok(IamUserDeleted { existed: false }),
+                other => other?,
+            };
+            match self.take_apart(user, keys).await {
+                // Gone since the first listing: another reaper deleted it, which is the outcome
+                // wanted.
+                Ok(()) | Err(AwsError { not_found: true, .. }) => Ok(IamUserDeleted { existed: true }),
+                Err(e) => Err(e),
+            }
+        })
     }
 
-    async fn list_iam_users(&self, req: ListIamUsers) -> Result<Vec<String>, AwsError> {
-        let users = self
-            .iam
-            .list_users()
-            .path_prefix(&req.path)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| iam_error("ListUsers", e))?;
-        // PathPrefix also matches deeper paths (`/keyturn/other/` under `/keyturn/`), which
-        // belong to someone else.
-        Ok(users
-            .into_iter()
-            .filter(|u| u.path == req.path && u.user_name.starts_with(&req.prefix))
-            .map(|u| u.user_name)
-            .collect())
+    fn list_iam_users(&self, req: ListIamUsers) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send {
+        Box::pin(async move {
+            let users = self
+                .iam
+                .list_users()
+                .path_prefix(&req.path)
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| iam_error("ListUsers", e))?;
+            // PathPrefix also matches deeper paths (`/keyturn/other/` under `/keyturn/`), which
+            // belong to someone else.
+            Ok(users
+                .into_iter()
+                .filter(|u| u.path == req.path && u.user_name.starts_with(&req.prefix))
+                .map(|u| u.user_name)
+                .collect())
+        })
     }
 
-    async fn rds_token(&self, req: RdsToken) -> Result<SecretString, AwsError> {
-        const OPERATION: &str = "GenerateDbAuthToken";
-        // The generator writes the user into the URL it signs without encoding it: a `&`
-        // or `=` would sign another query than the one naming this user.
-        let plain = |c: char| c.is_ascii_alphanumeric() || "-._~@$".contains(c);
-        if req.db_user.is_empty() || !req.db_user.chars().all(plain) {
-            return Err(failure(OPERATION, "the database user name must be letters, digits and -._~@$", false));
-        }
-        // Loaded here rather than by the generator so that a failure to get credentials
-        // (worth retrying) is told apart from a bad request, without quoting either error.
-        let provider =
-            self.sdk.credentials_provider().ok_or_else(|| failure(OPERATION, "no credentials to sign with", false))?;
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .map_err(|_| failure(OPERATION, "could not load the credentials to sign with", true))?;
-        let config = TokenConfig::builder()
-            .hostname(&req.host)
-            .port(u64::from(req.port))
-            .region(Region::new(req.region))
-            .username(&req.db_user)
-            .expires_in(crate::lease::role::AWS_MIN_TTL.as_secs())
-            .credentials(credentials)
-            .build()
-            .map_err(|_| failure(OPERATION, "invalid token parameters", false))?;
-        let token = AuthTokenGenerator::new(config)
-            .auth_token(&self.sdk)
-            .await
-            .map_err(|_| failure(OPERATION, "could not sign the token", false))?;
-        Ok(SecretString::from(token.to_string()))
+    fn rds_token(&self, req: RdsToken) -> impl Future<Output = Result<SecretString, AwsError>> + Send {
+        Box::pin(async move {
+            const OPERATION: &str = "GenerateDbAuthToken";
+            // The generator writes the user into the URL it signs without encoding it: a `&`
+            // or `=` would sign another query than the one naming this user.
+            let plain = |c: char| c.is_ascii_alphanumeric() || "-._~@$".contains(c);
+            if req.db_user.is_empty() || !req.db_user.chars().all(plain) {
+                return Err(failure(OPERATION, "the database user name must be letters, digits and -._~@$", false));
+            }
+            // Loaded here rather than by the generator so that a failure to get credentials
+            // (worth retrying) is told apart from a bad request, without quoting either error.
+            let provider = self
+                .sdk
+                .credentials_provider()
+                .ok_or_else(|| failure(OPERATION, "no credentials to sign with", false))?;
+            let credentials = provider
+                .provide_credentials()
+                .await
+                .map_err(|_| failure(OPERATION, "could not load the credentials to sign with", true))?;
+            let config = TokenConfig::builder()
+                .hostname(&req.host)
+                .port(u64::from(req.port))
+                .region(Region::new(req.region))
+                .username(&req.db_user)
+                .expires_in(crate::lease::kind::rds_iam_token::TOKEN_LIFE.as_secs())
+                .credentials(credentials)
+                .build()
+                .map_err(|_| failure(OPERATION, "invalid token parameters", false))?;
+            let token = AuthTokenGenerator::new(config)
+                .auth_token(&self.sdk)
+                .await
+                .map_err(|_| failure(OPERATION, "could not sign the token", false))?;
+            Ok(SecretString::from(token.to_string()))
+        })
     }
 }

@@ -11,10 +11,11 @@
 //!   an operator reads a lease in the console: `lease_id`, `role`, `username`,
 //!   `caller_arn` (S); `issued_at`, `expires_at`, `attempts`, `version` (N); `state` (S:
 //!   `active`, `revoking`, `revoked`); `server_expiry` (BOOL); `last_error`, `revoked_by`
-//!   (S) and `retry_at`, `revoked_at` (N), each absent when `None`. The [`Grant`]: `grant`
+//!   (S) and `retry_at`, `revoked_at` (N), each absent when `None`. The [`Credential`]: `grant`
 //!   (S, the role kind: `database`, `aws-iam-user`, `aws-sts`, `rds-iam-token`; absent on
-//!   items written before there were other kinds, which are `database`), then per kind
-//!   `admin_secret` and `group_role` (S), `role_arn` (S), or `host` (S) and `port` (N).
+//!   items written before there were other kinds, which are `database`), then the kind's
+//!   own fields (`lease::kind::*::fields`): `admin_secret` and `group_role` (S), `role_arn`
+//!   (S), or `host` (S) and `port` (N).
 //! - While a lease is live, also `due_shard` = `"live"` (S) and `due_at` =
 //!   [`Lease::due_at`] (N): the keys of the global secondary index `due` (partition
 //!   `due_shard`, sort `due_at`, projection ALL). A revoked lease has neither, so the index
@@ -70,6 +71,7 @@
 //! item and the attribute ([`ItemError`]), never a panic.
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
@@ -85,9 +87,9 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::describe_sdk_error;
-use crate::lease::role::{KIND_AWS_IAM_USER, KIND_AWS_STS, KIND_DATABASE, KIND_RDS_IAM_TOKEN};
+use crate::lease::kind::{self, Field, Fields};
 use crate::lease::store::{Expected, LeaseStore, StoreError};
-use crate::lease::{Grant, Lease, LeaseState};
+use crate::lease::{Credential, Lease, LeaseState};
 
 /// Attribute names of the table's items.
 pub mod attr {
@@ -97,14 +99,9 @@ pub mod attr {
     pub const KIND: &str = "kind";
     pub const ROLE: &str = "role";
     pub const USERNAME: &str = "username";
-    pub const ADMIN_SECRET: &str = "admin_secret";
-    /// [`crate::lease::Grant::DatabaseUser`]'s `group`.
-    pub const GROUP_ROLE: &str = "group_role";
-    /// [`crate::lease::Grant::kind`].
-    pub const GRANT: &str = "grant";
-    pub const ROLE_ARN: &str = "role_arn";
-    pub const HOST: &str = "host";
-    pub const PORT: &str = "port";
+    /// [`crate::lease::Credential::kind`] (named before the code said "credential"); the
+    /// credential's own fields are its kind's (`lease::kind::*::fields`).
+    pub const CREDENTIAL_KIND: &str = "grant";
     pub const CALLER_ARN: &str = "caller_arn";
     pub const ISSUED_AT: &str = "issued_at";
     pub const EXPIRES_AT: &str = "expires_at";
@@ -245,6 +242,18 @@ impl<'a> ItemReader<'a> {
     }
 }
 
+impl Fields for ItemReader<'_> {
+    type Error = ItemError;
+
+    fn s(&self, name: &'static str) -> Result<String, ItemError> {
+        ItemReader::s(self, name)
+    }
+
+    fn u16(&self, name: &'static str) -> Result<u16, ItemError> {
+        self.n(name, U16)
+    }
+}
+
 /// The lease an item holds: `None` for a counter item, an error for anything else that is
 /// not a well-formed lease item.
 pub fn lease_of(item: &HashMap<String, AttributeValue>) -> Result<Option<Lease>, ItemError> {
@@ -260,18 +269,17 @@ pub fn lease_of(item: &HashMap<String, AttributeValue>) -> Result<Option<Lease>,
         "revoked" => LeaseState::Revoked,
         other => return Err(r.bad_value(attr::STATE, "active, revoking or revoked", other)),
     };
-    let grant = match r.opt_s(attr::GRANT)?.as_deref().unwrap_or(KIND_DATABASE) {
-        KIND_DATABASE => Grant::DatabaseUser { admin_secret: r.s(attr::ADMIN_SECRET)?, group: r.s(attr::GROUP_ROLE)? },
-        KIND_AWS_IAM_USER => Grant::IamUser,
-        KIND_AWS_STS => Grant::StsSession { role_arn: r.s(attr::ROLE_ARN)? },
-        KIND_RDS_IAM_TOKEN => Grant::RdsToken { host: r.s(attr::HOST)?, port: r.n(attr::PORT, U16)? },
-        other => return Err(r.bad_value(attr::GRANT, "a role kind", other)),
+    // Items from before the AWS kinds have no kind: they are database leases.
+    let kind_name = r.opt_s(attr::CREDENTIAL_KIND)?.unwrap_or_else(|| kind::database::NAME.to_owned());
+    let credential = match Credential::from_fields(&kind_name, &r) {
+        Some(credential) => credential?,
+        None => return Err(r.bad_value(attr::CREDENTIAL_KIND, "a role kind", &kind_name)),
     };
     Ok(Some(Lease {
         lease_id: r.s(attr::LEASE_ID)?,
         role: r.s(attr::ROLE)?,
         username: r.s(attr::USERNAME)?,
-        grant,
+        credential,
         caller_arn: r.s(attr::CALLER_ARN)?,
         issued_at: r.n(attr::ISSUED_AT, U64)?,
         expires_at: r.n(attr::EXPIRES_AT, U64)?,
@@ -296,7 +304,7 @@ pub fn lease_item(lease: &Lease) -> HashMap<String, AttributeValue> {
         (attr::KIND.to_owned(), s(KIND_LEASE)),
         (attr::ROLE.to_owned(), s(&lease.role)),
         (attr::USERNAME.to_owned(), s(&lease.username)),
-        (attr::GRANT.to_owned(), s(lease.grant.kind())),
+        (attr::CREDENTIAL_KIND.to_owned(), s(lease.credential.kind())),
         (attr::CALLER_ARN.to_owned(), s(&lease.caller_arn)),
         (attr::ISSUED_AT.to_owned(), n(lease.issued_at)),
         (attr::EXPIRES_AT.to_owned(), n(lease.expires_at)),
@@ -312,19 +320,12 @@ pub fn lease_item(lease: &Lease) -> HashMap<String, AttributeValue> {
         (attr::REVOKED_BY, lease.revoked_by.as_deref().map(s)),
     ];
     item.extend(optional.into_iter().filter_map(|(name, value)| Some((name.to_owned(), value?))));
-    match &lease.grant {
-        Grant::DatabaseUser { admin_secret, group } => {
-            item.insert(attr::ADMIN_SECRET.to_owned(), s(admin_secret));
-            item.insert(attr::GROUP_ROLE.to_owned(), s(group));
-        }
-        Grant::IamUser => {}
-        Grant::StsSession { role_arn } => {
-            item.insert(attr::ROLE_ARN.to_owned(), s(role_arn));
-        }
-        Grant::RdsToken { host, port } => {
-            item.insert(attr::HOST.to_owned(), s(host));
-            item.insert(attr::PORT.to_owned(), n((*port).into()));
-        }
+    for (name, value) in lease.credential.fields() {
+        let value = match value {
+            Field::S(text) => AttributeValue::S(text),
+            Field::N(number) => n(number),
+        };
+        item.insert(name.to_owned(), value);
     }
     // Both indexes hold live leases only: their keys come and go together.
     if let Some(due_at) = lease.due_at() {
@@ -618,146 +619,169 @@ impl DynamoLeaseStore {
 }
 
 impl LeaseStore for DynamoLeaseStore {
-    async fn put_new(&self, lease: &Lease, max_live: Option<u32>) -> Result<(), StoreError> {
-        const OPERATION: &str = "TransactWriteItems";
-        if lease.lease_id.contains('#') {
-            return Err(StoreError::Backend {
-                operation: OPERATION,
-                message: format!("lease id {:?} holds '#', which counter items' keys use", lease.lease_id),
-                retryable: false,
-            });
-        }
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(lease_item(lease)))
-            .condition_expression("attribute_not_exists(#id)")
-            .expression_attribute_names("#id", attr::LEASE_ID)
-            .build()
-            .map_err(|e| build_error(OPERATION, e))?;
-        let mut count = self.count(&lease.role, 1);
-        if let Some(max) = max_live {
-            // No counter yet means no live lease, which is below any cap but 0.
-            let condition = if max == 0 { "#live < :max" } else { "attribute_not_exists(#live) OR #live < :max" };
-            count = count
-                .condition_expression(condition)
-                .expression_attribute_values(":max", AttributeValue::N(max.to_string()))
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        }
-        let count = count.build().map_err(|e| build_error(OPERATION, e))?;
-        let items =
-            vec![TransactWriteItem::builder().put(put).build(), TransactWriteItem::builder().update(count).build()];
-        let reasons = match self.transact(&lease.lease_id, items).await {
-            Ok(()) => return Ok(()),
-            Err(TransactError::Store(e)) => return Err(e),
-            Err(TransactError::ConditionFailed(reasons)) => reasons,
-        };
-        if is_condition_failed(reasons.first()) {
-            return Err(StoreError::AlreadyExists(lease.lease_id.clone()));
-        }
-        // The counter's condition failed: its count as it was (ALL_OLD), or read now.
-        let live = match reasons.get(1).and_then(|r| r.item()) {
-            Some(old) => live_of(Some(old)).map_err(|e| e.into_store(OPERATION))?,
-            None => self.count_live(&lease.role).await?,
-        };
-        Err(StoreError::AtCapacity { role: lease.role.clone(), live })
-    }
-
-    async fn get(&self, lease_id: &str) -> Result<Option<Lease>, StoreError> {
-        match self.get_item(lease_id).await? {
-            Some(item) => lease_of(&item).map_err(|e| e.into_store("GetItem")),
-            None => Ok(None),
-        }
-    }
-
-    async fn get_many(&self, lease_ids: &[String]) -> Result<Vec<Lease>, StoreError> {
-        // BatchGetItem refuses a request that names a key twice.
-        let ids: Vec<&String> = lease_ids.iter().collect::<BTreeSet<_>>().into_iter().collect();
-        let mut leases = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(BATCH_KEYS) {
-            self.get_chunk(chunk, &mut leases).await?;
-        }
-        Ok(leases)
-    }
-
-    async fn update(&self, next: &Lease, expected: Expected) -> Result<(), StoreError> {
-        if expected.version.checked_add(1) != Some(next.version) {
-            return Err(StoreError::Backend {
-                operation: "PutItem",
-                message: format!(
-                    "lease {:?}: an update from version {} must write version {}, not {}",
-                    next.lease_id,
-                    expected.version,
-                    expected.version.wrapping_add(1),
-                    next.version
-                ),
-                retryable: false,
-            });
-        }
-        let put = self.conditional_put(next, expected)?;
-        let condition_failed = || StoreError::ConditionFailed(next.lease_id.clone());
-        if expected.state.is_live() && !next.state.is_live() {
-            let count = self.count(&next.role, -1).build().map_err(|e| build_error("TransactWriteItems", e))?;
+    // Each call is boxed: the SDK's futures are deep, and nested unboxed in the services and
+    // handlers above, their layout runs past the compiler's default recursion limit. One
+    // allocation per call is nothing beside its round trip.
+    fn put_new(&self, lease: &Lease, max_live: Option<u32>) -> impl Future<Output = Result<(), StoreError>> + Send {
+        Box::pin(async move {
+            const OPERATION: &str = "TransactWriteItems";
+            if lease.lease_id.contains('#') {
+                return Err(StoreError::Backend {
+                    operation: OPERATION,
+                    message: format!("lease id {:?} holds '#', which counter items' keys use", lease.lease_id),
+                    retryable: false,
+                });
+            }
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(lease_item(lease)))
+                .condition_expression("attribute_not_exists(#id)")
+                .expression_attribute_names("#id", attr::LEASE_ID)
+                .build()
+                .map_err(|e| build_error(OPERATION, e))?;
+            let mut count = self.count(&lease.role, 1);
+            if let Some(max) = max_live {
+                // No counter yet means no live lease, which is below any cap but 0.
+                let condition = if max == 0 { "#live < :max" } else { "attribute_not_exists(#live) OR #live < :max" };
+                count = count
+                    .condition_expression(condition)
+                    .expression_attribute_values(":max", AttributeValue::N(max.to_string()))
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+            }
+            let count = count.build().map_err(|e| build_error(OPERATION, e))?;
             let items =
                 vec![TransactWriteItem::builder().put(put).build(), TransactWriteItem::builder().update(count).build()];
-            return match self.transact(&next.lease_id, items).await {
-                Ok(()) => Ok(()),
-                Err(TransactError::ConditionFailed(_)) => Err(condition_failed()),
-                Err(TransactError::Store(e)) => Err(e),
+            let reasons = match self.transact(&lease.lease_id, items).await {
+                Ok(()) => return Ok(()),
+                Err(TransactError::Store(e)) => return Err(e),
+                Err(TransactError::ConditionFailed(reasons)) => reasons,
             };
-        }
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(put.item))
-            .condition_expression(put.condition_expression.unwrap_or_default())
-            .set_expression_attribute_names(put.expression_attribute_names)
-            .set_expression_attribute_values(put.expression_attribute_values)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-                Err(condition_failed())
+            if is_condition_failed(reasons.first()) {
+                return Err(StoreError::AlreadyExists(lease.lease_id.clone()));
             }
-            Err(e) => Err(sdk_error("PutItem", &next.lease_id, &e)),
-        }
+            // The counter's condition failed: its count as it was (ALL_OLD), or read now.
+            let live = match reasons.get(1).and_then(|r| r.item()) {
+                Some(old) => live_of(Some(old)).map_err(|e| e.into_store(OPERATION))?,
+                None => self.count_live(&lease.role).await?,
+            };
+            Err(StoreError::AtCapacity { role: lease.role.clone(), live })
+        })
     }
 
-    async fn list_due(&self, now: u64, limit: usize) -> Result<Vec<Lease>, StoreError> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(DUE_INDEX)
-            .key_condition_expression("#shard = :live AND #due <= :now")
-            .expression_attribute_names("#shard", attr::DUE_SHARD)
-            .expression_attribute_names("#due", attr::DUE_AT)
-            .expression_attribute_values(":live", AttributeValue::S(LIVE_SHARD.to_owned()))
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
-        self.query_leases(query, limit).await
+    fn get(&self, lease_id: &str) -> impl Future<Output = Result<Option<Lease>, StoreError>> + Send {
+        Box::pin(async move {
+            match self.get_item(lease_id).await? {
+                Some(item) => lease_of(&item).map_err(|e| e.into_store("GetItem")),
+                None => Ok(None),
+            }
+        })
     }
 
-    async fn list_live_by_caller(&self, caller_arn: &str, limit: usize) -> Result<Vec<Lease>, StoreError> {
-        // No lease is indexed under such a key, and DynamoDB refuses a Query for one.
-        if !is_holder_key(caller_arn) {
-            return Ok(Vec::new());
-        }
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(HOLDER_INDEX)
-            .key_condition_expression("#caller = :caller")
-            .expression_attribute_names("#caller", attr::LIVE_CALLER)
-            .expression_attribute_values(":caller", AttributeValue::S(caller_arn.to_owned()));
-        self.query_leases(query, limit).await
+    fn get_many(&self, lease_ids: &[String]) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send {
+        Box::pin(async move {
+            // BatchGetItem refuses a request that names a key twice.
+            let ids: Vec<&String> = lease_ids.iter().collect::<BTreeSet<_>>().into_iter().collect();
+            let mut leases = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(BATCH_KEYS) {
+                self.get_chunk(chunk, &mut leases).await?;
+            }
+            Ok(leases)
+        })
     }
 
-    async fn count_live(&self, role: &str) -> Result<u64, StoreError> {
-        let key = counter_key(role);
-        let item = self.get_item(&key).await?;
-        live_of(item.as_ref()).map_err(|e| e.into_store("GetItem"))
+    fn update(&self, next: &Lease, expected: Expected) -> impl Future<Output = Result<(), StoreError>> + Send {
+        Box::pin(async move {
+            if expected.version.checked_add(1) != Some(next.version) {
+                return Err(StoreError::Backend {
+                    operation: "PutItem",
+                    message: format!(
+                        "lease {:?}: an update from version {} must write version {}, not {}",
+                        next.lease_id,
+                        expected.version,
+                        expected.version.wrapping_add(1),
+                        next.version
+                    ),
+                    retryable: false,
+                });
+            }
+            let put = self.conditional_put(next, expected)?;
+            let condition_failed = || StoreError::ConditionFailed(next.lease_id.clone());
+            if expected.state.is_live() && !next.state.is_live() {
+                let count = self.count(&next.role, -1).build().map_err(|e| build_error("TransactWriteItems", e))?;
+                let items = vec![
+                    TransactWriteItem::builder().put(put).build(),
+                    TransactWriteItem::builder().update(count).build(),
+                ];
+                return match self.transact(&next.lease_id, items).await {
+                    Ok(()) => Ok(()),
+                    Err(TransactError::ConditionFailed(_)) => Err(condition_failed()),
+                    Err(TransactError::Store(e)) => Err(e),
+                };
+            }
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(put.item))
+                .condition_expression(put.condition_expression.unwrap_or_default())
+                .set_expression_attribute_names(put.expression_attribute_names)
+                .set_expression_attribute_values(put.expression_attribute_values)
+                .send()
+                .await;
+            match result {
+                Ok(_) => Ok(()),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                    Err(condition_failed())
+                }
+                Err(e) => Err(sdk_error("PutItem", &next.lease_id, &e)),
+            }
+        })
+    }
+
+    fn list_due(&self, now: u64, limit: usize) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send {
+        Box::pin(async move {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(DUE_INDEX)
+                .key_condition_expression("#shard = :live AND #due <= :now")
+                .expression_attribute_names("#shard", attr::DUE_SHARD)
+                .expression_attribute_names("#due", attr::DUE_AT)
+                .expression_attribute_values(":live", AttributeValue::S(LIVE_SHARD.to_owned()))
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
+            self.query_leases(query, limit).await
+        })
+    }
+
+    fn list_live_by_caller(
+        &self,
+        caller_arn: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send {
+        Box::pin(async move {
+            // No lease is indexed under such a key, and DynamoDB refuses a Query for one.
+            if !is_holder_key(caller_arn) {
+                return Ok(Vec::new());
+            }
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(HOLDER_INDEX)
+                .key_condition_expression("#caller = :caller")
+                .expression_attribute_names("#caller", attr::LIVE_CALLER)
+                .expression_attribute_values(":caller", AttributeValue::S(caller_arn.to_owned()));
+            self.query_leases(query, limit).await
+        })
+    }
+
+    fn count_live(&self, role: &str) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        Box::pin(async move {
+            let key = counter_key(role);
+            let item = self.get_item(&key).await?;
+            live_of(item.as_ref()).map_err(|e| e.into_store("GetItem"))
+        })
     }
 }
 
@@ -789,23 +813,24 @@ mod tests {
     }
 
     #[test]
-    fn every_grant_reads_back_and_an_item_from_before_the_aws_kinds_is_a_database_lease() {
-        for grant in [
-            Grant::IamUser,
-            Grant::StsSession { role_arn: "arn:aws:iam::123456789012:role/deploy".into() },
-            Grant::RdsToken { host: "db.internal".into(), port: 5432 },
+    fn every_credential_reads_back_and_an_item_from_before_the_aws_kinds_is_a_database_lease() {
+        for credential in [
+            Credential::AwsIamUser(kind::aws_iam_user::Credential),
+            Credential::AwsSts(kind::aws_sts::Credential { role_arn: "arn:aws:iam::123456789012:role/deploy".into() }),
+            Credential::RdsIamToken(kind::rds_iam_token::Credential { host: "db.internal".into(), port: 5432 }),
         ] {
-            let l = Lease { grant, ..lease() };
+            let l = Lease { credential, ..lease() };
             assert_eq!(lease_of(&lease_item(&l)).unwrap(), Some(l));
         }
         let mut old = lease_item(&lease());
-        old.remove(attr::GRANT);
-        assert_eq!(lease_of(&old).unwrap(), Some(lease()), "issue 8's items had no grant attribute");
+        old.remove(attr::CREDENTIAL_KIND);
+        assert_eq!(lease_of(&old).unwrap(), Some(lease()), "the first version's items had no grant attribute");
         let mut odd = lease_item(&lease());
-        odd.insert(attr::GRANT.into(), AttributeValue::S("ldap".into()));
+        odd.insert(attr::CREDENTIAL_KIND.into(), AttributeValue::S("ldap".into()));
         assert!(error_of(&odd).contains("grant"), "{}", error_of(&odd));
-        let mut sts = lease_item(&Lease { grant: Grant::StsSession { role_arn: "r".into() }, ..lease() });
-        sts.remove(attr::ROLE_ARN);
+        let sts_lease = Credential::AwsSts(kind::aws_sts::Credential { role_arn: "r".into() });
+        let mut sts = lease_item(&Lease { credential: sts_lease, ..lease() });
+        sts.remove("role_arn");
         assert!(error_of(&sts).contains("role_arn"), "{}", error_of(&sts));
     }
 

@@ -3,6 +3,7 @@
 //! belongs to, as in AWS's templates.
 
 use aws_sdk_rds::Client;
+use std::future::Future;
 
 use super::describe_sdk_error;
 use crate::rotation::database::{RdsEndpoint, RdsLookup};
@@ -20,36 +21,43 @@ impl RdsClient {
 }
 
 impl RdsLookup for RdsClient {
-    async fn instance(&self, arn: &str) -> Result<RdsEndpoint, String> {
-        let out = self
-            .client
-            .describe_db_instances()
-            .db_instance_identifier(arn)
-            .send()
-            .await
-            .map_err(|e| describe_sdk_error(&e).0)?;
-        let db = out.db_instances().first().ok_or("no such DB instance")?;
-        let endpoint = db.endpoint().ok_or("the instance has no endpoint yet")?;
-        Ok(RdsEndpoint {
-            host: endpoint.address().ok_or("the instance endpoint has no address")?.to_owned(),
-            port: endpoint.port().and_then(|p| u16::try_from(p).ok()).ok_or("the instance endpoint has no port")?,
-            engine: db.engine().unwrap_or_default().to_owned(),
+    // Each call is boxed: the SDK's futures are deep, and nested unboxed in the services and
+    // handlers above, their layout runs past the compiler's default recursion limit. One
+    // allocation per call is nothing beside its round trip.
+    fn instance(&self, arn: &str) -> impl Future<Output = Result<RdsEndpoint, String>> + Send {
+        Box::pin(async move {
+            let out = self
+                .client
+                .describe_db_instances()
+                .db_instance_identifier(arn)
+                .send()
+                .await
+                .map_err(|e| describe_sdk_error(&e).0)?;
+            let db = out.db_instances().first().ok_or("no such DB instance")?;
+            let endpoint = db.endpoint().ok_or("the instance has no endpoint yet")?;
+            Ok(RdsEndpoint {
+                host: endpoint.address().ok_or("the instance endpoint has no address")?.to_owned(),
+                port: endpoint.port().and_then(|p| u16::try_from(p).ok()).ok_or("the instance endpoint has no port")?,
+                engine: db.engine().unwrap_or_default().to_owned(),
+            })
         })
     }
 
-    async fn cluster(&self, arn: &str) -> Result<RdsEndpoint, String> {
-        let out = self
-            .client
-            .describe_db_clusters()
-            .db_cluster_identifier(arn)
-            .send()
-            .await
-            .map_err(|e| describe_sdk_error(&e).0)?;
-        let db = out.db_clusters().first().ok_or("no such DB cluster")?;
-        Ok(RdsEndpoint {
-            host: db.endpoint().ok_or("the cluster has no endpoint yet")?.to_owned(),
-            port: db.port().and_then(|p| u16::try_from(p).ok()).ok_or("the cluster has no port")?,
-            engine: db.engine().unwrap_or_default().to_owned(),
+    fn cluster(&self, arn: &str) -> impl Future<Output = Result<RdsEndpoint, String>> + Send {
+        Box::pin(async move {
+            let out = self
+                .client
+                .describe_db_clusters()
+                .db_cluster_identifier(arn)
+                .send()
+                .await
+                .map_err(|e| describe_sdk_error(&e).0)?;
+            let db = out.db_clusters().first().ok_or("no such DB cluster")?;
+            Ok(RdsEndpoint {
+                host: db.endpoint().ok_or("the cluster has no endpoint yet")?.to_owned(),
+                port: db.port().and_then(|p| u16::try_from(p).ok()).ok_or("the cluster has no port")?,
+                engine: db.engine().unwrap_or_default().to_owned(),
+            })
         })
     }
 }

@@ -17,7 +17,16 @@ use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
 
-pub use crate::rotation::iam_key::IamError as AwsError;
+/// A failed IAM, STS or RDS call, as the adapters report it (also key rotation's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{operation}: {message}")]
+pub struct AwsError {
+    pub operation: &'static str,
+    pub message: String,
+    /// The user or key does not exist.
+    pub not_found: bool,
+    pub retryable: bool,
+}
 
 /// The tag keys keyturn puts on sessions and users: policies and CloudTrail can key on them.
 pub mod tag {
@@ -28,10 +37,10 @@ pub mod tag {
     /// When the lease expires, as `YYYY-MM-DDTHH:MM:SSZ` (IAM users only: a session's
     /// expiry is its own).
     pub const EXPIRES_AT: &str = "keyturn:expires-at";
+    /// On a user whose keys rotate-iam-key rotates.
+    pub const ROTATED: &str = "keyturn-rotated";
 }
 
-/// The name of the inline policy that denies an IAM user everything after its expiry.
-pub const EXPIRY_POLICY: &str = "keyturn-expiry";
 /// The name of the role's inline policy on an IAM user.
 pub const ROLE_POLICY: &str = "keyturn-role";
 
@@ -71,7 +80,7 @@ pub struct NewIamUser {
     pub groups: Vec<String>,
     /// User tags, keys from [`tag`].
     pub tags: Vec<(String, String)>,
-    /// After this, the user's [`EXPIRY_POLICY`] denies every action.
+    /// After this, the user's expiry policy denies every action.
     pub expires_at: SystemTime,
 }
 
@@ -137,68 +146,7 @@ pub trait AwsCredentials: Send + Sync {
 
 /// `at` as IAM's policy conditions and keyturn's tags write a time:
 /// `YYYY-MM-DDTHH:MM:SSZ`.
+#[cfg(feature = "database")]
 pub fn iso8601(at: SystemTime) -> String {
     super::utc_datetime(at).replacen(' ', "T", 1) + "Z"
-}
-
-/// The [`EXPIRY_POLICY`] document of a user created under IAM path `path` for an expiry:
-/// deny everything from then on. An explicit deny wins over every allow, so it holds
-/// whatever else the user is given.
-///
-/// From the start it also denies the user every IAM action but reading (`iam:Get*`,
-/// `iam:List*`) on the users keyturn answers for, itself included: every user under
-/// `path`, every user tagged [`tag::LEASE_ID`] (a lease user of any role, under any path)
-/// and every user tagged `keyturn-rotated` (a user whose keys rotate-iam-key rotates). A
-/// user whose policies allow IAM (an administration role) could otherwise delete or
-/// replace its own or another lease user's expiry policy or boundary (a key would then
-/// outlive its lease), rename or move a user out of what revocation and the reaper look
-/// for, rewrite the `keyturn:caller` tag policies key on, or give a lease user or a rotated
-/// user a key or password of its own. The resources name users in any account and
-/// partition (a `*` in a resource spans `/`). And it may not tag a session it makes (an
-/// `AssumeRole` or federation token of its own) with keyturn's tag keys: session tags
-/// override principal tags, so such a session could claim another lease's caller. Nor
-/// may it change any user's group memberships: `iam:AddUserToGroup` and
-/// `iam:RemoveUserFromGroup` name the group as their resource, not the member, so no
-/// statement on users reaches them, and a group of the holder's own (its policy `Deny *`,
-/// or `Allow iam:*`) would change what another lease user or a rotated user may do.
-pub fn expiry_policy(path: &str, expires_at: SystemTime) -> String {
-    crate::lease::role::expiry_policy_document(path, &iso8601(expires_at))
-}
-
-pub use crate::lease::role::expiry_policy_size;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_expiry_policy_denies_iam_writes_on_keyturns_users_and_has_no_whitespace() {
-        let path = "/keyturn-leases/";
-        let policy = expiry_policy(path, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000));
-        assert_eq!(policy.split_whitespace().count(), 1, "IAM counts no whitespace: {policy}");
-        assert_eq!(policy.chars().count(), expiry_policy_size(path));
-        assert_eq!(expiry_policy_size(path), 1071, "the README gives it");
-        let value: serde_json::Value = serde_json::from_str(&policy).unwrap();
-        let statements = value["Statement"].as_array().unwrap();
-        assert_eq!(statements[0]["Condition"]["DateGreaterThan"]["aws:CurrentTime"], "2001-09-09T01:46:40Z");
-        for statement in &statements[1..4] {
-            assert_eq!(statement["Effect"], "Deny");
-            assert_eq!(statement["NotAction"], serde_json::json!(["iam:Get*", "iam:List*"]));
-        }
-        assert_eq!(statements[1]["Resource"], "arn:*:iam::*:user/keyturn-leases/*");
-        assert_eq!(statements[2]["Condition"]["Null"]["aws:ResourceTag/keyturn:lease-id"], "false");
-        assert_eq!(statements[3]["Condition"]["Null"]["aws:ResourceTag/keyturn-rotated"], "false");
-        // The document is built in `lease::role` (every build checks roles files), with
-        // these keys written out: they must be the ones keyturn tags with.
-        assert_eq!(tag::LEASE_ID, "keyturn:lease-id");
-        assert_eq!(crate::rotation::iam_key::ROTATED_TAG, "keyturn-rotated");
-        assert_eq!(statements[4]["Action"], "sts:TagSession");
-        assert_eq!(statements[4]["Condition"]["ForAnyValue:StringLike"]["aws:TagKeys"], "keyturn:*");
-        let shared = statements[5]["Action"].as_array().unwrap();
-        for action in ["iam:AddUserToGroup", "iam:RemoveUserFromGroup", "iam:*GroupPolicy", "iam:CreatePolicyVersion"] {
-            assert!(shared.iter().any(|a| a == action), "{action} in {shared:?}");
-        }
-        assert_eq!(statements[5]["Resource"], "*");
-        assert!(expiry_policy_size(&format!("/{}/", "p".repeat(510))) > expiry_policy_size(path) + 490);
-    }
 }

@@ -9,7 +9,6 @@
 //! re-keyed by one update, deleted with every access it had (succeeding when it is already
 //! gone), listed by prefix; both engines implement it, and [`Databases`] dispatches it.
 
-#[cfg(feature = "lease")]
 pub mod aws;
 #[cfg(feature = "database")]
 pub mod mysql;
@@ -387,6 +386,10 @@ macro_rules! dispatch {
 
 #[cfg(feature = "database")]
 impl DatabaseBackend for Databases {
+    // Each call is boxed where the engine is picked at run time: the drivers' futures are
+    // deep, and nested unboxed in the services and handlers above, their layout runs past
+    // the compiler's default recursion limit. One allocation per call is nothing beside
+    // its round trip.
     fn serves(&self, _engine: Engine) -> bool {
         true
     }
@@ -395,55 +398,72 @@ impl DatabaseBackend for Databases {
         dispatch!(self, engine, b => b.check_username(engine, username))
     }
 
-    async fn verify(&self, endpoint: &Endpoint, login: &Credentials) -> Result<(), BackendError> {
-        dispatch!(self, endpoint.engine, b => b.verify(endpoint, login).await)
+    fn verify(
+        &self,
+        endpoint: &Endpoint,
+        login: &Credentials,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        Box::pin(async move { dispatch!(self, endpoint.engine, b => b.verify(endpoint, login).await) })
     }
 
-    async fn set_own_password(&self, endpoint: &Endpoint, req: SetOwnPassword<'_>) -> Result<(), BackendError> {
-        dispatch!(self, endpoint.engine, b => b.set_own_password(endpoint, req).await)
+    fn set_own_password(
+        &self,
+        endpoint: &Endpoint,
+        req: SetOwnPassword<'_>,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        Box::pin(async move { dispatch!(self, endpoint.engine, b => b.set_own_password(endpoint, req).await) })
     }
 
-    async fn upsert_user(
+    fn upsert_user(
         &self,
         endpoint: &Endpoint,
         admin: &Credentials,
         req: UpsertUser<'_>,
-    ) -> Result<UpsertOutcome, BackendError> {
-        dispatch!(self, endpoint.engine, b => b.upsert_user(endpoint, admin, req).await)
+    ) -> impl Future<Output = Result<UpsertOutcome, BackendError>> + Send {
+        Box::pin(async move { dispatch!(self, endpoint.engine, b => b.upsert_user(endpoint, admin, req).await) })
     }
 }
 
 #[cfg(feature = "database")]
 impl DynamicUsers for Databases {
-    async fn new_user(
+    // Each call is boxed where the engine is picked at run time: the drivers' futures are
+    // deep, and nested unboxed in the services and handlers above, their layout runs past
+    // the compiler's default recursion limit. One allocation per call is nothing beside
+    // its round trip.
+    fn new_user(
         &self,
         endpoint: &Endpoint,
         admin: &Credentials,
         req: NewUser,
-    ) -> Result<NewUserOutcome, BackendError> {
-        dispatch!(self, endpoint.engine, b => b.new_user(endpoint, admin, req).await)
+    ) -> impl Future<Output = Result<NewUserOutcome, BackendError>> + Send {
+        Box::pin(async move { dispatch!(self, endpoint.engine, b => b.new_user(endpoint, admin, req).await) })
     }
 
-    async fn update_user(&self, endpoint: &Endpoint, admin: &Credentials, req: UpdateUser) -> Result<(), BackendError> {
-        dispatch!(self, endpoint.engine, b => b.update_user(endpoint, admin, req).await)
+    fn update_user(
+        &self,
+        endpoint: &Endpoint,
+        admin: &Credentials,
+        req: UpdateUser,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        Box::pin(async move { dispatch!(self, endpoint.engine, b => b.update_user(endpoint, admin, req).await) })
     }
 
-    async fn delete_user(
+    fn delete_user(
         &self,
         endpoint: &Endpoint,
         admin: &Credentials,
         req: DeleteUser,
-    ) -> Result<DeleteOutcome, BackendError> {
-        dispatch!(self, endpoint.engine, b => b.delete_user(endpoint, admin, req).await)
+    ) -> impl Future<Output = Result<DeleteOutcome, BackendError>> + Send {
+        Box::pin(async move { dispatch!(self, endpoint.engine, b => b.delete_user(endpoint, admin, req).await) })
     }
 
-    async fn list_users(
+    fn list_users(
         &self,
         endpoint: &Endpoint,
         admin: &Credentials,
         req: ListUsers,
-    ) -> Result<Vec<Username>, BackendError> {
-        dispatch!(self, endpoint.engine, b => b.list_users(endpoint, admin, req).await)
+    ) -> impl Future<Output = Result<Vec<Username>, BackendError>> + Send {
+        Box::pin(async move { dispatch!(self, endpoint.engine, b => b.list_users(endpoint, admin, req).await) })
     }
 }
 

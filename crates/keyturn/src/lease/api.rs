@@ -26,16 +26,14 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::service::{Clock, Issued, IssuedSecret, LeaseService, Renewed};
-use super::store::LeaseStore;
-use super::{Grant, Lease, LeaseError};
-use crate::backend::aws::AwsCredentials;
-use crate::backend::DynamicUsers;
+use super::kind;
+use super::ports::Ports;
+use super::service::{Issued, LeaseService, Renewed, Secret};
+use super::{Credential, Lease, LeaseError};
 use crate::contract::{
     AwsKeys, DatabaseLogin, ErrorBody, IssuedAnswer, IssuedCredential, LeaseFacts, LeasesAnswer, ListedLease,
     RdsTokenLogin, RenewAnswer, RoleInfo, RolesAnswer, Route,
 };
-use crate::rotation::store::SecretStore;
 
 /// The largest request body read: the API takes at most one small number.
 const MAX_BODY: usize = 4096;
@@ -247,14 +245,7 @@ fn route<'a>(method: &str, path: &'a str) -> Result<(Route, &'a str), LeaseError
 }
 
 /// Serves one request.
-pub async fn handle<S, U, A, M, C>(service: &LeaseService<S, U, A, M, C>, req: &ApiRequest) -> ApiResponse
-where
-    S: LeaseStore,
-    U: DynamicUsers,
-    A: AwsCredentials,
-    M: SecretStore,
-    C: Clock,
-{
+pub async fn handle<P: Ports>(service: &LeaseService<P>, req: &ApiRequest) -> ApiResponse {
     let result = serve(service, req).await;
     match result {
         Ok(response) => response,
@@ -268,17 +259,7 @@ where
     }
 }
 
-async fn serve<S, U, A, M, C>(
-    service: &LeaseService<S, U, A, M, C>,
-    req: &ApiRequest,
-) -> Result<ApiResponse, LeaseError>
-where
-    S: LeaseStore,
-    U: DynamicUsers,
-    A: AwsCredentials,
-    M: SecretStore,
-    C: Clock,
-{
+async fn serve<P: Ports>(service: &LeaseService<P>, req: &ApiRequest) -> Result<ApiResponse, LeaseError> {
     let body = req.body.as_deref();
     let (route, param) = route(&req.method, &req.path)?;
     match route {
@@ -303,7 +284,7 @@ where
                 .roles_for(&req.caller)
                 .map(|r| RoleInfo {
                     name: r.name.clone(),
-                    kind: r.kind.as_str().into(),
+                    kind: r.kind.name().into(),
                     default_ttl_seconds: r.default_ttl.as_secs(),
                     max_ttl_seconds: r.max_ttl.as_secs(),
                 })
@@ -322,11 +303,11 @@ where
 /// kind allows (an STS session or an RDS token can be neither extended nor ended early),
 /// told to a client (the CLI) so it does not ask for what will be refused.
 fn lease_facts(lease: &Lease) -> LeaseFacts {
-    let revocable = lease.grant.is_revocable();
+    let revocable = lease.credential.is_revocable();
     LeaseFacts {
         lease_id: lease.lease_id.clone(),
         role: lease.role.clone(),
-        kind: lease.grant.kind().into(),
+        kind: lease.credential.kind().into(),
         issued_at: lease.issued_at,
         expires_at: lease.expires_at,
         renewable: revocable,
@@ -363,7 +344,7 @@ fn listed_lease(lease: &Lease) -> ListedLease {
 fn issued_answer(issued: &Issued) -> IssuedAnswer {
     let lease = &issued.lease;
     let credential = match &issued.secret {
-        IssuedSecret::Database { password, engine, host, port, dbname, tls } => {
+        Secret::Database(kind::database::Secret { password, engine, host, port, dbname, tls }) => {
             IssuedCredential::Database(DatabaseLogin {
                 engine: engine.as_str().into(),
                 host: host.clone(),
@@ -374,38 +355,52 @@ fn issued_answer(issued: &Issued) -> IssuedAnswer {
                 password: password.clone(),
             })
         }
-        IssuedSecret::Aws { keys, propagation } => {
-            let session = keys.session_token.is_some();
-            IssuedCredential::Aws(AwsKeys {
-                access_key_id: keys.access_key_id.clone(),
-                secret_access_key: keys.secret_access_key.clone(),
-                session_token: keys.session_token.clone(),
-                session_name: session.then(|| lease.username.clone()),
-                role_arn: match &lease.grant {
-                    Grant::StsSession { role_arn } if session => Some(role_arn.clone()),
-                    _ => None,
-                },
-                username: (!session).then(|| lease.username.clone()),
-                expiration: keys.expiration,
-                propagation_delay_seconds: propagation.map(|delay| delay.as_secs()),
+        Secret::AwsSts(keys) => IssuedCredential::Aws(AwsKeys {
+            session_name: Some(lease.username.clone()),
+            role_arn: match &lease.credential {
+                Credential::AwsSts(kind::aws_sts::Credential { role_arn }) => Some(role_arn.clone()),
+                _ => None,
+            },
+            ..aws_keys(keys)
+        }),
+        Secret::AwsIamUser(kind::aws_iam_user::Secret { keys, propagation }) => IssuedCredential::Aws(AwsKeys {
+            username: Some(lease.username.clone()),
+            propagation_delay_seconds: Some(propagation.as_secs()),
+            ..aws_keys(keys)
+        }),
+        Secret::RdsIamToken(kind::rds_iam_token::Secret { token, engine, host, port, region }) => {
+            IssuedCredential::RdsToken(RdsTokenLogin {
+                engine: engine.as_str().into(),
+                host: host.clone(),
+                port: *port,
+                region: region.clone(),
+                // RDS takes an IAM token over TLS only.
+                tls: true,
+                username: lease.username.clone(),
+                password: token.clone(),
             })
         }
-        IssuedSecret::RdsToken { token, engine, host, port, region } => IssuedCredential::RdsToken(RdsTokenLogin {
-            engine: engine.as_str().into(),
-            host: host.clone(),
-            port: *port,
-            region: region.clone(),
-            // RDS takes an IAM token over TLS only.
-            tls: true,
-            username: lease.username.clone(),
-            password: token.clone(),
-        }),
     };
     IssuedAnswer {
         lease: lease_facts(lease),
         ttl_seconds: Some(lease.expires_at.saturating_sub(lease.issued_at)),
         server_expiry: lease.server_expiry,
         credential,
+    }
+}
+
+/// An access key as the answer gives it: a session's with its token and expiry; the
+/// kind adds its own fields.
+fn aws_keys(keys: &crate::backend::aws::AwsKeys) -> AwsKeys {
+    AwsKeys {
+        access_key_id: keys.access_key_id.clone(),
+        secret_access_key: keys.secret_access_key.clone(),
+        session_token: keys.session_token.clone(),
+        session_name: None,
+        role_arn: None,
+        username: None,
+        expiration: keys.expiration,
+        propagation_delay_seconds: None,
     }
 }
 
@@ -467,7 +462,6 @@ mod tests {
         }
         // The kinds the contract names are the roles file's.
         use crate::contract;
-        use crate::lease::role;
         assert_eq!(
             [
                 contract::KIND_DATABASE,
@@ -475,7 +469,7 @@ mod tests {
                 contract::KIND_AWS_IAM_USER,
                 contract::KIND_RDS_IAM_TOKEN
             ],
-            [role::KIND_DATABASE, role::KIND_AWS_STS, role::KIND_AWS_IAM_USER, role::KIND_RDS_IAM_TOKEN]
+            kind::NAMES
         );
     }
 

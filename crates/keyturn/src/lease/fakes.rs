@@ -11,8 +11,9 @@ use std::time::UNIX_EPOCH;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::ports::{Clock, Ports};
 use super::role::Roles;
-use super::service::{Clock, LeaseService};
+use super::service::LeaseService;
 use super::store::memory::MemoryStore;
 use crate::backend::aws::{
     self as aws, AssumeRole, AwsCredentials, AwsError, AwsKeys, DeleteIamUser, ListIamUsers, NewIamUser, RdsToken,
@@ -208,7 +209,18 @@ impl AwsCredentials for Aws {
     }
 }
 
-pub(crate) type Service = LeaseService<MemoryStore, Db, Aws, Secrets, Clock0>;
+/// The fakes, as the service's ports.
+pub(crate) struct Fakes;
+
+impl Ports for Fakes {
+    type Store = MemoryStore;
+    type Users = Db;
+    type Aws = Aws;
+    type Secrets = Secrets;
+    type Clock = Clock0;
+}
+
+pub(crate) type Service = LeaseService<Fakes>;
 
 /// The AWS roles of [`service`]: one of each kind, for the same callers.
 pub(crate) const AWS_ROLES: &str = r#"

@@ -1,15 +1,22 @@
 //! Dynamic credentials with leases: database users, IAM users, STS sessions and RDS tokens.
 //!
+//! - [`kind`]: the credential kinds, one module each (`database`, `aws_sts`,
+//!   `aws_iam_user`, `rds_iam_token`): a kind's roles-file keys, what its lease records,
+//!   and how it is issued, renewed, revoked and swept.
 //! - [`role`]: the roles file (TOML), parsed into typed, validated roles; unknown keys
-//!   refused, every error naming the role and the field.
+//!   refused, every error naming the role and the field ([`field`]: the checks and the
+//!   error the kinds share).
+//! - [`principal`]: the caller's IAM identity against the roles file's ARN patterns, who
+//!   holds a lease; [`name`]: lease ids and the usernames that carry them.
 //! - [`decide`]: the decisions, as pure functions with the clock passed in: the TTL of an
-//!   issue, how far a renewal goes, who may act on a lease, the caller's IAM identity
-//!   against ARN patterns, the username.
-//! - `api` (feature `lease`): the HTTP API over API Gateway's 2.0 events.
-//! - `service` (feature `lease`): issue, renew, revoke and reap, over the store, the
-//!   database users and Secrets Manager, with the clock injected.
+//!   issue, how far a renewal goes, whether a lease expired.
 //! - [`store`]: the [`store::LeaseStore`] trait the leases are kept behind (DynamoDB in
 //!   `aws::dynamodb`, an in-memory fake in unit tests).
+//! - `ports`, `admin` (feature `lease`): the service's I/O as one bundle, and the admin
+//!   secrets' cache.
+//! - `service` (feature `lease`): issue, renew, revoke and reap, one file each, over the
+//!   ports, with the clock injected.
+//! - `api` (feature `lease`): the HTTP API over API Gateway's 2.0 events.
 //! - `fakes` (unit tests only): the service's I/O faked, shared by the service's and the
 //!   API's tests.
 //!
@@ -17,14 +24,24 @@
 //! the API's `issued_at`/`expires_at` use them. Nothing here does I/O.
 
 #[cfg(feature = "lease")]
+pub mod admin;
+#[cfg(feature = "lease")]
 pub mod api;
 pub mod decide;
 #[cfg(all(test, feature = "lease"))]
 pub(crate) mod fakes;
+pub mod field;
+pub mod kind;
+pub mod name;
+#[cfg(feature = "lease")]
+pub mod ports;
+pub mod principal;
 pub mod role;
 #[cfg(feature = "lease")]
 pub mod service;
 pub mod store;
+
+pub use kind::Credential;
 
 /// Where a lease is in its life. Expiry is not a state: it follows from `expires_at` and
 /// the clock ([`decide::is_expired`]); the reaper turns an expired `Active` lease into
@@ -66,8 +83,8 @@ pub struct Lease {
     /// The name the credential authenticates as: the database user or IAM user created for
     /// the lease, the STS session's name, or the database user an RDS token logs in as.
     pub username: String,
-    /// What was issued, with what revocation needs to know about it.
-    pub grant: Grant,
+    /// What the lease made, with what renewal and revocation need to know about it.
+    pub credential: Credential,
     /// The caller's ARN as API Gateway's IAM authorizer gave it (the lease's holder).
     pub caller_arn: String,
     pub issued_at: u64,
@@ -92,43 +109,6 @@ pub struct Lease {
     pub server_expiry: bool,
 }
 
-/// What a lease issued, by the kind of its role, with everything its revocation needs (so
-/// a lease whose role was since removed is still revocable).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Grant {
-    /// A database user, created and dropped as the admin of `admin_secret`.
-    DatabaseUser {
-        /// The Secrets Manager ARN of the admin secret that created the user (and drops it).
-        admin_secret: String,
-        /// The group role the user acts as; what it owns is reassigned to it at revocation.
-        group: String,
-    },
-    /// An IAM user with one access key, deleted with everything attached at revocation.
-    IamUser,
-    /// An STS session of `role_arn`: AWS cannot end it early, it expires by itself.
-    StsSession { role_arn: String },
-    /// An RDS IAM authentication token for `host`:`port`: it expires by itself.
-    RdsToken { host: String, port: u16 },
-}
-
-impl Grant {
-    /// The role kind that issues it, as the roles file and the lease table name it.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::DatabaseUser { .. } => role::KIND_DATABASE,
-            Self::IamUser => role::KIND_AWS_IAM_USER,
-            Self::StsSession { .. } => role::KIND_AWS_STS,
-            Self::RdsToken { .. } => role::KIND_RDS_IAM_TOKEN,
-        }
-    }
-
-    /// Whether revoking it removes something (a user); an STS session and an RDS token
-    /// stay valid until they expire whatever keyturn does.
-    pub fn is_revocable(&self) -> bool {
-        matches!(self, Self::DatabaseUser { .. } | Self::IamUser)
-    }
-}
-
 impl Lease {
     /// A new active lease of role `ci` issued at 1000, for tests and examples: every field
     /// set, the username of keyturn's form.
@@ -137,10 +117,10 @@ impl Lease {
             lease_id: lease_id.into(),
             role: "ci".into(),
             username: format!("kt_ci_{lease_id}"),
-            grant: Grant::DatabaseUser {
+            credential: Credential::Database(kind::database::Credential {
                 admin_secret: "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin-AbCdEf".into(),
                 group: "readers".into(),
-            },
+            }),
             caller_arn: "arn:aws:sts::123456789012:assumed-role/ci-runner/job-1".into(),
             issued_at: 1000,
             expires_at,
@@ -232,6 +212,11 @@ impl LeaseError {
     pub fn retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+}
+
+/// The refusal to renew a lease whose credential (a user) no longer exists.
+pub fn gone_user(lease_id: &str) -> LeaseError {
+    LeaseError::Conflict(format!("lease {lease_id:?}'s user no longer exists"))
 }
 
 impl From<store::StoreError> for LeaseError {

@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Unknown keys are refused (a typo must not change behaviour unseen), and so is anything
-//! this version cannot honour; every error names the role and the field.
+//! this version cannot honour; every error names the role and the field. This module reads
+//! what every role has; each kind's own keys are its module's, under [`super::kind`].
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -25,7 +26,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::decide::{ArnPattern, DEFAULT_USERNAME_PREFIX};
+use super::field::err;
+pub use super::field::RolesError;
+use super::kind::{self, RoleKind};
+use super::name::DEFAULT_USERNAME_PREFIX;
+use super::principal::ArnPattern;
 
 /// The longest `max_ttl` a role may have: these are short-lived credentials, and a user
 /// that outlives a working day is what keyturn is there to prevent.
@@ -37,33 +42,6 @@ pub const TTL_PARSE_MAX: Duration = Duration::from_secs(1_000_000_000);
 pub const USERNAME_PREFIX_MAX: usize = 8;
 /// The longest role name: it goes into usernames (see [`super::decide::username`]).
 pub const ROLE_NAME_MAX: usize = 32;
-/// The sessions a database role's user may hold at once when the role names no
-/// `connection_limit`: enough for a job's or an engineer's pool, and far below the few
-/// hundred connections a server has (100 on a stock PostgreSQL, tens on a small RDS
-/// instance), so one lease holder cannot take them all and block the admin sessions that
-/// revoke it (an RDS master user has no reserved connection).
-pub const DEFAULT_CONNECTION_LIMIT: u32 = 10;
-/// The most a role's `connection_limit` may be.
-pub const CONNECTION_LIMIT_MAX: u32 = 1000;
-/// The longest group role name (PostgreSQL's identifier limit; MySQL's is lower and is
-/// checked by the server when the role is granted).
-const GROUP_NAME_MAX: usize = 63;
-
-/// A roles file that could not be used.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("{}{field} {problem}", role.as_ref().map(|r| format!("role {r:?}: ")).unwrap_or_default())]
-pub struct RolesError {
-    /// The role the error is in (its name, or `#N` when it has none), if any.
-    pub role: Option<String>,
-    /// The key (or `roles file` for the file as a whole).
-    pub field: String,
-    pub problem: String,
-}
-
-fn err(role: Option<&str>, field: &str, problem: impl Into<String>) -> RolesError {
-    RolesError { role: role.map(str::to_owned), field: field.into(), problem: problem.into() }
-}
-
 /// Every role of the file, and who may act on any lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Roles {
@@ -80,6 +58,7 @@ pub struct Roles {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Role {
     pub name: String,
+    /// The kind's own settings.
     pub kind: RoleKind,
     pub default_ttl: Duration,
     pub max_ttl: Duration,
@@ -87,197 +66,6 @@ pub struct Role {
     pub allowed_principals: Vec<ArnPattern>,
     /// The most live (not yet revoked) leases the role may have at once.
     pub max_leases: Option<u32>,
-}
-
-/// The role kinds, as the roles file's `kind` and the lease table name them.
-pub const KIND_DATABASE: &str = "database";
-pub const KIND_AWS_STS: &str = "aws-sts";
-pub const KIND_AWS_IAM_USER: &str = "aws-iam-user";
-pub const KIND_RDS_IAM_TOKEN: &str = "rds-iam-token";
-const KINDS: [&str; 4] = [KIND_DATABASE, KIND_AWS_STS, KIND_AWS_IAM_USER, KIND_RDS_IAM_TOKEN];
-
-/// The shortest STS session and the life of an RDS IAM token (what the token is signed
-/// for, and the most RDS accepts): AWS's fixed 15 minutes.
-pub const AWS_MIN_TTL: Duration = Duration::from_secs(900);
-/// The longest STS session keyturn asks for. The issuer runs with a role's session (a
-/// Lambda execution role), and AWS caps a session assumed from a session (role chaining)
-/// at one hour whatever the target role's maximum.
-pub const STS_MAX_TTL: Duration = Duration::from_secs(3600);
-/// The default IAM path of the users an `aws-iam-user` role creates.
-pub const DEFAULT_IAM_PATH: &str = "/keyturn-leases/";
-/// IAM's limit on an inline session policy's text, and on all of a user's inline policies
-/// together, in characters.
-const POLICY_MAX: usize = 2048;
-/// The users a lease user's expiry policy protects beyond its path, by tag key (with the
-/// statement's Sid): lease users of any path (`backend::aws::tag::LEASE_ID`) and users
-/// rotate-iam-key rotates (`rotation::iam_key::ROTATED_TAG`); written out here, where
-/// neither is compiled in every build, and checked against them in `backend::aws`.
-const PROTECTED_BY_TAG: [(&str, &str); 2] =
-    [("KeyturnLeaseUsersAnywhere", "keyturn:lease-id"), ("KeyturnRotatedUsers", "keyturn-rotated")];
-
-/// The document of keyturn's expiry policy on an IAM user under IAM path `path` that expires
-/// at `expires_at` (`YYYY-MM-DDTHH:MM:SSZ`); `backend::aws::expiry_policy` says what each
-/// statement is for. Built here, as the roles file is checked in every build (the CLI's
-/// `roles-check` included), so that an `inline_policy`'s room is measured against the very
-/// document.
-pub fn expiry_policy_document(path: &str, expires_at: &str) -> String {
-    let not_reading = ["iam:Get*", "iam:List*"];
-    let by_tag = PROTECTED_BY_TAG.map(|(sid, key)| {
-        serde_json::json!({
-            "Sid": sid,
-            "Effect": "Deny",
-            "NotAction": not_reading,
-            "Resource": "arn:*:iam::*:user/*",
-            "Condition": {"Null": {format!("aws:ResourceTag/{key}"): "false"}}
-        })
-    });
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "KeyturnLeaseExpired",
-            "Effect": "Deny",
-            "Action": "*",
-            "Resource": "*",
-            "Condition": {"DateGreaterThan": {"aws:CurrentTime": expires_at}}
-        }, {
-            "Sid": "KeyturnLeaseUsers",
-            "Effect": "Deny",
-            "NotAction": not_reading,
-            "Resource": format!("arn:*:iam::*:user{path}*")
-        },
-        by_tag[0],
-        by_tag[1],
-        {
-            "Sid": "KeyturnTagsAreKeyturns",
-            "Effect": "Deny",
-            "Action": "sts:TagSession",
-            "Resource": "*",
-            "Condition": {"ForAnyValue:StringLike": {"aws:TagKeys": "keyturn:*"}}
-        }, {
-            // What binds every lease user but is not a user: group memberships and groups'
-            // policies (these actions name the group, not its members), and managed
-            // policies (a boundary or `policy_arns` shared by every lease user of the
-            // deployment). IAM has no condition key for "a policy some lease user holds",
-            // so a lease user changes none at all.
-            "Sid": "KeyturnSharedIam",
-            "Effect": "Deny",
-            "Action": [
-                "iam:AddUserToGroup", "iam:RemoveUserFromGroup", "iam:*GroupPolicy", "iam:DeleteGroup",
-                "iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:DeletePolicy*"
-            ],
-            "Resource": "*"
-        }]
-    })
-    .to_string()
-}
-
-/// How many of the [`POLICY_MAX`] characters IAM allows for all of a user's inline
-/// policies the expiry policy of a user under `path` takes (IAM counts no whitespace, and
-/// the document has none): the rest is a role's `inline_policy`'s.
-pub fn expiry_policy_size(path: &str) -> usize {
-    // Every expiry is written in as many characters.
-    expiry_policy_document(path, "9999-12-31T23:59:59Z").chars().count()
-}
-
-/// IAM's limit on managed policies attached to a user and on managed session policies.
-const POLICY_ARNS_MAX: usize = 10;
-
-/// What kind of credential a role issues.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoleKind {
-    Database(DatabaseRole),
-    AwsSts(StsRole),
-    AwsIamUser(IamUserRole),
-    RdsIamToken(RdsTokenRole),
-}
-
-impl RoleKind {
-    /// The name of the kind in the roles file.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Database(_) => KIND_DATABASE,
-            Self::AwsSts(_) => KIND_AWS_STS,
-            Self::AwsIamUser(_) => KIND_AWS_IAM_USER,
-            Self::RdsIamToken(_) => KIND_RDS_IAM_TOKEN,
-        }
-    }
-
-    /// The shortest credential the kind can issue: a shorter request gets this much (and
-    /// is told so), as AWS issues nothing shorter.
-    pub fn min_ttl(&self) -> Duration {
-        match self {
-            Self::AwsSts(_) | Self::RdsIamToken(_) => AWS_MIN_TTL,
-            Self::Database(_) | Self::AwsIamUser(_) => Duration::from_secs(1),
-        }
-    }
-}
-
-/// A database user created per lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DatabaseRole {
-    /// The Secrets Manager ARN of the admin secret (the rotation functions' JSON format),
-    /// which says which database to create the user in.
-    pub admin_secret: String,
-    /// The group roles the user joins. With one, the user acts as it (its default role),
-    /// so what it creates belongs to the group; with several it keeps every group's rights
-    /// (acting as one would drop the others') and what it creates is given to the first
-    /// when the lease ends. Either way nothing it made blocks revocation.
-    pub groups: Vec<String>,
-    /// The database callers are told to connect to; the admin secret's `dbname` when
-    /// absent. Users are server-wide on both engines: this names where the group's grants
-    /// are, it does not confine the user.
-    pub dbname: Option<String>,
-    /// The sessions the user may hold at once (PostgreSQL `CONNECTION LIMIT`, MySQL and
-    /// MariaDB `MAX_USER_CONNECTIONS`), [`DEFAULT_CONNECTION_LIMIT`] unless the role says.
-    pub connection_limit: u32,
-}
-
-/// An STS session of an IAM role per lease (`sts:AssumeRole`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StsRole {
-    /// The role assumed. Its trust policy must let the issuer's role `sts:AssumeRole` and
-    /// `sts:TagSession`.
-    pub role_arn: String,
-    /// An inline session policy: the session gets what both it and the role allow.
-    pub session_policy: Option<String>,
-    /// Managed session policies, likewise narrowing the session.
-    pub policy_arns: Vec<String>,
-    /// Sent as `ExternalId`, for a trust policy that requires one.
-    pub external_id: Option<String>,
-}
-
-/// An IAM user with an access key per lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IamUserRole {
-    /// The IAM path users are created under (`/keyturn-leases/` by default, [`DEFAULT_IAM_PATH`]); the issuer's IAM
-    /// permissions should cover users under this path only, and the reaper's orphan sweep
-    /// looks there.
-    pub path: String,
-    /// The managed policy every user gets as its permissions boundary (required: whatever
-    /// else is attached, the user can never do more).
-    pub permissions_boundary: String,
-    /// Managed policies attached to the user.
-    pub policy_arns: Vec<String>,
-    /// An inline policy put on the user.
-    pub inline_policy: Option<String>,
-    /// IAM groups the user is added to.
-    pub groups: Vec<String>,
-}
-
-/// An RDS IAM authentication token per lease: signed by the issuer, no network call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RdsTokenRole {
-    /// The database's engine (RDS's names: `postgres`, `aurora-postgresql`, `mysql`,
-    /// `aurora-mysql`, `mariadb`), which tells clients how to connect.
-    pub engine: crate::backend::Engine,
-    /// The DB instance's or cluster's endpoint (the token is valid for this host only).
-    pub host: String,
-    pub port: u16,
-    /// The region the token is signed for: the database's.
-    pub region: String,
-    /// The database user the token logs in as (granted `rds_iam` or using
-    /// `AWSAuthenticationPlugin`).
-    pub db_user: String,
 }
 
 #[derive(Deserialize)]
@@ -290,33 +78,19 @@ struct RawFile {
     role: Vec<toml::Table>,
 }
 
+/// What every role has; the rest of its keys are its kind's.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawRole {
     name: String,
     kind: String,
-    admin_secret: Option<String>,
-    groups: Option<Vec<String>>,
-    dbname: Option<String>,
-    connection_limit: Option<i64>,
     creation_statements: Option<toml::Value>,
     default_ttl: Option<String>,
     max_ttl: Option<String>,
-    role_arn: Option<String>,
-    session_policy: Option<String>,
-    policy_arns: Option<Vec<String>>,
-    external_id: Option<String>,
-    path: Option<String>,
-    permissions_boundary: Option<String>,
-    inline_policy: Option<String>,
-    host: Option<String>,
-    port: Option<i64>,
-    region: Option<String>,
-    db_user: Option<String>,
-    engine: Option<String>,
     #[serde(default)]
     allowed_principals: Vec<String>,
     max_leases: Option<i64>,
+    #[serde(flatten)]
+    rest: toml::Table,
 }
 
 impl Roles {
@@ -406,58 +180,29 @@ impl Role {
         }
         // Each kind's own keys; another kind's key is refused rather than ignored (a
         // `session_policy` on an IAM-user role would otherwise narrow nothing, unseen).
-        let given: [(&str, bool); 15] = [
-            ("admin_secret", raw.admin_secret.is_some()),
-            ("groups", raw.groups.is_some()),
-            ("dbname", raw.dbname.is_some()),
-            ("connection_limit", raw.connection_limit.is_some()),
-            ("role_arn", raw.role_arn.is_some()),
-            ("session_policy", raw.session_policy.is_some()),
-            ("policy_arns", raw.policy_arns.is_some()),
-            ("external_id", raw.external_id.is_some()),
-            ("path", raw.path.is_some()),
-            ("permissions_boundary", raw.permissions_boundary.is_some()),
-            ("inline_policy", raw.inline_policy.is_some()),
-            ("host", raw.host.is_some()),
-            ("port", raw.port.is_some()),
-            ("region", raw.region.is_some()),
-            ("engine", raw.engine.is_some()),
-        ];
-        let own: &[&str] = match raw.kind.as_str() {
-            KIND_DATABASE => &["admin_secret", "groups", "dbname", "connection_limit"],
-            KIND_AWS_STS => &["role_arn", "session_policy", "policy_arns", "external_id"],
-            KIND_AWS_IAM_USER => &["path", "permissions_boundary", "policy_arns", "inline_policy", "groups"],
-            KIND_RDS_IAM_TOKEN => &["engine", "host", "port", "region", "db_user"],
-            other => {
-                return Err(err(role, "kind", format!("{other:?} is not supported (known: {})", KINDS.join(", "))))
-            }
-        };
         let kind_name = raw.kind.as_str();
-        for (key, present) in given.into_iter().chain([("db_user", raw.db_user.is_some())]) {
-            if present && !own.contains(&key) {
+        let own = kind::keys(kind_name).ok_or_else(|| {
+            err(role, "kind", format!("{kind_name:?} is not supported (known: {})", kind::NAMES.join(", ")))
+        })?;
+        for key in raw.rest.keys() {
+            if own.contains(&key.as_str()) {
+                continue;
+            }
+            if kind::is_kind_key(key) {
                 return Err(err(role, key, format!("is not a key of kind {kind_name:?}")));
             }
+            return Err(err(role, "definition", format!("is not valid: unknown field `{key}`")));
         }
-        let kind = match kind_name {
-            KIND_DATABASE => RoleKind::Database(database_role(role, &raw)?),
-            KIND_AWS_STS => RoleKind::AwsSts(sts_role(role, &raw)?),
-            KIND_AWS_IAM_USER => RoleKind::AwsIamUser(iam_user_role(role, &raw)?),
-            _ => RoleKind::RdsIamToken(rds_token_role(role, &raw)?),
-        };
+        let kind = kind::parse(kind_name, &name, raw.rest)?;
         let ttl = |field: &str, text: Option<&str>| -> Result<Duration, RolesError> {
-            let fixed = matches!(kind, RoleKind::RdsIamToken(_));
-            let text = match text {
-                Some(text) => text,
-                None if fixed => return Ok(AWS_MIN_TTL),
-                None => return Err(err(role, field, "is required")),
+            let text = match (text, kind.fixed_ttl()) {
+                (Some(text), _) => text,
+                (None, Some(fixed)) => return Ok(fixed),
+                (None, None) => return Err(err(role, field, "is required")),
             };
             let d = parse_ttl(text).map_err(|p| err(role, field, format!("{text:?} {p}")))?;
-            if fixed && d != AWS_MIN_TTL {
-                return Err(err(
-                    role,
-                    field,
-                    format!("{text:?} is not 15m: an RDS IAM token is valid for 15 minutes, no more, no less"),
-                ));
+            if kind.fixed_ttl().is_some() {
+                kind.check_ttl(d, text).map_err(|p| err(role, field, p))?;
             }
             if d.is_zero() {
                 return Err(err(role, field, format!("{text:?} is zero")));
@@ -465,21 +210,7 @@ impl Role {
             if d > MAX_TTL_LIMIT {
                 return Err(err(role, field, format!("{text:?} is over the 24h limit")));
             }
-            if matches!(kind, RoleKind::AwsSts(_)) {
-                if d < AWS_MIN_TTL {
-                    return Err(err(role, field, format!("{text:?} is under 15m, the shortest STS session")));
-                }
-                if d > STS_MAX_TTL {
-                    return Err(err(
-                        role,
-                        field,
-                        format!(
-                            "{text:?} is over 1h: the issuer's own credentials are a role session, and AWS \
-                             limits a session assumed from one (role chaining) to an hour"
-                        ),
-                    ));
-                }
-            }
+            kind.check_ttl(d, text).map_err(|p| err(role, field, p))?;
             Ok(d)
         };
         let default_ttl = ttl("default_ttl", raw.default_ttl.as_deref())?;
@@ -507,235 +238,6 @@ impl Role {
     }
 }
 
-fn database_role(role: Option<&str>, raw: &RawRole) -> Result<DatabaseRole, RolesError> {
-    let admin_secret = raw.admin_secret.clone().ok_or_else(|| err(role, "admin_secret", "is required"))?;
-    if !is_secret_arn(&admin_secret) {
-        return Err(err(role, "admin_secret", format!("{admin_secret:?} is not a Secrets Manager secret ARN")));
-    }
-    let groups = names(role, "groups", raw.groups.as_deref().unwrap_or_default(), GROUP_NAME_MAX, "a role name")?;
-    if groups.is_empty() {
-        return Err(err(role, "groups", "must name at least one group role for the user to join"));
-    }
-    if let Some(db) = &raw.dbname {
-        if db.is_empty() || db.len() > GROUP_NAME_MAX || db.chars().any(char::is_control) {
-            return Err(err(
-                role,
-                "dbname",
-                format!("{db:?} is not a database name (1 to {GROUP_NAME_MAX} bytes, no control characters)"),
-            ));
-        }
-    }
-    let connection_limit = match raw.connection_limit {
-        None => DEFAULT_CONNECTION_LIMIT,
-        Some(n) => u32::try_from(n).ok().filter(|n| (1..=CONNECTION_LIMIT_MAX).contains(n)).ok_or_else(|| {
-            err(
-                role,
-                "connection_limit",
-                format!(
-                    "{n} is not a whole number from 1 to {CONNECTION_LIMIT_MAX} (every dynamic user has a limit: \
-                     none would let one lease take every connection of the server)"
-                ),
-            )
-        })?,
-    };
-    Ok(DatabaseRole { admin_secret, groups, dbname: raw.dbname.clone(), connection_limit })
-}
-
-fn sts_role(role: Option<&str>, raw: &RawRole) -> Result<StsRole, RolesError> {
-    let role_arn = raw.role_arn.clone().ok_or_else(|| err(role, "role_arn", "is required"))?;
-    if !is_iam_arn(&role_arn, "role/") {
-        return Err(err(
-            role,
-            "role_arn",
-            format!("{role_arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
-        ));
-    }
-    let external_id = match &raw.external_id {
-        // STS's own limits: 2 to 1224 characters of [\w+=,.@:/-].
-        Some(id)
-            if !(2..=1224).contains(&id.len())
-                || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b)) =>
-        {
-            return Err(err(role, "external_id", "must be 2 to 1224 letters, digits or _+=,.@:/- characters"));
-        }
-        other => other.clone(),
-    };
-    Ok(StsRole {
-        role_arn,
-        session_policy: policy(role, "session_policy", raw.session_policy.as_deref(), POLICY_MAX, "")?,
-        policy_arns: policy_arns(role, raw)?,
-        external_id,
-    })
-}
-
-fn iam_user_role(role: Option<&str>, raw: &RawRole) -> Result<IamUserRole, RolesError> {
-    let path = raw.path.clone().unwrap_or_else(|| DEFAULT_IAM_PATH.to_owned());
-    // IAM's path syntax, minus the root: users under `/` could not be told from anyone's.
-    let path_ok = path.len() <= 512
-        && path.len() > 2
-        && path.starts_with('/')
-        && path.ends_with('/')
-        && !path.contains("//")
-        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+=,.@-".contains(&b));
-    if !path_ok {
-        return Err(err(
-            role,
-            "path",
-            format!("{path:?} is not an IAM path of keyturn's own (such as /keyturn/: slashes around letters, digits and _+=,.@-)"),
-        ));
-    }
-    let boundary = raw
-        .permissions_boundary
-        .clone()
-        .ok_or_else(|| err(role, "permissions_boundary", "is required: every IAM user keyturn creates has one"))?;
-    if !is_iam_arn(&boundary, "policy/") {
-        return Err(err(role, "permissions_boundary", format!("{boundary:?} is not a managed policy ARN")));
-    }
-    let groups = names(role, "groups", raw.groups.as_deref().unwrap_or_default(), 128, "an IAM group name")?;
-    for group in &groups {
-        if !group.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b)) {
-            return Err(err(role, "groups", format!("{group:?} is not an IAM group name")));
-        }
-    }
-    let policy_arns = policy_arns(role, raw)?;
-    // keyturn's expiry policy takes its share first; its size depends on the path only.
-    let inline_policy = policy(
-        role,
-        "inline_policy",
-        raw.inline_policy.as_deref(),
-        POLICY_MAX.saturating_sub(expiry_policy_size(&path)),
-        ": IAM allows 2048 for all of a user's inline policies together, and keyturn's expiry policy is one of them",
-    )?;
-    if policy_arns.is_empty() && inline_policy.is_none() && groups.is_empty() {
-        return Err(err(role, "policy_arns", "inline_policy or groups must give the user something to do"));
-    }
-    Ok(IamUserRole { path, permissions_boundary: boundary, policy_arns, inline_policy, groups })
-}
-
-fn rds_token_role(role: Option<&str>, raw: &RawRole) -> Result<RdsTokenRole, RolesError> {
-    let engine = raw.engine.as_deref().ok_or_else(|| err(role, "engine", "is required (postgres, mysql, ...)"))?;
-    let engine = crate::backend::Engine::parse(engine).ok_or_else(|| {
-        err(
-            role,
-            "engine",
-            format!("{engine:?} is not an RDS engine (postgres, aurora-postgresql, mysql, aurora-mysql, mariadb)"),
-        )
-    })?;
-    let host = raw.host.clone().ok_or_else(|| err(role, "host", "is required"))?;
-    // A DNS name or an address: the token is a URL, and a host is all this part may hold.
-    let host_ok = !host.is_empty()
-        && host.len() <= 253
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        && !host.starts_with(['.', '-']);
-    if !host_ok {
-        return Err(err(role, "host", format!("{host:?} is not a host name")));
-    }
-    let port = match raw.port {
-        None => return Err(err(role, "port", "is required")),
-        Some(p) => {
-            u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| err(role, "port", format!("{p} is not a port")))?
-        }
-    };
-    let region = raw.region.clone().ok_or_else(|| err(role, "region", "is required"))?;
-    if region.is_empty()
-        || region.len() > 32
-        || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(err(role, "region", format!("{region:?} is not an AWS region")));
-    }
-    let db_user = raw.db_user.clone().ok_or_else(|| err(role, "db_user", "is required"))?;
-    // The generator puts the name in the URL unencoded: only characters that need no
-    // encoding get through, so the name cannot add query parameters to the token.
-    if db_user.is_empty()
-        || db_user.len() > GROUP_NAME_MAX
-        || !db_user.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-    {
-        return Err(err(
-            role,
-            "db_user",
-            format!("{db_user:?} is not a database user name keyturn signs for (1 to {GROUP_NAME_MAX} letters, digits, _ . or -)"),
-        ));
-    }
-    Ok(RdsTokenRole { engine, host, port, region, db_user })
-}
-
-/// A list of names: each non-empty, at most `max` bytes, no control characters or outer
-/// space, none twice.
-fn names(role: Option<&str>, field: &str, list: &[String], max: usize, what: &str) -> Result<Vec<String>, RolesError> {
-    let mut seen = BTreeSet::new();
-    for name in list {
-        if name.is_empty() || name.len() > max || name.chars().any(char::is_control) || name.trim() != name {
-            return Err(err(
-                role,
-                field,
-                format!(
-                    "{name:?} is not {what} (1 to {max} bytes, no control characters, no leading or trailing space)"
-                ),
-            ));
-        }
-        if !seen.insert(name) {
-            return Err(err(role, field, format!("{name:?} is listed twice")));
-        }
-    }
-    Ok(list.to_vec())
-}
-
-/// A policy document: a JSON object with a `Statement`, of characters IAM and STS take, at
-/// most `max` characters (`why` explains a `max` under IAM's own 2048). IAM checks the
-/// grammar; this catches what would otherwise fail at the first issue.
-fn policy(
-    role: Option<&str>,
-    field: &str,
-    text: Option<&str>,
-    max: usize,
-    why: &str,
-) -> Result<Option<String>, RolesError> {
-    let Some(text) = text else { return Ok(None) };
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| err(role, field, format!("is not JSON: {e}")))?;
-    if value.get("Statement").is_none() {
-        return Err(err(role, field, "is not a policy document (a JSON object with a Statement)"));
-    }
-    // IAM counts the policy without its whitespace.
-    let packed = value.to_string();
-    // Control characters come out escaped; anything above U+00FF would be refused.
-    if let Some(c) = packed.chars().find(|c| u32::from(*c) > 0xFF) {
-        return Err(err(role, field, format!("has {c:?}: IAM takes policy text of Latin-1 characters only")));
-    }
-    if packed.chars().count() > max {
-        return Err(err(role, field, format!("is over {max} characters{why}")));
-    }
-    Ok(Some(packed))
-}
-
-fn policy_arns(role: Option<&str>, raw: &RawRole) -> Result<Vec<String>, RolesError> {
-    let list = names(role, "policy_arns", raw.policy_arns.as_deref().unwrap_or_default(), 2048, "a policy ARN")?;
-    if list.len() > POLICY_ARNS_MAX {
-        return Err(err(role, "policy_arns", format!("lists {} policies; IAM allows {POLICY_ARNS_MAX}", list.len())));
-    }
-    for arn in &list {
-        if !is_iam_arn(arn, "policy/") {
-            return Err(err(role, "policy_arns", format!("{arn:?} is not a managed policy ARN")));
-        }
-    }
-    Ok(list)
-}
-
-/// `arn:<partition>:iam::<account>:<resource_type><name>`, where the account is 12 digits,
-/// or `aws` for AWS managed policies; no wildcards.
-fn is_iam_arn(arn: &str, resource_type: &str) -> bool {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    parts.len() == 6
-        && parts[0] == "arn"
-        && parts[1].starts_with("aws")
-        && parts[2] == "iam"
-        && parts[3].is_empty()
-        && ((parts[4].len() == 12 && parts[4].bytes().all(|b| b.is_ascii_digit()))
-            || (parts[4] == "aws" && resource_type == "policy/"))
-        && parts[5].strip_prefix(resource_type).is_some_and(|name| !name.is_empty() && !name.ends_with('/'))
-        && arn.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'?')
-}
-
 /// Checks roles files as the issuer does at cold start ([`Roles::load`]), for CI of the
 /// repository that holds them (`issue-credentials check`, `keyturn roles-check`): a line
 /// per file on `out` when it is valid, the error naming role and field on `err` when not.
@@ -760,21 +262,6 @@ pub fn check_files(
 
 fn patterns(role: Option<&str>, field: &str, list: &[String]) -> Result<Vec<ArnPattern>, RolesError> {
     list.iter().map(|p| ArnPattern::parse(p).map_err(|problem| err(role, field, format!("{p:?} {problem}")))).collect()
-}
-
-/// `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`, no wildcards.
-fn is_secret_arn(arn: &str) -> bool {
-    let parts: Vec<&str> = arn.splitn(7, ':').collect();
-    parts.len() == 7
-        && parts[0] == "arn"
-        && parts[1].starts_with("aws")
-        && parts[2] == "secretsmanager"
-        && !parts[3].is_empty()
-        && parts[4].len() == 12
-        && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && parts[5] == "secret"
-        && !parts[6].is_empty()
-        && arn.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'?')
 }
 
 /// A duration as people write it: one or more `<digits><unit>` parts, units `d`, `h`, `m`,
@@ -823,6 +310,8 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lease::kind::aws_iam_user::{expiry_policy_size, DEFAULT_IAM_PATH};
+    use crate::lease::kind::database::DEFAULT_CONNECTION_LIMIT;
 
     const ACCOUNT: &str = "123456789012";
 

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use super::store::{SecretStore, Selector};
 use super::{Outcome, RotationError, RotationTarget, StepContext};
+use crate::backend::aws::AwsError;
 
 /// Key names accepted for each field, the first being the one keyturn documents. The
 /// names a secret uses are kept when keyturn writes the next version.
@@ -40,8 +41,9 @@ pub const CREATING_TAG: &str = "keyturn-creating-key";
 /// The user tag createSecret sets on every user whose keys it rotates, and never removes
 /// (value: `keyturn-rotation-<secret>`, of the first secret that rotated it): a lease
 /// user's expiry policy denies IAM writes on users carrying it
-/// (`backend::aws::expiry_policy`), whatever path they are under.
-pub const ROTATED_TAG: &str = "keyturn-rotated";
+/// (`lease::kind::aws_iam_user::expiry_policy_document`), whatever path they are under.
+/// Defined with keyturn's other tag keys.
+pub const ROTATED_TAG: &str = crate::backend::aws::tag::ROTATED;
 
 /// Prefix of every tag value keyturn writes; the secret's digest and the rotation's token
 /// follow ([`Marks`]). Letters, digits and `-` only: moto fails to verify the signature of
@@ -180,31 +182,20 @@ pub struct AccessKey {
     pub created: Option<i64>,
 }
 
-/// A failure calling IAM or STS.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation}: {message}")]
-pub struct IamError {
-    pub operation: &'static str,
-    pub message: String,
-    /// The user or key does not exist.
-    pub not_found: bool,
-    pub retryable: bool,
-}
-
 /// The IAM operations key rotation needs (production: [`crate::aws::iam::IamClient`]).
 pub trait IamKeys: Send + Sync {
-    fn user(&self, username: &str) -> impl Future<Output = Result<IamUser, IamError>> + Send;
-    fn keys(&self, username: &str) -> impl Future<Output = Result<Vec<AccessKey>, IamError>> + Send;
+    fn user(&self, username: &str) -> impl Future<Output = Result<IamUser, AwsError>> + Send;
+    fn keys(&self, username: &str) -> impl Future<Output = Result<Vec<AccessKey>, AwsError>> + Send;
     /// Creates a key; the secret key is only ever returned here.
-    fn create_key(&self, username: &str) -> impl Future<Output = Result<(String, SecretString), IamError>> + Send;
+    fn create_key(&self, username: &str) -> impl Future<Output = Result<(String, SecretString), AwsError>> + Send;
     /// Marks a key Inactive; a key that is already gone is success.
-    fn deactivate_key(&self, username: &str, key_id: &str) -> impl Future<Output = Result<(), IamError>> + Send;
+    fn deactivate_key(&self, username: &str, key_id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// Deletes a key; a key that is already gone is success.
-    fn delete_key(&self, username: &str, key_id: &str) -> impl Future<Output = Result<(), IamError>> + Send;
-    fn tag_user(&self, username: &str, key: &str, value: &str) -> impl Future<Output = Result<(), IamError>> + Send;
-    fn untag_user(&self, username: &str, key: &str) -> impl Future<Output = Result<(), IamError>> + Send;
+    fn delete_key(&self, username: &str, key_id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn tag_user(&self, username: &str, key: &str, value: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn untag_user(&self, username: &str, key: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// `sts:GetCallerIdentity` signed with this key: the caller's ARN.
-    fn caller_arn(&self, key_id: &str, secret: &SecretString) -> impl Future<Output = Result<String, IamError>> + Send;
+    fn caller_arn(&self, key_id: &str, secret: &SecretString) -> impl Future<Output = Result<String, AwsError>> + Send;
 }
 
 /// Which users the function may touch: under an IAM path, or carrying a tag.
@@ -391,13 +382,13 @@ pub enum Refusal {
     /// user's key. Not retryable.
     Unproven(String),
     /// STS could not be asked (transport, throttling, server error): retryable as it is.
-    Unreachable(IamError),
+    Unreachable(AwsError),
 }
 
 /// Judges `sts:GetCallerIdentity` signed with the AWSCURRENT key: it must answer with the
 /// user's ARN. Pure: the call's result and the ARN from `GetUser`. Messages name the key id,
 /// never the secret key.
-pub fn judge_proof(key_id: &str, user_arn: &str, answer: Result<String, IamError>) -> Result<(), Refusal> {
+pub fn judge_proof(key_id: &str, user_arn: &str, answer: Result<String, AwsError>) -> Result<(), Refusal> {
     const NOTHING: &str = "keyturn acts for a user only with a key the secret proves it holds; nothing was changed";
     match answer {
         Ok(arn) if arn == user_arn => Ok(()),
@@ -446,7 +437,7 @@ impl<I: IamKeys> IamKeyRotation<I> {
     fn iam_error<S: SecretStore>(
         ctx: &StepContext<'_, S>,
         action: &'static str,
-    ) -> impl Fn(IamError) -> RotationError + use<I, S> {
+    ) -> impl Fn(AwsError) -> RotationError + use<I, S> {
         let secret = ctx.arn().to_owned();
         move |e| RotationError::Iam { secret: secret.clone(), action, retryable: e.retryable, message: e.to_string() }
     }
@@ -822,7 +813,7 @@ mod tests {
     #[test]
     fn the_current_key_must_sign_as_the_user() {
         let user = "arn:aws:iam::1:user/keyturn/ci";
-        let failure = |retryable| IamError {
+        let failure = |retryable| AwsError {
             operation: "GetCallerIdentity",
             message: "InvalidClientTokenId: no such key".into(),
             not_found: false,
