@@ -129,7 +129,12 @@ async fn exec_revokes_a_lease_whose_answer_it_cannot_read() {
     // is issued either way, and the command cannot run with it.
     let mut unknown_kind = database_answer("db.example.com");
     unknown_kind["kind"] = json!("database-v2");
-    for issued in [database_answer("db.example.com/app?sslmode=disable"), unknown_kind] {
+    // The lease's own facts unreadable, its id readable: revoked all the same.
+    let mut odd_expiry = database_answer("db.example.com");
+    odd_expiry["expires_at"] = json!("soon");
+    let mut no_kind = database_answer("db.example.com");
+    no_kind.as_object_mut().unwrap().remove("kind");
+    for issued in [database_answer("db.example.com/app?sslmode=disable"), unknown_kind, odd_expiry, no_kind] {
         let api = issuing(issued.clone()).await;
         let out = run(&mut keyturn_command(&api.url, &["exec", "ci", "--", "sh", "-c", "echo ran"]));
         let stderr = text(&out.stderr);

@@ -296,6 +296,22 @@ fn every_route_of_the_credentials_api_requires_iam_authorization() {
     }
 }
 
+/// The template serves exactly the contract's route table, and its `CredentialsApiUrl`
+/// output names every route and no other.
+#[test]
+fn the_templates_routes_and_outputs_are_the_contracts_table() {
+    use keyturn::contract::Route;
+    let template = template();
+    let mut table: Vec<String> = Route::ALL.iter().map(|r| r.key()).collect();
+    table.sort();
+    assert_eq!(api_routes(&template), table);
+    let description = template["Outputs"]["CredentialsApiUrl"]["Description"].as_str().unwrap();
+    for route in Route::ALL {
+        assert!(description.contains(&route.key()), "{} missing from {description:?}", route.key());
+    }
+    assert_eq!(description.matches("/v1/").count(), Route::ALL.len(), "{description:?}");
+}
+
 #[test]
 fn the_lease_functions_touch_only_the_lease_table_and_the_listed_admin_secrets() {
     let template = template();

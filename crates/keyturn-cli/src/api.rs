@@ -1,6 +1,7 @@
 //! The credentials API as the CLI calls it: every request signed with SigV4 (service
-//! `execute-api`) with the caller's credentials from AWS's default chain, an answer read as
-//! JSON, and each failure sorted into the class its exit code reports.
+//! `execute-api`) with the caller's credentials from AWS's default chain, to the routes of
+//! [`keyturn::contract`], an answer read as JSON into the contract's types, and each failure
+//! sorted into the class its exit code reports.
 
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +12,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use serde_json::{json, Value};
+use keyturn::contract::{self, ErrorBody, LeasesAnswer, RenewAnswer, RolesAnswer, Route, TtlRequest};
+use serde_json::Value;
 
 /// The largest answer read: credentials and lease lists are small.
 const MAX_ANSWER: usize = 1 << 20;
@@ -54,12 +56,14 @@ impl CliError {
     /// The error an API answer with `status` is, with the API's own message.
     pub fn from_status(status: u16, body: &Value) -> Self {
         // The server's words go to a terminal: no control character of theirs reaches it.
-        let body = &printable_json(body);
-        let message = match (body["code"].as_str(), body["message"].as_str()) {
-            (Some(code), Some(message)) => format!("{message} ({code}, HTTP {status})"),
-            // API Gateway's own refusals (a bad signature) carry {"message": ...} only.
-            (None, Some(message)) => format!("{message} (HTTP {status})"),
-            _ => format!("the API answered HTTP {status}"),
+        let message = match contract::read::<ErrorBody>(body) {
+            Ok(refusal) => format!("{} ({}, HTTP {status})", printable(&refusal.message), printable(&refusal.code)),
+            // API Gateway's own refusals (a bad signature) are not the issuer's: they carry
+            // {"message": ...} only.
+            Err(_) => match body["message"].as_str() {
+                Some(message) => format!("{} (HTTP {status})", printable(message)),
+                None => format!("the API answered HTTP {status}"),
+            },
         };
         match status {
             400 => Self::Usage(message),
@@ -99,14 +103,6 @@ pub fn printable(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
-fn printable_json(value: &Value) -> Value {
-    match value {
-        Value::String(s) => Value::String(printable(s)),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), printable_json(v))).collect()),
-        other => other.clone(),
-    }
-}
-
 /// A role name or lease id as one path segment: the API's names need no encoding, and
 /// anything else (a `/`, a `?`) would reach another route.
 pub fn path_segment(text: &str) -> Result<&str, CliError> {
@@ -118,8 +114,18 @@ pub fn path_segment(text: &str) -> Result<&str, CliError> {
 }
 
 /// The optional body of issue and renew: `{"ttl_seconds": N}`.
-fn ttl_body(ttl: Option<Duration>) -> Option<Value> {
-    ttl.map(|t| json!({"ttl_seconds": t.as_secs()}))
+fn ttl_body(ttl: Option<Duration>) -> Result<Option<String>, CliError> {
+    ttl.map(|t| serde_json::to_string(&TtlRequest { ttl_seconds: Some(t.as_secs()) }))
+        .transpose()
+        .map_err(|e| CliError::Usage(format!("cannot write the request: {e}")))
+}
+
+/// An answer read into the contract's type `T`, and the JSON it came as (what `--json`
+/// prints, a newer issuer's fields included).
+#[derive(Debug)]
+pub struct Answer<T> {
+    pub typed: T,
+    pub json: Value,
 }
 
 /// The API at `base_url`, signing as the caller.
@@ -147,25 +153,51 @@ impl Api {
         Ok(Self { base_url, region, credentials, client })
     }
 
-    /// `POST /v1/credentials/{role}` (`role` a [`path_segment`]): the 201's body.
+    /// `POST /v1/credentials/{role}` (`role` a [`path_segment`]): the 201's body, read by
+    /// [`crate::format::Credential::from_body`] (which names the field at fault).
     pub async fn issue(&self, role: &str, ttl: Option<Duration>) -> Result<Value, CliError> {
-        Ok(self.call("POST", &format!("/v1/credentials/{role}"), ttl_body(ttl)).await?.1)
+        Ok(self.call(Route::Issue, role, ttl_body(ttl)?).await?.1)
     }
 
     /// `POST /v1/leases/{lease_id}/renew` (`lease_id` a [`path_segment`]): the answer.
-    pub async fn renew(&self, lease_id: &str, ttl: Option<Duration>) -> Result<Value, CliError> {
-        Ok(self.call("POST", &format!("/v1/leases/{lease_id}/renew"), ttl_body(ttl)).await?.1)
+    pub async fn renew(&self, lease_id: &str, ttl: Option<Duration>) -> Result<Answer<RenewAnswer>, CliError> {
+        self.typed(Route::Renew, lease_id, ttl_body(ttl)?).await
     }
 
     /// `DELETE /v1/leases/{lease_id}` (`lease_id` a [`path_segment`]).
     pub async fn revoke(&self, lease_id: &str) -> Result<(), CliError> {
-        self.call("DELETE", &format!("/v1/leases/{lease_id}"), None).await.map(drop)
+        self.call(Route::Revoke, lease_id, None).await.map(drop)
     }
 
-    /// One signed request; the answer's status and JSON body (`Null` when empty).
-    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value), CliError> {
-        let url = format!("{}{path}", self.base_url);
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
+    /// `GET /v1/roles`.
+    pub async fn roles(&self) -> Result<Answer<RolesAnswer>, CliError> {
+        self.typed(Route::ListRoles, "", None).await
+    }
+
+    /// `GET /v1/leases`.
+    pub async fn leases(&self) -> Result<Answer<LeasesAnswer>, CliError> {
+        self.typed(Route::ListLeases, "", None).await
+    }
+
+    /// [`Api::call`], the answer read as `T`: an answer that is not one is a server error
+    /// naming the field.
+    async fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        route: Route,
+        param: &str,
+        body: Option<String>,
+    ) -> Result<Answer<T>, CliError> {
+        let (_, json) = self.call(route, param, body).await?;
+        let typed = contract::read(&json).map_err(|e| CliError::Server(e.to_string()))?;
+        Ok(Answer { typed, json })
+    }
+
+    /// One signed request to `route` with its parameter `param` (a [`path_segment`], `""`
+    /// for a route without one); the answer's status and JSON body (`Null` when empty).
+    pub async fn call(&self, route: Route, param: &str, body: Option<String>) -> Result<(u16, Value), CliError> {
+        let method = route.method();
+        let url = format!("{}{}", self.base_url, route.path(param));
+        let body = body.unwrap_or_default();
         let credentials = self
             .credentials
             .provide_credentials()

@@ -48,12 +48,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
+use keyturn::contract::{self, LeaseFacts};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::api::{Api, CliError};
-use crate::format::{is_lease_id, Credential, Secret};
+use crate::format::{is_lease_id, Credential, FormatError, Secret};
 use crate::propagation::{self, Waited};
 use crate::term;
 
@@ -208,9 +208,7 @@ impl Lease {
                 return;
             }
             let outcome = self.api.renew(&self.lease_id, self.ttl).await;
-            let outcome = outcome.as_ref().map(|answer| {
-                (answer["expires_at"].as_u64().unwrap_or(expires_at), answer["capped"] == Value::Bool(true))
-            });
+            let outcome = outcome.as_ref().map(|answer| (answer.typed.expires_at, answer.typed.capped));
             let (renewed_to, decision) = after_renewal(id, unix_now(), expires_at, outcome);
             if let (Err(e), Next::RenewAt(at)) = (outcome, &decision) {
                 self.say(&format!("renewing lease {id} failed ({e}); trying again at {at}"));
@@ -261,22 +259,39 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
     }
     let api = Arc::new(api);
     let answer = api.issue(&request.role, request.ttl).await?;
-    let (ttl, renewable, revocable) = (
-        answer["ttl_seconds"].as_u64().map(Duration::from_secs),
-        answer["renewable"] == Value::Bool(true),
-        answer["revocable"] == Value::Bool(true),
-    );
+    // The lease first, so that an answer whose credential cannot be used is still revoked.
+    let facts: LeaseFacts = match contract::read(&answer) {
+        Ok(facts) => facts,
+        Err(e) => {
+            // A lease whose other facts cannot be read is still revoked when its id can be:
+            // the command will not run with it. Its kind is unknown, so the revocation is
+            // asked for (an STS session's or RDS token's is refused, and it expires).
+            if let Some(id) = answer.get("lease_id").and_then(|id| id.as_str()).filter(|id| is_lease_id(id)) {
+                let unreadable = Lease {
+                    api: api.clone(),
+                    ttl: None,
+                    lease_id: id.to_owned(),
+                    expires_at: 0,
+                    renewable: false,
+                    revocable: true,
+                    quiet: request.quiet,
+                };
+                unreadable.end().await;
+            }
+            return Err(CliError::Server(FormatError::from(e).to_string()));
+        }
+    };
+    let credential = Credential::from_body(answer);
     let lease = Arc::new(Lease {
         api,
-        lease_id: answer["lease_id"].as_str().unwrap_or_default().to_owned(),
-        expires_at: answer["expires_at"].as_u64().unwrap_or_default(),
-        ttl,
-        renewable,
-        revocable,
+        ttl: credential.as_ref().ok().and_then(|c| c.issued.ttl_seconds).map(Duration::from_secs),
+        lease_id: facts.lease_id,
+        expires_at: facts.expires_at,
+        renewable: facts.renewable,
+        revocable: facts.revocable,
         quiet: request.quiet,
     });
-    let wait = propagation::bound(&answer);
-    let credential = match Credential::from_body(answer) {
+    let credential = match credential {
         Ok(credential) => credential,
         Err(e) => {
             // Issued all the same (a host this CLI refuses, a kind or engine newer than
@@ -288,6 +303,7 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
             return Err(CliError::Server(e.to_string()));
         }
     };
+    let wait = propagation::bound(&credential.issued);
     lease.say(&format!("lease {} expires at {} (Unix time)", lease.lease_id, lease.expires_at));
     // Renewed from now on: the wait for the key may outlast a short lease.
     let renewal = tokio::spawn(lease.clone().keep_alive());

@@ -1,8 +1,8 @@
 //! A credential as `keyturn creds` prints it and `keyturn exec` hands it to a command.
 //!
-//! The API's 201 body is read into a [`Credential`] first: a body that lacks a field, or
-//! holds a value an environment variable cannot carry (a NUL), is an error naming the
-//! field, never a half-printed credential. The API is keyturn's own, but what it relays
+//! The API's 201 body is read into the contract's [`IssuedAnswer`] and then a
+//! [`Credential`] first: a body that lacks a field, or holds a value an environment variable
+//! cannot carry (a NUL), is an error naming the field, never a half-printed credential. The API is keyturn's own, but what it relays
 //! (a host from an admin secret, a name from a roles file) was written by others, so
 //! every value is quoted or encoded for the format it lands in:
 //!
@@ -31,6 +31,7 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use keyturn::backend::{Engine, Family};
+use keyturn::contract::{IssuedAnswer, IssuedCredential, ReadError};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -62,9 +63,11 @@ impl FromStr for Format {
 /// Why a credential could not be read or printed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
-    /// The API's answer lacks a field or holds one of the wrong type.
+    /// The API's answer lacks a field or holds one of the wrong type (by its path).
     #[error("the API's answer has no valid {0:?}")]
-    Missing(&'static str),
+    Missing(String),
+    #[error("the API's answer is not a JSON object")]
+    NotAnObject,
     #[error("the API's answer holds a NUL in {0:?}, which no environment can carry")]
     Nul(&'static str),
     #[error("the API's answer is of kind {0:?}, which this version of keyturn does not know")]
@@ -85,11 +88,21 @@ pub enum FormatError {
     NotApplicable { format: &'static str, applies_to: &'static str },
 }
 
+impl From<ReadError> for FormatError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::NotAnObject => Self::NotAnObject,
+            ReadError::Field(path) => Self::Missing(path),
+            ReadError::UnknownKind(kind) => Self::UnknownKind(kind),
+        }
+    }
+}
+
 /// A credential the API issued, checked.
 #[derive(Debug)]
 pub struct Credential {
-    pub lease_id: String,
-    pub expires_at: u64,
+    /// The answer as the contract reads it (the lease's id, expiry and TTL).
+    pub issued: IssuedAnswer,
     pub secret: Secret,
     /// The answer as it came, for `json`.
     body: Value,
@@ -113,20 +126,43 @@ pub enum Secret {
     Aws { access_key_id: String, secret_access_key: SecretString, session_token: Option<SecretString> },
 }
 
-/// A field of the body, as text without a NUL.
-fn text(body: &Value, field: &'static str) -> Result<String, FormatError> {
-    let value = body[field].as_str().ok_or(FormatError::Missing(field))?;
+/// A field's value, which must hold no NUL (no environment can carry one).
+fn no_nul(field: &'static str, value: &str) -> Result<String, FormatError> {
     if value.contains('\0') {
         return Err(FormatError::Nul(field));
     }
     Ok(value.to_owned())
 }
 
-fn optional_text(body: &Value, field: &'static str) -> Result<Option<String>, FormatError> {
-    match &body[field] {
-        Value::Null => Ok(None),
-        _ => text(body, field).map(Some),
+/// A database login, checked: an engine this CLI knows, a host that is a name or an address.
+fn database(
+    engine: &str,
+    host: &str,
+    port: u16,
+    dbname: Option<&str>,
+    username: &str,
+    password: &SecretString,
+    tls: bool,
+) -> Result<Secret, FormatError> {
+    let engine = Engine::parse(engine).ok_or_else(|| FormatError::UnknownEngine(engine.to_owned()))?;
+    let host = no_nul("host", host)?;
+    // `_` is not DNS's but is common in container networks (a compose service
+    // `pg_primary`) and means nothing in a URL's authority.
+    let is_name = !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !host.starts_with(['.', '-']);
+    if !is_name && host.parse::<std::net::IpAddr>().is_err() {
+        return Err(FormatError::BadHost(host));
     }
+    Ok(Secret::Database {
+        family: engine.family(),
+        host,
+        port,
+        dbname: dbname.map(|db| no_nul("dbname", db)).transpose()?,
+        username: no_nul("username", username)?,
+        password: no_nul("password", password.expose_secret())?.into(),
+        tls,
+    })
 }
 
 /// libpq's variables (and so psql's, psycopg's, pgx's...) that choose the server, the
@@ -194,54 +230,34 @@ pub const AWS_DISPLACED: &[&str] =
 impl Credential {
     /// Reads the API's answer to `POST /v1/credentials/{role}`.
     pub fn from_body(body: Value) -> Result<Self, FormatError> {
-        let kind = text(&body, "kind")?;
-        let secret = match kind.as_str() {
-            "database" | "rds-iam-token" => {
-                let engine = text(&body, "engine")?;
-                let engine = Engine::parse(&engine).ok_or(FormatError::UnknownEngine(engine))?;
-                let port =
-                    body["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or(FormatError::Missing("port"))?;
-                let host = text(&body, "host")?;
-                // `_` is not DNS's but is common in container networks (a compose
-                // service `pg_primary`) and means nothing in a URL's authority.
-                let is_name = !host.is_empty()
-                    && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                    && !host.starts_with(['.', '-']);
-                if !is_name && host.parse::<std::net::IpAddr>().is_err() {
-                    return Err(FormatError::BadHost(host));
-                }
-                Secret::Database {
-                    family: engine.family(),
-                    host,
-                    port,
-                    dbname: optional_text(&body, "dbname")?,
-                    username: text(&body, "username")?,
-                    password: text(&body, "password")?.into(),
-                    // An API older than the field: keyturn's default, verified TLS.
-                    tls: match &body["tls"] {
-                        Value::Null => true,
-                        Value::Bool(tls) => *tls,
-                        _ => return Err(FormatError::Missing("tls")),
-                    },
-                }
+        let issued = IssuedAnswer::from_value(&body)?;
+        let secret = match &issued.credential {
+            IssuedCredential::Database(login) => database(
+                &login.engine,
+                &login.host,
+                login.port,
+                login.dbname.as_deref(),
+                &login.username,
+                &login.password,
+                login.tls,
+            )?,
+            IssuedCredential::RdsToken(login) => {
+                database(&login.engine, &login.host, login.port, None, &login.username, &login.password, login.tls)?
             }
-            "aws-sts" | "aws-iam-user" => Secret::Aws {
-                access_key_id: text(&body, "access_key_id")?,
-                secret_access_key: text(&body, "secret_access_key")?.into(),
-                session_token: optional_text(&body, "session_token")?.map(SecretString::from),
+            IssuedCredential::Aws(keys) => Secret::Aws {
+                access_key_id: no_nul("access_key_id", &keys.access_key_id)?,
+                secret_access_key: no_nul("secret_access_key", keys.secret_access_key.expose_secret())?.into(),
+                session_token: keys
+                    .session_token
+                    .as_ref()
+                    .map(|token| no_nul("session_token", token.expose_secret()).map(SecretString::from))
+                    .transpose()?,
             },
-            _ => return Err(FormatError::UnknownKind(kind)),
         };
-        let lease_id = text(&body, "lease_id")?;
-        if !is_lease_id(&lease_id) {
-            return Err(FormatError::Missing("lease_id"));
+        if !is_lease_id(&issued.lease.lease_id) {
+            return Err(FormatError::Missing("lease_id".into()));
         }
-        Ok(Self {
-            lease_id,
-            expires_at: body["expires_at"].as_u64().ok_or(FormatError::Missing("expires_at"))?,
-            secret,
-            body,
-        })
+        Ok(Self { issued, secret, body })
     }
 
     /// The environment variables a client of this credential reads, in a fixed order.
@@ -546,7 +562,7 @@ mod tests {
         assert!(after_eval(&plain, &["PGSSLMODE"], &["PGSSLMODE"]).contains("PGSSLMODE=unset\n"));
         let mut body = pg("pw");
         body["tls"] = json!("yes");
-        assert_eq!(Credential::from_body(body).unwrap_err(), FormatError::Missing("tls"));
+        assert_eq!(Credential::from_body(body).unwrap_err(), FormatError::Missing("tls".into()));
 
         let mut body = pg("pw");
         body["engine"] = json!("mariadb");
@@ -573,10 +589,19 @@ mod tests {
         assert_eq!(Credential::from_body(body).unwrap_err(), FormatError::Nul("password"));
         let mut body = pg("pw");
         body["port"] = json!(70000);
-        assert_eq!(Credential::from_body(body).unwrap_err(), FormatError::Missing("port"));
+        assert_eq!(Credential::from_body(body).unwrap_err(), FormatError::Missing("port".into()));
         let mut body = pg("pw");
         body["kind"] = json!("ldap");
         assert!(matches!(Credential::from_body(body), Err(FormatError::UnknownKind(_))));
+        // A value of the wrong type is named, never quoted: it may be a secret misplaced.
+        let mut body = pg("pw");
+        body["port"] = json!("the-password");
+        let e = Credential::from_body(body).unwrap_err();
+        assert_eq!(e, FormatError::Missing("port".into()));
+        assert!(!e.to_string().contains("the-password"), "{e}");
+        let mut body = pg("pw");
+        body.as_object_mut().unwrap().remove("password");
+        assert_eq!(Credential::from_body(body).unwrap_err(), FormatError::Missing("password".into()));
     }
 
     /// Every printable ASCII character, a newline, a tab and some beyond ASCII.

@@ -1,8 +1,9 @@
 //! keyturn's command-line client:
 //!
 //! - [`api`]: the credentials API as the CLI calls it: requests signed with SigV4
-//!   (`execute-api`) as the caller (AWS's default credential chain), answers read as JSON,
-//!   failures sorted into exit-code classes ([`api::CliError`]).
+//!   (`execute-api`) as the caller (AWS's default credential chain) to the routes of
+//!   [`keyturn::contract`], answers read into its types, failures sorted into exit-code
+//!   classes ([`api::CliError`]).
 //! - [`format`]: how a credential is printed or handed to a command (`env`, `dotenv`,
 //!   `uri`, `pgpass`, `json`), read from the API's answer at the edge and quoted or
 //!   encoded so that no character of it can be misread.

@@ -156,8 +156,11 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             let text = credential.render(format).map_err(|e| CliError::Usage(e.to_string()))?;
             print!("{text}");
             if !common.quiet {
-                let lease = &credential.lease_id;
-                keyturn_cli::term::info(&format!("lease {lease} expires at {} (Unix time)", credential.expires_at));
+                let lease = &credential.issued.lease;
+                keyturn_cli::term::info(&format!(
+                    "lease {} expires at {} (Unix time)",
+                    lease.lease_id, lease.expires_at
+                ));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -167,39 +170,37 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             exec(api, ExecRequest { role, ttl, command, quiet: common.quiet, aws }).await
         }
         Command::Roles { common } => {
-            let (_, answer) = api(&common).await?.call("GET", "/v1/roles", None).await?;
+            let answer = api(&common).await?.roles().await?;
             if common.json {
-                println!("{}", json_text(&answer));
+                println!("{}", json_text(&answer.json));
             } else {
-                for role in answer["roles"].as_array().into_iter().flatten() {
+                for role in &answer.typed.roles {
                     println!(
                         "{:<32} {:<14} default {:>6}s  max {:>6}s",
-                        printable(role["name"].as_str().unwrap_or_default()),
-                        printable(role["kind"].as_str().unwrap_or_default()),
-                        role["default_ttl_seconds"],
-                        role["max_ttl_seconds"]
+                        printable(&role.name),
+                        printable(&role.kind),
+                        role.default_ttl_seconds,
+                        role.max_ttl_seconds
                     );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Leases { action: LeaseAction::List { common } } => {
-            let (_, answer) = api(&common).await?.call("GET", "/v1/leases", None).await?;
+            let answer = api(&common).await?.leases().await?;
             if common.json {
-                println!("{}", json_text(&answer));
+                println!("{}", json_text(&answer.json));
             } else {
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                for lease in answer["leases"].as_array().into_iter().flatten() {
-                    let field = |name: &str| printable(lease[name].as_str().unwrap_or_default());
-                    let left = lease["expires_at"].as_u64().unwrap_or_default().saturating_sub(now);
+                for lease in &answer.typed.leases {
                     println!(
                         "{:<20}  {:<24} {:<14} {:<9} {:>6}s left  {}",
-                        field("lease_id"),
-                        field("role"),
-                        field("kind"),
-                        field("state"),
-                        left,
-                        field("username")
+                        printable(&lease.lease_id),
+                        printable(&lease.role),
+                        printable(&lease.kind),
+                        printable(&lease.state),
+                        lease.expires_at.saturating_sub(now),
+                        printable(&lease.username)
                     );
                 }
             }
@@ -208,9 +209,9 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Leases { action: LeaseAction::Renew { lease_id, ttl, common } } => {
             let id = path_segment(&lease_id)?;
             let answer = api(&common).await?.renew(id, ttl).await?;
-            report(&common, &answer, || {
-                let capped = if answer["capped"] == Value::Bool(true) { " (capped at the role's max_ttl)" } else { "" };
-                format!("lease {lease_id} now expires at {}{capped}", answer["expires_at"])
+            report(&common, &answer.json, || {
+                let capped = if answer.typed.capped { " (capped at the role's max_ttl)" } else { "" };
+                format!("lease {lease_id} now expires at {}{capped}", answer.typed.expires_at)
             });
             Ok(ExitCode::SUCCESS)
         }

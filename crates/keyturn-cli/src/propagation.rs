@@ -16,8 +16,8 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
 use aws_sdk_sts::config::retry::RetryConfig;
+use keyturn::contract::{IssuedAnswer, IssuedCredential, KIND_AWS_IAM_USER};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
 use tokio::time::Instant;
 
 /// The longest wait an answer may ask for. AWS's propagation takes seconds; a larger value
@@ -30,12 +30,14 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 const MIN_ATTEMPT: Duration = Duration::from_millis(500);
 
 /// How long `exec` waits for the key of the API's `answer` to work: `None` when it does
-/// not wait (another kind, or no delay given).
-pub fn bound(answer: &Value) -> Option<Duration> {
-    if answer["kind"] != "aws-iam-user" {
+/// not wait (another kind, or no delay given: the contract reads a delay that is not a
+/// whole number of seconds as none).
+pub fn bound(answer: &IssuedAnswer) -> Option<Duration> {
+    let IssuedCredential::Aws(keys) = &answer.credential else { return None };
+    if answer.lease.kind != KIND_AWS_IAM_USER {
         return None;
     }
-    let seconds = answer["propagation_delay_seconds"].as_u64().filter(|&s| s > 0)?;
+    let seconds = keys.propagation_delay_seconds.filter(|&s| s > 0)?;
     Some(Duration::from_secs(seconds).min(MAX_WAIT))
 }
 
@@ -82,21 +84,30 @@ pub async fn wait_for_key(sdk: &SdkConfig, access_key_id: &str, secret: &SecretS
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
 
+    /// An issue's answer of `kind` with `extra` fields, as the contract reads it.
+    fn answer(kind: &str, extra: Value) -> IssuedAnswer {
+        let mut body = json!({"lease_id": "l", "kind": kind, "expires_at": 1, "access_key_id": "AKIA1",
+                              "secret_access_key": "s", "engine": "postgres", "host": "db", "port": 5432,
+                              "username": "u", "password": "p"});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        IssuedAnswer::from_value(&body).unwrap()
+    }
+
     #[test]
     fn only_an_iam_users_key_waits_and_for_at_most_two_minutes() {
-        let user = |delay: Value| json!({"kind": "aws-iam-user", "propagation_delay_seconds": delay});
+        let user = |delay: Value| answer("aws-iam-user", json!({"propagation_delay_seconds": delay}));
         assert_eq!(bound(&user(json!(10))), Some(Duration::from_secs(10)));
         assert_eq!(bound(&user(json!(86_400))), Some(MAX_WAIT), "nonsense is taken as the most");
         for none in [json!(0), json!(-5), json!("10"), json!(2.5), Value::Null] {
             assert_eq!(bound(&user(none.clone())), None, "{none}");
         }
-        let sts = json!({"kind": "aws-sts", "propagation_delay_seconds": 10});
+        let sts = answer("aws-sts", json!({"session_token": "t", "propagation_delay_seconds": 10}));
         assert_eq!(bound(&sts), None);
-        assert_eq!(bound(&json!({"kind": "database"})), None);
+        assert_eq!(bound(&answer("database", json!({"propagation_delay_seconds": 10}))), None);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   (TTLs, renewal cap, who may act, principal patterns, usernames, session names), clock
 //!   injected, the `LeaseStore` trait, and with `lease` the service and its HTTP API.
 //! - [`aws`]: the Secrets Manager, RDS, IAM, STS and DynamoDB adapters behind those traits.
+//! - [`contract`]: the credentials API's routes, request and answers as types (serde
+//!   only, in every feature set): what the issuer writes and the CLI reads.
 //! - `app`: the wiring, one builder per function (configuration to wired service).
 //!
 //! Features: `database` (drivers, RDS) for rotate-database, `iam` (IAM, STS) for
@@ -28,6 +30,7 @@ pub mod aws;
 pub mod backend;
 #[cfg(any(feature = "database", feature = "iam"))]
 pub mod config;
+pub mod contract;
 pub mod lambda;
 pub mod lease;
 pub mod password;

@@ -1,25 +1,18 @@
 //! The issuer's HTTP API, as API Gateway HTTP API events (payload format 2.0, IAM
-//! authorization) in and responses out:
+//! authorization) in and responses out. The routes, the request body and every answer are
+//! [`crate::contract`]'s: the router serves exactly [`Route::ALL`], and the answers are
+//! built here as the contract's types from the service's [`Issued`], [`Renewed`] and
+//! [`Lease`].
 //!
-//! | method and path | body | success |
-//! |---|---|---|
-//! | `POST /v1/credentials/{role}` | `{"ttl_seconds": N}`, optional | 201, the credentials and lease |
-//! | `POST /v1/leases/{lease_id}/renew` | `{"ttl_seconds": N}`, optional | 200, the new expiry |
-//! | `DELETE /v1/leases/{lease_id}` | none | 204, also for a lease already revoked |
-//! | `GET /v1/roles` | none | 200, the roles the caller may request |
-//! | `GET /v1/leases` | none | 200, the caller's own live leases |
+//! `GET /v1/leases` lists the leases whose holder is the caller's exact ARN (the IAM user,
+//! or the role session, that got them: those it may renew and revoke as their holder; an
+//! API administrator gets its own, not everyone's), `active` or `revoking`, the earliest
+//! expiry first, at most [`LIST_MAX`](super::service::LIST_MAX): never a secret, nor more
+//! of the credential than its kind. The list is read from an eventually consistent index: a
+//! lease issued or changed in the last moment may be missing or shown as it was.
 //!
-//! `GET /v1/leases` answers `{"leases": [...]}`: the leases whose holder is the caller's
-//! exact ARN (the IAM user, or the role session, that got them: those it may renew and
-//! revoke as their holder; an API administrator gets its own, not everyone's), `active` or
-//! `revoking`, the earliest expiry first, at most
-//! [`LIST_MAX`](super::service::LIST_MAX). Each is `lease_id`, `role`, `kind`, `username`,
-//! `issued_at`, `expires_at`, `state`, `renewable` and `revocable`: never a secret, nor
-//! more of the grant than its kind. The list is read from an eventually consistent index:
-//! a lease issued or changed in the last moment may be missing or shown as it was.
-//!
-//! Errors are `{"code": ..., "message": ..., "retryable": ...}` with the status of
-//! [`LeaseError::status`]; bad input is always a 4xx and changes nothing.
+//! Errors are [`ErrorBody`]s with the status of [`LeaseError::status`]; bad input is
+//! always a 4xx and changes nothing.
 //!
 //! The event is read into [`ApiRequest`] here, at the edge, and refused unless it is a 2.0
 //! event carrying the IAM authorizer's caller ARN: the function trusts that ARN, so an
@@ -30,14 +23,17 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::kind;
 use super::ports::Ports;
-use super::service::{LeaseService, Secret};
-use super::{Lease, LeaseError};
+use super::service::{Issued, LeaseService, Renewed, Secret};
+use super::{Credential, Lease, LeaseError};
+use crate::contract::{
+    AwsKeys, DatabaseLogin, ErrorBody, IssuedAnswer, IssuedCredential, LeaseFacts, LeasesAnswer, ListedLease,
+    RdsTokenLogin, RenewAnswer, RoleInfo, RolesAnswer, Route,
+};
 
 /// The largest request body read: the API takes at most one small number.
 const MAX_BODY: usize = 4096;
@@ -168,14 +164,24 @@ impl ApiResponse {
 
 /// The error as the API answers it.
 pub fn error_response(e: &LeaseError) -> ApiResponse {
-    let mut body = json!({"code": e.code(), "message": e.to_string(), "retryable": e.retryable()});
-    if let LeaseError::TooManyLeases { live, .. } = e {
-        body["live_leases"] = json!(live);
-    }
-    ApiResponse { status: e.status(), body: Some(body) }
+    let live_leases = match e {
+        LeaseError::TooManyLeases { live, .. } => Some(*live),
+        _ => None,
+    };
+    let body = ErrorBody { code: e.code().into(), message: e.to_string(), retryable: e.retryable(), live_leases };
+    // Strings, numbers and a boolean: written as JSON without fail.
+    ApiResponse { status: e.status(), body: serde_json::to_value(body).ok() }
 }
 
-/// The optional `{"ttl_seconds": N}` body.
+/// A typed answer as a response body.
+fn answer(status: u16, answer: &impl serde::Serialize) -> Result<ApiResponse, LeaseError> {
+    let body = serde_json::to_value(answer)
+        .map_err(|_| LeaseError::Internal("the answer could not be written as JSON".into()))?;
+    Ok(ApiResponse { status, body: Some(body) })
+}
+
+/// The optional `{"ttl_seconds": N}` body, [`crate::contract::TtlRequest`]: read through a
+/// `Value` here so that each wrong shape gets its own message.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TtlBody {
@@ -226,42 +232,15 @@ fn no_body(body: Option<&str>) -> Result<(), LeaseError> {
     }
 }
 
-/// Which operation a request is.
-#[derive(Debug, PartialEq, Eq)]
-enum Route<'a> {
-    Issue(&'a str),
-    Renew(&'a str),
-    Revoke(&'a str),
-    ListRoles,
-    ListLeases,
-}
-
-fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, LeaseError> {
-    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-    let not_allowed =
-        |allowed: &str| LeaseError::BadRequest(format!("{method} is not served on {path}: use {allowed}"));
-    match segments.as_slice() {
-        ["v1", "credentials", role] if !role.is_empty() => match method {
-            "POST" => Ok(Route::Issue(role)),
-            _ => Err(not_allowed("POST")),
-        },
-        ["v1", "leases", id, "renew"] if !id.is_empty() => match method {
-            "POST" => Ok(Route::Renew(id)),
-            _ => Err(not_allowed("POST")),
-        },
-        ["v1", "leases", id] if !id.is_empty() => match method {
-            "DELETE" => Ok(Route::Revoke(id)),
-            _ => Err(not_allowed("DELETE")),
-        },
-        ["v1", "roles"] => match method {
-            "GET" => Ok(Route::ListRoles),
-            _ => Err(not_allowed("GET")),
-        },
-        ["v1", "leases"] => match method {
-            "GET" => Ok(Route::ListLeases),
-            _ => Err(not_allowed("GET")),
-        },
-        _ => Err(LeaseError::NotFound(format!("no such endpoint: {method} {path}"))),
+/// The route a request is, with its path's parameter (`""` for none): the path picks the
+/// route, then a method other than its own is refused naming the one it takes.
+fn route<'a>(method: &str, path: &'a str) -> Result<(Route, &'a str), LeaseError> {
+    match Route::find(path) {
+        Some((route, param)) if route.method() == method => Ok((route, param)),
+        Some((route, _)) => {
+            Err(LeaseError::BadRequest(format!("{method} is not served on {path}: use {}", route.method())))
+        }
+        None => Err(LeaseError::NotFound(format!("no such endpoint: {method} {path}"))),
     }
 }
 
@@ -282,48 +261,40 @@ pub async fn handle<P: Ports>(service: &LeaseService<P>, req: &ApiRequest) -> Ap
 
 async fn serve<P: Ports>(service: &LeaseService<P>, req: &ApiRequest) -> Result<ApiResponse, LeaseError> {
     let body = req.body.as_deref();
-    match route(&req.method, &req.path)? {
-        Route::Issue(role) => {
+    let (route, param) = route(&req.method, &req.path)?;
+    match route {
+        Route::Issue => {
             let ttl = ttl_of(body)?;
-            let issued = service.issue(&req.caller, role, ttl).await?;
-            Ok(ApiResponse { status: 201, body: Some(issued_body(&issued)) })
+            let issued = service.issue(&req.caller, param, ttl).await?;
+            answer(201, &issued_answer(&issued))
         }
-        Route::Renew(id) => {
+        Route::Renew => {
             let ttl = ttl_of(body)?;
-            let renewed = service.renew(&req.caller, id, ttl).await?;
-            Ok(ApiResponse {
-                status: 200,
-                body: Some(json!({
-                    "lease_id": renewed.lease.lease_id,
-                    "expires_at": renewed.lease.expires_at,
-                    "capped": renewed.capped,
-                })),
-            })
+            let renewed = service.renew(&req.caller, param, ttl).await?;
+            answer(200, &renew_answer(&renewed))
         }
-        Route::Revoke(id) => {
+        Route::Revoke => {
             no_body(body)?;
-            service.revoke(&req.caller, id).await?;
+            service.revoke(&req.caller, param).await?;
             Ok(ApiResponse { status: 204, body: None })
         }
         Route::ListRoles => {
             no_body(body)?;
-            let roles: Vec<Value> = service
+            let roles = service
                 .roles_for(&req.caller)
-                .map(|r| {
-                    json!({
-                        "name": r.name,
-                        "kind": r.kind.name(),
-                        "default_ttl_seconds": r.default_ttl.as_secs(),
-                        "max_ttl_seconds": r.max_ttl.as_secs(),
-                    })
+                .map(|r| RoleInfo {
+                    name: r.name.clone(),
+                    kind: r.kind.name().into(),
+                    default_ttl_seconds: r.default_ttl.as_secs(),
+                    max_ttl_seconds: r.max_ttl.as_secs(),
                 })
                 .collect();
-            Ok(ApiResponse { status: 200, body: Some(json!({ "roles": roles })) })
+            answer(200, &RolesAnswer { roles })
         }
         Route::ListLeases => {
             no_body(body)?;
-            let leases: Vec<Value> = service.list(&req.caller).await?.iter().map(listed_body).collect();
-            Ok(ApiResponse { status: 200, body: Some(json!({ "leases": leases })) })
+            let leases = service.list(&req.caller).await?.iter().map(listed_lease).collect();
+            answer(200, &LeasesAnswer { leases })
         }
     }
 }
@@ -331,88 +302,106 @@ async fn serve<P: Ports>(service: &LeaseService<P>, req: &ApiRequest) -> Result<
 /// What every answer about a lease says of it. `renewable` and `revocable` are what its
 /// kind allows (an STS session or an RDS token can be neither extended nor ended early),
 /// told to a client (the CLI) so it does not ask for what will be refused.
-fn lease_body(lease: &Lease) -> Value {
+fn lease_facts(lease: &Lease) -> LeaseFacts {
     let revocable = lease.credential.is_revocable();
-    json!({
-        "lease_id": lease.lease_id,
-        "role": lease.role,
-        "kind": lease.credential.kind(),
-        "issued_at": lease.issued_at,
-        "expires_at": lease.expires_at,
-        "renewable": revocable,
-        "revocable": revocable,
-    })
+    LeaseFacts {
+        lease_id: lease.lease_id.clone(),
+        role: lease.role.clone(),
+        kind: lease.credential.kind().into(),
+        issued_at: lease.issued_at,
+        expires_at: lease.expires_at,
+        renewable: revocable,
+        revocable,
+    }
+}
+
+fn renew_answer(renewed: &Renewed) -> RenewAnswer {
+    RenewAnswer {
+        lease_id: renewed.lease.lease_id.clone(),
+        expires_at: renewed.lease.expires_at,
+        capped: renewed.capped,
+    }
 }
 
 /// A lease as `GET /v1/leases` lists it: what it is, under which name, in which state;
 /// nothing of the credential, and of the grant only its kind.
-fn listed_body(lease: &Lease) -> Value {
-    let mut body = lease_body(lease);
-    body["username"] = json!(lease.username);
-    body["state"] = json!(lease.state.as_str());
-    body
+fn listed_lease(lease: &Lease) -> ListedLease {
+    let LeaseFacts { lease_id, role, kind, issued_at, expires_at, renewable, revocable } = lease_facts(lease);
+    ListedLease {
+        lease_id,
+        role,
+        kind,
+        issued_at,
+        expires_at,
+        renewable,
+        revocable,
+        username: lease.username.clone(),
+        state: lease.state.as_str().into(),
+    }
 }
 
 /// The body of a 201: the lease, then the credential, by kind.
-fn issued_body(issued: &super::service::Issued) -> Value {
+fn issued_answer(issued: &Issued) -> IssuedAnswer {
     let lease = &issued.lease;
-    let mut body = lease_body(lease);
-    body["ttl_seconds"] = json!(lease.expires_at - lease.issued_at);
-    body["server_expiry"] = json!(lease.server_expiry);
     let credential = match &issued.secret {
-        Secret::Database(kind::database::Secret { password, engine, host, port, dbname, tls }) => json!({
-            "engine": engine.as_str(),
-            "host": host,
-            "port": port,
-            "dbname": dbname,
-            "tls": tls,
-            "username": lease.username,
-            "password": password.expose_secret(),
-        }),
-        Secret::AwsSts(keys) => {
-            let mut aws = aws_keys(keys);
-            aws["session_name"] = json!(lease.username);
-            if let super::Credential::AwsSts(kind::aws_sts::Credential { role_arn }) = &lease.credential {
-                aws["role_arn"] = json!(role_arn);
-            }
-            aws
+        Secret::Database(kind::database::Secret { password, engine, host, port, dbname, tls }) => {
+            IssuedCredential::Database(DatabaseLogin {
+                engine: engine.as_str().into(),
+                host: host.clone(),
+                port: *port,
+                dbname: dbname.clone(),
+                tls: *tls,
+                username: lease.username.clone(),
+                password: password.clone(),
+            })
         }
-        Secret::AwsIamUser(kind::aws_iam_user::Secret { keys, propagation }) => {
-            let mut aws = aws_keys(keys);
-            aws["username"] = json!(lease.username);
-            aws["propagation_delay_seconds"] = json!(propagation.as_secs());
-            aws
-        }
-        Secret::RdsIamToken(kind::rds_iam_token::Secret { token, engine, host, port, region }) => json!({
-            "engine": engine.as_str(),
-            "host": host,
-            "port": port,
-            "region": region,
-            // RDS takes an IAM token over TLS only.
-            "tls": true,
-            "username": lease.username,
-            "password": token.expose_secret(),
+        Secret::AwsSts(keys) => IssuedCredential::Aws(AwsKeys {
+            session_name: Some(lease.username.clone()),
+            role_arn: match &lease.credential {
+                Credential::AwsSts(kind::aws_sts::Credential { role_arn }) => Some(role_arn.clone()),
+                _ => None,
+            },
+            ..aws_keys(keys)
         }),
+        Secret::AwsIamUser(kind::aws_iam_user::Secret { keys, propagation }) => IssuedCredential::Aws(AwsKeys {
+            username: Some(lease.username.clone()),
+            propagation_delay_seconds: Some(propagation.as_secs()),
+            ..aws_keys(keys)
+        }),
+        Secret::RdsIamToken(kind::rds_iam_token::Secret { token, engine, host, port, region }) => {
+            IssuedCredential::RdsToken(RdsTokenLogin {
+                engine: engine.as_str().into(),
+                host: host.clone(),
+                port: *port,
+                region: region.clone(),
+                // RDS takes an IAM token over TLS only.
+                tls: true,
+                username: lease.username.clone(),
+                password: token.clone(),
+            })
+        }
     };
-    if let (Value::Object(body), Value::Object(credential)) = (&mut body, credential) {
-        body.extend(credential);
+    IssuedAnswer {
+        lease: lease_facts(lease),
+        ttl_seconds: Some(lease.expires_at.saturating_sub(lease.issued_at)),
+        server_expiry: lease.server_expiry,
+        credential,
     }
-    body
 }
 
-/// An access key as the answer gives it: a session's with its token and expiry.
-fn aws_keys(keys: &crate::backend::aws::AwsKeys) -> Value {
-    let mut aws = json!({
-        "access_key_id": keys.access_key_id,
-        "secret_access_key": keys.secret_access_key.expose_secret(),
-    });
-    if let Some(token) = &keys.session_token {
-        aws["session_token"] = json!(token.expose_secret());
+/// An access key as the answer gives it: a session's with its token and expiry; the
+/// kind adds its own fields.
+fn aws_keys(keys: &crate::backend::aws::AwsKeys) -> AwsKeys {
+    AwsKeys {
+        access_key_id: keys.access_key_id.clone(),
+        secret_access_key: keys.secret_access_key.clone(),
+        session_token: keys.session_token.clone(),
+        session_name: None,
+        role_arn: None,
+        username: None,
+        expiration: keys.expiration,
+        propagation_delay_seconds: None,
     }
-    if let Some(expiration) = keys.expiration {
-        aws["expiration"] = json!(expiration);
-    }
-    aws
 }
 
 #[cfg(test)]
@@ -422,11 +411,11 @@ mod tests {
 
     #[test]
     fn routes_and_methods() {
-        assert_eq!(route("POST", "/v1/credentials/ci"), Ok(Route::Issue("ci")));
-        assert_eq!(route("POST", "/v1/leases/abc/renew"), Ok(Route::Renew("abc")));
-        assert_eq!(route("DELETE", "/v1/leases/abc"), Ok(Route::Revoke("abc")));
-        assert_eq!(route("GET", "/v1/roles"), Ok(Route::ListRoles));
-        assert_eq!(route("GET", "/v1/leases"), Ok(Route::ListLeases));
+        assert_eq!(route("POST", "/v1/credentials/ci"), Ok((Route::Issue, "ci")));
+        assert_eq!(route("POST", "/v1/leases/abc/renew"), Ok((Route::Renew, "abc")));
+        assert_eq!(route("DELETE", "/v1/leases/abc"), Ok((Route::Revoke, "abc")));
+        assert_eq!(route("GET", "/v1/roles"), Ok((Route::ListRoles, "")));
+        assert_eq!(route("GET", "/v1/leases"), Ok((Route::ListLeases, "")));
         for method in ["POST", "DELETE", "PUT"] {
             let e = route(method, "/v1/leases").unwrap_err();
             assert_eq!(e.status(), 400, "{method}");
@@ -439,6 +428,92 @@ mod tests {
         assert_eq!(route("POST", "/v1/credentials/").unwrap_err().status(), 404);
         assert_eq!(route("POST", "/v1/credentials/ci/x").unwrap_err().status(), 404);
         assert_eq!(route("GET", "/v2/roles").unwrap_err().status(), 404);
+    }
+
+    /// Every route of the contract's table is served with its method, and nothing else: a
+    /// path of the table with another method, or a path one step from one, is refused.
+    #[test]
+    fn the_router_serves_the_contract_table_and_nothing_else() {
+        let methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+        for route in Route::ALL {
+            let path = route.path("x-1");
+            for method in methods {
+                match super::route(method, &path) {
+                    Ok(found) => assert_eq!((method, found), (route.method(), (route, path_param(route))), "{path}"),
+                    Err(e) => {
+                        assert_ne!(method, route.method(), "{path}: {e}");
+                        assert_eq!(e.status(), 400, "{method} {path}");
+                    }
+                }
+            }
+            for near in
+                [format!("{path}/"), format!("{path}/x"), format!("/v2{}", &path[3..]), path.replace("v1", "V1")]
+            {
+                if let Some((other, _)) = Route::find(&near) {
+                    // Another route's path (`/v1/leases` and a segment is a lease's).
+                    assert_ne!(other, route, "{near}");
+                    continue;
+                }
+                for method in methods {
+                    let e = super::route(method, &near).unwrap_err();
+                    assert_eq!(e.status(), 404, "{method} {near}");
+                }
+            }
+        }
+        // The kinds the contract names are the roles file's.
+        use crate::contract;
+        assert_eq!(
+            [
+                contract::KIND_DATABASE,
+                contract::KIND_AWS_STS,
+                contract::KIND_AWS_IAM_USER,
+                contract::KIND_RDS_IAM_TOKEN
+            ],
+            kind::NAMES
+        );
+    }
+
+    fn path_param(route: Route) -> &'static str {
+        if route.template().contains('{') {
+            "x-1"
+        } else {
+            ""
+        }
+    }
+
+    /// The 201 of each kind, as the wire carries it: its field names in order, and read back
+    /// by the contract into the same text.
+    #[test]
+    fn issued_answers_carry_the_documented_fields_of_their_kind() {
+        block_on(async {
+            let s = service(None);
+            let lease = ["lease_id", "role", "kind", "issued_at", "expires_at", "renewable", "revocable"];
+            let issue = ["ttl_seconds", "server_expiry"];
+            let cases: [(&str, &[&str]); 4] = [
+                ("ci", &["engine", "host", "port", "dbname", "tls", "username", "password"]),
+                ("deploy", &["access_key_id", "secret_access_key", "session_token", "session_name", "role_arn"]),
+                ("legacy", &["access_key_id", "secret_access_key", "username", "propagation_delay_seconds"]),
+                ("pg-iam", &["engine", "host", "port", "region", "tls", "username", "password"]),
+            ];
+            for (role, credential) in cases {
+                let req = ApiRequest {
+                    method: "POST".into(),
+                    path: Route::Issue.path(role),
+                    body: None,
+                    caller: CI.into(),
+                    request_id: "r1".into(),
+                };
+                let response = handle(&s, &req).await;
+                let body = response.body.unwrap();
+                assert_eq!(response.status, 201, "{body}");
+                let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+                // An STS session's expiry is STS's, when the fake reports one.
+                let keys: Vec<&str> = keys.into_iter().filter(|k| *k != "expiration").collect();
+                assert_eq!(keys, [&lease[..], &issue[..], credential].concat(), "{role}");
+                let typed = IssuedAnswer::from_value(&body).unwrap();
+                assert_eq!(serde_json::to_string(&typed).unwrap(), body.to_string(), "{role}");
+            }
+        });
     }
 
     #[test]
@@ -602,6 +677,15 @@ mod tests {
                 assert_eq!((status, body), (200, json!({"leases": []})), "{caller:?}");
             }
         });
+    }
+
+    #[test]
+    fn every_ttl_body_the_contract_writes_is_read_as_that_ttl() {
+        use crate::contract::TtlRequest;
+        for ttl in [None, Some(0), Some(60), Some(u64::MAX)] {
+            let text = serde_json::to_string(&TtlRequest { ttl_seconds: ttl }).unwrap();
+            assert_eq!(ttl_of(Some(&text)), Ok(ttl.map(Duration::from_secs)), "{text}");
+        }
     }
 
     #[test]
