@@ -26,13 +26,11 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::kind;
 use super::ports::Ports;
-use super::service::{Issued, LeaseService, Renewed, Secret};
-use super::{Credential, Lease, LeaseError};
+use super::service::{Issued, LeaseService, Renewed};
+use super::{Lease, LeaseError};
 use crate::contract::{
-    AwsKeys, DatabaseLogin, ErrorBody, IssuedAnswer, IssuedCredential, LeaseFacts, LeasesAnswer, ListedLease,
-    RdsTokenLogin, RenewAnswer, RoleInfo, RolesAnswer, Route,
+    ErrorBody, IssuedAnswer, LeaseFacts, LeasesAnswer, ListedLease, RenewAnswer, RoleInfo, RolesAnswer, Route,
 };
 
 /// The largest request body read: the API takes at most one small number.
@@ -343,64 +341,11 @@ fn listed_lease(lease: &Lease) -> ListedLease {
 /// The body of a 201: the lease, then the credential, by kind.
 fn issued_answer(issued: &Issued) -> IssuedAnswer {
     let lease = &issued.lease;
-    let credential = match &issued.secret {
-        Secret::Database(kind::database::Secret { password, engine, host, port, dbname, tls }) => {
-            IssuedCredential::Database(DatabaseLogin {
-                engine: engine.as_str().into(),
-                host: host.clone(),
-                port: *port,
-                dbname: dbname.clone(),
-                tls: *tls,
-                username: lease.username.clone(),
-                password: password.clone(),
-            })
-        }
-        Secret::AwsSts(keys) => IssuedCredential::Aws(AwsKeys {
-            session_name: Some(lease.username.clone()),
-            role_arn: match &lease.credential {
-                Credential::AwsSts(kind::aws_sts::Credential { role_arn }) => Some(role_arn.clone()),
-                _ => None,
-            },
-            ..aws_keys(keys)
-        }),
-        Secret::AwsIamUser(kind::aws_iam_user::Secret { keys, propagation }) => IssuedCredential::Aws(AwsKeys {
-            username: Some(lease.username.clone()),
-            propagation_delay_seconds: Some(propagation.as_secs()),
-            ..aws_keys(keys)
-        }),
-        Secret::RdsIamToken(kind::rds_iam_token::Secret { token, engine, host, port, region }) => {
-            IssuedCredential::RdsToken(RdsTokenLogin {
-                engine: engine.as_str().into(),
-                host: host.clone(),
-                port: *port,
-                region: region.clone(),
-                // RDS takes an IAM token over TLS only.
-                tls: true,
-                username: lease.username.clone(),
-                password: token.clone(),
-            })
-        }
-    };
     IssuedAnswer {
         lease: lease_facts(lease),
         ttl_seconds: Some(lease.expires_at.saturating_sub(lease.issued_at)),
         server_expiry: lease.server_expiry,
-        credential,
-    }
-}
-
-/// An access key as the answer gives it: a session's with its token and expiry; the
-/// kind adds its own fields.
-fn aws_keys(keys: &crate::backend::aws::AwsKeys) -> AwsKeys {
-    AwsKeys {
-        access_key_id: keys.access_key_id.clone(),
-        secret_access_key: keys.secret_access_key.clone(),
-        session_token: keys.session_token.clone(),
-        session_name: None,
-        role_arn: None,
-        username: None,
-        expiration: keys.expiration,
-        propagation_delay_seconds: None,
+        credential: issued.secret.answer(lease),
     }
 }
 
@@ -469,7 +414,7 @@ mod tests {
                 contract::KIND_AWS_IAM_USER,
                 contract::KIND_RDS_IAM_TOKEN
             ],
-            kind::NAMES
+            crate::lease::kind::NAMES
         );
     }
 

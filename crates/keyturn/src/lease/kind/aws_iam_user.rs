@@ -225,13 +225,14 @@ mod io {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::super::io::{
-        aws_error, lease_tags, username, Io, IssueRequest, Made, Orphans, Ports, Prepared, SweepReport,
+        aws_error, aws_keys_answer, lease_tags, username, Io, IssueRequest, Made, Orphans, Ports, Prepared, SweepReport,
     };
     use super::{Credential, Role, IAM_PROPAGATION, USERNAME_MAX};
     use crate::backend::aws::{
         iso8601, tag, AwsCredentials, AwsKeys, DeleteIamUser, ListIamUsers, NewIamUser, UpdateIamUser,
     };
     use crate::backend::DeleteOutcome;
+    use crate::contract::IssuedCredential;
     use crate::lease::{gone_user, Lease, LeaseError};
 
     /// The user's access key, and how long until it works everywhere.
@@ -239,6 +240,14 @@ mod io {
     pub struct Secret {
         pub keys: AwsKeys,
         pub propagation: Duration,
+    }
+
+    /// The user's key, its name (the lease's username), and how long until it works.
+    pub fn answer(secret: &Secret, lease: &Lease) -> IssuedCredential {
+        IssuedCredential::Aws(aws_keys_answer(&secret.keys, |answer| {
+            answer.username = Some(lease.username.clone());
+            answer.propagation_delay_seconds = Some(secret.propagation.as_secs());
+        }))
     }
 
     pub async fn prepare<P: Ports>(_: &Io<P>, _: &Role, req: &IssueRequest<'_>) -> Result<Prepared, LeaseError> {

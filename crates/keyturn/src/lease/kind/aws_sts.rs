@@ -116,15 +116,29 @@ pub use io::*;
 #[cfg(feature = "lease")]
 mod io {
     use super::super::io::{
-        aws_error, cannot_extend, lease_tags, Io, IssueRequest, Made, Orphans, Ports, Prepared, SweepReport,
+        aws_error, aws_keys_answer, cannot_extend, lease_tags, Io, IssueRequest, Made, Orphans, Ports, Prepared,
+        SweepReport,
     };
     use super::{Credential, Role};
     use crate::backend::aws::{AssumeRole, AwsCredentials, AwsKeys};
     use crate::backend::DeleteOutcome;
+    use crate::contract::IssuedCredential;
     use crate::lease::{principal, Lease, LeaseError};
 
     /// The session's access key, secret key and token, and its expiry as STS reports it.
     pub type Secret = AwsKeys;
+
+    /// The session's keys, its name (the lease's username) and the role assumed.
+    pub fn answer(keys: &Secret, lease: &Lease) -> IssuedCredential {
+        let role_arn = match &lease.credential {
+            super::super::Credential::AwsSts(Credential { role_arn }) => Some(role_arn.clone()),
+            _ => None,
+        };
+        IssuedCredential::Aws(aws_keys_answer(keys, |answer| {
+            answer.session_name = Some(lease.username.clone());
+            answer.role_arn = role_arn;
+        }))
+    }
 
     pub async fn prepare<P: Ports>(_: &Io<P>, role: &Role, req: &IssueRequest<'_>) -> Result<Prepared, LeaseError> {
         // Refused before anything is written when the caller cannot be a tag.

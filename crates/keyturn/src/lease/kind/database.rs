@@ -164,6 +164,7 @@ mod io {
         BackendError, DeleteOutcome, DeleteUser, DynamicUsers, Engine, Family, ListUsers, NewUser, NewUserOutcome,
         TlsMode, UpdateUser, Username,
     };
+    use crate::contract::{DatabaseLogin, IssuedCredential};
     use crate::lease::{Lease, LeaseError};
 
     /// A database login: the lease's `username` and this.
@@ -177,6 +178,19 @@ mod io {
         /// keyturn reaches the server over verified TLS (the admin secret's `ssl`), so its
         /// clients can and should too.
         pub tls: bool,
+    }
+
+    /// A database user's login: the lease's username and this.
+    pub fn answer(secret: &Secret, lease: &Lease) -> IssuedCredential {
+        IssuedCredential::Database(DatabaseLogin {
+            engine: secret.engine.as_str().into(),
+            host: secret.host.clone(),
+            port: secret.port,
+            dbname: secret.dbname.clone(),
+            tls: secret.tls,
+            username: lease.username.clone(),
+            password: secret.password.clone(),
+        })
     }
 
     pub async fn prepare<P: Ports>(io: &Io<P>, role: &Role, req: &IssueRequest<'_>) -> Result<Prepared, LeaseError> {

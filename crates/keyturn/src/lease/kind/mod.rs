@@ -10,7 +10,8 @@
 //! - `Credential`, what a lease of it records about what it made (what renewal and
 //!   revocation need, never a secret), with `REVOCABLE`, and `fields`/`from_fields`, how
 //!   the lease table stores it;
-//! - with the `lease` feature: `Secret` (what the caller gets), and the I/O, each over the
+//! - with the `lease` feature: `Secret` (what the caller gets) and `answer` (its fields in
+//!   the API's answer, `crate::contract`), and the I/O, each over the
 //!   service's ports ([`super::ports::Io`]): `prepare` (before the lease is written: its
 //!   username and record), `make` (the credential), `renew`, `delete` (removes every access
 //!   it can; succeeds when the credential is gone) and `sweep` (drops what no live lease
@@ -168,6 +169,13 @@ macro_rules! kinds {
                     $(Self::$variant(_) => $module::NAME,)+
                 }
             }
+
+            /// The credential as the API's answer gives it to `lease`'s holder.
+            pub fn answer(&self, lease: &super::Lease) -> crate::contract::IssuedCredential {
+                match self {
+                    $(Self::$variant(secret) => $module::answer(secret, lease),)+
+                }
+            }
         }
 
         /// The I/O of every kind, dispatched.
@@ -274,7 +282,7 @@ pub mod io {
     pub use super::super::ports::{Io, Ports};
     use super::super::{Lease, LeaseError};
     use super::{Credential, Secret};
-    use crate::backend::aws::{tag, AwsError};
+    use crate::backend::aws::{tag, AwsError, AwsKeys};
 
     /// One issue, as the kinds see it.
     #[derive(Debug, Clone, Copy)]
@@ -351,6 +359,26 @@ pub mod io {
             ))
         })?;
         Ok(vec![(tag::LEASE_ID.to_owned(), req.lease_id.to_owned()), (tag::CALLER.to_owned(), caller.to_owned())])
+    }
+
+    /// An access key as the API's answer gives it (a session's with its token and expiry),
+    /// with the kind's own fields set by `own`.
+    pub fn aws_keys_answer(
+        keys: &AwsKeys,
+        own: impl FnOnce(&mut crate::contract::AwsKeys),
+    ) -> crate::contract::AwsKeys {
+        let mut answer = crate::contract::AwsKeys {
+            access_key_id: keys.access_key_id.clone(),
+            secret_access_key: keys.secret_access_key.clone(),
+            session_token: keys.session_token.clone(),
+            session_name: None,
+            role_arn: None,
+            username: None,
+            expiration: keys.expiration,
+            propagation_delay_seconds: None,
+        };
+        own(&mut answer);
+        answer
     }
 
     /// The refusal to renew a credential AWS cannot extend (a session, a token).

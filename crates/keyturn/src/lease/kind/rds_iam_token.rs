@@ -138,6 +138,7 @@ mod io {
     use super::{Credential, Role};
     use crate::backend::aws::{AwsCredentials, RdsToken};
     use crate::backend::{DeleteOutcome, Engine};
+    use crate::contract::{IssuedCredential, RdsTokenLogin};
     use crate::lease::{Lease, LeaseError};
 
     /// The token (the password of the lease's `username`) and where it logs in.
@@ -148,6 +149,20 @@ mod io {
         pub host: String,
         pub port: u16,
         pub region: String,
+    }
+
+    /// The token as the password of the lease's username, over TLS (RDS takes an IAM token
+    /// over TLS only).
+    pub fn answer(secret: &Secret, lease: &Lease) -> IssuedCredential {
+        IssuedCredential::RdsToken(RdsTokenLogin {
+            engine: secret.engine.as_str().into(),
+            host: secret.host.clone(),
+            port: secret.port,
+            region: secret.region.clone(),
+            tls: true,
+            username: lease.username.clone(),
+            password: secret.token.clone(),
+        })
     }
 
     pub async fn prepare<P: Ports>(_: &Io<P>, role: &Role, _: &IssueRequest<'_>) -> Result<Prepared, LeaseError> {
