@@ -12,17 +12,18 @@ CARGO ?= cargo
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 CLI_ARCHIVE := keyturn-$(VERSION)-x86_64-unknown-linux-gnu.tar.gz
 
-# The test binaries whose outcome depends on the PostgreSQL server (role statements and
-# memberships, VALID UNTIL, what a secret's writer or a lease's user can do, what the
-# statement log shows): rerun on each version of the matrix. The others reach PostgreSQL
-# through the same statements as these (lambda_e2e, cli), stop before the server answers
-# (timeouts), or do not use it.
+# The modules of the integration test binary (tests/it) whose outcome depends on the
+# PostgreSQL server (role statements and memberships, VALID UNTIL, what a secret's writer
+# or a lease's user can do, what the statement log shows): rerun on each version of the
+# matrix. The others reach PostgreSQL through the same statements as these (lambda_e2e,
+# cli), stop before the server answers (timeouts), or do not use it.
 PG_TESTS := postgres_rotation postgres_dynamic lease_api lease_attacks lease_connections secret_attacks lease_e2e
 # Installed by scripts/setup (Debian 12 ships only 15); the harness runs the server in
 # KEYTURN_PG_BIN, Debian's 15 without it.
 PG_CACHE := /var/cache/keyturn-pg
 # --workspace, as `cargo test --workspace` above: the same features, so nothing is rebuilt.
-pg_tests = KEYTURN_PG_BIN=$(PG_CACHE)/$(1)/bin $(CARGO) test --no-fail-fast --workspace $(PG_TESTS:%=--test %)
+# A filter `module::` selects every test of that module (test names are module::test).
+pg_tests = KEYTURN_PG_BIN=$(PG_CACHE)/$(1)/bin $(CARGO) test --no-fail-fast --workspace --test it -- $(PG_TESTS:%=%::)
 
 .PHONY: setup demo test test-pg16 test-pg17 lint bench build release
 

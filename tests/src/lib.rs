@@ -3,8 +3,11 @@
 //! One moto server and one PostgreSQL cluster (TLS only, with a certificate chain generated
 //! here as RDS's is shaped) are started per process on free loopback ports, the first time a
 //! test asks for them, and die with the process. Tests share them and isolate themselves by
-//! name ([`TestEnv::unique`]). MariaDB, and a second PostgreSQL cluster that also accepts
-//! plaintext, start only when a test asks for them.
+//! name ([`TestEnv::unique`]). MariaDB, a second PostgreSQL cluster that also accepts
+//! plaintext, a second moto server that checks signatures, and MariaDB servers of a test
+//! module's own, start only when a test asks for them. Every integration test runs in one
+//! process (tests/it), so whatever a test changes server-wide is done on a server no other
+//! module's tests use.
 
 pub mod apigw;
 pub mod fake_postgres;
@@ -74,25 +77,44 @@ pub struct Harness {
     pg_tls: OnceLock<tokio_postgres_rustls::MakeRustlsConnect>,
     mariadb: OnceLock<mariadb::Mariadb>,
     mariadb_events: OnceLock<mariadb::Mariadb>,
-    moto_admin: OnceLock<(String, String)>,
+    /// MariaDB servers of one test module each, by module path ([`Harness::mariadb_of_its_own`]).
+    mariadb_own: Mutex<BTreeMap<&'static str, &'static mariadb::Mariadb>>,
+    /// The moto server with IAM authentication on, and its administrator's key.
+    moto_authenticated: OnceLock<(moto::Moto, (String, String))>,
 }
 
 impl Harness {
-    /// Turns on moto's IAM authentication (once per process) and returns the key of an
-    /// administrator that every client must then sign with. Only for test binaries whose
-    /// tests all sign with it: the whole moto server is affected.
+    /// The key of the administrator every client of [`Harness::moto_authenticated`] signs
+    /// with (starting that server on first use).
     pub fn moto_auth(&self) -> &(String, String) {
-        self.moto_admin.get_or_init(|| {
+        &self.authenticated().1
+    }
+
+    /// A second moto server, with IAM authentication on, started on first use: it refuses
+    /// a request signed with any key but one of its own IAM users', so a key keyturn revoked
+    /// is really refused. A server of its own rather than authentication turned on in
+    /// [`Harness::moto`], which would refuse every other test's requests (signed with
+    /// `testing`). Its clients sign with [`Harness::moto_auth`]'s key.
+    pub fn moto_authenticated(&self) -> &moto::Moto {
+        &self.authenticated().0
+    }
+
+    fn authenticated(&self) -> &(moto::Moto, (String, String)) {
+        self.moto_authenticated.get_or_init(|| {
+            let dir = self.work.join("moto-authenticated");
+            std::fs::create_dir_all(&dir).expect("create the moto work dir");
+            let moto = moto::start(&dir);
             let out = std::process::Command::new(moto::venv().join("bin/python"))
                 .arg(project_root().join("tests/moto_auth.py"))
-                .arg(&self.moto.endpoint)
+                .arg(&moto.endpoint)
                 .stderr(std::process::Stdio::inherit())
                 .output()
                 .expect("run moto_auth.py");
             assert!(out.status.success(), "moto_auth.py failed");
             let text = String::from_utf8(out.stdout).expect("utf-8");
             let mut lines = text.lines();
-            (lines.next().expect("key id").to_owned(), lines.next().expect("secret").to_owned())
+            let key = (lines.next().expect("key id").to_owned(), lines.next().expect("secret").to_owned());
+            (moto, key)
         })
     }
 
@@ -110,6 +132,20 @@ impl Harness {
     /// both ways keyturn finds a session's login: with it here, without it on the other.
     pub fn mariadb_with_events(&self) -> &mariadb::Mariadb {
         self.mariadb_events.get_or_init(|| mariadb::start(&self.work, &self.pki, "mariadb-events", true))
+    }
+
+    /// A MariaDB server for the test module `module` alone (pass `module_path!()`), set up
+    /// as [`Harness::mariadb`] and started on its first use: for the tests that change what
+    /// the whole server does (a global setting, a session that makes revocations there
+    /// fail), which would otherwise change what other modules' tests, running beside them
+    /// in this process, see.
+    pub fn mariadb_of_its_own(&self, module: &'static str) -> &'static mariadb::Mariadb {
+        // Held while the server starts: a second test of the module waits for it.
+        let mut servers = self.mariadb_own.lock().unwrap_or_else(|e| e.into_inner());
+        servers.entry(module).or_insert_with(|| {
+            let name = format!("mariadb-{}", module.rsplit("::").next().unwrap_or(module));
+            Box::leak(Box::new(mariadb::start(&self.work, &self.pki, &name, false)))
+        })
     }
 
     /// The certificate chain the servers use ([`pki::Pki`]).
@@ -182,7 +218,8 @@ pub fn harness() -> &'static Harness {
             pg_tls: OnceLock::new(),
             mariadb: OnceLock::new(),
             mariadb_events: OnceLock::new(),
-            moto_admin: OnceLock::new(),
+            mariadb_own: Mutex::new(BTreeMap::new()),
+            moto_authenticated: OnceLock::new(),
         }
     })
 }
@@ -242,18 +279,22 @@ pub struct TestEnv {
     /// The PostgreSQL cluster this test uses: [`Harness::pg`] unless the test asked for
     /// one that accepts plaintext ([`TestEnv::accepting_plaintext`]).
     pub pg: &'static postgres::Postgres,
+    /// The moto server this test uses: [`Harness::moto`] unless the test asked for the one
+    /// that checks signatures ([`TestEnv::authenticated`]).
+    pub moto: &'static moto::Moto,
     pub sdk: aws_config::SdkConfig,
     pub sm: aws_sdk_secretsmanager::Client,
     prefix: String,
-    /// Whether the `mariadb_*` methods use the server whose event scheduler is ON.
-    events: bool,
+    /// The MariaDB server the `mariadb_*` methods use, when not [`Harness::mariadb`].
+    maria: Option<&'static mariadb::Mariadb>,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl TestEnv {
     pub async fn new(test: &str) -> TestEnv {
-        Self::with_credentials(test, "testing", "testing").await
+        let h = harness();
+        Self::with_credentials(test, &h.moto, "testing", "testing").await
     }
 
     /// A test environment on the PostgreSQL cluster that also accepts plaintext
@@ -264,39 +305,44 @@ impl TestEnv {
         env
     }
 
-    /// A test environment on a moto server that checks signatures (see
-    /// [`Harness::moto_auth`]); clients sign as the harness's administrator.
+    /// A test environment on the moto server that checks signatures
+    /// ([`Harness::moto_authenticated`]); clients sign as its administrator.
     pub async fn authenticated(test: &str) -> TestEnv {
-        let (id, secret) = harness().moto_auth();
-        Self::with_credentials(test, id, secret).await
+        let h = harness();
+        let (id, secret) = h.moto_auth();
+        Self::with_credentials(test, h.moto_authenticated(), id, secret).await
     }
 
-    async fn with_credentials(test: &str, key_id: &str, secret: &str) -> TestEnv {
+    async fn with_credentials(test: &str, moto: &'static moto::Moto, key_id: &str, secret: &str) -> TestEnv {
         let h = harness();
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
-            .endpoint_url(&h.moto.endpoint)
+            .endpoint_url(&moto.endpoint)
             .credentials_provider(Credentials::new(key_id, secret, None, None, "harness"))
             .load()
             .await;
         let sm = aws_sdk_secretsmanager::Client::new(&sdk);
         let prefix = format!("{test}_{}", COUNTER.fetch_add(1, Ordering::Relaxed));
-        TestEnv { h, pg: &h.pg, sdk, sm, prefix, events: false }
+        TestEnv { h, pg: &h.pg, moto, sdk, sm, prefix, maria: None }
     }
 
     /// This environment on the MariaDB server whose event scheduler is ON
     /// ([`Harness::mariadb_with_events`]): every `mariadb_*` method then uses that server.
     pub fn with_event_scheduler(mut self) -> TestEnv {
-        self.events = true;
+        self.maria = Some(self.h.mariadb_with_events());
+        self
+    }
+
+    /// This environment on the MariaDB server of test module `module`
+    /// ([`Harness::mariadb_of_its_own`]): every `mariadb_*` method then uses that server.
+    pub fn with_mariadb_of_its_own(mut self, module: &'static str) -> TestEnv {
+        self.maria = Some(self.h.mariadb_of_its_own(module));
         self
     }
 
     /// The MariaDB server this environment uses.
     pub fn maria(&self) -> &'static mariadb::Mariadb {
-        match self.events {
-            true => self.h.mariadb_with_events(),
-            false => self.h.mariadb(),
-        }
+        self.maria.unwrap_or_else(|| self.h.mariadb())
     }
 
     /// A customer managed policy named `name` (made unique) with `document`; its ARN.
@@ -337,7 +383,7 @@ impl TestEnv {
     /// plus `settings`.
     fn deployed_env(&self, settings: &[(&str, &str)]) -> Vec<(String, String)> {
         [
-            ("AWS_ENDPOINT_URL", self.h.moto.endpoint.as_str()),
+            ("AWS_ENDPOINT_URL", self.moto.endpoint.as_str()),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "testing"),
             ("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -726,7 +772,7 @@ impl TestEnv {
             .rotate_secret()
             .secret_id(arn)
             .client_request_token(&token)
-            .rotation_lambda_arn(&self.h.moto.rotation_lambda_arn)
+            .rotation_lambda_arn(&self.moto.rotation_lambda_arn)
             .rotation_rules(
                 aws_sdk_secretsmanager::types::RotationRulesType::builder().automatically_after_days(30).build(),
             )
@@ -801,7 +847,7 @@ impl TestEnv {
     /// versions; `tests/moto_server.py` does it for this request.
     pub fn remove_secret_version(&self, arn: &str, version_id: &str, after_next_list: bool) {
         let body = serde_json::json!({"SecretId": arn, "VersionId": version_id, "AfterNextList": after_next_list});
-        self.h.moto.post("/keyturn-test/secretsmanager/remove-version", &body);
+        self.moto.post("/keyturn-test/secretsmanager/remove-version", &body);
     }
 
     /// Version id to staging labels, as DescribeSecret reports them.

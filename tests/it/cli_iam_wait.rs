@@ -3,11 +3,10 @@
 //! works, or after the answer's `propagation_delay_seconds` with a warning, and a SIGTERM
 //! during the wait revokes the lease and runs nothing.
 //!
-//! The key is checked against moto with IAM authentication on (every client of this test
-//! binary signs as the harness's administrator), which refuses a key it does not have, and
-//! one the test withholds, as AWS refuses one IAM has not propagated yet; `AWS_ENDPOINT_URL`
-//! points the CLI at it. The
-//! API is a fake one that issues a key the test chose ([`gateway::issuing`]).
+//! The key is checked against the harness's moto server with IAM authentication on (every
+//! client of it signs as its administrator), which refuses a key it does not have, and one
+//! the test withholds, as AWS refuses one IAM has not propagated yet; `AWS_ENDPOINT_URL`
+//! points the CLI at it. The API is a fake one that issues a key the test chose ([`gateway::issuing`]).
 
 use std::io::BufRead as _;
 use std::os::unix::process::ExitStatusExt as _;
@@ -40,7 +39,7 @@ fn unknown_key() -> String {
 /// `keyturn ARGS` against `api`, checking keys against moto.
 fn keyturn(api: &FakeApi, args: &[&str]) -> Command {
     let mut command = gateway::cli(&api.url, ("AKIDCALLER", "caller-secret"));
-    command.args(args).env("AWS_ENDPOINT_URL", &harness().moto.endpoint);
+    command.args(args).env("AWS_ENDPOINT_URL", &harness().moto_authenticated().endpoint);
     command
 }
 
@@ -90,7 +89,7 @@ async fn exec_runs_the_command_only_once_the_new_key_works() {
     let key = out.access_key().expect("the key");
     // Until the test releases it, moto refuses the key as AWS refuses one IAM has not
     // propagated yet.
-    tokio::task::block_in_place(|| env.h.moto.withhold_key(key.access_key_id(), true));
+    tokio::task::block_in_place(|| env.moto.withhold_key(key.access_key_id(), true));
     let api = gateway::issuing(Duration::ZERO, iam_user_answer(key.access_key_id(), key.secret_access_key(), 30)).await;
 
     // The command's first AWS call, made with the variables exec gave it, and a mark that
@@ -109,7 +108,7 @@ async fn exec_runs_the_command_only_once_the_new_key_works() {
     assert!(!mark.exists(), "the command ran with a key that does not work yet: {seen:?}");
 
     // The key propagates.
-    tokio::task::block_in_place(|| env.h.moto.withhold_key(key.access_key_id(), false));
+    tokio::task::block_in_place(|| env.moto.withhold_key(key.access_key_id(), false));
     let (out, stderr) = finish(child, lines, seen);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stderr}");

@@ -1,11 +1,12 @@
 //! MariaDB lease holders hide a session from revocation inside a `SQL SECURITY DEFINER`
 //! routine, where the PROCESSLIST (and `KILL … USER`) name the routine's definer instead
 //! of the login user: through the API, the reaper and the server's expiry event, with an
-//! admin holding what RDS gives a master user, on the harness's two MariaDB servers
-//! (performance_schema ON on the one whose event scheduler is ON, OFF on the default
-//! one). A test file of its own: a session hidden on the server whose performance_schema
-//! is OFF makes every revocation there fail (retryably) while it hides, so the tests that
-//! hide one there take turns, and no other test shares their server.
+//! admin holding what RDS gives a master user, on two MariaDB servers: performance_schema
+//! ON on the harness's one whose event scheduler is ON, OFF on one of this module's own
+//! set up as the harness's default one ([`keyturn_tests::Harness::mariadb_of_its_own`]).
+//! A session hidden on the server whose performance_schema is OFF makes every revocation
+//! there fail (retryably) while it hides, so the tests that hide one there take turns, and
+//! no other module's test shares their server.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +17,8 @@ use keyturn_tests::TestEnv;
 /// Taken by the tests that hide a session on the server whose performance_schema is OFF.
 static HIDING_WITHOUT_PERFORMANCE_SCHEMA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A MariaDB deployment on either harness server: `performance_schema` ON (the server
-/// whose event scheduler is ON) or OFF (the default one, as MariaDB and RDS ship it); with
+/// A MariaDB deployment on either server: `performance_schema` ON (the harness's server
+/// whose event scheduler is ON) or OFF (this module's own, as MariaDB and RDS ship it); with
 /// `all_privileges`, its group holds every privilege on its database (`ALL PRIVILEGES ON
 /// app.*`, CREATE ROUTINE included, as applications' roles often do; granted by the
 /// superuser: ALL includes DELETE HISTORY, which RDS does not give its master user), else
@@ -26,7 +27,7 @@ async fn mariadb_setup_with(test: &str, all_privileges: bool, performance_schema
     use keyturn::backend::mysql::grants::identifier;
     use mysql_async::prelude::Queryable;
     let env = TestEnv::new(test).await;
-    let env = if performance_schema { env.with_event_scheduler() } else { env };
+    let env = if performance_schema { env.with_event_scheduler() } else { env.with_mariadb_of_its_own(module_path!()) };
     let d = deploy_in(env, Engine::Mariadb, "").await;
     if !all_privileges {
         return d;

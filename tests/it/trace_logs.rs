@@ -4,8 +4,8 @@
 //! every version. The output must still hold keyturn's own DEBUG lines, so a function that
 //! logged nothing could not pass.
 //!
-//! moto checks signatures here (the IAM rotation needs it), so every test in this binary
-//! signs with the harness administrator's key.
+//! The tests use the moto server that checks signatures (the IAM rotation needs it), so
+//! every client here signs with its administrator's key.
 
 use std::path::Path;
 
@@ -111,7 +111,7 @@ async fn an_iam_key_rotation_at_trace_prints_no_secret_access_key() {
     let mut emulator = Emulator::start(&env.h.work.join("emulator-trace-iam.log"));
     let log = env.h.work.join("function-trace-iam.log");
     let vars: Vec<(String, String)> = [
-        ("AWS_ENDPOINT_URL", env.h.moto.endpoint.as_str()),
+        ("AWS_ENDPOINT_URL", env.moto.endpoint.as_str()),
         ("AWS_REGION", "us-east-1"),
         ("KEYTURN_IAM_PATH_PREFIX", "/keyturn/"),
         ("KEYTURN_IAM_TEST_TIMEOUT_SECS", "5"),

@@ -185,7 +185,7 @@ async fn rotate_iam_key_binary_rotates_through_the_runtime_api() {
     let (arn, user) = user_with_secret(&env, "ci", PATH).await;
     let (key_id, secret) = env.h.moto_auth();
     let vars: Vec<(String, String)> = [
-        ("AWS_ENDPOINT_URL", env.h.moto.endpoint.as_str()),
+        ("AWS_ENDPOINT_URL", env.moto.endpoint.as_str()),
         ("AWS_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", key_id.as_str()),
         ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
@@ -514,7 +514,7 @@ async fn another_secrets_stale_marker_does_not_make_hand_made_keys_orphans() {
         .rotate_secret()
         .secret_id(&writer)
         .client_request_token(&stale)
-        .rotation_lambda_arn(&env.h.moto.rotation_lambda_arn)
+        .rotation_lambda_arn(&env.moto.rotation_lambda_arn)
         .rotation_rules(
             aws_sdk_secretsmanager::types::RotationRulesType::builder().automatically_after_days(30).build(),
         )
@@ -551,7 +551,7 @@ async fn a_marker_that_cannot_be_removed_fails_the_step_and_a_retry_converges() 
     let credentials = Credentials::new(&key.access_key_id, &key.secret_access_key, None, None, "function");
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&env.h.moto.endpoint)
+        .endpoint_url(&env.moto.endpoint)
         .credentials_provider(credentials)
         .load()
         .await;

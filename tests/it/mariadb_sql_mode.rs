@@ -2,8 +2,8 @@
 //! MAXDB: combinations that include ANSI_QUOTES) would print identifiers in double quotes,
 //! without backslash escapes; read with string rules a role `x\ole` becomes `xole`, and
 //! the clone would get another role. keyturn's sessions set a fixed sql_mode, and the grant
-//! parser refuses double-quoted text. In a binary of its own: it changes the server's
-//! global sql_mode.
+//! parser refuses double-quoted text. On a MariaDB server of its own: it changes the
+//! server's global sql_mode, which the other tests of the process must not see.
 
 use keyturn::backend::mysql::grants::identifier;
 use keyturn::backend::mysql::literal;
@@ -14,7 +14,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn under_a_global_ansi_sql_mode_the_clone_gets_the_same_role() {
-    let env = TestEnv::new("rvansi").await;
+    let env = TestEnv::new("rvansi").await.with_mariadb_of_its_own(module_path!());
     let rotator = env.rotator(Strategy::AlternatingUsers);
     let user = env.unique("app");
     let password = random_token();
