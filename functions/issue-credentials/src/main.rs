@@ -7,8 +7,6 @@
 //!
 //! `issue-credentials check FILE...` validates roles files and exits, for CI.
 
-// The service's futures nest deep async calls; the default limit is too low to lay them out.
-
 use std::process::ExitCode;
 
 use keyturn::config::LeaseConfig;

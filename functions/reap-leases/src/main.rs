@@ -5,8 +5,6 @@
 //!
 //! `main` builds the same service as issue-credentials, with the same builder.
 
-// The service's futures nest deep async calls; the default limit is too low to lay them out.
-
 use keyturn::config::LeaseConfig;
 use keyturn::telemetry::cannot_start;
 

@@ -5,8 +5,6 @@
 //! container (`keyturn::app::rotate_database::build`, which the tests and the bench also
 //! use); each invocation only borrows them.
 
-// The rotation future nests deep async calls; the default limit is too low to lay it out.
-
 use keyturn::config::RotateDatabaseConfig;
 use keyturn::telemetry::cannot_start;
 

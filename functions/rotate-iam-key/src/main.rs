@@ -4,8 +4,6 @@
 //! container (`keyturn::app::rotate_iam_key::build`, which the tests also use); each
 //! invocation only borrows them.
 
-// The rotation future nests deep async calls; the default limit is too low to lay it out.
-
 use keyturn::config::RotateIamKeyConfig;
 use keyturn::telemetry::cannot_start;
 

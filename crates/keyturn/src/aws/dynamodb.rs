@@ -835,6 +835,79 @@ mod tests {
         assert!(error_of(&sts).contains("role_arn"), "{}", error_of(&sts));
     }
 
+    /// The items in deployed tables were written before each kind kept its own fields: every
+    /// kind's item is written out here attribute by attribute, as that code wrote it, so a
+    /// field renamed in a kind's module cannot make live leases unreadable (and their users
+    /// unrevocable) or rewrite them in another shape.
+    #[test]
+    fn every_kinds_item_is_stored_as_before_the_kinds_had_modules() {
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        let n = |v: &str| AttributeValue::N(v.to_owned());
+        let common = |grant: &str| {
+            HashMap::from([
+                ("lease_id".to_owned(), s("a1")),
+                ("kind".to_owned(), s("lease")),
+                ("role".to_owned(), s("ci")),
+                ("username".to_owned(), s("kt_ci_a1")),
+                ("grant".to_owned(), s(grant)),
+                ("caller_arn".to_owned(), s("arn:aws:sts::123456789012:assumed-role/ci-runner/job-1")),
+                ("issued_at".to_owned(), n("1000")),
+                ("expires_at".to_owned(), n("1900")),
+                ("state".to_owned(), s("active")),
+                ("attempts".to_owned(), n("0")),
+                ("version".to_owned(), n("1")),
+                ("server_expiry".to_owned(), AttributeValue::Bool(true)),
+                ("due_shard".to_owned(), s("live")),
+                ("due_at".to_owned(), n("1900")),
+                ("live_caller".to_owned(), s("arn:aws:sts::123456789012:assumed-role/ci-runner/job-1")),
+            ])
+        };
+        let with = |grant: &str, own: &[(&str, AttributeValue)]| {
+            let mut item = common(grant);
+            item.extend(own.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+            item
+        };
+        let cases = [
+            (
+                with(
+                    "database",
+                    &[
+                        ("admin_secret", s("arn:aws:secretsmanager:us-east-1:123456789012:secret:admin-AbCdEf")),
+                        ("group_role", s("readers")),
+                    ],
+                ),
+                lease(),
+            ),
+            (
+                with("aws-iam-user", &[]),
+                Lease { credential: Credential::AwsIamUser(kind::aws_iam_user::Credential), ..lease() },
+            ),
+            (
+                with("aws-sts", &[("role_arn", s("arn:aws:iam::123456789012:role/deploy"))]),
+                Lease {
+                    credential: Credential::AwsSts(kind::aws_sts::Credential {
+                        role_arn: "arn:aws:iam::123456789012:role/deploy".into(),
+                    }),
+                    ..lease()
+                },
+            ),
+            (
+                with("rds-iam-token", &[("host", s("db.internal")), ("port", n("5432"))]),
+                Lease {
+                    credential: Credential::RdsIamToken(kind::rds_iam_token::Credential {
+                        host: "db.internal".into(),
+                        port: 5432,
+                    }),
+                    ..lease()
+                },
+            ),
+        ];
+        for (item, expected) in cases {
+            assert_eq!(lease_of(&item).unwrap().as_ref(), Some(&expected), "{item:?}");
+            assert_eq!(lease_item(&expected), item, "{expected:?}");
+        }
+    }
+
     #[test]
     fn only_live_leases_carry_the_index_keys() {
         let mut l = lease();
