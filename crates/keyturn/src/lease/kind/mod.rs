@@ -19,7 +19,8 @@
 //!
 //! `kinds!` (below) lists the kinds once; the enums that carry a kind's values
 //! ([`RoleKind`], [`Credential`], `Secret`) and their dispatch are generated from that
-//! list. Adding a kind is a new module here and one line in that list.
+//! list. Adding a kind is a new module here (its `pub mod` line below: declared outside the
+//! macro so that rustfmt reaches it) and one line in that list.
 
 pub mod aws_iam_user;
 pub mod aws_sts;
