@@ -115,13 +115,10 @@ pub use io::*;
 
 #[cfg(feature = "lease")]
 mod io {
-    use super::super::io::{
-        aws_error, aws_keys_answer, cannot_extend, lease_tags, Io, IssueRequest, Made, Orphans, Ports, Prepared,
-        SweepReport,
-    };
+    pub use super::super::io::self_expiring::{delete, renew, sweep};
+    use super::super::io::{aws_error, aws_keys_answer, lease_tags, Io, IssueRequest, Made, Ports, Prepared};
     use super::{Credential, Role};
     use crate::backend::aws::{AssumeRole, AwsCredentials, AwsKeys};
-    use crate::backend::DeleteOutcome;
     use crate::contract::IssuedCredential;
     use crate::lease::{principal, Lease, LeaseError};
 
@@ -168,22 +165,4 @@ mod io {
         let keys = io.aws.assume_role(request).await.map_err(|e| aws_error(e, req.role))?;
         Ok(Made { secret: super::super::Secret::AwsSts(keys), server_expiry: None })
     }
-
-    pub async fn renew<P: Ports>(
-        _: &Io<P>,
-        _: &Credential,
-        _: Option<&Role>,
-        lease: &Lease,
-        _: u64,
-    ) -> Result<(), LeaseError> {
-        Err(cannot_extend(lease))
-    }
-
-    /// Nothing to delete: the session expires by itself (the reaper reaches it only then).
-    pub async fn delete<P: Ports>(_: &Io<P>, _: &Credential, _: &Lease) -> Result<DeleteOutcome, LeaseError> {
-        Ok(DeleteOutcome { existed: false, sessions_ended: 0 })
-    }
-
-    /// Nothing to sweep: a session no lease accounts for expires within the hour.
-    pub async fn sweep<P: Ports>(_: &Io<P>, _: &[(&str, &Role)], _: &str, _: &impl Orphans, _: &mut SweepReport) {}
 }

@@ -382,13 +382,36 @@ pub mod io {
         answer
     }
 
-    /// The refusal to renew a credential AWS cannot extend (a session, a token).
-    pub fn cannot_extend(lease: &Lease) -> LeaseError {
-        LeaseError::Conflict(format!(
-            "lease {:?} is an {} credential, which AWS cannot extend: request a new one",
-            lease.lease_id,
-            lease.credential.kind()
-        ))
+    /// The renewal, revocation and sweep of a credential that expires by itself and that
+    /// AWS can neither extend nor end early (an STS session, an RDS token): the kinds that
+    /// issue one re-export these as their own.
+    pub mod self_expiring {
+        use super::{Io, Lease, LeaseError, Orphans, Ports, SweepReport};
+        use crate::backend::DeleteOutcome;
+
+        /// Refused: AWS cannot extend it.
+        pub async fn renew<P: Ports, C, R>(
+            _: &Io<P>,
+            _: &C,
+            _: Option<&R>,
+            lease: &Lease,
+            _: u64,
+        ) -> Result<(), LeaseError> {
+            Err(LeaseError::Conflict(format!(
+                "lease {:?} is an {} credential, which AWS cannot extend: request a new one",
+                lease.lease_id,
+                lease.credential.kind()
+            )))
+        }
+
+        /// Nothing to delete: it expires by itself (the reaper reaches it only then).
+        pub async fn delete<P: Ports, C>(_: &Io<P>, _: &C, _: &Lease) -> Result<DeleteOutcome, LeaseError> {
+            Ok(DeleteOutcome { existed: false, sessions_ended: 0 })
+        }
+
+        /// Nothing to sweep: it makes no user, and one no lease accounts for expires
+        /// within the hour.
+        pub async fn sweep<P: Ports, R>(_: &Io<P>, _: &[(&str, &R)], _: &str, _: &impl Orphans, _: &mut SweepReport) {}
     }
 
     /// The username of a new lease of `req`'s role, for a system whose names are at most

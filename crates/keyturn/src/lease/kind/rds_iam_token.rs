@@ -134,10 +134,11 @@ pub use io::*;
 mod io {
     use secrecy::SecretString;
 
-    use super::super::io::{aws_error, cannot_extend, Io, IssueRequest, Made, Orphans, Ports, Prepared, SweepReport};
+    pub use super::super::io::self_expiring::{delete, renew, sweep};
+    use super::super::io::{aws_error, Io, IssueRequest, Made, Ports, Prepared};
     use super::{Credential, Role};
     use crate::backend::aws::{AwsCredentials, RdsToken};
-    use crate::backend::{DeleteOutcome, Engine};
+    use crate::backend::Engine;
     use crate::contract::{IssuedCredential, RdsTokenLogin};
     use crate::lease::{Lease, LeaseError};
 
@@ -197,22 +198,4 @@ mod io {
             server_expiry: None,
         })
     }
-
-    pub async fn renew<P: Ports>(
-        _: &Io<P>,
-        _: &Credential,
-        _: Option<&Role>,
-        lease: &Lease,
-        _: u64,
-    ) -> Result<(), LeaseError> {
-        Err(cannot_extend(lease))
-    }
-
-    /// Nothing to delete: the token expires by itself.
-    pub async fn delete<P: Ports>(_: &Io<P>, _: &Credential, _: &Lease) -> Result<DeleteOutcome, LeaseError> {
-        Ok(DeleteOutcome { existed: false, sessions_ended: 0 })
-    }
-
-    /// Nothing to sweep: a token makes no user.
-    pub async fn sweep<P: Ports>(_: &Io<P>, _: &[(&str, &Role)], _: &str, _: &impl Orphans, _: &mut SweepReport) {}
 }
