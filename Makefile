@@ -4,7 +4,12 @@
 #               PostgreSQL tests again on PostgreSQL 16 and 17
 #   make test-pg16, make test-pg17   only the PostgreSQL tests, on that version
 #   make bench  cold start, warm rotation and binary size, release build
-#   make release  the release binaries, and the CLI as dist/keyturn-<version>-<target>.tar.gz
+#   make release  the release binaries (each function built alone, as sam build builds it),
+#                 and the CLI as dist/keyturn-<version>-<target>.tar.gz
+#   make package  what a deployment uploads: `sam build`, one zip per function under
+#                 dist/lambda (checked to run on provided.al2023), and the CLI archive
+#   make infra-check  SAM's validate --lint and build, cfn-lint with the serverless rules and
+#                 checkov on the SAM template and on the CDK app's (part of `make test`)
 
 # Outside the clone so CI on the same machine builds incrementally.
 export CARGO_TARGET_DIR ?= /var/cache/keyturn-target
@@ -25,7 +30,15 @@ PG_CACHE := /var/cache/keyturn-pg
 # A filter `module::` selects every test of that module (test names are module::test).
 pg_tests = KEYTURN_PG_BIN=$(PG_CACHE)/$(1)/bin $(CARGO) test --no-fail-fast --workspace --test it -- $(PG_TESTS:%=%::)
 
-.PHONY: setup demo test test-pg16 test-pg17 lint bench build release
+# The Lambda functions, one package each (functions/<name>).
+FUNCTIONS := rotate-database rotate-iam-key issue-credentials reap-leases
+# SAM CLI and the linters, from scripts/setup's venvs; no telemetry, nothing but the local
+# toolchain: nothing here deploys or needs AWS credentials.
+SAM := SAM_CLI_TELEMETRY=0 .venv/bin/sam
+SAM_BUILD_DIR := .aws-sam/build
+CHECKOV := .venv-checkov/bin/checkov --skip-download --compact --quiet --framework cloudformation
+
+.PHONY: setup demo test test-pg16 test-pg17 lint bench build release cli package package-functions infra-check
 
 setup:
 	./scripts/setup
@@ -45,7 +58,7 @@ lint:
 	$(CARGO) check --quiet -p keyturn --no-default-features --features lease --all-targets
 
 # The end-to-end tests run the function binaries, which `cargo test` alone does not build.
-test: setup lint
+test: setup lint infra-check
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 	$(call pg_tests,16)
@@ -55,14 +68,34 @@ test-pg16 test-pg17: setup
 	$(CARGO) build --workspace --bins
 	$(call pg_tests,$(@:test-pg%=%))
 
-# The CLI is built apart (it is not a default member), as sam build builds each function:
-# its features (aws-config's sso) are then not unified into the functions' binaries.
-release:
-	$(CARGO) build --release --bin rotate-database --bin rotate-iam-key --bin issue-credentials --bin reap-leases --bin bench
+# Each function alone (-p NAME, one cargo run each), as sam build builds it from its own
+# package: cargo then resolves features for that function only, so rotate-iam-key links no
+# database driver and the rotation functions no lease code. The CLI and the bench likewise.
+release: cli
+	for f in $(FUNCTIONS); do $(CARGO) build --release -p $$f || exit 1; done
+	$(CARGO) build --release -p keyturn-tests --bin bench
+
+# The CLI's archive, with its SHA-256 and size.
+cli:
 	$(CARGO) build --release -p keyturn-cli
 	mkdir -p dist
 	tar -C $(CARGO_TARGET_DIR)/release -czf dist/$(CLI_ARCHIVE) keyturn
-	cd dist && sha256sum $(CLI_ARCHIVE) > $(CLI_ARCHIVE).sha256
+	cd dist && sha256sum $(CLI_ARCHIVE) > $(CLI_ARCHIVE).sha256 && cat $(CLI_ARCHIVE).sha256 && ls -l $(CLI_ARCHIVE)
+
+# `sam build` as a user runs it (BuildMethod rust-cargolambda: cargo lambda build --release
+# in each function's package), then scripts/package checks and zips what it left.
+package-functions: setup
+	$(SAM) build --template infra/template.yaml --beta-features --build-dir $(SAM_BUILD_DIR)
+	.venv/bin/python scripts/package $(SAM_BUILD_DIR) dist
+
+package: package-functions cli
+
+# Offline: SAM's own checks, cfn-lint with the serverless rules, checkov. A finding is fixed
+# or suppressed in the template beside its one-line reason (Metadata: checkov, cfn-lint).
+infra-check: package-functions
+	$(SAM) validate --lint --template infra/template.yaml
+	.venv/bin/cfn-lint infra/template.yaml -a cfn_lint_serverless.rules
+	$(CHECKOV) -f infra/template.yaml
 
 bench: setup release
 	$(CARGO_TARGET_DIR)/release/bench
