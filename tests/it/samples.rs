@@ -114,8 +114,11 @@ fn sam_template_grants_least_privilege() {
     let of_type = |kind: &str| resources.iter().filter(move |(_, r)| r["Type"] == kind).collect::<Vec<_>>();
     // Every grant belongs to one function's own Policies, but for the role EventBridge
     // Scheduler invokes the reaper with (its own test below).
-    let iam: Vec<&String> =
-        resources.iter().filter(|(_, r)| r["Type"].as_str().unwrap().starts_with("AWS::IAM::")).map(|(n, _)| n).collect();
+    let iam: Vec<&String> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str().unwrap().starts_with("AWS::IAM::"))
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(iam, ["ReapLeasesScheduleRole"]);
     let functions = of_type("AWS::Serverless::Function");
     assert_eq!(functions.len(), 5);
@@ -521,7 +524,8 @@ fn the_reaper_runs_every_minute_on_eventbridge_scheduler_with_a_role_of_its_own(
     assert_eq!(resources[queue]["Properties"]["SqsManagedSseEnabled"], true);
     // The input is JSON once Scheduler fills its placeholders in: the sample event is that.
     let input = target["Input"].as_str().unwrap();
-    let sample = std::fs::read_to_string(keyturn_tests::project_root().join("events/reap-leases/scheduled.json")).unwrap();
+    let sample =
+        std::fs::read_to_string(keyturn_tests::project_root().join("events/reap-leases/scheduled.json")).unwrap();
     let sample: serde_json::Value = serde_json::from_str(&sample).unwrap();
     let input: serde_json::Value = serde_json::from_str(input).expect("Input is JSON");
     assert_eq!(
@@ -538,7 +542,10 @@ fn the_reaper_runs_every_minute_on_eventbridge_scheduler_with_a_role_of_its_own(
     let trust = &role["AssumeRolePolicyDocument"]["Statement"];
     assert_eq!(trust.as_array().unwrap().len(), 1);
     assert_eq!(trust[0]["Principal"]["Service"], "scheduler.amazonaws.com");
-    assert_eq!(trust[0]["Condition"]["StringEquals"]["aws:SourceAccount"], serde_json::json!({"Ref": "AWS::AccountId"}));
+    assert_eq!(
+        trust[0]["Condition"]["StringEquals"]["aws:SourceAccount"],
+        serde_json::json!({"Ref": "AWS::AccountId"})
+    );
     let mut granted = Vec::new();
     for policy in role["Policies"].as_array().unwrap() {
         for statement in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
