@@ -34,7 +34,8 @@ pg_tests = KEYTURN_PG_BIN=$(PG_CACHE)/$(1)/bin $(CARGO) test --no-fail-fast --wo
 FUNCTIONS := rotate-database rotate-iam-key issue-credentials reap-leases
 # SAM CLI and the linters, from scripts/setup's venvs; no telemetry, nothing but the local
 # toolchain: nothing here deploys or needs AWS credentials.
-SAM := SAM_CLI_TELEMETRY=0 .venv/bin/sam
+# SAM's builder runs `cargo lambda`, which it looks up on PATH: the venv's cargo-lambda.
+SAM := PATH="$(CURDIR)/.venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 .venv/bin/sam
 SAM_BUILD_DIR := .aws-sam/build
 CHECKOV := .venv-checkov/bin/checkov --skip-download --compact --quiet --framework cloudformation
 
