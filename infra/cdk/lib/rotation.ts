@@ -100,6 +100,18 @@ export class KeyturnRotationFunction extends Construct {
       }
       return existing;
     }
+    // Checked before the function's construct is added to the stack.
+    if (kind === 'iam-key') {
+      if (props.vpc) {
+        // As the SAM template: IAM and STS are public endpoints.
+        throw new Error('keyturn: rotate-iam-key runs outside any VPC (IAM and STS are public endpoints): give it no vpc');
+      }
+      const path = props.iamUserPath ?? '/keyturn/';
+      if (!/^\/([A-Za-z0-9+=,.@_-]+\/)+$/.test(path)) {
+        throw new Error(`keyturn: iamUserPath ${JSON.stringify(path)} must be an IAM path below the root, such as /keyturn/ (not /)`);
+      }
+    }
+    prefixOf(props);
     return new KeyturnRotationFunction(stack, FUNCTION_IDS[kind], kind, props);
   }
 
@@ -119,10 +131,6 @@ export class KeyturnRotationFunction extends Construct {
     this.kind = kind;
     this.settings = settingsKey(kind, props);
     const prefix = prefixOf(props);
-    if (kind === 'iam-key' && props.vpc) {
-      // As the SAM template: IAM and STS are public endpoints.
-      throw new Error('keyturn: rotate-iam-key runs outside any VPC (IAM and STS are public endpoints): give it no vpc');
-    }
     const { role, policy } = keyturnRole(this, 'Role', props.vpc !== undefined);
     this.policy = policy;
     this.role = role;
@@ -132,9 +140,6 @@ export class KeyturnRotationFunction extends Construct {
     const environment: Record<string, string> = {};
     if (kind === 'iam-key') {
       const path = props.iamUserPath ?? '/keyturn/';
-      if (!/^\/([A-Za-z0-9+=,.@_-]+\/)+$/.test(path)) {
-        throw new Error(`keyturn: iamUserPath ${JSON.stringify(path)} must be an IAM path below the root, such as /keyturn/ (not /)`);
-      }
       environment.KEYTURN_IAM_PATH_PREFIX = path;
       environment.KEYTURN_IAM_DEACTIVATE_PREVIOUS = props.deactivatePreviousKey ? 'true' : 'false';
       const users = Stack.of(this).formatArn({ service: 'iam', region: '', resource: 'user', resourceName: `${path.slice(1)}*` });
@@ -360,6 +365,7 @@ export class KeyturnRotation extends Construct {
       }
     }
 
+    const adminArns = admins.map((admin) => fullArnOf(admin, 'the admin secret'));
     const fn = KeyturnRotationFunction.of(this, kind, props);
     this.rotationFunction = fn;
     const stack = Stack.of(this);
@@ -401,7 +407,6 @@ export class KeyturnRotation extends Construct {
       );
     }
     if (admins.length > 0) {
-      const adminArns = admins.map((admin) => fullArnOf(admin, 'the admin secret'));
       adminArns.forEach((arn) => fn.allowAdminSecret(arn));
       fn.policy.addStatements(
         new iam.PolicyStatement({
