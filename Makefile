@@ -5,6 +5,9 @@
 #   make test-pg16, make test-pg17   only the PostgreSQL tests, on that version
 #   make bench  cold start, warm rotation and binary size, release build
 #   make release  the release binaries, and the CLI as dist/keyturn-<version>-<target>.tar.gz
+#   make cdk-synth    synthesize the CDK app (infra/cdk) offline, cdk-nag on, cfn-lint on its template
+#   make cdk-test     the CDK constructs' own tests (node's test runner)
+#   make cdk-compare  the CDK app against infra/template.yaml, resource by resource
 
 # Outside the clone so CI on the same machine builds incrementally.
 export CARGO_TARGET_DIR ?= /var/cache/keyturn-target
@@ -25,7 +28,7 @@ PG_CACHE := /var/cache/keyturn-pg
 # A filter `module::` selects every test of that module (test names are module::test).
 pg_tests = KEYTURN_PG_BIN=$(PG_CACHE)/$(1)/bin $(CARGO) test --no-fail-fast --workspace --test it -- $(PG_TESTS:%=%::)
 
-.PHONY: setup demo test test-pg16 test-pg17 lint bench build release
+.PHONY: setup demo test test-pg16 test-pg17 lint bench build release cdk-synth cdk-test cdk-compare
 
 setup:
 	./scripts/setup
@@ -66,3 +69,24 @@ release:
 
 bench: setup release
 	$(CARGO_TARGET_DIR)/release/bench
+
+# The CDK app packages the functions' binaries as they are built: <dir>/<function>/bootstrap,
+# as `make package` leaves them in dist/lambda (or any such directory). Synth is offline: no
+# AWS credentials or instance metadata, no telemetry, no version check, no notices; its
+# npm packages are installed by scripts/setup (npm ci, when package-lock.json changes).
+KEYTURN_LAMBDA_DIR ?= $(CURDIR)/dist/lambda
+CDK_ENV := KEYTURN_LAMBDA_DIR=$(abspath $(KEYTURN_LAMBDA_DIR)) CDK_DISABLE_VERSION_CHECK=1 \
+	CDK_DISABLE_CLI_TELEMETRY=true AWS_EC2_METADATA_DISABLED=true
+
+# cdk-nag's AwsSolutions checks run in the app: a finding not acknowledged fails the synth.
+cdk-synth: setup
+	cd infra/cdk && $(CDK_ENV) node_modules/.bin/cdk synth --quiet --no-notices --no-version-reporting --no-lookups
+	.venv/bin/cfn-lint infra/cdk/cdk.out/keyturn.template.json
+
+cdk-test: setup
+	cd infra/cdk && npm test
+
+# cdk.json's context turns every optional part on; the SAM template gets the same values.
+cdk-compare: cdk-synth
+	.venv/bin/python infra/cdk/test/compare.py --sam infra/template.yaml \
+		--cdk infra/cdk/cdk.out/keyturn.template.json --context infra/cdk/cdk.json

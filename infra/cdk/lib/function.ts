@@ -235,7 +235,7 @@ export function keyturnFunction(scope: Construct, id: string, props: KeyturnFunc
     retention: props.logRetention ?? logs.RetentionDays.ONE_YEAR,
     removalPolicy: RemovalPolicy.DESTROY,
   });
-  return new RustFunction(scope, id, {
+  const fn = new RustFunction(scope, id, {
     manifestPath: path.join(props.sourceDir ?? defaultSourceDir(), 'functions', props.binary, 'Cargo.toml'),
     binaryName: props.binary,
     runtime: 'provided.al2023',
@@ -256,4 +256,8 @@ export function keyturnFunction(scope: Construct, id: string, props: KeyturnFunc
     applicationLogLevelV2: lambda.ApplicationLogLevel.INFO,
     systemLogLevelV2: lambda.SystemLogLevel.WARN,
   });
+  // CDK's Function depends on its role explicitly besides naming it (GetAtt), which cfn-lint
+  // reports as redundant (W3005); it changes nothing.
+  (fn.node.defaultChild as lambda.CfnFunction).addMetadata('cfn-lint', { config: { ignore_checks: ['W3005'] } });
+  return fn;
 }
