@@ -215,7 +215,10 @@ export class KeyturnCredentialsApi extends Construct {
     if (!fs.statSync(rolesFile, { throwIfNoEntry: false })?.isFile()) {
       throw new Error(`keyturn: roles file ${rolesFile} not found`);
     }
+    // The layer's content is the file alone, named roles.toml: a directory of its own,
+    // which the asset copies into the cloud assembly, removed when synth ends.
     const layerDir = fs.mkdtempSync(path.join(os.tmpdir(), 'keyturn-roles-'));
+    process.once('exit', () => fs.rmSync(layerDir, { recursive: true, force: true }));
     fs.copyFileSync(rolesFile, path.join(layerDir, 'roles.toml'));
     this.rolesLayer = new lambda.LayerVersion(this, 'RolesLayer', {
       layerVersionName: `${prefix}-roles`,

@@ -23,6 +23,7 @@ const BINARIES = ['rotate-database', 'rotate-iam-key', 'issue-credentials', 'rea
 // which is what the bundling check reads.
 function lambdaDir(machine: number): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keyturn-cdk-test-'));
+  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
   const header = Buffer.alloc(20);
   header.write('\x7fELF', 0, 'latin1');
   header[4] = 2; // 64-bit
@@ -229,7 +230,7 @@ test('the prebuilt binary must exist, be ELF, and be built for the function arch
   assert.equal(checkBootstrap(file, lambda.Architecture.X86_64), undefined);
   assert.match(checkBootstrap(file, lambda.Architecture.ARM_64) ?? '', /not built for arm64/);
   assert.match(checkBootstrap(path.join(X86_64, 'nothing', 'bootstrap'), lambda.Architecture.X86_64) ?? '', /not found/);
-  const text = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'keyturn-cdk-test-')), 'bootstrap');
+  const text = path.join(X86_64, 'rotate-database', 'script');
   fs.writeFileSync(text, '#!/bin/sh\necho placeholder\n');
   assert.match(checkBootstrap(text, lambda.Architecture.X86_64) ?? '', /not an ELF executable/);
 
