@@ -4,7 +4,12 @@
 #               PostgreSQL tests again on PostgreSQL 16 and 17
 #   make test-pg16, make test-pg17   only the PostgreSQL tests, on that version
 #   make bench  cold start, warm rotation and binary size, release build
-#   make release  the release binaries, and the CLI as dist/keyturn-<version>-<target>.tar.gz
+#   make release  the release binaries (each function built alone, as sam build builds it),
+#                 and the CLI as dist/keyturn-<version>-<target>.tar.gz
+#   make package  what a deployment uploads: `sam build`, one zip per function under
+#                 dist/lambda (checked to run on provided.al2023), and the CLI archive
+#   make infra-check  SAM's validate --lint and build, cfn-lint with the serverless rules and
+#                 checkov on the SAM template and on the CDK app's (part of `make test`)
 #   make cdk-synth    synthesize the CDK app (infra/cdk) offline, cdk-nag on, cfn-lint on its template
 #   make cdk-test     the CDK constructs' own tests (node's test runner)
 #   make cdk-compare  the CDK app against infra/template.yaml, resource by resource
@@ -28,7 +33,16 @@ PG_CACHE := /var/cache/keyturn-pg
 # A filter `module::` selects every test of that module (test names are module::test).
 pg_tests = KEYTURN_PG_BIN=$(PG_CACHE)/$(1)/bin $(CARGO) test --no-fail-fast --workspace --test it -- $(PG_TESTS:%=%::)
 
-.PHONY: setup demo test test-pg16 test-pg17 lint bench build release cdk-synth cdk-test cdk-compare
+# The Lambda functions, one package each (functions/<name>).
+FUNCTIONS := rotate-database rotate-iam-key issue-credentials reap-leases
+# SAM CLI and the linters, from scripts/setup's venvs; no telemetry, nothing but the local
+# toolchain: nothing here deploys or needs AWS credentials.
+SAM := SAM_CLI_TELEMETRY=0 .venv/bin/sam
+SAM_BUILD_DIR := .aws-sam/build
+CHECKOV := .venv-checkov/bin/checkov --skip-download --compact --quiet --framework cloudformation
+
+.PHONY: setup demo test test-pg16 test-pg17 lint bench build release cli package package-functions infra-check \
+	cdk-synth cdk-test cdk-compare
 
 setup:
 	./scripts/setup
@@ -48,7 +62,7 @@ lint:
 	$(CARGO) check --quiet -p keyturn --no-default-features --features lease --all-targets
 
 # The end-to-end tests run the function binaries, which `cargo test` alone does not build.
-test: setup lint
+test: setup lint infra-check
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 	$(call pg_tests,16)
@@ -58,14 +72,34 @@ test-pg16 test-pg17: setup
 	$(CARGO) build --workspace --bins
 	$(call pg_tests,$(@:test-pg%=%))
 
-# The CLI is built apart (it is not a default member), as sam build builds each function:
-# its features (aws-config's sso) are then not unified into the functions' binaries.
-release:
-	$(CARGO) build --release --bin rotate-database --bin rotate-iam-key --bin issue-credentials --bin reap-leases --bin bench
+# Each function alone (-p NAME, one cargo run each), as sam build builds it from its own
+# package: cargo then resolves features for that function only, so rotate-iam-key links no
+# database driver and the rotation functions no lease code. The CLI and the bench likewise.
+release: cli
+	for f in $(FUNCTIONS); do $(CARGO) build --release -p $$f || exit 1; done
+	$(CARGO) build --release -p keyturn-tests --bin bench
+
+# The CLI's archive, with its SHA-256 and size.
+cli:
 	$(CARGO) build --release -p keyturn-cli
 	mkdir -p dist
 	tar -C $(CARGO_TARGET_DIR)/release -czf dist/$(CLI_ARCHIVE) keyturn
-	cd dist && sha256sum $(CLI_ARCHIVE) > $(CLI_ARCHIVE).sha256
+	cd dist && sha256sum $(CLI_ARCHIVE) > $(CLI_ARCHIVE).sha256 && cat $(CLI_ARCHIVE).sha256 && ls -l $(CLI_ARCHIVE)
+
+# `sam build` as a user runs it (BuildMethod rust-cargolambda: cargo lambda build --release
+# in each function's package), then scripts/package checks and zips what it left.
+package-functions: setup
+	$(SAM) build --template infra/template.yaml --beta-features --build-dir $(SAM_BUILD_DIR)
+	.venv/bin/python scripts/package $(SAM_BUILD_DIR) dist
+
+package: package-functions cli
+
+# Offline: SAM's own checks, cfn-lint with the serverless rules, checkov. A finding is fixed
+# or suppressed in the template beside its one-line reason (Metadata: checkov, cfn-lint).
+infra-check: package-functions
+	$(SAM) validate --lint --template infra/template.yaml
+	.venv/bin/cfn-lint infra/template.yaml -a cfn_lint_serverless.rules
+	$(CHECKOV) -f infra/template.yaml
 
 bench: setup release
 	$(CARGO_TARGET_DIR)/release/bench
@@ -75,11 +109,13 @@ bench: setup release
 # AWS credentials or instance metadata, no telemetry, no version check, no notices; its
 # npm packages are installed by scripts/setup (npm ci, when package-lock.json changes).
 KEYTURN_LAMBDA_DIR ?= $(CURDIR)/dist/lambda
+# With the default directory, the binaries are built first, as `make package` builds them.
+CDK_BINARIES := $(if $(filter $(CURDIR)/dist/lambda,$(KEYTURN_LAMBDA_DIR)),package-functions)
 CDK_ENV := KEYTURN_LAMBDA_DIR=$(abspath $(KEYTURN_LAMBDA_DIR)) CDK_DISABLE_VERSION_CHECK=1 \
 	CDK_DISABLE_CLI_TELEMETRY=true AWS_EC2_METADATA_DISABLED=true
 
 # cdk-nag's AwsSolutions checks run in the app: a finding not acknowledged fails the synth.
-cdk-synth: setup
+cdk-synth: setup $(CDK_BINARIES)
 	cd infra/cdk && $(CDK_ENV) node_modules/.bin/cdk synth --quiet --no-notices --no-version-reporting --no-lookups
 	.venv/bin/cfn-lint infra/cdk/cdk.out/keyturn.template.json
 

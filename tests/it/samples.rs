@@ -112,10 +112,14 @@ fn sam_template_grants_least_privilege() {
     let template = template();
     let resources = template["Resources"].as_object().unwrap();
     let of_type = |kind: &str| resources.iter().filter(move |(_, r)| r["Type"] == kind).collect::<Vec<_>>();
-    assert!(
-        resources.values().all(|r| !r["Type"].as_str().unwrap().starts_with("AWS::IAM::")),
-        "every grant belongs to one function's own Policies"
-    );
+    // Every grant belongs to one function's own Policies, but for the role EventBridge
+    // Scheduler invokes the reaper with (its own test below).
+    let iam: Vec<&String> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str().unwrap().starts_with("AWS::IAM::"))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(iam, ["ReapLeasesScheduleRole"]);
     let functions = of_type("AWS::Serverless::Function");
     assert_eq!(functions.len(), 5);
     let rotation_functions = functions.iter().filter(|(_, f)| !is_lease_function(f)).count();
@@ -124,7 +128,7 @@ fn sam_template_grants_least_privilege() {
         let own_name = function["Properties"]["FunctionName"]["Fn::Sub"].as_str().expect("FunctionName set with !Sub");
         let own_arn =
             format!("arn:${{AWS::Partition}}:lambda:${{AWS::Region}}:${{AWS::AccountId}}:function:{own_name}");
-        let is_database = function["Metadata"]["BuildProperties"]["Binary"] == "rotate-database";
+        let is_database = binary_of(function) == "rotate-database";
         let is_lease = is_lease_function(function);
         let mut rotates = false;
         for statement in statements(function) {
@@ -228,7 +232,16 @@ fn the_alternating_function_checks_its_admin_secrets_itself() {
 const LEASE_BINARIES: [&str; 2] = ["issue-credentials", "reap-leases"];
 
 fn is_lease_function(function: &serde_json::Value) -> bool {
-    LEASE_BINARIES.iter().any(|b| function["Metadata"]["BuildProperties"]["Binary"] == *b)
+    LEASE_BINARIES.contains(&binary_of(function))
+}
+
+/// The package a function is built from: its CodeUri, the package's own directory, so that
+/// `sam build` builds it alone, with its own features.
+fn binary_of(function: &serde_json::Value) -> &str {
+    let uri = function["Properties"]["CodeUri"].as_str().expect("CodeUri");
+    let name = uri.strip_prefix("../functions/").unwrap_or_else(|| panic!("CodeUri {uri} is not a function's package"));
+    assert!(function["Metadata"]["BuildProperties"]["Binary"].is_null(), "{name}: the package's only binary is built");
+    name
 }
 
 /// The function built from that binary.
@@ -237,7 +250,7 @@ fn function_of<'a>(template: &'a serde_json::Value, binary: &str) -> &'a serde_j
         .as_object()
         .unwrap()
         .values()
-        .filter(|r| r["Type"] == "AWS::Serverless::Function" && r["Metadata"]["BuildProperties"]["Binary"] == binary)
+        .filter(|r| r["Type"] == "AWS::Serverless::Function" && binary_of(r) == binary)
         .collect();
     assert_eq!(found.len(), 1, "one function built from {binary}");
     found[0]
@@ -288,7 +301,7 @@ fn every_route_of_the_credentials_api_requires_iam_authorization() {
                 continue;
             }
             let p = &event["Properties"];
-            assert_eq!(resource["Metadata"]["BuildProperties"]["Binary"], "issue-credentials", "{p}");
+            assert_eq!(binary_of(resource), "issue-credentials", "{p}");
             assert_eq!(p["Auth"]["Authorizer"], "AWS_IAM", "every route names its authorizer: {p}");
             assert_eq!(p["ApiId"], serde_json::json!({"Ref": api_name}), "{p}");
             assert_eq!(p["PayloadFormatVersion"], "2.0", "{p}");
@@ -334,7 +347,7 @@ fn the_lease_functions_touch_only_the_lease_table_and_the_listed_admin_secrets()
         if function["Type"] != "AWS::Serverless::Function" {
             continue;
         }
-        let binary = function["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
+        let binary = binary_of(function);
         let mut queries = false;
         let mut writes = false;
         for statement in statements(function) {
@@ -487,11 +500,66 @@ fn the_lease_functions_read_the_roles_layer_and_the_lease_table() {
     assert!(issue["Timeout"].as_u64().unwrap() < 30, "under API Gateway's 30 s integration timeout");
     let reap = &function_of(&template, "reap-leases")["Properties"];
     assert_eq!(reap["Timeout"], 60);
-    let schedules: Vec<&serde_json::Value> =
-        reap["Events"].as_object().unwrap().values().filter(|e| e["Type"] == "Schedule").collect();
-    assert_eq!(schedules.len(), 1);
-    assert_eq!(schedules[0]["Properties"]["Schedule"], "rate(1 minute)");
+    assert!(reap["Events"].is_null(), "scheduled by EventBridge Scheduler, not by a rule");
     assert_eq!(reap["EventInvokeConfig"]["MaximumRetryAttempts"], 0, "the next run is the retry");
+}
+
+#[test]
+fn the_reaper_runs_every_minute_on_eventbridge_scheduler_with_a_role_of_its_own() {
+    let template = template();
+    let resources = template["Resources"].as_object().unwrap();
+    let schedules: Vec<_> = resources.iter().filter(|(_, r)| r["Type"] == "AWS::Scheduler::Schedule").collect();
+    assert_eq!(schedules.len(), 1);
+    let (_, schedule) = schedules[0];
+    let p = &schedule["Properties"];
+    assert_eq!(p["ScheduleExpression"], "rate(1 minute)");
+    assert_eq!(p["FlexibleTimeWindow"]["Mode"], "OFF", "runs at the minute");
+    assert_eq!(p["State"], "ENABLED");
+    let target = &p["Target"];
+    assert_eq!(target["Arn"], serde_json::json!({"Fn::GetAtt": ["ReapLeases", "Arn"]}));
+    assert_eq!(target["RetryPolicy"]["MaximumRetryAttempts"], 0, "the next minute's run is the retry");
+    assert_eq!(target["RetryPolicy"]["MaximumEventAgeInSeconds"], 60);
+    let queue = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0].as_str().expect("a dead-letter queue");
+    assert_eq!(resources[queue]["Type"], "AWS::SQS::Queue");
+    assert_eq!(resources[queue]["Properties"]["SqsManagedSseEnabled"], true);
+    // The input is JSON once Scheduler fills its placeholders in: the sample event is that.
+    let input = target["Input"].as_str().unwrap();
+    let sample =
+        std::fs::read_to_string(keyturn_tests::project_root().join("events/reap-leases/scheduled.json")).unwrap();
+    let sample: serde_json::Value = serde_json::from_str(&sample).unwrap();
+    let input: serde_json::Value = serde_json::from_str(input).expect("Input is JSON");
+    assert_eq!(
+        input.as_object().unwrap().keys().collect::<Vec<_>>(),
+        sample.as_object().unwrap().keys().collect::<Vec<_>>(),
+        "events/reap-leases/scheduled.json is the schedule's input"
+    );
+    assert_eq!(input["source"], sample["source"]);
+
+    // The role Scheduler invokes with: only this account's schedules may take it, and it may
+    // invoke the reaper and write to its dead-letter queue, nothing else.
+    let role_name = target["RoleArn"]["Fn::GetAtt"][0].as_str().unwrap();
+    let role = &resources[role_name]["Properties"];
+    let trust = &role["AssumeRolePolicyDocument"]["Statement"];
+    assert_eq!(trust.as_array().unwrap().len(), 1);
+    assert_eq!(trust[0]["Principal"]["Service"], "scheduler.amazonaws.com");
+    assert_eq!(
+        trust[0]["Condition"]["StringEquals"]["aws:SourceAccount"],
+        serde_json::json!({"Ref": "AWS::AccountId"})
+    );
+    let mut granted = Vec::new();
+    for policy in role["Policies"].as_array().unwrap() {
+        for statement in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+            assert_eq!(statement["Effect"], "Allow");
+            granted.push((statement["Action"].clone(), statement["Resource"].clone()));
+        }
+    }
+    assert_eq!(
+        granted,
+        [
+            (serde_json::json!("lambda:InvokeFunction"), serde_json::json!({"Fn::GetAtt": ["ReapLeases", "Arn"]})),
+            (serde_json::json!("sqs:SendMessage"), serde_json::json!({"Fn::GetAtt": [queue, "Arn"]})),
+        ]
+    );
 }
 
 /// `/v1/leases/{lease_id}/renew` with its parameters filled in, as API Gateway's rawPath.
@@ -564,10 +632,12 @@ fn sample_credential_events_are_what_api_gateway_sends_to_the_routes() {
 
     let text = std::fs::read_to_string(root.join("events/reap-leases/scheduled.json")).unwrap();
     let event: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(event["detail-type"], "Scheduled Event");
-    assert_eq!(event["source"], "aws.events");
-    let rule = event["resources"][0].as_str().unwrap();
-    assert!(rule.ends_with(":rule/keyturn-reap-leases"), "the rule the template names with the default prefix: {rule}");
+    assert_eq!(event["source"], "keyturn.scheduler");
+    let schedule = event["schedule"].as_str().unwrap();
+    assert!(
+        schedule.ends_with(":schedule/default/keyturn-reap-leases"),
+        "the schedule the template names with the default prefix: {schedule}"
+    );
 }
 
 #[test]
