@@ -96,7 +96,8 @@ package: package-functions cli
 
 # Offline: SAM's own checks, cfn-lint with the serverless rules, checkov. A finding is fixed
 # or suppressed in the template beside its one-line reason (Metadata: checkov, cfn-lint).
-infra-check: package-functions
+# The CDK app likewise (cdk-synth), compared with the template, and its constructs' tests.
+infra-check: package-functions cdk-compare cdk-test
 	$(SAM) validate --lint --template infra/template.yaml
 	.venv/bin/cfn-lint infra/template.yaml -a cfn_lint_serverless.rules
 	$(CHECKOV) -f infra/template.yaml
@@ -115,9 +116,11 @@ CDK_ENV := KEYTURN_LAMBDA_DIR=$(abspath $(KEYTURN_LAMBDA_DIR)) CDK_DISABLE_VERSI
 	CDK_DISABLE_CLI_TELEMETRY=true AWS_EC2_METADATA_DISABLED=true
 
 # cdk-nag's AwsSolutions checks run in the app: a finding not acknowledged fails the synth.
+# Then the template's linters on what it synthesized.
 cdk-synth: setup $(CDK_BINARIES)
 	cd infra/cdk && $(CDK_ENV) node_modules/.bin/cdk synth --quiet --no-notices --no-version-reporting --no-lookups
-	.venv/bin/cfn-lint infra/cdk/cdk.out/keyturn.template.json
+	.venv/bin/cfn-lint infra/cdk/cdk.out/keyturn.template.json -a cfn_lint_serverless.rules
+	$(CHECKOV) -f infra/cdk/cdk.out/keyturn.template.json
 
 cdk-test: setup
 	cd infra/cdk && npm test

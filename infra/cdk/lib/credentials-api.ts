@@ -18,7 +18,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { keyturnFunction, KeyturnFunctionOptions, KeyturnNetworkProps, keyturnRole, prefixOf } from './function';
-import { acknowledgeWildcardResource } from './nag';
+import { acknowledgeWildcardResource, ENVIRONMENT_NO_SECRET, skipLinters } from './nag';
 
 /** The aws-iam-user roles' users. */
 export interface LeaseIamUsersProps {
@@ -193,6 +193,12 @@ export class KeyturnCredentialsApi extends Construct {
       encryption: dynamodb.TableEncryption.AWS_MANAGED,
       removalPolicy: RemovalPolicy.RETAIN,
     });
+    skipLinters(this.leaseTable.node.defaultChild as dynamodb.CfnTable, [
+      {
+        id: 'CKV_AWS_119',
+        comment: 'a lease holds no secret (user names, ARNs, times); the AWS managed key needs no grant to the functions',
+      },
+    ]);
     // due: the reaper's work, earliest first, live leases only. holder: a caller's own live
     // leases (GET /v1/leases), earliest expiry first.
     this.leaseTable.addGlobalSecondaryIndex({
@@ -355,6 +361,14 @@ export class KeyturnCredentialsApi extends Construct {
       role: issue.role,
       environment,
       layers: [this.rolesLayer],
+      checkov: [
+        {
+          id: 'CKV_AWS_116',
+          comment: 'API Gateway invokes it synchronously: the caller receives the error, and a dead-letter queue sees only asynchronous invocations',
+        },
+        { id: 'CKV_AWS_115', comment: "bounded by the API's throttling (apiRateLimit, apiBurstLimit), which callers see as 429" },
+        ENVIRONMENT_NO_SECRET,
+      ],
     });
 
     // As issue-credentials, to revoke leases and read those the orphan sweep checks.
@@ -377,6 +391,14 @@ export class KeyturnCredentialsApi extends Construct {
       role: reap.role,
       environment,
       layers: [this.rolesLayer],
+      checkov: [
+        {
+          id: 'CKV_AWS_116',
+          comment: "a failed run goes to the dead-letter queue with its error through EventInvokeConfig's OnFailure, which the check does not read",
+        },
+        { id: 'CKV_AWS_115', comment: 'runs may overlap safely (conditional writes); a cap would only hold back the run after a slow one' },
+        ENVIRONMENT_NO_SECRET,
+      ],
     });
     // The next minute's run is the retry: no asynchronous retries of a failed run, and an
     // event that waited a minute is dropped rather than run late beside the next one.
@@ -411,6 +433,12 @@ export class KeyturnCredentialsApi extends Construct {
         }),
       },
     });
+    skipLinters(
+      deadLetters.node.defaultChild as sqs.CfnQueue,
+      [{ id: 'CKV_AWS_27', comment: 'encrypted by SQS-managed SSE (SqsManagedSseEnabled); the check knows only KmsMasterKeyId' }],
+      // No redrive policy: it is the dead-letter queue, nothing is redriven from it.
+      ['ES6000'],
+    );
     Validations.of(deadLetters).acknowledge({
       id: 'AwsSolutions-SQS3',
       reason: "This queue is the reaper schedule's dead-letter queue; nothing fails over from it.",
@@ -481,6 +509,12 @@ export class KeyturnCredentialsApi extends Construct {
       retention: props.logRetention ?? logs.RetentionDays.ONE_YEAR,
       removalPolicy: RemovalPolicy.DESTROY,
     });
+    skipLinters(accessLog.node.defaultChild as logs.CfnLogGroup, [
+      {
+        id: 'CKV_AWS_158',
+        comment: 'API Gateway cannot log a body, so no issued secret reaches it; CloudWatch Logs encrypts every log group at rest',
+      },
+    ]);
     new apigwv2.CfnStage(this, 'CredentialsApiStage', {
       apiId: this.api.ref,
       stageName: '$default',

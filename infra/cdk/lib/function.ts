@@ -11,7 +11,7 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { RustFunction } from 'cargo-lambda-cdk';
 import { Construct } from 'constructs';
-import { acknowledgeManagedPolicy } from './nag';
+import { acknowledgeManagedPolicy, LintSkip, LOGS_NOT_KMS, skipLinters } from './nag';
 
 /** keyturn's four function binaries, each its own package under functions/. */
 export type KeyturnBinary = 'rotate-database' | 'rotate-iam-key' | 'issue-credentials' | 'reap-leases';
@@ -203,6 +203,8 @@ export interface KeyturnFunctionProps extends KeyturnFunctionOptions, KeyturnNet
   readonly role: iam.IRole;
   readonly environment: Record<string, string>;
   readonly layers?: lambda.ILayerVersion[];
+  /** The checkov checks skipped on this function, as on the template's. */
+  readonly checkov: LintSkip[];
 }
 
 /** The ARN of `<prefix>-<name>`, built from the name: usable in the function's own policy. */
@@ -256,8 +258,14 @@ export function keyturnFunction(scope: Construct, id: string, props: KeyturnFunc
     applicationLogLevelV2: lambda.ApplicationLogLevel.INFO,
     systemLogLevelV2: lambda.SystemLogLevel.WARN,
   });
-  // CDK's Function depends on its role explicitly besides naming it (GetAtt), which cfn-lint
-  // reports as redundant (W3005); it changes nothing.
-  (fn.node.defaultChild as lambda.CfnFunction).addMetadata('cfn-lint', { config: { ignore_checks: ['W3005'] } });
+  skipLinters(fn.node.defaultChild as lambda.CfnFunction, props.checkov, [
+    // X-Ray: keyturn writes no segments; Lambda's own REPORT line and the request id in
+    // every log line tell the same.
+    'WS1000',
+    // CDK's Function depends on its role explicitly besides naming it (GetAtt), which
+    // cfn-lint reports as redundant; it changes nothing.
+    'W3005',
+  ]);
+  skipLinters(logGroup.node.defaultChild as logs.CfnLogGroup, [LOGS_NOT_KMS]);
   return fn;
 }

@@ -17,7 +17,7 @@ import {
   keyturnRole,
   prefixOf,
 } from './function';
-import { acknowledgeWildcardResource } from './nag';
+import { acknowledgeWildcardResource, ENVIRONMENT_NO_SECRET } from './nag';
 
 /** What a secret holds: a database engine's user (rotate-database) or an IAM user's key. */
 export type RotationEngine = 'postgres' | 'mysql' | 'mariadb' | 'iam-key';
@@ -202,6 +202,17 @@ export class KeyturnRotationFunction extends Construct {
       timeout: Duration.seconds(kind === 'iam-key' ? 60 : 30),
       role,
       environment,
+      checkov: [
+        {
+          id: 'CKV_AWS_116',
+          comment: 'Secrets Manager is the retry and the record: a failed step is retried by the rotation itself and logged in CloudTrail',
+        },
+        { id: 'CKV_AWS_115', comment: "one rotation per secret at a time already; a cap would hold back other secrets' rotations" },
+        ENVIRONMENT_NO_SECRET,
+        ...(kind === 'iam-key'
+          ? [{ id: 'CKV_AWS_117', comment: 'IAM and Secrets Manager are public endpoints and it reaches no database: no VPC' }]
+          : []),
+      ],
     });
     if (kind === 'alternating-users') {
       // The same list as the policy's, checked in the function too: a masterarn outside it
