@@ -10,6 +10,9 @@
 #                 dist/lambda (checked to run on provided.al2023), and the CLI archive
 #   make infra-check  SAM's validate --lint and build, cfn-lint with the serverless rules and
 #                 checkov on the SAM template and on the CDK app's (part of `make test`)
+#   make cdk-synth    synthesize the CDK app (infra/cdk) offline, cdk-nag on, cfn-lint on its template
+#   make cdk-test     the CDK constructs' own tests (node's test runner)
+#   make cdk-compare  the CDK app against infra/template.yaml, resource by resource
 
 # Outside the clone so CI on the same machine builds incrementally.
 export CARGO_TARGET_DIR ?= /var/cache/keyturn-target
@@ -39,7 +42,8 @@ SAM := PATH="$(CURDIR)/.venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 .venv/bin/sam
 SAM_BUILD_DIR := .aws-sam/build
 CHECKOV := .venv-checkov/bin/checkov --skip-download --compact --quiet --framework cloudformation
 
-.PHONY: setup demo test test-pg16 test-pg17 lint bench build release cli package package-functions infra-check
+.PHONY: setup demo test test-pg16 test-pg17 lint bench build release cli package package-functions infra-check \
+	cdk-synth cdk-test cdk-compare
 
 setup:
 	./scripts/setup
@@ -93,10 +97,36 @@ package: package-functions cli
 
 # Offline: SAM's own checks, cfn-lint with the serverless rules, checkov. A finding is fixed
 # or suppressed in the template beside its one-line reason (Metadata: checkov, cfn-lint).
-infra-check: package-functions
+# The CDK app likewise (cdk-synth), compared with the template, and its constructs' tests.
+infra-check: package-functions cdk-compare cdk-test
 	$(SAM) validate --lint --template infra/template.yaml
 	.venv/bin/cfn-lint infra/template.yaml -a cfn_lint_serverless.rules
 	$(CHECKOV) -f infra/template.yaml
 
 bench: setup release
 	$(CARGO_TARGET_DIR)/release/bench
+
+# The CDK app packages the functions' binaries as they are built: <dir>/<function>/bootstrap,
+# as `make package` leaves them in dist/lambda (or any such directory). Synth is offline: no
+# AWS credentials or instance metadata, no telemetry, no version check, no notices; its
+# npm packages are installed by scripts/setup (npm ci, when package-lock.json changes).
+KEYTURN_LAMBDA_DIR ?= $(CURDIR)/dist/lambda
+# With the default directory, the binaries are built first, as `make package` builds them.
+CDK_BINARIES := $(if $(filter $(CURDIR)/dist/lambda,$(KEYTURN_LAMBDA_DIR)),package-functions)
+CDK_ENV := KEYTURN_LAMBDA_DIR=$(abspath $(KEYTURN_LAMBDA_DIR)) CDK_DISABLE_VERSION_CHECK=1 \
+	CDK_DISABLE_CLI_TELEMETRY=true AWS_EC2_METADATA_DISABLED=true
+
+# cdk-nag's AwsSolutions checks run in the app: a finding not acknowledged fails the synth.
+# Then the template's linters on what it synthesized.
+cdk-synth: setup $(CDK_BINARIES)
+	cd infra/cdk && $(CDK_ENV) node_modules/.bin/cdk synth --quiet --no-notices --no-version-reporting --no-lookups
+	.venv/bin/cfn-lint infra/cdk/cdk.out/keyturn.template.json -a cfn_lint_serverless.rules
+	$(CHECKOV) -f infra/cdk/cdk.out/keyturn.template.json
+
+cdk-test: setup
+	cd infra/cdk && npm test
+
+# cdk.json's context turns every optional part on; the SAM template gets the same values.
+cdk-compare: cdk-synth
+	.venv/bin/python infra/cdk/test/compare.py --sam infra/template.yaml \
+		--cdk infra/cdk/cdk.out/keyturn.template.json --context infra/cdk/cdk.json

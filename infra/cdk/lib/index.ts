@@ -1,0 +1,5 @@
+//! keyturn's CDK constructs.
+
+export * from './function';
+export * from './rotation';
+export * from './credentials-api';
