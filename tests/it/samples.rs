@@ -691,3 +691,40 @@ fn the_lease_functions_reach_only_users_under_the_lease_path_and_the_listed_role
     }
     assert!(creates, "issue-credentials can create IAM users once a boundary is given");
 }
+
+/// The functions' log groups and the API's access log outlive the stack, as the lease table
+/// does: they are the record of who got which credential and what each function did, and
+/// a stack deleted, or a group replaced by a new `FunctionNamePrefix`, must not take them
+/// along. It is also what docs/deploying.md's upgrade relies on: CloudFormation imports
+/// the log groups Lambda made for an older stack (`--change-set-type IMPORT`) only into
+/// resources whose `DeletionPolicy` is `Retain`.
+#[test]
+fn the_log_groups_outlive_the_stack_and_can_be_imported() {
+    let template = template();
+    let groups: Vec<_> =
+        template["Resources"].as_object().unwrap().iter().filter(|(_, r)| r["Type"] == "AWS::Logs::LogGroup").collect();
+    assert_eq!(groups.len(), 6, "one per function and the API's access log");
+    for (name, group) in groups {
+        assert_eq!(group["DeletionPolicy"], "Retain", "{name}: deleted with the stack, and cannot be imported");
+        assert_eq!(group["UpdateReplacePolicy"], "Retain", "{name}: deleted when replaced");
+    }
+}
+
+/// Only keyturn's own schedule may use the reaper's schedule role: its trust names the
+/// schedule group the schedule is in (`aws:SourceArn`, which Scheduler sets to the group's
+/// ARN), a group of the stack's own, beside `aws:SourceAccount`. With the account alone,
+/// any principal allowed to pass the role to Scheduler (AmazonEventBridgeSchedulerFullAccess
+/// allows passing every role to it) can run the reaper from schedules of its own and write
+/// what it likes into the dead-letter queue operators alarm on.
+#[test]
+fn only_the_reapers_own_schedule_group_may_use_its_role() {
+    let template = template();
+    let resources = template["Resources"].as_object().unwrap();
+    let schedule = &resources["ReapLeasesSchedule"]["Properties"];
+    let group = schedule["GroupName"]["Ref"].as_str().expect("the schedule in a group of the stack's own");
+    assert_eq!(resources[group]["Type"], "AWS::Scheduler::ScheduleGroup");
+    let role = schedule["Target"]["RoleArn"]["Fn::GetAtt"][0].as_str().unwrap();
+    let trust = &resources[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Condition"];
+    let source = ["ArnEquals", "StringEquals"].iter().find_map(|op| trust[op].get("aws:SourceArn"));
+    assert_eq!(source, Some(&serde_json::json!({"Fn::GetAtt": [group, "Arn"]})), "{trust}");
+}
