@@ -40,6 +40,8 @@ FUNCTIONS := rotate-database rotate-iam-key issue-credentials reap-leases
 # SAM's builder runs `cargo lambda`, which it looks up on PATH: the venv's cargo-lambda.
 SAM := PATH="$(CURDIR)/.venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 .venv/bin/sam
 SAM_BUILD_DIR := .aws-sam/build
+# The template's Architecture parameter: arm64 needs Rust's aarch64 target (not on CI).
+ARCHITECTURE ?= x86_64
 CHECKOV := .venv-checkov/bin/checkov --skip-download --compact --quiet --framework cloudformation
 
 .PHONY: setup demo test test-pg16 test-pg17 lint bench build release cli package package-functions infra-check \
@@ -90,8 +92,9 @@ cli:
 # `sam build` as a user runs it (BuildMethod rust-cargolambda: cargo lambda build --release
 # in each function's package), then scripts/package checks and zips what it left.
 package-functions: setup
-	$(SAM) build --template infra/template.yaml --beta-features --build-dir $(SAM_BUILD_DIR)
-	.venv/bin/python scripts/package $(SAM_BUILD_DIR) dist
+	$(SAM) build --template infra/template.yaml --beta-features --build-dir $(SAM_BUILD_DIR) \
+		--parameter-overrides Architecture=$(ARCHITECTURE)
+	.venv/bin/python scripts/package $(SAM_BUILD_DIR) dist $(ARCHITECTURE)
 
 package: package-functions cli
 

@@ -192,8 +192,8 @@ fn sam_template_grants_least_privilege() {
         }
         assert!(rotates || is_lease, "{name}: no statement to rotate its secrets");
     }
-    // The lease functions' invoke permissions come from their events (SAM scopes them to the
-    // API's routes and to the schedule's rule).
+    // issue-credentials' invoke permissions come from its events (SAM scopes them to the
+    // API's routes); Scheduler invokes the reaper with a role, which needs none.
     let permissions = of_type("AWS::Lambda::Permission");
     assert_eq!(permissions.len(), rotation_functions, "one invoke permission per rotation function");
     for (name, permission) in permissions {
@@ -522,6 +522,17 @@ fn the_reaper_runs_every_minute_on_eventbridge_scheduler_with_a_role_of_its_own(
     let queue = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0].as_str().expect("a dead-letter queue");
     assert_eq!(resources[queue]["Type"], "AWS::SQS::Queue");
     assert_eq!(resources[queue]["Properties"]["SqsManagedSseEnabled"], true);
+    // Only over TLS, whoever asks.
+    let policies: Vec<_> = resources
+        .values()
+        .filter(|r| r["Type"] == "AWS::SQS::QueuePolicy")
+        .filter(|r| r["Properties"]["Queues"] == serde_json::json!([{"Ref": queue}]))
+        .collect();
+    assert_eq!(policies.len(), 1, "the dead-letter queue's policy");
+    let deny = &policies[0]["Properties"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(deny["Effect"], "Deny");
+    assert_eq!(deny["Action"], "sqs:*");
+    assert_eq!(deny["Condition"]["Bool"]["aws:SecureTransport"], "false");
     // The input is JSON once Scheduler fills its placeholders in: the sample event is that.
     let input = target["Input"].as_str().unwrap();
     let sample =
@@ -635,7 +646,7 @@ fn sample_credential_events_are_what_api_gateway_sends_to_the_routes() {
     assert_eq!(event["source"], "keyturn.scheduler");
     let schedule = event["schedule"].as_str().unwrap();
     assert!(
-        schedule.ends_with(":schedule/default/keyturn-reap-leases"),
+        schedule.ends_with(":schedule/keyturn/keyturn-reap-leases"),
         "the schedule the template names with the default prefix: {schedule}"
     );
 }

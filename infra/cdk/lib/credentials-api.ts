@@ -294,6 +294,8 @@ export class KeyturnCredentialsApi extends Construct {
       queueName: `${prefix}-reap-leases-dlq`,
       retentionPeriod: Duration.days(14),
       encryption: sqs.QueueEncryption.SQS_MANAGED,
+      // A queue policy that denies every request not over TLS, as the template's.
+      enforceSSL: true,
     });
     shared(issue.policy);
     // GET /v1/leases: a caller's live leases, by the holder index only (never a Scan of the
@@ -396,7 +398,11 @@ export class KeyturnCredentialsApi extends Construct {
           id: 'CKV_AWS_116',
           comment: "a failed run goes to the dead-letter queue with its error through EventInvokeConfig's OnFailure, which the check does not read",
         },
-        { id: 'CKV_AWS_115', comment: 'runs may overlap safely (conditional writes); a cap would only hold back the run after a slow one' },
+        {
+          id: 'CKV_AWS_115',
+          comment:
+            "a reservation would guard its capacity but fails to deploy where the account's concurrency is Lambda's low default; a throttled run lands in the dead-letter queue",
+        },
         ENVIRONMENT_NO_SECRET,
       ],
     });
@@ -420,10 +426,17 @@ export class KeyturnCredentialsApi extends Construct {
     // function and nothing else; the window is off, a failed invocation is not retried, and
     // what Scheduler could not deliver at all lands in the dead-letter queue.
 
+    // keyturn's schedules live in a group of their own, which the role's trust names: no
+    // other schedule of the account may use the role.
+    const scheduleGroup = new scheduler.CfnScheduleGroup(this, 'ScheduleGroup', { name: prefix });
     const scheduleRole = new iam.Role(this, 'ReapLeasesScheduleRole', {
       description: 'EventBridge Scheduler invokes keyturn reap-leases and reports what it could not deliver',
-      // Only this account's schedules may use the role (the confused deputy).
-      assumedBy: new iam.ServicePrincipal('scheduler.amazonaws.com').withConditions({ StringEquals: { 'aws:SourceAccount': stack.account } }),
+      // Only this stack's schedules may use the role (the confused deputy): Scheduler gives
+      // the schedule's group as the source.
+      assumedBy: new iam.ServicePrincipal('scheduler.amazonaws.com').withConditions({
+        StringEquals: { 'aws:SourceAccount': stack.account },
+        ArnEquals: { 'aws:SourceArn': scheduleGroup.attrArn },
+      }),
       inlinePolicies: {
         InvokeReaper: new iam.PolicyDocument({
           statements: [
@@ -443,13 +456,9 @@ export class KeyturnCredentialsApi extends Construct {
       id: 'AwsSolutions-SQS3',
       reason: "This queue is the reaper schedule's dead-letter queue; nothing fails over from it.",
     });
-    Validations.of(deadLetters).acknowledge({
-      id: 'AwsSolutions-SQS4',
-      reason:
-        "Holds only records of failed or undelivered reaper runs (the fixed Input and an error, no secret), written by Lambda's OnFailure destination and EventBridge Scheduler, both over TLS; infra/template.yaml has no queue policy either.",
-    });
     new scheduler.CfnSchedule(this, 'ReapLeasesSchedule', {
       name: `${prefix}-reap-leases`,
+      groupName: scheduleGroup.ref,
       description: 'keyturn reap-leases, every minute',
       scheduleExpression: 'rate(1 minute)',
       flexibleTimeWindow: { mode: 'OFF' },
@@ -507,7 +516,8 @@ export class KeyturnCredentialsApi extends Construct {
     const accessLog = new logs.LogGroup(this, 'CredentialsApiAccessLog', {
       logGroupName: `/aws/apigateway/${prefix}-credentials`,
       retention: props.logRetention ?? logs.RetentionDays.ONE_YEAR,
-      removalPolicy: RemovalPolicy.DESTROY,
+      // Kept with the stack deleted or the group replaced, as the functions' log groups.
+      removalPolicy: RemovalPolicy.RETAIN,
     });
     skipLinters(accessLog.node.defaultChild as logs.CfnLogGroup, [
       {

@@ -230,12 +230,13 @@ export function keyturnFunction(scope: Construct, id: string, props: KeyturnFunc
     environment.SECRETS_MANAGER_ENDPOINT = props.secretsManagerEndpoint;
   }
   const functionName = `${prefixOf(props)}-${props.name}`;
-  // The function's log group, made here so that its retention is set and it goes with the
-  // stack (Lambda would otherwise create one that is kept forever).
+  // The function's log group, made here so that its retention is set (Lambda would otherwise
+  // create one kept forever). It outlives the stack, as the record of what the function did,
+  // and so that a group Lambda made for an older stack can be imported.
   const logGroup = new logs.LogGroup(scope, `${id}Logs`, {
     logGroupName: `/aws/lambda/${functionName}`,
     retention: props.logRetention ?? logs.RetentionDays.ONE_YEAR,
-    removalPolicy: RemovalPolicy.DESTROY,
+    removalPolicy: RemovalPolicy.RETAIN,
   });
   const fn = new RustFunction(scope, id, {
     manifestPath: path.join(props.sourceDir ?? defaultSourceDir(), 'functions', props.binary, 'Cargo.toml'),

@@ -241,6 +241,10 @@ class Resolver:
             return "log-group:" + v(props["LogGroupName"])
         if kind == "AWS::SQS::Queue":
             return "queue:" + v(props["QueueName"])
+        if kind == "AWS::SQS::QueuePolicy":
+            return "queue-policy:" + ",".join(sorted(str(v(q)) for q in props["Queues"]))
+        if kind == "AWS::Scheduler::ScheduleGroup":
+            return "schedule-group:" + v(props["Name"])
         if kind == "AWS::SecretsManager::RotationSchedule":
             return "rotation-schedule:" + v(props["SecretId"])
         if kind == "AWS::DynamoDB::Table":

@@ -55,6 +55,7 @@ impl<P: Ports> LeaseService<P> {
             failed = report.failed,
             skipped = report.skipped,
             orphans = report.orphans_dropped.len(),
+            sweep_errors = report.sweep_errors.len(),
             "reaper run"
         );
         Ok(report)
