@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::BehaviorVersion;
 use clap::{Args, Parser, Subcommand};
+use keyturn::time::iso8601_unix;
 use keyturn_cli::api::{path_segment, printable, Api, CliError};
 use keyturn_cli::exec::{exec, ExecRequest};
-use keyturn::time::iso8601_unix;
 use keyturn_cli::format::{json_text, Credential, Format};
 use serde_json::{json, Value};
 
@@ -158,7 +158,11 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             print!("{text}");
             if !common.quiet {
                 let lease = &credential.issued.lease;
-                keyturn_cli::term::info(&format!("lease {} expires at {}", lease.lease_id, iso8601_unix(lease.expires_at)));
+                keyturn_cli::term::info(&format!(
+                    "lease {} expires at {}",
+                    lease.lease_id,
+                    iso8601_unix(lease.expires_at)
+                ));
             }
             Ok(ExitCode::SUCCESS)
         }

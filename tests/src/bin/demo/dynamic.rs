@@ -12,7 +12,6 @@ use keyturn_tests::iam::{identity, signing_as};
 use keyturn_tests::lambda::{function_binary, Emulator};
 use keyturn_tests::lease::{assumable_role, CI, STRANGER};
 use keyturn_tests::{allow_policy, random_token, TestEnv};
-use serde_json::json;
 
 use crate::show::{self, Cli, Run, OUT};
 
@@ -224,8 +223,12 @@ async fn expire_and_reap(cli: &Cli, env: &TestEnv, emulator: &Emulator) {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     show::note(&format!("two seconds later ({}): the lease has expired", iso8601_unix(now())));
     logs_in(env, &short).await;
-    println!("\n{OUT}$ cargo lambda invoke reap-leases --data-file scheduled-event.json      # EventBridge's schedule");
-    let event = json!({"source": "aws.events", "detail-type": "Scheduled Event"});
+    println!(
+        "\n{OUT}$ cargo lambda invoke reap-leases --data-file events/reap-leases/scheduled.json      # what EventBridge Scheduler sends every minute"
+    );
+    let sample = keyturn_tests::project_root().join("events/reap-leases/scheduled.json");
+    let event: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sample).expect("the sample event")).expect("JSON");
     let report = tokio::task::block_in_place(|| emulator.invoke_json("reap-leases", &event));
     println!("{OUT}    {report}");
     logs_in(env, &short).await;

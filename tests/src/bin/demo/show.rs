@@ -53,12 +53,10 @@ pub fn shell_words(args: &[&str]) -> String {
     args.iter().map(word).collect::<Vec<_>>().join(" ")
 }
 
-/// One `keyturn` run: what it printed (secrets included: never print these fields) and
-/// the variables of its env-format output.
+/// One `keyturn` run: what it printed on stderr and the variables of its env-format output
+/// (secrets included: never print these).
 pub struct Run {
-    pub stdout: String,
     pub stderr: String,
-    pub code: Option<i32>,
     pub vars: BTreeMap<String, String>,
 }
 
@@ -112,7 +110,7 @@ impl Cli {
         }
         let code = out.status.code();
         println!("{OUT2}(exit {})", code.map_or("by a signal".to_owned(), |c| c.to_string()));
-        Run { stdout: stdout.into_owned(), stderr: stderr.into_owned(), code, vars }
+        Run { stderr: stderr.into_owned(), vars }
     }
 }
 
