@@ -1,5 +1,7 @@
 # keyturn's commands. Each target installs what it needs (scripts/setup) and is safe to rerun.
-#   make demo   bring up PostgreSQL + moto, rotate secrets through the real Lambda binary
+#   make demo   bring up PostgreSQL, MariaDB and moto; rotate database secrets and an IAM key,
+#               then issue, use, renew, revoke and reap every kind of dynamic credential
+#               through the CLI, all through the real Lambda binaries
 #   make test   formatting, lints, unit and integration tests (what CI runs), then the
 #               PostgreSQL tests again on PostgreSQL 16 and 17
 #   make test-pg16, make test-pg17   only the PostgreSQL tests, on that version

@@ -7,6 +7,7 @@ use keyturn::config::RotateIamKeyConfig;
 use keyturn::rotation::iam_key::{Marks, CREATING_TAG, ROTATED_TAG};
 use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use keyturn::rotation::Step;
+use keyturn_tests::iam::{access_keys, identity, signing_as, user_with_key_secret as user_with_secret};
 use keyturn_tests::lambda::{function_binary, Emulator};
 use keyturn_tests::{random_token, TestEnv};
 use serde_json::{json, Value};
@@ -27,21 +28,9 @@ fn rotator(env: &TestEnv) -> IamRotator {
     built(&env.sdk, &[("KEYTURN_IAM_TAG", "keyturn-rotate=yes")])
 }
 
-/// A user at `path` with one key, and its secret. Returns (arn, username).
-async fn user_with_secret(env: &TestEnv, name: &str, path: &str) -> (String, String) {
-    let iam = aws_sdk_iam::Client::new(&env.sdk);
-    let user = env.unique(name);
-    iam.create_user().user_name(&user).path(path).send().await.expect("CreateUser");
-    let key = iam.create_access_key().user_name(&user).send().await.expect("CreateAccessKey").access_key.unwrap();
-    let secret = json!({"username": user, "accessKeyId": key.access_key_id, "secretAccessKey": key.secret_access_key});
-    (env.create_secret(name, &secret).await, user)
-}
-
 /// Whether moto accepts requests signed with this key (`sts:GetCallerIdentity`).
 async fn authenticates(env: &TestEnv, key: &(String, String)) -> bool {
-    let credentials = Credentials::new(&key.0, &key.1, None, None, "test");
-    let config = aws_sdk_sts::config::Builder::from(&env.sdk).credentials_provider(credentials).build();
-    aws_sdk_sts::Client::from_conf(config).get_caller_identity().send().await.is_ok()
+    identity(&signing_as(env, &key.0, &key.1, None), 1).await.is_some()
 }
 
 async fn key_of(env: &TestEnv, arn: &str, stage: &str) -> (String, String) {
@@ -50,9 +39,7 @@ async fn key_of(env: &TestEnv, arn: &str, stage: &str) -> (String, String) {
 }
 
 async fn key_ids(env: &TestEnv, user: &str) -> Vec<String> {
-    let iam = aws_sdk_iam::Client::new(&env.sdk);
-    let out = iam.list_access_keys().user_name(user).send().await.expect("ListAccessKeys");
-    out.access_key_metadata().iter().filter_map(|k| k.access_key_id().map(str::to_owned)).collect()
+    access_keys(env, user).await.into_iter().map(|(id, _)| id).collect()
 }
 
 #[tokio::test]
@@ -183,30 +170,13 @@ async fn bad_inputs_are_refused_and_delete_nothing() {
 async fn rotate_iam_key_binary_rotates_through_the_runtime_api() {
     let env = TestEnv::authenticated("iame2e").await;
     let (arn, user) = user_with_secret(&env, "ci", PATH).await;
-    let (key_id, secret) = env.h.moto_auth();
-    let vars: Vec<(String, String)> = [
-        ("AWS_ENDPOINT_URL", env.moto.endpoint.as_str()),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", key_id.as_str()),
-        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
-        ("KEYTURN_IAM_PATH_PREFIX", PATH),
-        ("KEYTURN_IAM_TEST_TIMEOUT_SECS", "5"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
     let mut emulator = Emulator::start(&env.h.work.join("emulator-iam.log"));
     let log = env.h.work.join("function-iam.log");
-    emulator.run_function(&function_binary("rotate-iam-key"), "rotate-iam-key", &vars, &log);
+    emulator.run_function(&function_binary("rotate-iam-key"), "rotate-iam-key", &env.iam_rotation_env(PATH), &log);
     let mut history = vec![key_of(&env, &arn, AWSCURRENT).await];
     for _ in 0..3 {
         let token = env.start_rotation(&arn).await;
-        for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
-            let file = env.h.work.join(format!("{}.json", random_token()));
-            let event: Value = json!({"Step": step, "SecretId": arn, "ClientRequestToken": token});
-            std::fs::write(&file, event.to_string()).unwrap();
-            emulator.invoke("rotate-iam-key", &file).unwrap_or_else(|e| panic!("{step}: {e}"));
-        }
+        emulator.rotate("rotate-iam-key", &arn, &token).unwrap_or_else(|e| panic!("{e}"));
         history.push(key_of(&env, &arn, AWSCURRENT).await);
     }
     let n = history.len();

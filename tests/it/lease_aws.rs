@@ -5,21 +5,16 @@
 //! The last test runs the real issue-credentials and reap-leases binaries under
 //! cargo-lambda's runtime emulator.
 
-use std::time::Duration;
-
 use aws_sdk_iam::config::http::HttpResponse;
 use aws_sdk_iam::error::SdkError;
-use aws_sdk_sts::config::{Credentials, SharedCredentialsProvider};
 use keyturn::app::lease::Issuer;
 use keyturn::lease::store::LeaseStore;
 use keyturn::lease::LeaseState;
+use keyturn_tests::iam::{identity, signing_as};
 use keyturn_tests::lambda::{function_binary, Emulator};
-use keyturn_tests::lease::{call, reap_limits, CI, OPS, STRANGER};
+use keyturn_tests::lease::{assumable_role, call, reap_limits, CI, OPS, STRANGER};
 use keyturn_tests::{allow_policy, apigw, harness, random_token, TestEnv};
 use serde_json::{json, Value};
-
-/// The harness administrator moto authenticates the issuer as (tests/moto_auth.py).
-const ISSUER_ARN: &str = "arn:aws:iam::123456789012:user/keyturn-test-admin";
 
 /// One deployment: the roles `deploy` (aws-sts; `deploy-once` the same with one lease at a
 /// time), `legacy` (aws-iam-user under a path of
@@ -39,27 +34,8 @@ struct Setup {
 
 async fn setup(test: &str) -> Setup {
     let env = TestEnv::authenticated(test).await;
-    let iam = aws_sdk_iam::Client::new(&env.sdk);
     let boundary = env.create_policy("boundary", &allow_policy(&["iam:*", "sts:*"])).await;
-    let target_role = env.unique("deploy");
-    // moto compares Principal.AWS as a plain string (shared/notes/moto.md).
-    let trust = json!({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"AWS": ISSUER_ARN}, "Action": ["sts:AssumeRole", "sts:TagSession"],
-        "Condition": {"StringEquals": {"sts:ExternalId": "ext-42"}}
-    }]});
-    iam.create_role()
-        .role_name(&target_role)
-        .assume_role_policy_document(trust.to_string())
-        .send()
-        .await
-        .expect("CreateRole");
-    iam.put_role_policy()
-        .role_name(&target_role)
-        .policy_name("work")
-        .policy_document(allow_policy(&["iam:ListUsers"]))
-        .send()
-        .await
-        .expect("PutRolePolicy");
+    let target_role = assumable_role(&env, "deploy").await;
     let path = format!("/{}/", env.unique("kt"));
     let prefix = format!("a{}_", &random_token()[..6]);
     let roles = format!(
@@ -131,42 +107,16 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
         iam_admin = allow_policy(&["iam:*"]),
         missing = env.unique("no-such-policy"),
     );
-    let mut vars = env.lease_env(&roles).await;
-    // The functions sign as the administrator moto now authenticates.
-    let (key_id, secret) = harness().moto_auth();
-    for (name, value) in &mut vars {
-        match name.as_str() {
-            "AWS_ACCESS_KEY_ID" => *value = key_id.clone(),
-            "AWS_SECRET_ACCESS_KEY" => *value = secret.clone(),
-            _ => {}
-        }
-    }
+    // The functions sign as the administrator moto authenticates, as this environment does.
+    let vars = env.lease_env(&roles).await;
     let service = env.lease_service(&vars, 0);
     Setup { env, vars, service, path, prefix, target_role, boundary }
 }
 
 /// The harness's configuration signing with the issued keys of a 201's body.
 fn signing_with(env: &TestEnv, body: &Value) -> aws_config::SdkConfig {
-    let credentials = Credentials::new(
-        body["access_key_id"].as_str().expect("access_key_id"),
-        body["secret_access_key"].as_str().expect("secret_access_key"),
-        body["session_token"].as_str().map(str::to_owned),
-        None,
-        "lease",
-    );
-    env.sdk.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build()
-}
-
-/// The ARN the keys sign as, once IAM lets them in (within the answer's propagation
-/// delay on AWS); `None` when they are refused for as long.
-async fn identity(sdk: &aws_config::SdkConfig, tries: u32) -> Option<String> {
-    for _ in 0..tries {
-        if let Ok(out) = aws_sdk_sts::Client::new(sdk).get_caller_identity().send().await {
-            return out.arn().map(str::to_owned);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    None
+    let text = |key: &str| body[key].as_str().unwrap_or_else(|| panic!("{key} in {body}"));
+    signing_as(env, text("access_key_id"), text("secret_access_key"), body["session_token"].as_str())
 }
 
 async fn iam_users_under(s: &Setup) -> Vec<String> {

@@ -43,9 +43,10 @@ pub struct Gateway {
 /// What the gateway hands a verified request's 2.0 event to: the 2.0 response comes back.
 pub type Upstream = Arc<dyn Fn(Value) -> Pin<Box<dyn Future<Output = Value> + Send>> + Send + Sync>;
 
-/// `function` running under `emulator` (kept running as long as the gateway).
-pub fn lambda(emulator: Emulator, function: &'static str) -> Upstream {
-    let emulator = Arc::new(emulator);
+/// `function` running under `emulator` (kept running as long as the gateway; an
+/// `Arc<Emulator>` to invoke its other functions besides, as the demo does the reaper).
+pub fn lambda(emulator: impl Into<Arc<Emulator>>, function: &'static str) -> Upstream {
+    let emulator = emulator.into();
     Arc::new(move |event| {
         let emulator = emulator.clone();
         Box::pin(async move {

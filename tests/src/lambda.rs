@@ -70,8 +70,20 @@ impl Emulator {
         self.functions.push(spawn_tied(command, libc::SIGTERM).expect("start the function"));
     }
 
-    /// `cargo lambda invoke FUNCTION --data-file FILE`: `Ok(response)` or `Err(what the
-    /// function reported)`.
+    /// One rotation of the secret `arn` by `function`, as Secrets Manager runs one after
+    /// `RotateSecret` left the version `token` pending: createSecret, setSecret,
+    /// testSecret and finishSecret in turn. `Err` names the step that failed and what the
+    /// function reported.
+    pub fn rotate(&self, function: &str, arn: &str, token: &str) -> Result<(), String> {
+        for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+            let file = crate::harness().work.join(format!("{token}-{step}.json"));
+            let event = serde_json::json!({"Step": step, "SecretId": arn, "ClientRequestToken": token});
+            std::fs::write(&file, event.to_string()).expect("write the event");
+            self.invoke(function, &file).map_err(|e| format!("{step}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Invokes `function` with `event` and returns its JSON answer; panics on a failure.
     pub fn invoke_json(&self, function: &str, event: &serde_json::Value) -> serde_json::Value {
         let file = crate::harness().work.join(format!("{}.json", crate::random_token()));
@@ -80,6 +92,8 @@ impl Emulator {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{function} answered {out:?}: {e}"))
     }
 
+    /// `cargo lambda invoke FUNCTION --data-file FILE`: `Ok(response)` or `Err(what the
+    /// function reported)`.
     pub fn invoke(&self, function: &str, event_file: &Path) -> Result<String, String> {
         let out = Command::new(venv().join("bin/cargo-lambda"))
             .args(["lambda", "invoke", function, "-A", "127.0.0.1", "-P", &self.port.to_string(), "--data-file"])

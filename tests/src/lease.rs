@@ -16,6 +16,32 @@ pub const STRANGER: &str = "arn:aws:sts::123456789012:assumed-role/web-frontend/
 /// An admin principal (may renew and revoke any lease, request none).
 pub const OPS: &str = "arn:aws:sts::123456789012:assumed-role/keyturn-admin/alice";
 
+/// The harness administrator moto authenticates the issuer as (tests/moto_auth.py), on
+/// [`TestEnv::authenticated`].
+pub const ISSUER_ARN: &str = "arn:aws:iam::123456789012:user/keyturn-test-admin";
+
+/// A role (named `name`, made unique) that the issuer may assume with external id
+/// `ext-42`, allowed `iam:ListUsers`: what an `aws-sts` role of the roles file names in
+/// `role_arn`. Its name.
+pub async fn assumable_role(env: &TestEnv, name: &str) -> String {
+    let iam = aws_sdk_iam::Client::new(&env.sdk);
+    let role = env.unique(name);
+    // moto compares Principal.AWS as a plain string (shared/notes/moto.md).
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": ISSUER_ARN}, "Action": ["sts:AssumeRole", "sts:TagSession"],
+        "Condition": {"StringEquals": {"sts:ExternalId": "ext-42"}}
+    }]});
+    iam.create_role().role_name(&role).assume_role_policy_document(trust.to_string()).send().await.expect("CreateRole");
+    iam.put_role_policy()
+        .role_name(&role)
+        .policy_name("work")
+        .policy_document(crate::allow_policy(&["iam:ListUsers"]))
+        .send()
+        .await
+        .expect("PutRolePolicy");
+    role
+}
+
 /// One test's deployment.
 pub struct Deployment {
     pub env: TestEnv,

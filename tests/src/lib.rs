@@ -12,6 +12,7 @@
 pub mod apigw;
 pub mod fake_postgres;
 pub mod gateway;
+pub mod iam;
 pub mod lambda;
 pub mod lease;
 pub mod mariadb;
@@ -284,6 +285,9 @@ pub struct TestEnv {
     pub moto: &'static moto::Moto,
     pub sdk: aws_config::SdkConfig,
     pub sm: aws_sdk_secretsmanager::Client,
+    /// The access key (id, secret) this environment's clients sign with, and the functions
+    /// it deploys ([`TestEnv::aws_env`]).
+    key: (String, String),
     prefix: String,
     /// The MariaDB server the `mariadb_*` methods use, when not [`Harness::mariadb`].
     maria: Option<&'static mariadb::Mariadb>,
@@ -323,7 +327,8 @@ impl TestEnv {
             .await;
         let sm = aws_sdk_secretsmanager::Client::new(&sdk);
         let prefix = format!("{test}_{}", COUNTER.fetch_add(1, Ordering::Relaxed));
-        TestEnv { h, pg: &h.pg, moto, sdk, sm, prefix, maria: None }
+        let key = (key_id.to_owned(), secret.to_owned());
+        TestEnv { h, pg: &h.pg, moto, sdk, sm, key, prefix, maria: None }
     }
 
     /// This environment on the MariaDB server whose event scheduler is ON
@@ -382,17 +387,29 @@ impl TestEnv {
     /// What every function gets pointing at the harness (moto, trusting the harness CA),
     /// plus `settings`.
     fn deployed_env(&self, settings: &[(&str, &str)]) -> Vec<(String, String)> {
+        let ca = [("KEYTURN_EXTRA_CA_FILES", self.h.ca_file.to_str().expect("utf-8 path"))];
+        self.aws_env(&[&ca[..], settings].concat())
+    }
+
+    /// The AWS settings a function gets: this environment's moto, signing with its key
+    /// (on [`TestEnv::authenticated`], moto's administrator), plus `settings`.
+    pub fn aws_env(&self, settings: &[(&str, &str)]) -> Vec<(String, String)> {
         [
             ("AWS_ENDPOINT_URL", self.moto.endpoint.as_str()),
             ("AWS_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("KEYTURN_EXTRA_CA_FILES", self.h.ca_file.to_str().expect("utf-8 path")),
+            ("AWS_ACCESS_KEY_ID", self.key.0.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", self.key.1.as_str()),
         ]
         .iter()
         .chain(settings)
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+    }
+
+    /// The environment of rotate-iam-key deployed for the users under `path`, its
+    /// testSecret waiting 5 seconds at most for a new key.
+    pub fn iam_rotation_env(&self, path: &str) -> Vec<(String, String)> {
+        self.aws_env(&[("KEYTURN_IAM_PATH_PREFIX", path), ("KEYTURN_IAM_TEST_TIMEOUT_SECS", "5")])
     }
 
     /// A rotator wired as rotate-database wires it, trusting the harness CA.

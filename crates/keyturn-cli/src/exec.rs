@@ -49,6 +49,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
 use keyturn::contract::{self, LeaseFacts};
+use keyturn::time::iso8601_unix;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -101,7 +102,7 @@ pub fn after_renewal(
             new_expiry,
             Next::Stop(format!(
                 "lease {lease_id} reached its role's max_ttl: the credentials stop working at {} (in {} s)",
-                new_expiry,
+                iso8601_unix(new_expiry),
                 new_expiry.saturating_sub(now)
             )),
         ),
@@ -113,7 +114,8 @@ pub fn after_renewal(
         Err(e) => (
             expires_at,
             Next::Stop(format!(
-                "lease {lease_id} could not be renewed ({e}): the credentials stop working at {expires_at}"
+                "lease {lease_id} could not be renewed ({e}): the credentials stop working at {}",
+                iso8601_unix(expires_at)
             )),
         ),
     }
@@ -204,17 +206,20 @@ impl Lease {
             tokio::time::sleep(Duration::from_secs(next.saturating_sub(unix_now()))).await;
             if !self.renewable {
                 // Said even with --quiet: the command is about to lose its credentials.
-                term::warning(&format!("lease {id} cannot be renewed: its credentials stop working at {expires_at}"));
+                term::warning(&format!(
+                    "lease {id} cannot be renewed: its credentials stop working at {}",
+                    iso8601_unix(expires_at)
+                ));
                 return;
             }
             let outcome = self.api.renew(&self.lease_id, self.ttl).await;
             let outcome = outcome.as_ref().map(|answer| (answer.typed.expires_at, answer.typed.capped));
             let (renewed_to, decision) = after_renewal(id, unix_now(), expires_at, outcome);
             if let (Err(e), Next::RenewAt(at)) = (outcome, &decision) {
-                self.say(&format!("renewing lease {id} failed ({e}); trying again at {at}"));
+                self.say(&format!("renewing lease {id} failed ({e}); trying again at {}", iso8601_unix(*at)));
             }
             if renewed_to != expires_at {
-                self.say(&format!("lease {id} renewed: expires at {renewed_to}"));
+                self.say(&format!("lease {id} renewed: expires at {}", iso8601_unix(renewed_to)));
             }
             expires_at = renewed_to;
             match decision {
@@ -238,7 +243,7 @@ impl Lease {
             Err(e) => term::warning(&format!(
                 "lease {id} could not be revoked ({e}): it ends at its expiry, {}; \
                  to end it now: keyturn leases revoke {id}",
-                self.expires_at
+                iso8601_unix(self.expires_at)
             )),
         }
     }
@@ -304,7 +309,7 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
         }
     };
     let wait = propagation::bound(&credential.issued);
-    lease.say(&format!("lease {} expires at {} (Unix time)", lease.lease_id, lease.expires_at));
+    lease.say(&format!("lease {} expires at {}", lease.lease_id, iso8601_unix(lease.expires_at)));
     // Renewed from now on: the wait for the key may outlast a short lease.
     let renewal = tokio::spawn(lease.clone().keep_alive());
     let ready = async {
@@ -433,7 +438,9 @@ mod tests {
         assert_eq!(after_renewal("L", 1000, 1300, Ok((1900, false))), (1900, Next::RenewAt(1600)));
         let (expiry, next) = after_renewal("L", 1000, 1300, Ok((1600, true)));
         assert_eq!(expiry, 1600);
-        assert!(matches!(next, Next::Stop(ref why) if why.contains("max_ttl") && why.contains("1600")), "{next:?}");
+        // Times are said in UTC, ISO 8601 (1600 s after the epoch).
+        let said = |why: &str, words: &str| why.contains(words) && why.contains("1970-01-01T00:26:40Z");
+        assert!(matches!(next, Next::Stop(ref why) if said(why, "max_ttl")), "{next:?}");
 
         let down = CliError::Server("the API at x did not answer".into());
         assert_eq!(after_renewal("L", 1000, 1300, Err(&down)), (1300, Next::RenewAt(1200)));
@@ -443,7 +450,10 @@ mod tests {
         assert!(matches!(after_renewal("L", 1299, 1300, Err(&down)).1, Next::Stop(_)));
         let gone = CliError::NotFound("no lease \"L\"".into());
         let (_, next) = after_renewal("L", 1000, 1300, Err(&gone));
-        assert!(matches!(next, Next::Stop(ref why) if why.contains("no lease") && why.contains("1300")), "{next:?}");
+        assert!(
+            matches!(next, Next::Stop(ref why) if why.contains("no lease") && why.contains("1970-01-01T00:21:40Z")),
+            "{next:?}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::BehaviorVersion;
 use clap::{Args, Parser, Subcommand};
+use keyturn::time::iso8601_unix;
 use keyturn_cli::api::{path_segment, printable, Api, CliError};
 use keyturn_cli::exec::{exec, ExecRequest};
 use keyturn_cli::format::{json_text, Credential, Format};
@@ -158,8 +159,9 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             if !common.quiet {
                 let lease = &credential.issued.lease;
                 keyturn_cli::term::info(&format!(
-                    "lease {} expires at {} (Unix time)",
-                    lease.lease_id, lease.expires_at
+                    "lease {} expires at {}",
+                    lease.lease_id,
+                    iso8601_unix(lease.expires_at)
                 ));
             }
             Ok(ExitCode::SUCCESS)
@@ -194,11 +196,12 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 for lease in &answer.typed.leases {
                     println!(
-                        "{:<20}  {:<24} {:<14} {:<9} {:>6}s left  {}",
+                        "{:<20}  {:<24} {:<14} {:<9} {} {:>6}s left  {}",
                         printable(&lease.lease_id),
                         printable(&lease.role),
                         printable(&lease.kind),
                         printable(&lease.state),
+                        iso8601_unix(lease.expires_at),
                         lease.expires_at.saturating_sub(now),
                         printable(&lease.username)
                     );
@@ -211,7 +214,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             let answer = api(&common).await?.renew(id, ttl).await?;
             report(&common, &answer.json, || {
                 let capped = if answer.typed.capped { " (capped at the role's max_ttl)" } else { "" };
-                format!("lease {lease_id} now expires at {}{capped}", answer.typed.expires_at)
+                format!("lease {lease_id} now expires at {}{capped}", iso8601_unix(answer.typed.expires_at))
             });
             Ok(ExitCode::SUCCESS)
         }

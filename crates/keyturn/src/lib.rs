@@ -23,6 +23,7 @@
 //! - [`config`]: typed configuration read once from the environment.
 //! - [`telemetry`]: JSON log lines that honour Lambda's logging controls.
 //! - [`lambda`]: serving rotation events under the Lambda runtime.
+//! - [`time`]: UTC times to the second (`YYYY-MM-DDTHH:MM:SSZ`), in every feature set.
 
 #[cfg(any(feature = "database", feature = "iam", feature = "lease"))]
 pub mod app;
@@ -36,6 +37,7 @@ pub mod lease;
 pub mod password;
 pub mod rotation;
 pub mod telemetry;
+pub mod time;
 
 #[cfg(test)]
 mod layer_rule;

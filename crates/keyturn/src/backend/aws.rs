@@ -147,6 +147,4 @@ pub trait AwsCredentials: Send + Sync {
 /// `at` as IAM's policy conditions and keyturn's tags write a time:
 /// `YYYY-MM-DDTHH:MM:SSZ`.
 #[cfg(feature = "database")]
-pub fn iso8601(at: SystemTime) -> String {
-    super::utc_datetime(at).replacen(' ', "T", 1) + "Z"
-}
+pub use crate::time::iso8601;

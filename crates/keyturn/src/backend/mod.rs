@@ -101,31 +101,10 @@ pub(crate) fn admin_key(endpoint: &Endpoint, admin: &Credentials) -> AdminKey {
     AdminKey { place, credential: digest.finalize().into() }
 }
 
-/// `at` in UTC to the second, as both engines read a timestamp: `YYYY-MM-DD HH:MM:SS`
-/// (before 1970: the epoch).
+// The engines' timestamps (`VALID UNTIL`, MariaDB's expiry events), written by the
+// crate's one calendar.
 #[cfg(feature = "database")]
-pub(crate) fn utc_datetime(at: SystemTime) -> String {
-    let secs = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-#[cfg(feature = "database")]
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+pub(crate) use crate::time::utc_datetime;
 
 /// Change the logged-in user's own password (single-user rotation).
 #[derive(Debug)]
@@ -489,15 +468,5 @@ mod tests {
         assert!(real == admin_key(&Endpoint { host: "db".into(), ..endpoint.clone() }, &login("real")));
         let other_db = Endpoint { dbname: Some("postgres".into()), ..endpoint.clone() };
         assert!(admin_key(&other_db, &login("real")).credential != real.credential);
-    }
-
-    #[test]
-    fn utc_datetimes_are_utc_to_the_second() {
-        let at = |secs: u64| std::time::UNIX_EPOCH + Duration::from_secs(secs);
-        assert_eq!(utc_datetime(at(0)), "1970-01-01 00:00:00");
-        assert_eq!(utc_datetime(at(951_782_400)), "2000-02-29 00:00:00");
-        assert_eq!(utc_datetime(at(1_795_989_906)), "2026-11-29 22:05:06");
-        assert_eq!(utc_datetime(at(4_102_444_799)), "2099-12-31 23:59:59");
-        assert_eq!(utc_datetime(std::time::UNIX_EPOCH - Duration::from_secs(5)), "1970-01-01 00:00:00");
     }
 }
