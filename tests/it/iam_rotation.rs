@@ -9,8 +9,8 @@ use keyturn::rotation::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use keyturn::rotation::Step;
 use keyturn_tests::iam::{access_keys, identity, signing_as, user_with_key_secret as user_with_secret};
 use keyturn_tests::lambda::{function_binary, Emulator};
-use keyturn_tests::{random_token, TestEnv};
-use serde_json::{json, Value};
+use keyturn_tests::TestEnv;
+use serde_json::json;
 
 const STEPS: [Step; 4] = [Step::Create, Step::Set, Step::Test, Step::Finish];
 const PATH: &str = "/keyturn/";
