@@ -55,6 +55,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The expiry of the caller's one live lease, from `leases list --json` (Unix seconds), as
+/// the CLI prints times: `YYYY-MM-DDTHH:MM:SSZ`.
+fn expiry(url: &str) -> String {
+    let out = keyturn(url, CI_KEY, &["leases", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let seconds = listed["leases"][0]["expires_at"].as_u64().expect("expires_at in Unix seconds");
+    keyturn::time::iso8601_unix(seconds)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creds_print_a_login_that_works_and_leases_renew_and_revoke_it() {
     let (d, gw) = setup("cli_creds").await;
@@ -71,15 +80,21 @@ async fn creds_print_a_login_that_works_and_leases_renew_and_revoke_it() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("keyturn: lease ") && !stderr.contains(password), "{stderr}");
     let lease_id = stderr.split_whitespace().nth(2).unwrap().to_owned();
+    // Times are printed in UTC, ISO 8601: the expiry the API gives in Unix seconds.
+    let expires = expiry(&gw.url);
+    assert!(stderr.contains(&format!("keyturn: lease {lease_id} expires at {expires}\n")), "{stderr}");
 
     let out = keyturn(&gw.url, CI_KEY, &["leases", "list"]);
-    assert!(text(&out.stdout).starts_with(&format!("{lease_id}  ci ")), "{}", text(&out.stdout));
+    let listed = text(&out.stdout);
+    assert!(listed.starts_with(&format!("{lease_id}  ci ")) && listed.contains(&format!(" {expires} ")), "{listed}");
     let theirs = keyturn(&gw.url, STRANGER_KEY, &["leases", "list", "--json"]);
     let theirs: serde_json::Value = serde_json::from_slice(&theirs.stdout).expect("JSON");
     assert_eq!(theirs["leases"], serde_json::json!([]), "another caller sees none of them");
     let out = keyturn(&gw.url, CI_KEY, &["leases", "renew", &lease_id, "--ttl", "30m"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("now expires at"), "{}", text(&out.stdout));
+    let renewed = expiry(&gw.url);
+    assert_ne!(renewed, expires, "renewed for 30 minutes");
+    assert_eq!(text(&out.stdout), format!("lease {lease_id} now expires at {renewed}\n"));
     let out = keyturn(&gw.url, CI_KEY, &["leases", "revoke", &lease_id]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!d.env.can_login(user, password).await, "revoked: the user is gone");

@@ -131,7 +131,7 @@ fn databases(cli: &Cli, env: &TestEnv, pg_group: &str, maria_group: &str) {
     );
     let client = format!(
         "mariadb --no-defaults --protocol=TCP --ssl-ca={} --ssl-verify-server-cert -u \"$MYSQL_USER\" -N \
-         -e 'select current_user(), id from {maria_group}.items'",
+         -e \"select current_user(), id from {maria_group}.items\"",
         env.h.ca_file.display()
     );
     cli.run(CI_KEY, &["exec", "shop", "--ttl", "5m", "--", "sh", "-c", &client], "the mariadb client as that user");
