@@ -12,10 +12,11 @@ use aws_sdk_sts::config::{Credentials, SharedCredentialsProvider};
 use hmac::{Hmac, KeyInit, Mac};
 use keyturn::aws::credentials::AwsIssuer;
 use keyturn::backend::aws::{
-    iso8601, tag, AssumeRole, AwsCredentials, AwsKeys, DeleteIamUser, ListIamUsers, NewIamUser, RdsToken,
-    UpdateIamUser, ROLE_POLICY,
+    tag, AssumeRole, AwsCredentials, AwsKeys, DeleteIamUser, ListIamUsers, NewIamUser, RdsToken, UpdateIamUser,
+    ROLE_POLICY,
 };
 use keyturn::lease::kind::aws_iam_user::EXPIRY_POLICY;
+use keyturn::time::iso8601;
 use keyturn_tests::{allow_policy, TestEnv};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};

@@ -28,10 +28,11 @@ use secrecy::SecretString;
 
 use super::iam::iam_error;
 use crate::backend::aws::{
-    iso8601, tag, AssumeRole, AwsCredentials, AwsError, AwsKeys, DeleteIamUser, IamUserDeleted, ListIamUsers,
-    NewIamUser, RdsToken, UpdateIamUser, ROLE_POLICY,
+    tag, AssumeRole, AwsCredentials, AwsError, AwsKeys, DeleteIamUser, IamUserDeleted, ListIamUsers, NewIamUser,
+    RdsToken, UpdateIamUser, ROLE_POLICY,
 };
 use crate::lease::kind::aws_iam_user::{expiry_policy_document, EXPIRY_POLICY};
+use crate::time::iso8601;
 
 /// IAM and STS clients, and the SDK configuration whose credentials sign RDS tokens.
 #[derive(Clone, Debug)]

@@ -143,8 +143,3 @@ pub trait AwsCredentials: Send + Sync {
 
     fn rds_token(&self, req: RdsToken) -> impl Future<Output = Result<SecretString, AwsError>> + Send;
 }
-
-/// `at` as IAM's policy conditions and keyturn's tags write a time:
-/// `YYYY-MM-DDTHH:MM:SSZ`.
-#[cfg(feature = "database")]
-pub use crate::time::iso8601;

@@ -101,11 +101,6 @@ pub(crate) fn admin_key(endpoint: &Endpoint, admin: &Credentials) -> AdminKey {
     AdminKey { place, credential: digest.finalize().into() }
 }
 
-// The engines' timestamps (`VALID UNTIL`, MariaDB's expiry events), written by the
-// crate's one calendar.
-#[cfg(feature = "database")]
-pub(crate) use crate::time::utc_datetime;
-
 /// Change the logged-in user's own password (single-user rotation).
 #[derive(Debug)]
 pub struct SetOwnPassword<'a> {

@@ -34,7 +34,8 @@ use sha2::{Digest, Sha256};
 use super::grants::identifier;
 use super::statements::RDS_KILL_EXISTS;
 use super::{account, literal, required, text, unexpected, Session};
-use crate::backend::{utc_datetime, BackendError, Username};
+use crate::backend::{BackendError, Username};
+use crate::time::utc_datetime;
 
 /// The schema that holds the expiry events, created by the admin when missing. Not the
 /// endpoint's database: an application role may hold EVENT there (`ALL PRIVILEGES ON

@@ -30,10 +30,11 @@ use tracing::{debug, instrument};
 use cleartext::{CleartextRequested, NoCleartextPassword};
 
 use crate::backend::{
-    admin_key, utc_datetime, AdminKey, BackendError, Credentials, DatabaseBackend, DeleteOutcome, DeleteUser,
-    DynamicUsers, Endpoint, Engine, Family, ListUsers, NewUser, NewUserOutcome, SetOwnPassword, Timeouts, TlsMode,
-    UpdateUser, UpsertOutcome, UpsertUser, Username,
+    admin_key, AdminKey, BackendError, Credentials, DatabaseBackend, DeleteOutcome, DeleteUser, DynamicUsers, Endpoint,
+    Engine, Family, ListUsers, NewUser, NewUserOutcome, SetOwnPassword, Timeouts, TlsMode, UpdateUser, UpsertOutcome,
+    UpsertUser, Username,
 };
+use crate::time::utc_datetime;
 
 /// The PostgreSQL backend: TLS configuration and timeouts, built once per container.
 #[derive(Clone)]

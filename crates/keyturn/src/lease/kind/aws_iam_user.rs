@@ -228,12 +228,11 @@ mod io {
         aws_error, aws_keys_answer, lease_tags, username, Io, IssueRequest, Made, Orphans, Ports, Prepared, SweepReport,
     };
     use super::{Credential, Role, IAM_PROPAGATION, USERNAME_MAX};
-    use crate::backend::aws::{
-        iso8601, tag, AwsCredentials, AwsKeys, DeleteIamUser, ListIamUsers, NewIamUser, UpdateIamUser,
-    };
+    use crate::backend::aws::{tag, AwsCredentials, AwsKeys, DeleteIamUser, ListIamUsers, NewIamUser, UpdateIamUser};
     use crate::backend::DeleteOutcome;
     use crate::contract::IssuedCredential;
     use crate::lease::{gone_user, Lease, LeaseError};
+    use crate::time::iso8601;
 
     /// The user's access key, and how long until it works everywhere.
     #[derive(Debug)]
