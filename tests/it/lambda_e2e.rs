@@ -68,10 +68,7 @@ async fn rotate_database_binary_rotates_through_the_runtime_api() {
         let mut previous_password = first_password.clone();
         for _ in 0..3 {
             let token = env.start_rotation(arn).await;
-            for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
-                let event = json!({"Step": step, "SecretId": arn, "ClientRequestToken": token, "RotationToken": random_token()});
-                invoke(&env, emulator, event).unwrap_or_else(|e| panic!("{function} {step}: {e}"));
-            }
+            emulator.rotate(FUNCTION, arn, &token).unwrap_or_else(|e| panic!("{function} {e}"));
             let (u, p) = env.login_of(arn, AWSCURRENT).await;
             assert!(login(u.clone(), p.clone()).await, "{function} {arn}: AWSCURRENT does not log in");
             if *deployment == 0 {

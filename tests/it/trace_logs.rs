@@ -18,13 +18,7 @@ use serde_json::{json, Value};
 async fn rotate(env: &TestEnv, emulator: &Emulator, function: &str, arn: &str, rounds: usize) {
     for _ in 0..rounds {
         let token = env.start_rotation(arn).await;
-        for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
-            let event =
-                json!({"Step": step, "SecretId": arn, "ClientRequestToken": token, "RotationToken": random_token()});
-            let file = env.h.work.join(format!("{}.json", random_token()));
-            std::fs::write(&file, event.to_string()).unwrap();
-            emulator.invoke(function, &file).unwrap_or_else(|e| panic!("{function} {step}: {e}"));
-        }
+        emulator.rotate(function, arn, &token).unwrap_or_else(|e| panic!("{function} {e}"));
     }
 }
 

@@ -72,12 +72,14 @@ impl Emulator {
 
     /// One rotation of the secret `arn` by `function`, as Secrets Manager runs one after
     /// `RotateSecret` left the version `token` pending: createSecret, setSecret,
-    /// testSecret and finishSecret in turn. `Err` names the step that failed and what the
-    /// function reported.
+    /// testSecret and finishSecret in turn, each event with a `RotationToken` of its own.
+    /// `Err` names the step that failed and what the function reported.
     pub fn rotate(&self, function: &str, arn: &str, token: &str) -> Result<(), String> {
         for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
             let file = crate::harness().work.join(format!("{token}-{step}.json"));
-            let event = serde_json::json!({"Step": step, "SecretId": arn, "ClientRequestToken": token});
+            let event = serde_json::json!({
+                "Step": step, "SecretId": arn, "ClientRequestToken": token, "RotationToken": crate::random_token()
+            });
             std::fs::write(&file, event.to_string()).expect("write the event");
             self.invoke(function, &file).map_err(|e| format!("{step}: {e}"))?;
         }
