@@ -25,6 +25,7 @@ mod lease_store;
 mod mariadb_definer;
 mod mariadb_dynamic;
 mod postgres_dynamic;
+mod rds_admin;
 
 // The function binaries under the Lambda Runtime API emulator, and their configuration.
 mod lambda_e2e;

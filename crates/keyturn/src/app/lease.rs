@@ -1,6 +1,6 @@
 //! The lease functions' wiring (issue-credentials and reap-leases share it): their
-//! configuration turned into the lease service, with the DynamoDB, Secrets Manager and AWS
-//! credential adapters and the database backends.
+//! configuration turned into the lease service, with the DynamoDB, Secrets Manager, RDS and
+//! AWS credential adapters and the database backends.
 
 use crate::lease::ports::{Ports, SystemClock};
 use crate::lease::role::Roles;
@@ -17,6 +17,7 @@ impl<S: LeaseStore + 'static> Ports for Deployed<S> {
     type Users = crate::backend::Databases;
     type Aws = crate::aws::credentials::AwsIssuer;
     type Secrets = crate::aws::secretsmanager::SecretsManagerStore;
+    type Rds = crate::aws::rds::RdsClient;
     type Clock = SystemClock;
 }
 
@@ -54,6 +55,7 @@ pub fn build_with_store<S: LeaseStore + 'static>(
         users,
         crate::aws::credentials::AwsIssuer::new(sdk),
         crate::aws::secretsmanager::SecretsManagerStore::new(sdk, config.secrets_manager_endpoint.as_deref()),
+        crate::aws::rds::RdsClient::new(sdk),
         SystemClock { offset: config.clock_offset },
         PasswordPolicy::default(),
     ))

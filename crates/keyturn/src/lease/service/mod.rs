@@ -109,10 +109,11 @@ impl<P: Ports> LeaseService<P> {
         users: P::Users,
         aws: P::Aws,
         secrets: P::Secrets,
+        rds: P::Rds,
         clock: P::Clock,
         passwords: PasswordPolicy,
     ) -> Self {
-        Self { roles, io: Io { store, users, aws, admins: Admins::new(secrets), clock, passwords } }
+        Self { roles, io: Io { store, users, aws, admins: Admins::new(secrets, rds), clock, passwords } }
     }
 
     /// The lease table (the tests read leases back through it).
