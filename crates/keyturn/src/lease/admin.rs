@@ -91,8 +91,10 @@ impl<M: SecretStore, R: RdsLookup> Admins<M, R> {
                 fail(e.to_string())
             }
         })?;
-        let secret = DatabaseSecret::parse_admin(&value.ok_or_else(|| fail("it has no AWSCURRENT value".into()))?)
-            .map_err(fail)?;
+        let secret = DatabaseSecret::parse_admin(
+            &value.ok_or_else(|| fail("it does not exist or has no AWSCURRENT value".into()))?,
+        )
+        .map_err(fail)?;
         // A secret that names its host is used as written, as rotation uses it: its writer
         // already decides where the admin logs in. One without is RDS's (which writes only
         // the credentials): its endpoint is RDS's answer, never the secret's.
