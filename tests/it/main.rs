@@ -26,6 +26,7 @@ mod mariadb_definer;
 mod mariadb_dynamic;
 mod postgres_dynamic;
 mod rds_admin;
+mod reaper;
 
 // The function binaries under the Lambda Runtime API emulator, and their configuration.
 mod lambda_e2e;
