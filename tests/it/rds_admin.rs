@@ -158,3 +158,66 @@ async fn an_admin_secret_without_host_or_tag_is_named_in_a_clear_error() {
     assert!(message.contains("missing key \"host\"") && message.contains("aws:rds:primaryDBInstanceArn"), "{message}");
     assert!(users(&s).await.is_empty(), "no user");
 }
+
+/// The dedicated admin of docs/sql/postgres-rds-admin.sql, made as the docs say: the script
+/// run by the harness's RDS-like master user (not a superuser), its password set by the
+/// same master user, the group granted to it WITH ADMIN OPTION as the script's note says,
+/// and its login stored as the admin secret the docs show. Issuing, logging in and
+/// revoking through it work.
+#[tokio::test]
+async fn the_documented_dedicated_admin_made_by_the_master_user_issues_and_revokes() {
+    use postgres_protocol::escape::{escape_identifier, escape_literal};
+    let env = TestEnv::new("rdsdedicated").await;
+    let (group, table) = env.pg_group_with_table("grp").await;
+    let admin = env.unique("kt_admin");
+    let script = keyturn_tests::project_root().join("docs/sql/postgres-rds-admin.sql");
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(format!(
+            "host=localhost port={} dbname=postgres user={} sslmode=verify-full sslrootcert={}",
+            env.pg.port,
+            env.pg.admin,
+            env.h.ca_file.display()
+        ))
+        .args(["-v", &format!("admin={admin}"), "-f"])
+        .arg(&script)
+        .env("PGPASSWORD", &env.pg.admin_password)
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    // What psql's \password sends (a SCRAM verifier), sent by the master user.
+    let password = random_token();
+    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    let master = env.pg_admin_session().await;
+    let (a, g) = (escape_identifier(&admin), escape_identifier(&group));
+    master.batch_execute(&format!("ALTER ROLE {a} PASSWORD {}", escape_literal(&verifier))).await.unwrap();
+    master.batch_execute(&format!("GRANT {g} TO {a} WITH ADMIN OPTION")).await.unwrap();
+    let row = env
+        .pg_superuser()
+        .await
+        .query_one("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = $1", &[&admin])
+        .await
+        .unwrap();
+    let flags: (bool, bool, bool) = (row.get("rolsuper"), row.get("rolcreaterole"), row.get("rolcreatedb"));
+    assert_eq!(flags, (false, true, false), "CREATEROLE and nothing more");
+
+    // The admin secret as docs/database-admins.md shows it.
+    let secret = json!({
+        "engine": "postgres",
+        "host": "localhost",
+        "port": env.pg.port,
+        "username": admin,
+        "password": password,
+    });
+    let arn = env.create_secret("dedicated", &secret).await;
+    let s = deploy_with_admin(env, &arn, group, table, "").await;
+    let (status, body) = call(&s.service, "POST", "/v1/credentials/ci", None, CI).await;
+    assert_eq!(status, 201, "{body}");
+    let (user, user_password, lease) = (text(&body, "username"), text(&body, "password"), text(&body, "lease_id"));
+    let session = s.env.pg_login(user, user_password).await.expect("the issued user logs in");
+    session.query_one(&format!("SELECT id FROM {}", s.table), &[]).await.expect("through its group");
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{lease}"), None, CI).await;
+    assert_eq!(status, 204, "{body}");
+    assert!(session.simple_query("SELECT 1").await.is_err(), "its session is ended (pg_signal_backend)");
+    assert!(users(&s).await.is_empty(), "the user is dropped");
+}

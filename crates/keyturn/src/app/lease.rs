@@ -54,8 +54,10 @@ pub fn build_with_store<S: LeaseStore + 'static>(
         store,
         users,
         crate::aws::credentials::AwsIssuer::new(sdk),
-        crate::aws::secretsmanager::SecretsManagerStore::new(sdk, config.secrets_manager_endpoint.as_deref()),
-        crate::aws::rds::RdsClient::new(sdk),
+        crate::lease::admin::Admins::new(
+            crate::aws::secretsmanager::SecretsManagerStore::new(sdk, config.secrets_manager_endpoint.as_deref()),
+            crate::aws::rds::RdsClient::new(sdk),
+        ),
         SystemClock { offset: config.clock_offset },
         PasswordPolicy::default(),
     ))

@@ -298,8 +298,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
         MemoryStore::default(),
         db,
         Aws::default(),
-        secrets,
-        NoRds,
+        crate::lease::admin::Admins::new(secrets, NoRds),
         Clock0(AtomicU64::new(1_000_000)),
         PasswordPolicy::default(),
     )

@@ -122,12 +122,11 @@ impl<P: Ports> LeaseService<P> {
         store: P::Store,
         users: P::Users,
         aws: P::Aws,
-        secrets: P::Secrets,
-        rds: P::Rds,
+        admins: Admins<P::Secrets, P::Rds>,
         clock: P::Clock,
         passwords: PasswordPolicy,
     ) -> Self {
-        let io = Io { store, users, aws, admins: Admins::new(secrets, rds), clock, passwords };
+        let io = Io { store, users, aws, admins, clock, passwords };
         Self { roles, io, sweep_noted: std::sync::Once::new() }
     }
 
