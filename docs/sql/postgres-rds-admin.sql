@@ -20,6 +20,10 @@ CREATE ROLE :"admin" WITH LOGIN NOSUPERUSER INHERIT CREATEROLE NOREPLICATION NOB
 
 -- Ends the sessions of a revoked or expired user (pg_terminate_backend), which a
 -- CREATEROLE role cannot do on its own. Narrower than rds_superuser, which would also do.
+-- PostgreSQL 16 and later: only a role holding pg_signal_backend WITH ADMIN OPTION may
+-- grant it. keyturn's tests model the master user without that option (and are refused
+-- here: "permission denied to grant role"); where your master user is refused too, use
+-- the master user itself as keyturn's admin (its RDS-managed secret as it is).
 GRANT pg_signal_backend TO :"admin";
 
 -- PostgreSQL 16 and later: a CREATEROLE role may grant only the roles it holds with ADMIN

@@ -163,7 +163,9 @@ async fn an_admin_secret_without_host_or_tag_is_named_in_a_clear_error() {
 /// run by the harness's RDS-like master user (not a superuser), its password set by the
 /// same master user, the group granted to it WITH ADMIN OPTION as the script's note says,
 /// and its login stored as the admin secret the docs show. Issuing, logging in and
-/// revoking through it work.
+/// revoking through it work. PostgreSQL 16 and later refuse the script's GRANT of
+/// pg_signal_backend to a master user without ADMIN OPTION on it (the harness's), which
+/// the test pins there.
 #[tokio::test]
 async fn the_documented_dedicated_admin_made_by_the_master_user_issues_and_revokes() {
     use postgres_protocol::escape::{escape_identifier, escape_literal};
@@ -184,6 +186,16 @@ async fn the_documented_dedicated_admin_made_by_the_master_user_issues_and_revok
         .env("PGPASSWORD", &env.pg.admin_password)
         .output()
         .expect("run psql");
+    if env.pg.version_num >= 160000 {
+        // The harness's master user holds pg_signal_backend through rds_superuser without
+        // ADMIN OPTION, and from 16 that refuses the GRANT, as the script's note says.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("permission denied to grant role \"pg_signal_backend\""),
+            "{stderr}"
+        );
+        return;
+    }
     assert!(out.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
     // What psql's \password sends (a SCRAM verifier), sent by the master user.
     let password = random_token();
