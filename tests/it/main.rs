@@ -25,6 +25,8 @@ mod lease_store;
 mod mariadb_definer;
 mod mariadb_dynamic;
 mod postgres_dynamic;
+mod rds_admin;
+mod reaper;
 
 // The function binaries under the Lambda Runtime API emulator, and their configuration.
 mod lambda_e2e;
