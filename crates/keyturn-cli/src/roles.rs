@@ -424,14 +424,19 @@ pub async fn deploy(sdk: &aws_config::SdkConfig, name: &str, file: &RolesFile, d
             Outcome::Complete => break,
             Outcome::Failed => {
                 let reason = failure_reason(&cloudformation, name).await;
-                if now.status == "UPDATE_ROLLBACK_COMPLETE" {
+                let state = if now.status == "UPDATE_ROLLBACK_COMPLETE" {
+                    // Nothing refers to the new version any more.
                     discard(&lambda, new_layer.as_deref()).await;
-                }
+                    "the stack rolled back: issue-credentials and reap-leases still read the previous roles file"
+                        .to_owned()
+                } else {
+                    // Not rolled back (a failed rollback, or rollback disabled): the new
+                    // version may be in use, so it stays.
+                    format!("the stack is {}: see its events in CloudFormation", printable(&now.status))
+                };
                 return Err(CliError::Refused(format!(
-                    "stack {:?} was not updated: {reason}; it is {} (rolled back: issue-credentials and \
-                     reap-leases still read the previous roles file)",
-                    printable(name),
-                    printable(&now.status)
+                    "stack {:?} was not updated: {reason}; {state}",
+                    printable(name)
                 )));
             }
             Outcome::Running if Instant::now() > deadline => {
