@@ -9,8 +9,8 @@
 //!   alone, which the functions read at `/opt/roles.toml`), then the stack updated with its
 //!   previous template, `RolesLayerArn` set to that version and the derived parameters set
 //!   to the file's, every other parameter kept; no build. The layer version is named in
-//!   both functions' configuration, so the update moves every new invocation of both to the
-//!   new file at once.
+//!   both functions' configuration, so once the update is complete every new invocation of
+//!   either reads the new file.
 //!
 //! The bytes published are the bytes checked: the file is read once.
 
