@@ -48,6 +48,11 @@ there too, where nothing listens. Here `POST /keyturn-test/rds/endpoint` with a 
 DescribeDBClusters report that address instead (`localhost`: the harness's servers, whose
 certificate names it), as RDS reports the address of the server it runs; the port is the one
 given at creation, as in RDS.
+
+Lambda's GetLayerVersion gives a presigned URL to download a layer version's zip; moto
+5.2.5 gives `s3://` and no download (and its `/moto-api/data.json` fails once a function
+exists, as it asks Docker about it). Here `GET /keyturn-test/lambda/layer-content?arn=ARN`
+answers `{"ZipFile": base64}` with the zip that version was published with.
 """
 import json
 import sys
@@ -357,6 +362,40 @@ class DynamoDBOneAtATime:
                     close()
 
 
+LAYER_CONTENT_PATH = "/keyturn-test/lambda/layer-content"
+
+
+class LayerContent:
+    """WSGI middleware: the layer-content route."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != LAYER_CONTENT_PATH or environ.get("REQUEST_METHOD") != "GET":
+            return self.app(environ, start_response)
+        import base64
+        from urllib.parse import parse_qs
+
+        from moto.awslambda.models import lambda_backends
+        from moto.awslambda_simple.models import lambda_simple_backends
+
+        arn = parse_qs(environ.get("QUERY_STRING", "")).get("arn", [""])[0]
+        parts = arn.split(":")
+        version = None
+        # Lambda's requests go to the simple backend once use_docker is off (moto_setup.py).
+        for backends in (lambda_simple_backends, lambda_backends):
+            try:
+                version = version or backends[parts[4]][parts[3]].layers_versions_by_arn(arn)
+            except (IndexError, KeyError, ValueError):
+                pass
+        if version is None:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"no such layer version"]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"ZipFile": base64.b64encode(version.code_bytes).decode()}).encode()]
+
+
 def main(argv):
     evaluate_conditions()
     keep_user_boundaries()
@@ -364,9 +403,10 @@ def main(argv):
     rds_endpoints()
 
     # moto_server's own argument parsing and signal handling, then its app behind the lock,
-    # the version removal, the withheld keys and the RDS endpoints.
+    # the version removal, the withheld keys, the RDS endpoints and the layer content.
     def run(host, port, app, **kwargs):
-        run_simple(host, port, RdsEndpoints(WithheldKeys(SecretVersionRemoval(DynamoDBOneAtATime(app)))), **kwargs)
+        app = LayerContent(RdsEndpoints(WithheldKeys(SecretVersionRemoval(DynamoDBOneAtATime(app)))))
+        run_simple(host, port, app, **kwargs)
 
     server.run_simple = run
     server.main(argv)

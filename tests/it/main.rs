@@ -35,8 +35,10 @@ mod roles_file;
 mod samples;
 mod trace_logs;
 
-// The CLI, and the drivers applications log in with.
+// The CLI (and roles deploy against moto's CloudFormation and Lambda), and the drivers
+// applications log in with.
 mod cli;
 mod cli_hostile;
 mod cli_iam_wait;
 mod clients;
+mod roles_deploy;

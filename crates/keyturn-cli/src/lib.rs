@@ -13,13 +13,19 @@
 //! - [`propagation`]: `exec`'s wait, before the command runs, until a new IAM user's
 //!   access key works (IAM is eventually consistent).
 //! - [`stack`]: `--stack NAME`: the API's URL from the stack's `CredentialsApiUrl` output.
+//! - [`roles`]: the roles file as the one place roles are configured: the template
+//!   parameters it implies (`roles-check --print-parameters`), compared with a stack's
+//!   (`roles-check --stack`), and `roles deploy`, which publishes it to a stack without a
+//!   build.
 //! - [`term`]: lines on stderr, coloured only on a terminal.
-//! - `main.rs`: the commands `creds`, `exec`, `roles`, `leases renew|revoke` and
-//!   `roles-check` (which runs the issuer's own [`keyturn::lease::role::check_files`]).
+//! - `main.rs`: the commands `creds`, `exec`, `roles`, `roles deploy`, `leases
+//!   renew|revoke` and `roles-check` (which runs the issuer's own
+//!   [`keyturn::lease::role::check_files`]).
 
 pub mod api;
 pub mod exec;
 pub mod format;
 pub mod propagation;
+pub mod roles;
 pub mod stack;
 pub mod term;
