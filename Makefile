@@ -132,6 +132,17 @@ cdk-test: setup
 	cd infra/cdk && npm test
 
 # cdk.json's context turns every optional part on; the SAM template gets the same values.
+# Then each half alone (EnableRotation, EnableDynamicCredentials), the dynamic half with a
+# published roles layer (RolesLayerArn): the same values but these, given to both.
+CDK_COMPARE_ROTATION := enableDynamicCredentials=false
+CDK_COMPARE_DYNAMIC := enableRotation=false rolesLayerArn=arn:aws:lambda:us-east-1:123456789012:layer:keyturn-roles:7
+cdk_compare = cd infra/cdk && $(CDK_ENV) node_modules/.bin/cdk synth --quiet --no-notices --no-version-reporting --no-lookups \
+		--output cdk.out-$(1) $(2:%=-c %) && cd ../.. && \
+	.venv/bin/python infra/cdk/test/compare.py --sam infra/template.yaml \
+		--cdk infra/cdk/cdk.out-$(1)/keyturn.template.json --context infra/cdk/cdk.json $(2:%=--set %)
+
 cdk-compare: cdk-synth
 	.venv/bin/python infra/cdk/test/compare.py --sam infra/template.yaml \
 		--cdk infra/cdk/cdk.out/keyturn.template.json --context infra/cdk/cdk.json
+	$(call cdk_compare,rotation,$(CDK_COMPARE_ROTATION))
+	$(call cdk_compare,dynamic,$(CDK_COMPARE_DYNAMIC))

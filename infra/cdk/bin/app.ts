@@ -39,6 +39,14 @@ function required(key: string): string {
   }
   return value;
 }
+// A switch: "true" (the default) or "false", as the template's EnableRotation.
+function enabled(key: string): boolean {
+  const value = text(key) ?? 'true';
+  if (value !== 'true' && value !== 'false') {
+    throw new Error(`keyturn: context ${key} is true or false, not ${value}`);
+  }
+  return value === 'true';
+}
 function number(key: string, fallback: number): number {
   const value = text(key);
   if (value === undefined) {
@@ -49,6 +57,13 @@ function number(key: string, fallback: number): number {
     throw new Error(`keyturn: context ${key} must be a whole number of at least 1, not ${value}`);
   }
   return n;
+}
+
+// The two halves, as the template's EnableRotation and EnableDynamicCredentials.
+const rotationEnabled = enabled('enableRotation');
+const dynamicCredentialsEnabled = enabled('enableDynamicCredentials');
+if (!rotationEnabled && !dynamicCredentialsEnabled) {
+  throw new Error('keyturn: context enableRotation and enableDynamicCredentials cannot both be false');
 }
 
 const account = text('account');
@@ -102,7 +117,7 @@ const secretsByArn = (key: string) =>
 // secretNamePattern names whose rotation is configured to it. (The engine only picks
 // rotate-database, which reads each secret's engine from the secret.)
 const secretNamePattern = text('secretNamePattern') ?? '*';
-const rotations = {
+const rotations = rotationEnabled ? {
   'database-single-user': new KeyturnRotation(stack, 'SingleUser', {
     ...functionOptions,
     ...network,
@@ -128,11 +143,11 @@ const rotations = {
     deactivatePreviousKey: text('deactivatePreviousKey') === 'true',
     encryptionKey,
   }),
-};
+} : undefined;
 
 // Optional: one existing secret put on a schedule here.
 const rotatedSecretArn = text('rotatedSecretArn');
-if (rotatedSecretArn) {
+if (rotations && rotatedSecretArn) {
   const which = text('rotatedSecretFunction') ?? 'database-single-user';
   const rotation = rotations[which as keyof typeof rotations];
   if (!rotation) {
@@ -150,10 +165,15 @@ if (rotatedSecretArn) {
 }
 
 const boundaryArn = text('leaseIamUserBoundaryArn');
-const credentials = new KeyturnCredentialsApi(stack, 'Credentials', {
+// The roles layer: one published already (rolesLayerArn), or built from rolesFile (default
+// infra/roles.toml, which has no role), as the template's RolesLayerArn and ROLES_FILE.
+const rolesLayerArn = text('rolesLayerArn');
+const credentials = dynamicCredentialsEnabled ? new KeyturnCredentialsApi(stack, 'Credentials', {
   ...functionOptions,
   ...network,
-  rolesFile: text('rolesFile') ?? path.join(__dirname, '..', '..', '..', 'roles.example.toml'),
+  ...(rolesLayerArn
+    ? { rolesLayer: lambda.LayerVersion.fromLayerVersionArn(stack, 'RolesLayer', rolesLayerArn) }
+    : { rolesFile: text('rolesFile') ?? path.join(__dirname, '..', '..', '..', 'roles.toml') }),
   leaseAdminSecrets: secretsByArn('leaseAdminSecretArns'),
   encryptionKey,
   leaseIamUsers: boundaryArn
@@ -167,37 +187,41 @@ const credentials = new KeyturnCredentialsApi(stack, 'Credentials', {
   rdsDbUserArns: list('leaseRdsDbUserArns'),
   apiRateLimit: number('apiRateLimit', 10),
   apiBurstLimit: number('apiBurstLimit', 20),
-});
+}) : undefined;
 
-new CfnOutput(stack, 'SingleUserFunctionArn', {
-  description: 'RotationLambdaARN for secrets rotated by their own user.',
-  value: rotations['database-single-user'].rotationFunction.function.functionArn,
-});
-new CfnOutput(stack, 'AlternatingUsersFunctionArn', {
-  description: 'RotationLambdaARN for secrets with a masterarn (user and user_clone alternate).',
-  value: rotations['database-alternating-users'].rotationFunction.function.functionArn,
-});
-new CfnOutput(stack, 'IamKeyFunctionArn', {
-  description: 'RotationLambdaARN for IAM access key secrets ({"username", "accessKeyId", "secretAccessKey"}).',
-  value: rotations['iam-key'].rotationFunction.function.functionArn,
-});
-new CfnOutput(stack, 'CredentialsApiUrl', {
-  description:
-    'Base URL of the credentials API (POST /v1/credentials/{role}, POST /v1/leases/{lease_id}/renew, DELETE /v1/leases/{lease_id}, GET /v1/roles, GET /v1/leases); SigV4, service execute-api.',
-  value: credentials.apiUrl,
-});
-new CfnOutput(stack, 'CredentialsApiInvokeArn', {
-  description: 'Prefix of the execute-api:Invoke resources to grant callers, such as <prefix>/POST/v1/credentials/ci-reader.',
-  value: credentials.invokeArnPrefix,
-});
-new CfnOutput(stack, 'LeaseTableName', {
-  description: 'The lease table (the audit record of issued credentials; retained on stack deletion).',
-  value: credentials.leaseTable.tableName,
-});
-new CfnOutput(stack, 'RolesLayerVersionArn', {
-  description: 'The roles layer version both dynamic-credential functions run with.',
-  value: credentials.rolesLayer.layerVersionArn,
-});
+if (rotations) {
+  new CfnOutput(stack, 'SingleUserFunctionArn', {
+    description: 'RotationLambdaARN for secrets rotated by their own user.',
+    value: rotations['database-single-user'].rotationFunction.function.functionArn,
+  });
+  new CfnOutput(stack, 'AlternatingUsersFunctionArn', {
+    description: 'RotationLambdaARN for secrets with a masterarn (user and user_clone alternate).',
+    value: rotations['database-alternating-users'].rotationFunction.function.functionArn,
+  });
+  new CfnOutput(stack, 'IamKeyFunctionArn', {
+    description: 'RotationLambdaARN for IAM access key secrets ({"username", "accessKeyId", "secretAccessKey"}).',
+    value: rotations['iam-key'].rotationFunction.function.functionArn,
+  });
+}
+if (credentials) {
+  new CfnOutput(stack, 'CredentialsApiUrl', {
+    description:
+      'Base URL of the credentials API (POST /v1/credentials/{role}, POST /v1/leases/{lease_id}/renew, DELETE /v1/leases/{lease_id}, GET /v1/roles, GET /v1/leases); SigV4, service execute-api.',
+    value: credentials.apiUrl,
+  });
+  new CfnOutput(stack, 'CredentialsApiInvokeArn', {
+    description: 'Prefix of the execute-api:Invoke resources to grant callers, such as <prefix>/POST/v1/credentials/ci-reader.',
+    value: credentials.invokeArnPrefix,
+  });
+  new CfnOutput(stack, 'LeaseTableName', {
+    description: 'The lease table (the audit record of issued credentials; retained on stack deletion).',
+    value: credentials.leaseTable.tableName,
+  });
+  new CfnOutput(stack, 'RolesLayerVersionArn', {
+    description: "The roles layer version both dynamic-credential functions run with (RolesLayerArn, or the stack's own).",
+    value: credentials.rolesLayer.layerVersionArn,
+  });
+}
 
 // cdk-nag 3 runs as a CDK validation plugin: a finding not acknowledged fails the synth.
 Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
