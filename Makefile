@@ -133,9 +133,11 @@ cdk-test: setup
 
 # cdk.json's context turns every optional part on; the SAM template gets the same values.
 # Then each half alone (EnableRotation, EnableDynamicCredentials), the dynamic half with a
-# published roles layer (RolesLayerArn): the same values but these, given to both.
+# published roles layer (RolesLayerArn) and a topic of your own (AlarmTopicArn): the same values
+# but these, given to both.
 CDK_COMPARE_ROTATION := enableDynamicCredentials=false
-CDK_COMPARE_DYNAMIC := enableRotation=false rolesLayerArn=arn:aws:lambda:us-east-1:123456789012:layer:keyturn-roles:7
+CDK_COMPARE_DYNAMIC := enableRotation=false rolesLayerArn=arn:aws:lambda:us-east-1:123456789012:layer:keyturn-roles:7 \
+	alarmTopicArn=arn:aws:sns:us-east-1:123456789012:operations
 cdk_compare = cd infra/cdk && $(CDK_ENV) node_modules/.bin/cdk synth --quiet --no-notices --no-version-reporting --no-lookups \
 		--output cdk.out-$(1) $(2:%=-c %) && cd ../.. && \
 	.venv/bin/python infra/cdk/test/compare.py --sam infra/template.yaml \

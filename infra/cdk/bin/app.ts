@@ -13,7 +13,9 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as sns from 'aws-cdk-lib/aws-sns';
 import { AwsSolutionsChecks } from 'cdk-nag';
+import { KeyturnAlarms } from '../lib/alarms';
 import { KeyturnCredentialsApi } from '../lib/credentials-api';
 import { KeyturnRotation } from '../lib/rotation';
 
@@ -189,6 +191,18 @@ const credentials = dynamicCredentialsEnabled ? new KeyturnCredentialsApi(stack,
   apiBurstLimit: number('apiBurstLimit', 20),
 }) : undefined;
 
+// Failures that reach someone: alarms on each function and on the reaper, and the
+// RotationFailed rule for the secrets of secretNamePattern, to alarmTopicArn or a topic of
+// the stack's own.
+const alarmTopicArn = text('alarmTopicArn');
+const alarms = new KeyturnAlarms(stack, 'Alarms', {
+  functionNamePrefix: functionOptions.functionNamePrefix,
+  topic: alarmTopicArn ? sns.Topic.fromTopicArn(stack, 'AlarmTopic', alarmTopicArn) : undefined,
+  rotationFunctions: rotations ? Object.values(rotations).map((rotation) => rotation.rotationFunction) : undefined,
+  secretNamePattern: rotations ? secretNamePattern : undefined,
+  credentials,
+});
+
 if (rotations) {
   new CfnOutput(stack, 'SingleUserFunctionArn', {
     description: 'RotationLambdaARN for secrets rotated by their own user.',
@@ -222,6 +236,10 @@ if (credentials) {
     value: credentials.rolesLayer.layerVersionArn,
   });
 }
+new CfnOutput(stack, 'AlarmTopicArn', {
+  description: "The SNS topic the alarms and the RotationFailed rule notify (AlarmTopicArn, or the stack's own); subscribe to it.",
+  value: alarms.topic.topicArn,
+});
 
 // cdk-nag 3 runs as a CDK validation plugin: a finding not acknowledged fails the synth.
 Validations.of(app).addPlugins(new AwsSolutionsChecks(app));

@@ -3,3 +3,4 @@
 export * from './function';
 export * from './rotation';
 export * from './credentials-api';
+export * from './alarms';

@@ -117,6 +117,8 @@ export class KeyturnRotationFunction extends Construct {
 
   public readonly kind: RotationFunctionKind;
   public readonly function: lambda.Function;
+  /** The function's name, `<prefix>-<name>`, as text (the alarms' names start with it). */
+  public readonly functionName: string;
   /** The function's ARN, built from its name: what its own policy names. */
   public readonly functionArn: string;
   /** The inline policy of the function's role, to which each rotation adds its grants. */
@@ -136,6 +138,7 @@ export class KeyturnRotationFunction extends Construct {
     this.role = role;
 
     const name = kind === 'iam-key' ? 'iam-key' : `database-${kind}`;
+    this.functionName = `${prefix}-${name}`;
     this.functionArn = functionArnOf(this, prefix, name);
     const environment: Record<string, string> = {};
     if (kind === 'iam-key') {

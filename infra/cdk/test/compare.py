@@ -252,6 +252,16 @@ class Resolver:
             return "schedule-group:" + v(props["Name"])
         if kind == "AWS::SecretsManager::RotationSchedule":
             return "rotation-schedule:" + v(props["SecretId"])
+        if kind == "AWS::KMS::Key":
+            return "kms-key:" + v(props["Description"])
+        if kind == "AWS::SNS::Topic":
+            return "topic:" + v(props["TopicName"])
+        if kind == "AWS::SNS::TopicPolicy":
+            return "topic-policy:" + ",".join(sorted(str(v(t)) for t in props["Topics"]))
+        if kind == "AWS::Events::Rule":
+            return "rule:" + v(props["Name"])
+        if kind == "AWS::CloudWatch::Alarm":
+            return "alarm:" + v(props["AlarmName"])
         if kind == "AWS::DynamoDB::Table":
             return "table:" + str(v(props.get("TableName", "(generated)")))
         raise Difference(f"{logical_id}: no rule to name a {kind}")
@@ -327,6 +337,10 @@ def normalize(resolver, logical_id, resource):
             lines |= policy_lines(policy["PolicyDocument"])
         out["Policy"] = sorted(lines)
         out["ManagedPolicyArns"] = sorted(props.pop("ManagedPolicyArns", []))
+    # Resource policies as lines too: statement grouping and Sids are each tool's own.
+    for key in ("PolicyDocument", "KeyPolicy"):
+        if key in props and kind != "AWS::IAM::Role":
+            out[key] = sorted(policy_lines(props.pop(key)))
     out["Properties"] = canonical(props)
     return out
 
