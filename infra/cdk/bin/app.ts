@@ -6,7 +6,7 @@
 //! parameter does. cdk-nag's AwsSolutions checks run on every synth.
 
 import * as path from 'node:path';
-import { App, CfnOutput, Duration, Stack, Validations } from 'aws-cdk-lib';
+import { App, Aws, CfnOutput, Duration, Stack, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
@@ -16,6 +16,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { KeyturnAlarms } from '../lib/alarms';
+import { KeyturnVpcEndpoints } from '../lib/network';
 import { KeyturnCredentialsApi } from '../lib/credentials-api';
 import { KeyturnRotation } from '../lib/rotation';
 
@@ -41,9 +42,9 @@ function required(key: string): string {
   }
   return value;
 }
-// A switch: "true" (the default) or "false", as the template's EnableRotation.
-function enabled(key: string): boolean {
-  const value = text(key) ?? 'true';
+// A switch: "true" or "false" (default `fallback`), as the template's EnableRotation.
+function enabled(key: string, fallback = 'true'): boolean {
+  const value = text(key) ?? fallback;
   if (value !== 'true' && value !== 'false') {
     throw new Error(`keyturn: context ${key} is true or false, not ${value}`);
   }
@@ -110,8 +111,12 @@ if (network.vpcSubnets.subnets.length === 0 || network.securityGroups.length ===
   throw new Error('keyturn: context subnetIds and securityGroupIds are required');
 }
 
+// The secrets' customer managed keys: kmsKeyArns, and kmsKeyArn (one key, kept for stacks
+// that set it), as the template's KmsKeyArns and KmsKeyArn.
 const kmsKeyArn = text('kmsKeyArn');
-const encryptionKey = kmsKeyArn ? kms.Key.fromKeyArn(stack, 'SecretsKey', kmsKeyArn) : undefined;
+const encryptionKeys = [...(kmsKeyArn ? [kmsKeyArn] : []), ...list('kmsKeyArns')].map((arn, i) =>
+  kms.Key.fromKeyArn(stack, i === 0 ? 'SecretsKey' : `SecretsKey${i}`, arn),
+);
 const secretsByArn = (key: string) =>
   list(key).map((arn, i) => secretsmanager.Secret.fromSecretCompleteArn(stack, `${key}${i}`, arn));
 
@@ -126,7 +131,7 @@ const rotations = rotationEnabled ? {
     secretNamePattern,
     engine: 'postgres',
     strategy: 'single-user',
-    encryptionKey,
+    encryptionKeys,
   }),
   'database-alternating-users': new KeyturnRotation(stack, 'AlternatingUsers', {
     ...functionOptions,
@@ -135,7 +140,7 @@ const rotations = rotationEnabled ? {
     engine: 'postgres',
     strategy: 'alternating-users',
     adminSecrets: secretsByArn('masterSecretArns'),
-    encryptionKey,
+    encryptionKeys,
   }),
   'iam-key': new KeyturnRotation(stack, 'IamKey', {
     ...functionOptions,
@@ -143,7 +148,7 @@ const rotations = rotationEnabled ? {
     engine: 'iam-key',
     iamUserPath: text('iamUserPath'),
     deactivatePreviousKey: text('deactivatePreviousKey') === 'true',
-    encryptionKey,
+    encryptionKeys,
   }),
 } : undefined;
 
@@ -177,7 +182,7 @@ const credentials = dynamicCredentialsEnabled ? new KeyturnCredentialsApi(stack,
     ? { rolesLayer: lambda.LayerVersion.fromLayerVersionArn(stack, 'RolesLayer', rolesLayerArn) }
     : { rolesFile: text('rolesFile') ?? path.join(__dirname, '..', '..', '..', 'roles.toml') }),
   leaseAdminSecrets: secretsByArn('leaseAdminSecretArns'),
-  encryptionKey,
+  encryptionKeys,
   leaseIamUsers: boundaryArn
     ? {
         path: text('leaseIamUserPath'),
@@ -190,6 +195,18 @@ const credentials = dynamicCredentialsEnabled ? new KeyturnCredentialsApi(stack,
   apiRateLimit: number('apiRateLimit', 10),
   apiBurstLimit: number('apiBurstLimit', 20),
 }) : undefined;
+
+// Optional: the VPC endpoints the functions need, as the template's CreateVpcEndpoints.
+if (enabled('createVpcEndpoints', 'false')) {
+  new KeyturnVpcEndpoints(stack, 'Endpoints', {
+    functionNamePrefix: functionOptions.functionNamePrefix,
+    vpc,
+    subnets,
+    functionSecurityGroups: network.securityGroups,
+    dynamicCredentials: dynamicCredentialsEnabled,
+    routeTableIds: list('routeTableIds'),
+  });
+}
 
 // Failures that reach someone: alarms on each function and on the reaper, and the
 // RotationFailed rule for the secrets of secretNamePattern, to alarmTopicArn or a topic of
@@ -205,38 +222,52 @@ const alarms = new KeyturnAlarms(stack, 'Alarms', {
 
 if (rotations) {
   new CfnOutput(stack, 'SingleUserFunctionArn', {
+    exportName: `${Aws.STACK_NAME}-SingleUserFunctionArn`,
     description: 'RotationLambdaARN for secrets rotated by their own user.',
     value: rotations['database-single-user'].rotationFunction.function.functionArn,
   });
   new CfnOutput(stack, 'AlternatingUsersFunctionArn', {
+    exportName: `${Aws.STACK_NAME}-AlternatingUsersFunctionArn`,
     description: 'RotationLambdaARN for secrets with a masterarn (user and user_clone alternate).',
     value: rotations['database-alternating-users'].rotationFunction.function.functionArn,
   });
   new CfnOutput(stack, 'IamKeyFunctionArn', {
+    exportName: `${Aws.STACK_NAME}-IamKeyFunctionArn`,
     description: 'RotationLambdaARN for IAM access key secrets ({"username", "accessKeyId", "secretAccessKey"}).',
     value: rotations['iam-key'].rotationFunction.function.functionArn,
   });
 }
 if (credentials) {
   new CfnOutput(stack, 'CredentialsApiUrl', {
+    exportName: `${Aws.STACK_NAME}-CredentialsApiUrl`,
     description:
       'Base URL of the credentials API (POST /v1/credentials/{role}, POST /v1/leases/{lease_id}/renew, DELETE /v1/leases/{lease_id}, GET /v1/roles, GET /v1/leases); SigV4, service execute-api.',
     value: credentials.apiUrl,
   });
   new CfnOutput(stack, 'CredentialsApiInvokeArn', {
+    exportName: `${Aws.STACK_NAME}-CredentialsApiInvokeArn`,
     description: 'Prefix of the execute-api:Invoke resources to grant callers, such as <prefix>/POST/v1/credentials/ci-reader.',
     value: credentials.invokeArnPrefix,
   });
   new CfnOutput(stack, 'LeaseTableName', {
+    exportName: `${Aws.STACK_NAME}-LeaseTableName`,
     description: 'The lease table (the audit record of issued credentials; retained on stack deletion).',
     value: credentials.leaseTable.tableName,
   });
+  new CfnOutput(stack, 'IssueCredentialsFunctionArn', {
+    exportName: `${Aws.STACK_NAME}-IssueCredentialsFunctionArn`,
+    description:
+      'issue-credentials, which only API Gateway should invoke: whoever may call lambda:InvokeFunction on it can present any caller; deny that to every principal (docs/security.md).',
+    value: credentials.issueFunction.functionArn,
+  });
   new CfnOutput(stack, 'RolesLayerVersionArn', {
+    exportName: `${Aws.STACK_NAME}-RolesLayerVersionArn`,
     description: "The roles layer version both dynamic-credential functions run with (RolesLayerArn, or the stack's own).",
     value: credentials.rolesLayer.layerVersionArn,
   });
 }
 new CfnOutput(stack, 'AlarmTopicArn', {
+  exportName: `${Aws.STACK_NAME}-AlarmTopicArn`,
   description: "The SNS topic the alarms and the RotationFailed rule notify (AlarmTopicArn, or the stack's own); subscribe to it.",
   value: alarms.topic.topicArn,
 });

@@ -17,7 +17,15 @@ import * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { keyturnFunction, KeyturnFunctionOptions, KeyturnNetworkProps, keyturnRole, prefixOf } from './function';
+import {
+  defaultKeysOf,
+  keyturnFunction,
+  KeyturnFunctionOptions,
+  KeyturnNetworkProps,
+  keyturnRole,
+  prefixOf,
+  secretsByKeys,
+} from './function';
 import { acknowledgeWildcardResource, ENVIRONMENT_NO_SECRET, skipLinters } from './nag';
 
 /** The aws-iam-user roles' users. */
@@ -63,6 +71,13 @@ export interface KeyturnCredentialsApiProps extends KeyturnFunctionOptions, Keyt
    * @default - each secret's own `encryptionKey`, else none
    */
   readonly encryptionKey?: kms.IKey;
+  /**
+   * More customer managed keys of admin secrets that do not name their own (any of them,
+   * besides `encryptionKey`).
+   *
+   * @default - none
+   */
+  readonly encryptionKeys?: kms.IKey[];
   /**
    * aws-iam-user roles: their path, boundary and groups.
    *
@@ -249,19 +264,12 @@ export class KeyturnCredentialsApi extends Construct {
           new iam.PolicyStatement({ sid: 'ReadLeaseAdminSecrets', actions: ['secretsmanager:GetSecretValue'], resources: adminArns }),
         );
       }
-      const byKey = new Map<kms.IKey, string[]>();
-      adminSecrets.forEach((secret, i) => {
-        const key = secret.encryptionKey ?? props.encryptionKey;
-        if (key) {
-          byKey.set(key, [...(byKey.get(key) ?? []), adminArns[i]]);
-        }
-      });
-      [...byKey].forEach(([key, arns], i) => {
+      secretsByKeys(adminSecrets, adminArns, defaultKeysOf(props)).forEach(({ keys, arns }, i) => {
         policy.addStatements(
           new iam.PolicyStatement({
             sid: `DecryptLeaseAdminSecrets${i === 0 ? '' : i}`,
             actions: ['kms:Decrypt'],
-            resources: [key.keyArn],
+            resources: keys.map((key) => key.keyArn),
             conditions: { StringEquals: { 'kms:ViaService': viaSecretsManager, 'kms:EncryptionContext:SecretARN': arns } },
           }),
         );

@@ -4,3 +4,4 @@ export * from './function';
 export * from './rotation';
 export * from './credentials-api';
 export * from './alarms';
+export * from './network';

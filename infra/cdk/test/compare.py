@@ -252,6 +252,10 @@ class Resolver:
             return "schedule-group:" + v(props["Name"])
         if kind == "AWS::SecretsManager::RotationSchedule":
             return "rotation-schedule:" + v(props["SecretId"])
+        if kind == "AWS::EC2::SecurityGroup":
+            return "security-group:" + v(props["GroupDescription"])
+        if kind == "AWS::EC2::VPCEndpoint":
+            return "vpc-endpoint:" + v(props["ServiceName"])
         if kind == "AWS::KMS::Key":
             return "kms-key:" + v(props["Description"])
         if kind == "AWS::SNS::Topic":
