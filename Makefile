@@ -11,7 +11,8 @@
 #   make package  what a deployment uploads: `sam build`, one zip per function under
 #                 dist/lambda (checked to run on provided.al2023), and the CLI archive
 #   make infra-check  SAM's validate --lint and build, cfn-lint with the serverless rules and
-#                 checkov on the SAM template and on the CDK app's (part of `make test`)
+#                 checkov on the SAM template and on the CDK app's, the template's tests
+#                 (infra/tests: switches, endpoints, alarms, grants) (part of `make test`)
 #   make cdk-synth    synthesize the CDK app (infra/cdk) offline, cdk-nag on, cfn-lint on its template
 #   make cdk-test     the CDK constructs' own tests (node's test runner)
 #   make cdk-compare  the CDK app against infra/template.yaml, resource by resource
@@ -105,6 +106,7 @@ package: package-functions cli
 # The CDK app likewise (cdk-synth), compared with the template, and its constructs' tests.
 infra-check: package-functions cdk-compare cdk-test
 	$(SAM) validate --lint --template infra/template.yaml
+	.venv/bin/python -m unittest discover -s infra/tests -v
 	.venv/bin/cfn-lint infra/template.yaml -a cfn_lint_serverless.rules
 	$(CHECKOV) -f infra/template.yaml
 

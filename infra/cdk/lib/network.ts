@@ -51,7 +51,7 @@ export class KeyturnVpcEndpoints extends Construct {
       throw new Error("keyturn: KeyturnVpcEndpoints admits the functions' 1 to 5 security groups");
     }
     this.securityGroup = new ec2.CfnSecurityGroup(this, 'VpcEndpointSecurityGroup', {
-      groupDescription: `keyturn ${prefix}: VPC endpoints, HTTPS from the functions`,
+      groupDescription: `${prefix}: VPC endpoints of keyturn, HTTPS from its functions`,
       vpcId: props.vpc.vpcId,
       securityGroupIngress: props.functionSecurityGroups.map((group) => ({
         ipProtocol: 'tcp',
