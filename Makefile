@@ -11,7 +11,8 @@
 #   make package  what a deployment uploads: `sam build`, one zip per function under
 #                 dist/lambda (checked to run on provided.al2023), and the CLI archive
 #   make infra-check  SAM's validate --lint and build, cfn-lint with the serverless rules and
-#                 checkov on the SAM template and on the CDK app's (part of `make test`)
+#                 checkov on the SAM template and on the CDK app's, the template's tests
+#                 (infra/tests: switches, endpoints, alarms, grants) (part of `make test`)
 #   make cdk-synth    synthesize the CDK app (infra/cdk) offline, cdk-nag on, cfn-lint on its template
 #   make cdk-test     the CDK constructs' own tests (node's test runner)
 #   make cdk-compare  the CDK app against infra/template.yaml, resource by resource
@@ -106,6 +107,7 @@ package: package-functions cli
 # The CDK app likewise (cdk-synth), compared with the template, and its constructs' tests.
 infra-check: package-functions cdk-compare cdk-test
 	$(SAM) validate --lint --template infra/template.yaml
+	.venv/bin/python -m unittest discover -s infra/tests -v
 	.venv/bin/cfn-lint infra/template.yaml -a cfn_lint_serverless.rules
 	$(CHECKOV) -f infra/template.yaml
 
@@ -133,6 +135,19 @@ cdk-test: setup
 	cd infra/cdk && npm test
 
 # cdk.json's context turns every optional part on; the SAM template gets the same values.
+# Then each half alone (EnableRotation, EnableDynamicCredentials), the dynamic half with a
+# published roles layer (RolesLayerArn) and a topic of your own (AlarmTopicArn): the same values
+# but these, given to both.
+CDK_COMPARE_ROTATION := enableDynamicCredentials=false
+CDK_COMPARE_DYNAMIC := enableRotation=false rolesLayerArn=arn:aws:lambda:us-east-1:123456789012:layer:keyturn-roles:7 \
+	alarmTopicArn=arn:aws:sns:us-east-1:123456789012:operations
+cdk_compare = cd infra/cdk && $(CDK_ENV) node_modules/.bin/cdk synth --quiet --no-notices --no-version-reporting --no-lookups \
+		--output cdk.out-$(1) $(2:%=-c %) && cd ../.. && \
+	.venv/bin/python infra/cdk/test/compare.py --sam infra/template.yaml \
+		--cdk infra/cdk/cdk.out-$(1)/keyturn.template.json --context infra/cdk/cdk.json $(2:%=--set %)
+
 cdk-compare: cdk-synth
 	.venv/bin/python infra/cdk/test/compare.py --sam infra/template.yaml \
 		--cdk infra/cdk/cdk.out/keyturn.template.json --context infra/cdk/cdk.json
+	$(call cdk_compare,rotation,$(CDK_COMPARE_ROTATION))
+	$(call cdk_compare,dynamic,$(CDK_COMPARE_DYNAMIC))

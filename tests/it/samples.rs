@@ -186,8 +186,14 @@ fn sam_template_grants_least_privilege() {
                     );
                 }
             }
-            if !is_database {
-                assert!(!actions.iter().any(|a| a.starts_with("rds:")), "{name}: {statement}");
+            // Only the lookup of an RDS-managed admin secret's endpoint, by the functions that
+            // act as an admin.
+            if actions.iter().any(|a| a.starts_with("rds:")) {
+                assert!(is_database || is_lease, "{name}: {statement}");
+                assert!(
+                    actions.iter().all(|a| ["rds:DescribeDBInstances", "rds:DescribeDBClusters"].contains(a)),
+                    "{name}: {statement}"
+                );
             }
         }
         assert!(rotates || is_lease, "{name}: no statement to rotate its secrets");
@@ -329,12 +335,14 @@ fn the_templates_routes_and_outputs_are_the_contracts_table() {
 fn the_lease_functions_touch_only_the_lease_table_and_the_listed_admin_secrets() {
     let template = template();
     let table_arn = serde_json::json!({"Fn::GetAtt": ["LeaseTable", "Arn"]});
-    // Each lease function queries one index: the reaper the leases due, the issuer a
-    // caller's own (GET /v1/leases).
-    let index_of = |binary: &str| match binary {
-        "reap-leases" => "due",
-        "issue-credentials" => "holder",
-        other => panic!("{other} is not a lease function"),
+    // Each lease function queries its indexes only: the reaper the leases due, the issuer a
+    // caller's own (GET /v1/leases) and, for API administrators, every live or failing one.
+    let index_of = |binary: &str| -> &[&str] {
+        match binary {
+            "reap-leases" => &["due"],
+            "issue-credentials" => &["holder", "due"],
+            other => panic!("{other} is not a lease function"),
+        }
     };
     let item_actions = [
         "dynamodb:GetItem",
@@ -379,8 +387,15 @@ fn the_lease_functions_touch_only_the_lease_table_and_the_listed_admin_secrets()
             }
             assert!(LEASE_BINARIES.contains(&binary), "{name}: only the lease functions use DynamoDB");
             if actions == ["dynamodb:Query"] {
-                let index = serde_json::json!({"Fn::Sub": format!("${{LeaseTable.Arn}}/index/{}", index_of(binary))});
-                assert_eq!(statement["Resource"], index, "{name}: Query on its index only");
+                let indexes: Vec<serde_json::Value> = index_of(binary)
+                    .iter()
+                    .map(|index| serde_json::json!({"Fn::Sub": format!("${{LeaseTable.Arn}}/index/{index}")}))
+                    .collect();
+                let resources = match &statement["Resource"] {
+                    serde_json::Value::Array(items) => items.clone(),
+                    one => vec![one.clone()],
+                };
+                assert_eq!(resources, indexes, "{name}: Query on its indexes only");
                 assert!(!queries, "{name}: one Query statement");
                 queries = true;
             } else {
@@ -493,7 +508,12 @@ fn the_lease_functions_read_the_roles_layer_and_the_lease_table() {
                 "{binary}: {key} is not a setting it reads"
             );
         }
-        assert_eq!(p["Layers"], serde_json::json!([{"Ref": "RolesLayer"}]), "{binary}");
+        // RolesLayerArn when given, else the stack's own layer.
+        assert_eq!(
+            p["Layers"],
+            serde_json::json!([{"Fn::If": ["HasRolesLayerArn", {"Ref": "RolesLayerArn"}, {"Ref": "RolesLayer"}]}]),
+            "{binary}"
+        );
         assert_eq!(p["VpcConfig"]["SubnetIds"], serde_json::json!({"Ref": "SubnetIds"}), "{binary}");
     }
     let issue = &function_of(&template, "issue-credentials")["Properties"];

@@ -6,14 +6,17 @@
 //! parameter does. cdk-nag's AwsSolutions checks run on every synth.
 
 import * as path from 'node:path';
-import { App, CfnOutput, Duration, Stack, Validations } from 'aws-cdk-lib';
+import { App, Aws, CfnOutput, Duration, Stack, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as sns from 'aws-cdk-lib/aws-sns';
 import { AwsSolutionsChecks } from 'cdk-nag';
+import { KeyturnAlarms } from '../lib/alarms';
+import { KeyturnVpcEndpoints } from '../lib/network';
 import { KeyturnCredentialsApi } from '../lib/credentials-api';
 import { KeyturnRotation } from '../lib/rotation';
 
@@ -39,6 +42,14 @@ function required(key: string): string {
   }
   return value;
 }
+// A switch: "true" or "false" (default `fallback`), as the template's EnableRotation.
+function enabled(key: string, fallback = 'true'): boolean {
+  const value = text(key) ?? fallback;
+  if (value !== 'true' && value !== 'false') {
+    throw new Error(`keyturn: context ${key} is true or false, not ${value}`);
+  }
+  return value === 'true';
+}
 function number(key: string, fallback: number): number {
   const value = text(key);
   if (value === undefined) {
@@ -49,6 +60,13 @@ function number(key: string, fallback: number): number {
     throw new Error(`keyturn: context ${key} must be a whole number of at least 1, not ${value}`);
   }
   return n;
+}
+
+// The two halves, as the template's EnableRotation and EnableDynamicCredentials.
+const rotationEnabled = enabled('enableRotation');
+const dynamicCredentialsEnabled = enabled('enableDynamicCredentials');
+if (!rotationEnabled && !dynamicCredentialsEnabled) {
+  throw new Error('keyturn: context enableRotation and enableDynamicCredentials cannot both be false');
 }
 
 const account = text('account');
@@ -93,8 +111,12 @@ if (network.vpcSubnets.subnets.length === 0 || network.securityGroups.length ===
   throw new Error('keyturn: context subnetIds and securityGroupIds are required');
 }
 
+// The secrets' customer managed keys: kmsKeyArns, and kmsKeyArn (one key, kept for stacks
+// that set it), as the template's KmsKeyArns and KmsKeyArn.
 const kmsKeyArn = text('kmsKeyArn');
-const encryptionKey = kmsKeyArn ? kms.Key.fromKeyArn(stack, 'SecretsKey', kmsKeyArn) : undefined;
+const encryptionKeys = [...(kmsKeyArn ? [kmsKeyArn] : []), ...list('kmsKeyArns')].map((arn, i) =>
+  kms.Key.fromKeyArn(stack, i === 0 ? 'SecretsKey' : `SecretsKey${i}`, arn),
+);
 const secretsByArn = (key: string) =>
   list(key).map((arn, i) => secretsmanager.Secret.fromSecretCompleteArn(stack, `${key}${i}`, arn));
 
@@ -102,14 +124,14 @@ const secretsByArn = (key: string) =>
 // secretNamePattern names whose rotation is configured to it. (The engine only picks
 // rotate-database, which reads each secret's engine from the secret.)
 const secretNamePattern = text('secretNamePattern') ?? '*';
-const rotations = {
+const rotations = rotationEnabled ? {
   'database-single-user': new KeyturnRotation(stack, 'SingleUser', {
     ...functionOptions,
     ...network,
     secretNamePattern,
     engine: 'postgres',
     strategy: 'single-user',
-    encryptionKey,
+    encryptionKeys,
   }),
   'database-alternating-users': new KeyturnRotation(stack, 'AlternatingUsers', {
     ...functionOptions,
@@ -118,7 +140,7 @@ const rotations = {
     engine: 'postgres',
     strategy: 'alternating-users',
     adminSecrets: secretsByArn('masterSecretArns'),
-    encryptionKey,
+    encryptionKeys,
   }),
   'iam-key': new KeyturnRotation(stack, 'IamKey', {
     ...functionOptions,
@@ -126,13 +148,13 @@ const rotations = {
     engine: 'iam-key',
     iamUserPath: text('iamUserPath'),
     deactivatePreviousKey: text('deactivatePreviousKey') === 'true',
-    encryptionKey,
+    encryptionKeys,
   }),
-};
+} : undefined;
 
 // Optional: one existing secret put on a schedule here.
 const rotatedSecretArn = text('rotatedSecretArn');
-if (rotatedSecretArn) {
+if (rotations && rotatedSecretArn) {
   const which = text('rotatedSecretFunction') ?? 'database-single-user';
   const rotation = rotations[which as keyof typeof rotations];
   if (!rotation) {
@@ -150,12 +172,17 @@ if (rotatedSecretArn) {
 }
 
 const boundaryArn = text('leaseIamUserBoundaryArn');
-const credentials = new KeyturnCredentialsApi(stack, 'Credentials', {
+// The roles layer: one published already (rolesLayerArn), or built from rolesFile (default
+// infra/roles.toml, which has no role), as the template's RolesLayerArn and ROLES_FILE.
+const rolesLayerArn = text('rolesLayerArn');
+const credentials = dynamicCredentialsEnabled ? new KeyturnCredentialsApi(stack, 'Credentials', {
   ...functionOptions,
   ...network,
-  rolesFile: text('rolesFile') ?? path.join(__dirname, '..', '..', '..', 'roles.example.toml'),
+  ...(rolesLayerArn
+    ? { rolesLayer: lambda.LayerVersion.fromLayerVersionArn(stack, 'RolesLayer', rolesLayerArn) }
+    : { rolesFile: text('rolesFile') ?? path.join(__dirname, '..', '..', '..', 'roles.toml') }),
   leaseAdminSecrets: secretsByArn('leaseAdminSecretArns'),
-  encryptionKey,
+  encryptionKeys,
   leaseIamUsers: boundaryArn
     ? {
         path: text('leaseIamUserPath'),
@@ -167,36 +194,82 @@ const credentials = new KeyturnCredentialsApi(stack, 'Credentials', {
   rdsDbUserArns: list('leaseRdsDbUserArns'),
   apiRateLimit: number('apiRateLimit', 10),
   apiBurstLimit: number('apiBurstLimit', 20),
+}) : undefined;
+
+// Optional: the VPC endpoints the functions need, as the template's CreateVpcEndpoints.
+if (enabled('createVpcEndpoints', 'false')) {
+  new KeyturnVpcEndpoints(stack, 'Endpoints', {
+    functionNamePrefix: functionOptions.functionNamePrefix,
+    vpc,
+    subnets,
+    functionSecurityGroups: network.securityGroups,
+    dynamicCredentials: dynamicCredentialsEnabled,
+    routeTableIds: list('routeTableIds'),
+  });
+}
+
+// Failures that reach someone: alarms on each function and on the reaper, and the
+// RotationFailed rule for the secrets of secretNamePattern, to alarmTopicArn or a topic of
+// the stack's own.
+const alarmTopicArn = text('alarmTopicArn');
+const alarms = new KeyturnAlarms(stack, 'Alarms', {
+  functionNamePrefix: functionOptions.functionNamePrefix,
+  topic: alarmTopicArn ? sns.Topic.fromTopicArn(stack, 'AlarmTopic', alarmTopicArn) : undefined,
+  rotationFunctions: rotations ? Object.values(rotations).map((rotation) => rotation.rotationFunction) : undefined,
+  secretNamePattern: rotations ? secretNamePattern : undefined,
+  credentials,
 });
 
-new CfnOutput(stack, 'SingleUserFunctionArn', {
-  description: 'RotationLambdaARN for secrets rotated by their own user.',
-  value: rotations['database-single-user'].rotationFunction.function.functionArn,
-});
-new CfnOutput(stack, 'AlternatingUsersFunctionArn', {
-  description: 'RotationLambdaARN for secrets with a masterarn (user and user_clone alternate).',
-  value: rotations['database-alternating-users'].rotationFunction.function.functionArn,
-});
-new CfnOutput(stack, 'IamKeyFunctionArn', {
-  description: 'RotationLambdaARN for IAM access key secrets ({"username", "accessKeyId", "secretAccessKey"}).',
-  value: rotations['iam-key'].rotationFunction.function.functionArn,
-});
-new CfnOutput(stack, 'CredentialsApiUrl', {
-  description:
-    'Base URL of the credentials API (POST /v1/credentials/{role}, POST /v1/leases/{lease_id}/renew, DELETE /v1/leases/{lease_id}, GET /v1/roles, GET /v1/leases); SigV4, service execute-api.',
-  value: credentials.apiUrl,
-});
-new CfnOutput(stack, 'CredentialsApiInvokeArn', {
-  description: 'Prefix of the execute-api:Invoke resources to grant callers, such as <prefix>/POST/v1/credentials/ci-reader.',
-  value: credentials.invokeArnPrefix,
-});
-new CfnOutput(stack, 'LeaseTableName', {
-  description: 'The lease table (the audit record of issued credentials; retained on stack deletion).',
-  value: credentials.leaseTable.tableName,
-});
-new CfnOutput(stack, 'RolesLayerVersionArn', {
-  description: 'The roles layer version both dynamic-credential functions run with.',
-  value: credentials.rolesLayer.layerVersionArn,
+if (rotations) {
+  new CfnOutput(stack, 'SingleUserFunctionArn', {
+    exportName: `${Aws.STACK_NAME}-SingleUserFunctionArn`,
+    description: 'RotationLambdaARN for secrets rotated by their own user.',
+    value: rotations['database-single-user'].rotationFunction.function.functionArn,
+  });
+  new CfnOutput(stack, 'AlternatingUsersFunctionArn', {
+    exportName: `${Aws.STACK_NAME}-AlternatingUsersFunctionArn`,
+    description: 'RotationLambdaARN for secrets with a masterarn (user and user_clone alternate).',
+    value: rotations['database-alternating-users'].rotationFunction.function.functionArn,
+  });
+  new CfnOutput(stack, 'IamKeyFunctionArn', {
+    exportName: `${Aws.STACK_NAME}-IamKeyFunctionArn`,
+    description: 'RotationLambdaARN for IAM access key secrets ({"username", "accessKeyId", "secretAccessKey"}).',
+    value: rotations['iam-key'].rotationFunction.function.functionArn,
+  });
+}
+if (credentials) {
+  new CfnOutput(stack, 'CredentialsApiUrl', {
+    exportName: `${Aws.STACK_NAME}-CredentialsApiUrl`,
+    description:
+      'Base URL of the credentials API (POST /v1/credentials/{role}, POST /v1/leases/{lease_id}/renew, DELETE /v1/leases/{lease_id}, GET /v1/roles, GET /v1/leases); SigV4, service execute-api.',
+    value: credentials.apiUrl,
+  });
+  new CfnOutput(stack, 'CredentialsApiInvokeArn', {
+    exportName: `${Aws.STACK_NAME}-CredentialsApiInvokeArn`,
+    description: 'Prefix of the execute-api:Invoke resources to grant callers, such as <prefix>/POST/v1/credentials/ci-reader.',
+    value: credentials.invokeArnPrefix,
+  });
+  new CfnOutput(stack, 'LeaseTableName', {
+    exportName: `${Aws.STACK_NAME}-LeaseTableName`,
+    description: 'The lease table (the audit record of issued credentials; retained on stack deletion).',
+    value: credentials.leaseTable.tableName,
+  });
+  new CfnOutput(stack, 'IssueCredentialsFunctionArn', {
+    exportName: `${Aws.STACK_NAME}-IssueCredentialsFunctionArn`,
+    description:
+      'issue-credentials, which only API Gateway should invoke: whoever may call lambda:InvokeFunction on it can present any caller; deny that to every principal (docs/security.md).',
+    value: credentials.issueFunction.functionArn,
+  });
+  new CfnOutput(stack, 'RolesLayerVersionArn', {
+    exportName: `${Aws.STACK_NAME}-RolesLayerVersionArn`,
+    description: "The roles layer version both dynamic-credential functions run with (RolesLayerArn, or the stack's own).",
+    value: credentials.rolesLayer.layerVersionArn,
+  });
+}
+new CfnOutput(stack, 'AlarmTopicArn', {
+  exportName: `${Aws.STACK_NAME}-AlarmTopicArn`,
+  description: "The SNS topic the alarms and the RotationFailed rule notify (AlarmTopicArn, or the stack's own); subscribe to it.",
+  value: alarms.topic.topicArn,
 });
 
 // cdk-nag 3 runs as a CDK validation plugin: a finding not acknowledged fails the synth.

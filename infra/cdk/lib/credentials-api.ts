@@ -17,7 +17,15 @@ import * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { keyturnFunction, KeyturnFunctionOptions, KeyturnNetworkProps, keyturnRole, prefixOf } from './function';
+import {
+  defaultKeysOf,
+  keyturnFunction,
+  KeyturnFunctionOptions,
+  KeyturnNetworkProps,
+  keyturnRole,
+  prefixOf,
+  secretsByKeys,
+} from './function';
 import { acknowledgeWildcardResource, ENVIRONMENT_NO_SECRET, skipLinters } from './nag';
 
 /** The aws-iam-user roles' users. */
@@ -40,8 +48,16 @@ export interface LeaseIamUsersProps {
 }
 
 export interface KeyturnCredentialsApiProps extends KeyturnFunctionOptions, KeyturnNetworkProps {
-  /** The roles file, mounted by both functions at /opt/roles.toml. */
-  readonly rolesFile: string;
+  /**
+   * The roles file, mounted by both functions at /opt/roles.toml from a layer of the
+   * stack's own. Exactly one of `rolesFile` and `rolesLayer`.
+   */
+  readonly rolesFile?: string;
+  /**
+   * A roles layer version published already (`keyturn roles deploy`), which both functions
+   * run with instead of a layer built from `rolesFile`.
+   */
+  readonly rolesLayer?: lambda.ILayerVersion;
   /**
    * The admin secrets the roles name (`admin_secret`), with their full ARNs: the only secrets
    * the two functions may read.
@@ -55,6 +71,13 @@ export interface KeyturnCredentialsApiProps extends KeyturnFunctionOptions, Keyt
    * @default - each secret's own `encryptionKey`, else none
    */
   readonly encryptionKey?: kms.IKey;
+  /**
+   * More customer managed keys of admin secrets that do not name their own (any of them,
+   * besides `encryptionKey`).
+   *
+   * @default - none
+   */
+  readonly encryptionKeys?: kms.IKey[];
   /**
    * aws-iam-user roles: their path, boundary and groups.
    *
@@ -168,7 +191,8 @@ export class KeyturnCredentialsApi extends Construct {
   public readonly issueFunction: lambda.Function;
   public readonly reapFunction: lambda.Function;
   public readonly leaseTable: dynamodb.Table;
-  public readonly rolesLayer: lambda.LayerVersion;
+  /** The roles layer version both functions run with: `rolesLayer`, or the one built from `rolesFile`. */
+  public readonly rolesLayer: lambda.ILayerVersion;
   public readonly api: apigwv2.CfnApi;
   /** Base URL of the API. */
   public readonly apiUrl: string;
@@ -217,25 +241,10 @@ export class KeyturnCredentialsApi extends Construct {
     // The roles file alone, at /opt/roles.toml. A changed file is a new layer version,
     // which both functions move to in the same deployment; old versions are deleted (the
     // file's history is in your repository).
-    const rolesFile = path.resolve(props.rolesFile);
-    if (!fs.statSync(rolesFile, { throwIfNoEntry: false })?.isFile()) {
-      throw new Error(`keyturn: roles file ${rolesFile} not found`);
+    if ((props.rolesFile === undefined) === (props.rolesLayer === undefined)) {
+      throw new Error('keyturn: give KeyturnCredentialsApi exactly one of rolesFile and rolesLayer');
     }
-    // The layer's content is the file alone, named roles.toml: a directory of its own,
-    // which the asset copies into the cloud assembly, removed when synth ends.
-    const layerDir = fs.mkdtempSync(path.join(os.tmpdir(), 'keyturn-roles-'));
-    process.once('exit', () => fs.rmSync(layerDir, { recursive: true, force: true }));
-    fs.copyFileSync(rolesFile, path.join(layerDir, 'roles.toml'));
-    this.rolesLayer = new lambda.LayerVersion(this, 'RolesLayer', {
-      layerVersionName: `${prefix}-roles`,
-      description: "keyturn's roles file (/opt/roles.toml) for issue-credentials and reap-leases",
-      code: lambda.Code.fromAsset(layerDir),
-      // RustFunction runs its functions on `new Runtime('provided.al2023')`, without the
-      // family Runtime.PROVIDED_AL2023 has, and CDK's check of a function's layers compares
-      // both: the layer names the same runtime as RustFunction does.
-      compatibleRuntimes: [new lambda.Runtime('provided.al2023')],
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
+    this.rolesLayer = props.rolesLayer ?? this.buildRolesLayer(prefix, props.rolesFile!);
 
     const adminSecrets = props.leaseAdminSecrets ?? [];
     const adminArns = adminSecrets.map(fullArnOf);
@@ -255,24 +264,22 @@ export class KeyturnCredentialsApi extends Construct {
           new iam.PolicyStatement({ sid: 'ReadLeaseAdminSecrets', actions: ['secretsmanager:GetSecretValue'], resources: adminArns }),
         );
       }
-      const byKey = new Map<kms.IKey, string[]>();
-      adminSecrets.forEach((secret, i) => {
-        const key = secret.encryptionKey ?? props.encryptionKey;
-        if (key) {
-          byKey.set(key, [...(byKey.get(key) ?? []), adminArns[i]]);
-        }
-      });
-      [...byKey].forEach(([key, arns], i) => {
+      secretsByKeys(adminSecrets, adminArns, defaultKeysOf(props)).forEach(({ keys, arns }, i) => {
         policy.addStatements(
           new iam.PolicyStatement({
             sid: `DecryptLeaseAdminSecrets${i === 0 ? '' : i}`,
             actions: ['kms:Decrypt'],
-            resources: [key.keyArn],
+            resources: keys.map((key) => key.keyArn),
             conditions: { StringEquals: { 'kms:ViaService': viaSecretsManager, 'kms:EncryptionContext:SecretARN': arns } },
           }),
         );
       });
       policy.addStatements(new iam.PolicyStatement({ sid: 'LeaseItems', actions: LEASE_ITEM_ACTIONS, resources: [this.leaseTable.tableArn] }));
+      // An RDS-managed admin secret holds no host: the functions read it from the instance
+      // or cluster the secret names. Describe* has no resource-level scoping to narrow.
+      policy.addStatements(
+        new iam.PolicyStatement({ sid: 'LocateRdsManagedAdmins', actions: ['rds:DescribeDBInstances', 'rds:DescribeDBClusters'], resources: ['*'] }),
+      );
     };
     const deleteLeaseUsers = (policy: iam.PolicyDocument) => {
       if (leaseUsers) {
@@ -298,10 +305,14 @@ export class KeyturnCredentialsApi extends Construct {
       enforceSSL: true,
     });
     shared(issue.policy);
-    // GET /v1/leases: a caller's live leases, by the holder index only (never a Scan of the
-    // table, nor the reaper's due index).
+    // GET /v1/leases: a caller's live leases by the holder index, and for API administrators
+    // (?all=true) every live or failing lease by the due index; never a Scan of the table.
     issue.policy.addStatements(
-      new iam.PolicyStatement({ sid: 'HeldLeases', actions: ['dynamodb:Query'], resources: [`${this.leaseTable.tableArn}/index/holder`] }),
+      new iam.PolicyStatement({
+        sid: 'ListLeases',
+        actions: ['dynamodb:Query'],
+        resources: [`${this.leaseTable.tableArn}/index/holder`, `${this.leaseTable.tableArn}/index/due`],
+      }),
     );
     if (leaseUsers) {
       // Users under the lease path only, and only with the boundary: a user created or given
@@ -332,6 +343,13 @@ export class KeyturnCredentialsApi extends Construct {
       }
     }
     deleteLeaseUsers(issue.policy);
+    for (const role of [issue.role, reap.role]) {
+      acknowledgeWildcardResource(
+        role,
+        '*',
+        "rds:DescribeDBInstances/DescribeDBClusters (read-only) locate an RDS-managed admin secret's instance, which only the secret names, at run time.",
+      );
+    }
     if (leaseUsers) {
       for (const role of [issue.role, reap.role]) {
         acknowledgeWildcardResource(
@@ -549,5 +567,27 @@ export class KeyturnCredentialsApi extends Construct {
     }
     this.apiUrl = `https://${this.api.ref}.execute-api.${stack.region}.${stack.urlSuffix}`;
     this.invokeArnPrefix = stack.formatArn({ service: 'execute-api', resource: this.api.ref, resourceName: '$default', arnFormat: ArnFormat.SLASH_RESOURCE_NAME });
+  }
+
+  // The roles file alone, named roles.toml: a directory of its own, which the asset copies
+  // into the cloud assembly, removed when synth ends.
+  private buildRolesLayer(prefix: string, file: string): lambda.LayerVersion {
+    const rolesFile = path.resolve(file);
+    if (!fs.statSync(rolesFile, { throwIfNoEntry: false })?.isFile()) {
+      throw new Error(`keyturn: roles file ${rolesFile} not found`);
+    }
+    const layerDir = fs.mkdtempSync(path.join(os.tmpdir(), 'keyturn-roles-'));
+    process.once('exit', () => fs.rmSync(layerDir, { recursive: true, force: true }));
+    fs.copyFileSync(rolesFile, path.join(layerDir, 'roles.toml'));
+    return new lambda.LayerVersion(this, 'RolesLayer', {
+      layerVersionName: `${prefix}-roles`,
+      description: "keyturn's roles file (/opt/roles.toml) for issue-credentials and reap-leases",
+      code: lambda.Code.fromAsset(layerDir),
+      // RustFunction runs its functions on `new Runtime('provided.al2023')`, without the
+      // family Runtime.PROVIDED_AL2023 has, and CDK's check of a function's layers compares
+      // both: the layer names the same runtime as RustFunction does.
+      compatibleRuntimes: [new lambda.Runtime('provided.al2023')],
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
   }
 }

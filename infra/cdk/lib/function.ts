@@ -7,8 +7,10 @@ import * as path from 'node:path';
 import { ArnFormat, BundlingOptions, Duration, ILocalBundling, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { RustFunction } from 'cargo-lambda-cdk';
 import { Construct } from 'constructs';
 import { acknowledgeManagedPolicy, LintSkip, LOGS_NOT_KMS, skipLinters } from './nag';
@@ -269,4 +271,32 @@ export function keyturnFunction(scope: Construct, id: string, props: KeyturnFunc
   ]);
   skipLinters(logGroup.node.defaultChild as logs.CfnLogGroup, [LOGS_NOT_KMS]);
   return fn;
+}
+
+/** The keys a construct's secrets may be encrypted with, when a secret names none itself. */
+export function defaultKeysOf(props: { readonly encryptionKey?: kms.IKey; readonly encryptionKeys?: kms.IKey[] }): kms.IKey[] {
+  return [...(props.encryptionKey ? [props.encryptionKey] : []), ...(props.encryptionKeys ?? [])];
+}
+
+/**
+ * Secrets (with their ARNs) grouped by the keys that may encrypt them: a secret's own
+ * `encryptionKey`, else every one of `defaultKeys`. One KMS statement per group.
+ */
+export function secretsByKeys(
+  secrets: secretsmanager.ISecret[],
+  arns: string[],
+  defaultKeys: kms.IKey[],
+): Array<{ keys: kms.IKey[]; arns: string[] }> {
+  const groups = new Map<string, { keys: kms.IKey[]; arns: string[] }>();
+  secrets.forEach((secret, i) => {
+    const keys = secret.encryptionKey ? [secret.encryptionKey] : defaultKeys;
+    if (keys.length === 0) {
+      return;
+    }
+    const id = keys.map((key) => key.node.path).join(',');
+    const group = groups.get(id) ?? { keys, arns: [] };
+    group.arns.push(arns[i]);
+    groups.set(id, group);
+  });
+  return [...groups.values()];
 }

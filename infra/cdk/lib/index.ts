@@ -3,3 +3,5 @@
 export * from './function';
 export * from './rotation';
 export * from './credentials-api';
+export * from './alarms';
+export * from './network';

@@ -10,12 +10,14 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
 import {
+  defaultKeysOf,
   functionArnOf,
   keyturnFunction,
   KeyturnFunctionOptions,
   KeyturnNetworkProps,
   keyturnRole,
   prefixOf,
+  secretsByKeys,
 } from './function';
 import { acknowledgeWildcardResource, ENVIRONMENT_NO_SECRET } from './nag';
 
@@ -117,6 +119,8 @@ export class KeyturnRotationFunction extends Construct {
 
   public readonly kind: RotationFunctionKind;
   public readonly function: lambda.Function;
+  /** The function's name, `<prefix>-<name>`, as text (the alarms' names start with it). */
+  public readonly functionName: string;
   /** The function's ARN, built from its name: what its own policy names. */
   public readonly functionArn: string;
   /** The inline policy of the function's role, to which each rotation adds its grants. */
@@ -136,6 +140,7 @@ export class KeyturnRotationFunction extends Construct {
     this.role = role;
 
     const name = kind === 'iam-key' ? 'iam-key' : `database-${kind}`;
+    this.functionName = `${prefix}-${name}`;
     this.functionArn = functionArnOf(this, prefix, name);
     const environment: Record<string, string> = {};
     if (kind === 'iam-key') {
@@ -258,6 +263,13 @@ export interface KeyturnRotationProps extends KeyturnRotationFunctionProps {
    * @default - the secret's own `encryptionKey`, else none (the AWS managed key needs no grant)
    */
   readonly encryptionKey?: kms.IKey;
+  /**
+   * With `secretNamePattern`, where the secrets use several customer managed keys: each of
+   * them, usable as `encryptionKey` is (besides it, if given).
+   *
+   * @default - none
+   */
+  readonly encryptionKeys?: kms.IKey[];
   /**
    * How often the secret is rotated: a Duration (whole days, or 4 to 23 hours) or Secrets
    * Manager's `rate(...)`/`cron(...)` expression. With `secret` only.
@@ -403,13 +415,14 @@ export class KeyturnRotation extends Construct {
       );
     }
     const viaSecretsManager = `secretsmanager.${stack.region}.${stack.urlSuffix}`;
-    const key = props.secret?.encryptionKey ?? props.encryptionKey;
-    if (key) {
+    const defaultKeys = defaultKeysOf(props);
+    const keys = props.secret?.encryptionKey ? [props.secret.encryptionKey] : defaultKeys;
+    if (keys.length > 0) {
       fn.policy.addStatements(
         new iam.PolicyStatement({
           sid: `DecryptOwnSecrets${suffix}`,
           actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
-          resources: [key.keyArn],
+          resources: keys.map((key) => key.keyArn),
           conditions: {
             StringEquals: { 'kms:ViaService': viaSecretsManager },
             StringLike: { 'kms:EncryptionContext:SecretARN': secretArn },
@@ -426,20 +439,13 @@ export class KeyturnRotation extends Construct {
           resources: adminArns,
         }),
       );
-      // One statement per key, naming the admin secrets it encrypts.
-      const byKey = new Map<kms.IKey, string[]>();
-      admins.forEach((admin, i) => {
-        const adminKey = admin.encryptionKey ?? props.encryptionKey;
-        if (adminKey) {
-          byKey.set(adminKey, [...(byKey.get(adminKey) ?? []), adminArns[i]]);
-        }
-      });
-      [...byKey].forEach(([adminKey, arns], i) => {
+      // One statement per set of keys, naming the admin secrets they may encrypt.
+      secretsByKeys(admins, adminArns, defaultKeys).forEach(({ keys: adminKeys, arns }, i) => {
         fn.policy.addStatements(
           new iam.PolicyStatement({
             sid: `DecryptAdminSecrets${suffix}${i === 0 ? '' : i}`,
             actions: ['kms:Decrypt'],
-            resources: [adminKey.keyArn],
+            resources: adminKeys.map((key) => key.keyArn),
             conditions: { StringEquals: { 'kms:ViaService': viaSecretsManager, 'kms:EncryptionContext:SecretARN': arns } },
           }),
         );

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Compares the CDK app's template with infra/template.yaml, both with every optional part on.
+"""Compares the CDK app's template with infra/template.yaml for one set of values.
 
 The SAM template is transformed by SAM's own translator (samtranslator) with the parameter
-values of cdk.json's context (the app reads the same values, under camelCase names), its
+values of cdk.json's context (every optional part on), each --set KEY=VALUE replacing one
+(the app reads the same values, under camelCase names, and was synthesized with the same
+-c KEY=VALUE), its
 Conditions and Fn::If are resolved for those values, and every intrinsic of both templates is
 resolved to text (pseudo parameters as in us-east-1 of account 123456789012, a resource as
 the name of what it is, e.g. {function:keyturn-reap-leases}). Then, resource by resource:
@@ -13,14 +15,15 @@ the name of what it is, e.g. {function:keyturn-reap-leases}). Then, resource by 
   - for each function's role: the same IAM actions, and per action the same resources and
     conditions (statements split into one line per action and resource, so the grouping
     of statements does not matter); the same managed policies;
-  - every other property the same (lists compared as sets).
+  - every other property the same (lists compared as sets);
+  - the same outputs, each with the same value, description and export.
 
 Exits 1 on any difference, naming each. Only these are set aside, each the two tools'
 bookkeeping rather than what is deployed: SAM's createdBy tags, the code's location (an S3
 placeholder for SAM, an asset for CDK), Metadata, DependsOn, policy names and Sids.
 
     compare.py --sam infra/template.yaml --cdk infra/cdk/cdk.out/keyturn.template.json \\
-        --context infra/cdk/cdk.json
+        --context infra/cdk/cdk.json [--set enableRotation=false ...]
 """
 
 import argparse
@@ -39,6 +42,8 @@ PSEUDO = {
     "AWS::Region": REGION,
     "AWS::AccountId": ACCOUNT,
     "AWS::URLSuffix": "amazonaws.com",
+    # The CDK app's stack name (its default), which the exports' names start with.
+    "AWS::StackName": "keyturn",
 }
 # Policy names samtranslator's managed_policy_map needs for the names the template uses.
 MANAGED_POLICIES = {
@@ -247,6 +252,20 @@ class Resolver:
             return "schedule-group:" + v(props["Name"])
         if kind == "AWS::SecretsManager::RotationSchedule":
             return "rotation-schedule:" + v(props["SecretId"])
+        if kind == "AWS::EC2::SecurityGroup":
+            return "security-group:" + v(props["GroupDescription"])
+        if kind == "AWS::EC2::VPCEndpoint":
+            return "vpc-endpoint:" + v(props["ServiceName"])
+        if kind == "AWS::KMS::Key":
+            return "kms-key:" + v(props["Description"])
+        if kind == "AWS::SNS::Topic":
+            return "topic:" + v(props["TopicName"])
+        if kind == "AWS::SNS::TopicPolicy":
+            return "topic-policy:" + ",".join(sorted(str(v(t)) for t in props["Topics"]))
+        if kind == "AWS::Events::Rule":
+            return "rule:" + v(props["Name"])
+        if kind == "AWS::CloudWatch::Alarm":
+            return "alarm:" + v(props["AlarmName"])
         if kind == "AWS::DynamoDB::Table":
             return "table:" + str(v(props.get("TableName", "(generated)")))
         raise Difference(f"{logical_id}: no rule to name a {kind}")
@@ -322,6 +341,10 @@ def normalize(resolver, logical_id, resource):
             lines |= policy_lines(policy["PolicyDocument"])
         out["Policy"] = sorted(lines)
         out["ManagedPolicyArns"] = sorted(props.pop("ManagedPolicyArns", []))
+    # Resource policies as lines too: statement grouping and Sids are each tool's own.
+    for key in ("PolicyDocument", "KeyPolicy"):
+        if key in props and kind != "AWS::IAM::Role":
+            out[key] = sorted(policy_lines(props.pop(key)))
     out["Properties"] = canonical(props)
     return out
 
@@ -338,6 +361,33 @@ def stack(template, parameters):
             raise Difference(f"two resources are {name}")
         by_name[name] = (logical_id, normalize(resolver, logical_id, resource))
     return by_name
+
+
+def outputs(template, parameters):
+    """The outputs whose Condition holds: value, description and export name, resolved."""
+    resolver = Resolver(template, parameters)
+    kept = {}
+    for name, output in template.get("Outputs", {}).items():
+        if "Condition" in output and not resolver.condition(output["Condition"]):
+            continue
+        kept[name] = {
+            "Value": resolver.value(output["Value"]),
+            "Description": output.get("Description"),
+            "Export": resolver.value(output["Export"]["Name"]) if "Export" in output else None,
+        }
+    return kept
+
+
+def output_differences(sam, parameters, cdk):
+    a, b = outputs(sam, parameters), outputs(cdk, {})
+    for name in sorted(set(a) | set(b)):
+        if name not in b:
+            yield f"output {name}: only in SAM"
+        elif name not in a:
+            yield f"output {name}: only in CDK"
+        else:
+            for difference in differences(a[name], b[name]):
+                yield f"output {name}{difference}"
 
 
 def differences(a, b, path=""):
@@ -358,10 +408,14 @@ def main():
     parser.add_argument("--sam", required=True)
     parser.add_argument("--cdk", required=True)
     parser.add_argument("--context", required=True, help="cdk.json, whose context holds the values")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a context value replaced")
     args = parser.parse_args()
 
     with open(args.context) as f:
         context = json.load(f)["context"]
+    for setting in args.set:
+        key, _, value = setting.partition("=")
+        context[key] = value
     sam_source = load_sam(args.sam)
     parameters = parameters_from_context(sam_source, context)
     sam = transform_sam(sam_source, parameters)
@@ -402,6 +456,8 @@ def main():
         for difference in differences(a, b):
             found.append(f"{name} ({sam_id} / {cdk_id}){difference}")
 
+    found.extend(output_differences(sam, parameters, cdk))
+
     roles = sum(1 for _, r in sam_stack.values() if r["Type"] == "AWS::IAM::Role")
     if found:
         print(f"cdk-compare: {len(found)} differences between infra/template.yaml and the CDK app:")
@@ -410,7 +466,7 @@ def main():
         return 1
     print(
         f"cdk-compare: the same {len(sam_stack)} resources ({len(sam_types)} types), "
-        f"the same grants in {roles} roles, every property the same"
+        f"the same grants in {roles} roles, every property the same, the same {len(outputs(cdk, {}))} outputs"
     )
     return 0
 
