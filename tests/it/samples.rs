@@ -139,9 +139,14 @@ fn sam_template_grants_least_privilege() {
             if !secretsmanager.is_empty() {
                 let allowed = &condition["StringEquals"]["secretsmanager:resource/AllowRotationLambdaArn"];
                 if allowed.is_null() && is_lease {
-                    // Only the admin secrets the roles name, listed, and only read.
+                    // Only the admin secrets the roles name, listed, and only read (their
+                    // value, and the tags of one RDS manages).
                     assert_eq!(statement["Resource"], serde_json::json!({"Ref": "LeaseAdminSecretArns"}), "{name}");
-                    assert_eq!(secretsmanager, ["secretsmanager:GetSecretValue"], "{name}: {statement}");
+                    assert_eq!(
+                        secretsmanager,
+                        ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                        "{name}: {statement}"
+                    );
                 } else if allowed.is_null() {
                     // Only admin secrets, listed, read-only, and only for database functions.
                     assert!(is_database, "{name}: {statement}");

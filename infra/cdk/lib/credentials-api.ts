@@ -261,7 +261,12 @@ export class KeyturnCredentialsApi extends Construct {
     const shared = (policy: iam.PolicyDocument) => {
       if (adminArns.length > 0) {
         policy.addStatements(
-          new iam.PolicyStatement({ sid: 'ReadLeaseAdminSecrets', actions: ['secretsmanager:GetSecretValue'], resources: adminArns }),
+          // DescribeSecret: an RDS-managed admin secret's tags name its instance or cluster.
+          new iam.PolicyStatement({
+            sid: 'ReadLeaseAdminSecrets',
+            actions: ['secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret'],
+            resources: adminArns,
+          }),
         );
       }
       secretsByKeys(adminSecrets, adminArns, defaultKeysOf(props)).forEach(({ keys, arns }, i) => {
