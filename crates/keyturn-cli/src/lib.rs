@@ -12,6 +12,8 @@
 //!   forwarded, its status returned.
 //! - [`propagation`]: `exec`'s wait, before the command runs, until a new IAM user's
 //!   access key works (IAM is eventually consistent).
+//! - [`region`]: the region requests are signed for: an API Gateway URL's own, checked
+//!   against an explicitly set one.
 //! - [`stack`]: `--stack NAME`: the API's URL from the stack's `CredentialsApiUrl` output.
 //! - [`term`]: lines on stderr, coloured only on a terminal.
 //! - `main.rs`: the commands `creds`, `exec`, `roles`, `leases renew|revoke` and
@@ -21,5 +23,6 @@ pub mod api;
 pub mod exec;
 pub mod format;
 pub mod propagation;
+pub mod region;
 pub mod stack;
 pub mod term;

@@ -46,6 +46,10 @@ struct Common {
     /// caller's region).
     #[arg(long, value_name = "NAME")]
     stack: Option<String>,
+    /// The region to sign for when the URL names none (a custom domain); an API Gateway
+    /// URL's own region must agree with it. Default: AWS_REGION, then the profile's.
+    #[arg(long, value_name = "REGION")]
+    region: Option<String>,
     /// Print nothing but what was asked for (no lease line on stderr).
     #[arg(long, short)]
     quiet: bool,
@@ -242,24 +246,29 @@ async fn api(common: &Common) -> Result<Api, CliError> {
     connect(common).await.map(|(api, _)| api)
 }
 
-/// The API client and the caller's AWS settings it was made from.
+/// The API client and the caller's AWS settings it was made from. The region signed for is
+/// the API URL's own when it names one ([`keyturn_cli::region`]).
 async fn connect(common: &Common) -> Result<(Api, aws_config::SdkConfig), CliError> {
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let region = sdk
-        .region()
-        .map(ToString::to_string)
-        .ok_or_else(|| CliError::Usage("no AWS region: set AWS_REGION or a profile's region".into()))?;
-    if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(CliError::Usage(format!("{:?} is not an AWS region", printable(&region))));
+    let explicit = keyturn_cli::region::explicit(common.region.as_deref(), |name| std::env::var(name).ok());
+    let mut settings = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &common.region {
+        settings = settings.region(aws_config::Region::new(region.clone()));
     }
+    let sdk = settings.load().await;
+    let configured = sdk.region().map(ToString::to_string);
     let url = match (&common.api_url, &common.stack) {
         (Some(url), _) => url.clone(),
-        (None, Some(stack)) => keyturn_cli::stack::api_url(&sdk, stack).await?,
+        (None, Some(stack)) => {
+            // The stack is looked up in the configured region, which must be a region.
+            keyturn_cli::region::signing_region("", explicit.as_ref(), configured.as_deref())?;
+            keyturn_cli::stack::api_url(&sdk, stack).await?
+        }
         (None, None) => std::env::var("KEYTURN_API_URL")
             .ok()
             .filter(|url| !url.is_empty())
             .ok_or_else(|| CliError::Usage("no API URL: pass --api-url or --stack, or set KEYTURN_API_URL".into()))?,
     };
+    let region = keyturn_cli::region::signing_region(&url, explicit.as_ref(), configured.as_deref())?;
     let credentials = sdk
         .credentials_provider()
         .ok_or_else(|| CliError::Auth("no AWS credentials: configure the AWS CLI's usual settings".into()))?;
