@@ -37,4 +37,5 @@ mod trace_logs;
 mod cli;
 mod cli_hostile;
 mod cli_iam_wait;
+mod cli_retry;
 mod clients;

@@ -272,5 +272,5 @@ async fn connect(common: &Common) -> Result<(Api, aws_config::SdkConfig), CliErr
     let credentials = sdk
         .credentials_provider()
         .ok_or_else(|| CliError::Auth("no AWS credentials: configure the AWS CLI's usual settings".into()))?;
-    Ok((Api::new(&url, region, credentials)?, sdk))
+    Ok((Api::new(&url, region, credentials)?.quiet(common.quiet), sdk))
 }
