@@ -25,7 +25,8 @@ const EXAMPLES: &str = "Examples:
 Exit codes: 0 done, 2 usage or a request the API refused as malformed, 3 no credentials or
 not allowed, 4 no such role or lease, 5 the API unreachable or failing, 1 anything else;
 exec exits with its command's status (dies of signal N if N killed it, which a shell shows
-as 128 + N; 127 when the command is not found).";
+as 128 + N; 127 when the command is not found); exec --strict exits 6 when the command
+succeeded but its lease could not be revoked.";
 
 /// keyturn: credentials that nobody rotates by hand and that do not outlive their use.
 #[derive(Parser)]
@@ -85,6 +86,10 @@ enum Command {
         /// default when absent).
         #[arg(long, value_parser = parse_ttl)]
         ttl: Option<Duration>,
+        /// Exit 6 when the command succeeded but its lease could not be revoked (a command
+        /// that failed keeps its own status).
+        #[arg(long)]
+        strict: bool,
         #[command(flatten)]
         common: Common,
         /// The command and its arguments, after `--`.
@@ -170,10 +175,10 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Exec { role, ttl, common, command } => {
+        Command::Exec { role, ttl, strict, common, command } => {
             let role = path_segment(&role)?.to_owned();
             let (api, aws) = connect(&common).await?;
-            exec(api, ExecRequest { role, ttl, command, quiet: common.quiet, aws }).await
+            exec(api, ExecRequest { role, ttl, command, quiet: common.quiet, strict, aws }).await
         }
         Command::Roles { common } => {
             let answer = api(&common).await?.roles().await?;
