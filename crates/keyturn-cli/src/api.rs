@@ -26,11 +26,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use keyturn::contract::{self, ErrorBody, LeasesAnswer, RenewAnswer, RolesAnswer, Route, TtlRequest};
+use keyturn::contract::{self, ErrorBody, LeasesAnswer, LeasesQuery, RenewAnswer, RolesAnswer, Route, TtlRequest};
 use serde_json::Value;
 
-/// The largest answer read: credentials and lease lists are small.
+/// The largest answer read: credentials and lease lists are small (a page of every lease,
+/// 500 of them, is some 400 kB).
 const MAX_ANSWER: usize = 1 << 20;
+/// The most pages of `leases list --all` followed: 500 leases each.
+const MAX_PAGES: usize = 200;
 /// How long a request may take, answer included: a server that stops answering must not
 /// hold a CI job (or an `eval`) forever.
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -274,9 +277,36 @@ impl Api {
         self.typed(Route::ListRoles, "", None).await
     }
 
-    /// `GET /v1/leases`.
-    pub async fn leases(&self) -> Result<Answer<LeasesAnswer>, CliError> {
-        self.typed(Route::ListLeases, "", None).await
+    /// `GET /v1/leases` with `query`: with `all`, page after page (each page's `next`)
+    /// into one answer, whose JSON is `{"leases": [...]}` with every page's leases (the
+    /// API's answer as it came when there was one page).
+    pub async fn leases(&self, query: &LeasesQuery) -> Result<Answer<LeasesAnswer>, CliError> {
+        let mut query = query.clone();
+        let mut leases = Vec::new();
+        let mut json = Vec::new();
+        for page_number in 0..MAX_PAGES {
+            let text = query.to_query().map_err(CliError::Usage)?;
+            let mut path = Route::ListLeases.path("");
+            if !text.is_empty() {
+                path = format!("{path}?{text}");
+            }
+            let (_, answer) = self.call_path(Route::ListLeases, &path, None).await?;
+            let page: LeasesAnswer = contract::read(&answer).map_err(|e| CliError::Server(e.to_string()))?;
+            leases.extend(page.leases);
+            if let Some(listed) = answer.get("leases").and_then(Value::as_array) {
+                json.extend(listed.iter().cloned());
+            }
+            match page.next {
+                // A next that does not move on would loop.
+                Some(next) if query.all && query.after.as_ref() != Some(&next) => query.after = Some(next),
+                Some(_) if query.all => return Err(CliError::Server("the API's next page is the same page".into())),
+                _ => {
+                    let json = if page_number == 0 { answer } else { serde_json::json!({ "leases": json }) };
+                    return Ok(Answer { typed: LeasesAnswer { leases, next: None }, json });
+                }
+            }
+        }
+        Err(CliError::Server(format!("the API's lease list goes on past {MAX_PAGES} pages")))
     }
 
     /// [`Api::call`], the answer read as `T`: an answer that is not one is a server error
@@ -296,9 +326,14 @@ impl Api {
     /// for a route without one), sent again on a 429 or 503 as [`Retry`] says; the answer's
     /// status and JSON body (`Null` when empty).
     pub async fn call(&self, route: Route, param: &str, body: Option<String>) -> Result<(u16, Value), CliError> {
+        self.call_path(route, &route.path(param), body).await
+    }
+
+    /// [`Api::call`] with the path (and query) written out.
+    async fn call_path(&self, route: Route, path: &str, body: Option<String>) -> Result<(u16, Value), CliError> {
         let mut attempt = 1;
         loop {
-            let (status, retry_after, value) = self.send(route, param, body.as_deref().unwrap_or_default()).await?;
+            let (status, retry_after, value) = self.send(route, path, body.as_deref().unwrap_or_default()).await?;
             if (200..300).contains(&status) {
                 return Ok((status, value));
             }
@@ -321,9 +356,9 @@ impl Api {
 
     /// One signed request: the answer's status, `Retry-After` and JSON body, whatever the
     /// status.
-    async fn send(&self, route: Route, param: &str, body: &str) -> Result<(u16, Option<Duration>, Value), CliError> {
+    async fn send(&self, route: Route, path: &str, body: &str) -> Result<(u16, Option<Duration>, Value), CliError> {
         let method = route.method();
-        let url = format!("{}{}", self.base_url, route.path(param));
+        let url = format!("{}{path}", self.base_url);
         let credentials = self
             .credentials
             .provide_credentials()

@@ -10,6 +10,7 @@
 //! - [`exec`]: `keyturn exec`: a command run with a lease's credentials in its
 //!   environment only, the lease renewed while it runs and revoked when it ends, signals
 //!   forwarded, its status returned.
+//! - [`leases`]: `leases list --all`'s table of every live lease, for administrators.
 //! - [`propagation`]: `exec`'s wait, before the command runs, until a new IAM user's
 //!   access key works (IAM is eventually consistent).
 //! - [`region`]: the region requests are signed for: an API Gateway URL's own, checked
@@ -22,6 +23,7 @@
 pub mod api;
 pub mod exec;
 pub mod format;
+pub mod leases;
 pub mod propagation;
 pub mod region;
 pub mod stack;

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::BehaviorVersion;
 use clap::{Args, Parser, Subcommand};
+use keyturn::contract::{LeasesQuery, StateFilter};
 use keyturn::time::iso8601_unix;
 use keyturn_cli::api::{path_segment, printable, Api, CliError};
 use keyturn_cli::exec::{exec, ExecRequest};
@@ -19,6 +20,7 @@ const EXAMPLES: &str = "Examples:
   eval \"$(keyturn creds ci-reader --ttl 15m)\" && psql -c 'select 1'
   keyturn creds deploy --format json | jq -r .session_token
   keyturn leases list
+  keyturn leases list --all --state failing        # administrators: every failing revocation
   keyturn leases renew 0123456789abcdefghij --ttl 30m
   keyturn roles-check config/roles.toml
 
@@ -117,8 +119,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum LeaseAction {
-    /// Your live leases (those issued to this very identity), the earliest expiry first.
+    /// Your live leases (those issued to this very identity), the earliest expiry first;
+    /// with --all, every live lease, whoever holds it (administrators only).
     List {
+        /// Every live lease with its holder, by when the reaper acts on it (the roles
+        /// file's admin_principals only).
+        #[arg(long)]
+        all: bool,
+        /// Only this role's leases.
+        #[arg(long, value_name = "ROLE")]
+        role: Option<String>,
+        /// live (every live lease), or failing (those whose revocation failed and is
+        /// being retried).
+        #[arg(long, value_name = "STATE", value_parser = parse_state, default_value = "live")]
+        state: StateFilter,
         #[command(flatten)]
         common: Common,
     },
@@ -136,6 +150,10 @@ enum LeaseAction {
         #[command(flatten)]
         common: Common,
     },
+}
+
+fn parse_state(text: &str) -> Result<StateFilter, String> {
+    StateFilter::parse(text).ok_or_else(|| format!("{text:?} is not a state (live, failing)"))
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -197,12 +215,15 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Leases { action: LeaseAction::List { common } } => {
-            let answer = api(&common).await?.leases().await?;
+        Command::Leases { action: LeaseAction::List { all, role, state, common } } => {
+            let query = LeasesQuery { all, role, state, after: None };
+            let answer = api(&common).await?.leases(&query).await?;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             if common.json {
                 println!("{}", json_text(&answer.json));
+            } else if all {
+                print!("{}", keyturn_cli::leases::table(&answer.typed.leases, now));
             } else {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 for lease in &answer.typed.leases {
                     println!(
                         "{:<20}  {:<24} {:<14} {:<9} {} {:>6}s left  {}",
