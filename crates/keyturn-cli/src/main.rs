@@ -45,8 +45,8 @@ struct Common {
     /// nor --stack is given, $KEYTURN_API_URL.
     #[arg(long, value_name = "URL", conflicts_with = "stack")]
     api_url: Option<String>,
-    /// The keyturn stack whose CredentialsApiUrl output to use (CloudFormation, in the
-    /// caller's region).
+    /// The keyturn stack whose CredentialsApiUrl output to use (CloudFormation
+    /// DescribeStacks, in the caller's region): `keyturn` as samconfig.toml deploys it.
     #[arg(long, value_name = "NAME")]
     stack: Option<String>,
     /// The region to sign for when the URL names none (a custom domain); an API Gateway
