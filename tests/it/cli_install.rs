@@ -60,13 +60,15 @@ fn serve(dir: PathBuf) -> String {
                 }
             }
             let name = first.split(' ').nth(1).unwrap_or("").trim_start_matches('/').to_owned();
-            let file = (!name.contains('/') && !name.starts_with('.'))
-                .then(|| std::fs::read(dir.join(&name)).ok())
-                .flatten();
+            let file =
+                (!name.contains('/') && !name.starts_with('.')).then(|| std::fs::read(dir.join(&name)).ok()).flatten();
             let mut stream = stream;
             let _ = match file {
                 Some(body) => stream
-                    .write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len()).as_bytes())
+                    .write_all(
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len())
+                            .as_bytes(),
+                    )
                     .and_then(|()| stream.write_all(&body)),
                 None => stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
             };
