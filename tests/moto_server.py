@@ -1,4 +1,4 @@
-"""Runs moto in server mode as `moto_server` does (same arguments), with seven bridges.
+"""Runs moto in server mode as `moto_server` does (same arguments), with eight bridges.
 
 DynamoDB runs each request, transactions included, in isolation: a conditional write and a
 TransactWriteItems either see another write's result or conflict with it. moto's threaded
@@ -41,6 +41,18 @@ about 100 versions; moto never removes one, and AWS has no call to do it. Here
 or (`AfterNextList: true`) right after the next ListSecretVersionIds of that secret has
 listed it, as when the service removes it between a reader's listing and its read. A
 version that carries a label is refused (409), as the service never removes one.
+
+RDS gives an instance or cluster an endpoint under rds.amazonaws.com; moto 5.2.5 makes one up
+there too, where nothing listens. Here `POST /keyturn-test/rds/endpoint` with a JSON body
+`{"DBInstanceIdentifier" or "DBClusterIdentifier", "Address"}` makes DescribeDBInstances or
+DescribeDBClusters report that address instead (`localhost`: the harness's servers, whose
+certificate names it), as RDS reports the address of the server it runs; the port is the one
+given at creation, as in RDS.
+
+Lambda's GetLayerVersion gives a presigned URL to download a layer version's zip; moto
+5.2.5 gives `s3://` and no download (and its `/moto-api/data.json` fails once a function
+exists, as it asks Docker about it). Here `GET /keyturn-test/lambda/layer-content?arn=ARN`
+answers `{"ZipFile": base64}` with the zip that version was published with.
 """
 import json
 import sys
@@ -222,6 +234,54 @@ class SecretVersionRemoval:
         return answer("200 OK", "removed")
 
 
+RDS_ENDPOINT_PATH = "/keyturn-test/rds/endpoint"
+
+
+def rds_endpoints():
+    """Instances and clusters report the address the endpoint route gave them, if any."""
+    from moto.rds.models import DBCluster, DBInstance
+
+    for cls, name in ((DBInstance, "address"), (DBCluster, "endpoint")):
+        original = getattr(cls, name)
+
+        def reported(self, original=original):
+            return getattr(self, "_keyturn_address", None) or original.fget(self)
+
+        setattr(cls, name, property(reported))
+
+
+class RdsEndpoints:
+    """WSGI middleware: the endpoint route."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != RDS_ENDPOINT_PATH or environ.get("REQUEST_METHOD") != "POST":
+            return self.app(environ, start_response)
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.rds.models import rds_backends
+
+        def answer(status, message):
+            start_response(status, [("Content-Type", "application/json")])
+            return [json.dumps({"message": message}).encode()]
+
+        try:
+            request = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+            backend = rds_backends[DEFAULT_ACCOUNT_ID][request.get("Region", "us-east-1")]
+            if "DBInstanceIdentifier" in request:
+                target = backend.databases.get(request["DBInstanceIdentifier"])
+            else:
+                target = backend.clusters.get(request["DBClusterIdentifier"])
+            address = request["Address"]
+        except (ValueError, KeyError, TypeError) as e:
+            return answer("400 Bad Request", f"bad request: {e}")
+        if target is None:
+            return answer("404 Not Found", "no such DB instance or cluster")
+        target._keyturn_address = address
+        return answer("200 OK", "set")
+
+
 WITHHOLD_KEY_PATH = "/keyturn-test/iam/withhold-key"
 
 INVALID_CLIENT_TOKEN = (
@@ -302,15 +362,51 @@ class DynamoDBOneAtATime:
                     close()
 
 
+LAYER_CONTENT_PATH = "/keyturn-test/lambda/layer-content"
+
+
+class LayerContent:
+    """WSGI middleware: the layer-content route."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != LAYER_CONTENT_PATH or environ.get("REQUEST_METHOD") != "GET":
+            return self.app(environ, start_response)
+        import base64
+        from urllib.parse import parse_qs
+
+        from moto.awslambda.models import lambda_backends
+        from moto.awslambda_simple.models import lambda_simple_backends
+
+        arn = parse_qs(environ.get("QUERY_STRING", "")).get("arn", [""])[0]
+        parts = arn.split(":")
+        version = None
+        # Lambda's requests go to the simple backend once use_docker is off (moto_setup.py).
+        for backends in (lambda_simple_backends, lambda_backends):
+            try:
+                version = version or backends[parts[4]][parts[3]].layers_versions_by_arn(arn)
+            except (IndexError, KeyError, ValueError):
+                pass
+        if version is None:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"no such layer version"]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"ZipFile": base64.b64encode(version.code_bytes).decode()}).encode()]
+
+
 def main(argv):
     evaluate_conditions()
     keep_user_boundaries()
     user_resources()
+    rds_endpoints()
 
     # moto_server's own argument parsing and signal handling, then its app behind the lock,
-    # the version removal and the withheld keys.
+    # the version removal, the withheld keys, the RDS endpoints and the layer content.
     def run(host, port, app, **kwargs):
-        run_simple(host, port, WithheldKeys(SecretVersionRemoval(DynamoDBOneAtATime(app))), **kwargs)
+        app = LayerContent(RdsEndpoints(WithheldKeys(SecretVersionRemoval(DynamoDBOneAtATime(app)))))
+        run_simple(host, port, app, **kwargs)
 
     server.run_simple = run
     server.main(argv)

@@ -25,6 +25,8 @@ mod lease_store;
 mod mariadb_definer;
 mod mariadb_dynamic;
 mod postgres_dynamic;
+mod rds_admin;
+mod reaper;
 
 // The function binaries under the Lambda Runtime API emulator, and their configuration.
 mod lambda_e2e;
@@ -33,10 +35,12 @@ mod roles_file;
 mod samples;
 mod trace_logs;
 
-// The CLI, and the drivers applications log in with.
+// The CLI (and roles deploy against moto's CloudFormation and Lambda), and the drivers
+// applications log in with.
 mod cli;
 mod cli_hostile;
 mod cli_iam_wait;
 mod cli_install;
 mod cli_retry;
 mod clients;
+mod roles_deploy;

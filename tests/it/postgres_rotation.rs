@@ -457,13 +457,14 @@ async fn hostile_usernames_work_and_inject_nothing() {
 async fn an_rds_managed_admin_secret_is_located_through_rds() {
     let env = TestEnv::new("rds").await;
     let rds = aws_sdk_rds::Client::new(&env.sdk);
+    // An instance whose master user secret RDS manages: credentials only, tagged with the instance.
     let instance = rds
         .create_db_instance()
         .db_instance_identifier(env.unique("db").replace('_', "-"))
         .db_instance_class("db.t3.micro")
         .engine("postgres")
         .master_username("postgres")
-        .master_user_password("unused-password")
+        .manage_master_user_password(true)
         .allocated_storage(20)
         .send()
         .await
@@ -472,18 +473,32 @@ async fn an_rds_managed_admin_secret_is_located_through_rds() {
         .unwrap();
     let instance_arn = instance.db_instance_arn().unwrap().to_owned();
     let address = instance.endpoint().and_then(|e| e.address()).unwrap().to_owned();
+    let managed = instance.master_user_secret().and_then(|s| s.secret_arn()).unwrap().to_owned();
 
     let found =
         keyturn::rotation::database::RdsLookup::instance(&keyturn::aws::rds::RdsClient::new(&env.sdk), &instance_arn)
             .await
             .unwrap();
     assert_eq!((found.host.as_str(), found.engine.as_str()), (address.as_str(), "postgres"));
+    assert_eq!(found.master_user_secret.as_deref(), Some(managed.as_str()));
 
-    // An admin secret as RDS makes it for its master user: credentials only, and the tag naming the instance.
-    let admin_arn = env
+    let user = env.unique("app");
+    let password = random_token();
+    env.create_role(&user, &password).await;
+    let mut secret = env.user_secret(&user, &password);
+    secret["masterarn"] = json!(managed);
+    let arn = env.create_secret("app", &secret).await;
+    // The user secret points at this machine, the instance elsewhere: the mismatch is
+    // caught before anything changes, and the message shows the host came from RDS.
+    let err = env.rotation_error(&env.rotator(Strategy::AlternatingUsers), &arn).await;
+    assert!(err.to_string().contains(&address), "{err}");
+    assert!(!role_exists(&env, &format!("{user}_clone")).await);
+
+    // A secret made by hand with the tag RDS puts on its own is not the instance's secret.
+    let forged = env
         .sm
         .create_secret()
-        .name(env.unique("rds-admin"))
+        .name(env.unique("rds-forged"))
         .secret_string(json!({"username": env.pg.admin, "password": env.pg.admin_password}).to_string())
         .tags(
             aws_sdk_secretsmanager::types::Tag::builder()
@@ -497,16 +512,10 @@ async fn an_rds_managed_admin_secret_is_located_through_rds() {
         .arn()
         .unwrap()
         .to_owned();
-    let user = env.unique("app");
-    let password = random_token();
-    env.create_role(&user, &password).await;
-    let mut secret = env.user_secret(&user, &password);
-    secret["masterarn"] = json!(admin_arn);
-    let arn = env.create_secret("app", &secret).await;
-    // The user secret points at this machine, the instance elsewhere: the mismatch is
-    // caught before anything changes, and the message shows the host came from RDS.
-    let err = env.rotation_error(&env.rotator(Strategy::AlternatingUsers), &arn).await;
-    assert!(err.to_string().contains(&address), "{err}");
+    secret["masterarn"] = json!(forged);
+    let arn = env.create_secret("app2", &secret).await;
+    let err = env.rotation_error(&env.rotator(Strategy::AlternatingUsers), &arn).await.to_string();
+    assert!(err.contains(&managed) && err.contains("master user secret is another one"), "{err}");
     assert!(!role_exists(&env, &format!("{user}_clone")).await);
 }
 

@@ -76,6 +76,12 @@ pub async fn deploy_in(env: TestEnv, engine: Engine, extra: &str) -> Deployment 
             (env.create_secret("admin", &env.mariadb_admin_secret()).await, env.mariadb_group_with_table("grp").await)
         }
     };
+    deploy_with_admin(env, &admin, group, table, extra).await
+}
+
+/// A deployment whose role `ci` acts as the admin of the secret `admin` (its ARN) and gives
+/// its users `group`, which may read `table`.
+pub async fn deploy_with_admin(env: TestEnv, admin: &str, group: String, table: String, extra: &str) -> Deployment {
     let prefix = format!("t{}_", &random_token()[..6]);
     let roles = format!(
         r#"admin_principals = ["arn:aws:iam::123456789012:role/keyturn-admin"]

@@ -16,9 +16,14 @@
 //! - [`region`]: the region requests are signed for: an API Gateway URL's own, checked
 //!   against an explicitly set one.
 //! - [`stack`]: `--stack NAME`: the API's URL from the stack's `CredentialsApiUrl` output.
+//! - [`roles`]: the roles file as the one place roles are configured: the template
+//!   parameters it implies (`roles-check --print-parameters`), compared with a stack's
+//!   (`roles-check --stack`), and `roles deploy`, which publishes it to a stack without a
+//!   build.
 //! - [`term`]: lines on stderr, coloured only on a terminal.
-//! - `main.rs`: the commands `creds`, `exec`, `roles`, `leases renew|revoke` and
-//!   `roles-check` (which runs the issuer's own [`keyturn::lease::role::check_files`]).
+//! - `main.rs`: the commands `creds`, `exec`, `roles`, `roles deploy`, `leases
+//!   renew|revoke` and `roles-check` (which runs the issuer's own
+//!   [`keyturn::lease::role::check_files`]).
 
 pub mod api;
 pub mod exec;
@@ -26,5 +31,6 @@ pub mod format;
 pub mod leases;
 pub mod propagation;
 pub mod region;
+pub mod roles;
 pub mod stack;
 pub mod term;

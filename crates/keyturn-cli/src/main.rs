@@ -23,6 +23,9 @@ const EXAMPLES: &str = "Examples:
   keyturn leases list --all --state failing        # administrators: every failing revocation
   keyturn leases renew 0123456789abcdefghij --ttl 30m
   keyturn roles-check config/roles.toml
+  sam deploy --parameter-overrides $(keyturn roles-check --print-parameters roles.toml)
+  keyturn roles deploy --stack keyturn roles.toml       # later changes: no build
+  keyturn roles-check --stack keyturn roles.toml        # does the stack run this file?
 
 Exit codes: 0 done, 2 usage or a request the API refused as malformed, 3 no credentials or
 not allowed, 4 no such role or lease, 5 the API unreachable or failing, 1 anything else;
@@ -103,8 +106,10 @@ enum Command {
         #[command(subcommand)]
         action: LeaseAction,
     },
-    /// The roles you may request.
+    /// The roles you may request; `roles deploy` publishes a roles file to a stack.
     Roles {
+        #[command(subcommand)]
+        action: Option<RolesAction>,
         #[command(flatten)]
         common: Common,
     },
@@ -114,6 +119,39 @@ enum Command {
         /// The roles files.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
+        /// Print the template parameters the file implies (LeaseAdminSecretArns and the
+        /// others): sam (Key='value' pairs for sam deploy --parameter-overrides) or json.
+        #[arg(long, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "sam",
+              conflicts_with = "stack")]
+        print_parameters: Option<keyturn_cli::roles::ParameterFormat>,
+        /// The AWS account (12 digits) of the IAM groups and RDS databases the roles name,
+        /// for --print-parameters.
+        #[arg(long, value_name = "ID", requires = "print_parameters")]
+        account: Option<String>,
+        /// Compare the file with stack NAME: its parameters and roles layer; exits 1
+        /// naming each mismatch.
+        #[arg(long, value_name = "NAME")]
+        stack: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolesAction {
+    /// Publish a roles file to a stack without a build: checked, published as a new version
+    /// of the stack's roles layer, then the stack updated (its previous template; its
+    /// RolesLayerArn and the parameters the file implies set, every other kept) and watched
+    /// until done. Both functions read the new file from their next invocation on.
+    Deploy {
+        /// The keyturn stack (CloudFormation, in the caller's region).
+        #[arg(long, value_name = "NAME")]
+        stack: String,
+        /// Print what would change (the parameters that differ, the file's sha256) and
+        /// change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The roles file.
+        #[arg(value_name = "FILE")]
+        file: String,
     },
 }
 
@@ -173,7 +211,12 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<ExitCode, CliError> {
     match command {
-        Command::RolesCheck { files } => {
+        Command::RolesCheck { files, print_parameters, account, stack }
+            if print_parameters.is_some() || stack.is_some() =>
+        {
+            keyturn_cli::roles::check_command(&files, print_parameters, account.as_deref(), stack.as_deref()).await
+        }
+        Command::RolesCheck { files, .. } => {
             let ok = keyturn::lease::role::check_files(&files, &mut std::io::stdout(), &mut std::io::stderr())
                 .map_err(|e| CliError::Server(format!("cannot write the report: {e}")))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -198,7 +241,10 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             let (api, aws) = connect(&common).await?;
             exec(api, ExecRequest { role, ttl, command, quiet: common.quiet, strict, aws }).await
         }
-        Command::Roles { common } => {
+        Command::Roles { action: Some(RolesAction::Deploy { stack, dry_run, file }), .. } => {
+            keyturn_cli::roles::deploy_command(&stack, &file, dry_run).await
+        }
+        Command::Roles { action: None, common } => {
             let answer = api(&common).await?.roles().await?;
             if common.json {
                 println!("{}", json_text(&answer.json));

@@ -1,8 +1,9 @@
 //! `--stack NAME`: the API's URL from the deployed stack's `CredentialsApiUrl` output
-//! (CloudFormation `DescribeStacks`, in the caller's region, as the caller).
+//! (CloudFormation `DescribeStacks`, in the caller's region, as the caller); [`describe`]
+//! also serves `roles deploy` and `roles-check --stack`, which read its parameters.
 
 use aws_sdk_cloudformation::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_cloudformation::types::Output;
+use aws_sdk_cloudformation::types::{Output, Stack};
 
 use crate::api::{printable, CliError};
 
@@ -26,6 +27,12 @@ pub fn api_url_of(stack: &str, outputs: &[Output]) -> Result<String, CliError> {
 
 /// Reads stack `stack`'s API URL.
 pub async fn api_url(sdk: &aws_config::SdkConfig, stack: &str) -> Result<String, CliError> {
+    let found = describe(sdk, stack).await?;
+    api_url_of(stack, found.outputs())
+}
+
+/// Stack `stack` as DescribeStacks gives it: its outputs, parameters, status and id.
+pub async fn describe(sdk: &aws_config::SdkConfig, stack: &str) -> Result<Stack, CliError> {
     let client = aws_sdk_cloudformation::Client::new(sdk);
     let answer = client.describe_stacks().stack_name(stack).send().await.map_err(|e| {
         let what = format!("cannot read stack {:?}", printable(stack));
@@ -40,8 +47,10 @@ pub async fn api_url(sdk: &aws_config::SdkConfig, stack: &str) -> Result<String,
             _ => CliError::Server(format!("{what}: {}", DisplayErrorContext(&e))),
         }
     })?;
-    let outputs = answer.stacks().first().map(|s| s.outputs()).unwrap_or_default();
-    api_url_of(stack, outputs)
+    answer
+        .stacks
+        .and_then(|stacks| stacks.into_iter().next())
+        .ok_or_else(|| CliError::NotFound(format!("stack {:?} does not exist", printable(stack))))
 }
 
 #[cfg(test)]

@@ -66,6 +66,7 @@ pub async fn serve_reaper<P: crate::lease::ports::Ports>(
     concurrency: usize,
 ) -> Result<(), lambda_runtime::Error> {
     use crate::lease::service::ReapLimits;
+    let function_name = &crate::metrics::reaper_function_name();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -83,6 +84,11 @@ pub async fn serve_reaper<P: crate::lease::ports::Ports>(
             .reap(ReapLimits { batch, concurrency, deadline })
             .await
             .map_err(|e| Diagnostic { error_type: e.code().to_owned(), error_message: e.to_string() })?;
+        // The run succeeds even when revocations failed: they are recorded on their leases
+        // and retried every run, and a failed invocation each minute (retried, then sent to
+        // the dead-letter queue) for a database that is down would only add noise. The
+        // metric is what alarms read.
+        crate::metrics::print_line(&report.metrics().emf_line(function_name, now_ms));
         serde_json::to_value(&report).map_err(|e| Diagnostic {
             error_type: "internal".to_owned(),
             error_message: format!("the reaper's report: {e}"),

@@ -22,6 +22,7 @@
 //! - [`password`]: the local CSPRNG password generator.
 //! - [`config`]: typed configuration read once from the environment.
 //! - [`telemetry`]: JSON log lines that honour Lambda's logging controls.
+//! - [`metrics`]: CloudWatch metrics as embedded-metric-format lines (the reaper's).
 //! - [`lambda`]: serving rotation events under the Lambda runtime.
 //! - [`time`]: UTC times to the second (`YYYY-MM-DDTHH:MM:SSZ`), in every feature set.
 
@@ -34,6 +35,7 @@ pub mod config;
 pub mod contract;
 pub mod lambda;
 pub mod lease;
+pub mod metrics;
 pub mod password;
 pub mod rotation;
 pub mod telemetry;

@@ -1,6 +1,6 @@
 //! The lease functions' wiring (issue-credentials and reap-leases share it): their
-//! configuration turned into the lease service, with the DynamoDB, Secrets Manager and AWS
-//! credential adapters and the database backends.
+//! configuration turned into the lease service, with the DynamoDB, Secrets Manager, RDS and
+//! AWS credential adapters and the database backends.
 
 use crate::lease::ports::{Ports, SystemClock};
 use crate::lease::role::Roles;
@@ -17,6 +17,7 @@ impl<S: LeaseStore + 'static> Ports for Deployed<S> {
     type Users = crate::backend::Databases;
     type Aws = crate::aws::credentials::AwsIssuer;
     type Secrets = crate::aws::secretsmanager::SecretsManagerStore;
+    type Rds = crate::aws::rds::RdsClient;
     type Clock = SystemClock;
 }
 
@@ -53,8 +54,40 @@ pub fn build_with_store<S: LeaseStore + 'static>(
         store,
         users,
         crate::aws::credentials::AwsIssuer::new(sdk),
-        crate::aws::secretsmanager::SecretsManagerStore::new(sdk, config.secrets_manager_endpoint.as_deref()),
+        crate::lease::admin::Admins::new(
+            crate::aws::secretsmanager::SecretsManagerStore::new(sdk, config.secrets_manager_endpoint.as_deref()),
+            crate::aws::rds::RdsClient::new(sdk),
+        ),
         SystemClock { offset: config.clock_offset },
         PasswordPolicy::default(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Both lease functions build their service from a roles file of comments only (the
+    /// default a stack deploys), with no network call: nothing to check, nothing to read.
+    #[tokio::test]
+    async fn both_functions_start_with_a_roles_file_of_comments_only() {
+        let dir = std::env::temp_dir().join(format!("keyturn-empty-roles-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("roles.toml");
+        std::fs::write(&file, "# No roles: see roles.example.toml.\n").unwrap();
+        let vars = [
+            ("KEYTURN_ROLES_FILE", file.to_str().unwrap()),
+            ("KEYTURN_LEASE_TABLE", "keyturn-leases"),
+            // Nothing listens there: a call would fail the check below.
+            ("SECRETS_MANAGER_ENDPOINT", "http://127.0.0.1:9"),
+        ];
+        let config =
+            crate::config::LeaseConfig::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let service = super::build(&config, &sdk).expect("the service builds");
+        assert_eq!(service.roles_for("arn:aws:iam::123456789012:role/anyone").count(), 0);
+        assert!(service.check_admin_secrets().await.is_empty(), "the reaper's cold-start check has nothing to read");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -1,6 +1,8 @@
 //! RDS lookups for admin secrets that RDS manages (those of RDS's master user): such a
 //! secret holds only `username` and `password`, and its `aws:rds:primaryDB*Arn` tag says
-//! which instance or cluster it belongs to, as in AWS's templates.
+//! which instance or cluster it belongs to, as in AWS's templates. The answer also says
+//! which secret RDS manages for that instance or cluster (`MasterUserSecret`), which
+//! [`crate::rotation::database::rds_managed_endpoint`] checks against the secret.
 
 use aws_sdk_rds::Client;
 use std::future::Future;
@@ -39,6 +41,7 @@ impl RdsLookup for RdsClient {
                 host: endpoint.address().ok_or("the instance endpoint has no address")?.to_owned(),
                 port: endpoint.port().and_then(|p| u16::try_from(p).ok()).ok_or("the instance endpoint has no port")?,
                 engine: db.engine().unwrap_or_default().to_owned(),
+                master_user_secret: db.master_user_secret().and_then(|s| s.secret_arn()).map(str::to_owned),
             })
         })
     }
@@ -57,6 +60,7 @@ impl RdsLookup for RdsClient {
                 host: db.endpoint().ok_or("the cluster has no endpoint yet")?.to_owned(),
                 port: db.port().and_then(|p| u16::try_from(p).ok()).ok_or("the cluster has no port")?,
                 engine: db.engine().unwrap_or_default().to_owned(),
+                master_user_secret: db.master_user_secret().and_then(|s| s.secret_arn()).map(str::to_owned),
             })
         })
     }

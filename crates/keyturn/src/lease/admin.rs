@@ -1,6 +1,12 @@
 //! The database admins of the roles' admin secrets: each secret read from Secrets Manager
 //! once, checked, and kept; read again when the database refuses the login (the secret may
 //! just have been rotated, or corrected). The backends keep the admin sessions themselves.
+//!
+//! An admin secret names its endpoint (`engine`, `host`, ...), or is the one RDS manages
+//! for an instance's or cluster's master user (`username` and `password` only): then its
+//! endpoint is asked of RDS as rotation asks it
+//! ([`crate::rotation::database::rds_managed_endpoint`]), kept with the admin and asked
+//! again with it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use super::LeaseError;
 use crate::backend::{BackendError, Credentials, DatabaseSecret, Endpoint};
+use crate::rotation::database::{rds_managed_endpoint, RdsLookup};
 use crate::rotation::store::{SecretStore, Selector, AWSCURRENT};
 
 /// An admin secret, read and checked.
@@ -18,14 +25,15 @@ pub struct AdminLogin {
 }
 
 /// The admin secrets read so far, by ARN.
-pub struct Admins<M> {
+pub struct Admins<M, R> {
     secrets: M,
+    rds: R,
     cache: Mutex<HashMap<String, Arc<AdminLogin>>>,
 }
 
-impl<M: SecretStore> Admins<M> {
-    pub fn new(secrets: M) -> Self {
-        Self { secrets, cache: Mutex::default() }
+impl<M: SecretStore, R: RdsLookup> Admins<M, R> {
+    pub fn new(secrets: M, rds: R) -> Self {
+        Self { secrets, rds, cache: Mutex::default() }
     }
 
     /// Where the admin secrets are read from.
@@ -83,14 +91,24 @@ impl<M: SecretStore> Admins<M> {
                 fail(e.to_string())
             }
         })?;
-        let secret = DatabaseSecret::parse_admin(&value.ok_or_else(|| fail("it has no AWSCURRENT value".into()))?)
-            .map_err(fail)?;
-        let engine = secret.engine.ok_or_else(|| fail("missing key \"engine\"".into()))?;
-        let host = secret.host.filter(|h| !h.is_empty()).ok_or_else(|| fail("missing key \"host\"".into()))?;
+        let secret = DatabaseSecret::parse_admin(
+            &value.ok_or_else(|| fail("it does not exist or has no AWSCURRENT value".into()))?,
+        )
+        .map_err(fail)?;
+        // A secret that names its host is used as written, as rotation uses it: its writer
+        // already decides where the admin logs in. One without is RDS's (which writes only
+        // the credentials): its endpoint is RDS's answer, never the secret's.
+        let (host, port, engine) = match secret.host.filter(|h| !h.is_empty()) {
+            Some(host) => {
+                let engine = secret.engine.ok_or_else(|| fail("missing key \"engine\"".into()))?;
+                (host, secret.port.unwrap_or(engine.default_port()), engine)
+            }
+            None => rds_managed_endpoint(&self.secrets, &self.rds, arn).await.map_err(fail)?,
+        };
         let endpoint = Endpoint {
             engine,
             host,
-            port: secret.port.unwrap_or(engine.default_port()),
+            port,
             dbname: secret.dbname.or_else(|| engine.default_dbname().map(str::to_owned)),
             tls: secret.tls,
         };

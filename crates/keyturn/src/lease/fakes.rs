@@ -209,6 +209,19 @@ impl AwsCredentials for Aws {
     }
 }
 
+/// RDS for the unit tests, which have no RDS-managed admin secret: every lookup fails
+/// (the integration tests look them up in moto's RDS).
+pub(crate) struct NoRds;
+
+impl crate::rotation::database::RdsLookup for NoRds {
+    async fn instance(&self, arn: &str) -> Result<crate::rotation::database::RdsEndpoint, String> {
+        Err(format!("no DB instance {arn} in the fakes"))
+    }
+    async fn cluster(&self, arn: &str) -> Result<crate::rotation::database::RdsEndpoint, String> {
+        Err(format!("no DB cluster {arn} in the fakes"))
+    }
+}
+
 /// The fakes, as the service's ports.
 pub(crate) struct Fakes;
 
@@ -217,6 +230,7 @@ impl Ports for Fakes {
     type Users = Db;
     type Aws = Aws;
     type Secrets = Secrets;
+    type Rds = NoRds;
     type Clock = Clock0;
 }
 
@@ -284,7 +298,7 @@ allowed_principals = ["arn:aws:iam::123456789012:role/ci-runner"]
         MemoryStore::default(),
         db,
         Aws::default(),
-        secrets,
+        crate::lease::admin::Admins::new(secrets, NoRds),
         Clock0(AtomicU64::new(1_000_000)),
         PasswordPolicy::default(),
     )

@@ -6,6 +6,8 @@
 //! - [`role`]: the roles file (TOML), parsed into typed, validated roles; unknown keys
 //!   refused, every error naming the role and the field ([`field`]: the checks and the
 //!   error the kinds share).
+//! - [`parameters`]: the template parameters a roles file implies (the secrets, IAM users,
+//!   roles and database users the functions may touch), derived from it.
 //! - [`principal`]: the caller's IAM identity against the roles file's ARN patterns, who
 //!   holds a lease; [`name`]: lease ids and the usernames that carry them.
 //! - [`decide`]: the decisions, as pure functions with the clock passed in: the TTL of an
@@ -33,6 +35,7 @@ pub(crate) mod fakes;
 pub mod field;
 pub mod kind;
 pub mod name;
+pub mod parameters;
 #[cfg(feature = "lease")]
 pub mod ports;
 pub mod principal;

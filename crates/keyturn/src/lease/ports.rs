@@ -1,6 +1,6 @@
 //! What the lease service does I/O with, as one bundle: the lease table, the database
-//! users, AWS (IAM users, STS sessions, RDS tokens), Secrets Manager (admin secrets, behind
-//! their cache) and the clock. [`Ports`] names one implementation of each, so the service
+//! users, AWS (IAM users, STS sessions, RDS tokens), Secrets Manager and RDS (admin secrets
+//! and where RDS-managed ones point, behind their cache) and the clock. [`Ports`] names one implementation of each, so the service
 //! and everything that carries it has one type parameter: production's adapters are wired in
 //! `app::lease`, the unit tests' fakes in `fakes`.
 
@@ -11,6 +11,7 @@ use super::store::LeaseStore;
 use crate::backend::aws::AwsCredentials;
 use crate::backend::DynamicUsers;
 use crate::password::PasswordPolicy;
+use crate::rotation::database::RdsLookup;
 use crate::rotation::store::SecretStore;
 
 /// The time, in Unix seconds.
@@ -37,6 +38,7 @@ pub trait Ports: Send + Sync + 'static {
     type Users: DynamicUsers;
     type Aws: AwsCredentials;
     type Secrets: SecretStore;
+    type Rds: RdsLookup;
     type Clock: Clock;
 }
 
@@ -45,8 +47,8 @@ pub struct Io<P: Ports> {
     pub store: P::Store,
     pub users: P::Users,
     pub aws: P::Aws,
-    /// The admin secrets, read through Secrets Manager and kept.
-    pub admins: Admins<P::Secrets>,
+    /// The admin secrets, read through Secrets Manager (and RDS) and kept.
+    pub admins: Admins<P::Secrets, P::Rds>,
     pub clock: P::Clock,
     pub passwords: PasswordPolicy,
 }

@@ -385,6 +385,17 @@ allowed_principals = ["arn:aws:iam::{ACCOUNT}:role/ci-*"]
         }
     }
 
+    /// The default roles file a stack deploys: comments only.
+    #[test]
+    fn a_file_of_comments_only_has_no_roles_and_no_admin_principals() {
+        for text in ["", "# No roles yet: see roles.example.toml.\n#\n# [[role]]\n# name = \"ci\"\n"] {
+            let roles = Roles::from_toml(text).unwrap();
+            assert_eq!(roles.iter().count(), 0, "{text:?}");
+            assert!(roles.admin_principals.is_empty());
+            assert_eq!(roles.username_prefix, DEFAULT_USERNAME_PREFIX);
+        }
+    }
+
     #[test]
     fn the_example_file_parses() {
         let roles = Roles::from_toml(include_str!("../../../../infra/roles.example.toml")).unwrap();

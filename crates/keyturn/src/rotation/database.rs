@@ -71,6 +71,8 @@ pub struct RdsEndpoint {
     pub host: String,
     pub port: u16,
     pub engine: String,
+    /// The ARN of the secret RDS manages for the master user (`MasterUserSecret`), if any.
+    pub master_user_secret: Option<String>,
 }
 
 /// Looks up RDS instances and clusters (production: [`crate::aws::rds::RdsClient`]).
@@ -83,6 +85,47 @@ pub trait RdsLookup: Send + Sync {
 pub const RDS_INSTANCE_TAG: &str = "aws:rds:primaryDBInstanceArn";
 /// Tag RDS puts on the admin secrets it manages for a cluster.
 pub const RDS_CLUSTER_TAG: &str = "aws:rds:primaryDBClusterArn";
+
+/// Where the database of an admin secret that names no host is, asked of RDS: the one
+/// lookup rotation (`masterarn`) and the lease functions (a role's `admin_secret`) share.
+/// Such a secret must be one RDS manages for an instance's or a cluster's master user:
+/// its `aws:rds:primaryDB*Arn` tag names the instance or cluster, and that instance or
+/// cluster must name this very secret as its `MasterUserSecret`. A tag alone proves
+/// nothing where tags can be written by hand (AWS reserves `aws:` keys, an emulator may
+/// not), and the check costs no call: the answer that gives the endpoint gives the secret.
+/// The host, port and engine are RDS's, never the secret's. The error says what failed,
+/// for a message that names the secret.
+pub async fn rds_managed_endpoint<S: SecretStore, R: RdsLookup>(
+    store: &S,
+    rds: &R,
+    admin_arn: &str,
+) -> Result<(String, u16, Engine), String> {
+    let meta = store.describe(admin_arn).await.map_err(|e| e.to_string())?;
+    let (found, what) = if let Some(arn) = meta.tags.get(RDS_INSTANCE_TAG) {
+        (rds.instance(arn).await.map_err(|e| format!("DescribeDBInstances {arn}: {e}"))?, format!("DB instance {arn}"))
+    } else if let Some(arn) = meta.tags.get(RDS_CLUSTER_TAG) {
+        (rds.cluster(arn).await.map_err(|e| format!("DescribeDBClusters {arn}: {e}"))?, format!("DB cluster {arn}"))
+    } else {
+        return Err(format!(
+            "missing key \"host\", and no {RDS_INSTANCE_TAG} or {RDS_CLUSTER_TAG} tag to look it up in RDS \
+             (an admin secret without a host must be the one RDS manages for a master user)"
+        ));
+    };
+    match found.master_user_secret.as_deref() {
+        Some(managed) if managed == meta.arn => {}
+        Some(other) => {
+            return Err(format!("its tag names {what}, whose master user secret is another one ({other}): refused"));
+        }
+        None => {
+            return Err(format!(
+                "its tag names {what}, which has no RDS-managed master user secret (ManageMasterUserPassword): refused"
+            ));
+        }
+    }
+    let engine = Engine::parse(&found.engine)
+        .ok_or_else(|| format!("RDS reports engine {:?} for {what}, which keyturn does not support", found.engine))?;
+    Ok((found.host, found.port, engine))
+}
 
 /// Which admin secrets a user secret may name (`masterarn`): any (the default), or those
 /// matching one of a list of ARNs, each exact or ending in `*` for a prefix.
@@ -248,20 +291,7 @@ impl<B: DatabaseBackend, R: RdsLookup> DatabaseRotation<B, R> {
                 let engine = admin.engine.unwrap_or(user.endpoint.engine);
                 (host, admin.port.unwrap_or(engine.default_port()), engine)
             }
-            None => {
-                let meta = ctx.store.describe(admin_arn).await.map_err(|e| fail(e.to_string()))?;
-                let found = if let Some(arn) = meta.tags.get(RDS_INSTANCE_TAG) {
-                    self.rds.instance(arn).await.map_err(|e| fail(format!("DescribeDBInstances {arn}: {e}")))?
-                } else if let Some(arn) = meta.tags.get(RDS_CLUSTER_TAG) {
-                    self.rds.cluster(arn).await.map_err(|e| fail(format!("DescribeDBClusters {arn}: {e}")))?
-                } else {
-                    return Err(fail("missing key \"host\" (and no aws:rds:primaryDB*Arn tag to look it up)".into()));
-                };
-                let engine = Engine::parse(&found.engine).ok_or_else(|| {
-                    fail(format!("RDS reports engine {:?}, which keyturn does not rotate", found.engine))
-                })?;
-                (found.host, found.port, engine)
-            }
+            None => rds_managed_endpoint(ctx.store, &self.rds, admin_arn).await.map_err(fail)?,
         };
         if engine.family() != user.endpoint.engine.family() {
             return Err(fail(format!(

@@ -127,6 +127,22 @@ macro_rules! kinds {
                     $(Self::$variant(_) => $module::check_ttl(ttl, text),)+
                 }
             }
+
+            /// Whether the reaper's orphan sweep has anything to look for in this kind's
+            /// roles: the kinds whose credentials can be revoked make users (the others
+            /// expire by themselves).
+            pub fn swept(&self) -> bool {
+                match self {
+                    $(Self::$variant(_) => $module::REVOCABLE,)+
+                }
+            }
+
+            /// The names of the kinds the orphan sweep looks at (see [`Self::swept`]).
+            pub fn swept_kinds() -> Vec<&'static str> {
+                let mut kinds = Vec::new();
+                $(if $module::REVOCABLE { kinds.push($module::NAME); })+
+                kinds
+            }
         }
 
         impl Credential {

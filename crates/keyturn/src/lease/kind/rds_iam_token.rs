@@ -11,6 +11,7 @@
 //! port = 5432
 //! region = "us-east-1"
 //! db_user = "app_iam"
+//! resource_id = "cluster-ABCDEFGHIJKLMNOPQRSTUVWXYZ"   # optional: for LeaseRdsDbUserArns
 //! ```
 
 use std::time::Duration;
@@ -22,7 +23,7 @@ use super::Field;
 use crate::backend::Engine;
 
 pub const NAME: &str = "rds-iam-token";
-pub const KEYS: &[&str] = &["engine", "host", "port", "region", "db_user"];
+pub const KEYS: &[&str] = &["engine", "host", "port", "region", "db_user", "resource_id"];
 /// What the token is signed for, and the most RDS accepts: AWS's fixed 15 minutes.
 pub const TOKEN_LIFE: Duration = Duration::from_secs(900);
 pub const MIN_TTL: Duration = TOKEN_LIFE;
@@ -43,6 +44,12 @@ pub struct Role {
     /// The database user the token logs in as (granted `rds_iam` or using
     /// `AWSAuthenticationPlugin`).
     pub db_user: String,
+    /// The database's resource id (an instance's `DbiResourceId`, `db-...`; a cluster's
+    /// `DbClusterResourceId`, `cluster-...`; a proxy's, `prx-...`), which `rds-db:connect`
+    /// resources name instead of the host. The issuer does not need it (it signs for the
+    /// host); the template parameter `LeaseRdsDbUserArns` is derived from it
+    /// ([`crate::lease::parameters`]).
+    pub resource_id: Option<String>,
 }
 
 /// What an RDS token lease records: the database user is its `username`.
@@ -60,6 +67,7 @@ struct Raw {
     port: Option<i64>,
     region: Option<String>,
     db_user: Option<String>,
+    resource_id: Option<String>,
 }
 
 pub fn parse(name: &str, table: toml::Table) -> Result<Role, RolesError> {
@@ -108,7 +116,29 @@ pub fn parse(name: &str, table: toml::Table) -> Result<Role, RolesError> {
             format!("{db_user:?} is not a database user name keyturn signs for (1 to {DB_NAME_MAX} letters, digits, _ . or -)"),
         ));
     }
-    Ok(Role { engine, host, port, region, db_user })
+    let resource_id = raw.resource_id;
+    if let Some(id) = &resource_id {
+        if !is_resource_id(id) {
+            return Err(err(
+                role,
+                "resource_id",
+                format!(
+                    "{id:?} is not an RDS resource id (db-, cluster- or prx- then letters and digits, such as \
+                     the DbiResourceId or DbClusterResourceId RDS shows)"
+                ),
+            ));
+        }
+    }
+    Ok(Role { engine, host, port, region, db_user, resource_id })
+}
+
+/// An instance's, cluster's or proxy's resource id: a known prefix, then letters and digits
+/// (no wildcard: the rds-db:connect resource it goes into names one database).
+fn is_resource_id(id: &str) -> bool {
+    ["db-", "cluster-", "prx-"].iter().any(|prefix| {
+        id.strip_prefix(prefix)
+            .is_some_and(|rest| (1..=64).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+    })
 }
 
 pub fn check_ttl(ttl: Duration, text: &str) -> Result<(), String> {

@@ -109,6 +109,18 @@ pub struct ReapReport {
     pub stopped_at_deadline: bool,
 }
 
+impl ReapReport {
+    /// The run's metrics (the reaper's EMF line).
+    pub fn metrics(&self) -> crate::metrics::ReaperMetrics {
+        crate::metrics::ReaperMetrics {
+            leases_revoked: self.revoked as u64,
+            revocations_failed: self.failed as u64,
+            orphans_dropped: self.orphans_dropped.len() as u64,
+            sweep_errors: self.sweep_errors.len() as u64,
+        }
+    }
+}
+
 /// The reaper's limits per run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReapLimits {
@@ -126,6 +138,8 @@ pub struct ReapLimits {
 pub struct LeaseService<P: Ports> {
     roles: Roles,
     pub(crate) io: Io<P>,
+    /// The reaper said, once for this container, which kinds it has nothing to sweep in.
+    sweep_noted: std::sync::Once,
 }
 
 impl<P: Ports> LeaseService<P> {
@@ -134,11 +148,12 @@ impl<P: Ports> LeaseService<P> {
         store: P::Store,
         users: P::Users,
         aws: P::Aws,
-        secrets: P::Secrets,
+        admins: Admins<P::Secrets, P::Rds>,
         clock: P::Clock,
         passwords: PasswordPolicy,
     ) -> Self {
-        Self { roles, io: Io { store, users, aws, admins: Admins::new(secrets), clock, passwords } }
+        let io = Io { store, users, aws, admins, clock, passwords };
+        Self { roles, io, sweep_noted: std::sync::Once::new() }
     }
 
     /// The lease table (the tests read leases back through it).

@@ -42,12 +42,17 @@ impl<P: Ports> LeaseService<P> {
         }
         if Instant::now() < limits.deadline {
             // Each kind sweeps what its roles name: the databases of their admin secrets,
-            // the IAM paths of their users.
-            let mut sweep = SweepReport::default();
-            let roles: Vec<_> = self.roles.iter().map(|r| (r.name.as_str(), &r.kind)).collect();
-            kind::sweep(&self.io, &roles, &self.roles.username_prefix, self, &mut sweep).await;
-            report.orphans_dropped = sweep.dropped;
-            report.sweep_errors = sweep.errors;
+            // the IAM paths of their users. A kind without roles has nowhere to look, and
+            // is not asked (no call).
+            let roles: Vec<_> =
+                self.roles.iter().filter(|r| r.kind.swept()).map(|r| (r.name.as_str(), &r.kind)).collect();
+            self.note_unswept(&roles);
+            if !roles.is_empty() {
+                let mut sweep = SweepReport::default();
+                kind::sweep(&self.io, &roles, &self.roles.username_prefix, self, &mut sweep).await;
+                report.orphans_dropped = sweep.dropped;
+                report.sweep_errors = sweep.errors;
+            }
         }
         tracing::info!(
             due = report.due,
@@ -59,6 +64,58 @@ impl<P: Ports> LeaseService<P> {
             "reaper run"
         );
         Ok(report)
+    }
+}
+
+impl<P: Ports> LeaseService<P> {
+    /// Reads each database role's admin secret once (where RDS manages it, finds its
+    /// endpoint too) and logs, per secret that cannot be used, one error line naming its
+    /// roles, the secret's ARN, why, and what usually fixes it; never a value. The reaper
+    /// runs it at cold start, where a minute's latency costs nothing, so that a deployment
+    /// whose admin secrets it cannot read says so before the first revocation fails; the
+    /// issuer does not (its cold start stays lean), and the secrets read are kept. Returns
+    /// the problems, one line each.
+    pub async fn check_admin_secrets(&self) -> Vec<String> {
+        let mut secrets: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for role in self.roles.iter() {
+            if let kind::RoleKind::Database(db) = &role.kind {
+                secrets.entry(db.admin_secret.as_str()).or_default().push(role.name.as_str());
+            }
+        }
+        let mut problems = Vec::new();
+        for (arn, roles) in secrets {
+            let roles = roles.join(", ");
+            if let Err(e) = self.io.admins.login(arn, &roles, false).await {
+                let hint = admin_secret_hint(&e.to_string());
+                tracing::error!(roles, admin_secret = arn, error = %e, hint, "admin secret cannot be used");
+                problems.push(format!("{e} ({hint})"));
+            }
+        }
+        problems
+    }
+
+    /// Says once per container which kinds the orphan sweep skips for want of roles (the
+    /// roles file is the same for the container's life), rather than every minute.
+    fn note_unswept(&self, swept: &[(&str, &kind::RoleKind)]) {
+        self.sweep_noted.call_once(|| {
+            let unswept: Vec<&str> = kind::RoleKind::swept_kinds()
+                .into_iter()
+                .filter(|name| !swept.iter().any(|(_, k)| k.name() == *name))
+                .collect();
+            if unswept.is_empty() {
+                return;
+            }
+            let kinds = unswept.join(", ");
+            if swept.is_empty() {
+                tracing::info!(
+                    kinds,
+                    "orphan sweep skipped: the roles file has no role of a kind that makes users, so there is \
+                     nothing to sweep; due leases (of any role, also one removed from the file) are still revoked"
+                );
+            } else {
+                tracing::info!(kinds, "orphan sweep: no role of these kinds, nothing to sweep for them");
+            }
+        });
     }
 }
 
@@ -85,5 +142,41 @@ impl<P: Ports> Orphans for LeaseService<P> {
                 (!live).then_some((user, lease))
             })
             .collect())
+    }
+}
+
+/// What usually fixes an admin secret that cannot be used, from the failure's words.
+fn admin_secret_hint(problem: &str) -> &'static str {
+    if problem.contains("KMS") || problem.contains("DecryptionFailure") {
+        "not decryptable: the key policy of the secret's KMS key must let the function's role decrypt through Secrets \
+         Manager"
+    } else if problem.contains("AccessDenied") {
+        "access denied: the template's LeaseAdminSecretArns lacks it (the functions may read only the secrets listed \
+         there); add its full ARN and deploy again"
+    } else if problem.contains("does not exist") {
+        "not found: check the ARN in the roles file (the full ARN, with its random suffix, in this region)"
+    } else if problem.contains("DescribeDB") || problem.contains("master user secret") {
+        "the RDS lookup failed: an admin secret without host must be the one RDS manages for that instance or cluster"
+    } else {
+        "check the secret's JSON (engine, host, username, password) or, for one RDS manages, its tags"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_secret_hint;
+
+    #[test]
+    fn each_failure_gets_its_hint() {
+        for (problem, hint) in [
+            ("GetSecretValue failed: AccessDeniedException: User is not authorized (HTTP 400)", "LeaseAdminSecretArns"),
+            ("GetSecretValue failed: AccessDeniedException: Access to KMS is not allowed (HTTP 400)", "KMS key"),
+            ("GetSecretValue failed: DecryptionFailure: ... (HTTP 400)", "KMS key"),
+            ("role \"ci\"'s admin secret arn:x: it does not exist or has no AWSCURRENT value", "not found"),
+            ("its tag names DB instance arn:y, whose master user secret is another one", "RDS lookup"),
+            ("missing key \"engine\"", "secret's JSON"),
+        ] {
+            assert!(admin_secret_hint(problem).contains(hint), "{problem}: {}", admin_secret_hint(problem));
+        }
     }
 }
