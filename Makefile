@@ -7,12 +7,15 @@
 #   make test-pg16, make test-pg17   only the PostgreSQL tests, on that version
 #   make bench  cold start, warm rotation and binary size, release build
 #   make release  the release binaries (each function built alone, as sam build builds it),
-#                 and the CLI as dist/keyturn-<version>-<target>.tar.gz
+#                 and the CLI as dist/cli/keyturn-<version>-<target>.tar.gz with SHA256SUMS
+#   make cli      only the CLI's archive (TARGET=<rust target> for another, e.g. in CI)
 #   make package  what a deployment uploads: `sam build`, one zip per function under
 #                 dist/lambda (checked to run on provided.al2023), and the CLI archive
 #   make infra-check  SAM's validate --lint and build, cfn-lint with the serverless rules and
 #                 checkov on the SAM template and on the CDK app's, the template's tests
-#                 (infra/tests: switches, endpoints, alarms, grants) (part of `make test`)
+#                 (infra/tests: switches, endpoints, alarms, grants) and actions-check
+#                 (part of `make test`)
+#   make actions-check  actionlint on the GitHub workflows and the docs' example workflows
 #   make cdk-synth    synthesize the CDK app (infra/cdk) offline, cdk-nag on, cfn-lint on its template
 #   make cdk-test     the CDK constructs' own tests (node's test runner)
 #   make cdk-compare  the CDK app against infra/template.yaml, resource by resource
@@ -21,7 +24,13 @@
 export CARGO_TARGET_DIR ?= /var/cache/keyturn-target
 CARGO ?= cargo
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
-CLI_ARCHIVE := keyturn-$(VERSION)-x86_64-unknown-linux-gnu.tar.gz
+# The CLI is built for TARGET, this machine's by default; another needs its Rust target
+# (rustup target add) and linker. For this machine's, no --target: the build reuses the
+# release artifacts in $(CARGO_TARGET_DIR)/release.
+HOST := $(shell rustc -vV | sed -n 's/^host: //p')
+TARGET ?= $(HOST)
+CLI_TARGET_FLAG := $(if $(filter $(HOST),$(TARGET)),,--target $(TARGET))
+CLI_BIN := $(CARGO_TARGET_DIR)/$(if $(filter $(HOST),$(TARGET)),,$(TARGET)/)release/keyturn
 
 # The modules of the integration test binary (tests/it) whose outcome depends on the
 # PostgreSQL server (role statements and memberships, VALID UNTIL, what a secret's writer
@@ -49,7 +58,7 @@ ARCHITECTURE ?= x86_64
 CHECKOV := .venv-checkov/bin/checkov --skip-download --compact --quiet --framework cloudformation
 
 .PHONY: setup demo test test-pg16 test-pg17 lint bench build release cli package package-functions infra-check \
-	cdk-synth cdk-test cdk-compare
+	actions-check cdk-synth cdk-test cdk-compare
 
 setup:
 	./scripts/setup
@@ -86,12 +95,12 @@ release: cli
 	for f in $(FUNCTIONS); do $(CARGO) build --release -p $$f || exit 1; done
 	$(CARGO) build --release -p keyturn-tests --bin bench
 
-# The CLI's archive, with its SHA-256 and size.
+# The CLI's archive, reproducible (scripts/cli-archive: sorted, the commit's time, owner 0),
+# and dist/cli/SHA256SUMS over every archive there; the release workflow
+# (.github/workflows/release.yml) runs this for each target.
 cli:
-	$(CARGO) build --release -p keyturn-cli
-	mkdir -p dist
-	tar -C $(CARGO_TARGET_DIR)/release -czf dist/$(CLI_ARCHIVE) keyturn
-	cd dist && sha256sum $(CLI_ARCHIVE) > $(CLI_ARCHIVE).sha256 && cat $(CLI_ARCHIVE).sha256 && ls -l $(CLI_ARCHIVE)
+	$(CARGO) build --release -p keyturn-cli $(CLI_TARGET_FLAG)
+	python3 scripts/cli-archive $(CLI_BIN) $(VERSION) $(TARGET) dist/cli
 
 # `sam build` as a user runs it (BuildMethod rust-cargolambda: cargo lambda build --release
 # in each function's package), then scripts/package checks and zips what it left.
@@ -105,11 +114,16 @@ package: package-functions cli
 # Offline: SAM's own checks, cfn-lint with the serverless rules, checkov. A finding is fixed
 # or suppressed in the template beside its one-line reason (Metadata: checkov, cfn-lint).
 # The CDK app likewise (cdk-synth), compared with the template, and its constructs' tests.
-infra-check: package-functions cdk-compare cdk-test
+infra-check: package-functions cdk-compare cdk-test actions-check
 	$(SAM) validate --lint --template infra/template.yaml
 	.venv/bin/python -m unittest discover -s infra/tests -v
 	.venv/bin/cfn-lint infra/template.yaml -a cfn_lint_serverless.rules
 	$(CHECKOV) -f infra/template.yaml
+
+# actionlint on the workflows and on the docs' example workflows, offline (pinned by
+# tests/actionlint/package-lock.json, installed by scripts/setup).
+actions-check: setup
+	node tests/actionlint/lint.cjs .github/workflows/*.yml docs/cli.md
 
 bench: setup release
 	$(CARGO_TARGET_DIR)/release/bench

@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use keyturn_tests::gateway::{self, Gateway, Keys};
 use keyturn_tests::lambda::{function_binary, Emulator};
-use keyturn_tests::lease::{deploy, Deployment, Engine, CI, STRANGER};
+use keyturn_tests::lease::{deploy, Deployment, Engine, CI, OPS, STRANGER};
 
 const CI_KEY: (&str, &str) = ("AKIDKEYTURNCLICI", "ci-secret-key");
 const STRANGER_KEY: (&str, &str) = ("AKIDKEYTURNCLIXX", "stranger-secret-key");
+/// An administrator (the roles file's `admin_principals`).
+const OPS_KEY: (&str, &str) = ("AKIDKEYTURNCLIOP", "ops-secret-key");
 
 const ISSUER: &str = "issue-credentials";
 
@@ -32,6 +34,7 @@ async fn setup(test: &str) -> (Deployment, Gateway) {
     let keys = Keys::from([
         (CI_KEY.0.to_owned(), (CI_KEY.1.to_owned(), CI.to_owned())),
         (STRANGER_KEY.0.to_owned(), (STRANGER_KEY.1.to_owned(), STRANGER.to_owned())),
+        (OPS_KEY.0.to_owned(), (OPS_KEY.1.to_owned(), OPS.to_owned())),
     ]);
     let gateway = gateway::start(gateway::lambda(emulator, ISSUER), keys).await;
     (d, gateway)
@@ -411,4 +414,49 @@ async fn the_api_url_comes_from_the_stacks_output() {
     assert!(stderr.contains("x.example"), "the error names the URL: {stderr:?}");
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
     assert!(!stderr.trim_end_matches('\n').chars().any(char::is_control), "{stderr:?}");
+}
+
+/// `leases list --all` through the gateway (the query signed and verified with the rest)
+/// to the real issuer: an administrator gets every live lease with its holder; the holder
+/// itself is refused with exit 3; the filters narrow it; a role that could add a
+/// parameter to the query is refused before any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_lists_every_lease_and_nobody_else_does() {
+    let (_d, gw) = setup("cli_list_all").await;
+    let out = keyturn(&gw.url, CI_KEY, &["creds", "ci", "--ttl", "10m", "--quiet", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let issued: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let lease_id = issued["lease_id"].as_str().expect("lease_id").to_owned();
+
+    let out = keyturn(&gw.url, OPS_KEY, &["leases", "list", "--all"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and the one lease: {stdout}");
+    assert!(lines[0].starts_with("LEASE "), "{stdout}");
+    assert!(lines[1].starts_with(&format!("{lease_id}  ci ")) && lines[1].contains(" active "), "{stdout}");
+    assert!(lines[1].ends_with(CI), "the holder: {stdout}");
+    let out = keyturn(&gw.url, OPS_KEY, &["leases", "list", "--all", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        (listed["leases"][0]["holder"].as_str(), listed["leases"][0]["failing"].as_bool()),
+        (Some(CI), Some(false)),
+        "{listed}"
+    );
+    for filter in [&["--state", "failing"][..], &["--role", "other"][..]] {
+        let out = keyturn(&gw.url, OPS_KEY, &[&["leases", "list", "--all"][..], filter].concat());
+        assert_eq!(text(&out.stdout).lines().count(), 1, "the header only: {}", text(&out.stdout));
+    }
+    let out = keyturn(&gw.url, OPS_KEY, &["leases", "list"]);
+    assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(0), ""), "its own: none");
+
+    for caller in [CI_KEY, STRANGER_KEY] {
+        let out = keyturn(&gw.url, caller, &["leases", "list", "--all"]);
+        assert_eq!((out.status.code(), out.stdout.is_empty()), (Some(3), true), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("admin_principals"), "{}", text(&out.stderr));
+    }
+    let out = keyturn(&gw.url, OPS_KEY, &["leases", "list", "--all", "--role", "x&all=false"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = keyturn(&gw.url, OPS_KEY, &["leases", "list", "--all", "--state", "revoked"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }

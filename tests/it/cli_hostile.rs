@@ -69,6 +69,74 @@ async fn exec_runs_and_revokes_even_when_stderr_cannot_be_written() {
     assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(7), "ran\n"), "a broken pipe too");
 }
 
+/// `exec --strict` against an API that issues but refuses every revocation (as API
+/// Gateway refuses a caller whose policy lacks `DELETE /v1/leases/*`, or an issuer that is
+/// down): a command that succeeded ends with 6 and an error naming the lease; without
+/// `--strict`, a warning and the command's 0; a command that failed keeps its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_strict_fails_a_command_whose_lease_was_left_live() {
+    let issued = database_answer("db.example.com");
+    let refusing = |status: u16| {
+        let issued = issued.clone();
+        fake_api(move |method, _| match method {
+            "POST" => (201, issued.clone()),
+            _ => (status, json!({"message": "User: arn:aws:sts::123456789012:assumed-role/ci/x is not authorized"})),
+        })
+    };
+    let api = refusing(403).await;
+    let out = run(&mut keyturn_command(&api.url, &["exec", "--strict", "ci", "--", "sh", "-c", "echo ran"]));
+    let stderr = text(&out.stderr);
+    assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(6), "ran\n"), "{stderr}");
+    assert!(stderr.contains(&format!("lease {LEASE} could not be revoked")), "{stderr}");
+    assert!(stderr.contains("--strict"), "{stderr}");
+    assert_eq!(api.requests().last().map(String::as_str), Some(format!("DELETE /v1/leases/{LEASE}").as_str()));
+
+    let out = run(&mut keyturn_command(&api.url, &["exec", "ci", "--", "true"]));
+    assert_eq!(out.status.code(), Some(0), "without --strict: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("could not be revoked"), "{}", text(&out.stderr));
+    let out = run(&mut keyturn_command(&api.url, &["exec", "--strict", "ci", "--", "sh", "-c", "exit 3"]));
+    assert_eq!(out.status.code(), Some(3), "the command's failure wins: {}", text(&out.stderr));
+
+    // The API failing (a 500) is a failure to revoke too.
+    let api = refusing(500).await;
+    let out = run(&mut keyturn_command(&api.url, &["exec", "--strict", "ci", "--", "true"]));
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    // And a lease that was revoked passes.
+    let api = issuing(database_answer("db.example.com")).await;
+    let out = run(&mut keyturn_command(&api.url, &["exec", "--strict", "ci", "--", "true"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// `leases list --all` follows each page's `next` into one list (and one JSON array), and
+/// stops on a server whose next page is the page it just gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_list_all_follows_every_page_and_stops_on_a_loop() {
+    let listed = |id: &str| {
+        json!({"lease_id": id, "role": "ci", "kind": "database", "expires_at": now() + 60, "username": "u",
+               "state": "active", "holder": "arn:aws:iam::123456789012:user/x", "attempts": 0, "failing": false})
+    };
+    let (a, b, c) = ("aaaaaaaaaa0000000000", "bbbbbbbbbb0000000000", "cccccccccc0000000000");
+    let api = fake_api(move |_, path| match path {
+        "/v1/leases?all=true&role=ci" => (200, json!({"leases": [listed(a)], "next": "5.aaaaaaaaaa0000000000"})),
+        "/v1/leases?all=true&role=ci&after=5.aaaaaaaaaa0000000000" => {
+            (200, json!({"leases": [], "next": "9.bbbbbbbbbb0000000000"}))
+        }
+        "/v1/leases?all=true&role=ci&after=9.bbbbbbbbbb0000000000" => (200, json!({"leases": [listed(b), listed(c)]})),
+        _ => (200, json!({"leases": [], "next": "same"})),
+    })
+    .await;
+    let out = run(&mut keyturn_command(&api.url, &["leases", "list", "--all", "--role", "ci", "--json"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let ids: Vec<&str> = answer["leases"].as_array().unwrap().iter().map(|l| l["lease_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [a, b, c]);
+    assert_eq!(api.requests().len(), 3, "{:?}", api.requests());
+
+    let out = run(&mut keyturn_command(&api.url, &["leases", "list", "--all"]));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("same page"), "{}", text(&out.stderr));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_control_character_from_the_api_or_its_url_reaches_the_terminal() {
     let hostile = "x\u{1b}]52;c;ZWNobyBwd25lZA==\u{7}\r\nkeyturn: all good\u{9b}31m";

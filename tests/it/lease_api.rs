@@ -352,3 +352,101 @@ async fn an_admin_secret_without_tls_is_reported_and_read_again_once_corrected()
     let body = issue(&s, None).await;
     assert!(s.env.can_login(text(&body, "username"), text(&body, "password")).await);
 }
+
+/// `GET /v1/leases?all=true` through the issuer as the functions build it, against
+/// DynamoDB (moto) and PostgreSQL: an administrator (the roles file's `admin_principals`)
+/// sees every live lease, whoever holds it, with its holder, and the one whose revocation
+/// is failing (its user owns a table a lock keeps from being handed over) as `failing`
+/// with its attempts and error; the `due` index's pages are followed from `after`. Anyone
+/// else, however close its ARN or its query comes, is refused and sees nothing.
+#[tokio::test]
+async fn only_an_administrator_lists_every_live_lease_and_the_failing_ones() {
+    let s = setup("leaseall", "").await;
+    let (a_user, a_password, mine) = keyturn_tests::lease::issue_ci(&s.service, 600).await;
+    let (status, theirs) = call(&s.service, "POST", "/v1/credentials/ci", None, CI_OTHER_JOB).await;
+    assert_eq!(status, 201, "{theirs}");
+    let theirs = text(&theirs, "lease_id").to_owned();
+    // The revocation of `stuck` fails: its user made a table of its own that a lock the
+    // test holds keeps from being reassigned (until the statement timeout).
+    let (stuck_user, stuck_password, stuck) = keyturn_tests::lease::issue_ci(&s.service, 900).await;
+    let owned = format!("{}.{}", escape_identifier(&s.group), escape_identifier(&format!("{stuck_user}_t")));
+    let session = s.env.pg_login(&stuck_user, &stuck_password).await.unwrap();
+    session.batch_execute(&format!("SET ROLE NONE; CREATE TABLE {owned} (x int)")).await.unwrap();
+    drop(session);
+    let locker = s.env.pg_superuser().await;
+    locker.batch_execute(&format!("BEGIN; LOCK TABLE {owned} IN ACCESS EXCLUSIVE MODE")).await.unwrap();
+    let (status, body) = call(&s.service, "DELETE", &format!("/v1/leases/{stuck}"), None, CI).await;
+    assert_eq!(status, 503, "the revocation fails, to be retried: {body}");
+
+    // Callers that are not administrators: the holders themselves, another role, an ARN
+    // one step from the admin role's, and the admin role's name in another account.
+    let near_admins = [
+        CI,
+        CI_OTHER_JOB,
+        STRANGER,
+        "arn:aws:sts::123456789012:assumed-role/keyturn-admin-x/alice",
+        "arn:aws:sts::123456789012:assumed-role/Keyturn-Admin/alice",
+        "arn:aws:sts::210987654321:assumed-role/keyturn-admin/alice",
+        "arn:aws:iam::123456789012:user/keyturn-admin",
+    ];
+    for caller in near_admins {
+        for query in ["all=true", "all=true&state=failing", "role=ci&all=true", "all=true&after=1.abcdefghij0123456789"]
+        {
+            let (status, body) = call(&s.service, "GET", &format!("/v1/leases?{query}"), None, caller).await;
+            assert_eq!((status, body.get("leases")), (403, None), "{caller} {query}: {body}");
+        }
+    }
+    // Queries that try to pass for another: refused whoever asks.
+    for query in
+        ["all=TRUE", "all=1", "ALL=true", "all=true&all=false", "all=false&all=true", "all%3Dtrue", "all=true;"]
+    {
+        let (status, body) = call(&s.service, "GET", &format!("/v1/leases?{query}"), None, CI).await;
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+    let (status, body) = call(&s.service, "GET", "/v1/leases?all=false", None, CI).await;
+    assert_eq!(status, 200, "{body}");
+    let ids = |body: &Value| -> BTreeSet<String> {
+        body["leases"].as_array().unwrap().iter().map(|l| text(l, "lease_id").to_owned()).collect()
+    };
+    assert_eq!(ids(&body), BTreeSet::from([mine.clone(), stuck.clone()]), "a holder's own, as without the query");
+
+    let (status, all) = call(&s.service, "GET", "/v1/leases?all=true", None, OPS).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(ids(&all), BTreeSet::from([mine.clone(), theirs.clone(), stuck.clone()]));
+    let listed =
+        |body: &Value, id: &str| body["leases"].as_array().unwrap().iter().find(|l| l["lease_id"] == id).cloned();
+    let other = listed(&all, &theirs).unwrap();
+    assert_eq!((other["holder"].as_str(), other["failing"].as_bool()), (Some(CI_OTHER_JOB), Some(false)));
+    let failing = listed(&all, &stuck).unwrap();
+    assert_eq!(
+        (failing["state"].as_str(), failing["failing"].as_bool(), failing["attempts"].as_u64()),
+        (Some("revoking"), Some(true), Some(1)),
+        "{failing}"
+    );
+    assert!(!text(&failing, "last_error").is_empty() && failing["retry_at"].is_u64(), "{failing}");
+    assert!(!all.to_string().contains(&a_password) && !all.to_string().contains("secretsmanager"), "{all}");
+
+    let (_, only) = call(&s.service, "GET", "/v1/leases?all=true&state=failing", None, OPS).await;
+    assert_eq!(ids(&only), BTreeSet::from([stuck.clone()]));
+    let (_, none) = call(&s.service, "GET", "/v1/leases?all=true&role=other", None, OPS).await;
+    assert!(ids(&none).is_empty(), "{none}");
+    // A page from after a lease: the `due` index's ExclusiveStartKey, built from the
+    // first lease listed (the earliest due: its retry time while revoking, else its
+    // expiry), gives the others.
+    let first = &all["leases"][0];
+    let due_at = first["retry_at"].as_u64().or(first["expires_at"].as_u64()).unwrap();
+    let after = format!("{due_at}.{}", text(first, "lease_id"));
+    let (status, rest) = call(&s.service, "GET", &format!("/v1/leases?all=true&after={after}"), None, OPS).await;
+    assert_eq!(status, 200, "{rest}");
+    let mut expected = ids(&all);
+    expected.remove(text(first, "lease_id"));
+    assert_eq!(ids(&rest), expected, "first listed: {first}");
+
+    // Once revoked, a lease is listed to nobody.
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let (status, _) = call(&s.service, "DELETE", &format!("/v1/leases/{stuck}"), None, OPS).await;
+    assert_eq!(status, 204);
+    let (_, all) = call(&s.service, "GET", "/v1/leases?all=true", None, OPS).await;
+    assert_eq!(ids(&all), BTreeSet::from([mine.clone(), theirs.clone()]));
+    assert!(s.env.can_login(&a_user, &a_password).await, "listing changed nothing");
+}

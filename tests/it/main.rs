@@ -40,5 +40,7 @@ mod trace_logs;
 mod cli;
 mod cli_hostile;
 mod cli_iam_wait;
+mod cli_install;
+mod cli_retry;
 mod clients;
 mod roles_deploy;

@@ -4,13 +4,16 @@
 
 use serde_json::{json, Value};
 
-/// A request `caller` (an IAM ARN, as the IAM authorizer verified it) sends.
+/// A request `caller` (an IAM ARN, as the IAM authorizer verified it) sends. A `?query` in
+/// `path` goes to `rawQueryString`, as API Gateway puts it.
 pub fn request(method: &str, path: &str, body: Option<&str>, caller: &str) -> Value {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let sample = crate::project_root().join("events/issue-credentials/issue.json");
     let text = std::fs::read_to_string(&sample).expect("read the sample API event");
     let mut event: Value = serde_json::from_str(&text).expect("sample API event is JSON");
     event["routeKey"] = json!("$default");
     event["rawPath"] = json!(path);
+    event["rawQueryString"] = json!(query);
     event["requestContext"]["routeKey"] = json!("$default");
     event["requestContext"]["http"]["method"] = json!(method);
     event["requestContext"]["http"]["path"] = json!(path);

@@ -37,7 +37,12 @@
 //!    the command stops its script only when the command died of it, and would go on to
 //!    the next `keyturn exec` of a loop after an exit with 130. A failed revocation is
 //!    reported with the lease id and the time the lease ends by itself; the status is
-//!    still the command's, since a CI job's result is the command's.
+//!    still the command's, since a CI job's result is the command's. With `--strict`, a
+//!    command that succeeded (status 0) whose lease could not be revoked makes `keyturn`
+//!    exit [`STRICT_NOT_REVOKED`] instead: a pipeline that must not leave credentials live
+//!    fails. A command that failed keeps its own status (its failure is the one to see),
+//!    and a lease of a kind that cannot be revoked (an STS session, an RDS token) is not a
+//!    failure: it ends at its expiry by design.
 //!
 //! If `keyturn` itself is killed (SIGKILL), nothing revokes the lease: it ends at its
 //! expiry, which the database or IAM enforce themselves, and the reaper deletes its user.
@@ -64,8 +69,23 @@ pub struct ExecRequest {
     pub ttl: Option<Duration>,
     pub command: Vec<OsString>,
     pub quiet: bool,
+    /// `--strict`: a lease left unrevoked fails a command that succeeded.
+    pub strict: bool,
     /// The caller's AWS settings: where a new IAM user's key is tried (region, endpoint).
     pub aws: SdkConfig,
+}
+
+/// `exec --strict`'s status when the command succeeded but its lease could not be revoked.
+pub const STRICT_NOT_REVOKED: u8 = 6;
+
+/// The status `exec` ends with: the command's `status` (its exit code, or 128 + the signal
+/// that killed it), unless `--strict` and the command succeeded but its lease is still live.
+pub fn final_status(status: u8, strict: bool, revoked: bool) -> u8 {
+    if strict && status == 0 && !revoked {
+        STRICT_NOT_REVOKED
+    } else {
+        status
+    }
 }
 
 /// The shortest wait between two renewals, or before a retry.
@@ -232,19 +252,26 @@ impl Lease {
         }
     }
 
-    /// Revokes the lease if it can be (an STS session or RDS token ends by itself).
-    async fn end(&self) {
+    /// Revokes the lease if it can be (an STS session or RDS token ends by itself):
+    /// whether nothing of it is left to revoke.
+    async fn end(&self) -> bool {
         if !self.revocable {
-            return;
+            return true;
         }
         let id = &self.lease_id;
         match self.api.revoke(id).await {
-            Ok(()) => self.say(&format!("lease {id} revoked")),
-            Err(e) => term::warning(&format!(
-                "lease {id} could not be revoked ({e}): it ends at its expiry, {}; \
-                 to end it now: keyturn leases revoke {id}",
-                iso8601_unix(self.expires_at)
-            )),
+            Ok(()) => {
+                self.say(&format!("lease {id} revoked"));
+                true
+            }
+            Err(e) => {
+                term::warning(&format!(
+                    "lease {id} could not be revoked ({e}): it ends at its expiry, {}; \
+                     to end it now: keyturn leases revoke {id}",
+                    iso8601_unix(self.expires_at)
+                ));
+                false
+            }
         }
     }
 }
@@ -281,7 +308,7 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
                     revocable: true,
                     quiet: request.quiet,
                 };
-                unreadable.end().await;
+                let _ = unreadable.end().await;
             }
             return Err(CliError::Server(FormatError::from(e).to_string()));
         }
@@ -303,7 +330,7 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
             // it): the command cannot run with it, so it is revoked rather than left live
             // until its expiry, when its id can be in a path.
             if is_lease_id(&lease.lease_id) {
-                lease.end().await;
+                let _ = lease.end().await;
             }
             return Err(CliError::Server(e.to_string()));
         }
@@ -325,7 +352,7 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
     };
     if let Some(signal) = stopped {
         renewal.abort();
-        lease.end().await;
+        let _ = lease.end().await;
         die_of(signal);
         return Ok(ExitCode::from(128 + signal as u8));
     }
@@ -346,7 +373,7 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
         Ok(child) => child,
         Err(e) => {
             renewal.abort();
-            lease.end().await;
+            let _ = lease.end().await;
             term::error(&format!("cannot run {}: {e}", program.to_string_lossy()));
             // As a shell reports it: 127 not found, 126 found but not runnable.
             return Ok(ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }));
@@ -366,12 +393,19 @@ pub async fn exec(api: Api, request: ExecRequest) -> Result<ExitCode, CliError> 
         }
     };
     renewal.abort();
-    lease.end().await;
+    let revoked = lease.end().await;
     let status = status.map_err(|e| CliError::Server(format!("cannot wait for the command: {e}")))?;
     if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
         die_of(signal);
     }
-    Ok(ExitCode::from(exit_code(status)))
+    let code = final_status(exit_code(status), request.strict, revoked);
+    if code != exit_code(status) {
+        term::error(&format!(
+            "the command succeeded but lease {} is still live (--strict): exiting {code}",
+            lease.lease_id
+        ));
+    }
+    Ok(ExitCode::from(code))
 }
 
 /// Waits until the lease's new IAM user key works, for `bound` at most, saying so.
@@ -454,6 +488,17 @@ mod tests {
             matches!(next, Next::Stop(ref why) if why.contains("no lease") && why.contains("1970-01-01T00:21:40Z")),
             "{next:?}"
         );
+    }
+
+    #[test]
+    fn strict_fails_only_a_command_that_succeeded_and_left_its_lease_live() {
+        assert_eq!(final_status(0, true, false), STRICT_NOT_REVOKED);
+        assert_eq!(final_status(0, true, true), 0);
+        assert_eq!(final_status(0, false, false), 0, "without --strict, a warning only");
+        // The command's own failure wins: it is the one to look at.
+        for failed in [1, 3, STRICT_NOT_REVOKED, 127, 143] {
+            assert_eq!(final_status(failed, true, false), failed);
+        }
     }
 
     #[test]

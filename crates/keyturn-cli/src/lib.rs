@@ -10,8 +10,11 @@
 //! - [`exec`]: `keyturn exec`: a command run with a lease's credentials in its
 //!   environment only, the lease renewed while it runs and revoked when it ends, signals
 //!   forwarded, its status returned.
+//! - [`leases`]: `leases list --all`'s table of every live lease, for administrators.
 //! - [`propagation`]: `exec`'s wait, before the command runs, until a new IAM user's
 //!   access key works (IAM is eventually consistent).
+//! - [`region`]: the region requests are signed for: an API Gateway URL's own, checked
+//!   against an explicitly set one.
 //! - [`stack`]: `--stack NAME`: the API's URL from the stack's `CredentialsApiUrl` output.
 //! - [`roles`]: the roles file as the one place roles are configured: the template
 //!   parameters it implies (`roles-check --print-parameters`), compared with a stack's
@@ -25,7 +28,9 @@
 pub mod api;
 pub mod exec;
 pub mod format;
+pub mod leases;
 pub mod propagation;
+pub mod region;
 pub mod roles;
 pub mod stack;
 pub mod term;

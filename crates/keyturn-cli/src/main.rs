@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::BehaviorVersion;
 use clap::{Args, Parser, Subcommand};
+use keyturn::contract::{LeasesQuery, StateFilter};
 use keyturn::time::iso8601_unix;
 use keyturn_cli::api::{path_segment, printable, Api, CliError};
 use keyturn_cli::exec::{exec, ExecRequest};
@@ -19,6 +20,7 @@ const EXAMPLES: &str = "Examples:
   eval \"$(keyturn creds ci-reader --ttl 15m)\" && psql -c 'select 1'
   keyturn creds deploy --format json | jq -r .session_token
   keyturn leases list
+  keyturn leases list --all --state failing        # administrators: every failing revocation
   keyturn leases renew 0123456789abcdefghij --ttl 30m
   keyturn roles-check config/roles.toml
   sam deploy --parameter-overrides $(keyturn roles-check --print-parameters roles.toml)
@@ -28,7 +30,8 @@ const EXAMPLES: &str = "Examples:
 Exit codes: 0 done, 2 usage or a request the API refused as malformed, 3 no credentials or
 not allowed, 4 no such role or lease, 5 the API unreachable or failing, 1 anything else;
 exec exits with its command's status (dies of signal N if N killed it, which a shell shows
-as 128 + N; 127 when the command is not found).";
+as 128 + N; 127 when the command is not found); exec --strict exits 6 when the command
+succeeded but its lease could not be revoked.";
 
 /// keyturn: credentials that nobody rotates by hand and that do not outlive their use.
 #[derive(Parser)]
@@ -45,10 +48,14 @@ struct Common {
     /// nor --stack is given, $KEYTURN_API_URL.
     #[arg(long, value_name = "URL", conflicts_with = "stack")]
     api_url: Option<String>,
-    /// The keyturn stack whose CredentialsApiUrl output to use (CloudFormation, in the
-    /// caller's region).
+    /// The keyturn stack whose CredentialsApiUrl output to use (CloudFormation
+    /// DescribeStacks, in the caller's region): `keyturn` as samconfig.toml deploys it.
     #[arg(long, value_name = "NAME")]
     stack: Option<String>,
+    /// The region to sign for when the URL names none (a custom domain); an API Gateway
+    /// URL's own region must agree with it. Default: AWS_REGION, then the profile's.
+    #[arg(long, value_name = "REGION")]
+    region: Option<String>,
     /// Print nothing but what was asked for (no lease line on stderr).
     #[arg(long, short)]
     quiet: bool,
@@ -84,6 +91,10 @@ enum Command {
         /// default when absent).
         #[arg(long, value_parser = parse_ttl)]
         ttl: Option<Duration>,
+        /// Exit 6 when the command succeeded but its lease could not be revoked (a command
+        /// that failed keeps its own status).
+        #[arg(long)]
+        strict: bool,
         #[command(flatten)]
         common: Common,
         /// The command and its arguments, after `--`.
@@ -146,8 +157,20 @@ enum RolesAction {
 
 #[derive(Subcommand)]
 enum LeaseAction {
-    /// Your live leases (those issued to this very identity), the earliest expiry first.
+    /// Your live leases (those issued to this very identity), the earliest expiry first;
+    /// with --all, every live lease, whoever holds it (administrators only).
     List {
+        /// Every live lease with its holder, by when the reaper acts on it (the roles
+        /// file's admin_principals only).
+        #[arg(long)]
+        all: bool,
+        /// Only this role's leases.
+        #[arg(long, value_name = "ROLE")]
+        role: Option<String>,
+        /// live (every live lease), or failing (those whose revocation failed and is
+        /// being retried).
+        #[arg(long, value_name = "STATE", value_parser = parse_state, default_value = "live")]
+        state: StateFilter,
         #[command(flatten)]
         common: Common,
     },
@@ -165,6 +188,10 @@ enum LeaseAction {
         #[command(flatten)]
         common: Common,
     },
+}
+
+fn parse_state(text: &str) -> Result<StateFilter, String> {
+    StateFilter::parse(text).ok_or_else(|| format!("{text:?} is not a state (live, failing)"))
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -209,10 +236,10 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Exec { role, ttl, common, command } => {
+        Command::Exec { role, ttl, strict, common, command } => {
             let role = path_segment(&role)?.to_owned();
             let (api, aws) = connect(&common).await?;
-            exec(api, ExecRequest { role, ttl, command, quiet: common.quiet, aws }).await
+            exec(api, ExecRequest { role, ttl, command, quiet: common.quiet, strict, aws }).await
         }
         Command::Roles { action: Some(RolesAction::Deploy { stack, dry_run, file }), .. } => {
             keyturn_cli::roles::deploy_command(&stack, &file, dry_run).await
@@ -234,12 +261,15 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Leases { action: LeaseAction::List { common } } => {
-            let answer = api(&common).await?.leases().await?;
+        Command::Leases { action: LeaseAction::List { all, role, state, common } } => {
+            let query = LeasesQuery { all, role, state, after: None };
+            let answer = api(&common).await?.leases(&query).await?;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             if common.json {
                 println!("{}", json_text(&answer.json));
+            } else if all {
+                print!("{}", keyturn_cli::leases::table(&answer.typed.leases, now));
             } else {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 for lease in &answer.typed.leases {
                     println!(
                         "{:<20}  {:<24} {:<14} {:<9} {} {:>6}s left  {}",
@@ -288,26 +318,31 @@ async fn api(common: &Common) -> Result<Api, CliError> {
     connect(common).await.map(|(api, _)| api)
 }
 
-/// The API client and the caller's AWS settings it was made from.
+/// The API client and the caller's AWS settings it was made from. The region signed for is
+/// the API URL's own when it names one ([`keyturn_cli::region`]).
 async fn connect(common: &Common) -> Result<(Api, aws_config::SdkConfig), CliError> {
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let region = sdk
-        .region()
-        .map(ToString::to_string)
-        .ok_or_else(|| CliError::Usage("no AWS region: set AWS_REGION or a profile's region".into()))?;
-    if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(CliError::Usage(format!("{:?} is not an AWS region", printable(&region))));
+    let explicit = keyturn_cli::region::explicit(common.region.as_deref(), |name| std::env::var(name).ok());
+    let mut settings = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &common.region {
+        settings = settings.region(aws_config::Region::new(region.clone()));
     }
+    let sdk = settings.load().await;
+    let configured = sdk.region().map(ToString::to_string);
     let url = match (&common.api_url, &common.stack) {
         (Some(url), _) => url.clone(),
-        (None, Some(stack)) => keyturn_cli::stack::api_url(&sdk, stack).await?,
+        (None, Some(stack)) => {
+            // The stack is looked up in the configured region, which must be a region.
+            keyturn_cli::region::signing_region("", explicit.as_ref(), configured.as_deref())?;
+            keyturn_cli::stack::api_url(&sdk, stack).await?
+        }
         (None, None) => std::env::var("KEYTURN_API_URL")
             .ok()
             .filter(|url| !url.is_empty())
             .ok_or_else(|| CliError::Usage("no API URL: pass --api-url or --stack, or set KEYTURN_API_URL".into()))?,
     };
+    let region = keyturn_cli::region::signing_region(&url, explicit.as_ref(), configured.as_deref())?;
     let credentials = sdk
         .credentials_provider()
         .ok_or_else(|| CliError::Auth("no AWS credentials: configure the AWS CLI's usual settings".into()))?;
-    Ok((Api::new(&url, region, credentials)?, sdk))
+    Ok((Api::new(&url, region, credentials)?.quiet(common.quiet), sdk))
 }

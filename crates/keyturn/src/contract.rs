@@ -14,7 +14,7 @@
 //! | `POST /v1/leases/{lease_id}/renew` | [`TtlRequest`], optional | 200, [`RenewAnswer`] |
 //! | `DELETE /v1/leases/{lease_id}` | none | 204, no body |
 //! | `GET /v1/roles` | none | 200, [`RolesAnswer`] |
-//! | `GET /v1/leases` | none | 200, [`LeasesAnswer`] |
+//! | `GET /v1/leases` | none; query [`LeasesQuery`] | 200, [`LeasesAnswer`] |
 //!
 //! A refusal is an [`ErrorBody`]. Answers are read without `deny_unknown_fields`: a client
 //! keeps working when a newer issuer adds a field. A few fields a client never needed are
@@ -45,7 +45,8 @@ pub enum Route {
     Revoke,
     /// `GET /v1/roles`: the roles the caller may request.
     ListRoles,
-    /// `GET /v1/leases`: the caller's own live leases.
+    /// `GET /v1/leases`: the caller's own live leases; with `?all=true`, every live lease
+    /// (administrators only), a page at a time ([`LeasesQuery`]).
     ListLeases,
 }
 
@@ -266,10 +267,117 @@ pub struct RoleInfo {
     pub max_ttl_seconds: u64,
 }
 
-/// The 200 of `GET /v1/leases`, the earliest expiry first.
+/// The 200 of `GET /v1/leases`: the caller's own, the earliest expiry first; with
+/// `all=true`, every live lease by the time the reaper is due to act on it (its expiry, or
+/// its next revocation attempt), a page at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeasesAnswer {
     pub leases: Vec<ListedLease>,
+    /// With `all=true`, when more leases may follow: the `after` of the next page's query.
+    /// A page may hold fewer leases than asked for (even none) and still have a next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Which live leases `GET /v1/leases` lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StateFilter {
+    /// Every live lease: `active`, or `revoking` (its revocation started and has not
+    /// succeeded yet).
+    #[default]
+    Live,
+    /// Those whose revocation was attempted and failed: `revoking` with a `last_error`,
+    /// retried by every reaper run until it succeeds. Their credential may still work.
+    Failing,
+}
+
+impl StateFilter {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Failing => "failing",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Live, Self::Failing].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// The query of `GET /v1/leases`: `all=true` (every live lease, for an administrator
+/// named in the roles file's `admin_principals`; anyone else is refused), `role=NAME` and
+/// `state=live|failing` (filters), `after=CURSOR` (with `all=true`: the previous page's
+/// `next`). Values are letters, digits, `.`, `-` and `_` only, so that the query needs no
+/// encoding and reads the same to the signer, API Gateway and the issuer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeasesQuery {
+    pub all: bool,
+    pub role: Option<String>,
+    pub state: StateFilter,
+    pub after: Option<String>,
+}
+
+/// A query value's characters.
+fn query_safe(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+impl LeasesQuery {
+    /// The query string, without `?` (empty for the caller's own leases, unfiltered). A
+    /// value that is not query-safe is an error naming the key.
+    pub fn to_query(&self) -> Result<String, String> {
+        let mut pairs = Vec::new();
+        if self.all {
+            pairs.push("all=true".to_owned());
+        }
+        for (key, value) in [("role", self.role.as_deref()), ("after", self.after.as_deref())] {
+            match value {
+                Some(v) if query_safe(v) => pairs.push(format!("{key}={v}")),
+                Some(_) => return Err(format!("{key} may hold only letters, digits, '.', '-' and '_'")),
+                None => {}
+            }
+        }
+        if self.state != StateFilter::Live {
+            pairs.push(format!("state={}", self.state.as_str()));
+        }
+        Ok(pairs.join("&"))
+    }
+
+    /// Reads a query string (API Gateway's `rawQueryString`): unknown keys, a key given
+    /// twice, and values of other characters are refused with why.
+    pub fn parse(query: &str) -> Result<Self, String> {
+        let mut parsed = Self::default();
+        let mut seen = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if seen.contains(&key) {
+                return Err(format!("{key:?} is given twice"));
+            }
+            if !query_safe(value) {
+                return Err(format!("{key:?} must be letters, digits, '.', '-' or '_'"));
+            }
+            match key {
+                "all" => {
+                    parsed.all = match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err("all must be true or false".into()),
+                    }
+                }
+                "role" => parsed.role = Some(value.to_owned()),
+                "state" => {
+                    parsed.state = StateFilter::parse(value).ok_or("state must be live or failing")?;
+                }
+                "after" => parsed.after = Some(value.to_owned()),
+                _ => return Err(format!("{:?} is not a parameter of GET /v1/leases (all, role, state, after)", key)),
+            }
+            seen.push(key);
+        }
+        if parsed.after.is_some() && !parsed.all {
+            return Err("after pages through all=true only".into());
+        }
+        Ok(parsed)
+    }
 }
 
 /// A lease as `GET /v1/leases` lists it: [`LeaseFacts`] with the name it authenticates as
@@ -291,6 +399,25 @@ pub struct ListedLease {
     pub username: String,
     /// `active` or `revoking`.
     pub state: String,
+    /// With `all=true` only (an administrator's view): who holds it (the caller's ARN it
+    /// was issued to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// With `all=true` only: revocation attempts so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// With `all=true` only: the last revocation failure, while revocation has not
+    /// succeeded (absent when none failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// With `all=true` only: when the reaper next tries to revoke it (Unix seconds), while
+    /// `revoking`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<u64>,
+    /// With `all=true` only: whether its revocation was attempted and failed
+    /// ([`StateFilter::Failing`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<bool>,
 }
 
 /// Why an answer could not be read. The message names the field, never its value (which
@@ -453,6 +580,13 @@ mod tests {
             "renewable": true, "revocable": true, "username": "kt_ci_x", "state": "active",
         }]});
         assert_eq!(round_trip::<LeasesAnswer>(&leases), leases.to_string());
+        let all = json!({"leases": [{
+            "lease_id": "l1", "role": "ci", "kind": "database", "issued_at": 1000, "expires_at": 1900,
+            "renewable": true, "revocable": true, "username": "kt_ci_x", "state": "revoking",
+            "holder": "arn:aws:sts::123456789012:assumed-role/ci/job", "attempts": 2,
+            "last_error": "the database refused", "retry_at": 2100, "failing": true,
+        }], "next": "1900.l1"});
+        assert_eq!(round_trip::<LeasesAnswer>(&all), all.to_string());
         let error = json!({"code": "too_many_leases", "message": "no", "retryable": false, "live_leases": 3});
         assert_eq!(round_trip::<ErrorBody>(&error), error.to_string());
         let error = json!({"code": "forbidden", "message": "no", "retryable": false});
@@ -518,6 +652,40 @@ mod tests {
         body["propagation_delay_seconds"] = json!("10");
         let IssuedCredential::Aws(keys) = IssuedAnswer::from_value(&body).unwrap().credential else { panic!() };
         assert_eq!(keys.propagation_delay_seconds, None);
+    }
+
+    #[test]
+    fn the_leases_query_is_written_and_read_back_and_anything_else_refused() {
+        let mine = LeasesQuery::default();
+        assert_eq!(mine.to_query().unwrap(), "");
+        assert_eq!(LeasesQuery::parse("").unwrap(), mine);
+        let all = LeasesQuery {
+            all: true,
+            role: Some("ci-reader".into()),
+            state: StateFilter::Failing,
+            after: Some("1900.abc".into()),
+        };
+        let text = all.to_query().unwrap();
+        assert_eq!(text, "all=true&role=ci-reader&after=1900.abc&state=failing");
+        assert_eq!(LeasesQuery::parse(&text).unwrap(), all);
+        assert_eq!(LeasesQuery::parse("state=live&all=false").unwrap(), mine);
+        for bad in [
+            "all=yes",
+            "all",
+            "all=true&all=true",
+            "role=",
+            "role=a%2Fb",
+            "role=a/b",
+            "role=a+b",
+            "state=revoked",
+            "admin=true",
+            "after=1.x",
+            "all=true&after=1.x&after=2.y",
+        ] {
+            assert!(LeasesQuery::parse(bad).is_err(), "{bad}");
+        }
+        let odd = LeasesQuery { role: Some("a&all=true".into()), ..LeasesQuery::default() };
+        assert!(odd.to_query().is_err(), "a value cannot add a parameter");
     }
 
     #[test]

@@ -22,7 +22,10 @@
 //!   is sparse: it holds the live leases only, and the reaper's `Query` (`due_shard = "live"
 //!   AND due_at <= now`, earliest first) reads the leases that are due and nothing else,
 //!   however many revoked leases the table keeps as audit records. Its cost follows the
-//!   reaper's work, not the table's history.
+//!   reaper's work, not the table's history. An administrator's listing of every live
+//!   lease ([`LeaseStore::list_live`]) queries the same partition without the bound on
+//!   `due_at`, a page at a time from an `ExclusiveStartKey` built from the previous page's
+//!   last lease (`lease_id`, `due_shard`, `due_at`).
 //! - While a lease is live, also `live_caller` = its `caller_arn`, the holder (S): the partition key of
 //!   the global secondary index `holder` (partition `live_caller`, sort `expires_at`,
 //!   projection ALL), sparse in the same way and written and removed with `due`'s keys.
@@ -558,11 +561,15 @@ impl DynamoLeaseStore {
     }
 
     /// Up to `limit` leases from an index `query`, in the index's order (ascending), page
-    /// after page until the limit or the end.
-    async fn query_leases(&self, query: QueryFluentBuilder, limit: usize) -> Result<Vec<Lease>, StoreError> {
+    /// after page until the limit or the end, from after `start` (an index position).
+    async fn query_leases(
+        &self,
+        query: QueryFluentBuilder,
+        limit: usize,
+        mut start: Option<HashMap<String, AttributeValue>>,
+    ) -> Result<Vec<Lease>, StoreError> {
         const OPERATION: &str = "Query";
         let mut leases = Vec::new();
-        let mut start = None;
         while leases.len() < limit {
             let page = i32::try_from(limit - leases.len()).unwrap_or(i32::MAX);
             let out = query
@@ -751,7 +758,34 @@ impl LeaseStore for DynamoLeaseStore {
                 .expression_attribute_names("#due", attr::DUE_AT)
                 .expression_attribute_values(":live", AttributeValue::S(LIVE_SHARD.to_owned()))
                 .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
-            self.query_leases(query, limit).await
+            self.query_leases(query, limit, None).await
+        })
+    }
+
+    fn list_live(
+        &self,
+        after: Option<(u64, String)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send {
+        Box::pin(async move {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(DUE_INDEX)
+                .key_condition_expression("#shard = :live")
+                .expression_attribute_names("#shard", attr::DUE_SHARD)
+                .expression_attribute_values(":live", AttributeValue::S(LIVE_SHARD.to_owned()));
+            // An index's position is its keys and the table's: the page starts after the
+            // lease named, wherever it is now (its item need not exist any more).
+            let start = after.map(|(due_at, lease_id)| {
+                HashMap::from([
+                    (attr::LEASE_ID.to_owned(), AttributeValue::S(lease_id)),
+                    (attr::DUE_SHARD.to_owned(), AttributeValue::S(LIVE_SHARD.to_owned())),
+                    (attr::DUE_AT.to_owned(), AttributeValue::N(due_at.to_string())),
+                ])
+            });
+            self.query_leases(query, limit, start).await
         })
     }
 
@@ -773,7 +807,7 @@ impl LeaseStore for DynamoLeaseStore {
                 .key_condition_expression("#caller = :caller")
                 .expression_attribute_names("#caller", attr::LIVE_CALLER)
                 .expression_attribute_values(":caller", AttributeValue::S(holder.to_owned()));
-            self.query_leases(query, limit).await
+            self.query_leases(query, limit, None).await
         })
     }
 

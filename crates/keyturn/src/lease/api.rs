@@ -11,6 +11,14 @@
 //! of the credential than its kind. The list is read from an eventually consistent index: a
 //! lease issued or changed in the last moment may be missing or shown as it was.
 //!
+//! `GET /v1/leases?all=true` (with `role=NAME`, `state=live|failing`, and `after=` the
+//! previous page's `next`) lists every live lease, whoever holds it, with its holder and
+//! its revocation attempts, to an administrator (the roles file's `admin_principals`)
+//! only: anyone else gets 403. It reads the `due` index, by the time the reaper is due to
+//! act on each lease, a page at a time ([`LIST_ALL_PAGE`](super::service::LIST_ALL_PAGE)
+//! read per call); a page's `next` is `DUE_AT.LEASE_ID` of its last lease read. A lease
+//! renewed or revoked while an administrator pages may be listed twice or not at all.
+//!
 //! Errors are [`ErrorBody`]s with the status of [`LeaseError::status`]; bad input is
 //! always a 4xx and changes nothing.
 //!
@@ -27,10 +35,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::ports::Ports;
-use super::service::{Issued, LeaseService, Renewed};
+use super::service::{Issued, LeaseService, ListFilter, Renewed};
 use super::{Lease, LeaseError};
 use crate::contract::{
-    ErrorBody, IssuedAnswer, LeaseFacts, LeasesAnswer, ListedLease, RenewAnswer, RoleInfo, RolesAnswer, Route,
+    ErrorBody, IssuedAnswer, LeaseFacts, LeasesAnswer, LeasesQuery, ListedLease, RenewAnswer, RoleInfo, RolesAnswer,
+    Route, StateFilter,
 };
 
 /// The largest request body read: the API takes at most one small number.
@@ -42,6 +51,8 @@ pub struct ApiRequest {
     pub method: String,
     /// The path without the stage's prefix.
     pub path: String,
+    /// The query string (API Gateway's `rawQueryString`), without `?`.
+    pub query: String,
     pub body: Option<String>,
     /// The caller's ARN, as the IAM authorizer verified it.
     pub caller: String,
@@ -60,6 +71,8 @@ pub struct ApiResponse {
 struct Event {
     version: String,
     raw_path: String,
+    #[serde(default)]
+    raw_query_string: Option<String>,
     #[serde(default)]
     body: Option<String>,
     #[serde(default)]
@@ -138,6 +151,7 @@ impl ApiRequest {
         Ok(Self {
             method: event.request_context.http.method.to_ascii_uppercase(),
             path,
+            query: event.raw_query_string.unwrap_or_default(),
             body,
             caller,
             request_id: event.request_context.request_id.unwrap_or_default(),
@@ -291,8 +305,18 @@ async fn serve<P: Ports>(service: &LeaseService<P>, req: &ApiRequest) -> Result<
         }
         Route::ListLeases => {
             no_body(body)?;
-            let leases = service.list(&req.caller).await?.iter().map(listed_lease).collect();
-            answer(200, &LeasesAnswer { leases })
+            let query = LeasesQuery::parse(&req.query).map_err(LeaseError::BadRequest)?;
+            let filter = ListFilter { role: query.role.clone(), failing: query.state == StateFilter::Failing };
+            if query.all {
+                let after = query.after.as_deref().map(cursor_of).transpose()?;
+                let page = service.list_all(&req.caller, &filter, after).await?;
+                let leases = page.leases.iter().map(admin_listed_lease).collect();
+                let next = page.next.map(|(due_at, id)| format!("{due_at}.{id}"));
+                answer(200, &LeasesAnswer { leases, next })
+            } else {
+                let leases = service.list_filtered(&req.caller, &filter).await?.iter().map(listed_lease).collect();
+                answer(200, &LeasesAnswer { leases, next: None })
+            }
         }
     }
 }
@@ -335,7 +359,34 @@ fn listed_lease(lease: &Lease) -> ListedLease {
         revocable,
         username: lease.username.clone(),
         state: lease.state.as_str().into(),
+        holder: None,
+        attempts: None,
+        last_error: None,
+        retry_at: None,
+        failing: None,
     }
+}
+
+/// A lease as `GET /v1/leases?all=true` lists it to an administrator: also who holds it
+/// and how its revocation goes (never the credential, nor the grant beyond its kind).
+fn admin_listed_lease(lease: &Lease) -> ListedLease {
+    ListedLease {
+        holder: Some(lease.holder.clone()),
+        attempts: Some(lease.attempts),
+        last_error: lease.last_error.clone(),
+        retry_at: lease.retry_at.filter(|_| lease.state == super::LeaseState::Revoking),
+        failing: Some(lease.is_failing()),
+        ..listed_lease(lease)
+    }
+}
+
+/// The `after` of a page: `DUE_AT.LEASE_ID`, as a page's `next` writes it.
+fn cursor_of(text: &str) -> Result<(u64, String), LeaseError> {
+    text.split_once('.')
+        .and_then(|(at, id)| Some((at.parse().ok()?, id)))
+        .filter(|(_, id)| super::name::is_lease_id(id))
+        .map(|(at, id)| (at, id.to_owned()))
+        .ok_or_else(|| LeaseError::BadRequest("after must be a page's next, as the previous answer gave it".into()))
 }
 
 /// The body of a 201: the lease, then the credential, by kind.
@@ -353,6 +404,7 @@ fn issued_answer(issued: &Issued) -> IssuedAnswer {
 mod tests {
     use super::*;
     use crate::lease::fakes::{block_on, service, Service, CI, OPS, OTHER_CI, STRANGER};
+    use crate::lease::Lease;
 
     #[test]
     fn routes_and_methods() {
@@ -444,6 +496,7 @@ mod tests {
                 let req = ApiRequest {
                     method: "POST".into(),
                     path: Route::Issue.path(role),
+                    query: String::new(),
                     body: None,
                     caller: CI.into(),
                     request_id: "r1".into(),
@@ -529,6 +582,7 @@ mod tests {
         let req = ApiRequest {
             method: "GET".into(),
             path: "/v1/leases".into(),
+            query: String::new(),
             body: None,
             caller: caller.into(),
             request_id: "r1".into(),
@@ -582,6 +636,7 @@ mod tests {
             let req = ApiRequest {
                 method: "GET".into(),
                 path: "/v1/leases".into(),
+                query: String::new(),
                 body: Some("{}".into()),
                 caller: CI.into(),
                 request_id: "r2".into(),
@@ -621,6 +676,116 @@ mod tests {
                 let (status, body) = list_as(&s, caller).await;
                 assert_eq!((status, body), (200, json!({"leases": []})), "{caller:?}");
             }
+        });
+    }
+
+    /// `GET /v1/leases?QUERY` as `caller`: the status and the body.
+    async fn list_query(service: &Service, caller: &str, query: &str) -> (u16, Value) {
+        let req = ApiRequest {
+            method: "GET".into(),
+            path: "/v1/leases".into(),
+            query: query.into(),
+            body: None,
+            caller: caller.into(),
+            request_id: "r1".into(),
+        };
+        let response = handle(service, &req).await;
+        (response.status, response.body.unwrap_or(Value::Null))
+    }
+
+    #[test]
+    fn only_an_administrator_lists_every_lease_with_its_holder_and_failing_revocations() {
+        block_on(async {
+            let s = service(None);
+            let mine = s.issue(CI, "ci", None).await.unwrap().lease;
+            let theirs = s.issue(OTHER_CI, "ci", Some(Duration::from_secs(1200))).await.unwrap().lease;
+            let stuck = s.issue(OTHER_CI, "ci", Some(Duration::from_secs(600))).await.unwrap().lease;
+            *s.io.users.fail_deletes.lock().unwrap() = true;
+            assert!(s.revoke(OTHER_CI, &stuck.lease_id).await.is_err(), "the revocation fails");
+            *s.io.users.fail_deletes.lock().unwrap() = false;
+
+            for caller in [CI, OTHER_CI, STRANGER, "", "arn:aws:sts::123456789012:assumed-role/keyturn-admin-x/a"] {
+                for query in ["all=true", "all=true&state=failing", "all=true&role=ci"] {
+                    let (status, body) = list_query(&s, caller, query).await;
+                    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{caller:?} {query}");
+                }
+            }
+            let (status, body) = list_query(&s, OPS, "all=true").await;
+            assert_eq!(status, 200, "{body}");
+            let mut ids = listed_ids(&body);
+            ids.sort_unstable();
+            let mut want = [mine.lease_id.as_str(), theirs.lease_id.as_str(), stuck.lease_id.as_str()];
+            want.sort_unstable();
+            assert_eq!(ids, want);
+            assert_eq!(body.get("next"), None, "one page");
+            let listed = |id: &str| body["leases"].as_array().unwrap().iter().find(|l| l["lease_id"] == id).unwrap();
+            let first = listed(&mine.lease_id);
+            assert_eq!((first["holder"].as_str(), first["failing"].as_bool()), (Some(CI), Some(false)));
+            let failing = listed(&stuck.lease_id);
+            assert_eq!(
+                (failing["state"].as_str(), failing["failing"].as_bool(), failing["attempts"].as_u64()),
+                (Some("revoking"), Some(true), Some(1)),
+                "{failing}"
+            );
+            assert!(failing["last_error"].is_string() && failing["retry_at"].is_u64(), "{failing}");
+            let text = body.to_string();
+            for secret in ["secretsmanager", "password", "readers"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+
+            let (_, body) = list_query(&s, OPS, "all=true&state=failing").await;
+            assert_eq!(listed_ids(&body), [stuck.lease_id.as_str()]);
+            let (_, body) = list_query(&s, OPS, "all=true&role=deploy").await;
+            assert_eq!(listed_ids(&body), Vec::<&str>::new());
+            // Without all=true, an administrator gets its own (none), and a holder its own,
+            // filtered the same way.
+            assert_eq!(list_query(&s, OPS, "").await, (200, json!({"leases": []})));
+            let (_, body) = list_query(&s, OTHER_CI, "state=failing").await;
+            assert_eq!(listed_ids(&body), [stuck.lease_id.as_str()]);
+            assert_eq!(body["leases"][0].get("holder"), None, "the holder's view is unchanged");
+            for bad in ["all=1", "all=true&all=true", "all=true&after=x", "after=1.abc", "state=revoked", "x=y"] {
+                assert_eq!(list_query(&s, OPS, bad).await.0, 400, "{bad}");
+            }
+        });
+    }
+
+    #[test]
+    fn every_live_lease_is_listed_a_page_at_a_time() {
+        use crate::lease::service::LIST_ALL_PAGE;
+        use crate::lease::store::LeaseStore as _;
+        block_on(async {
+            let s = service(None);
+            let total = LIST_ALL_PAGE + 7;
+            for i in 0..total {
+                let id = format!("{i:020}");
+                let lease = Lease {
+                    role: if i % 2 == 0 { "ci" } else { "deploy" }.into(),
+                    ..Lease::example(&id, 5000 + (i as u64 % 13))
+                };
+                s.store().put_new(&lease, None).await.unwrap();
+            }
+            let mut seen = Vec::new();
+            let mut after: Option<String> = None;
+            let mut pages = 0;
+            loop {
+                let query = match &after {
+                    Some(next) => format!("all=true&role=ci&after={next}"),
+                    None => "all=true&role=ci".into(),
+                };
+                let (status, body) = list_query(&s, OPS, &query).await;
+                assert_eq!(status, 200, "{body}");
+                pages += 1;
+                seen.extend(listed_ids(&body).into_iter().map(str::to_owned));
+                match body["next"].as_str() {
+                    Some(next) => after = Some(next.to_owned()),
+                    None => break,
+                }
+            }
+            assert_eq!(pages, 2);
+            let mut want: Vec<String> = (0..total).filter(|i| i % 2 == 0).map(|i| format!("{i:020}")).collect();
+            seen.sort();
+            want.sort();
+            assert_eq!(seen, want, "each of role ci's leases once");
         });
     }
 

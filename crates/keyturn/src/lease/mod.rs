@@ -138,6 +138,12 @@ impl Lease {
         }
     }
 
+    /// Whether its revocation was attempted and failed (and is being retried): `Revoking`
+    /// with a recorded failure. Its credential may still work until a retry succeeds.
+    pub fn is_failing(&self) -> bool {
+        self.state == LeaseState::Revoking && self.last_error.is_some()
+    }
+
     /// When the reaper should next act on the lease: its retry time while being revoked,
     /// its expiry while active. `None` once revoked.
     pub fn due_at(&self) -> Option<u64> {

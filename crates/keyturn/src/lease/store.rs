@@ -64,6 +64,14 @@ pub trait LeaseStore: Send + Sync {
     /// Up to `limit` live leases whose [`Lease::due_at`] is at or before `now`, the earliest
     /// first: the reaper's work, found without reading every lease.
     fn list_due(&self, now: u64, limit: usize) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
+    /// Up to `limit` live leases, every holder's, by [`Lease::due_at`] and then id, those
+    /// after `after` (the `(due_at, lease_id)` of the last lease of the previous page):
+    /// an administrator's listing, read from the same index as [`LeaseStore::list_due`].
+    fn list_live(
+        &self,
+        after: Option<(u64, String)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
     /// Up to `limit` live leases whose `holder` is exactly `holder` (byte for byte:
     /// no case folding), the earliest expiry first: what a caller lists as its own, found
     /// without reading other callers' leases or revoked ones.
@@ -145,6 +153,18 @@ pub mod memory {
             due.sort_by_key(|l| l.due_at());
             due.truncate(limit);
             Ok(due)
+        }
+
+        async fn list_live(&self, after: Option<(u64, String)>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+            let map = self.leases.lock().unwrap();
+            let mut live: Vec<(u64, &Lease)> = map.values().filter_map(|l| Some((l.due_at()?, l))).collect();
+            live.sort_by(|(a, x), (b, y)| (a, &x.lease_id).cmp(&(b, &y.lease_id)));
+            Ok(live
+                .into_iter()
+                .filter(|(at, l)| after.as_ref().is_none_or(|(after_at, id)| (at, &l.lease_id) > (after_at, id)))
+                .take(limit)
+                .map(|(_, l)| l.clone())
+                .collect())
         }
 
         async fn list_live_by_holder(&self, holder: &str, limit: usize) -> Result<Vec<Lease>, StoreError> {
@@ -266,6 +286,26 @@ max_ttl = "1h"
             assert_eq!(ids(store.list_live_by_holder(&holder, 10).await.unwrap()), ["b", "a"], "d is revoked");
             assert_eq!(ids(store.list_live_by_holder(&holder, 1).await.unwrap()), ["b"]);
             assert_eq!(store.list_live_by_holder(&holder.to_uppercase(), 10).await.unwrap(), []);
+        });
+    }
+
+    #[test]
+    fn every_live_lease_is_listed_by_due_time_a_page_at_a_time() {
+        block_on(async {
+            let store = MemoryStore::default();
+            for (id, exp) in [("a", 1500), ("b", 1200), ("c", 1500), ("d", 1100)] {
+                store.put_new(&lease(id, exp), None).await.unwrap();
+            }
+            let d = store.get("d").await.unwrap().unwrap();
+            let mut revoked = d.clone();
+            revoked.state = LeaseState::Revoked;
+            revoked.version += 1;
+            store.update(&revoked, Expected::of(&d)).await.unwrap();
+            let ids = |leases: Vec<Lease>| leases.into_iter().map(|l| l.lease_id).collect::<Vec<_>>();
+            assert_eq!(ids(store.list_live(None, 10).await.unwrap()), ["b", "a", "c"]);
+            assert_eq!(ids(store.list_live(None, 2).await.unwrap()), ["b", "a"]);
+            assert_eq!(ids(store.list_live(Some((1500, "a".into())), 2).await.unwrap()), ["c"]);
+            assert_eq!(ids(store.list_live(Some((1500, "c".into())), 2).await.unwrap()), Vec::<String>::new());
         });
     }
 

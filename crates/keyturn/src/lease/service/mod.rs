@@ -48,6 +48,32 @@ pub const REAPER: &str = "reaper";
 /// The most leases [`LeaseService::list`] returns (the earliest to expire): one query page
 /// of the holder index, far above what a caller holds at once in practice.
 pub const LIST_MAX: usize = 100;
+/// The most live leases [`LeaseService::list_all`] reads for one page: one or two query
+/// pages of the `due` index, an answer well under Lambda's 6 MB.
+pub const LIST_ALL_PAGE: usize = 500;
+
+/// Which leases to list: of one role, only those whose revocation is failing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub role: Option<String>,
+    pub failing: bool,
+}
+
+impl ListFilter {
+    fn admits(&self, lease: &Lease) -> bool {
+        self.role.as_ref().is_none_or(|role| *role == lease.role) && (!self.failing || lease.is_failing())
+    }
+}
+
+/// A page of every live lease.
+#[derive(Debug)]
+pub struct AllLeases {
+    /// Those of the page that pass the filter.
+    pub leases: Vec<Lease>,
+    /// Where the next page starts (the last lease read: its `due_at` and id), when more
+    /// may follow.
+    pub next: Option<(u64, String)>,
+}
 
 /// Credentials just issued: the lease and what the caller needs to use them.
 #[derive(Debug)]
@@ -150,6 +176,35 @@ impl<P: Ports> LeaseService<P> {
         // Checked again here rather than trusted to the index's key: what one caller is
         // shown of another's leases must not depend on how the store matches ARNs.
         Ok(leases.into_iter().filter(|l| l.state.is_live() && principal::holds(caller, &l.holder)).collect())
+    }
+
+    /// Every live lease, whoever holds it, for an administrator (a caller matching the roles
+    /// file's `admin_principals`; anyone else is refused, 403): by the time the reaper is
+    /// due to act on it, [`LIST_ALL_PAGE`] read per call from after `after`, those that pass
+    /// `filter` returned (so a page may hold fewer, even none, and still have a next).
+    pub async fn list_all(
+        &self,
+        caller: &str,
+        filter: &ListFilter,
+        after: Option<(u64, String)>,
+    ) -> Result<AllLeases, LeaseError> {
+        if !principal::principal_allowed(caller, &self.roles.admin_principals) {
+            return Err(LeaseError::Forbidden(format!(
+                "{caller} may not list every lease: only the roles file's admin_principals may"
+            )));
+        }
+        // One more than a page: whether another follows.
+        let mut read = self.io.store.list_live(after, LIST_ALL_PAGE + 1).await?;
+        let more = read.len() > LIST_ALL_PAGE;
+        read.truncate(LIST_ALL_PAGE);
+        let next = if more { read.last().and_then(|l| Some((l.due_at()?, l.lease_id.clone()))) } else { None };
+        let leases = read.into_iter().filter(|l| l.state.is_live() && filter.admits(l)).collect();
+        Ok(AllLeases { leases, next })
+    }
+
+    /// The caller's own live leases ([`LeaseService::list`]) that pass `filter`.
+    pub async fn list_filtered(&self, caller: &str, filter: &ListFilter) -> Result<Vec<Lease>, LeaseError> {
+        Ok(self.list(caller).await?.into_iter().filter(|l| filter.admits(l)).collect())
     }
 
     /// The lease, if `caller` may act on it.
