@@ -364,3 +364,55 @@ fn keyturn_tests_sha256(bytes: &[u8]) -> String {
     use sha2::{Digest as _, Sha256};
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Sets the stand-in stack `name`'s `RolesLayerArn` to `arn`, every other parameter kept
+/// (what anyone with cloudformation:UpdateStack, or a `sam deploy` with another
+/// `RolesLayerArn`, leaves behind).
+fn set_roles_layer_arn(name: &str, arn: &str) {
+    python(
+        "cf = boto3.client('cloudformation', **kw)\n\
+         keys = [p['ParameterKey'] for p in cf.describe_stacks(StackName=sys.argv[3])['Stacks'][0]['Parameters']]\n\
+         params = [{'ParameterKey': k, 'ParameterValue': sys.argv[4]} if k == 'RolesLayerArn'\n\
+                   else {'ParameterKey': k, 'UsePreviousValue': True} for k in keys]\n\
+         cf.update_stack(StackName=sys.argv[3], UsePreviousTemplate=True, Parameters=params)\n\
+         print('{}')",
+        &[name, arn],
+    );
+}
+
+/// Review (attack) finding: `roles-check --stack` and `roles deploy` read the stack's roles
+/// layer by its name and version only (`layer_version_of` drops the ARN's account and
+/// region), so a stack whose `RolesLayerArn` names a version of a layer of the same name
+/// in another account is reported as running "this file", and `roles deploy` changes
+/// nothing: the check vouches for a roles file it never read.
+#[test]
+fn review20_roles_check_reads_the_layer_the_stack_names_not_a_namesake_in_the_callers_account() {
+    let token = &keyturn_tests::random_token()[..8];
+    let (name, prefix) = (format!("roles-x-{token}"), format!("kx{token}"));
+    create_stack(&name, &prefix, true);
+    let file = write_file("foreign", &roles_file("pg-admin-foreign"));
+    let out = keyturn(&["roles", "deploy", "--stack", &name, &file]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ours = stack(&name).0["RolesLayerArn"].clone();
+    assert!(ours.contains(&format!(":{ACCOUNT}:layer:")), "{ours}");
+
+    // The stack now runs a version of another account's layer of the same name.
+    let foreign = ours.replace(&format!(":{ACCOUNT}:layer:"), ":999999999999:layer:");
+    set_roles_layer_arn(&name, &foreign);
+    assert_eq!(stack(&name).0["RolesLayerArn"], foreign);
+
+    let out = keyturn(&["roles-check", "--stack", &name, &file]);
+    let report = text(&out.stdout);
+    assert!(
+        !report.contains("which holds this file"),
+        "roles-check vouches for {foreign}, which it never read: {report}"
+    );
+    assert_ne!(out.status.code(), Some(0), "{report}");
+
+    let out = keyturn(&["roles", "deploy", "--stack", &name, "--dry-run", &file]);
+    assert!(
+        !text(&out.stdout).contains("nothing to change"),
+        "roles deploy leaves the stack on another account's layer: {}",
+        text(&out.stdout)
+    );
+}
