@@ -44,37 +44,7 @@ fn archive(binary: &Path, target: &str, out: &Path, epoch: &str) -> Output {
 /// Serves the files of `dir` over HTTP on a loopback port (GET only, 404 for anything
 /// else); the base URL.
 fn serve(dir: PathBuf) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut first = String::new();
-            if reader.read_line(&mut first).is_err() {
-                continue;
-            }
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).map_or(true, |n| n == 0) || line.trim().is_empty() {
-                    break;
-                }
-            }
-            let name = first.split(' ').nth(1).unwrap_or("").trim_start_matches('/').to_owned();
-            let file =
-                (!name.contains('/') && !name.starts_with('.')).then(|| std::fs::read(dir.join(&name)).ok()).flatten();
-            let mut stream = stream;
-            let _ = match file {
-                Some(body) => stream
-                    .write_all(
-                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len())
-                            .as_bytes(),
-                    )
-                    .and_then(|()| stream.write_all(&body)),
-                None => stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
-            };
-        }
-    });
-    url
+    serve_on("127.0.0.1", dir)
 }
 
 fn install(base: &str, dest: &Path, target: Option<&str>) -> Output {
@@ -163,4 +133,63 @@ fn the_installer_installs_a_checked_archive_and_refuses_a_tampered_one() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(!fresh.join("keyturn").exists());
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Review (attack) finding: install-cli admits `http://` "to this machine only" by a shell
+/// pattern on the text (`http://127.0.0.1:*`), so `http://127.0.0.1:x@HOST:PORT/` passes
+/// and curl fetches SHA256SUMS and the archive in cleartext from HOST (user info
+/// `127.0.0.1:x`). Here HOST is 127.0.0.2 (loopback, the only addresses a test may reach);
+/// `http://127.0.0.1:x@mirror.example.com/` goes the same way to another machine. The CLI's
+/// own check (api.rs `check_url`) refuses an `@`; the installer must too.
+#[test]
+fn review20_the_installer_refuses_cleartext_to_a_host_hidden_behind_user_info() {
+    let work = scratch("install-userinfo");
+    let dist = work.join("dist");
+    archive(&function_binary("keyturn"), host_target(), &dist, "1700000000");
+    let other = serve_on("127.0.0.2", dist.clone());
+    let base = other.replace("http://", "http://127.0.0.1:x@");
+    let dest = work.join("bin");
+    let out = install(&base, &dest, None);
+    assert!(
+        !dest.join("keyturn").exists(),
+        "installed from {base}, a host other than 127.0.0.1, localhost or ::1: {}",
+        text(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// [`serve`] on a port of loopback address `address`.
+fn serve_on(address: &str, dir: PathBuf) -> String {
+    let listener = TcpListener::bind((address, 0)).expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut first = String::new();
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).map_or(true, |n| n == 0) || line.trim().is_empty() {
+                    break;
+                }
+            }
+            let name = first.split(' ').nth(1).unwrap_or("").trim_start_matches('/').to_owned();
+            let file =
+                (!name.contains('/') && !name.starts_with('.')).then(|| std::fs::read(dir.join(&name)).ok()).flatten();
+            let mut stream = stream;
+            let _ = match file {
+                Some(body) => stream
+                    .write_all(
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len())
+                            .as_bytes(),
+                    )
+                    .and_then(|()| stream.write_all(&body)),
+                None => stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
+            };
+        }
+    });
+    url
 }
