@@ -416,3 +416,48 @@ fn review20_roles_check_reads_the_layer_the_stack_names_not_a_namesake_in_the_ca
         text(&out.stdout)
     );
 }
+
+/// Review (attack) finding: docs/security.md says whoever writes the roles file cannot
+/// "make the functions read a secret outside LeaseAdminSecretArns (their policies list the
+/// ARNs)". With `roles deploy` the file sets those lists: a file that adds another
+/// account's admin role to an aws-sts role, or a secret the stack never listed, widens the
+/// issuer's policy in the same unattended run (in CI: whoever can merge the file), with no
+/// flag or approval. A widening must be asked for (`--allow-widening` or similar), or
+/// bounded by a parameter only the stack's owner sets.
+#[test]
+fn review20_roles_deploy_does_not_widen_the_issuers_permissions_unasked() {
+    let token = &keyturn_tests::random_token()[..8];
+    let (name, prefix) = (format!("roles-w-{token}"), format!("kw{token}"));
+    create_stack(&name, &prefix, true);
+    let file = write_file("base", &roles_file("pg-admin-base"));
+    let out = keyturn(&["roles", "deploy", "--stack", &name, &file]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before = stack(&name).0;
+
+    let wider = roles_file("pg-admin-base").replace(
+        &format!("role_arn = \"arn:aws:iam::{ACCOUNT}:role/deploy\""),
+        &format!("role_arn = \"arn:aws:iam::{ACCOUNT}:role/OrganizationAccountAccessRole\""),
+    ) + &format!(
+        r#"
+[[role]]
+name = "payroll"
+kind = "database"
+admin_secret = "arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:payroll-master-QwErTy"
+groups = ["app_read"]
+default_ttl = "15m"
+max_ttl = "1h"
+allowed_principals = ["arn:aws:iam::{ACCOUNT}:role/ci-*"]
+"#
+    );
+    let out = keyturn(&["roles", "deploy", "--stack", &name, &write_file("wider", &wider)]);
+    let after = stack(&name).0;
+    for parameter in ["LeaseAssumableRoleArns", "LeaseAdminSecretArns"] {
+        assert_eq!(
+            after[parameter],
+            before[parameter],
+            "{parameter} widened by the roles file alone (exit {:?}): {}",
+            out.status.code(),
+            text(&out.stdout)
+        );
+    }
+}
