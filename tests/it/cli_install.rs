@@ -48,12 +48,51 @@ fn serve(dir: PathBuf) -> String {
 }
 
 fn install(base: &str, dest: &Path, target: Option<&str>) -> Output {
+    install_pinned(base, dest, target, None)
+}
+
+/// [`install`] with the archive's hash pinned by the caller (`KEYTURN_ARCHIVE_SHA256`).
+fn install_pinned(base: &str, dest: &Path, target: Option<&str>, sha256: Option<&str>) -> Output {
     let mut command = Command::new(root().join(".github/actions/keyturn-exec/install-cli"));
-    command.args([base, VERSION]).arg(dest);
+    command.args([base, VERSION]).arg(dest).env_remove("KEYTURN_ARCHIVE_SHA256");
     if let Some(target) = target {
         command.arg(target);
     }
+    if let Some(sha256) = sha256 {
+        command.env("KEYTURN_ARCHIVE_SHA256", sha256);
+    }
     command.output().expect("run install-cli")
+}
+
+/// A release whose archive and SHA256SUMS were replaced together passes SHA256SUMS; the
+/// hash the caller recorded for the version (the action's `sha256`) refuses it.
+#[test]
+fn a_pinned_hash_refuses_a_release_replaced_as_a_whole() {
+    let work = scratch("install-pinned");
+    let dist = work.join("dist");
+    archive(&function_binary("keyturn"), host_target(), &dist, "1700000000");
+    let name = format!("keyturn-{VERSION}-{}.tar.gz", host_target());
+    let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    let recorded = sums.split_whitespace().next().unwrap().to_owned();
+    let base = serve(dist.clone());
+
+    let dest = work.join("bin");
+    let out = install_pinned(&base, &dest, None, Some(&recorded));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dest.join("keyturn").exists());
+
+    // The archive replaced by another build, and SHA256SUMS with it.
+    archive(&function_binary("keyturn"), host_target(), &dist, "1700000001");
+    assert_ne!(std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap(), sums, "another archive");
+    let fresh = work.join("replaced");
+    let out = install_pinned(&base, &fresh, None, Some(&recorded));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("pinned KEYTURN_ARCHIVE_SHA256"), "{}", text(&out.stderr));
+    assert!(!fresh.join("keyturn").exists(), "nothing installed");
+    let out = install_pinned(&base, &fresh, None, Some("not-a-hash"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(!fresh.join(&name).exists() && !fresh.join("keyturn").exists());
+    let _ = std::fs::remove_dir_all(&work);
 }
 
 /// This machine's archive name, as install-cli picks it.
@@ -135,14 +174,11 @@ fn the_installer_installs_a_checked_archive_and_refuses_a_tampered_one() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
-/// Review (attack) finding: install-cli admits `http://` "to this machine only" by a shell
-/// pattern on the text (`http://127.0.0.1:*`), so `http://127.0.0.1:x@HOST:PORT/` passes
-/// and curl fetches SHA256SUMS and the archive in cleartext from HOST (user info
-/// `127.0.0.1:x`). Here HOST is 127.0.0.2 (loopback, the only addresses a test may reach);
-/// `http://127.0.0.1:x@mirror.example.com/` goes the same way to another machine. The CLI's
-/// own check (api.rs `check_url`) refuses an `@`; the installer must too.
+/// Cleartext goes to this machine only: a URL whose host hides behind user info
+/// (`http://127.0.0.1:x@HOST/`, curl's host is HOST) is refused, here with HOST
+/// 127.0.0.2 (loopback: the only addresses a test may reach).
 #[test]
-fn review20_the_installer_refuses_cleartext_to_a_host_hidden_behind_user_info() {
+fn the_installer_refuses_cleartext_to_a_host_hidden_behind_user_info() {
     let work = scratch("install-userinfo");
     let dist = work.join("dist");
     archive(&function_binary("keyturn"), host_target(), &dist, "1700000000");

@@ -265,10 +265,18 @@ fn roles_deploy_publishes_the_file_and_updates_the_stack_keeping_the_rest() {
     assert!(text(&out.stderr).contains(&format!("sha256 {sha}")), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("LeaseAdminSecretArns: the stack has \"\""), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("dry run"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("widens: LeaseAdminSecretArns adds"), "{}", text(&out.stdout));
     assert_eq!(stack(&name).0, before);
     assert!(layer_versions(&layer).is_empty(), "dry run published nothing");
 
+    // Every ARN the stack does not list yet widens the functions' permissions: refused,
+    // naming it, unless asked for.
     let out = keyturn(&["roles", "deploy", "--stack", &name, &file]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--allow-widening"), "{}", text(&out.stderr));
+    assert_eq!(stack(&name).0, before);
+    assert!(layer_versions(&layer).is_empty(), "a refused deploy published nothing");
+    let out = keyturn(&["roles", "deploy", "--stack", &name, "--allow-widening", &file]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let versions = layer_versions(&layer);
     assert_eq!(versions.len(), 1, "{versions:?}");
@@ -304,7 +312,7 @@ fn roles_deploy_publishes_the_file_and_updates_the_stack_keeping_the_rest() {
     );
     assert!(report.contains(&format!("RolesLayerArn: {} holds another roles file", versions[0])), "{report}");
     assert_eq!(report.lines().count(), 2, "{report}");
-    let out = keyturn(&["roles", "deploy", "--stack", &name, &file2]);
+    let out = keyturn(&["roles", "deploy", "--stack", &name, "--allow-widening", &file2]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let now = layer_versions(&layer);
     assert_eq!(now.len(), 1, "the superseded version is deleted: {now:?}");
@@ -380,18 +388,16 @@ fn set_roles_layer_arn(name: &str, arn: &str) {
     );
 }
 
-/// Review (attack) finding: `roles-check --stack` and `roles deploy` read the stack's roles
-/// layer by its name and version only (`layer_version_of` drops the ARN's account and
-/// region), so a stack whose `RolesLayerArn` names a version of a layer of the same name
-/// in another account is reported as running "this file", and `roles deploy` changes
-/// nothing: the check vouches for a roles file it never read.
+/// The stack's roles layer is a version of its own account and region: one of the same
+/// name elsewhere (a stack pointed at another account's layer) is never vouched for as
+/// holding the file, nor left in place as "nothing to change".
 #[test]
-fn review20_roles_check_reads_the_layer_the_stack_names_not_a_namesake_in_the_callers_account() {
+fn roles_check_reads_the_layer_the_stack_names_not_a_namesake_in_the_callers_account() {
     let token = &keyturn_tests::random_token()[..8];
     let (name, prefix) = (format!("roles-x-{token}"), format!("kx{token}"));
     create_stack(&name, &prefix, true);
     let file = write_file("foreign", &roles_file("pg-admin-foreign"));
-    let out = keyturn(&["roles", "deploy", "--stack", &name, &file]);
+    let out = keyturn(&["roles", "deploy", "--stack", &name, "--allow-widening", &file]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ours = stack(&name).0["RolesLayerArn"].clone();
     assert!(ours.contains(&format!(":{ACCOUNT}:layer:")), "{ours}");
@@ -417,20 +423,17 @@ fn review20_roles_check_reads_the_layer_the_stack_names_not_a_namesake_in_the_ca
     );
 }
 
-/// Review (attack) finding: docs/security.md says whoever writes the roles file cannot
-/// "make the functions read a secret outside LeaseAdminSecretArns (their policies list the
-/// ARNs)". With `roles deploy` the file sets those lists: a file that adds another
-/// account's admin role to an aws-sts role, or a secret the stack never listed, widens the
-/// issuer's policy in the same unattended run (in CI: whoever can merge the file), with no
-/// flag or approval. A widening must be asked for (`--allow-widening` or similar), or
-/// bounded by a parameter only the stack's owner sets.
+/// The roles file hands out what the stack's lists allow; whoever may merge the file must
+/// not raise that ceiling in the same unattended run. A file that adds an admin secret or
+/// an assumable role the stack does not list is refused without `--allow-widening`, and
+/// changes nothing.
 #[test]
-fn review20_roles_deploy_does_not_widen_the_issuers_permissions_unasked() {
+fn roles_deploy_does_not_widen_the_issuers_permissions_unasked() {
     let token = &keyturn_tests::random_token()[..8];
     let (name, prefix) = (format!("roles-w-{token}"), format!("kw{token}"));
     create_stack(&name, &prefix, true);
     let file = write_file("base", &roles_file("pg-admin-base"));
-    let out = keyturn(&["roles", "deploy", "--stack", &name, &file]);
+    let out = keyturn(&["roles", "deploy", "--stack", &name, "--allow-widening", &file]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let before = stack(&name).0;
 
@@ -459,5 +462,9 @@ allowed_principals = ["arn:aws:iam::{ACCOUNT}:role/ci-*"]
             out.status.code(),
             text(&out.stdout)
         );
+    }
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    for addition in ["OrganizationAccountAccessRole", "payroll-master-QwErTy"] {
+        assert!(text(&out.stderr).contains(addition), "the refusal names {addition}: {}", text(&out.stderr));
     }
 }

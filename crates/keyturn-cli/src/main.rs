@@ -149,6 +149,11 @@ enum RolesAction {
         /// change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Let the file widen what the functions may touch (an admin secret, an assumable
+        /// role, an IAM group or database user the stack does not list yet, another IAM
+        /// path or boundary). Without it such a file is refused, naming each addition.
+        #[arg(long)]
+        allow_widening: bool,
         /// The roles file.
         #[arg(value_name = "FILE")]
         file: String,
@@ -241,8 +246,8 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             let (api, aws) = connect(&common).await?;
             exec(api, ExecRequest { role, ttl, command, quiet: common.quiet, strict, aws }).await
         }
-        Command::Roles { action: Some(RolesAction::Deploy { stack, dry_run, file }), .. } => {
-            keyturn_cli::roles::deploy_command(&stack, &file, dry_run).await
+        Command::Roles { action: Some(RolesAction::Deploy { stack, dry_run, allow_widening, file }), .. } => {
+            keyturn_cli::roles::deploy_command(&stack, &file, dry_run, allow_widening).await
         }
         Command::Roles { action: None, common } => {
             let answer = api(&common).await?.roles().await?;

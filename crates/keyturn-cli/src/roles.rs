@@ -182,6 +182,9 @@ pub struct StackView {
     pub name: String,
     /// From the stack's id: the account its IAM groups and databases are in.
     pub account: String,
+    /// From the stack's id: where its roles layer lives (`PARTITION:REGION`).
+    pub partition: String,
+    pub region: String,
     pub status: String,
     /// Every parameter with its value (DescribeStacks lists the template's parameters,
     /// defaults included).
@@ -191,11 +194,15 @@ pub struct StackView {
 impl StackView {
     pub fn of(name: &str, stack: &Stack) -> Result<Self, CliError> {
         // arn:PARTITION:cloudformation:REGION:ACCOUNT:stack/NAME/ID
-        let account = stack
-            .stack_id()
-            .and_then(|id| id.split(':').nth(4))
-            .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or_else(|| CliError::Server(format!("stack {:?} has no readable id", printable(name))))?;
+        let unreadable = || CliError::Server(format!("stack {:?} has no readable id", printable(name)));
+        let id: Vec<&str> = stack.stack_id().ok_or_else(unreadable)?.split(':').collect();
+        let (partition, region, account) = match id.as_slice() {
+            ["arn", partition, "cloudformation", region, account, _] => (*partition, *region, *account),
+            _ => return Err(unreadable()),
+        };
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) || region.is_empty() {
+            return Err(unreadable());
+        }
         let parameters = stack
             .parameters()
             .iter()
@@ -204,6 +211,8 @@ impl StackView {
         Ok(Self {
             name: name.to_owned(),
             account: account.to_owned(),
+            partition: partition.to_owned(),
+            region: region.to_owned(),
             status: stack.stack_status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
             parameters,
         })
@@ -221,6 +230,15 @@ impl StackView {
                 printable(&self.name)
             ))
         })
+    }
+
+    /// Whether layer version `arn` is one of this stack's partition, region and account:
+    /// only such a version is read, compared or deleted as the stack's roles layer (a
+    /// version of the same name elsewhere is another layer, which the caller's Lambda
+    /// client would not even reach by that name).
+    fn owns_layer(&self, arn: &str) -> bool {
+        layer_version_of(arn)
+            .is_some_and(|v| v.partition == self.partition && v.region == self.region && v.account == self.account)
     }
 
     /// The roles layer's name: `<FunctionNamePrefix>-roles`, as the template names it.
@@ -261,11 +279,21 @@ pub fn outcome(status: &str) -> Outcome {
     }
 }
 
-/// A layer version ARN's name and version: `arn:P:lambda:R:A:layer:NAME:VERSION`.
-fn layer_version_of(arn: &str) -> Option<(&str, i64)> {
+/// A layer version ARN's parts: `arn:PARTITION:lambda:REGION:ACCOUNT:layer:NAME:VERSION`.
+struct LayerVersion<'a> {
+    partition: &'a str,
+    region: &'a str,
+    account: &'a str,
+    name: &'a str,
+    version: i64,
+}
+
+fn layer_version_of(arn: &str) -> Option<LayerVersion<'_>> {
     let parts: Vec<&str> = arn.split(':').collect();
     match parts.as_slice() {
-        ["arn", _, "lambda", _, _, "layer", name, version] => Some((name, version.parse().ok()?)),
+        ["arn", partition, "lambda", region, account, "layer", name, version] => {
+            Some(LayerVersion { partition, region, account, name, version: version.parse().ok()? })
+        }
         _ => None,
     }
 }
@@ -275,8 +303,12 @@ fn layer_version_of(arn: &str) -> Option<(&str, i64)> {
 /// cannot be read.
 async fn layer_holds(lambda: &aws_sdk_lambda::Client, stack: &StackView, zip: &[u8]) -> Option<bool> {
     let arn = stack.get(ROLES_LAYER_ARN).filter(|a| !a.is_empty())?;
-    let (name, version) = layer_version_of(arn)?;
-    match lambda.get_layer_version().layer_name(name).version_number(version).send().await {
+    if !stack.owns_layer(arn) {
+        // Another account's or region's: not the file this stack's roles deploy published.
+        return Some(false);
+    }
+    let v = layer_version_of(arn)?;
+    match lambda.get_layer_version().layer_name(v.name).version_number(v.version).send().await {
         Ok(found) => Some(found.content().and_then(|c| c.code_sha256()) == Some(code_sha256(zip).as_str())),
         Err(e) => {
             term::warning(&format!(
@@ -311,6 +343,13 @@ pub async fn check_stack(sdk: &aws_config::SdkConfig, name: &str, file: &RolesFi
         None | Some("") => "its own roles layer (sam build's, not compared)".to_owned(),
         Some(arn) => match layer_holds(&lambda, &stack, &zip).await {
             Some(true) => format!("roles layer {arn}, which holds this file"),
+            Some(false) if !stack.owns_layer(arn) => {
+                lines.push(format!(
+                    "{ROLES_LAYER_ARN}: {arn} is not a layer of the stack's account {} in {} (not compared)",
+                    stack.account, stack.region
+                ));
+                String::new()
+            }
             Some(false) => {
                 lines.push(format!(
                     "{ROLES_LAYER_ARN}: {arn} holds another roles file than {} (sha256 {})",
@@ -332,7 +371,13 @@ pub async fn check_stack(sdk: &aws_config::SdkConfig, name: &str, file: &RolesFi
 }
 
 /// `roles deploy`.
-pub async fn deploy(sdk: &aws_config::SdkConfig, name: &str, file: &RolesFile, dry_run: bool) -> Result<(), CliError> {
+pub async fn deploy(
+    sdk: &aws_config::SdkConfig,
+    name: &str,
+    file: &RolesFile,
+    dry_run: bool,
+    allow_widening: bool,
+) -> Result<(), CliError> {
     let stack = StackView::of(name, &stack::describe(sdk, name).await?)?;
     let previous_layer = stack.required(ROLES_LAYER_ARN)?.to_owned();
     let layer_name = stack.layer_name()?;
@@ -356,6 +401,10 @@ pub async fn deploy(sdk: &aws_config::SdkConfig, name: &str, file: &RolesFile, d
         return Ok(());
     }
     let mut plan = describe_differences(file, &differences);
+    let widening: Vec<String> = differences
+        .iter()
+        .flat_map(|d| d.widening().into_iter().map(move |w| format!("{} adds {:?}", d.parameter.name(), printable(&w))))
+        .collect();
     if !same_layer {
         let from = if previous_layer.is_empty() { "the stack's own layer" } else { previous_layer.as_str() };
         plan.insert(0, format!("{ROLES_LAYER_ARN}: {from} -> a new version of layer {layer_name} holding {path}"));
@@ -363,9 +412,19 @@ pub async fn deploy(sdk: &aws_config::SdkConfig, name: &str, file: &RolesFile, d
     for line in &plan {
         println!("{line}");
     }
+    for line in &widening {
+        println!("widens: {line}");
+    }
     if dry_run {
         println!("dry run: stack {:?} and layer {layer_name} not changed", printable(name));
         return Ok(());
+    }
+    if !widening.is_empty() && !allow_widening {
+        return Err(CliError::Refused(format!(
+            "{path} widens what issue-credentials and reap-leases may touch ({}): nothing changed. Review each \
+             addition and run again with --allow-widening",
+            widening.join("; ")
+        )));
     }
 
     let mut changes: BTreeMap<String, String> =
@@ -453,7 +512,10 @@ pub async fn deploy(sdk: &aws_config::SdkConfig, name: &str, file: &RolesFile, d
     println!("stack {:?}: UPDATE_COMPLETE; both functions now read {path} (sha256 {sha})", printable(name));
     // The superseded version was published by roles deploy (the stack's own layer is
     // CloudFormation's to delete): a stale roles file should not stay attachable.
-    if new_layer.is_some() && layer_version_of(&previous_layer).is_some_and(|(n, _)| n == layer_name) {
+    if new_layer.is_some()
+        && stack.owns_layer(&previous_layer)
+        && layer_version_of(&previous_layer).is_some_and(|v| v.name == layer_name)
+    {
         discard(&lambda, Some(&previous_layer)).await;
     }
     Ok(())
@@ -461,8 +523,8 @@ pub async fn deploy(sdk: &aws_config::SdkConfig, name: &str, file: &RolesFile, d
 
 /// Deletes layer version `arn`, if any, warning when it cannot (it then stays, unused).
 async fn discard(lambda: &aws_sdk_lambda::Client, arn: Option<&str>) {
-    let Some((name, version)) = arn.and_then(layer_version_of) else { return };
-    if let Err(e) = lambda.delete_layer_version().layer_name(name).version_number(version).send().await {
+    let Some(v) = arn.and_then(layer_version_of) else { return };
+    if let Err(e) = lambda.delete_layer_version().layer_name(v.name).version_number(v.version).send().await {
         term::warning(&format!(
             "cannot delete unused layer version {}: {}",
             arn.unwrap_or_default(),
@@ -521,9 +583,14 @@ pub async fn check_command(
 }
 
 /// `roles deploy --stack NAME [--dry-run] FILE`.
-pub async fn deploy_command(stack: &str, path: &str, dry_run: bool) -> Result<ExitCode, CliError> {
+pub async fn deploy_command(
+    stack: &str,
+    path: &str,
+    dry_run: bool,
+    allow_widening: bool,
+) -> Result<ExitCode, CliError> {
     let file = RolesFile::read(path)?;
-    deploy(&sdk().await?, stack, &file, dry_run).await?;
+    deploy(&sdk().await?, stack, &file, dry_run, allow_widening).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -563,6 +630,8 @@ mod tests {
         let stack = StackView {
             name: "keyturn".into(),
             account: "123456789012".into(),
+            partition: "aws".into(),
+            region: "us-east-1".into(),
             status: "UPDATE_COMPLETE".into(),
             parameters: [("ApiRateLimit", "10"), ("RolesLayerArn", ""), ("LeaseIamUserPath", "/a/")]
                 .into_iter()
@@ -593,12 +662,34 @@ mod tests {
 
     #[test]
     fn layer_version_arns_are_read_strictly() {
+        let v = layer_version_of("arn:aws:lambda:us-east-1:123456789012:layer:keyturn-roles:7").unwrap();
         assert_eq!(
-            layer_version_of("arn:aws:lambda:us-east-1:123456789012:layer:keyturn-roles:7"),
-            Some(("keyturn-roles", 7))
+            (v.partition, v.region, v.account, v.name, v.version),
+            ("aws", "us-east-1", "123456789012", "keyturn-roles", 7)
         );
-        assert_eq!(layer_version_of("arn:aws:lambda:us-east-1:123456789012:layer:keyturn-roles"), None);
-        assert_eq!(layer_version_of("arn:aws:lambda:us-east-1:123456789012:function:f:1"), None);
-        assert_eq!(layer_version_of(""), None);
+        assert!(layer_version_of("arn:aws:lambda:us-east-1:123456789012:layer:keyturn-roles").is_none());
+        assert!(layer_version_of("arn:aws:lambda:us-east-1:123456789012:function:f:1").is_none());
+        assert!(layer_version_of("").is_none());
+    }
+
+    #[test]
+    fn only_a_layer_of_the_stacks_own_account_and_region_is_its_roles_layer() {
+        let stack = StackView {
+            name: "keyturn".into(),
+            account: "123456789012".into(),
+            partition: "aws".into(),
+            region: "us-east-1".into(),
+            status: "UPDATE_COMPLETE".into(),
+            parameters: BTreeMap::new(),
+        };
+        assert!(stack.owns_layer("arn:aws:lambda:us-east-1:123456789012:layer:keyturn-roles:7"));
+        for other in [
+            "arn:aws:lambda:us-east-1:999999999999:layer:keyturn-roles:7",
+            "arn:aws:lambda:eu-west-1:123456789012:layer:keyturn-roles:7",
+            "arn:aws-cn:lambda:us-east-1:123456789012:layer:keyturn-roles:7",
+            "arn:aws:lambda:us-east-1:123456789012:layer:keyturn-roles",
+        ] {
+            assert!(!stack.owns_layer(other), "{other}");
+        }
     }
 }

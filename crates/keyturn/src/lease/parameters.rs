@@ -253,25 +253,47 @@ impl Parameters {
     /// order and repeats of ARNs in a policy's Resource change nothing), after trimming
     /// each item as CloudFormation does.
     pub fn differences<'a>(&self, stack: impl Fn(&str) -> Option<&'a str>) -> Vec<Difference> {
-        let normal = |p: Parameter, text: &str| -> Vec<String> {
-            if !p.is_list() {
-                return vec![text.to_owned()];
-            }
-            let mut items: Vec<String> =
-                text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
-            items.sort();
-            items.dedup();
-            items
-        };
         Parameter::ALL
             .iter()
             .filter_map(|&parameter| {
                 let file = self.template_value(parameter);
                 let theirs = stack(parameter.name());
-                let same = theirs.is_some_and(|t| normal(parameter, t) == normal(parameter, &file));
+                let same = theirs.is_some_and(|t| parameter.items(t) == parameter.items(&file));
                 (!same).then(|| Difference { parameter, stack: theirs.map(str::to_owned), file })
             })
             .collect()
+    }
+}
+
+impl Parameter {
+    /// A value as CloudFormation stores it, as a set: a list's items trimmed, sorted and
+    /// each once (their order and repeats change nothing in a policy); a string alone.
+    fn items(self, text: &str) -> Vec<String> {
+        if !self.is_list() {
+            return vec![text.to_owned()];
+        }
+        let mut items: Vec<String> =
+            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        items.sort();
+        items.dedup();
+        items
+    }
+}
+
+impl Difference {
+    /// What the file's value lets the functions do that the stack's does not: each ARN a
+    /// list adds, or a path or boundary that replaces the stack's. Empty when the change
+    /// only takes something away. `roles deploy` makes no such change unless asked: the
+    /// lists are the ceiling of what the roles file may hand out, and whoever may merge
+    /// the file should not also raise its own ceiling.
+    pub fn widening(&self) -> Vec<String> {
+        let file = self.parameter.items(&self.file);
+        if !self.parameter.is_list() {
+            let changed = self.stack.as_deref() != Some(self.file.as_str());
+            return if changed && !self.file.is_empty() { file } else { Vec::new() };
+        }
+        let stack = self.stack.as_deref().map(|s| self.parameter.items(s)).unwrap_or_default();
+        file.into_iter().filter(|item| !stack.contains(item)).collect()
     }
 }
 
@@ -472,6 +494,21 @@ db_user = "app_iam"
         ] {
             assert_eq!(partition_of_region(region), partition, "{region}");
         }
+    }
+
+    #[test]
+    fn a_widening_is_each_added_arn_or_a_new_path_or_boundary_and_a_narrowing_is_none() {
+        let d = |parameter, stack: Option<&str>, file: &str| Difference {
+            parameter,
+            stack: stack.map(str::to_owned),
+            file: file.to_owned(),
+        };
+        assert_eq!(d(Parameter::AdminSecretArns, Some("a, b"), "b,c,a").widening(), ["c"]);
+        assert!(d(Parameter::AdminSecretArns, Some("a,b"), "a").widening().is_empty(), "a narrowing");
+        assert_eq!(d(Parameter::AssumableRoleArns, None, "r").widening(), ["r"]);
+        assert_eq!(d(Parameter::IamUserPath, Some("/a/"), "/b/").widening(), ["/b/"]);
+        assert_eq!(d(Parameter::IamUserBoundaryArn, Some(""), "arn:b").widening(), ["arn:b"]);
+        assert!(d(Parameter::IamUserBoundaryArn, Some("arn:b"), "").widening().is_empty(), "no IAM users any more");
     }
 
     #[test]
