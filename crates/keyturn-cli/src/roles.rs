@@ -625,19 +625,21 @@ mod tests {
         assert_eq!(code_sha256(b"").len(), 44);
     }
 
-    #[test]
-    fn update_parameters_keep_every_other_value() {
-        let stack = StackView {
+    /// Stack `keyturn` of account 123456789012 in aws/us-east-1 with `parameters`.
+    fn stack_with(parameters: &[(&str, &str)]) -> StackView {
+        StackView {
             name: "keyturn".into(),
             account: "123456789012".into(),
             partition: "aws".into(),
             region: "us-east-1".into(),
             status: "UPDATE_COMPLETE".into(),
-            parameters: [("ApiRateLimit", "10"), ("RolesLayerArn", ""), ("LeaseIamUserPath", "/a/")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        };
+            parameters: parameters.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    #[test]
+    fn update_parameters_keep_every_other_value() {
+        let stack = stack_with(&[("ApiRateLimit", "10"), ("RolesLayerArn", ""), ("LeaseIamUserPath", "/a/")]);
         let changes = BTreeMap::from([("RolesLayerArn".to_owned(), "arn:x".to_owned())]);
         let p = update_parameters(&stack, &changes);
         let by_key = |k: &str| p.iter().find(|p| p.parameter_key() == Some(k)).unwrap();
@@ -674,14 +676,7 @@ mod tests {
 
     #[test]
     fn only_a_layer_of_the_stacks_own_account_and_region_is_its_roles_layer() {
-        let stack = StackView {
-            name: "keyturn".into(),
-            account: "123456789012".into(),
-            partition: "aws".into(),
-            region: "us-east-1".into(),
-            status: "UPDATE_COMPLETE".into(),
-            parameters: BTreeMap::new(),
-        };
+        let stack = stack_with(&[]);
         assert!(stack.owns_layer("arn:aws:lambda:us-east-1:123456789012:layer:keyturn-roles:7"));
         for other in [
             "arn:aws:lambda:us-east-1:999999999999:layer:keyturn-roles:7",
